@@ -1,0 +1,140 @@
+//! The command line (clap derive). Its `///` lines are the `--help` text. Nothing below the
+//! dispatch in `lib.rs` sees these types: they are turned into `Config` and plain arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::duration::HumanDuration;
+
+/// Heal failed systemd services and tell their owner what happened.
+#[derive(Debug, Parser)]
+#[command(name = "selfheal", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Config file [default: $SELFHEAL_CONFIG, else /etc/selfheal/selfheal.yml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// State directory [default: $SELFHEAL_STATE_DIR, else /var/lib/selfheal]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// More log output (-v: debug, -vv: trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors in the log output
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Heal one service (what its OnFailure= unit runs)
+    Run(RunArgs),
+    /// Show the dashboard: every monitored service and recent healing
+    Status {
+        /// Print JSON instead of the dashboard
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the config; exit 0 when valid, 2 when not
+    Check,
+    /// Write the heal units and OnFailure= drop-ins, then reload systemd
+    Install(InstallArgs),
+    /// Remove exactly what install wrote
+    Uninstall(UninstallArgs),
+    /// Show past healing runs
+    History {
+        /// Only this service
+        service: Option<String>,
+        /// Only runs newer than this (e.g. 24h)
+        #[arg(long, value_name = "DURATION")]
+        since: Option<HumanDuration>,
+        /// Print JSON lines
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliver reports queued in the outbox
+    Flush,
+    /// Send a test report through the configured transport
+    TestEmail,
+    /// Heal an example service in a throwaway systemd (needs root; touches nothing of the host)
+    Demo,
+    /// Print shell completions
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    Man,
+    /// A tiny HTTP service with /health, used by `demo`, tests and benchmarks
+    #[command(hide = true)]
+    ServeDemo {
+        /// Port to listen on (127.0.0.1)
+        #[arg(long)]
+        port: u16,
+        /// Print this line before serving (shows up in the journal)
+        #[arg(long)]
+        say: Option<String>,
+    },
+    /// Inside the sandbox namespaces: mount /run and cgroups, then exec systemd
+    #[command(hide = true)]
+    SandboxInit(SandboxInitArgs),
+}
+
+/// Arguments of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The monitored service (its `name`, with or without .service)
+    pub service: String,
+    /// Decide and print the plan, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not send the report by email
+    #[arg(long)]
+    pub no_email: bool,
+    /// Print the result as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `install`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Where unit files go
+    #[arg(long, default_value = "/etc/systemd/system", value_name = "DIR")]
+    pub unit_dir: PathBuf,
+    /// Do not run daemon-reload afterwards
+    #[arg(long)]
+    pub no_reload: bool,
+    /// Print what would be written, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Arguments of `uninstall`.
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// Where unit files are
+    #[arg(long, default_value = "/etc/systemd/system", value_name = "DIR")]
+    pub unit_dir: PathBuf,
+    /// Do not run daemon-reload afterwards
+    #[arg(long)]
+    pub no_reload: bool,
+}
+
+/// Arguments of the hidden `sandbox-init`.
+#[derive(Debug, Args)]
+pub struct SandboxInitArgs {
+    /// The unit directory systemd loads (and nothing else)
+    #[arg(long)]
+    pub units: PathBuf,
+    /// Mount only cgroup2 (pure cgroup v2 host)
+    #[arg(long)]
+    pub unified_only: bool,
+}

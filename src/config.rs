@@ -1,0 +1,694 @@
+//! The YAML configuration: its serde model, loading (with file/line/column in every syntax
+//! error) and the semantic validation that runs once, at load time.
+//!
+//! Everything below `Config` is plain data; nothing here talks to systemd or the network.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+
+/// Where the config is read from when neither `--config` nor `$SELFHEAL_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/selfheal/selfheal.yml";
+
+/// A configuration problem, always phrased so the user can find and fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(
+        "refusing config {path}: it is {why}; selfheal runs as root, so only root may be able to change what it does (chown root {path} && chmod go-w {path})"
+    )]
+    Insecure { path: PathBuf, why: String },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Name used in subjects and headers; defaults to the host name.
+    pub system_name: Option<String>,
+    /// Default recipient of reports (the seed's key).
+    pub owner: Option<String>,
+    /// Healing runs per service within `threshold_window`; past it, runs are suppressed.
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// Window of the loop protection.
+    #[serde(default = "default_threshold_window")]
+    pub threshold_window: HumanDuration,
+    /// A burst of failures like this gets one combined report.
+    pub cascade: Option<CascadeConfig>,
+    /// Optional Prometheus textfile for node_exporter.
+    pub metrics_file: Option<PathBuf>,
+    /// Optional directory whose templates override the built-in ones.
+    pub templates_dir: Option<PathBuf>,
+    /// How reports are delivered; absent means reports are only printed and logged.
+    pub email: Option<EmailConfig>,
+    /// The services selfheal heals.
+    #[serde(default)]
+    pub monitored_services: Vec<ServiceConfig>,
+}
+
+/// Grouping of simultaneous failures into one report.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CascadeConfig {
+    /// How many services must fail ...
+    pub services: u32,
+    /// ... within this window to count as a cascade.
+    pub within: HumanDuration,
+}
+
+/// Email delivery settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// Recipients; defaults to `[owner]`.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// Sender address.
+    pub from: Option<String>,
+    /// How mail leaves the host.
+    #[serde(default)]
+    pub transport: Transport,
+    /// SMTP relay settings, for `transport: smtp`.
+    pub smtp: Option<SmtpConfig>,
+    /// Where `transport: file` writes `.eml` files.
+    pub file_dir: Option<PathBuf>,
+}
+
+/// The mail transports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    #[default]
+    Smtp,
+    Sendmail,
+    File,
+}
+
+/// An SMTP relay.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Relay host name.
+    pub host: String,
+    /// Relay port; defaults by `security` (587, 465, 25).
+    pub port: Option<u16>,
+    /// Transport security.
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    /// AUTH user name.
+    pub username: Option<String>,
+    /// File holding the AUTH password (never inline in the YAML).
+    pub password_file: Option<PathBuf>,
+    /// Extra CA certificate to trust (private relays).
+    pub ca_file: Option<PathBuf>,
+    /// Timeout of the whole SMTP conversation.
+    #[serde(default = "default_smtp_timeout")]
+    pub timeout: HumanDuration,
+}
+
+/// SMTP transport security.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    #[default]
+    Starttls,
+    Tls,
+    None,
+}
+
+/// The healing strategies selfheal knows, in the spelling the config uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyName {
+    ServiceRestart,
+    PortConflict,
+    ConfigValidation,
+    DatabaseCheck,
+    EnvironmentCheck,
+}
+
+impl StrategyName {
+    /// Every strategy, in the order the seed documents them.
+    pub const ALL: [StrategyName; 5] = [
+        StrategyName::ServiceRestart,
+        StrategyName::PortConflict,
+        StrategyName::ConfigValidation,
+        StrategyName::DatabaseCheck,
+        StrategyName::EnvironmentCheck,
+    ];
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StrategyName::ServiceRestart => "service_restart",
+            StrategyName::PortConflict => "port_conflict",
+            StrategyName::ConfigValidation => "config_validation",
+            StrategyName::DatabaseCheck => "database_check",
+            StrategyName::EnvironmentCheck => "environment_check",
+        }
+    }
+}
+
+impl fmt::Display for StrategyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One monitored service.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The name used on the command line, in reports and in `<name>-self-heal.service`.
+    pub name: String,
+    /// The systemd unit; defaults to `<name>.service`.
+    pub unit: Option<String>,
+    /// TCP port the service must listen on once healthy.
+    pub port: Option<u16>,
+    /// Public domain, shown in reports.
+    pub domain: Option<String>,
+    /// Critical services get the critical marker in reports.
+    #[serde(default)]
+    pub critical: bool,
+    /// URL that must answer 2xx once healthy (http only).
+    pub health_url: Option<String>,
+    /// Strategies, tried in this order.
+    #[serde(default = "default_strategies")]
+    pub healing_strategies: Vec<StrategyName>,
+    /// How long to wait for active + port + health after an action.
+    #[serde(default = "default_verify_timeout")]
+    pub verify_timeout: HumanDuration,
+    /// How long the service must stay up to count as healed.
+    #[serde(default = "default_stable_for")]
+    pub stable_for: HumanDuration,
+    /// Settings of `config_validation`.
+    pub config_validation: Option<ConfigValidationConfig>,
+    /// Settings of `database_check`.
+    pub database_check: Option<DatabaseCheckConfig>,
+    /// Settings of `environment_check`.
+    pub environment_check: Option<EnvironmentCheckConfig>,
+    /// Settings of `port_conflict`.
+    pub port_conflict: Option<PortConflictConfig>,
+}
+
+/// `config_validation`: a validator command.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigValidationConfig {
+    /// argv of the validator; never run through a shell.
+    pub command: Vec<String>,
+    /// How long the validator may run.
+    #[serde(default = "default_validation_timeout")]
+    pub timeout: HumanDuration,
+}
+
+/// `database_check`: files and symlinks the service depends on.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseCheckConfig {
+    /// Files that must exist, with their expected ownership and mode.
+    #[serde(default)]
+    pub files: Vec<FileExpectation>,
+    /// Symlinks that must exist and point at `target`.
+    #[serde(default)]
+    pub symlinks: Vec<SymlinkExpectation>,
+}
+
+/// A file that must exist.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileExpectation {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Expected owner (user name).
+    pub owner: Option<String>,
+    /// Expected group (group name).
+    pub group: Option<String>,
+    /// Expected mode, octal as a string ("0640").
+    pub mode: Option<String>,
+}
+
+/// A symlink that must exist.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SymlinkExpectation {
+    /// Absolute path of the link.
+    pub path: PathBuf,
+    /// What it must point to.
+    pub target: PathBuf,
+}
+
+/// `environment_check`: the env file and its required keys.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentCheckConfig {
+    /// The env file; defaults to the unit's `EnvironmentFile=`.
+    pub file: Option<PathBuf>,
+    /// Keys that must be present and non-empty.
+    #[serde(default)]
+    pub required: Vec<String>,
+}
+
+/// `port_conflict` settings.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConflictConfig {
+    /// Allow killing a holder that is not this service's own process.
+    #[serde(default)]
+    pub kill_foreign: bool,
+    /// How long a SIGTERMed holder gets before SIGKILL.
+    #[serde(default = "default_kill_grace")]
+    pub grace: HumanDuration,
+}
+
+fn default_failure_threshold() -> u32 {
+    3
+}
+fn default_threshold_window() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
+}
+fn default_smtp_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn default_strategies() -> Vec<StrategyName> {
+    vec![StrategyName::ServiceRestart]
+}
+fn default_verify_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_stable_for() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}
+fn default_validation_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn default_kill_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+
+impl ServiceConfig {
+    /// The systemd unit name.
+    pub fn unit_name(&self) -> String {
+        self.unit
+            .clone()
+            .unwrap_or_else(|| format!("{}.service", self.name))
+    }
+
+    /// The name of the oneshot unit that `OnFailure=` starts.
+    pub fn heal_unit_name(&self) -> String {
+        format!("{}-self-heal.service", self.name)
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the config at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        refuse_if_writable_by_others(path)?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config =
+            serde_yaml_ng::from_str(text).map_err(|err| syntax_error(path, &err))?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Finds a monitored service by its name, with or without `.service`.
+    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+        let bare = name.strip_suffix(".service").unwrap_or(name);
+        self.monitored_services.iter().find(|s| s.name == bare)
+    }
+
+    /// The names of all monitored services, for error messages.
+    pub fn service_names(&self) -> Vec<&str> {
+        self.monitored_services
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect()
+    }
+
+    /// The system name used in subjects: `system_name`, else the host name.
+    pub fn system_name(&self) -> String {
+        self.system_name
+            .clone()
+            .unwrap_or_else(crate::host::hostname)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.failure_threshold == 0 {
+            return Err("failure_threshold must be at least 1".into());
+        }
+        let mut seen = HashSet::new();
+        for (index, service) in self.monitored_services.iter().enumerate() {
+            let at = format!("monitored_services[{index}] ({})", service.name);
+            if !seen.insert(service.name.as_str()) {
+                return Err(format!("{at}: the name is used twice"));
+            }
+            validate_service(service).map_err(|message| format!("{at}: {message}"))?;
+        }
+        if let Some(email) = &self.email {
+            validate_email(email, self.owner.as_deref()).map_err(|m| format!("email: {m}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// True when `name` is safe to use as (part of) a unit name and a file name.
+pub fn is_valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | ':'))
+}
+
+fn validate_service(service: &ServiceConfig) -> Result<(), String> {
+    if !is_valid_service_name(&service.name) {
+        return Err("name may only contain letters, digits and - _ . @ : (and must start with a letter or digit)".into());
+    }
+    let unit = service.unit_name();
+    let unit_stem = unit
+        .strip_suffix(".service")
+        .ok_or("unit must end in .service")?;
+    if !is_valid_service_name(unit_stem) {
+        return Err(format!("unit {unit:?} is not a valid unit name"));
+    }
+    if service.healing_strategies.is_empty() {
+        return Err(format!(
+            "healing_strategies is empty; choose from: {}",
+            StrategyName::ALL.map(StrategyName::as_str).join(", ")
+        ));
+    }
+    let mut seen = HashSet::new();
+    for strategy in &service.healing_strategies {
+        if !seen.insert(strategy) {
+            return Err(format!("healing_strategies lists {strategy} twice"));
+        }
+        match strategy {
+            StrategyName::PortConflict if service.port.is_none() => {
+                return Err("port_conflict needs `port`".into());
+            }
+            StrategyName::ConfigValidation
+                if service
+                    .config_validation
+                    .as_ref()
+                    .is_none_or(|c| c.command.is_empty()) =>
+            {
+                return Err(
+                    "config_validation needs `config_validation: { command: [...] }`".into(),
+                );
+            }
+            StrategyName::DatabaseCheck if service.database_check.is_none() => {
+                return Err(
+                    "database_check needs `database_check: { files: [...], symlinks: [...] }`"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+    }
+    if service.verify_timeout.0.is_zero() {
+        return Err("verify_timeout must be longer than 0".into());
+    }
+    if service.stable_for >= service.verify_timeout {
+        return Err(format!(
+            "stable_for ({}) must be shorter than verify_timeout ({})",
+            service.stable_for, service.verify_timeout
+        ));
+    }
+    if let Some(url) = &service.health_url {
+        crate::verify::HealthUrl::parse(url).map_err(|e| format!("health_url: {e}"))?;
+    }
+    if let Some(db) = &service.database_check {
+        for file in &db.files {
+            require_absolute(&file.path)?;
+            if let Some(mode) = &file.mode {
+                parse_mode(mode).map_err(|e| format!("{}: {e}", file.path.display()))?;
+            }
+        }
+        for link in &db.symlinks {
+            require_absolute(&link.path)?;
+        }
+    }
+    if let Some(file) = service
+        .environment_check
+        .as_ref()
+        .and_then(|env| env.file.as_ref())
+    {
+        require_absolute(file)?;
+    }
+    Ok(())
+}
+
+fn validate_email(email: &EmailConfig, owner: Option<&str>) -> Result<(), String> {
+    if email.to.is_empty() && owner.is_none() {
+        return Err("no recipient: set `email.to` or `owner`".into());
+    }
+    for address in email.to.iter().map(String::as_str).chain(owner) {
+        if !address.contains('@') {
+            return Err(format!("{address:?} is not an email address"));
+        }
+    }
+    match email.transport {
+        Transport::Smtp if email.smtp.is_none() => {
+            Err("transport smtp needs `smtp: { host: ... }`".into())
+        }
+        Transport::File if email.file_dir.is_none() => {
+            Err("transport file needs `file_dir`".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn require_absolute(path: &Path) -> Result<(), String> {
+    if path.is_absolute() {
+        Ok(())
+    } else {
+        Err(format!("{} must be an absolute path", path.display()))
+    }
+}
+
+/// Parses an octal mode such as `"0640"`.
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o7777)
+        .ok_or_else(|| format!("mode {text:?} is not an octal mode like \"0640\""))
+}
+
+fn syntax_error(path: &Path, err: &serde_yaml_ng::Error) -> ConfigError {
+    let message = err.to_string();
+    match err.location() {
+        Some(location) => ConfigError::Syntax {
+            path: path.to_owned(),
+            line: location.line(),
+            column: location.column(),
+            // The prefix already says where; drop serde_yaml_ng's own " at line L column C".
+            message: message.replace(
+                &format!(" at line {} column {}", location.line(), location.column()),
+                "",
+            ),
+        },
+        None => ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        },
+    }
+}
+
+/// Refuses a config that someone other than root could have written, when we run as root.
+fn refuse_if_writable_by_others(path: &Path) -> Result<(), ConfigError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let insecure = |why: String| ConfigError::Insecure {
+        path: path.to_owned(),
+        why,
+    };
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if meta.uid() != 0 {
+        return Err(insecure(format!("owned by uid {}", meta.uid())));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(insecure(format!(
+            "writable by group or others (mode {:04o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/selfheal/selfheal.yml"))
+    }
+
+    const SEED: &str = r#"
+monitored_services:
+  - name: story-stages
+    port: 5002
+    domain: books.jbyrd.org
+    critical: true
+    healing_strategies:
+      - service_restart
+      - port_conflict
+  - name: my-new-service
+    port: 8080
+    domain: myservice.jbyrd.org
+    critical: true
+    healing_strategies:
+      - service_restart
+      - port_conflict
+      - environment_check
+"#;
+
+    #[test]
+    fn loads_the_seed_entries_verbatim() {
+        let config = parse(SEED).unwrap();
+        assert_eq!(config.service_names(), ["story-stages", "my-new-service"]);
+        let service = config.service("story-stages.service").unwrap();
+        assert_eq!(service.unit_name(), "story-stages.service");
+        assert_eq!(service.port, Some(5002));
+        assert_eq!(service.verify_timeout.0, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../config/selfheal.example.yml");
+        let config = parse(text).unwrap();
+        assert_eq!(config.monitored_services.len(), 4);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_valid_choices_and_the_position() {
+        let err = parse("monitored_services:\n  - name: a\n    prot: 5\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("/etc/selfheal/selfheal.yml:3:5: "),
+            "{text}"
+        );
+        assert!(text.contains("unknown field `prot`"), "{text}");
+        assert!(text.contains("`port`"), "{text}");
+    }
+
+    #[test]
+    fn unknown_strategies_name_the_valid_choices() {
+        let err = parse("monitored_services:\n  - name: a\n    healing_strategies: [reboot]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `reboot`"), "{err}");
+        for name in StrategyName::ALL {
+            assert!(err.contains(name.as_str()), "{err} lacks {name}");
+        }
+    }
+
+    #[test]
+    fn broken_yaml_names_line_and_column() {
+        let err =
+            parse("system_name: x\nmonitored_services:\n  - name: a\n   port: 5\n").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Syntax {
+                    line: 4,
+                    column: 4,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with("/etc/selfheal/selfheal.yml:4:4: did not find expected '-'"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("at line 4 column 4"),
+            "location said twice: {text}"
+        );
+    }
+
+    #[test]
+    fn semantic_errors_name_the_service() {
+        let table = [
+            (
+                "  - name: a\n    healing_strategies: [port_conflict]\n",
+                "port_conflict needs `port`",
+            ),
+            ("  - name: 'a;b'\n", "name may only contain"),
+            ("  - name: a\n  - name: a\n", "used twice"),
+            (
+                "  - name: a\n    stable_for: 1m\n    verify_timeout: 10s\n",
+                "stable_for (1m)",
+            ),
+            ("  - name: a\n    health_url: ftp://x/\n", "health_url"),
+            (
+                "  - name: a\n    healing_strategies: [config_validation]\n",
+                "config_validation needs",
+            ),
+        ];
+        for (services, expected) in table {
+            let err = parse(&format!("monitored_services:\n{services}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{services:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_inline_smtp_password_is_an_unknown_key() {
+        let text = "email:\n  to: [a@b]\n  smtp:\n    host: h\n    password: hunter2\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("unknown field `password`"), "{err}");
+        assert!(err.contains("password_file"), "{err}");
+    }
+
+    #[test]
+    fn service_names_are_checked_strictly() {
+        for good in ["web", "story-stages", "a.b", "getty@tty1"] {
+            assert!(is_valid_service_name(good), "{good}");
+        }
+        for bad in ["", "web;touch /x", "../etc", "-x", "a b", "a/b", "$(id)"] {
+            assert!(!is_valid_service_name(bad), "{bad}");
+        }
+    }
+}

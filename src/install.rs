@@ -1,0 +1,193 @@
+//! `install` / `uninstall`: the `<name>-self-heal.service` units and the
+//! `<unit>.d/50-selfheal.conf` drop-ins that wire `OnFailure=` to them.
+//!
+//! Generation is pure (`planned_files`); writing is separate, and `uninstall` removes only
+//! files that carry our marker line, so it never deletes what a person wrote.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::config::Config;
+
+/// First line of every file selfheal writes; `uninstall` removes only files that start with it.
+pub const MARKER: &str = "# Written by `selfheal install`; `selfheal uninstall` removes it.";
+
+/// How the heal units call selfheal.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// Absolute path of the selfheal binary.
+    pub executable: PathBuf,
+    /// `--config`, only when it is not the default.
+    pub config: Option<PathBuf>,
+    /// `--state-dir`, only when it is not the default.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// One file install writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitFile {
+    pub path: PathBuf,
+    pub contents: String,
+}
+
+/// The files for every monitored service.
+pub fn planned_files(config: &Config, invocation: &Invocation, unit_dir: &Path) -> Vec<UnitFile> {
+    let mut command = vec![quote_arg(&invocation.executable.to_string_lossy())];
+    if let Some(path) = &invocation.config {
+        command.push(format!("--config={}", quote_arg(&path.to_string_lossy())));
+    }
+    if let Some(path) = &invocation.state_dir {
+        command.push(format!(
+            "--state-dir={}",
+            quote_arg(&path.to_string_lossy())
+        ));
+    }
+    let mut files = Vec::new();
+    for service in &config.monitored_services {
+        let unit = service.unit_name();
+        let heal_unit = service.heal_unit_name();
+        files.push(UnitFile {
+            path: unit_dir.join(&heal_unit),
+            contents: format!(
+                "{MARKER}\n[Unit]\nDescription=selfheal: heal {unit}\nDocumentation=https://github.com/selfheal/selfheal\n\
+                 # Never let a healing run be refused by a start limit.\nStartLimitIntervalSec=0\n\n\
+                 [Service]\nType=oneshot\nExecStart={} run {}\n",
+                command.join(" "),
+                service.name
+            ),
+        });
+        files.push(UnitFile {
+            path: unit_dir.join(format!("{unit}.d")).join("50-selfheal.conf"),
+            contents: format!("{MARKER}\n[Unit]\nOnFailure={heal_unit}\n"),
+        });
+    }
+    files
+}
+
+/// systemd's ExecStart= splits on whitespace and interprets quotes and `%`; quote what needs it.
+fn quote_arg(arg: &str) -> String {
+    let escaped = arg.replace('%', "%%");
+    if escaped
+        .chars()
+        .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | ';'))
+    {
+        format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        escaped
+    }
+}
+
+/// Writes the files (atomically: temp file + rename). Returns what was written.
+pub fn write_files(files: &[UnitFile]) -> anyhow::Result<()> {
+    for file in files {
+        let dir = file
+            .path
+            .parent()
+            .context("unit file without a directory")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let temp = file.path.with_extension("selfheal-tmp");
+        std::fs::write(&temp, &file.contents)
+            .with_context(|| format!("writing {}", temp.display()))?;
+        std::fs::rename(&temp, &file.path)
+            .with_context(|| format!("writing {}", file.path.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes the files install would write, when they carry our marker, and drop-in directories
+/// left empty. Returns the removed paths.
+pub fn remove_files(files: &[UnitFile]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for file in files {
+        let Ok(contents) = std::fs::read_to_string(&file.path) else {
+            continue;
+        };
+        if !contents.starts_with(MARKER) {
+            tracing::warn!("leaving {}: not written by selfheal", file.path.display());
+            continue;
+        }
+        std::fs::remove_file(&file.path)
+            .with_context(|| format!("removing {}", file.path.display()))?;
+        removed.push(file.path.clone());
+        if let Some(dir) = file
+            .path
+            .parent()
+            .filter(|d| d.extension().is_some_and(|e| e == "d"))
+        {
+            // Only succeeds when empty, which is exactly when it should go.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::parse(
+            "monitored_services:\n  - name: web\n  - name: db\n    unit: postgresql.service\n",
+            Path::new("t.yml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn writes_a_heal_unit_and_a_drop_in_per_service() {
+        let invocation = Invocation {
+            executable: "/usr/local/bin/selfheal".into(),
+            config: Some("/srv/my config.yml".into()),
+            state_dir: None,
+        };
+        let files = planned_files(&config(), &invocation, Path::new("/etc/systemd/system"));
+        let paths: Vec<_> = files
+            .iter()
+            .map(|f| f.path.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/etc/systemd/system/web-self-heal.service",
+                "/etc/systemd/system/web.service.d/50-selfheal.conf",
+                "/etc/systemd/system/db-self-heal.service",
+                "/etc/systemd/system/postgresql.service.d/50-selfheal.conf",
+            ]
+        );
+        assert!(files[0].contents.contains("Type=oneshot\n"));
+        assert!(
+            files[0].contents.contains(
+                "ExecStart=/usr/local/bin/selfheal --config=\"/srv/my config.yml\" run web\n"
+            ),
+            "{}",
+            files[0].contents
+        );
+        assert!(
+            files[3]
+                .contents
+                .ends_with("[Unit]\nOnFailure=db-self-heal.service\n")
+        );
+    }
+
+    #[test]
+    fn uninstall_removes_only_our_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let invocation = Invocation {
+            executable: "/bin/selfheal".into(),
+            config: None,
+            state_dir: None,
+        };
+        let files = planned_files(&config(), &invocation, dir.path());
+        write_files(&files).unwrap();
+        // A person's own drop-in beside ours survives, and so does its directory.
+        let own = dir.path().join("web.service.d/10-mine.conf");
+        std::fs::write(&own, "[Service]\nRestart=always\n").unwrap();
+        std::fs::write(&files[2].path, "[Unit]\n# hand-written\n").unwrap();
+        let removed = remove_files(&files).unwrap();
+        assert_eq!(removed.len(), 3);
+        assert!(own.exists());
+        assert!(files[2].path.exists());
+        assert!(!dir.path().join("postgresql.service.d").exists());
+    }
+}

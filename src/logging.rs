@@ -1,0 +1,44 @@
+//! Logging: tracing to journald (`SYSLOG_IDENTIFIER=selfheal`, fields such as
+//! `SELFHEAL_SERVICE`), or to stderr when journald is not there (a container, a dev shell).
+
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// The syslog identifier of every journal entry selfheal writes.
+pub const SYSLOG_IDENTIFIER: &str = "selfheal";
+
+/// Installs the global subscriber. `verbosity`: -1 quiet, 0 normal, 1 debug, 2+ trace.
+///
+/// When journald is reachable, log lines go there only: stdout carries the report and stderr
+/// stays for errors, so the heal unit's journal is not doubled.
+pub fn init(verbosity: i8) {
+    let level = match verbosity {
+        i8::MIN..=-1 => LevelFilter::ERROR,
+        0 => LevelFilter::INFO,
+        1 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
+    let filter = EnvFilter::builder()
+        .with_default_directive(level.into())
+        .with_env_var("SELFHEAL_LOG")
+        .from_env_lossy()
+        // Our own logs only; zbus' internals are noise at debug level.
+        .add_directive("zbus=warn".parse().expect("static directive"));
+    let journald = tracing_journald::layer().ok().map(|layer| {
+        layer
+            .with_syslog_identifier(SYSLOG_IDENTIFIER.to_owned())
+            .with_field_prefix(None)
+    });
+    let stderr = journald.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .without_time()
+    });
+    let _ = tracing_subscriber::registry()
+        .with(journald.with_filter(filter.clone()))
+        .with(stderr.with_filter(filter))
+        .try_init();
+}

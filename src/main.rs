@@ -1,0 +1,21 @@
+//! The `selfheal` binary: parse, set up logging, call the library, print an error once, exit.
+
+use clap::Parser;
+
+fn main() {
+    let cli = selfheal::cli::Cli::parse();
+    let verbosity = if cli.quiet {
+        -1
+    } else {
+        i8::try_from(cli.verbose).unwrap_or(i8::MAX)
+    };
+    selfheal::logging::init(verbosity);
+    let code = match selfheal::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("selfheal: {err:#}");
+            selfheal::exit_code_for(&err)
+        }
+    };
+    std::process::exit(code.into());
+}

@@ -1,0 +1,56 @@
+//! The outcome of a `run`, and the exit code each one maps to.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::exit_code::ExitCode;
+
+/// How a `selfheal run` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Healed and verified.
+    Resolved,
+    /// It was already healthy; nothing was done.
+    Healthy,
+    /// Still down after every applicable strategy; escalated.
+    Failed,
+    /// Not healed on purpose (loop protection, or a concurrent run).
+    Suppressed,
+    /// `--dry-run`: the plan was printed, nothing changed.
+    Planned,
+}
+
+impl Outcome {
+    /// The word used in JSON, history and subjects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Resolved => "resolved",
+            Outcome::Healthy => "healthy",
+            Outcome::Failed => "failed",
+            Outcome::Suppressed => "suppressed",
+            Outcome::Planned => "planned",
+        }
+    }
+
+    /// The process exit code for this outcome.
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            Outcome::Resolved | Outcome::Healthy | Outcome::Planned => ExitCode::Success,
+            Outcome::Failed => ExitCode::Failure,
+            Outcome::Suppressed => ExitCode::Suppressed,
+        }
+    }
+
+    /// Whether this run counts as a healing attempt for loop protection.
+    pub fn is_healing_attempt(self) -> bool {
+        matches!(self, Outcome::Resolved | Outcome::Failed)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

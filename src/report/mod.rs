@@ -1,0 +1,191 @@
+//! The report: data first (`Report`), then text by templates (`render`), then delivery
+//! elsewhere. Nothing here performs I/O except reading template overrides.
+
+mod render;
+
+use serde::Serialize;
+
+use crate::config::{Config, ServiceConfig};
+use crate::diagnose::{Diagnosis, Termination};
+use crate::outcome::Outcome;
+use crate::strategy::Step;
+use crate::systemd::UnitSnapshot;
+
+pub use render::{RenderError, Renderer};
+
+/// The unit's state after healing.
+#[derive(Debug, Clone, Serialize)]
+pub struct PostStatus {
+    pub active_state: String,
+    pub sub_state: String,
+    pub main_pid: u32,
+    pub memory_bytes: Option<u64>,
+    /// RFC 3339, when it last became active.
+    pub active_since: Option<String>,
+    pub unit_file_state: String,
+}
+
+impl From<&UnitSnapshot> for PostStatus {
+    fn from(snapshot: &UnitSnapshot) -> PostStatus {
+        let since = (snapshot.active_enter_timestamp_us > 0).then(|| {
+            let time = std::time::UNIX_EPOCH
+                + std::time::Duration::from_micros(snapshot.active_enter_timestamp_us);
+            humantime::format_rfc3339_seconds(time).to_string()
+        });
+        PostStatus {
+            active_state: snapshot.active_state.clone(),
+            sub_state: snapshot.sub_state.clone(),
+            main_pid: snapshot.main_pid,
+            memory_bytes: snapshot.memory_current,
+            active_since: since,
+            unit_file_state: snapshot.unit_file_state.clone(),
+        }
+    }
+}
+
+/// Everything a report says about one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub system_name: String,
+    pub host: String,
+    pub service: String,
+    pub unit: String,
+    pub domain: Option<String>,
+    pub port: Option<u16>,
+    pub critical: bool,
+    pub outcome: Outcome,
+    /// RFC 3339.
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub diagnosis: Option<Diagnosis>,
+    pub steps: Vec<Step>,
+    pub healed_by: Option<String>,
+    /// Why the run stopped without healing (escalation reason, suppression reason).
+    pub reason: Option<String>,
+    pub post_status: Option<PostStatus>,
+    pub recommendations: Vec<String>,
+    /// Commands for a person, when the service is still down.
+    pub manual_steps: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// The parts of a report that come from the config, before the run starts.
+pub struct ReportHeader {
+    pub system_name: String,
+    pub host: String,
+    pub service: String,
+    pub unit: String,
+    pub domain: Option<String>,
+    pub port: Option<u16>,
+    pub critical: bool,
+}
+
+impl ReportHeader {
+    pub fn new(config: &Config, service: &ServiceConfig) -> ReportHeader {
+        ReportHeader {
+            system_name: config.system_name(),
+            host: crate::host::hostname(),
+            service: service.name.clone(),
+            unit: service.unit_name(),
+            domain: service.domain.clone(),
+            port: service.port,
+            critical: service.critical,
+        }
+    }
+}
+
+/// What a run established, to be turned into a report.
+pub struct RunFacts {
+    pub outcome: Outcome,
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub diagnosis: Option<Diagnosis>,
+    pub steps: Vec<Step>,
+    pub healed_by: Option<String>,
+    pub reason: Option<String>,
+    pub post_status: Option<PostStatus>,
+    pub dry_run: bool,
+}
+
+impl Report {
+    pub fn new(header: ReportHeader, facts: RunFacts) -> Report {
+        let recommendations = recommendations(&header, &facts);
+        let manual_steps =
+            if facts.outcome == Outcome::Failed || facts.outcome == Outcome::Suppressed {
+                manual_steps(&header)
+            } else {
+                Vec::new()
+            };
+        Report {
+            system_name: header.system_name,
+            host: header.host,
+            service: header.service,
+            unit: header.unit,
+            domain: header.domain,
+            port: header.port,
+            critical: header.critical,
+            outcome: facts.outcome,
+            started_at: facts.started_at,
+            duration_ms: facts.duration_ms,
+            diagnosis: facts.diagnosis,
+            steps: facts.steps,
+            healed_by: facts.healed_by,
+            reason: facts.reason,
+            post_status: facts.post_status,
+            recommendations,
+            manual_steps,
+            dry_run: facts.dry_run,
+        }
+    }
+}
+
+/// Advice that follows from the facts; nothing generic.
+fn recommendations(header: &ReportHeader, facts: &RunFacts) -> Vec<String> {
+    let mut advice = Vec::new();
+    let unit = &header.unit;
+    if let Some(diagnosis) = &facts.diagnosis {
+        if let Some(id) = &diagnosis.invocation_id {
+            advice.push(format!(
+                "Full log of the failed run: journalctl _SYSTEMD_INVOCATION_ID={id}"
+            ));
+        }
+        match (&diagnosis.termination, diagnosis.result.as_str()) {
+            (_, "oom-kill") => advice.push(format!(
+                "It ran out of memory: check its usage (systemctl status {unit}) and MemoryMax=, or fix the leak."
+            )),
+            (Termination::Killed { signal }, _) if signal == "SIGKILL" => advice.push(
+                "Something outside the service sent SIGKILL: look for the OOM killer in `journalctl -k` and for scripts or people that kill it.".into(),
+            ),
+            (Termination::Dumped { .. }, _) => advice.push(format!("It crashed: inspect the core with `coredumpctl info {unit}`.")),
+            (Termination::Exited { status }, _) => advice.push(format!(
+                "It exited with status {status} on its own: the journal lines above are the program's own explanation."
+            )),
+            _ => {}
+        }
+        if diagnosis.restarts > 0 {
+            advice.push(format!(
+                "systemd had already restarted it {} time(s) before giving up: this is recurring, not a one-off.",
+                diagnosis.restarts
+            ));
+        }
+    }
+    if facts.outcome == Outcome::Resolved {
+        advice.push(format!(
+            "Watch for a recurrence: selfheal history {}",
+            header.service
+        ));
+    }
+    advice
+}
+
+fn manual_steps(header: &ReportHeader) -> Vec<String> {
+    let unit = &header.unit;
+    vec![
+        format!("ssh {}", header.host),
+        format!("sudo systemctl status {unit}"),
+        format!("sudo journalctl -u {unit} -n 100"),
+        "free -h && df -h".to_owned(),
+        format!("sudo systemctl restart {unit}"),
+        format!("sudo selfheal run {} --dry-run", header.service),
+    ]
+}

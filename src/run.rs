@@ -1,0 +1,247 @@
+//! `selfheal run <service>`: lock, diagnose, leave a healthy service alone, wait for systemd
+//! when it is already acting, run the strategy chain, verify, record.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+
+use crate::config::{Config, ServiceConfig};
+use crate::diagnose::{Diagnosis, MonitorFacts};
+use crate::journal;
+use crate::outcome::Outcome;
+use crate::report::{PostStatus, Report, ReportHeader, RunFacts};
+use crate::state::{HistoryRecord, StateDir};
+use crate::strategy::{self, Context};
+use crate::systemd::{Systemd, UnitControl, UnitSnapshot};
+use crate::verify::{self, HealthTarget, HealthUrl};
+
+/// How `run` was asked to behave.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Decide and print the plan, change nothing (no restart, kill, file change, mail, state).
+    pub dry_run: bool,
+}
+
+/// How long the journal of the failed run may take to read before the report goes without it.
+const JOURNAL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Heals `service` and returns the report of what happened.
+pub fn run(
+    config: &Config,
+    state: &StateDir,
+    service: &ServiceConfig,
+    options: RunOptions,
+) -> anyhow::Result<Report> {
+    let clock = RunClock::start();
+    let header = ReportHeader::new(config, service);
+    let unit = service.unit_name();
+
+    let _lock = if options.dry_run {
+        None
+    } else {
+        match state.try_lock(&service.name)? {
+            Some(lock) => Some(lock),
+            None => {
+                let facts = clock.facts(Outcome::Suppressed, options).reason(format!(
+                    "another selfheal run is healing {} right now",
+                    service.name
+                ));
+                return finish(state, Report::new(header, facts), options);
+            }
+        }
+    };
+
+    // With the OnFailure= facts at hand, start reading the failed run's journal right away:
+    // journalctl runs while we talk to systemd.
+    let monitor = MonitorFacts::from_env(&unit);
+    let mut pending_journal = monitor
+        .as_ref()
+        .and_then(|facts| facts.invocation_id.as_deref())
+        .and_then(|id| journal::start(&unit, Some(id)).ok());
+
+    let systemd = Systemd::connect()?;
+    let target = health_target(service);
+    let mut snapshot = systemd.snapshot(&unit)?;
+    let mut waited = None;
+    if snapshot.systemd_is_acting() {
+        let since = Instant::now();
+        snapshot = wait_for_systemd(&systemd, &unit, target.timeout)?;
+        waited = Some(since.elapsed());
+    }
+
+    if verify::check_now(&snapshot, &target, false).is_ok() {
+        let diagnosis = Diagnosis::new(&snapshot, monitor.as_ref(), Vec::new());
+        let reason = waited.map(|took| {
+            format!("systemd was already restarting {unit}; selfheal waited {} ms for it instead of racing it", took.as_millis())
+        });
+        let mut facts = clock.facts(Outcome::Healthy, options).diagnosis(diagnosis);
+        facts.reason = reason;
+        facts.post_status = Some(PostStatus::from(&snapshot));
+        return finish(state, Report::new(header, facts), options);
+    }
+
+    let journal_lines = pending_journal
+        .take()
+        .or_else(|| journal::start(&unit, Some(&snapshot.invocation_id)).ok())
+        .map(|pending| pending.collect(JOURNAL_TIMEOUT))
+        .unwrap_or_default();
+    let diagnosis = Diagnosis::new(&snapshot, monitor.as_ref(), journal_lines);
+    tracing::info!(selfheal_service = %service.name, "diagnosis: {}", diagnosis.summary);
+
+    if !options.dry_run {
+        let window = Duration::from(config.threshold_window);
+        let attempts = state.healing_attempts_since(&service.name, SystemTime::now() - window)?;
+        if attempts >= config.failure_threshold as usize {
+            let reason = format!(
+                "loop protection: {attempts} healing runs within {} (failure_threshold {}); a person has to look at it",
+                config.threshold_window, config.failure_threshold
+            );
+            let mut facts = clock
+                .facts(Outcome::Suppressed, options)
+                .diagnosis(diagnosis)
+                .reason(reason);
+            facts.post_status = Some(PostStatus::from(&snapshot));
+            return finish(state, Report::new(header, facts), options);
+        }
+    }
+
+    let order = strategy::plan(&service.healing_strategies, &diagnosis);
+    let context = Context {
+        service,
+        diagnosis: &diagnosis,
+        units: &systemd,
+        target: &target,
+        dry_run: options.dry_run,
+    };
+    let chain = strategy::run_chain(&order, &context);
+    let outcome = match (options.dry_run, chain.healed_by) {
+        (true, _) => Outcome::Planned,
+        (false, Some(_)) => Outcome::Resolved,
+        (false, None) => Outcome::Failed,
+    };
+    let post = systemd.snapshot(&unit).ok();
+    let reason = chain.escalation.clone().or_else(|| {
+        (outcome == Outcome::Failed).then(|| {
+            chain
+                .steps
+                .last()
+                .map_or("no strategy applied".to_owned(), |step| {
+                    format!("{}: {}", step.strategy, step.detail)
+                })
+        })
+    });
+    let mut facts = clock.facts(outcome, options).diagnosis(diagnosis);
+    facts.steps = chain.steps;
+    facts.healed_by = chain.healed_by.map(|name| name.to_string());
+    facts.reason = reason;
+    facts.post_status = post.as_ref().map(PostStatus::from);
+    finish(state, Report::new(header, facts), options)
+}
+
+fn health_target(service: &ServiceConfig) -> HealthTarget {
+    HealthTarget {
+        unit: service.unit_name(),
+        port: service.port,
+        // Validated at config load; a parse failure here cannot happen.
+        health_url: service
+            .health_url
+            .as_deref()
+            .and_then(|url| HealthUrl::parse(url).ok()),
+        timeout: service.verify_timeout.into(),
+        stable_for: service.stable_for.into(),
+    }
+}
+
+/// systemd already has a job queued or an automatic restart pending: let it finish rather
+/// than race it, then look again.
+fn wait_for_systemd(
+    systemd: &Systemd,
+    unit: &str,
+    timeout: Duration,
+) -> anyhow::Result<UnitSnapshot> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        systemd.wait_for_job(unit, left)?;
+        let snapshot = systemd.snapshot(unit)?;
+        if !snapshot.systemd_is_acting() || left.is_zero() {
+            return Ok(snapshot);
+        }
+        // auto-restart has no job until RestartSec= passes; poll until it does.
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Logs, records and returns the report (records nothing on a dry run).
+fn finish(state: &StateDir, report: Report, options: RunOptions) -> anyhow::Result<Report> {
+    tracing::info!(
+        selfheal_service = %report.service,
+        selfheal_outcome = %report.outcome,
+        selfheal_healed_by = report.healed_by.as_deref().unwrap_or(""),
+        "{} {} in {} ms",
+        report.service,
+        report.outcome,
+        report.duration_ms
+    );
+    if !options.dry_run {
+        let record = HistoryRecord {
+            service: report.service.clone(),
+            outcome: report.outcome,
+            started_at: report.started_at.clone(),
+            duration_ms: report.duration_ms,
+            healed_by: report.healed_by.clone(),
+            summary: report
+                .diagnosis
+                .as_ref()
+                .map(|d| d.summary.clone())
+                .unwrap_or_default(),
+        };
+        state
+            .append_history(&record)
+            .context("recording the run in history.jsonl")?;
+    }
+    Ok(report)
+}
+
+/// When the run started, for `started_at` and `duration_ms`.
+struct RunClock {
+    wall: SystemTime,
+    monotonic: Instant,
+}
+
+impl RunClock {
+    fn start() -> RunClock {
+        RunClock {
+            wall: SystemTime::now(),
+            monotonic: Instant::now(),
+        }
+    }
+
+    fn facts(&self, outcome: Outcome, options: RunOptions) -> RunFacts {
+        RunFacts {
+            outcome,
+            started_at: humantime::format_rfc3339_millis(self.wall).to_string(),
+            duration_ms: u64::try_from(self.monotonic.elapsed().as_millis()).unwrap_or(u64::MAX),
+            diagnosis: None,
+            steps: Vec::new(),
+            healed_by: None,
+            reason: None,
+            post_status: None,
+            dry_run: options.dry_run,
+        }
+    }
+}
+
+impl RunFacts {
+    fn diagnosis(mut self, diagnosis: Diagnosis) -> RunFacts {
+        self.diagnosis = Some(diagnosis);
+        self
+    }
+
+    fn reason(mut self, reason: String) -> RunFacts {
+        self.reason = Some(reason);
+        self
+    }
+}

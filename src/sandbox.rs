@@ -1,0 +1,403 @@
+//! A throwaway systemd, booted as PID 1 of new PID + mount + UTS + cgroup namespaces, with its
+//! own journald and D-Bus system bus. `selfheal demo` and the integration tests use it.
+//!
+//! Safety (see shared/notes/systemd-sandbox.md): systemd only ever loads the units in our own
+//! directory (SYSTEMD_UNIT_PATH), with stub targets, so nothing like systemd-tmpfiles can run
+//! against the host's file systems; /run is a private tmpfs; journald is volatile and does not
+//! touch /dev/log. The sandbox gets its own cgroup, and dropping it kills its PID 1 with
+//! SIGKILL, which ends every process inside.
+
+use std::ffi::CString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::cli::SandboxInitArgs;
+
+const STUB_TARGETS: [&str; 8] = [
+    "sysinit", "basic", "shutdown", "local-fs", "sockets", "timers", "paths", "slices",
+];
+const HOST_UNITS: &str = "/lib/systemd/system";
+const SYSTEMD: &str = "/lib/systemd/systemd";
+
+/// Which cgroup layout the host has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CgroupLayout {
+    /// cgroup2 mounted on /sys/fs/cgroup (most current distributions).
+    Unified,
+    /// v1 controllers plus /sys/fs/cgroup/unified and /sys/fs/cgroup/systemd.
+    Hybrid,
+}
+
+impl CgroupLayout {
+    fn detect() -> anyhow::Result<CgroupLayout> {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+            .context("reading /proc/self/mountinfo")?;
+        let fs_at = |target: &str| {
+            mounts.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let dash = fields.iter().position(|f| *f == "-")?;
+                (fields.get(4) == Some(&target))
+                    .then(|| fields.get(dash + 1).map(|s| (*s).to_owned()))?
+            })
+        };
+        match (
+            fs_at("/sys/fs/cgroup").as_deref(),
+            fs_at("/sys/fs/cgroup/systemd").as_deref(),
+        ) {
+            (Some("cgroup2"), _) => Ok(CgroupLayout::Unified),
+            (_, Some("cgroup")) => Ok(CgroupLayout::Hybrid),
+            _ => bail!(
+                "unsupported cgroup layout: neither cgroup2 on /sys/fs/cgroup nor a name=systemd hierarchy"
+            ),
+        }
+    }
+
+    /// The host cgroup directories the sandbox's launcher joins.
+    fn sandbox_cgroups(self, id: &str) -> Vec<PathBuf> {
+        match self {
+            CgroupLayout::Unified => vec![PathBuf::from(format!("/sys/fs/cgroup/{id}"))],
+            CgroupLayout::Hybrid => vec![
+                PathBuf::from(format!("/sys/fs/cgroup/systemd/{id}")),
+                PathBuf::from(format!("/sys/fs/cgroup/unified/{id}")),
+            ],
+        }
+    }
+}
+
+/// A running sandboxed systemd.
+pub struct Sandbox {
+    /// Host PID of the sandbox's PID 1.
+    pid: u32,
+    launcher: Child,
+    cgroups: Vec<PathBuf>,
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// Boots a sandbox whose unit directory holds the stubs plus journald and D-Bus, and waits
+    /// until systemd reports `running`. `selfheal` is the binary whose hidden `sandbox-init`
+    /// does the mounts inside the namespaces.
+    pub fn boot(selfheal: &Path) -> anyhow::Result<Sandbox> {
+        if !nix::unistd::geteuid().is_root() {
+            bail!("the sandbox needs root (namespaces, mounts, cgroups)");
+        }
+        let layout = CgroupLayout::detect()?;
+        let dir = tempfile::Builder::new()
+            .prefix("selfheal-sandbox-")
+            .tempdir()?;
+        let units = dir.path().join("units");
+        write_base_units(&units)?;
+        let id = dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .context("temp dir without a name")?;
+        let cgroups = layout.sandbox_cgroups(&id);
+        for cgroup in &cgroups {
+            std::fs::create_dir_all(cgroup)
+                .with_context(|| format!("creating cgroup {}", cgroup.display()))?;
+        }
+        let procs: Vec<CString> = cgroups
+            .iter()
+            .map(|c| CString::new(c.join("cgroup.procs").to_string_lossy().as_bytes()))
+            .collect::<Result<_, _>>()?;
+        let log = std::fs::File::create(dir.path().join("console.log"))?;
+        let mut command = Command::new("unshare");
+        command
+            .args([
+                "--pid",
+                "--fork",
+                "--mount",
+                "--uts",
+                "--cgroup",
+                "--kill-child",
+                "--mount-proc",
+                "--",
+            ])
+            .arg(selfheal)
+            .arg("sandbox-init")
+            .arg("--units")
+            .arg(&units);
+        if layout == CgroupLayout::Unified {
+            command.arg("--unified-only");
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // Join the sandbox cgroups before unshare, so the new cgroup namespace is rooted there
+        // and two sandboxes never share unit cgroups. Only async-signal-safe calls here.
+        unsafe {
+            command.pre_exec(move || {
+                for path in &procs {
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let written = libc::write(fd, b"0\n".as_ptr().cast(), 2);
+                    libc::close(fd);
+                    if written < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let launcher = command.spawn().context("starting unshare")?;
+        let mut sandbox = Sandbox {
+            pid: 0,
+            launcher,
+            cgroups,
+            dir,
+        };
+        sandbox.pid = sandbox.find_init()?;
+        sandbox.wait_running(Duration::from_secs(20))?;
+        Ok(sandbox)
+    }
+
+    /// unshare forks once; its only child is the sandbox's PID 1.
+    fn find_init(&mut self) -> anyhow::Result<u32> {
+        let unshare = self.launcher.id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let children =
+                std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
+                    .unwrap_or_default();
+            if let Some(pid) = children
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+            {
+                return Ok(pid);
+            }
+            if let Some(status) = self.launcher.try_wait()? {
+                bail!(
+                    "the sandbox exited at once ({status}): {}",
+                    self.console_log()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("the sandbox's PID 1 did not appear");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn wait_running(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let output = self
+                .command("systemctl")
+                .arg("is-system-running")
+                .output()?;
+            let state = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            if state == "running" || state == "degraded" {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "sandbox systemd is {state:?} after {timeout:?}: {}",
+                    self.console_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The directory systemd loads units from (a host path, visible inside too).
+    pub fn unit_dir(&self) -> PathBuf {
+        self.dir.path().join("units")
+    }
+
+    /// A scratch directory that lives as long as the sandbox.
+    pub fn scratch_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Host PID of the sandbox's systemd.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// A command that runs inside the sandbox's mount and PID namespaces.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg("-t")
+            .arg(self.pid.to_string())
+            .args(["-m", "-p", "--"])
+            .arg(program);
+        command
+    }
+
+    /// Runs `systemctl ARGS` inside; fails with its stderr when it fails.
+    pub fn systemctl<I, S>(&self, args: I) -> anyhow::Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let output = self.command("systemctl").args(args).output()?;
+        checked(output)
+    }
+
+    /// One property of a unit (`systemctl show -P`).
+    pub fn property(&self, unit: &str, property: &str) -> anyhow::Result<String> {
+        Ok(self
+            .systemctl(["show", "-P", property, unit])?
+            .trim()
+            .to_owned())
+    }
+
+    /// Writes a unit file into the sandbox's unit directory and reloads systemd.
+    pub fn add_unit(&self, name: &str, contents: &str) -> anyhow::Result<()> {
+        std::fs::write(self.unit_dir().join(name), contents)?;
+        self.systemctl(["daemon-reload"]).map(drop)
+    }
+
+    /// What systemd printed on its console (for error messages).
+    pub fn console_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default()
+    }
+}
+
+fn checked(output: Output) -> anyhow::Result<String> {
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        bail!(
+            "{}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if self.pid != 0 {
+            // SIGKILL to the namespace's PID 1 ends every process in it.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(self.pid).unwrap_or(i32::MAX)),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.launcher.kill();
+        let _ = self.launcher.wait();
+        for cgroup in &self.cgroups {
+            remove_cgroup_tree(cgroup);
+        }
+    }
+}
+
+/// cgroup directories can only be removed empty and leaf first.
+fn remove_cgroup_tree(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_cgroup_tree(&entry.path());
+                }
+            }
+        }
+        // Processes may take a moment to leave after SIGKILL.
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The stub targets, journald (volatile, no /dev/log) and D-Bus.
+fn write_base_units(units: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(units)?;
+    for target in STUB_TARGETS {
+        std::fs::write(
+            units.join(format!("{target}.target")),
+            format!("[Unit]\nDescription=sandbox stub {target}\n"),
+        )?;
+    }
+    std::fs::write(
+        units.join("default.target"),
+        "[Unit]\nDescription=sandbox default\nWants=systemd-journald.socket systemd-journald-dev-log.socket systemd-journald.service dbus.socket dbus.service\n",
+    )?;
+    for name in ["dbus.socket", "dbus.service", "systemd-journald.socket"] {
+        std::fs::copy(Path::new(HOST_UNITS).join(name), units.join(name))
+            .with_context(|| format!("copying {name}"))?;
+    }
+    let dev_log =
+        std::fs::read_to_string(Path::new(HOST_UNITS).join("systemd-journald-dev-log.socket"))?;
+    let dev_log: String = dev_log
+        .lines()
+        .filter(|l| !l.starts_with("Symlinks="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(units.join("systemd-journald-dev-log.socket"), dev_log)?;
+    let journald = std::fs::read_to_string(Path::new(HOST_UNITS).join("systemd-journald.service"))?;
+    let volatile = "ExecStartPre=/bin/sh -c \"mkdir -p /run/systemd/journald.conf.d && printf '[Journal]\\\\nStorage=volatile\\\\nReadKMsg=no\\\\n' > /run/systemd/journald.conf.d/sandbox.conf\"\n";
+    let journald = journald.replacen("ExecStart=", &format!("{volatile}ExecStart="), 1);
+    std::fs::write(units.join("systemd-journald.service"), journald)?;
+    Ok(())
+}
+
+/// PID 1 of the new namespaces, before systemd: private mounts, then exec systemd.
+pub fn init(args: &SandboxInitArgs) -> anyhow::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    let none: Option<&str> = None;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .context("making / private")?;
+    mount(
+        Some("tmpfs"),
+        "/run",
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=755"),
+    )
+    .context("mounting /run")?;
+    if args.unified_only {
+        mount(
+            Some("cgroup2"),
+            "/sys/fs/cgroup",
+            Some("cgroup2"),
+            MsFlags::empty(),
+            none,
+        )
+        .context("mounting cgroup2")?;
+    } else {
+        mount(
+            Some("cgroupfs"),
+            "/sys/fs/cgroup",
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("mode=755"),
+        )
+        .context("mounting the cgroup tmpfs")?;
+        std::fs::create_dir_all("/sys/fs/cgroup/unified")?;
+        std::fs::create_dir_all("/sys/fs/cgroup/systemd")?;
+        mount(
+            Some("cgroup2"),
+            "/sys/fs/cgroup/unified",
+            Some("cgroup2"),
+            MsFlags::empty(),
+            none,
+        )
+        .context("mounting cgroup2")?;
+        mount(
+            Some("cgroup"),
+            "/sys/fs/cgroup/systemd",
+            Some("cgroup"),
+            MsFlags::empty(),
+            Some("none,name=systemd"),
+        )
+        .context("mounting name=systemd")?;
+    }
+    let err = Command::new(SYSTEMD)
+        .args(["--system", "--unit=default.target", "--log-target=console"])
+        .env("SYSTEMD_UNIT_PATH", &args.units)
+        .exec();
+    Err(err).context("executing systemd")
+}

@@ -1,0 +1,240 @@
+//! The strategy seam: one small trait, a registry, and the chain runner. The runner knows
+//! nothing about any single strategy; adding one touches its own file and one registry line.
+
+mod service_restart;
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::{ServiceConfig, StrategyName};
+use crate::diagnose::{Diagnosis, Symptom};
+use crate::systemd::UnitControl;
+use crate::verify::{self, HealthTarget};
+
+/// How one strategy ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepResult {
+    /// The service is back and verified: stop, report RESOLVED.
+    Healed,
+    /// The strategy does not apply to this failure: next one.
+    NotApplicable,
+    /// It applied and acted, but the service is still not healthy: next one.
+    NoFix,
+    /// Only a person can fix this: stop the chain and escalate.
+    NeedsHuman,
+    /// Dry run: this is what it would do.
+    Planned,
+}
+
+/// One step of the chain, as reports and `--json` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub strategy: StrategyName,
+    /// What it did (or would do), in words.
+    pub action: String,
+    pub result: StepResult,
+    /// Evidence: what was found, checked, changed.
+    pub detail: String,
+    pub duration_ms: u64,
+}
+
+/// What a strategy returns; the runner adds name and duration.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub result: StepResult,
+    pub action: String,
+    pub detail: String,
+}
+
+impl Attempt {
+    pub fn new(
+        result: StepResult,
+        action: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Attempt {
+        Attempt {
+            result,
+            action: action.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Everything a strategy may look at or act through.
+pub struct Context<'a> {
+    pub service: &'a ServiceConfig,
+    pub diagnosis: &'a Diagnosis,
+    pub units: &'a dyn UnitControl,
+    pub target: &'a HealthTarget,
+    /// Decide and describe, change nothing.
+    pub dry_run: bool,
+}
+
+/// A healing strategy.
+pub trait Strategy {
+    /// Looks at the diagnosis, acts if it applies, and says how it ended.
+    fn attempt(&self, context: &Context<'_>) -> Attempt;
+}
+
+/// The implementation of a strategy name.
+fn registry(name: StrategyName) -> Option<Box<dyn Strategy>> {
+    match name {
+        StrategyName::ServiceRestart => Some(Box::new(service_restart::ServiceRestart)),
+        StrategyName::PortConflict
+        | StrategyName::ConfigValidation
+        | StrategyName::DatabaseCheck
+        | StrategyName::EnvironmentCheck => None,
+    }
+}
+
+/// What the chain achieved.
+#[derive(Debug, Clone, Default)]
+pub struct ChainResult {
+    pub steps: Vec<Step>,
+    /// The strategy that healed the service.
+    pub healed_by: Option<StrategyName>,
+    /// Why a person is needed, when a strategy said so.
+    pub escalation: Option<String>,
+}
+
+/// The order strategies actually run in: the configured order, except that evidence in the
+/// diagnosis may move the strategy that matches it to the front (an "Address already in use"
+/// goes to `port_conflict` before another blind restart).
+pub fn plan(configured: &[StrategyName], diagnosis: &Diagnosis) -> Vec<StrategyName> {
+    let mut order = configured.to_vec();
+    let preferred = diagnosis
+        .symptoms
+        .iter()
+        .find_map(|symptom| match symptom {
+            Symptom::AddressInUse => Some(StrategyName::PortConflict),
+            Symptom::PermissionDenied | Symptom::MissingFile => Some(StrategyName::DatabaseCheck),
+            Symptom::OutOfMemory => None,
+        })
+        .filter(|name| order.contains(name));
+    if let Some(name) = preferred {
+        order.retain(|n| *n != name);
+        order.insert(0, name);
+    }
+    order
+}
+
+/// Runs the strategies in order until one heals the service or asks for a human.
+pub fn run_chain(order: &[StrategyName], context: &Context<'_>) -> ChainResult {
+    let mut chain = ChainResult::default();
+    for &name in order {
+        let started = Instant::now();
+        let attempt = match registry(name) {
+            Some(strategy) => strategy.attempt(context),
+            None => Attempt::new(
+                StepResult::NotApplicable,
+                "skipped",
+                format!("{name} is not available in this version of selfheal"),
+            ),
+        };
+        tracing::info!(strategy = %name, result = ?attempt.result, "{}: {}", attempt.action, attempt.detail);
+        chain.steps.push(Step {
+            strategy: name,
+            action: attempt.action,
+            result: attempt.result,
+            detail: attempt.detail.clone(),
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+        match attempt.result {
+            StepResult::Healed => {
+                chain.healed_by = Some(name);
+                break;
+            }
+            StepResult::NeedsHuman => {
+                chain.escalation = Some(attempt.detail);
+                break;
+            }
+            StepResult::NotApplicable | StepResult::NoFix | StepResult::Planned => {}
+        }
+    }
+    chain
+}
+
+/// The common end of every fix: reset a failed / start-limit-hit unit, restart it, await the
+/// job, verify. Strategies call this after their own repair.
+pub fn restart_and_verify(context: &Context<'_>) -> Attempt {
+    let unit = &context.target.unit;
+    let action = format!("restart {unit} and verify");
+    if context.dry_run {
+        return Attempt::new(
+            StepResult::Planned,
+            format!("would {action}"),
+            format!(
+                "would reset-failed and restart {unit}, then verify within {:?}",
+                context.target.timeout
+            ),
+        );
+    }
+    let started = Instant::now();
+    let mut detail = Vec::new();
+    if context.diagnosis.active_state == "failed" || context.diagnosis.result == "start-limit-hit" {
+        match context.units.reset_failed(unit) {
+            Ok(()) => detail.push("reset-failed".to_owned()),
+            Err(err) => {
+                return Attempt::new(
+                    StepResult::NoFix,
+                    action,
+                    format!("reset-failed failed: {err}"),
+                );
+            }
+        }
+    }
+    match context.units.restart(unit, context.target.timeout) {
+        Ok(job) if job.is_done() => detail.push(format!(
+            "restart job done after {} ms",
+            started.elapsed().as_millis()
+        )),
+        Ok(job) => {
+            detail.push(format!("restart job ended `{}`", job.0));
+            return Attempt::new(StepResult::NoFix, action, detail.join("; "));
+        }
+        Err(err) => {
+            detail.push(format!("restart failed: {err}"));
+            return Attempt::new(StepResult::NoFix, action, detail.join("; "));
+        }
+    }
+    let verification = verify::verify(context.units, context.target, started);
+    detail.push(verification.detail);
+    let result = if verification.healthy {
+        StepResult::Healed
+    } else {
+        StepResult::NoFix
+    };
+    Attempt::new(result, action, detail.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::systemd::UnitSnapshot;
+
+    fn diagnosis_with(symptoms: Vec<Symptom>) -> Diagnosis {
+        let mut diagnosis = Diagnosis::new(&UnitSnapshot::default(), None, vec![]);
+        diagnosis.symptoms = symptoms;
+        diagnosis
+    }
+
+    #[test]
+    fn address_in_use_moves_port_conflict_first() {
+        use StrategyName::*;
+        let configured = [ServiceRestart, EnvironmentCheck, PortConflict];
+        let order = plan(&configured, &diagnosis_with(vec![Symptom::AddressInUse]));
+        assert_eq!(order, [PortConflict, ServiceRestart, EnvironmentCheck]);
+        // Without the evidence, the configured order stands.
+        assert_eq!(plan(&configured, &diagnosis_with(vec![])), configured);
+        // Evidence for a strategy that is not configured changes nothing.
+        assert_eq!(
+            plan(
+                &[ServiceRestart],
+                &diagnosis_with(vec![Symptom::AddressInUse])
+            ),
+            [ServiceRestart]
+        );
+    }
+}

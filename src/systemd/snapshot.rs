@@ -1,0 +1,63 @@
+//! `UnitSnapshot`: what systemd knows about a service unit at one moment.
+
+use serde::Serialize;
+
+/// The facts about one service unit, read in one go over D-Bus.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct UnitSnapshot {
+    /// Unit name, e.g. `web.service`.
+    pub unit: String,
+    /// `loaded`, `not-found`, `masked`, …
+    pub load_state: String,
+    /// `active`, `failed`, `inactive`, `activating`, …
+    pub active_state: String,
+    /// `running`, `dead`, `failed`, `auto-restart`, …
+    pub sub_state: String,
+    /// The service's `Result`: `success`, `exit-code`, `signal`, `oom-kill`, …
+    pub result: String,
+    /// `ExecMainCode`: 1 exited, 2 killed, 3 dumped (CLD_* codes), 0 unknown.
+    pub exec_main_code: i32,
+    /// `ExecMainStatus`: the exit status, or the signal number.
+    pub exec_main_status: i32,
+    /// `NRestarts`: automatic restarts systemd did since the unit was last started by hand.
+    pub n_restarts: u32,
+    /// The main process, 0 when none.
+    pub main_pid: u32,
+    /// The current (or, when dead, last) invocation ID, hex.
+    pub invocation_id: String,
+    /// `MemoryCurrent`, when systemd accounts it.
+    pub memory_current: Option<u64>,
+    /// When the unit last entered `active`, µs since the epoch (0: never).
+    pub active_enter_timestamp_us: u64,
+    /// When the unit last changed state, µs since the epoch.
+    pub state_change_timestamp_us: u64,
+    /// The id of a queued job, if any.
+    pub job_id: Option<u32>,
+    /// The unit's cgroup path, e.g. `/system.slice/web.service`.
+    pub control_group: String,
+    /// `ExecStart=` command lines (argv).
+    pub exec_start: Vec<Vec<String>>,
+    /// `EnvironmentFile=` entries: path and whether a missing file is tolerated (`-` prefix).
+    pub environment_files: Vec<(String, bool)>,
+    /// `enabled`, `disabled`, `static`, …
+    pub unit_file_state: String,
+}
+
+impl UnitSnapshot {
+    /// Active and not in the middle of a restart.
+    pub fn is_active(&self) -> bool {
+        self.active_state == "active" || self.active_state == "reloading"
+    }
+
+    /// systemd itself is busy with the unit: a queued job or a pending automatic restart.
+    pub fn systemd_is_acting(&self) -> bool {
+        self.job_id.is_some()
+            || self.sub_state == "auto-restart"
+            || matches!(self.active_state.as_str(), "activating" | "deactivating")
+    }
+
+    /// The unit has reached a state where waiting longer will not make it come up on its own.
+    pub fn is_down(&self) -> bool {
+        !self.systemd_is_acting() && matches!(self.active_state.as_str(), "failed" | "inactive")
+    }
+}
