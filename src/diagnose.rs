@@ -123,6 +123,14 @@ pub enum Symptom {
 }
 
 impl Symptom {
+    /// Every symptom.
+    pub const ALL: [Symptom; 4] = [
+        Symptom::AddressInUse,
+        Symptom::PermissionDenied,
+        Symptom::MissingFile,
+        Symptom::OutOfMemory,
+    ];
+
     const PATTERNS: [(&'static str, Symptom); 7] = [
         ("address already in use", Symptom::AddressInUse),
         ("eaddrinuse", Symptom::AddressInUse),

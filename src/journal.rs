@@ -3,17 +3,16 @@
 //! The read is started early and collected later: journalctl runs while selfheal talks to
 //! systemd, so the journal costs the healing path almost nothing.
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 /// How many lines of the failed run a report carries.
 pub const MAX_LINES: usize = 20;
-/// Cap on journalctl's output, so a pathological journal cannot balloon memory.
-const MAX_OUTPUT_BYTES: u64 = 256 * 1024;
+/// Cap on the journalctl output kept (20 lines of JSON are far below it).
+const MAX_OUTPUT_BYTES: usize = 256 * 1024;
 
 /// One journal line.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -26,68 +25,62 @@ pub struct JournalLine {
     pub message: String,
 }
 
-/// A journalctl that is running.
+/// A journal read that is running in the background.
 pub struct PendingJournal {
-    child: Child,
-    reader: JoinHandle<Vec<u8>>,
+    output: mpsc::Receiver<Vec<u8>>,
 }
 
 /// Starts reading the lines of one invocation of `unit` (the unit's own output and systemd's
 /// messages about it), or its latest lines when the invocation is unknown.
-pub fn start(unit: &str, invocation_id: Option<&str>) -> std::io::Result<PendingJournal> {
-    let mut command = Command::new("journalctl");
-    command.args(["--no-pager", "--quiet", "-o", "json", "-n"]);
-    command.arg(MAX_LINES.to_string());
-    command.arg("--output-fields=MESSAGE,_PID,__REALTIME_TIMESTAMP");
+///
+/// journald takes a service's stdout and systemd's messages through different sockets, so
+/// right after a failure the last lines may still sit unread in a socket. `journalctl --sync`
+/// first: journald answers it only after processing everything queued, so the query that
+/// follows sees the whole failed run.
+pub fn start(unit: &str, invocation_id: Option<&str>) -> PendingJournal {
+    let mut query = Command::new("journalctl");
+    query.args(["--no-pager", "--quiet", "-o", "json", "-n"]);
+    query.arg(MAX_LINES.to_string());
+    query.arg("--output-fields=MESSAGE,_PID,__REALTIME_TIMESTAMP");
     match invocation_id.filter(|id| !id.is_empty()) {
         Some(id) => {
-            command.arg(format!("_SYSTEMD_INVOCATION_ID={id}"));
-            command.arg("+");
-            command.arg(format!("INVOCATION_ID={id}"));
+            query.arg(format!("_SYSTEMD_INVOCATION_ID={id}"));
+            query.arg("+");
+            query.arg(format!("INVOCATION_ID={id}"));
         }
         None => {
-            command.arg(format!("--unit={unit}"));
+            query.arg(format!("--unit={unit}"));
         }
     }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let reader = std::thread::spawn(move || {
-        let mut output = Vec::new();
-        let _ = stdout.take(MAX_OUTPUT_BYTES).read_to_end(&mut output);
-        output
+    query.stdin(Stdio::null()).stderr(Stdio::null());
+    let (sender, output) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = Command::new("journalctl")
+            .arg("--sync")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let mut stdout = query.output().map(|o| o.stdout).unwrap_or_default();
+        stdout.truncate(MAX_OUTPUT_BYTES);
+        let _ = sender.send(stdout);
     });
-    Ok(PendingJournal { child, reader })
+    PendingJournal { output }
 }
 
 impl PendingJournal {
-    /// Waits at most `timeout` for journalctl and parses its lines; on timeout it is killed
-    /// and the report goes without journal lines rather than holding up healing.
-    pub fn collect(mut self, timeout: Duration) -> Vec<JournalLine> {
-        let deadline = Instant::now() + timeout;
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(20));
-                }
-                _ => {
-                    tracing::warn!(
-                        "journalctl did not answer within {timeout:?}; report goes without journal lines"
-                    );
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    return Vec::new();
-                }
+    /// Waits at most `timeout` for the lines; on timeout the report goes without them rather
+    /// than holding up healing.
+    pub fn collect(self, timeout: Duration) -> Vec<JournalLine> {
+        match self.output.recv_timeout(timeout) {
+            Ok(output) => parse_json_lines(&output),
+            Err(_) => {
+                tracing::warn!(
+                    "journalctl did not answer within {timeout:?}; the report goes without journal lines"
+                );
+                Vec::new()
             }
         }
-        let output = self.reader.join().unwrap_or_default();
-        parse_json_lines(&output)
     }
 }
 

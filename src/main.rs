@@ -3,6 +3,11 @@
 use clap::Parser;
 
 fn main() {
+    // Like other Unix tools: `selfheal history | head` ends quietly instead of panicking.
+    // SAFETY: called before any other thread exists; restores the default disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = selfheal::cli::Cli::parse();
     let verbosity = if cli.quiet {
         -1

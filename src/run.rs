@@ -22,8 +22,9 @@ pub struct RunOptions {
     pub dry_run: bool,
 }
 
-/// How long the journal of the failed run may take to read before the report goes without it.
-const JOURNAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the journal of the failed run may take to read before the report goes with what
+/// it has.
+const JOURNAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Heals `service` and returns the report of what happened.
 pub fn run(
@@ -57,11 +58,16 @@ pub fn run(
     let mut pending_journal = monitor
         .as_ref()
         .and_then(|facts| facts.invocation_id.as_deref())
-        .and_then(|id| journal::start(&unit, Some(id)).ok());
+        .map(|id| journal::start(&unit, Some(id)));
 
     let systemd = Systemd::connect()?;
+    tracing::debug!(
+        "connected to the system bus after {} µs",
+        clock.elapsed_us()
+    );
     let target = health_target(service);
     let mut snapshot = systemd.snapshot(&unit)?;
+    tracing::debug!("unit snapshot after {} µs", clock.elapsed_us());
     let mut waited = None;
     if snapshot.systemd_is_acting() {
         let since = Instant::now();
@@ -80,12 +86,18 @@ pub fn run(
         return finish(state, Report::new(header, facts), options);
     }
 
-    let journal_lines = pending_journal
+    let journal = pending_journal
         .take()
-        .or_else(|| journal::start(&unit, Some(&snapshot.invocation_id)).ok())
-        .map(|pending| pending.collect(JOURNAL_TIMEOUT))
-        .unwrap_or_default();
-    let diagnosis = Diagnosis::new(&snapshot, monitor.as_ref(), journal_lines);
+        .unwrap_or_else(|| journal::start(&unit, Some(&snapshot.invocation_id)));
+    // Wait for the journal only when its evidence could change what runs first.
+    let (journal_lines, journal_for_report) =
+        if strategy::evidence_can_reorder(&service.healing_strategies) {
+            (journal.collect(JOURNAL_TIMEOUT), None)
+        } else {
+            (Vec::new(), Some(journal))
+        };
+    tracing::debug!("ready to act after {} µs", clock.elapsed_us());
+    let mut diagnosis = Diagnosis::new(&snapshot, monitor.as_ref(), journal_lines);
     tracing::info!(selfheal_service = %service.name, "diagnosis: {}", diagnosis.summary);
 
     if !options.dry_run {
@@ -114,6 +126,13 @@ pub fn run(
         dry_run: options.dry_run,
     };
     let chain = strategy::run_chain(&order, &context);
+    if let Some(journal) = journal_for_report {
+        diagnosis = Diagnosis::new(
+            &snapshot,
+            monitor.as_ref(),
+            journal.collect(JOURNAL_TIMEOUT),
+        );
+    }
     let outcome = match (options.dry_run, chain.healed_by) {
         (true, _) => Outcome::Planned,
         (false, Some(_)) => Outcome::Resolved,
@@ -217,6 +236,10 @@ impl RunClock {
             wall: SystemTime::now(),
             monotonic: Instant::now(),
         }
+    }
+
+    fn elapsed_us(&self) -> u128 {
+        self.monotonic.elapsed().as_micros()
     }
 
     fn facts(&self, outcome: Outcome, options: RunOptions) -> RunFacts {

@@ -22,6 +22,8 @@ const STUB_TARGETS: [&str; 8] = [
 ];
 const HOST_UNITS: &str = "/lib/systemd/system";
 const SYSTEMD: &str = "/lib/systemd/systemd";
+/// Names the temp dir and the cgroups of every sandbox.
+const SANDBOX_PREFIX: &str = "selfheal-sandbox-";
 
 /// Which cgroup layout the host has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,8 +88,9 @@ impl Sandbox {
             bail!("the sandbox needs root (namespaces, mounts, cgroups)");
         }
         let layout = CgroupLayout::detect()?;
+        // The owner's PID in the name lets a later sandbox sweep what a dead owner left.
         let dir = tempfile::Builder::new()
-            .prefix("selfheal-sandbox-")
+            .prefix(&format!("{SANDBOX_PREFIX}{}-", std::process::id()))
             .tempdir()?;
         let units = dir.path().join("units");
         write_base_units(&units)?;
@@ -96,6 +99,7 @@ impl Sandbox {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .context("temp dir without a name")?;
+        sweep_stale_cgroups(layout);
         let cgroups = layout.sandbox_cgroups(&id);
         for cgroup in &cgroups {
             std::fs::create_dir_all(cgroup)
@@ -130,9 +134,14 @@ impl Sandbox {
             .stdout(log.try_clone()?)
             .stderr(log);
         // Join the sandbox cgroups before unshare, so the new cgroup namespace is rooted there
-        // and two sandboxes never share unit cgroups. Only async-signal-safe calls here.
+        // and two sandboxes never share unit cgroups. And if we die without dropping the
+        // sandbox, unshare gets SIGKILL, and its --kill-child takes the namespace down with it.
+        // Only async-signal-safe calls here.
         unsafe {
             command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 for path in &procs {
                     let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
                     if fd < 0 {
@@ -223,13 +232,14 @@ impl Sandbox {
         self.pid
     }
 
-    /// A command that runs inside the sandbox's mount and PID namespaces.
+    /// A command that runs inside the sandbox's mount, PID and cgroup namespaces (the cgroup
+    /// one too, so `/proc/PID/cgroup` reads as systemd inside sees it).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new("nsenter");
         command
             .arg("-t")
             .arg(self.pid.to_string())
-            .args(["-m", "-p", "--"])
+            .args(["-m", "-p", "-C", "--"])
             .arg(program);
         command
     }
@@ -293,19 +303,44 @@ impl Drop for Sandbox {
     }
 }
 
-/// cgroup directories can only be removed empty and leaf first.
+/// Removes cgroups of sandboxes whose owner process died without dropping them (a booting
+/// sandbox's cgroup is empty for a moment, so emptiness alone does not mean stale).
+fn sweep_stale_cgroups(layout: CgroupLayout) {
+    for parent in layout.sandbox_cgroups("") {
+        let Ok(entries) = std::fs::read_dir(&parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let owner = name
+                .strip_prefix(SANDBOX_PREFIX)
+                .and_then(|rest| rest.split('-').next());
+            if owner.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+                remove_empty_cgroup_tree(&entry.path());
+            }
+        }
+    }
+}
+
+/// Removes a cgroup tree leaf first, without waiting. The kernel refuses to remove a cgroup
+/// that still has processes or children, so only dead parts go.
+fn remove_empty_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_cgroup_tree(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Removes a sandbox's cgroup tree after SIGKILL, giving its processes a moment to leave.
 fn remove_cgroup_tree(dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    remove_cgroup_tree(&entry.path());
-                }
-            }
-        }
-        // Processes may take a moment to leave after SIGKILL.
-        if std::fs::remove_dir(dir).is_ok() || !dir.exists() || Instant::now() > deadline {
+        remove_empty_cgroup_tree(dir);
+        if !dir.exists() || Instant::now() > deadline {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -396,7 +431,10 @@ pub fn init(args: &SandboxInitArgs) -> anyhow::Result<()> {
         .context("mounting name=systemd")?;
     }
     let err = Command::new(SYSTEMD)
-        .args(["--system", "--unit=default.target", "--log-target=console"])
+        // Like a real host, systemd logs to the journal (the "unit failed" entries selfheal
+        // reads); before journald is up it falls back to the console log. Never kmsg: the
+        // kernel, and its log, are the host's.
+        .args(["--system", "--unit=default.target", "--log-target=journal"])
         .env("SYSTEMD_UNIT_PATH", &args.units)
         .exec();
     Err(err).context("executing systemd")

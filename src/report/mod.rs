@@ -189,3 +189,98 @@ fn manual_steps(header: &ReportHeader) -> Vec<String> {
         format!("sudo selfheal run {} --dry-run", header.service),
     ]
 }
+
+/// A fixed report for snapshot tests and previews.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use super::*;
+    use crate::config::StrategyName;
+    use crate::diagnose::{FactSource, Symptom};
+    use crate::journal::JournalLine;
+    use crate::strategy::StepResult;
+
+    pub fn report(outcome: Outcome) -> Report {
+        let healed = outcome == Outcome::Resolved;
+        let header = ReportHeader {
+            system_name: "MiracleMax".into(),
+            host: "miraclemax.local".into(),
+            service: "story-stages".into(),
+            unit: "story-stages.service".into(),
+            domain: Some("books.jbyrd.org".into()),
+            port: Some(5002),
+            critical: true,
+        };
+        let diagnosis = Diagnosis {
+            unit: "story-stages.service".into(),
+            active_state: "failed".into(),
+            sub_state: "failed".into(),
+            result: "exit-code".into(),
+            termination: Termination::Exited { status: 1 },
+            restarts: 2,
+            memory_bytes: Some(47_185_920),
+            invocation_id: Some("0f1e2d3c4b5a69788796a5b4c3d2e1f0".into()),
+            source: FactSource::Monitor,
+            symptoms: vec![Symptom::AddressInUse],
+            journal: vec![
+                JournalLine { timestamp_us: 1_763_433_923_100_000, pid: 812, message: "Starting story-stages on :5002".into() },
+                JournalLine { timestamp_us: 1_763_433_923_250_000, pid: 812, message: "OSError: [Errno 98] Address already in use <script>alert(1)</script>".into() },
+            ],
+            summary: "story-stages.service is failed/failed (Result=exit-code); the main process exited with status 1".into(),
+            root_cause: "The service failed because its port was already taken by another process (\"Address already in use\").".into(),
+        };
+        let step = crate::strategy::Step {
+            strategy: StrategyName::ServiceRestart,
+            action: "restart story-stages.service and verify".into(),
+            result: if healed {
+                StepResult::Healed
+            } else {
+                StepResult::NoFix
+            },
+            detail: if healed {
+                "reset-failed; restart job done after 14 ms; story-stages.service active/running, port 5002 listening; stayed up for 2s".into()
+            } else {
+                "reset-failed; restart job done after 14 ms; story-stages.service went failed/failed (Result=exit-code)".into()
+            },
+            duration_ms: if healed { 2031 } else { 356 },
+        };
+        let facts = RunFacts {
+            outcome,
+            started_at: "2025-11-18T02:45:23.300Z".into(),
+            duration_ms: if healed { 2087 } else { 402 },
+            diagnosis: Some(diagnosis),
+            steps: vec![step],
+            healed_by: healed.then(|| "service_restart".into()),
+            reason: (!healed).then(|| {
+                "service_restart: story-stages.service went failed/failed (Result=exit-code)".into()
+            }),
+            post_status: Some(PostStatus {
+                active_state: if healed { "active" } else { "failed" }.into(),
+                sub_state: if healed { "running" } else { "failed" }.into(),
+                main_pid: if healed { 845 } else { 0 },
+                memory_bytes: healed.then_some(44_040_192),
+                active_since: Some("2025-11-18T02:45:23Z".into()),
+                unit_file_state: "enabled".into(),
+            }),
+            dry_run: false,
+        };
+        Report::new(header, facts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_reports_are_pinned() {
+        let renderer = Renderer::new(Some(std::path::Path::new("/nonexistent"))).unwrap();
+        insta::assert_snapshot!(
+            "resolved_text",
+            renderer.text(&fixture::report(Outcome::Resolved)).unwrap()
+        );
+        insta::assert_snapshot!(
+            "failed_text",
+            renderer.text(&fixture::report(Outcome::Failed)).unwrap()
+        );
+    }
+}

@@ -107,17 +107,31 @@ pub fn plan(configured: &[StrategyName], diagnosis: &Diagnosis) -> Vec<StrategyN
     let preferred = diagnosis
         .symptoms
         .iter()
-        .find_map(|symptom| match symptom {
-            Symptom::AddressInUse => Some(StrategyName::PortConflict),
-            Symptom::PermissionDenied | Symptom::MissingFile => Some(StrategyName::DatabaseCheck),
-            Symptom::OutOfMemory => None,
-        })
+        .find_map(|symptom| promoted_by(*symptom))
         .filter(|name| order.contains(name));
     if let Some(name) = preferred {
         order.retain(|n| *n != name);
         order.insert(0, name);
     }
     order
+}
+
+/// The strategy that evidence of `symptom` moves to the front of the chain.
+fn promoted_by(symptom: Symptom) -> Option<StrategyName> {
+    match symptom {
+        Symptom::AddressInUse => Some(StrategyName::PortConflict),
+        Symptom::PermissionDenied | Symptom::MissingFile => Some(StrategyName::DatabaseCheck),
+        Symptom::OutOfMemory => None,
+    }
+}
+
+/// Whether journal evidence could change what runs first. When it cannot, healing need not
+/// wait for the journal: it is read in parallel, for the report.
+pub fn evidence_can_reorder(configured: &[StrategyName]) -> bool {
+    Symptom::ALL
+        .into_iter()
+        .filter_map(promoted_by)
+        .any(|name| configured.contains(&name) && configured.first() != Some(&name))
 }
 
 /// Runs the strategies in order until one heals the service or asks for a human.
@@ -185,6 +199,7 @@ pub fn restart_and_verify(context: &Context<'_>) -> Attempt {
             }
         }
     }
+    tracing::debug!("restarting {unit}");
     match context.units.restart(unit, context.target.timeout) {
         Ok(job) if job.is_done() => detail.push(format!(
             "restart job done after {} ms",
@@ -236,5 +251,15 @@ mod tests {
             ),
             [ServiceRestart]
         );
+    }
+
+    #[test]
+    fn evidence_matters_only_when_it_can_change_the_first_step() {
+        use StrategyName::*;
+        assert!(!evidence_can_reorder(&[ServiceRestart]));
+        assert!(!evidence_can_reorder(&[ServiceRestart, EnvironmentCheck]));
+        assert!(!evidence_can_reorder(&[PortConflict, ServiceRestart]));
+        assert!(evidence_can_reorder(&[ServiceRestart, PortConflict]));
+        assert!(evidence_can_reorder(&[ServiceRestart, DatabaseCheck]));
     }
 }

@@ -8,13 +8,14 @@
 mod proxy;
 mod snapshot;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_lite::StreamExt;
 use zbus::Connection;
-use zbus::zvariant::OwnedObjectPath;
+use zbus::zvariant::{DeserializeDict, OwnedObjectPath, Type};
 
-use proxy::{ManagerProxy, ServiceProxy, UnitProxy};
+use proxy::{ManagerProxy, UnitProxy};
 pub use snapshot::UnitSnapshot;
 
 /// How long any single D-Bus method call may take.
@@ -23,13 +24,13 @@ const METHOD_TIMEOUT: Duration = Duration::from_secs(5);
 /// A failure to talk to systemd.
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
+    // The zbus error is part of the message, not a `source`, so `{:#}` does not say it twice.
     #[error("cannot connect to the D-Bus system bus (is systemd running?): {0}")]
-    Connect(#[source] Box<zbus::Error>),
-    #[error("systemd call {call} failed: {source}")]
+    Connect(Box<zbus::Error>),
+    #[error("systemd call {call} failed: {cause}")]
     Call {
         call: &'static str,
-        #[source]
-        source: Box<zbus::Error>,
+        cause: Box<zbus::Error>,
     },
     #[error("unit {0} is not known to systemd (LoadState={1})")]
     UnitNotFound(String, String),
@@ -69,12 +70,14 @@ pub trait UnitControl {
 pub struct Systemd {
     connection: Connection,
     manager: ManagerProxy<'static>,
+    /// systemd refuses a second `Subscribe` from the same connection.
+    subscribed: AtomicBool,
 }
 
 fn call_error(call: &'static str) -> impl FnOnce(zbus::Error) -> SystemdError {
-    move |source| SystemdError::Call {
+    move |cause| SystemdError::Call {
         call,
-        source: Box::new(source),
+        cause: Box::new(cause),
     }
 }
 
@@ -88,14 +91,34 @@ impl Systemd {
                 .build()
                 .await
                 .map_err(|e| SystemdError::Connect(Box::new(e)))?;
-            let manager = ManagerProxy::new(&connection)
+            // No property cache: it would cost a GetAll of the whole Manager on every start.
+            let manager = ManagerProxy::builder(&connection)
+                .cache_properties(zbus::proxy::CacheProperties::No)
+                .build()
                 .await
                 .map_err(|e| SystemdError::Connect(Box::new(e)))?;
             Ok(Systemd {
                 connection,
                 manager,
+                subscribed: AtomicBool::new(false),
             })
         })
+    }
+
+    /// Asks systemd for job and unit signals (once per connection).
+    async fn subscribe(&self) -> Result<(), SystemdError> {
+        if self.subscribed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        match self.manager.subscribe().await {
+            // Already subscribed is exactly the state we asked for.
+            Err(zbus::Error::MethodError(name, ..))
+                if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" =>
+            {
+                Ok(())
+            }
+            other => other.map_err(call_error("Subscribe")),
+        }
     }
 
     async fn unit_path(&self, unit: &str) -> Result<OwnedObjectPath, SystemdError> {
@@ -115,52 +138,131 @@ impl Systemd {
             .map_err(call_error("Unit proxy"))
     }
 
+    /// Two concurrent `GetAll` calls (Unit and Service interfaces) on the unit's object path:
+    /// one round trip instead of one per property.
     async fn read_snapshot(&self, unit: &str) -> Result<UnitSnapshot, SystemdError> {
-        let path = self.unit_path(unit).await?;
-        let unit_proxy = self.unit_proxy(&path).await?;
-        let service = ServiceProxy::builder(&self.connection)
-            .path(path)
-            .map(|b| b.cache_properties(zbus::proxy::CacheProperties::No))
-            .map_err(call_error("Service proxy"))?
-            .build()
-            .await
-            .map_err(call_error("Service proxy"))?;
-        let get = call_error("Get property");
-        let load_state = unit_proxy.load_state().await.map_err(get)?;
-        if load_state == "not-found" {
+        let path = unit_object_path(unit);
+        let get_all = |interface: &'static str| {
+            let path = path.clone();
+            async move {
+                let reply = self
+                    .connection
+                    .call_method(
+                        Some("org.freedesktop.systemd1"),
+                        path.as_str(),
+                        Some("org.freedesktop.DBus.Properties"),
+                        "GetAll",
+                        &(interface,),
+                    )
+                    .await?;
+                Ok::<_, zbus::Error>(reply)
+            }
+        };
+        let (unit_reply, service_reply) = futures_lite::future::zip(
+            get_all("org.freedesktop.systemd1.Unit"),
+            get_all("org.freedesktop.systemd1.Service"),
+        )
+        .await;
+        let props: UnitProperties = unit_reply
+            .and_then(|reply| reply.body().deserialize())
+            .map_err(call_error("GetAll Unit"))?;
+        let load_state = props.load_state.unwrap_or_default();
+        if load_state == "not-found" || load_state.is_empty() {
             return Err(SystemdError::UnitNotFound(unit.to_owned(), load_state));
         }
-        let get = || call_error("Get property");
-        let job_id = unit_proxy.job().await.map_err(get())?.0;
-        let memory = service.memory_current().await.map_err(get())?;
+        let service: ServiceProperties = service_reply
+            .and_then(|reply| reply.body().deserialize())
+            .map_err(call_error("GetAll Service"))?;
+        let job_id = props.job.map_or(0, |(id, _)| id);
+        let memory = service.memory_current.unwrap_or(u64::MAX);
         Ok(UnitSnapshot {
-            unit: unit_proxy.id().await.map_err(get())?,
+            unit: props.id.unwrap_or_else(|| unit.to_owned()),
             load_state,
-            active_state: unit_proxy.active_state().await.map_err(get())?,
-            sub_state: unit_proxy.sub_state().await.map_err(get())?,
-            result: service.result().await.map_err(get())?,
-            exec_main_code: service.exec_main_code().await.map_err(get())?,
-            exec_main_status: service.exec_main_status().await.map_err(get())?,
-            n_restarts: service.n_restarts().await.map_err(get())?,
-            main_pid: service.main_pid().await.map_err(get())?,
-            invocation_id: hex(&unit_proxy.invocation_id().await.map_err(get())?),
+            active_state: props.active_state.unwrap_or_default(),
+            sub_state: props.sub_state.unwrap_or_default(),
+            result: service.result.unwrap_or_default(),
+            exec_main_code: service.exec_main_code.unwrap_or(0),
+            exec_main_status: service.exec_main_status.unwrap_or(0),
+            n_restarts: service.n_restarts.unwrap_or(0),
+            main_pid: service.main_pid.unwrap_or(0),
+            invocation_id: hex(&props.invocation_id.unwrap_or_default()),
             // systemd reports "unknown" as u64::MAX.
             memory_current: (memory != u64::MAX).then_some(memory),
-            active_enter_timestamp_us: unit_proxy.active_enter_timestamp().await.map_err(get())?,
-            state_change_timestamp_us: unit_proxy.state_change_timestamp().await.map_err(get())?,
+            active_enter_timestamp_us: props.active_enter_timestamp.unwrap_or(0),
+            state_change_timestamp_us: props.state_change_timestamp.unwrap_or(0),
             job_id: (job_id != 0).then_some(job_id),
-            control_group: service.control_group().await.map_err(get())?,
+            control_group: service.control_group.unwrap_or_default(),
             exec_start: service
-                .exec_start()
-                .await
-                .map_err(get())?
+                .exec_start
+                .unwrap_or_default()
                 .into_iter()
                 .map(|(_, argv, ..)| argv)
                 .collect(),
-            environment_files: service.environment_files().await.map_err(get())?,
-            unit_file_state: unit_proxy.unit_file_state().await.map_err(get())?,
+            environment_files: service.environment_files.unwrap_or_default(),
+            unit_file_state: props.unit_file_state.unwrap_or_default(),
         })
     }
+}
+
+/// The Unit interface properties selfheal reads (unknown keys of the reply are ignored).
+#[derive(Debug, Default, DeserializeDict, Type)]
+#[zvariant(
+    signature = "a{sv}",
+    rename_all = "PascalCase",
+    crate = "zbus::zvariant"
+)]
+struct UnitProperties {
+    id: Option<String>,
+    load_state: Option<String>,
+    active_state: Option<String>,
+    sub_state: Option<String>,
+    #[zvariant(rename = "InvocationID")]
+    invocation_id: Option<Vec<u8>>,
+    job: Option<(u32, OwnedObjectPath)>,
+    active_enter_timestamp: Option<u64>,
+    state_change_timestamp: Option<u64>,
+    unit_file_state: Option<String>,
+}
+
+/// `ExecStart=` entries: path, argv, ignore-failure, then timestamps, pid and status.
+type ExecCommand = (String, Vec<String>, bool, u64, u64, u64, u64, u32, i32, i32);
+
+/// The Service interface properties selfheal reads.
+#[derive(Debug, Default, DeserializeDict, Type)]
+#[zvariant(
+    signature = "a{sv}",
+    rename_all = "PascalCase",
+    crate = "zbus::zvariant"
+)]
+struct ServiceProperties {
+    result: Option<String>,
+    exec_main_code: Option<i32>,
+    exec_main_status: Option<i32>,
+    #[zvariant(rename = "MainPID")]
+    main_pid: Option<u32>,
+    #[zvariant(rename = "NRestarts")]
+    n_restarts: Option<u32>,
+    memory_current: Option<u64>,
+    control_group: Option<String>,
+    environment_files: Option<Vec<(String, bool)>>,
+    exec_start: Option<Vec<ExecCommand>>,
+}
+
+/// systemd's object path for a unit (sd_bus_path_encode): every byte that is not an ASCII
+/// letter or digit becomes `_xx`. Asking for properties on it loads the unit if needed.
+pub fn unit_object_path(unit: &str) -> String {
+    let mut path = String::from("/org/freedesktop/systemd1/unit/");
+    if unit.is_empty() {
+        path.push('_');
+    }
+    for byte in unit.bytes() {
+        if byte.is_ascii_alphanumeric() {
+            path.push(char::from(byte));
+        } else {
+            path.push_str(&format!("_{byte:02x}"));
+        }
+    }
+    path
 }
 
 impl UnitControl for Systemd {
@@ -176,10 +278,7 @@ impl UnitControl for Systemd {
         zbus::block_on(async {
             // Subscribe and open the signal stream before asking, so the JobRemoved of a
             // fast job cannot slip past us.
-            self.manager
-                .subscribe()
-                .await
-                .map_err(call_error("Subscribe"))?;
+            self.subscribe().await?;
             let mut removed = self
                 .manager
                 .receive_job_removed()
@@ -199,7 +298,7 @@ impl UnitControl for Systemd {
                 }
                 Err(SystemdError::Call {
                     call: "JobRemoved",
-                    source: Box::new(zbus::Error::Failure("signal stream ended".into())),
+                    cause: Box::new(zbus::Error::Failure("signal stream ended".into())),
                 })
             };
             with_timeout(timeout, wait).await
@@ -208,10 +307,7 @@ impl UnitControl for Systemd {
 
     fn wait_for_job(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
         zbus::block_on(async {
-            self.manager
-                .subscribe()
-                .await
-                .map_err(call_error("Subscribe"))?;
+            self.subscribe().await?;
             let mut removed = self
                 .manager
                 .receive_job_removed()
@@ -266,4 +362,25 @@ async fn with_timeout<T>(
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unit_object_path;
+
+    #[test]
+    fn encodes_unit_paths_like_systemd() {
+        assert_eq!(
+            unit_object_path("web.service"),
+            "/org/freedesktop/systemd1/unit/web_2eservice"
+        );
+        assert_eq!(
+            unit_object_path("story-stages.service"),
+            "/org/freedesktop/systemd1/unit/story_2dstages_2eservice"
+        );
+        assert_eq!(
+            unit_object_path("getty@tty1.service"),
+            "/org/freedesktop/systemd1/unit/getty_40tty1_2eservice"
+        );
+    }
 }

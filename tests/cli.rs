@@ -1,0 +1,147 @@
+//! Bad input: every mistake exits 2 with a message that says what and where, and never panics.
+//! These fail before selfheal talks to systemd, so they need no sandbox.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Output;
+
+use common::selfheal_bin;
+
+fn selfheal_with(config: &str, args: &[&str]) -> (Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("selfheal.yml");
+    std::fs::write(&path, config).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = std::process::Command::new(selfheal_bin())
+        .arg("--config")
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(args)
+        .output()
+        .unwrap();
+    (output, dir)
+}
+
+fn assert_usage_error(output: &Output, expected: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for text in expected {
+        assert!(stderr.contains(text), "{text:?} not in: {stderr}");
+    }
+}
+
+const VALID: &str = "monitored_services:\n  - name: web\n  - name: db\n";
+
+#[test]
+fn broken_yaml_names_file_line_and_column() {
+    let (output, _dir) = selfheal_with(
+        "monitored_services:\n  - name: web\n   port: 80\n",
+        &["check"],
+    );
+    assert_usage_error(
+        &output,
+        &["selfheal.yml:3:4: ", "did not find expected '-'"],
+    );
+}
+
+#[test]
+fn unknown_keys_list_the_valid_ones() {
+    let (output, _dir) = selfheal_with(
+        "monitored_services:\n  - name: web\n    prot: 80\n",
+        &["run", "web"],
+    );
+    assert_usage_error(
+        &output,
+        &[
+            "selfheal.yml:3:5: ",
+            "unknown field `prot`",
+            "`port`",
+            "`healing_strategies`",
+        ],
+    );
+}
+
+#[test]
+fn unknown_strategies_list_the_valid_ones() {
+    let (output, _dir) = selfheal_with(
+        "monitored_services:\n  - name: web\n    healing_strategies: [reboot_host]\n",
+        &["check"],
+    );
+    assert_usage_error(
+        &output,
+        &[
+            "unknown variant `reboot_host`",
+            "service_restart",
+            "port_conflict",
+            "environment_check",
+        ],
+    );
+}
+
+#[test]
+fn unknown_services_list_the_known_ones() {
+    let (output, _dir) = selfheal_with(VALID, &["run", "mail"]);
+    assert_usage_error(
+        &output,
+        &["unknown service \"mail\"", "known services: web, db"],
+    );
+}
+
+#[test]
+fn a_shell_injection_in_the_name_is_rejected_and_runs_nothing() {
+    let marker = tempfile::tempdir().unwrap().path().join("pwned");
+    let name = format!("web;touch {}", marker.display());
+    let (output, _dir) = selfheal_with(VALID, &["run", &name]);
+    assert_usage_error(
+        &output,
+        &["invalid service name", "known services: web, db"],
+    );
+    assert!(!marker.exists());
+}
+
+#[test]
+fn a_config_others_can_write_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("selfheal.yml");
+    std::fs::write(&path, VALID).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let output = std::process::Command::new(selfheal_bin())
+        .arg("--config")
+        .arg(&path)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert_usage_error(&output, &["refusing config", "writable by group or others"]);
+}
+
+#[test]
+fn check_accepts_the_shipped_example() {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/selfheal.example.yml"),
+    )
+    .unwrap();
+    let (output, _dir) = selfheal_with(&example, &["check"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout)
+            .contains("4 monitored service(s): story-stages, passgo, traefik, actual-budget")
+    );
+}
+
+#[test]
+fn a_missing_config_is_a_usage_error_naming_the_file() {
+    let output = std::process::Command::new(selfheal_bin())
+        .args(["--config", "/nonexistent/selfheal.yml", "check"])
+        .output()
+        .unwrap();
+    assert_usage_error(&output, &["cannot read config /nonexistent/selfheal.yml"]);
+}

@@ -1,0 +1,355 @@
+//! `selfheal run` against a real systemd in a sandbox: healed through OnFailure=, diagnosed,
+//! healthy services left alone, a service that stays down, dry-run, locks and loop protection.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestEnv, free_port, selfheal_bin, wait_until};
+use selfheal::outcome::Outcome;
+
+fn web_config(port: u16, extra: &str) -> String {
+    format!(
+        "system_name: TestHost\nmonitored_services:\n  - name: web\n    port: {port}\n    health_url: http://127.0.0.1:{port}/health\n    verify_timeout: 10s\n    stable_for: 300ms\n{extra}"
+    )
+}
+
+#[test]
+fn a_sigkilled_service_is_healed_through_its_on_failure_hook() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.config(&web_config(port, ""))
+        .web_unit("web", port, "web says hello before dying")
+        .install();
+    env.systemctl(&["start", "web.service"]);
+    wait_until(Duration::from_secs(10), "web to listen", || {
+        selfheal::ports::is_listening(port)
+    });
+    let first_pid = env.property("web.service", "MainPID");
+
+    env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
+
+    let history = env.wait_for_history(1, Duration::from_secs(30));
+    assert_eq!(history[0].outcome, Outcome::Resolved, "{history:?}");
+    assert_eq!(history[0].healed_by.as_deref(), Some("service_restart"));
+    assert!(
+        history[0].summary.contains("killed by SIGKILL"),
+        "{}",
+        history[0].summary
+    );
+    assert_eq!(env.property("web.service", "ActiveState"), "active");
+    assert_ne!(
+        env.property("web.service", "MainPID"),
+        first_pid,
+        "a new process serves"
+    );
+    assert!(selfheal::ports::is_listening(port));
+
+    // The report the OnFailure= run printed: systemd's facts, from the hook, and the line the
+    // service printed before it died.
+    let report = env.journal(&["-u", "web-self-heal.service"]);
+    assert!(
+        report.contains("✅ TestHost self-healing report: web - RESOLVED"),
+        "{report}"
+    );
+    assert!(report.contains("from the OnFailure= hook"), "{report}");
+    assert!(report.contains("Signal:      SIGKILL"), "{report}");
+    assert!(report.contains("web says hello before dying"), "{report}");
+
+    // journald carries the structured fields.
+    let entries = env.journal(&[
+        "SYSLOG_IDENTIFIER=selfheal",
+        "SELFHEAL_SERVICE=web",
+        "SELFHEAL_OUTCOME=resolved",
+    ]);
+    assert!(entries.contains("web resolved in"), "{entries}");
+}
+
+#[test]
+fn an_exit_3_failure_is_diagnosed_and_healed() {
+    let env = TestEnv::new();
+    let port = free_port();
+    let marker = env.sandbox.scratch_dir().join("crashed-once");
+    // First start: print a reason and exit 3. Every later start: serve.
+    let script = format!(
+        "if [ -e {m} ]; then exec {bin} serve-demo --port {port}; else touch {m}; echo 'fatal: cannot open /srv/web/config.toml'; exit 3; fi",
+        m = marker.display(),
+        bin = selfheal_bin().display()
+    );
+    env.config(&web_config(port, ""))
+        .unit("web", &format!("ExecStart=/bin/sh -c \"{script}\""))
+        .install();
+    env.systemctl(&["start", "web.service"]);
+
+    let history = env.wait_for_history(1, Duration::from_secs(30));
+    assert_eq!(history[0].outcome, Outcome::Resolved, "{history:?}");
+    assert!(
+        history[0].summary.contains("exited with status 3"),
+        "{}",
+        history[0].summary
+    );
+    let report = env.journal(&["-u", "web-self-heal.service"]);
+    assert!(report.contains("Exit status: 3"), "{report}");
+    assert!(
+        report.contains("fatal: cannot open /srv/web/config.toml"),
+        "{report}"
+    );
+    assert!(
+        report.contains("exited with status 3 by itself"),
+        "{report}"
+    );
+    assert_eq!(env.property("web.service", "ActiveState"), "active");
+}
+
+#[test]
+fn a_manual_run_heals_a_killed_service_and_verifies_port_and_health() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.config(&web_config(port, ""))
+        .web_unit("web", port, "up");
+    env.systemctl(&["start", "web.service"]);
+    wait_until(Duration::from_secs(10), "web to listen", || {
+        selfheal::ports::is_listening(port)
+    });
+    env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
+    wait_until(Duration::from_secs(10), "web to fail", || {
+        env.property("web.service", "ActiveState") == "failed"
+    });
+
+    let (code, json) = env.run_json("web", &[]);
+
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["outcome"], "resolved");
+    assert_eq!(
+        json["diagnosis"]["source"], "properties",
+        "no MONITOR_* outside OnFailure="
+    );
+    assert_eq!(json["diagnosis"]["termination"]["signal"], "SIGKILL");
+    let detail = json["steps"][0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("port {port} listening")),
+        "{detail}"
+    );
+    assert!(detail.contains("/health answered 200"), "{detail}");
+    assert_eq!(env.property("web.service", "ActiveState"), "active");
+}
+
+#[test]
+fn a_healthy_service_is_left_alone() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.config(&web_config(port, ""))
+        .web_unit("web", port, "up");
+    env.systemctl(&["start", "web.service"]);
+    wait_until(Duration::from_secs(10), "web to listen", || {
+        selfheal::ports::is_listening(port)
+    });
+    let pid = env.property("web.service", "MainPID");
+    let invocation = env.property("web.service", "InvocationID");
+
+    let (code, json) = env.run_json("web", &[]);
+
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["outcome"], "healthy");
+    assert_eq!(json["steps"].as_array().map(Vec::len), Some(0));
+    assert_eq!(env.property("web.service", "MainPID"), pid);
+    assert_eq!(env.property("web.service", "InvocationID"), invocation);
+    assert_eq!(env.history()[0].outcome, Outcome::Healthy);
+}
+
+#[test]
+fn a_service_that_stays_down_fails_within_verify_timeout() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.config(&web_config(port, "")).unit(
+        "web",
+        "ExecStart=/bin/sh -c 'echo database unreachable; exit 1'",
+    );
+    env.systemctl(&["start", "web.service"]);
+    wait_until(Duration::from_secs(10), "web to fail", || {
+        env.property("web.service", "ActiveState") == "failed"
+    });
+
+    let started = Instant::now();
+    let (code, json) = env.run_json("web", &[]);
+
+    assert_eq!(code, 1, "{json}");
+    assert_eq!(json["outcome"], "failed");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let step = &json["steps"][0];
+    assert_eq!(step["strategy"], "service_restart");
+    assert_eq!(step["result"], "no_fix");
+    assert!(
+        step["detail"].as_str().unwrap().contains("failed"),
+        "{step}"
+    );
+    assert_eq!(json["diagnosis"]["termination"]["status"], 1);
+    assert!(
+        json["diagnosis"]["journal"]
+            .to_string()
+            .contains("database unreachable"),
+        "{}",
+        json["diagnosis"]
+    );
+    assert!(
+        json["manual_steps"]
+            .to_string()
+            .contains("journalctl -u web.service -n 100")
+    );
+    assert_eq!(env.history()[0].outcome, Outcome::Failed);
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.config(&web_config(port, ""))
+        .unit("web", "ExecStart=/bin/sh -c 'exit 3'");
+    env.systemctl(&["start", "web.service"]);
+    wait_until(Duration::from_secs(10), "web to fail", || {
+        env.property("web.service", "ActiveState") == "failed"
+    });
+    let invocation = env.property("web.service", "InvocationID");
+
+    let (code, json) = env.run_json("web", &["--dry-run"]);
+
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["outcome"], "planned");
+    assert_eq!(json["steps"][0]["result"], "planned");
+    assert!(
+        json["steps"][0]["action"]
+            .as_str()
+            .unwrap()
+            .starts_with("would ")
+    );
+    assert_eq!(env.property("web.service", "ActiveState"), "failed");
+    assert_eq!(env.property("web.service", "InvocationID"), invocation);
+    assert!(!env.state_dir.exists(), "dry-run wrote state");
+}
+
+#[test]
+fn a_run_already_holding_the_service_suppresses_a_second_one() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.config(&web_config(port, ""))
+        .unit("web", "ExecStart=/bin/sh -c 'exit 3'");
+    let locks = env.state_dir.join("locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    // A concurrent run, as far as the lock is concerned.
+    let mut holder = std::process::Command::new("flock")
+        .arg(locks.join("web.lock"))
+        .args(["sleep", "60"])
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(5), "flock to hold the lock", || {
+        flock_held(&locks.join("web.lock"))
+    });
+
+    let (code, json) = env.run_json("web", &[]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+
+    assert_eq!(code, 3, "{json}");
+    assert_eq!(json["outcome"], "suppressed");
+    assert!(
+        json["reason"]
+            .as_str()
+            .unwrap()
+            .contains("another selfheal run"),
+        "{json}"
+    );
+}
+
+#[test]
+fn loop_protection_stops_healing_at_the_failure_threshold() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.config(&web_config(port, "").replace(
+        "system_name: TestHost\n",
+        "system_name: TestHost\nfailure_threshold: 2\n",
+    ))
+    .unit("web", "ExecStart=/bin/sh -c 'exit 3'");
+    env.systemctl(&["start", "web.service"]);
+    wait_until(Duration::from_secs(10), "web to fail", || {
+        env.property("web.service", "ActiveState") == "failed"
+    });
+
+    let first = env.run_json("web", &[]);
+    let second = env.run_json("web", &[]);
+    let invocation = env.property("web.service", "InvocationID");
+    let third = env.run_json("web", &[]);
+
+    assert_eq!((first.0, second.0, third.0), (1, 1, 3), "{third:?}");
+    assert_eq!(third.1["outcome"], "suppressed");
+    assert!(
+        third.1["reason"]
+            .as_str()
+            .unwrap()
+            .contains("loop protection"),
+        "{}",
+        third.1
+    );
+    assert_eq!(
+        env.property("web.service", "InvocationID"),
+        invocation,
+        "the suppressed run restarted it"
+    );
+}
+
+#[test]
+fn a_pending_automatic_restart_is_awaited_not_raced() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.config(&web_config(port, "")).unit(
+        "web",
+        &format!(
+            "ExecStart={} serve-demo --port {port}\nRestart=on-failure\nRestartSec=3s",
+            selfheal_bin().display()
+        ),
+    );
+    env.systemctl(&["start", "web.service"]);
+    wait_until(Duration::from_secs(10), "web to listen", || {
+        selfheal::ports::is_listening(port)
+    });
+    env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
+    wait_until(Duration::from_secs(5), "auto-restart", || {
+        env.property("web.service", "SubState") == "auto-restart"
+    });
+
+    let (code, json) = env.run_json("web", &[]);
+
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["outcome"], "healthy");
+    assert!(
+        json["reason"].as_str().unwrap().contains("waited"),
+        "{json}"
+    );
+    assert_eq!(
+        env.property("web.service", "NRestarts"),
+        "1",
+        "only systemd's own restart happened"
+    );
+}
+
+/// Whether some process holds a flock on `path` (from /proc/locks: "... FLOCK ... maj:min:inode ...").
+fn flock_held(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(inode) = std::fs::metadata(path).map(|m| m.ino()) else {
+        return false;
+    };
+    let suffix = format!(":{inode}");
+    std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .any(|line| {
+            line.contains("FLOCK")
+                && line
+                    .split_whitespace()
+                    .nth(5)
+                    .is_some_and(|f| f.ends_with(&suffix))
+        })
+}
