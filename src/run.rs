@@ -75,7 +75,15 @@ pub fn run(
         waited = Some(since.elapsed());
     }
 
-    if verify::check_now(&snapshot, &target, false).is_ok() {
+    // After systemd's own restart the service may still be binding its port: verify it over
+    // time, as after our own restart, before calling it healthy. Otherwise one look decides.
+    let healthy = match waited {
+        Some(_) if !snapshot.is_down() => verify::verify(&systemd, &target, Instant::now()).healthy,
+        Some(_) => false,
+        None => verify::check_now(&snapshot, &target, false).is_ok(),
+    };
+    if healthy {
+        snapshot = systemd.snapshot(&unit)?;
         let diagnosis = Diagnosis::new(&snapshot, monitor.as_ref(), Vec::new());
         let reason = waited.map(|took| {
             format!("systemd was already restarting {unit}; selfheal waited {} ms for it instead of racing it", took.as_millis())
