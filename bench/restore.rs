@@ -82,10 +82,36 @@ fn main() -> anyhow::Result<()> {
     let state = StateDir::new(&state_dir);
     let mut by_selfheal = Vec::new();
     for run in 0..runs {
-        by_selfheal.push(kill_and_time_restore(healed_port)?);
-        // Let the healing run finish (it verifies stable_for) before the next kill.
+        let restore = kill_and_time_restore(healed_port).map_err(|err| {
+            let journal = sandbox
+                .command("journalctl")
+                .args([
+                    "--no-pager",
+                    "-n",
+                    "40",
+                    "-u",
+                    "web-self-heal.service",
+                    "-u",
+                    "web.service",
+                ])
+                .output();
+            anyhow::anyhow!(
+                "{err}: {}",
+                journal
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default()
+            )
+        })?;
+        by_selfheal.push(restore);
+        // Let the healing run finish (it verifies stable_for) and its unit go inactive before the
+        // next kill: a start request for a oneshot unit that is still running is merged into it.
         wait_for(Duration::from_secs(30), || {
             state.history().is_ok_and(|h| h.len() > run)
+        })?;
+        wait_for(Duration::from_secs(10), || {
+            sandbox
+                .property("web-self-heal.service", "ActiveState")
+                .is_ok_and(|s| s == "inactive")
         })?;
     }
     let mut by_systemd = Vec::new();

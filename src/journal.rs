@@ -84,6 +84,34 @@ impl PendingJournal {
     }
 }
 
+/// Reads one invocation's lines (continuing `pending` when a read is already running). When
+/// none of them comes from the service itself (only systemd's, PID 1), its output may still be
+/// on its way: a stream journald has not accepted yet is not covered by the sync barrier. Then
+/// read once more, a moment later.
+pub fn read_invocation(
+    unit: &str,
+    invocation_id: &str,
+    pending: Option<PendingJournal>,
+    timeout: Duration,
+) -> Vec<JournalLine> {
+    let lines = pending
+        .unwrap_or_else(|| start(unit, Some(invocation_id)))
+        .collect(timeout);
+    if lines.iter().any(|line| line.pid != 1) {
+        return lines;
+    }
+    std::thread::sleep(SECOND_LOOK_AFTER);
+    let again = start(unit, Some(invocation_id)).collect(timeout);
+    if again.len() >= lines.len() {
+        again
+    } else {
+        lines
+    }
+}
+
+/// How long to wait before looking again for a service's own lines.
+const SECOND_LOOK_AFTER: Duration = Duration::from_millis(50);
+
 #[derive(Deserialize)]
 struct RawEntry {
     #[serde(rename = "MESSAGE")]

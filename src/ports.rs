@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 
-use procfs::net::TcpState;
 use procfs::process::FDTarget;
 use serde::Serialize;
 
@@ -18,13 +17,162 @@ pub struct PortHolder {
 }
 
 /// The inodes of sockets listening on `port` (any address, IPv4 or IPv6).
+///
+/// Asks the kernel over netlink sock_diag for listening sockets only (what `ss -lt` does).
+/// Reading /proc/net/tcp instead makes the kernel walk its whole TCP hash table, sized by RAM:
+/// ~5 ms per read on a 24 GiB host, most of a healthy run. /proc stays as the fallback.
 pub fn listening_inodes(port: u16) -> HashSet<u64> {
-    let v4 = procfs::net::tcp().unwrap_or_default();
-    let v6 = procfs::net::tcp6().unwrap_or_default();
-    v4.into_iter()
-        .chain(v6)
-        .filter(|entry| entry.state == TcpState::Listen && entry.local_address.port() == port)
-        .map(|entry| entry.inode)
+    match sock_diag::listening(port) {
+        Ok(inodes) => inodes,
+        Err(err) => {
+            tracing::debug!("sock_diag unavailable ({err}); reading /proc/net/tcp");
+            ["/proc/net/tcp", "/proc/net/tcp6"]
+                .iter()
+                .filter_map(|path| std::fs::read_to_string(path).ok())
+                .flat_map(|table| listening_inodes_in(&table, port))
+                .collect()
+        }
+    }
+}
+
+/// A minimal netlink sock_diag client: one dump request per address family.
+mod sock_diag {
+    use std::collections::HashSet;
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    const NETLINK_SOCK_DIAG: i32 = 4;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 0x1;
+    const NLM_F_DUMP: u16 = 0x300;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const TCP_LISTEN: u32 = 10;
+    const NLMSG_HEADER: usize = 16;
+    /// inet_diag_msg: family, state, timer, retrans, then inet_diag_sockid (48 bytes: sport
+    /// and dport big-endian first), expires, rqueue, wqueue, uid, inode.
+    const SPORT_OFFSET: usize = 4;
+    const INODE_OFFSET: usize = 4 + 48 + 16;
+
+    pub(super) fn listening(port: u16) -> io::Result<HashSet<u64>> {
+        // SAFETY: plain socket(2); the fd is owned right away.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                NETLINK_SOCK_DIAG,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
+        let socket = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut inodes = HashSet::new();
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            request(&socket, family as u8)?;
+            read_dump(&socket, port, &mut inodes)?;
+        }
+        Ok(inodes)
+    }
+
+    fn request(socket: &OwnedFd, family: u8) -> io::Result<()> {
+        // nlmsghdr (16) + inet_diag_req_v2 (family, protocol, ext, pad, states, sockid[48]).
+        let mut message = [0u8; NLMSG_HEADER + 56];
+        let length = message.len() as u32;
+        message[0..4].copy_from_slice(&length.to_ne_bytes());
+        message[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        message[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        message[16] = family;
+        message[17] = libc::IPPROTO_TCP as u8;
+        message[20..24].copy_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+        // SAFETY: the buffer is valid for its length; a zeroed sockaddr_nl addresses the kernel.
+        let sent = unsafe {
+            let mut kernel: libc::sockaddr_nl = std::mem::zeroed();
+            kernel.nl_family = libc::AF_NETLINK as u16;
+            libc::sendto(
+                socket.as_raw_fd(),
+                message.as_ptr().cast(),
+                message.len(),
+                0,
+                (&raw const kernel).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if sent < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn read_dump(socket: &OwnedFd, port: u16, inodes: &mut HashSet<u64>) -> io::Result<()> {
+        let mut buffer = vec![0u8; 32 * 1024];
+        loop {
+            // SAFETY: the buffer is valid for its length.
+            let read = unsafe {
+                libc::recv(
+                    socket.as_raw_fd(),
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len(),
+                    0,
+                )
+            };
+            if read < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut rest = &buffer[..read as usize];
+            while rest.len() >= NLMSG_HEADER {
+                let length = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+                let kind = u16::from_ne_bytes(rest[4..6].try_into().expect("2 bytes"));
+                if length < NLMSG_HEADER || length > rest.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "truncated netlink message",
+                    ));
+                }
+                match kind {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR => return Err(io::Error::other("sock_diag request refused")),
+                    _ => {
+                        let body = &rest[NLMSG_HEADER..length];
+                        if body.len() >= INODE_OFFSET + 4 {
+                            let sport =
+                                u16::from_be_bytes([body[SPORT_OFFSET], body[SPORT_OFFSET + 1]]);
+                            let inode = u32::from_ne_bytes(
+                                body[INODE_OFFSET..INODE_OFFSET + 4]
+                                    .try_into()
+                                    .expect("4 bytes"),
+                            );
+                            if sport == port {
+                                inodes.insert(u64::from(inode));
+                            }
+                        }
+                    }
+                }
+                // Messages are 4-byte aligned.
+                let advance = (length + 3) & !3;
+                rest = &rest[advance.min(rest.len())..];
+            }
+        }
+    }
+}
+
+/// `TCP_LISTEN` in the `st` column.
+const TCP_LISTEN: &str = "0A";
+
+/// Lines look like `0: 0100007F:1F90 00000000:0000 0A … uid timeout inode …`.
+fn listening_inodes_in(table: &str, port: u16) -> Vec<u64> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields.get(1)?.rsplit_once(':')?.1;
+            let listening = *fields.get(3)? == TCP_LISTEN;
+            (listening && u16::from_str_radix(local_port, 16).ok()? == port)
+                .then(|| fields.get(9)?.parse().ok())?
+        })
         .collect()
 }
 
@@ -126,6 +274,33 @@ mod tests {
             "/system.slice/web.service"
         ));
         assert!(!is_within("/", ""));
+    }
+
+    #[test]
+    fn parses_the_proc_net_tcp_format() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F90 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0000000000000000 20 4 30 10 -1
+   2: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4444 1 0000000000000000 100 0 0 10 0
+";
+        assert_eq!(listening_inodes_in(table, 8080), [4242]);
+        assert_eq!(listening_inodes_in(table, 80), [4444]);
+        assert!(listening_inodes_in(table, 443).is_empty());
+    }
+
+    #[test]
+    fn sock_diag_and_proc_agree() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let v6 = std::net::TcpListener::bind(("::1", v4.local_addr().unwrap().port())).ok();
+        let port = v4.local_addr().unwrap().port();
+        let from_netlink = sock_diag::listening(port).unwrap();
+        let from_proc: HashSet<u64> = ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .filter_map(|path| std::fs::read_to_string(path).ok())
+            .flat_map(|table| listening_inodes_in(&table, port))
+            .collect();
+        assert_eq!(from_netlink.len(), 1 + usize::from(v6.is_some()));
+        assert_eq!(from_netlink, from_proc);
     }
 
     #[test]

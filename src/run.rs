@@ -52,12 +52,15 @@ pub fn run(
         }
     };
 
-    // With the OnFailure= facts at hand, start reading the failed run's journal right away:
-    // journalctl runs while we talk to systemd.
+    // When the journal's evidence can change what runs first, start reading it right away (with
+    // the OnFailure= facts we know the invocation): journalctl runs while we talk to systemd.
+    // Otherwise it is read after acting, so it does not compete with the restart for the CPU.
     let monitor = MonitorFacts::from_env(&unit);
+    let evidence_matters = strategy::evidence_can_reorder(&service.healing_strategies);
     let mut pending_journal = monitor
         .as_ref()
         .and_then(|facts| facts.invocation_id.as_deref())
+        .filter(|_| evidence_matters)
         .map(|id| journal::start(&unit, Some(id)));
 
     let systemd = Systemd::connect()?;
@@ -94,16 +97,15 @@ pub fn run(
         return finish(state, Report::new(header, facts), options);
     }
 
-    let journal = pending_journal
-        .take()
-        .unwrap_or_else(|| journal::start(&unit, Some(&snapshot.invocation_id)));
-    // Wait for the journal only when its evidence could change what runs first.
-    let (journal_lines, journal_for_report) =
-        if strategy::evidence_can_reorder(&service.healing_strategies) {
-            (journal.collect(JOURNAL_TIMEOUT), None)
-        } else {
-            (Vec::new(), Some(journal))
-        };
+    let invocation = monitor
+        .as_ref()
+        .and_then(|facts| facts.invocation_id.clone())
+        .unwrap_or_else(|| snapshot.invocation_id.clone());
+    let journal_lines = if evidence_matters {
+        journal::read_invocation(&unit, &invocation, pending_journal.take(), JOURNAL_TIMEOUT)
+    } else {
+        Vec::new()
+    };
     tracing::debug!("ready to act after {} µs", clock.elapsed_us());
     let mut diagnosis = Diagnosis::new(&snapshot, monitor.as_ref(), journal_lines);
     tracing::info!(selfheal_service = %service.name, "diagnosis: {}", diagnosis.summary);
@@ -134,12 +136,9 @@ pub fn run(
         dry_run: options.dry_run,
     };
     let chain = strategy::run_chain(&order, &context);
-    if let Some(journal) = journal_for_report {
-        diagnosis = Diagnosis::new(
-            &snapshot,
-            monitor.as_ref(),
-            journal.collect(JOURNAL_TIMEOUT),
-        );
+    if !evidence_matters {
+        let lines = journal::read_invocation(&unit, &invocation, None, JOURNAL_TIMEOUT);
+        diagnosis = Diagnosis::new(&snapshot, monitor.as_ref(), lines);
     }
     let outcome = match (options.dry_run, chain.healed_by) {
         (true, _) => Outcome::Planned,
