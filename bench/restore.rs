@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use selfheal::ports;
-use selfheal::sandbox::Sandbox;
+use selfheal::sandbox::{Sandbox, free_port, wait_for};
 use selfheal::state::StateDir;
 
 const SELFHEAL: &str = env!("CARGO_BIN_EXE_selfheal");
@@ -277,21 +277,6 @@ fn systemd_version() -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_default()
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn wait_for(timeout: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !ready() {
-        anyhow::ensure!(Instant::now() < deadline, "timed out after {timeout:?}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    Ok(())
 }
 
 fn sorted(samples: &[Duration]) -> Vec<Duration> {

@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 
 use crate::config::Config;
 use crate::install::{self, Invocation};
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Sandbox, free_port, wait_for};
 use crate::state::StateDir;
 
 /// The commented example config, built into the binary.
@@ -94,22 +94,5 @@ pub fn run(selfheal: &Path) -> anyhow::Result<()> {
         bail!("the demo service was not healed: {}", record.outcome);
     }
     println!("▶ done; the sandbox is torn down and nothing on this host was changed.");
-    Ok(())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn wait_for(timeout: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !ready() {
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
     Ok(())
 }

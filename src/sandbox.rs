@@ -439,3 +439,22 @@ pub fn init(args: &SandboxInitArgs) -> anyhow::Result<()> {
         .exec();
     Err(err).context("executing systemd")
 }
+
+/// A TCP port nothing listens on right now (sandboxes share the host's network).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Polls `ready` until it holds, or fails after `timeout`.
+pub fn wait_for(timeout: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}

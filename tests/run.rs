@@ -21,10 +21,7 @@ fn a_sigkilled_service_is_healed_through_its_on_failure_hook() {
     env.config(&web_config(port, ""))
         .web_unit("web", port, "web says hello before dying")
         .install();
-    env.systemctl(&["start", "web.service"]);
-    wait_until(Duration::from_secs(10), "web to listen", || {
-        selfheal::ports::is_listening(port)
-    });
+    env.start_listening("web", port);
     let first_pid = env.property("web.service", "MainPID");
 
     env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
@@ -107,10 +104,7 @@ fn a_manual_run_heals_a_killed_service_and_verifies_port_and_health() {
     let port = free_port();
     env.config(&web_config(port, ""))
         .web_unit("web", port, "up");
-    env.systemctl(&["start", "web.service"]);
-    wait_until(Duration::from_secs(10), "web to listen", || {
-        selfheal::ports::is_listening(port)
-    });
+    env.start_listening("web", port);
     env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
     wait_until(Duration::from_secs(10), "web to fail", || {
         env.property("web.service", "ActiveState") == "failed"
@@ -140,10 +134,7 @@ fn a_healthy_service_is_left_alone() {
     let port = free_port();
     env.config(&web_config(port, ""))
         .web_unit("web", port, "up");
-    env.systemctl(&["start", "web.service"]);
-    wait_until(Duration::from_secs(10), "web to listen", || {
-        selfheal::ports::is_listening(port)
-    });
+    env.start_listening("web", port);
     let pid = env.property("web.service", "MainPID");
     let invocation = env.property("web.service", "InvocationID");
 
@@ -165,10 +156,7 @@ fn a_service_that_stays_down_fails_within_verify_timeout() {
         "web",
         "ExecStart=/bin/sh -c 'echo database unreachable; exit 1'",
     );
-    env.systemctl(&["start", "web.service"]);
-    wait_until(Duration::from_secs(10), "web to fail", || {
-        env.property("web.service", "ActiveState") == "failed"
-    });
+    env.start_failing("web");
 
     let started = Instant::now();
     let (code, json) = env.run_json("web", &[]);
@@ -209,10 +197,7 @@ fn dry_run_changes_nothing() {
     let port = free_port();
     env.config(&web_config(port, ""))
         .unit("web", "ExecStart=/bin/sh -c 'exit 3'");
-    env.systemctl(&["start", "web.service"]);
-    wait_until(Duration::from_secs(10), "web to fail", || {
-        env.property("web.service", "ActiveState") == "failed"
-    });
+    env.start_failing("web");
     let invocation = env.property("web.service", "InvocationID");
 
     let (code, json) = env.run_json("web", &["--dry-run"]);
@@ -273,10 +258,7 @@ fn loop_protection_stops_healing_at_the_failure_threshold() {
         "system_name: TestHost\nfailure_threshold: 2\n",
     ))
     .unit("web", "ExecStart=/bin/sh -c 'exit 3'");
-    env.systemctl(&["start", "web.service"]);
-    wait_until(Duration::from_secs(10), "web to fail", || {
-        env.property("web.service", "ActiveState") == "failed"
-    });
+    env.start_failing("web");
 
     let first = env.run_json("web", &[]);
     let second = env.run_json("web", &[]);
@@ -311,10 +293,7 @@ fn a_pending_automatic_restart_is_awaited_not_raced() {
             selfheal_bin().display()
         ),
     );
-    env.systemctl(&["start", "web.service"]);
-    wait_until(Duration::from_secs(10), "web to listen", || {
-        selfheal::ports::is_listening(port)
-    });
+    env.start_listening("web", port);
     env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
     wait_until(Duration::from_secs(5), "auto-restart", || {
         env.property("web.service", "SubState") == "auto-restart"

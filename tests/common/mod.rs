@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use selfheal::sandbox::Sandbox;
 use selfheal::state::{HistoryRecord, StateDir};
@@ -17,22 +17,13 @@ pub fn selfheal_bin() -> &'static Path {
 
 /// A port nothing listens on right now (the sandbox shares the host's network).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    selfheal::sandbox::free_port().unwrap()
 }
 
 /// Polls `ready` until it holds, failing the test after `timeout` with `what`.
-pub fn wait_until(timeout: Duration, what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ready() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
+pub fn wait_until(timeout: Duration, what: &str, ready: impl FnMut() -> bool) {
+    if let Err(err) = selfheal::sandbox::wait_for(timeout, ready) {
+        panic!("waiting for {what}: {err}");
     }
 }
 
@@ -81,6 +72,27 @@ impl TestEnv {
                 selfheal_bin().display()
             ),
         )
+    }
+
+    /// Starts `<name>.service` and waits until something listens on `port`.
+    pub fn start_listening(&self, name: &str, port: u16) -> &TestEnv {
+        self.systemctl(&["start", &format!("{name}.service")]);
+        wait_until(
+            Duration::from_secs(10),
+            &format!("{name} to listen on {port}"),
+            || selfheal::ports::is_listening(port),
+        );
+        self
+    }
+
+    /// Starts `<name>.service` and waits until it has failed.
+    pub fn start_failing(&self, name: &str) -> &TestEnv {
+        let unit = format!("{name}.service");
+        self.systemctl(&["start", &unit]);
+        wait_until(Duration::from_secs(10), &format!("{unit} to fail"), || {
+            self.property(&unit, "ActiveState") == "failed"
+        });
+        self
     }
 
     /// `selfheal install` into the sandbox's unit directory, reloading the sandbox's systemd.
