@@ -50,7 +50,7 @@ pub fn planned_files(config: &Config, invocation: &Invocation, unit_dir: &Path) 
         files.push(UnitFile {
             path: unit_dir.join(&heal_unit),
             contents: format!(
-                "{MARKER}\n[Unit]\nDescription=selfheal: heal {unit}\nDocumentation=https://github.com/selfheal/selfheal\n\
+                "{MARKER}\n[Unit]\nDescription=selfheal: heal {unit}\nDocumentation=man:selfheal(1)\n\
                  # Never let a healing run be refused by a start limit.\nStartLimitIntervalSec=0\n\n\
                  [Service]\nType=oneshot\nExecStart={} run {}\n",
                 command.join(" "),
@@ -168,6 +168,37 @@ mod tests {
                 .contents
                 .ends_with("[Unit]\nOnFailure=db-self-heal.service\n")
         );
+    }
+
+    /// `units/example/` shows what `install` writes for the shipped example config (for readers
+    /// and for the Ansible role); this keeps it identical to the real output.
+    #[test]
+    fn the_shipped_example_units_are_what_install_writes() {
+        let config = Config::parse(
+            include_str!("../config/selfheal.example.yml"),
+            Path::new("example"),
+        )
+        .unwrap();
+        let invocation = Invocation {
+            executable: "/usr/local/bin/selfheal".into(),
+            config: None,
+            state_dir: None,
+        };
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("units/example");
+        let files = planned_files(&config, &invocation, &root);
+        assert_eq!(files.len(), 8);
+        for file in files {
+            if std::env::var_os("SELFHEAL_WRITE_EXAMPLE_UNITS").is_some() {
+                write_files(std::slice::from_ref(&file)).unwrap();
+            }
+            let shipped = std::fs::read_to_string(&file.path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (regenerate with SELFHEAL_WRITE_EXAMPLE_UNITS=1)",
+                    file.path.display()
+                )
+            });
+            assert_eq!(shipped, file.contents, "{}", file.path.display());
+        }
     }
 
     #[test]
