@@ -84,33 +84,35 @@ impl PendingJournal {
     }
 }
 
-/// Reads one invocation's lines (continuing `pending` when a read is already running). When
+/// Reads one invocation's lines (continuing `pending` when a read is already running). While
 /// none of them comes from the service itself (only systemd's, PID 1), its output may still be
-/// on its way: a stream journald has not accepted yet is not covered by the sync barrier. Then
-/// read once more, a moment later.
+/// on its way (a stream journald has not accepted yet is not covered by the sync barrier, and
+/// a loaded journald lags): look again with growing pauses, for at most `LOOK_AGAIN_FOR`.
 pub fn read_invocation(
     unit: &str,
     invocation_id: &str,
     pending: Option<PendingJournal>,
     timeout: Duration,
 ) -> Vec<JournalLine> {
-    let lines = pending
+    let until = std::time::Instant::now() + LOOK_AGAIN_FOR;
+    let mut lines = pending
         .unwrap_or_else(|| start(unit, Some(invocation_id)))
         .collect(timeout);
-    if lines.iter().any(|line| line.pid != 1) {
-        return lines;
+    let mut pause = Duration::from_millis(25);
+    while !lines.iter().any(|line| line.pid != 1) && std::time::Instant::now() + pause <= until {
+        std::thread::sleep(pause);
+        pause *= 2;
+        let again = start(unit, Some(invocation_id)).collect(timeout);
+        if again.len() >= lines.len() {
+            lines = again;
+        }
     }
-    std::thread::sleep(SECOND_LOOK_AFTER);
-    let again = start(unit, Some(invocation_id)).collect(timeout);
-    if again.len() >= lines.len() {
-        again
-    } else {
-        lines
-    }
+    lines
 }
 
-/// How long to wait before looking again for a service's own lines.
-const SECOND_LOOK_AFTER: Duration = Duration::from_millis(50);
+/// How long to keep looking for a service's own lines (a service that printed nothing costs
+/// this much report time, never healing correctness).
+const LOOK_AGAIN_FOR: Duration = Duration::from_millis(400);
 
 #[derive(Deserialize)]
 struct RawEntry {

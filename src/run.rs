@@ -86,7 +86,10 @@ pub fn run(
         None => verify::check_now(&snapshot, &target, false).is_ok(),
     };
     if healthy {
-        snapshot = systemd.snapshot(&unit)?;
+        if waited.is_some() {
+            // The state changed while we waited and verified; report it as it is now.
+            snapshot = systemd.snapshot(&unit)?;
+        }
         let diagnosis = Diagnosis::new(&snapshot, monitor.as_ref(), Vec::new());
         let reason = waited.map(|took| {
             format!("systemd was already restarting {unit}; selfheal waited {} ms for it instead of racing it", took.as_millis())
