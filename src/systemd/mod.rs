@@ -121,11 +121,14 @@ impl Systemd {
         }
     }
 
-    async fn unit_path(&self, unit: &str) -> Result<OwnedObjectPath, SystemdError> {
+    /// Subscribes and opens the JobRemoved stream. Open it before asking for a job, so the
+    /// removal of a fast job cannot slip past.
+    async fn job_removals(&self) -> Result<proxy::JobRemovedStream, SystemdError> {
+        self.subscribe().await?;
         self.manager
-            .load_unit(unit)
+            .receive_job_removed()
             .await
-            .map_err(call_error("LoadUnit"))
+            .map_err(call_error("JobRemoved match"))
     }
 
     async fn unit_proxy(&self, path: &OwnedObjectPath) -> Result<UnitProxy<'static>, SystemdError> {
@@ -276,30 +279,20 @@ impl UnitControl for Systemd {
 
     fn restart(&self, unit: &str, timeout: Duration) -> Result<JobResult, SystemdError> {
         zbus::block_on(async {
-            // Subscribe and open the signal stream before asking, so the JobRemoved of a
-            // fast job cannot slip past us.
-            self.subscribe().await?;
-            let mut removed = self
-                .manager
-                .receive_job_removed()
-                .await
-                .map_err(call_error("JobRemoved match"))?;
+            let mut removed = self.job_removals().await?;
             let job = self
                 .manager
                 .restart_unit(unit, "replace")
                 .await
                 .map_err(call_error("RestartUnit"))?;
             let wait = async {
-                while let Some(signal) = removed.next().await {
-                    let Ok(args) = signal.args() else { continue };
-                    if args.job == job {
-                        return Ok(JobResult(args.result));
-                    }
-                }
-                Err(SystemdError::Call {
-                    call: "JobRemoved",
-                    cause: Box::new(zbus::Error::Failure("signal stream ended".into())),
-                })
+                next_removal(&mut removed, |args| args.job == job)
+                    .await
+                    .map(JobResult)
+                    .ok_or_else(|| SystemdError::Call {
+                        call: "JobRemoved",
+                        cause: Box::new(zbus::Error::Failure("signal stream ended".into())),
+                    })
             };
             with_timeout(timeout, wait).await
         })
@@ -307,24 +300,17 @@ impl UnitControl for Systemd {
 
     fn wait_for_job(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
         zbus::block_on(async {
-            self.subscribe().await?;
-            let mut removed = self
-                .manager
-                .receive_job_removed()
-                .await
-                .map_err(call_error("JobRemoved match"))?;
-            let path = self.unit_path(unit).await?;
+            let mut removed = self.job_removals().await?;
+            let path = OwnedObjectPath::try_from(unit_object_path(unit))
+                .map_err(|e| call_error("unit path")(e.into()))?;
             let unit_proxy = self.unit_proxy(&path).await?;
             let (job_id, _) = unit_proxy.job().await.map_err(call_error("Get Job"))?;
             if job_id == 0 {
                 return Ok(());
             }
+            // A stream that ends means the bus went away; the caller's next look will say so.
             let wait = async {
-                while let Some(signal) = removed.next().await {
-                    if signal.args().is_ok_and(|args| args.id == job_id) {
-                        return Ok(());
-                    }
-                }
+                next_removal(&mut removed, |args| args.id == job_id).await;
                 Ok(())
             };
             with_timeout(timeout, wait).await
@@ -347,6 +333,21 @@ impl UnitControl for Systemd {
     fn reload(&self) -> Result<(), SystemdError> {
         zbus::block_on(self.manager.reload()).map_err(call_error("Reload"))
     }
+}
+
+/// The result of the first JobRemoved signal that `matches`, or `None` when the stream ends.
+async fn next_removal(
+    removed: &mut proxy::JobRemovedStream,
+    matches: impl Fn(&proxy::JobRemovedArgs<'_>) -> bool,
+) -> Option<String> {
+    while let Some(signal) = removed.next().await {
+        if let Ok(args) = signal.args()
+            && matches(&args)
+        {
+            return Some(args.result);
+        }
+    }
+    None
 }
 
 async fn with_timeout<T>(
