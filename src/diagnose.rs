@@ -331,6 +331,7 @@ mod tests {
             timestamp_us: 0,
             pid: 0,
             message: message.to_owned(),
+            invocation_id: None,
         }
     }
 

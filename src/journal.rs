@@ -23,11 +23,35 @@ pub struct JournalLine {
     pub pid: u32,
     /// The message, lossily decoded.
     pub message: String,
+    /// The invocation journald tagged the line with, if it could.
+    #[serde(skip)]
+    pub invocation_id: Option<String>,
 }
 
 /// A journal read that is running in the background.
 pub struct PendingJournal {
-    output: mpsc::Receiver<Vec<u8>>,
+    output: mpsc::Receiver<Vec<JournalLine>>,
+}
+
+/// How many of the unit's latest lines are searched for lines of the invocation that journald
+/// could not tag with it.
+const UNTAGGED_SEARCH_LINES: usize = 200;
+
+fn journalctl_json(lines: usize) -> Command {
+    let mut query = Command::new("journalctl");
+    query.args(["--no-pager", "--quiet", "-o", "json", "-n"]);
+    query.arg(lines.to_string());
+    query.arg(
+        "--output-fields=MESSAGE,_PID,__REALTIME_TIMESTAMP,_SYSTEMD_INVOCATION_ID,INVOCATION_ID",
+    );
+    query.stdin(Stdio::null()).stderr(Stdio::null());
+    query
+}
+
+fn output_of(query: &mut Command) -> Vec<u8> {
+    let mut stdout = query.output().map(|o| o.stdout).unwrap_or_default();
+    stdout.truncate(MAX_OUTPUT_BYTES);
+    stdout
 }
 
 /// Starts reading the lines of one invocation of `unit` (the unit's own output and systemd's
@@ -37,22 +61,26 @@ pub struct PendingJournal {
 /// right after a failure the last lines may still sit unread in a socket. `journalctl --sync`
 /// first: journald answers it only after processing everything queued, so the query that
 /// follows sees the whole failed run.
+///
+/// journald tags a line with the invocation by reading the writer's cgroup; a process that
+/// printed and exited at once is gone by then, and its line carries only `_SYSTEMD_UNIT` (from
+/// the stdout stream). A second query by unit picks up such untagged lines when they fall
+/// within the invocation's span.
 pub fn start(unit: &str, invocation_id: Option<&str>) -> PendingJournal {
-    let mut query = Command::new("journalctl");
-    query.args(["--no-pager", "--quiet", "-o", "json", "-n"]);
-    query.arg(MAX_LINES.to_string());
-    query.arg("--output-fields=MESSAGE,_PID,__REALTIME_TIMESTAMP");
-    match invocation_id.filter(|id| !id.is_empty()) {
+    let invocation = invocation_id.filter(|id| !id.is_empty()).map(str::to_owned);
+    let mut by_unit = journalctl_json(UNTAGGED_SEARCH_LINES);
+    by_unit.arg(format!("_SYSTEMD_UNIT={unit}"));
+    let mut by_invocation = journalctl_json(MAX_LINES);
+    match &invocation {
         Some(id) => {
-            query.arg(format!("_SYSTEMD_INVOCATION_ID={id}"));
-            query.arg("+");
-            query.arg(format!("INVOCATION_ID={id}"));
+            by_invocation.arg(format!("_SYSTEMD_INVOCATION_ID={id}"));
+            by_invocation.arg("+");
+            by_invocation.arg(format!("INVOCATION_ID={id}"));
         }
         None => {
-            query.arg(format!("--unit={unit}"));
+            by_invocation.arg(format!("--unit={unit}"));
         }
     }
-    query.stdin(Stdio::null()).stderr(Stdio::null());
     let (sender, output) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = Command::new("journalctl")
@@ -61,11 +89,46 @@ pub fn start(unit: &str, invocation_id: Option<&str>) -> PendingJournal {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        let mut stdout = query.output().map(|o| o.stdout).unwrap_or_default();
-        stdout.truncate(MAX_OUTPUT_BYTES);
-        let _ = sender.send(stdout);
+        let lines = match invocation {
+            Some(id) => {
+                let untagged = std::thread::spawn(move || output_of(&mut by_unit));
+                let tagged = parse_json_lines(&output_of(&mut by_invocation));
+                let untagged = parse_json_lines(&untagged.join().unwrap_or_default());
+                merge_untagged(tagged, &untagged, &id)
+            }
+            None => parse_json_lines(&output_of(&mut by_invocation)),
+        };
+        let _ = sender.send(lines);
     });
     PendingJournal { output }
+}
+
+/// Adds to an invocation's tagged lines the unit's untagged ones written between its first and
+/// last tagged line, keeping the newest `MAX_LINES` in time order.
+fn merge_untagged(
+    mut tagged: Vec<JournalLine>,
+    unit_lines: &[JournalLine],
+    id: &str,
+) -> Vec<JournalLine> {
+    let (Some(first), Some(last)) = (
+        tagged.iter().map(|l| l.timestamp_us).min(),
+        tagged.iter().map(|l| l.timestamp_us).max(),
+    ) else {
+        return tagged;
+    };
+    tagged.extend(
+        unit_lines
+            .iter()
+            .filter(|line| line.invocation_id.is_none())
+            .filter(|line| (first..=last).contains(&line.timestamp_us))
+            .cloned(),
+    );
+    tagged.retain(|line| line.invocation_id.as_deref().is_none_or(|own| own == id));
+    tagged.sort_by_key(|line| line.timestamp_us);
+    tagged.dedup();
+    let excess = tagged.len().saturating_sub(MAX_LINES);
+    tagged.drain(..excess);
+    tagged
 }
 
 impl PendingJournal {
@@ -73,7 +136,7 @@ impl PendingJournal {
     /// than holding up healing.
     pub fn collect(self, timeout: Duration) -> Vec<JournalLine> {
         match self.output.recv_timeout(timeout) {
-            Ok(output) => parse_json_lines(&output),
+            Ok(lines) => lines,
             Err(_) => {
                 tracing::warn!(
                     "journalctl did not answer within {timeout:?}; the report goes without journal lines"
@@ -122,6 +185,11 @@ struct RawEntry {
     pid: Option<String>,
     #[serde(rename = "__REALTIME_TIMESTAMP")]
     timestamp: Option<String>,
+    #[serde(rename = "_SYSTEMD_INVOCATION_ID")]
+    invocation: Option<String>,
+    /// systemd's own messages about a unit carry the invocation in this field.
+    #[serde(rename = "INVOCATION_ID")]
+    manager_invocation: Option<String>,
 }
 
 /// Parses `journalctl -o json` output. MESSAGE is a string, or an array of bytes when it is
@@ -146,6 +214,7 @@ pub fn parse_json_lines(output: &[u8]) -> Vec<JournalLine> {
                 timestamp_us: entry.timestamp.and_then(|t| t.parse().ok()).unwrap_or(0),
                 pid: entry.pid.and_then(|p| p.parse().ok()).unwrap_or(0),
                 message,
+                invocation_id: entry.invocation.or(entry.manager_invocation),
             })
         })
         .collect()
@@ -168,5 +237,45 @@ not json
         assert_eq!(lines[0].pid, 42);
         assert_eq!(lines[1].message, "hi\u{fffd}");
         assert_eq!(lines[1].pid, 0);
+    }
+
+    fn line(timestamp_us: u64, message: &str, invocation: Option<&str>) -> JournalLine {
+        JournalLine {
+            timestamp_us,
+            pid: 7,
+            message: message.into(),
+            invocation_id: invocation.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn untagged_lines_within_the_invocations_span_are_merged_in_order() {
+        let tagged = vec![
+            line(100, "Started web.service.", Some("a")),
+            line(
+                300,
+                "web.service: Failed with result 'exit-code'.",
+                Some("a"),
+            ),
+        ];
+        let by_unit = [
+            line(50, "an earlier run's untagged line", None),
+            line(100, "Started web.service.", Some("a")),
+            line(200, "Error: Address already in use", None),
+            line(250, "another invocation's line", Some("b")),
+            line(400, "after the failure", None),
+        ];
+        let merged = merge_untagged(tagged, &by_unit, "a");
+        let messages: Vec<&str> = merged.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "Started web.service.",
+                "Error: Address already in use",
+                "web.service: Failed with result 'exit-code'."
+            ]
+        );
+        // Nothing tagged: nothing to anchor the span, nothing merged.
+        assert!(merge_untagged(Vec::new(), &by_unit, "a").is_empty());
     }
 }

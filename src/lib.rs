@@ -16,6 +16,7 @@ pub mod journal;
 pub mod logging;
 pub mod outcome;
 pub mod ports;
+pub mod process;
 pub mod report;
 pub mod run;
 pub mod sandbox;

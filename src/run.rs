@@ -134,6 +134,7 @@ pub fn run(
     let context = Context {
         service,
         diagnosis: &diagnosis,
+        snapshot: &snapshot,
         units: &systemd,
         target: &target,
         dry_run: options.dry_run,

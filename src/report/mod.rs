@@ -222,8 +222,8 @@ pub(crate) mod fixture {
             source: FactSource::Monitor,
             symptoms: vec![Symptom::AddressInUse],
             journal: vec![
-                JournalLine { timestamp_us: 1_763_433_923_100_000, pid: 812, message: "Starting story-stages on :5002".into() },
-                JournalLine { timestamp_us: 1_763_433_923_250_000, pid: 812, message: "OSError: [Errno 98] Address already in use <script>alert(1)</script>".into() },
+                JournalLine { timestamp_us: 1_763_433_923_100_000, pid: 812, message: "Starting story-stages on :5002".into(), invocation_id: None },
+                JournalLine { timestamp_us: 1_763_433_923_250_000, pid: 812, message: "OSError: [Errno 98] Address already in use <script>alert(1)</script>".into(), invocation_id: None },
             ],
             summary: "story-stages.service is failed/failed (Result=exit-code); the main process exited with status 1".into(),
             root_cause: "The service failed because its port was already taken by another process (\"Address already in use\").".into(),
@@ -241,6 +241,7 @@ pub(crate) mod fixture {
             } else {
                 "reset-failed; restart job done after 14 ms; story-stages.service went failed/failed (Result=exit-code)".into()
             },
+            changes: Vec::new(),
             duration_ms: if healed { 2031 } else { 356 },
         };
         let facts = RunFacts {

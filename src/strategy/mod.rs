@@ -1,6 +1,10 @@
 //! The strategy seam: one small trait, a registry, and the chain runner. The runner knows
 //! nothing about any single strategy; adding one touches its own file and one registry line.
 
+mod config_validation;
+mod database_check;
+mod environment_check;
+mod port_conflict;
 mod service_restart;
 
 use std::time::Instant;
@@ -9,7 +13,7 @@ use serde::Serialize;
 
 use crate::config::{ServiceConfig, StrategyName};
 use crate::diagnose::{Diagnosis, Symptom};
-use crate::systemd::UnitControl;
+use crate::systemd::{UnitControl, UnitSnapshot};
 use crate::verify::{self, HealthTarget};
 
 /// How one strategy ended.
@@ -35,8 +39,10 @@ pub struct Step {
     /// What it did (or would do), in words.
     pub action: String,
     pub result: StepResult,
-    /// Evidence: what was found, checked, changed.
+    /// Evidence: what was found and checked.
     pub detail: String,
+    /// Every change made on the host (or, on a dry run, that would be made), one per entry.
+    pub changes: Vec<String>,
     pub duration_ms: u64,
 }
 
@@ -46,6 +52,7 @@ pub struct Attempt {
     pub result: StepResult,
     pub action: String,
     pub detail: String,
+    pub changes: Vec<String>,
 }
 
 impl Attempt {
@@ -58,7 +65,14 @@ impl Attempt {
             result,
             action: action.into(),
             detail: detail.into(),
+            changes: Vec::new(),
         }
+    }
+
+    /// Records the changes this attempt made.
+    pub fn with_changes(mut self, changes: Vec<String>) -> Attempt {
+        self.changes = changes;
+        self
     }
 }
 
@@ -66,6 +80,8 @@ impl Attempt {
 pub struct Context<'a> {
     pub service: &'a ServiceConfig,
     pub diagnosis: &'a Diagnosis,
+    /// The unit as selfheal found it (cgroup, ExecStart=, EnvironmentFile=, …).
+    pub snapshot: &'a UnitSnapshot,
     pub units: &'a dyn UnitControl,
     pub target: &'a HealthTarget,
     /// Decide and describe, change nothing.
@@ -82,10 +98,10 @@ pub trait Strategy {
 fn registry(name: StrategyName) -> Option<Box<dyn Strategy>> {
     match name {
         StrategyName::ServiceRestart => Some(Box::new(service_restart::ServiceRestart)),
-        StrategyName::PortConflict
-        | StrategyName::ConfigValidation
-        | StrategyName::DatabaseCheck
-        | StrategyName::EnvironmentCheck => None,
+        StrategyName::PortConflict => Some(Box::new(port_conflict::PortConflict)),
+        StrategyName::ConfigValidation => Some(Box::new(config_validation::ConfigValidation)),
+        StrategyName::DatabaseCheck => Some(Box::new(database_check::DatabaseCheck)),
+        StrategyName::EnvironmentCheck => Some(Box::new(environment_check::EnvironmentCheck)),
     }
 }
 
@@ -153,6 +169,7 @@ pub fn run_chain(order: &[StrategyName], context: &Context<'_>) -> ChainResult {
             action: attempt.action,
             result: attempt.result,
             detail: attempt.detail.clone(),
+            changes: attempt.changes,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         });
         match attempt.result {
@@ -168,6 +185,28 @@ pub fn run_chain(order: &[StrategyName], context: &Context<'_>) -> ChainResult {
         }
     }
     chain
+}
+
+/// The end of a strategy that repaired something: restart + verify, reported as one step
+/// whose action and detail say what was repaired first and whose changes list each repair.
+pub fn repaired_then_restart(
+    context: &Context<'_>,
+    repair: &str,
+    found: &str,
+    changes: Vec<String>,
+) -> Attempt {
+    let restart = restart_and_verify(context);
+    let action = if context.dry_run {
+        format!("would {repair}, then restart and verify")
+    } else {
+        format!("{repair}, then restart and verify")
+    };
+    Attempt::new(
+        restart.result,
+        action,
+        format!("{found}; {}", restart.detail),
+    )
+    .with_changes(changes)
 }
 
 /// The common end of every fix: reset a failed / start-limit-hit unit, restart it, await the
