@@ -284,4 +284,40 @@ mod tests {
             renderer.text(&fixture::report(Outcome::Failed)).unwrap()
         );
     }
+
+    #[test]
+    fn subjects_follow_the_contract() {
+        let renderer = Renderer::new(Some(std::path::Path::new("/nonexistent"))).unwrap();
+        assert_eq!(
+            renderer
+                .subject(&fixture::report(Outcome::Resolved))
+                .unwrap(),
+            "✅ MiracleMax: story-stages - RESOLVED"
+        );
+        assert_eq!(
+            renderer.subject(&fixture::report(Outcome::Failed)).unwrap(),
+            "❌ MiracleMax: story-stages - FAILED"
+        );
+    }
+
+    #[test]
+    fn html_reports_are_pinned_and_escape_what_services_print() {
+        let renderer = Renderer::new(Some(std::path::Path::new("/nonexistent"))).unwrap();
+        let resolved = renderer.html(&fixture::report(Outcome::Resolved)).unwrap();
+        let failed = renderer.html(&fixture::report(Outcome::Failed)).unwrap();
+        for html in [&resolved, &failed] {
+            assert!(!html.contains("<script>"), "unescaped journal line");
+            assert!(html.contains("&lt;script&gt;alert(1)"));
+            assert!(
+                !html.contains("src=\"http") && !html.contains("href=\"http"),
+                "external resource"
+            );
+        }
+        assert!(
+            failed.contains("STILL DOWN")
+                && failed.contains("journalctl -u story-stages.service -n 100")
+        );
+        insta::assert_snapshot!("resolved_html", resolved);
+        insta::assert_snapshot!("failed_html", failed);
+    }
 }

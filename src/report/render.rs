@@ -13,10 +13,20 @@ use super::Report;
 pub const DEFAULT_TEMPLATES_DIR: &str = "/etc/selfheal/templates";
 
 /// The built-in templates: (name, source).
-const BUILT_IN: [(&str, &str); 1] = [(
-    "report.txt.j2",
-    include_str!("../../templates/report.txt.j2"),
-)];
+const BUILT_IN: [(&str, &str); 3] = [
+    (
+        "subject.txt.j2",
+        include_str!("../../templates/subject.txt.j2"),
+    ),
+    (
+        "report.txt.j2",
+        include_str!("../../templates/report.txt.j2"),
+    ),
+    (
+        "report.html.j2",
+        include_str!("../../templates/report.html.j2"),
+    ),
+];
 
 /// A template that could not be loaded or rendered.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +60,15 @@ impl Renderer {
                 .build()
                 .expect("static syntax config"),
         );
+        // HTML templates escape every value (journal lines are whatever a service printed);
+        // the text ones must not, or "<" would arrive as "&lt;".
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".html.j2") {
+                minijinja::AutoEscape::Html
+            } else {
+                minijinja::AutoEscape::None
+            }
+        });
         env.add_filter("bytes", human_bytes);
         env.add_filter("clock", clock_time);
         env.add_filter("millis", human_millis);
@@ -81,9 +100,20 @@ impl Renderer {
             .map_err(error)
     }
 
+    /// The mail subject: one line, whatever the template's whitespace.
+    pub fn subject(&self, report: &Report) -> Result<String, RenderError> {
+        let text = self.render("subject.txt.j2", report)?;
+        Ok(text.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
+
     /// The plain-text report.
     pub fn text(&self, report: &Report) -> Result<String, RenderError> {
         self.render("report.txt.j2", report)
+    }
+
+    /// The HTML report (every value escaped).
+    pub fn html(&self, report: &Report) -> Result<String, RenderError> {
+        self.render("report.html.j2", report)
     }
 }
 
