@@ -17,6 +17,8 @@ pub enum ExitCode {
     SystemdUnavailable,
     /// The state directory could not be read or written.
     StateError,
+    /// A report could not be delivered (`test-email`).
+    EmailError,
     /// Any other failure of selfheal itself.
     Internal,
 }
@@ -30,6 +32,7 @@ impl From<ExitCode> for i32 {
             ExitCode::Suppressed => 3,
             ExitCode::SystemdUnavailable => 4,
             ExitCode::StateError => 5,
+            ExitCode::EmailError => 6,
             ExitCode::Internal => 70,
         }
     }
@@ -48,6 +51,7 @@ mod tests {
             (ExitCode::Suppressed, 3),
             (ExitCode::SystemdUnavailable, 4),
             (ExitCode::StateError, 5),
+            (ExitCode::EmailError, 6),
             (ExitCode::Internal, 70),
         ];
         for (code, number) in table {

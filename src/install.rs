@@ -31,7 +31,11 @@ pub struct UnitFile {
     pub contents: String,
 }
 
-/// The files for every monitored service.
+/// The oneshot unit that delivers queued reports, and the timer that runs it.
+pub const FLUSH_SERVICE: &str = "selfheal-flush.service";
+pub const FLUSH_TIMER: &str = "selfheal-flush.timer";
+
+/// The files for every monitored service, plus the outbox flush service and timer.
 pub fn planned_files(config: &Config, invocation: &Invocation, unit_dir: &Path) -> Vec<UnitFile> {
     let mut command = vec![quote_arg(&invocation.executable.to_string_lossy())];
     if let Some(path) = &invocation.config {
@@ -51,7 +55,8 @@ pub fn planned_files(config: &Config, invocation: &Invocation, unit_dir: &Path) 
             path: unit_dir.join(&heal_unit),
             contents: format!(
                 "{MARKER}\n[Unit]\nDescription=selfheal: heal {unit}\nDocumentation=man:selfheal(1)\n\
-                 # Never let a healing run be refused by a start limit.\nStartLimitIntervalSec=0\n\n\
+                 # Never let a healing run be refused by a start limit.\nStartLimitIntervalSec=0\n\
+                 # A report that could not be sent is retried from the outbox.\nWants={FLUSH_TIMER}\n\n\
                  [Service]\nType=oneshot\nExecStart={} run {}\n",
                 command.join(" "),
                 service.name
@@ -62,6 +67,25 @@ pub fn planned_files(config: &Config, invocation: &Invocation, unit_dir: &Path) 
             contents: format!("{MARKER}\n[Unit]\nOnFailure={heal_unit}\n"),
         });
     }
+    files.push(UnitFile {
+        path: unit_dir.join(FLUSH_SERVICE),
+        contents: format!(
+            "{MARKER}\n[Unit]\nDescription=selfheal: deliver the reports queued in the outbox\n\
+             Documentation=man:selfheal(1)\nWants=network-online.target\nAfter=network-online.target\n\n\
+             [Service]\nType=oneshot\nExecStart={} flush\n",
+            command.join(" ")
+        ),
+    });
+    files.push(UnitFile {
+        path: unit_dir.join(FLUSH_TIMER),
+        contents: format!(
+            "{MARKER}\n[Unit]\nDescription=selfheal: retry queued reports every 5 minutes\n\
+             Documentation=man:selfheal(1)\n\n\
+             # Started by every heal unit (Wants=) and, once enabled, at boot.\n\
+             [Timer]\nOnBootSec=1min\nOnUnitInactiveSec=5min\nRandomizedDelaySec=20s\n\n\
+             [Install]\nWantedBy=timers.target\n"
+        ),
+    });
     files
 }
 
@@ -153,7 +177,15 @@ mod tests {
                 "/etc/systemd/system/web.service.d/50-selfheal.conf",
                 "/etc/systemd/system/db-self-heal.service",
                 "/etc/systemd/system/postgresql.service.d/50-selfheal.conf",
+                "/etc/systemd/system/selfheal-flush.service",
+                "/etc/systemd/system/selfheal-flush.timer",
             ]
+        );
+        assert!(files[0].contents.contains("Wants=selfheal-flush.timer\n"));
+        assert!(
+            files[4].contents.contains(
+                "ExecStart=/usr/local/bin/selfheal --config=\"/srv/my config.yml\" flush\n"
+            )
         );
         assert!(files[0].contents.contains("Type=oneshot\n"));
         assert!(
@@ -171,7 +203,8 @@ mod tests {
     }
 
     /// `units/example/` shows what `install` writes for the shipped example config (for readers
-    /// and for the Ansible role); this keeps it identical to the real output.
+    /// and for the Ansible role), and `units/selfheal-flush.*` are the flush units it writes on
+    /// every host; this keeps them identical to the real output.
     #[test]
     fn the_shipped_example_units_are_what_install_writes() {
         let config = Config::parse(
@@ -185,8 +218,11 @@ mod tests {
             state_dir: None,
         };
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("units/example");
-        let files = planned_files(&config, &invocation, &root);
-        assert_eq!(files.len(), 8);
+        let mut files = planned_files(&config, &invocation, &root);
+        assert_eq!(files.len(), 10);
+        for file in &mut files[8..] {
+            file.path = root.parent().unwrap().join(file.path.file_name().unwrap());
+        }
         for file in files {
             if std::env::var_os("SELFHEAL_WRITE_EXAMPLE_UNITS").is_some() {
                 write_files(std::slice::from_ref(&file)).unwrap();
@@ -216,7 +252,7 @@ mod tests {
         std::fs::write(&own, "[Service]\nRestart=always\n").unwrap();
         std::fs::write(&files[2].path, "[Unit]\n# hand-written\n").unwrap();
         let removed = remove_files(&files).unwrap();
-        assert_eq!(removed.len(), 3);
+        assert_eq!(removed.len(), files.len() - 1);
         assert!(own.exists());
         assert!(files[2].path.exists());
         assert!(!dir.path().join("postgresql.service.d").exists());

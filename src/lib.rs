@@ -9,6 +9,7 @@ pub mod demo;
 pub mod demo_service;
 pub mod diagnose;
 pub mod duration;
+pub mod email;
 pub mod exit_code;
 pub mod host;
 pub mod install;
@@ -66,11 +67,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 dry_run: args.dry_run,
             };
             let report = run::run(&config, &state, service, options)?;
+            let renderer = report::Renderer::new(config.templates_dir.as_deref())?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                let renderer = report::Renderer::new(config.templates_dir.as_deref())?;
                 print!("{}", renderer.text(&report)?);
+            }
+            if !args.dry_run && !args.no_email && email::worth_mailing(&report) {
+                mail_report(&config, &state, &renderer, &report);
             }
             Ok(report.outcome.exit_code())
         }
@@ -157,15 +161,53 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::Success)
         }
         Command::Flush => {
-            // Reports are not queued yet (mail delivery is not part of this version), so the
-            // outbox is empty by construction.
-            println!("outbox empty: nothing to deliver");
+            let config = load()?;
+            let summary = email::flush(&config, &state)?;
+            for meta in &summary.delivered {
+                println!("delivered {} ({})", meta.message_id, meta.subject);
+            }
+            for (meta, error) in &summary.failed {
+                eprintln!(
+                    "still queued {} ({}, {} attempt(s)): {error}",
+                    meta.message_id,
+                    meta.subject,
+                    meta.attempts + 1
+                );
+            }
+            if summary.busy > 0 {
+                println!(
+                    "{} message(s) are being sent by another selfheal",
+                    summary.busy
+                );
+            }
+            if summary.failed.is_empty() && summary.busy == 0 {
+                if summary.delivered.is_empty() {
+                    println!("outbox empty: nothing to deliver");
+                }
+                Ok(ExitCode::Success)
+            } else {
+                Ok(ExitCode::Failure)
+            }
+        }
+        Command::TestEmail => {
+            let config = load()?;
+            let email_config = config
+                .email
+                .as_ref()
+                .ok_or(email::EmailError::NotConfigured)?;
+            let renderer = report::Renderer::new(config.templates_dir.as_deref())?;
+            let report = report::Report::test_email(&config);
+            let composed =
+                email::compose(email_config, config.owner.as_deref(), &renderer, &report)?;
+            email::Sender::from_config(email_config)?.send_composed(&composed)?;
+            println!(
+                "sent {} to {} ({})",
+                composed.message_id,
+                composed.to.join(", "),
+                composed.subject
+            );
             Ok(ExitCode::Success)
         }
-        Command::TestEmail => Err(UsageError(
-            "email delivery is not part of this version of selfheal yet".into(),
-        )
-        .into()),
         Command::Demo => {
             let exe = std::env::current_exe().context("locating the selfheal binary")?;
             demo::run(&exe)?;
@@ -191,6 +233,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SandboxInit(args) => {
             sandbox::init(&args)?;
             Ok(ExitCode::Success)
+        }
+    }
+}
+
+/// Mails a run's report. Delivery never changes the run's outcome or exit code: a report that
+/// cannot be sent now stays in the outbox for `selfheal flush`, and the reason is logged.
+fn mail_report(
+    config: &Config,
+    state: &StateDir,
+    renderer: &report::Renderer,
+    report: &report::Report,
+) {
+    match email::deliver_report(config, state, renderer, report) {
+        Ok(None) => {}
+        Ok(Some(email::Delivery::Sent { message_id })) => {
+            tracing::info!(selfheal_service = %report.service, "report {message_id} sent");
+        }
+        Ok(Some(email::Delivery::Queued { message_id, error })) => {
+            tracing::warn!(selfheal_service = %report.service, "report {message_id} kept in the outbox for `selfheal flush`: {error}");
+        }
+        Err(err) => {
+            tracing::error!(selfheal_service = %report.service, "the report could not even be queued: {err:#}");
         }
     }
 }
@@ -240,6 +304,9 @@ pub fn exit_code_for(error: &anyhow::Error) -> ExitCode {
         }
         if cause.is::<StateError>() {
             return ExitCode::StateError;
+        }
+        if cause.is::<email::EmailError>() {
+            return ExitCode::EmailError;
         }
     }
     ExitCode::Internal

@@ -74,7 +74,7 @@ impl StateDir {
         }
     }
 
-    fn ensure(&self, sub: &str) -> Result<PathBuf, StateError> {
+    pub(crate) fn ensure(&self, sub: &str) -> Result<PathBuf, StateError> {
         let dir = self.root.join(sub);
         std::fs::DirBuilder::new()
             .recursive(true)

@@ -67,6 +67,8 @@ pub struct Report {
     /// Commands for a person, when the service is still down.
     pub manual_steps: Vec<String>,
     pub dry_run: bool,
+    /// Sent by `selfheal test-email`: no service failed.
+    pub test: bool,
 }
 
 /// The parts of a report that come from the config, before the run starts.
@@ -135,6 +137,41 @@ impl Report {
             recommendations,
             manual_steps,
             dry_run: facts.dry_run,
+            test: false,
+        }
+    }
+
+    /// The report `selfheal test-email` sends: the config's real names, no failure.
+    pub fn test_email(config: &Config) -> Report {
+        let host = crate::host::hostname();
+        let (service, unit) = config
+            .monitored_services
+            .first()
+            .map_or(("selfheal".to_owned(), "selfheal".to_owned()), |s| {
+                (s.name.clone(), s.unit_name())
+            });
+        Report {
+            system_name: config.system_name(),
+            host: host.clone(),
+            service,
+            unit,
+            domain: None,
+            port: None,
+            critical: false,
+            outcome: Outcome::Healthy,
+            started_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            duration_ms: 0,
+            diagnosis: None,
+            steps: Vec::new(),
+            healed_by: None,
+            reason: Some(format!(
+                "This is a test report sent by `selfheal test-email` on {host}: if you read it, reports reach you."
+            )),
+            post_status: None,
+            recommendations: Vec::new(),
+            manual_steps: Vec::new(),
+            dry_run: false,
+            test: true,
         }
     }
 }

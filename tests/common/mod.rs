@@ -174,3 +174,156 @@ impl TestEnv {
         self.history()
     }
 }
+
+/// A real SMTP server (aiosmtpd, `tests/smtp_server.py`): STARTTLS required before AUTH
+/// PLAIN/LOGIN, its own CA, accepted messages saved as files.
+pub struct SmtpServer {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    root: PathBuf,
+    pub user: String,
+    password: String,
+}
+
+impl SmtpServer {
+    /// Starts a server with its files under `root`, accepting `user` / `password`.
+    pub fn start(root: &Path, user: &str, password: &str) -> SmtpServer {
+        std::fs::create_dir_all(root).unwrap();
+        let mut server = SmtpServer {
+            child: None,
+            port: free_port(),
+            root: root.to_owned(),
+            user: user.to_owned(),
+            password: password.to_owned(),
+        };
+        server.resume();
+        server
+    }
+
+    /// Starts it again (same port, same CA) after `stop`.
+    pub fn resume(&mut self) {
+        use std::io::BufRead;
+        let password_file = self.root.join("server-password");
+        std::fs::write(&password_file, &self.password).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .arg(script)
+            .args(["--port", &self.port.to_string(), "--user", &self.user])
+            .arg("--dir")
+            .arg(self.messages_dir())
+            .arg("--password-file")
+            .arg(&password_file)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting tests/smtp_server.py (apt install python3-aiosmtpd)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the SMTP server did not start");
+        self.child = Some(child);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn messages_dir(&self) -> PathBuf {
+        self.root.join("received")
+    }
+
+    /// The CA that signed the server's certificate (for `ca_file`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.root.join("ca.pem")
+    }
+
+    /// Every message the server accepted, in order, as raw bytes.
+    pub fn messages(&self) -> Vec<Vec<u8>> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(self.messages_dir())
+            .map(|dir| dir.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        paths.retain(|p| p.extension().is_some_and(|e| e == "eml"));
+        paths.sort();
+        paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    }
+
+    /// Waits until the server has accepted `count` messages.
+    pub fn wait_for_messages(&self, count: usize, timeout: Duration) -> Vec<Vec<u8>> {
+        wait_until(timeout, &format!("{count} mail(s)"), || {
+            self.messages().len() >= count
+        });
+        self.messages()
+    }
+
+    /// The config's `email:` section for this server, with the client's password in
+    /// `password_file` (written root-owned, mode 0600, as selfheal requires).
+    pub fn email_yaml(&self, password_file: &Path, password: &str) -> String {
+        std::fs::write(password_file, format!("{password}\n")).unwrap();
+        std::fs::set_permissions(password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        format!(
+            "email:\n  to: [ops@example.org]\n  from: selfheal@testhost.example\n  transport: smtp\n  smtp:\n    host: 127.0.0.1\n    port: {}\n    security: starttls\n    username: {}\n    password_file: {}\n    ca_file: {}\n    timeout: 5s\n",
+            self.port,
+            self.user,
+            password_file.display(),
+            self.ca_file().display()
+        )
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A parsed mail: decoded headers and the text and HTML parts.
+pub struct Mail {
+    pub subject: String,
+    pub headers: Vec<(String, String)>,
+    pub content_type: String,
+    pub text: String,
+    pub html: String,
+}
+
+impl Mail {
+    pub fn parse(raw: &[u8]) -> Mail {
+        let parsed = mailparse::parse_mail(raw).unwrap();
+        let header = |name: &str| {
+            parsed
+                .headers
+                .iter()
+                .find(|h| h.get_key().eq_ignore_ascii_case(name))
+                .map(|h| h.get_value())
+                .unwrap_or_default()
+        };
+        let part = |mime: &str| {
+            parsed
+                .subparts
+                .iter()
+                .find(|p| p.ctype.mimetype == mime)
+                .map(|p| p.get_body().unwrap())
+                .unwrap_or_default()
+        };
+        Mail {
+            subject: header("Subject"),
+            headers: parsed
+                .headers
+                .iter()
+                .map(|h| (h.get_key(), h.get_value()))
+                .collect(),
+            content_type: parsed.ctype.mimetype.clone(),
+            text: part("text/plain"),
+            html: part("text/html"),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map_or("", |(_, value)| value)
+    }
+}

@@ -1,0 +1,101 @@
+//! A report as a mail: subject, text and HTML from the templates, the contract's headers, and a
+//! Message-ID fixed at composition, so every resend of the stored message carries the same one.
+
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use lettre::Message;
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+
+use crate::config::EmailConfig;
+use crate::report::{Renderer, Report};
+
+/// A rendered message, ready for the outbox.
+#[derive(Debug, Clone)]
+pub struct Composed {
+    /// `<selfheal.…@host>`.
+    pub message_id: String,
+    /// File name stem in the outbox (unique per run, sorts by time).
+    pub stem: String,
+    pub subject: String,
+    pub service: String,
+    pub outcome: String,
+    /// Envelope sender and recipients.
+    pub from: String,
+    pub to: Vec<String>,
+    /// The whole RFC 5322 message.
+    pub bytes: Vec<u8>,
+}
+
+/// Renders `report` into a multipart/alternative message (text first, HTML preferred).
+pub fn compose(
+    email: &EmailConfig,
+    owner: Option<&str>,
+    renderer: &Renderer,
+    report: &Report,
+) -> anyhow::Result<Composed> {
+    let from = email
+        .from
+        .clone()
+        .unwrap_or_else(|| format!("selfheal@{}", report.host));
+    let to: Vec<String> = if email.to.is_empty() {
+        owner.map(str::to_owned).into_iter().collect()
+    } else {
+        email.to.clone()
+    };
+    let subject = renderer.subject(report)?;
+    let text = renderer.text(report)?;
+    let html = renderer.html(report)?;
+
+    let compact_time: String = report
+        .started_at
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    let stem = format!(
+        "{compact_time}-{}-{}-{}",
+        report.service,
+        report.outcome,
+        std::process::id()
+    );
+    let message_id = format!("<selfheal.{stem}@{}>", report.host);
+    let date =
+        humantime::parse_rfc3339_weak(&report.started_at).unwrap_or_else(|_| SystemTime::now());
+
+    let mut builder = Message::builder()
+        .from(
+            from.parse::<Mailbox>()
+                .with_context(|| format!("email.from {from:?}"))?,
+        )
+        .subject(subject.clone())
+        .date(date)
+        .message_id(Some(message_id.clone()))
+        .user_agent(format!("selfheal {}", env!("CARGO_PKG_VERSION")))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("X-Selfheal-Service"),
+            report.service.clone(),
+        ))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("X-Selfheal-Outcome"),
+            report.outcome.to_string(),
+        ));
+    for address in &to {
+        builder = builder.to(address
+            .parse::<Mailbox>()
+            .with_context(|| format!("email recipient {address:?}"))?);
+    }
+    let message = builder
+        .multipart(MultiPart::alternative_plain_html(text, html))
+        .context("building the report mail")?;
+    Ok(Composed {
+        message_id,
+        stem,
+        subject,
+        service: report.service.clone(),
+        outcome: report.outcome.to_string(),
+        from,
+        to,
+        bytes: message.formatted(),
+    })
+}

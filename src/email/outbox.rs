@@ -1,0 +1,210 @@
+//! The outbox: `<state>/outbox/<stem>.eml` (the message exactly as it will be sent) plus
+//! `<stem>.json` (envelope and delivery attempts). A message is written before the first send
+//! and removed only after the server accepted it, so a report survives a down network, a
+//! killed run and a reboot.
+//!
+//! Each send holds an flock on the `.eml` file: a `flush` racing a `run` (or another flush)
+//! skips a message someone is already sending, so nothing is delivered twice.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use super::compose::Composed;
+use super::transport::EmailError;
+use crate::state::StateDir;
+
+/// The envelope and delivery record of a queued message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueMeta {
+    pub message_id: String,
+    pub subject: String,
+    pub service: String,
+    pub outcome: String,
+    pub from: String,
+    pub to: Vec<String>,
+    /// RFC 3339.
+    pub queued_at: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// One message in the outbox.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub eml: PathBuf,
+    pub meta: QueueMeta,
+}
+
+impl Queued {
+    fn meta_path(&self) -> PathBuf {
+        self.eml.with_extension("json")
+    }
+}
+
+/// What a flush did.
+#[derive(Debug, Default)]
+pub struct FlushSummary {
+    pub delivered: Vec<QueueMeta>,
+    /// Messages that stay queued, with the reason.
+    pub failed: Vec<(QueueMeta, EmailError)>,
+    /// Messages another process was sending at that moment.
+    pub busy: usize,
+}
+
+pub struct Outbox {
+    dir: PathBuf,
+}
+
+impl Outbox {
+    pub fn open(state: &StateDir) -> anyhow::Result<Outbox> {
+        Ok(Outbox {
+            dir: state.ensure("outbox")?,
+        })
+    }
+
+    /// Stores the message: meta first, then the `.eml` (each written to a temporary name and
+    /// renamed into place), so a listed `.eml` is always complete. The returned claim is taken
+    /// before the `.eml` becomes visible: no flush can send it while the caller does.
+    pub fn queue(&self, composed: &Composed) -> anyhow::Result<(Queued, Flock<File>)> {
+        let queued = Queued {
+            eml: self.dir.join(format!("{}.eml", composed.stem)),
+            meta: QueueMeta {
+                message_id: composed.message_id.clone(),
+                subject: composed.subject.clone(),
+                service: composed.service.clone(),
+                outcome: composed.outcome.clone(),
+                from: composed.from.clone(),
+                to: composed.to.clone(),
+                queued_at: humantime::format_rfc3339_millis(std::time::SystemTime::now())
+                    .to_string(),
+                attempts: 0,
+                last_error: None,
+            },
+        };
+        write_atomically(
+            &queued.meta_path(),
+            &serde_json::to_vec_pretty(&queued.meta)?,
+        )?;
+        let (file, temporary) = write_temporary(&queued.eml, &composed.bytes)?;
+        let claim = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| errno)
+            .with_context(|| format!("locking {}", temporary.display()))?;
+        std::fs::rename(&temporary, &queued.eml)
+            .with_context(|| format!("renaming into {}", queued.eml.display()))?;
+        Ok((queued, claim))
+    }
+
+    /// Queued messages, oldest first.
+    pub fn pending(&self) -> anyhow::Result<Vec<Queued>> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)
+            .with_context(|| format!("reading {}", self.dir.display()))?
+        {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "eml") {
+                let meta_path = path.with_extension("json");
+                let meta = std::fs::read(&meta_path)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                    .with_context(|| {
+                        format!("{} has no readable {}", path.display(), meta_path.display())
+                    })?;
+                found.push(Queued { eml: path, meta });
+            }
+        }
+        found.sort_by(|a, b| a.eml.cmp(&b.eml));
+        Ok(found)
+    }
+
+    /// The server accepted it: remove it (the `.eml` first: without it nothing is resent).
+    pub fn delivered(&self, queued: &Queued) -> anyhow::Result<()> {
+        remove_if_present(&queued.eml)?;
+        remove_if_present(&queued.meta_path())
+    }
+
+    /// Records a failed attempt in the message's meta.
+    pub fn failed(&self, queued: &Queued, error: &EmailError) -> anyhow::Result<()> {
+        let mut meta = queued.meta.clone();
+        meta.attempts += 1;
+        meta.last_error = Some(error.to_string());
+        write_atomically(&queued.meta_path(), &serde_json::to_vec_pretty(&meta)?)
+    }
+
+    /// Sends every queued message with `send`, removing each one the server accepted.
+    pub fn flush(
+        &self,
+        send: impl Fn(&Queued) -> Result<(), EmailError>,
+    ) -> anyhow::Result<FlushSummary> {
+        let mut summary = FlushSummary::default();
+        for queued in self.pending()? {
+            let Some(_claim) = claim(&queued.eml)? else {
+                summary.busy += 1;
+                continue;
+            };
+            match send(&queued) {
+                Ok(()) => {
+                    self.delivered(&queued)?;
+                    summary.delivered.push(queued.meta);
+                }
+                Err(error) => {
+                    self.failed(&queued, &error)?;
+                    summary.failed.push((queued.meta, error));
+                }
+            }
+        }
+        Ok(summary)
+    }
+}
+
+/// An exclusive, non-blocking flock on the `.eml`, valid only if the file is still the one at
+/// that path (a sender that finished may have removed it in between).
+fn claim(eml: &Path) -> anyhow::Result<Option<Flock<File>>> {
+    let file = match File::open(eml) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err).with_context(|| format!("opening {}", eml.display())),
+    };
+    let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
+        Err((_, errno)) => return Err(errno).with_context(|| format!("locking {}", eml.display())),
+    };
+    let still_there = std::fs::metadata(eml)
+        .is_ok_and(|now| lock.metadata().is_ok_and(|held| held.ino() == now.ino()));
+    Ok(still_there.then_some(lock))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let (_, temporary) = write_temporary(path, bytes)?;
+    std::fs::rename(&temporary, path).with_context(|| format!("renaming into {}", path.display()))
+}
+
+/// Writes and syncs `bytes` to a temporary name beside `path`; returns the open file and name.
+fn write_temporary(path: &Path, bytes: &[u8]) -> anyhow::Result<(File, PathBuf)> {
+    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .with_context(|| format!("writing {}", temporary.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", temporary.display()))?;
+    Ok((file, temporary))
+}
+
+fn remove_if_present(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err).with_context(|| format!("removing {}", path.display())),
+    }
+}

@@ -1,0 +1,236 @@
+//! How a stored message leaves the host: SMTP (STARTTLS, implicit TLS or plain, with AUTH),
+//! the local `sendmail`, or `.eml` files in a directory.
+//!
+//! The SMTP password comes from a systemd credential (`$CREDENTIALS_DIRECTORY/smtp-password`,
+//! for `LoadCredential=`) or from `password_file`, which must be owned by the user selfheal runs
+//! as and unreadable by group and others. It is never part of any message or error text.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{Address, SendmailTransport, SmtpTransport, Transport as _};
+
+use super::compose::Composed;
+use super::outbox::Queued;
+use crate::config::{EmailConfig, SmtpConfig, SmtpSecurity, Transport};
+
+/// The name of the systemd credential holding the SMTP password.
+pub const PASSWORD_CREDENTIAL: &str = "smtp-password";
+
+/// A delivery problem, phrased for the person who has to fix it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EmailError {
+    #[error("email is not configured (no `email:` section)")]
+    NotConfigured,
+    #[error("SMTP password: {0}")]
+    Password(String),
+    #[error("the SMTP server refused the login: {0}; check email.smtp.username and the password")]
+    AuthRejected(String),
+    #[error("SMTP delivery to {relay} failed: {message}")]
+    Smtp { relay: String, message: String },
+    #[error("sendmail failed: {0}")]
+    Sendmail(String),
+    #[error("writing {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A configured transport.
+pub enum Sender {
+    Smtp {
+        transport: SmtpTransport,
+        relay: String,
+    },
+    Sendmail(SendmailTransport),
+    File(PathBuf),
+}
+
+impl Sender {
+    pub fn from_config(email: &EmailConfig) -> Result<Sender, EmailError> {
+        match email.transport {
+            Transport::Smtp => {
+                let smtp = email.smtp.as_ref().ok_or(EmailError::Invalid(
+                    "transport smtp needs `smtp: { host: ... }`".into(),
+                ))?;
+                smtp_sender(smtp)
+            }
+            Transport::Sendmail => Ok(Sender::Sendmail(SendmailTransport::new())),
+            Transport::File => email
+                .file_dir
+                .clone()
+                .map(Sender::File)
+                .ok_or(EmailError::Invalid(
+                    "transport file needs `file_dir`".into(),
+                )),
+        }
+    }
+
+    /// Sends one queued message exactly as stored.
+    pub fn send_queued(&self, queued: &Queued) -> Result<(), EmailError> {
+        let bytes = std::fs::read(&queued.eml).map_err(|err| EmailError::File {
+            path: queued.eml.clone(),
+            message: err.to_string(),
+        })?;
+        let name = queued.eml.file_name().unwrap_or_default().to_string_lossy();
+        self.send(&queued.meta.from, &queued.meta.to, &bytes, &name)
+    }
+
+    /// Sends a message straight away, without the outbox (`test-email`).
+    pub fn send_composed(&self, composed: &Composed) -> Result<(), EmailError> {
+        let name = format!("{}.eml", composed.stem);
+        self.send(&composed.from, &composed.to, &composed.bytes, &name)
+    }
+
+    fn send(&self, from: &str, to: &[String], bytes: &[u8], name: &str) -> Result<(), EmailError> {
+        let parse = |address: &str| {
+            address
+                .parse::<Address>()
+                .map_err(|err| EmailError::Invalid(format!("address {address:?}: {err}")))
+        };
+        let envelope = Envelope::new(
+            Some(parse(from)?),
+            to.iter().map(|a| parse(a)).collect::<Result<_, _>>()?,
+        )
+        .map_err(|err| EmailError::Invalid(format!("envelope: {err}")))?;
+        match self {
+            Sender::Smtp { transport, relay } => transport
+                .send_raw(&envelope, bytes)
+                .map(drop)
+                .map_err(|err| smtp_error(relay, &err)),
+            Sender::Sendmail(transport) => transport
+                .send_raw(&envelope, bytes)
+                .map_err(|err| EmailError::Sendmail(err.to_string())),
+            Sender::File(dir) => {
+                let path = dir.join(name);
+                write_file(&path, bytes).map_err(|err| EmailError::File {
+                    path,
+                    message: err.to_string(),
+                })
+            }
+        }
+    }
+}
+
+fn smtp_sender(smtp: &SmtpConfig) -> Result<Sender, EmailError> {
+    let port = smtp.port.unwrap_or(match smtp.security {
+        SmtpSecurity::Starttls => 587,
+        SmtpSecurity::Tls => 465,
+        SmtpSecurity::None => 25,
+    });
+    let tls = match smtp.security {
+        SmtpSecurity::None => Tls::None,
+        SmtpSecurity::Starttls => Tls::Required(tls_parameters(smtp)?),
+        SmtpSecurity::Tls => Tls::Wrapper(tls_parameters(smtp)?),
+    };
+    let timeout: Duration = smtp.timeout.into();
+    let mut builder = SmtpTransport::builder_dangerous(smtp.host.clone())
+        .port(port)
+        .tls(tls)
+        .timeout(Some(timeout));
+    if let Some(username) = &smtp.username {
+        let password = password(smtp.password_file.as_deref())?;
+        builder = builder
+            .credentials(Credentials::new(username.clone(), password))
+            .authentication(vec![Mechanism::Plain, Mechanism::Login]);
+    }
+    Ok(Sender::Smtp {
+        transport: builder.build(),
+        relay: format!("{}:{port}", smtp.host),
+    })
+}
+
+fn tls_parameters(smtp: &SmtpConfig) -> Result<TlsParameters, EmailError> {
+    let mut builder = TlsParameters::builder(smtp.host.clone());
+    if let Some(ca_file) = &smtp.ca_file {
+        let pem = std::fs::read(ca_file).map_err(|err| {
+            EmailError::Invalid(format!("email.smtp.ca_file {}: {err}", ca_file.display()))
+        })?;
+        let certificate = Certificate::from_pem(&pem).map_err(|err| {
+            EmailError::Invalid(format!("email.smtp.ca_file {}: {err}", ca_file.display()))
+        })?;
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder
+        .build_rustls()
+        .map_err(|err| EmailError::Invalid(format!("TLS setup for {}: {err}", smtp.host)))
+}
+
+/// The SMTP password: the systemd credential when there is one, else `password_file`.
+fn password(password_file: Option<&Path>) -> Result<String, EmailError> {
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let credential = Path::new(&dir).join(PASSWORD_CREDENTIAL);
+        if credential.exists() {
+            return read_secret(&credential);
+        }
+    }
+    let path = password_file.ok_or_else(|| {
+        EmailError::Password(format!(
+            "email.smtp.username is set but there is no password: set email.smtp.password_file or pass the systemd credential {PASSWORD_CREDENTIAL}"
+        ))
+    })?;
+    let metadata = std::fs::metadata(path)
+        .map_err(|err| EmailError::Password(format!("cannot read {}: {err}", path.display())))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if metadata.uid() != euid {
+        return Err(EmailError::Password(format!(
+            "refusing {}: it is owned by uid {}, not by uid {euid} that selfheal runs as (chown root {0})",
+            path.display(),
+            metadata.uid()
+        )));
+    }
+    if metadata.mode() & 0o077 != 0 {
+        return Err(EmailError::Password(format!(
+            "refusing {}: its mode {:04o} lets group or others read it (chmod 600 {0})",
+            path.display(),
+            metadata.mode() & 0o7777
+        )));
+    }
+    read_secret(path)
+}
+
+fn read_secret(path: &Path) -> Result<String, EmailError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| EmailError::Password(format!("cannot read {}: {err}", path.display())))?;
+    let secret = text.trim_end_matches(['\n', '\r']).to_owned();
+    if secret.is_empty() {
+        return Err(EmailError::Password(format!("{} is empty", path.display())));
+    }
+    Ok(secret)
+}
+
+/// lettre's errors carry the server's reply; a 535 gets a message that says what to check.
+fn smtp_error(relay: &str, err: &lettre::transport::smtp::Error) -> EmailError {
+    let message = err.to_string();
+    match err.status() {
+        Some(code) if code.to_string() == "535" || code.to_string() == "534" => {
+            EmailError::AuthRejected(message)
+        }
+        _ => EmailError::Smtp {
+            relay: relay.to_owned(),
+            message,
+        },
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .open(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
+}

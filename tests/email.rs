@@ -1,0 +1,229 @@
+//! Reports by email through a real SMTP server (aiosmtpd: STARTTLS + AUTH) from a real
+//! systemd in a sandbox: RESOLVED and FAILED mails, escaping, the outbox when the server is
+//! down, `flush` exactly once, `test-email` errors, and the password nowhere.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Mail, SmtpServer, TestEnv, free_port};
+use selfheal::outcome::Outcome;
+
+const USER: &str = "alerts@testhost.example";
+const PASSWORD: &str = "pw-9d4e1c-never-shown";
+
+fn config(env: &TestEnv, server: &SmtpServer, port: u16, password: &str) -> String {
+    let password_file = env.sandbox.scratch_dir().join("smtp-password");
+    format!(
+        "system_name: TestHost\n{}monitored_services:\n  - name: web\n    port: {port}\n    critical: true\n    verify_timeout: 5s\n    stable_for: 300ms\n",
+        server.email_yaml(&password_file, password)
+    )
+}
+
+fn smtp(env: &TestEnv) -> SmtpServer {
+    SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), USER, PASSWORD)
+}
+
+/// Everything selfheal wrote that a password must never be in.
+fn assert_password_nowhere(env: &TestEnv, outputs: &[&[u8]], server: &SmtpServer) {
+    let mut places: Vec<(String, Vec<u8>)> = vec![
+        ("journal".into(), env.journal(&[]).into_bytes()),
+        (
+            "history".into(),
+            std::fs::read(env.state_dir.join("history.jsonl")).unwrap_or_default(),
+        ),
+    ];
+    for (index, mail) in server.messages().into_iter().enumerate() {
+        places.push((format!("mail {index}"), mail));
+    }
+    for (index, output) in outputs.iter().enumerate() {
+        places.push((format!("output {index}"), output.to_vec()));
+    }
+    if let Ok(dir) = std::fs::read_dir(env.state_dir.join("outbox")) {
+        for entry in dir.flatten() {
+            places.push((
+                entry.path().display().to_string(),
+                std::fs::read(entry.path()).unwrap(),
+            ));
+        }
+    }
+    for (place, bytes) in places {
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(PASSWORD),
+            "the SMTP password leaked into {place}"
+        );
+    }
+}
+
+#[test]
+fn a_healed_crash_sends_one_resolved_mail_with_the_services_last_line() {
+    let env = TestEnv::new();
+    let server = smtp(&env);
+    let port = free_port();
+    env.config(&config(&env, &server, port, PASSWORD))
+        .web_unit("web", port, "web says goodbye before dying")
+        .install();
+    env.start_listening("web", port);
+
+    env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
+
+    let mails = server.wait_for_messages(1, Duration::from_secs(30));
+    let history = env.wait_for_history(1, Duration::from_secs(10));
+    assert_eq!(history[0].outcome, Outcome::Resolved);
+    let mail = Mail::parse(&mails[0]);
+    assert_eq!(mail.subject, "✅ TestHost: web - RESOLVED");
+    assert_eq!(mail.header("X-Selfheal-Service"), "web");
+    assert_eq!(mail.header("X-Selfheal-Outcome"), "resolved");
+    assert_eq!(mail.header("X-Test-Envelope-To"), "ops@example.org");
+    assert_eq!(mail.content_type, "multipart/alternative");
+    assert!(
+        mail.text.contains("web says goodbye before dying"),
+        "{}",
+        mail.text
+    );
+    assert!(mail.text.contains("Signal:      SIGKILL"), "{}", mail.text);
+    assert!(mail.html.contains("web says goodbye before dying"));
+    // Sent and gone from the outbox; one mail only.
+    wait_for_empty_outbox(&env);
+    assert_eq!(server.messages().len(), 1);
+    assert_password_nowhere(&env, &[], &server);
+}
+
+#[test]
+fn a_service_that_stays_down_sends_a_failed_mail_with_manual_steps_and_escaped_html() {
+    let env = TestEnv::new();
+    let server = smtp(&env);
+    let port = free_port();
+    env.config(&config(&env, &server, port, PASSWORD)).unit(
+        "web",
+        "ExecStart=/bin/sh -c 'echo \"<script>alert(1)</script> boom\"; exit 1'",
+    );
+    env.start_failing("web");
+
+    let output = env.selfheal(["run", "web"]);
+
+    assert_eq!(output.status.code(), Some(1));
+    let mails = server.wait_for_messages(1, Duration::from_secs(10));
+    let mail = Mail::parse(&mails[0]);
+    assert_eq!(mail.subject, "❌ TestHost: web - FAILED");
+    assert_eq!(mail.header("X-Selfheal-Outcome"), "failed");
+    assert!(mail.text.contains("web is STILL DOWN"), "{}", mail.text);
+    assert!(mail.text.contains("CRITICAL SERVICE"), "{}", mail.text);
+    assert!(mail.text.contains("journalctl -u web.service -n 100"));
+    assert!(mail.text.contains("free -h && df -h"));
+    assert!(
+        mail.text.contains("<script>alert(1)</script> boom"),
+        "text is verbatim"
+    );
+    assert!(
+        mail.html.contains("&lt;script&gt;alert(1)"),
+        "{}",
+        mail.html
+    );
+    assert!(!mail.html.contains("<script>"), "unescaped in HTML");
+    assert!(mail.html.contains("free -h &amp;&amp; df -h"));
+    assert_password_nowhere(&env, &[&output.stdout, &output.stderr], &server);
+}
+
+#[test]
+fn with_the_server_down_the_report_is_queued_and_one_flush_delivers_it_once() {
+    let env = TestEnv::new();
+    let mut server = smtp(&env);
+    server.stop();
+    let port = free_port();
+    env.config(&config(&env, &server, port, PASSWORD))
+        .unit("web", "ExecStart=/bin/sh -c 'exit 1'");
+    env.start_failing("web");
+
+    let run = env.selfheal(["run", "web"]);
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "mail trouble never changes the outcome"
+    );
+    let queued = outbox_files(&env, "eml");
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let queued_id = Mail::parse(&std::fs::read(&queued[0]).unwrap())
+        .header("Message-ID")
+        .to_owned();
+    let meta = std::fs::read_to_string(queued[0].with_extension("json")).unwrap();
+    assert!(meta.contains("\"attempts\": 1"), "{meta}");
+    assert!(
+        meta.contains("Connection refused") || meta.contains("connection"),
+        "{meta}"
+    );
+
+    server.resume();
+    let first = env.selfheal(["flush"]);
+    let second = env.selfheal(["flush"]);
+
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("delivered"));
+    assert_eq!(second.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&second.stdout).contains("outbox empty"));
+    let mails = server.messages();
+    assert_eq!(mails.len(), 1, "delivered exactly once");
+    assert_eq!(Mail::parse(&mails[0]).header("Message-ID"), queued_id);
+    assert!(outbox_files(&env, "eml").is_empty());
+    assert!(outbox_files(&env, "json").is_empty());
+    assert_password_nowhere(&env, &[&run.stderr, &first.stdout, &first.stderr], &server);
+}
+
+#[test]
+fn test_email_reports_a_wrong_password_clearly_and_works_with_the_right_one() {
+    let env = TestEnv::new();
+    let server = smtp(&env);
+    let port = free_port();
+
+    env.config(&config(&env, &server, port, "not-the-password"));
+    let wrong = env.selfheal(["test-email"]);
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("refused the login"), "{stderr}");
+    assert!(stderr.contains("535"), "{stderr}");
+    assert!(!stderr.contains("not-the-password"), "{stderr}");
+
+    env.config(&config(&env, &server, port, PASSWORD));
+    let password_file = env.sandbox.scratch_dir().join("smtp-password");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let readable = env.selfheal(["test-email"]);
+    let stderr = String::from_utf8_lossy(&readable.stderr);
+    assert_eq!(readable.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("lets group or others read it"), "{stderr}");
+
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let right = env.selfheal(["test-email"]);
+    assert_eq!(
+        right.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+    let mails = server.wait_for_messages(1, Duration::from_secs(10));
+    assert!(Mail::parse(&mails[0]).subject.starts_with("🧪 TEST"));
+    assert_password_nowhere(
+        &env,
+        &[&wrong.stdout, &wrong.stderr, &right.stdout, &right.stderr],
+        &server,
+    );
+}
+
+fn outbox_files(env: &TestEnv, extension: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(env.state_dir.join("outbox"))
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == extension));
+    files
+}
+
+fn wait_for_empty_outbox(env: &TestEnv) {
+    common::wait_until(Duration::from_secs(10), "the outbox to empty", || {
+        outbox_files(env, "eml").is_empty()
+    });
+}
