@@ -1,0 +1,99 @@
+//! `cargo bench --bench mail` (root): how long from a crash to the report accepted by a real
+//! SMTP server (aiosmtpd, STARTTLS + AUTH, on localhost), through the whole real path:
+//! SIGKILL → systemd's OnFailure= → `selfheal run` (diagnose, restart, verify `stable_for`,
+//! render, queue, send). Also the crash → listening-again time of the same runs.
+//!
+//! Prints a table; no assertions.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{SmtpServer, TestEnv, free_port};
+
+fn main() {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(9);
+    let env = TestEnv::new();
+    let server = SmtpServer::start(
+        &env.sandbox.scratch_dir().join("smtp"),
+        "bench@example.org",
+        "bench-password",
+    );
+    let port = free_port();
+    let password_file = env.sandbox.scratch_dir().join("smtp-password");
+    env.config(&format!(
+        "system_name: Bench\nfailure_threshold: 100000\n{}monitored_services:\n  - name: web\n    port: {port}\n    health_url: http://127.0.0.1:{port}/health\n    verify_timeout: 10s\n    stable_for: 200ms\n",
+        server.email_yaml(&password_file, "bench-password")
+    ))
+    .web_unit("web", port, "bench")
+    .install();
+    env.start_listening("web", port);
+
+    let mut to_mail = Vec::new();
+    let mut to_listening = Vec::new();
+    for run in 0..runs {
+        let before = server.messages().len();
+        let victim = selfheal::ports::holders(port)[0].pid;
+        let killed = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(victim as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let mut listening = None;
+        loop {
+            if listening.is_none()
+                && selfheal::ports::holders(port)
+                    .iter()
+                    .any(|h| h.pid != victim)
+            {
+                listening = Some(killed.elapsed());
+            }
+            if server.messages().len() > before {
+                to_mail.push(killed.elapsed());
+                break;
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(30),
+                "run {run}: no mail"
+            );
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        to_listening.push(listening.unwrap_or_default());
+        // The next kill must find the heal unit finished, or its OnFailure= start merges.
+        common::wait_until(Duration::from_secs(10), "the heal unit to finish", || {
+            env.property("web-self-heal.service", "ActiveState") != "activating"
+        });
+    }
+
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    let stats = |samples: &mut Vec<Duration>| {
+        samples.sort();
+        (
+            samples[samples.len() / 2],
+            samples[0],
+            samples[samples.len() - 1],
+        )
+    };
+    let (mail_median, mail_min, mail_max) = stats(&mut to_mail);
+    let (up_median, up_min, up_max) = stats(&mut to_listening);
+    println!("selfheal crash → mail, {runs} runs (stable_for 200ms is part of every heal)\n");
+    println!("| metric | median | min | max |");
+    println!("|---|---|---|---|");
+    println!(
+        "| SIGKILL → listening again | {} | {} | {} |",
+        ms(up_median),
+        ms(up_min),
+        ms(up_max)
+    );
+    println!(
+        "| SIGKILL → RESOLVED mail accepted by the SMTP server | {} | {} | {} |",
+        ms(mail_median),
+        ms(mail_min),
+        ms(mail_max)
+    );
+}
