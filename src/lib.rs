@@ -63,20 +63,27 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => {
             let config = load()?;
             let service = find_service(&config, &args.service)?;
-            let options = run::RunOptions {
+            let mut options = run::RunOptions {
                 dry_run: args.dry_run,
+                ignore_monitor_facts: false,
             };
-            let report = run::run(&config, &state, service, options)?;
             let renderer = report::Renderer::new(config.templates_dir.as_deref())?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", renderer.text(&report)?);
+            loop {
+                let report = run::run(&config, &state, service, options)?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", renderer.text(&report)?);
+                }
+                if !args.dry_run && !args.no_email && email::worth_mailing(&report) {
+                    mail_report(&config, &state, &renderer, &report);
+                }
+                if !args.json && run::failed_again_while_finishing(&report, service)? {
+                    options.ignore_monitor_facts = true;
+                    continue;
+                }
+                return Ok(report.outcome.exit_code());
             }
-            if !args.dry_run && !args.no_email && email::worth_mailing(&report) {
-                mail_report(&config, &state, &renderer, &report);
-            }
-            Ok(report.outcome.exit_code())
         }
         Command::Check => {
             let config = load()?;

@@ -20,6 +20,8 @@ use crate::verify::{self, HealthTarget, HealthUrl};
 pub struct RunOptions {
     /// Decide and print the plan, change nothing (no restart, kill, file change, mail, state).
     pub dry_run: bool,
+    /// The `MONITOR_*` variables describe an earlier failure than the one to heal now.
+    pub ignore_monitor_facts: bool,
 }
 
 /// How long the journal of the failed run may take to read before the report goes with what
@@ -55,7 +57,7 @@ pub fn run(
     // When the journal's evidence can change what runs first, start reading it right away (with
     // the OnFailure= facts we know the invocation): journalctl runs while we talk to systemd.
     // Otherwise it is read after acting, so it does not compete with the restart for the CPU.
-    let monitor = MonitorFacts::from_env(&unit);
+    let monitor = MonitorFacts::from_env(&unit).filter(|_| !options.ignore_monitor_facts);
     let evidence_matters = strategy::evidence_can_reorder(&service.healing_strategies);
     let mut pending_journal = monitor
         .as_ref()
@@ -166,6 +168,30 @@ pub fn run(
     facts.reason = reason;
     facts.post_status = post.as_ref().map(PostStatus::from);
     finish(state, Report::new(header, facts), options)
+}
+
+/// True when a run started by the OnFailure= hook healed the service, but it has failed again
+/// since (while the report was printed and mailed). systemd merges that failure's OnFailure=
+/// start into this still-running heal unit, so nobody else will heal it: the caller runs
+/// again, and loop protection bounds how often.
+pub fn failed_again_while_finishing(
+    report: &Report,
+    service: &ServiceConfig,
+) -> anyhow::Result<bool> {
+    let from_hook = std::env::var_os("MONITOR_UNIT").is_some();
+    if !from_hook || report.outcome != Outcome::Resolved {
+        return Ok(false);
+    }
+    let unit = service.unit_name();
+    let snapshot = Systemd::connect()?.snapshot(&unit)?;
+    let again = snapshot.is_down() && snapshot.active_state == "failed";
+    if again {
+        tracing::warn!(
+            selfheal_service = %service.name,
+            "{unit} failed again while its heal unit was finishing; healing it again"
+        );
+    }
+    Ok(again)
 }
 
 fn health_target(service: &ServiceConfig) -> HealthTarget {

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Mail, SmtpServer, TestEnv, free_port};
+use common::{Mail, SmtpServer, TestEnv, free_port, wait_until};
 use selfheal::outcome::Outcome;
 
 const USER: &str = "alerts@testhost.example";
@@ -87,6 +87,46 @@ fn a_healed_crash_sends_one_resolved_mail_with_the_services_last_line() {
     wait_for_empty_outbox(&env);
     assert_eq!(server.messages().len(), 1);
     assert_password_nowhere(&env, &[], &server);
+}
+
+#[test]
+fn a_failure_while_the_report_is_being_sent_is_healed_too() {
+    let env = TestEnv::new();
+    let server = SmtpServer::start_slow(
+        &env.sandbox.scratch_dir().join("smtp"),
+        USER,
+        PASSWORD,
+        Duration::from_secs(2),
+    );
+    let port = free_port();
+    env.config(&config(&env, &server, port, PASSWORD))
+        .web_unit("web", port, "up")
+        .install();
+    env.start_listening("web", port);
+    env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
+
+    // The first heal is done and its report is on its way: the heal unit is still running, so
+    // systemd merges the next failure's OnFailure= start into it.
+    wait_until(
+        Duration::from_secs(30),
+        "the first report to be sent",
+        || server.data_started().exists(),
+    );
+    assert_eq!(
+        env.property("web-self-heal.service", "ActiveState"),
+        "activating"
+    );
+    env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
+
+    let history = env.wait_for_history(2, Duration::from_secs(30));
+    assert_eq!(history[0].outcome, Outcome::Resolved, "{history:?}");
+    assert_eq!(history[1].outcome, Outcome::Resolved, "{history:?}");
+    assert!(history[1].summary.contains("SIGKILL"), "{history:?}");
+    wait_until(Duration::from_secs(10), "web to serve", || {
+        env.property("web.service", "ActiveState") == "active"
+            && selfheal::ports::is_listening(port)
+    });
+    server.wait_for_messages(2, Duration::from_secs(20));
 }
 
 #[test]

@@ -7,6 +7,7 @@ leaf is not acceptable to rustls), writes the CA to <dir>/../ca.pem for the clie
 and prints "ready" once it accepts connections.
 """
 import argparse
+import asyncio
 import logging
 import warnings
 import os
@@ -39,10 +40,15 @@ def make_certificates(directory):
 
 
 class SaveMessages:
-    def __init__(self, directory):
+    def __init__(self, directory, delay):
         self.directory = directory
+        self.delay = delay
 
     async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            # A slow relay: say that a message is in flight, then take a while to accept it.
+            open(os.path.join(self.directory, "..", "data-started"), "w").close()
+            await asyncio.sleep(self.delay)
         count = len([n for n in os.listdir(self.directory) if n.endswith(".eml")])
         path = os.path.join(self.directory, f"{count + 1:03}.eml")
         with open(path + ".tmp", "wb") as out:
@@ -72,6 +78,7 @@ def main():
     parser.add_argument("--dir", required=True, help="where accepted messages go")
     parser.add_argument("--user", required=True)
     parser.add_argument("--password-file", required=True)
+    parser.add_argument("--delay", type=float, default=0, help="seconds before accepting DATA")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     tls_dir = os.path.dirname(os.path.abspath(args.dir))
@@ -81,7 +88,7 @@ def main():
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     controller = Controller(
-        SaveMessages(args.dir), hostname="127.0.0.1", port=args.port,
+        SaveMessages(args.dir, args.delay), hostname="127.0.0.1", port=args.port,
         server_hostname="localhost",
         tls_context=context, require_starttls=True, auth_require_tls=True,
         authenticator=authenticator(args.user, password),

@@ -183,11 +183,19 @@ pub struct SmtpServer {
     root: PathBuf,
     pub user: String,
     password: String,
+    /// How long it takes to accept a message.
+    delay: Duration,
 }
 
 impl SmtpServer {
     /// Starts a server with its files under `root`, accepting `user` / `password`.
     pub fn start(root: &Path, user: &str, password: &str) -> SmtpServer {
+        SmtpServer::start_slow(root, user, password, Duration::ZERO)
+    }
+
+    /// A slow relay: it takes `delay` to accept each message, and creates `data_started()`
+    /// when a message begins to arrive.
+    pub fn start_slow(root: &Path, user: &str, password: &str, delay: Duration) -> SmtpServer {
         std::fs::create_dir_all(root).unwrap();
         let mut server = SmtpServer {
             child: None,
@@ -195,6 +203,7 @@ impl SmtpServer {
             root: root.to_owned(),
             user: user.to_owned(),
             password: password.to_owned(),
+            delay,
         };
         server.resume();
         server
@@ -209,6 +218,7 @@ impl SmtpServer {
         let mut child = std::process::Command::new("/usr/bin/python3")
             .arg(script)
             .args(["--port", &self.port.to_string(), "--user", &self.user])
+            .args(["--delay", &self.delay.as_secs_f64().to_string()])
             .arg("--dir")
             .arg(self.messages_dir())
             .arg("--password-file")
@@ -233,6 +243,11 @@ impl SmtpServer {
 
     fn messages_dir(&self) -> PathBuf {
         self.root.join("received")
+    }
+
+    /// Exists once a slow server has started receiving a message.
+    pub fn data_started(&self) -> PathBuf {
+        self.root.join("data-started")
     }
 
     /// The CA that signed the server's certificate (for `ca_file`).
