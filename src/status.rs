@@ -59,7 +59,7 @@ pub fn show(config: &Config, state: &StateDir, json: bool) -> anyhow::Result<Exi
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        print_dashboard(config, &rows, &history);
+        print_dashboard(config, &rows, &history, crate::email::Outbox::count(state));
     }
     Ok(if all_active {
         ExitCode::Success
@@ -68,7 +68,12 @@ pub fn show(config: &Config, state: &StateDir, json: bool) -> anyhow::Result<Exi
     })
 }
 
-fn print_dashboard(config: &Config, rows: &[ServiceStatus], history: &[HistoryRecord]) {
+fn print_dashboard(
+    config: &Config,
+    rows: &[ServiceStatus],
+    history: &[HistoryRecord],
+    queued: usize,
+) {
     println!(
         "🤖 {} self-healing status ({})\n",
         config.system_name(),
@@ -128,4 +133,7 @@ fn print_dashboard(config: &Config, rows: &[ServiceStatus], history: &[HistoryRe
         "Failure threshold: {} per {}",
         config.failure_threshold, config.threshold_window
     );
+    if queued > 0 {
+        println!("Outbox: {queued} report(s) not yet delivered (selfheal flush retries them)");
+    }
 }

@@ -193,6 +193,9 @@ fn with_the_server_down_the_report_is_queued_and_one_flush_delivers_it_once() {
         "{meta}"
     );
 
+    let status = String::from_utf8_lossy(&env.selfheal(["status"]).stdout).into_owned();
+    assert!(status.contains("Outbox: 1 report(s) not yet delivered"), "{status}");
+
     server.resume();
     let first = env.selfheal(["flush"]);
     let second = env.selfheal(["flush"]);

@@ -100,6 +100,15 @@ impl Outbox {
         Ok((queued, claim))
     }
 
+    /// How many messages wait in `state`'s outbox, without creating it.
+    pub fn count(state: &StateDir) -> usize {
+        std::fs::read_dir(state.root().join("outbox")).map_or(0, |dir| {
+            dir.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                .count()
+        })
+    }
+
     /// Queued messages, oldest first.
     pub fn pending(&self) -> anyhow::Result<Vec<Queued>> {
         let mut found = Vec::new();
