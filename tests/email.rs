@@ -194,7 +194,10 @@ fn with_the_server_down_the_report_is_queued_and_one_flush_delivers_it_once() {
     );
 
     let status = String::from_utf8_lossy(&env.selfheal(["status"]).stdout).into_owned();
-    assert!(status.contains("Outbox: 1 report(s) not yet delivered"), "{status}");
+    assert!(
+        status.contains("Outbox: 1 report(s) not yet delivered"),
+        "{status}"
+    );
 
     server.resume();
     let first = env.selfheal(["flush"]);
@@ -269,4 +272,42 @@ fn wait_for_empty_outbox(env: &TestEnv) {
     common::wait_until(Duration::from_secs(10), "the outbox to empty", || {
         outbox_files(env, "eml").is_empty()
     });
+}
+
+#[test]
+fn the_file_transport_writes_the_message_into_file_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("selfheal.yml");
+    let mail_dir = dir.path().join("mail");
+    std::fs::write(
+        &config,
+        format!(
+            "system_name: TestHost\nowner: ops@example.org\nemail:\n  transport: file\n  file_dir: {}\nmonitored_services:\n  - name: web\n",
+            mail_dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let output = std::process::Command::new(common::selfheal_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("test-email")
+        .output()
+        .unwrap();
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let files: Vec<_> = std::fs::read_dir(&mail_dir).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1);
+    let mail = Mail::parse(&std::fs::read(files[0].path()).unwrap());
+    assert_eq!(mail.subject, "🧪 TEST 💚 TestHost: web - HEALTHY");
+    assert!(mail.text.contains("This is a test report"), "{}", mail.text);
+    assert_eq!(mail.header("To"), "ops@example.org");
 }

@@ -189,7 +189,9 @@ fn claim(eml: &Path) -> anyhow::Result<Option<Flock<File>>> {
     Ok(still_there.then_some(lock))
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Writes `bytes` (mode 0600: reports carry log lines) to `path` through a synced temporary
+/// file and a rename: a reader, or a crash, sees the old file or the whole new one.
+pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let (_, temporary) = write_temporary(path, bytes)?;
     std::fs::rename(&temporary, path).with_context(|| format!("renaming into {}", path.display()))
 }

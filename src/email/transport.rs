@@ -15,7 +15,7 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{Address, SendmailTransport, SmtpTransport, Transport as _};
 
 use super::compose::Composed;
-use super::outbox::Queued;
+use super::outbox::{Queued, write_atomically};
 use crate::config::{EmailConfig, SmtpConfig, SmtpSecurity, Transport};
 
 /// The name of the systemd credential holding the SMTP password.
@@ -107,10 +107,13 @@ impl Sender {
                 .map_err(|err| EmailError::Sendmail(err.to_string())),
             Sender::File(dir) => {
                 let path = dir.join(name);
-                write_file(&path, bytes).map_err(|err| EmailError::File {
-                    path,
-                    message: err.to_string(),
-                })
+                std::fs::create_dir_all(dir)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| write_atomically(&path, bytes))
+                    .map_err(|err| EmailError::File {
+                        path,
+                        message: format!("{err:#}"),
+                    })
             }
         }
     }
@@ -215,22 +218,4 @@ fn smtp_error(relay: &str, err: &lettre::transport::smtp::Error) -> EmailError {
             message,
         },
     }
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o640)
-        .open(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)
 }
