@@ -334,3 +334,41 @@ fn flock_held(path: &std::path::Path) -> bool {
                     .is_some_and(|f| f.ends_with(&suffix))
         })
 }
+
+#[test]
+fn a_unit_stopped_by_its_start_limit_is_reset_before_it_is_started() {
+    let env = TestEnv::new();
+    let port = free_port();
+    let marker = env.sandbox.scratch_dir().join("fixed");
+    // Fails until the marker exists; systemd's own restarts run into the start limit.
+    env.config(&web_config(port, "")).unit(
+        "web",
+        &format!(
+            "ExecStart=/bin/sh -c 'test -e {m} || exit 1; exec {bin} serve-demo --port {port}'\nRestart=on-failure\nRestartSec=0\n[Unit]\nStartLimitBurst=2\nStartLimitIntervalSec=1h",
+            m = marker.display(),
+            bin = selfheal_bin().display()
+        ),
+    );
+    env.systemctl(&["start", "web.service"]);
+    wait_until(Duration::from_secs(10), "systemd to give up", || {
+        env.property("web.service", "ActiveState") == "failed"
+            && env.property("web.service", "NRestarts") == "2"
+    });
+    // The limit is in force: a plain start is refused. (systemd 252 keeps Result=exit-code
+    // here; Result=start-limit-hit appears only for some paths, so selfheal resets any failed
+    // unit rather than trusting that value.)
+    assert!(env.sandbox.systemctl(["start", "web.service"]).is_err());
+    std::fs::write(&marker, "").unwrap();
+
+    let (code, json) = env.run_json("web", &[]);
+
+    assert_eq!(code, 0, "{json}");
+    assert!(
+        json["steps"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("reset-failed;"),
+        "{json}"
+    );
+    assert_eq!(env.property("web.service", "ActiveState"), "active");
+}
