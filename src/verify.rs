@@ -28,8 +28,6 @@ pub struct Verification {
     pub healthy: bool,
     /// What was checked, or what was missing.
     pub detail: String,
-    /// From the start of verification until every check first passed.
-    pub ready_after_ms: Option<u64>,
 }
 
 /// Polls start fast, since a restarted service is often ready within milliseconds, and back
@@ -98,7 +96,6 @@ pub fn verify(units: &dyn UnitControl, target: &HealthTarget, started: Instant) 
     let failed = |detail: String| Verification {
         healthy: false,
         detail,
-        ready_after_ms: None,
     };
     // Phase 1: until every check passes once.
     let (ready_snapshot, passed) = loop {
@@ -123,7 +120,6 @@ pub fn verify(units: &dyn UnitControl, target: &HealthTarget, started: Instant) 
             Err(_) => backoff.pause(deadline),
         }
     };
-    let ready_after = started.elapsed();
     // Phase 2: it must stay up (same invocation, still active) for `stable_for`.
     let stable_until = Instant::now() + target.stable_for;
     let mut backoff = Backoff::new();
@@ -143,7 +139,6 @@ pub fn verify(units: &dyn UnitControl, target: &HealthTarget, started: Instant) 
     Verification {
         healthy: true,
         detail: format!("{passed}; stayed up for {:?}", target.stable_for),
-        ready_after_ms: Some(u64::try_from(ready_after.as_millis()).unwrap_or(u64::MAX)),
     }
 }
 

@@ -192,7 +192,6 @@ impl Systemd {
             // systemd reports "unknown" as u64::MAX.
             memory_current: (memory != u64::MAX).then_some(memory),
             active_enter_timestamp_us: props.active_enter_timestamp.unwrap_or(0),
-            state_change_timestamp_us: props.state_change_timestamp.unwrap_or(0),
             job_id: (job_id != 0).then_some(job_id),
             control_group: service.control_group.unwrap_or_default(),
             exec_start: service
@@ -223,7 +222,6 @@ struct UnitProperties {
     invocation_id: Option<Vec<u8>>,
     job: Option<(u32, OwnedObjectPath)>,
     active_enter_timestamp: Option<u64>,
-    state_change_timestamp: Option<u64>,
     unit_file_state: Option<String>,
 }
 

@@ -11,7 +11,6 @@ use zbus::zvariant::OwnedObjectPath;
     default_path = "/org/freedesktop/systemd1"
 )]
 pub trait Manager {
-    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
     #[zbus(name = "GetUnitByPID")]

@@ -29,8 +29,6 @@ pub struct UnitSnapshot {
     pub memory_current: Option<u64>,
     /// When the unit last entered `active`, µs since the epoch (0: never).
     pub active_enter_timestamp_us: u64,
-    /// When the unit last changed state, µs since the epoch.
-    pub state_change_timestamp_us: u64,
     /// The id of a queued job, if any.
     pub job_id: Option<u32>,
     /// The unit's cgroup path, e.g. `/system.slice/web.service`.
