@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{Attempt, Context, StepResult, Strategy, restart_and_verify};
+use super::{Attempt, Context, StepResult, Strategy, restart_and_verify, then_restart};
 use crate::process;
 
 pub struct ConfigValidation;
@@ -52,18 +52,12 @@ impl Strategy for ConfigValidation {
         };
         let output = last_lines(&run.output, REPORT_LINES, run.truncated);
         match run.status {
-            Some(status) if status.success() => {
-                let restart = restart_and_verify(context);
-                Attempt::new(
-                    restart.result,
-                    format!("{action}, then restart and verify"),
-                    format!(
-                        "`{shown}` passed in {} ms; {}",
-                        run.elapsed.as_millis(),
-                        restart.detail
-                    ),
-                )
-            }
+            Some(status) if status.success() => then_restart(
+                context,
+                &action,
+                &format!("`{shown}` passed in {} ms", run.elapsed.as_millis()),
+                Vec::new(),
+            ),
             Some(status) => Attempt::new(
                 StepResult::NeedsHuman,
                 action,

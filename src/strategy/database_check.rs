@@ -10,7 +10,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{Attempt, Context, StepResult, Strategy, repaired_then_restart};
+use super::{Attempt, Context, StepResult, Strategy, then_restart};
 use crate::config::{FileExpectation, SymlinkExpectation, parse_mode};
 
 pub struct DatabaseCheck;
@@ -127,7 +127,7 @@ impl Strategy for DatabaseCheck {
         let found = format!("{} thing(s) to fix", fixes.len());
         if context.dry_run {
             let changes = fixes.iter().map(|f| f.describe()).collect();
-            return repaired_then_restart(context, "fix files", &found, changes);
+            return then_restart(context, "fix files", &found, changes);
         }
         let mut changes = Vec::new();
         for fix in fixes {
@@ -142,7 +142,7 @@ impl Strategy for DatabaseCheck {
             tracing::info!("database_check: {}", fix.describe());
             changes.push(fix.describe());
         }
-        repaired_then_restart(context, "fix files", &found, changes)
+        then_restart(context, "fix files", &found, changes)
     }
 }
 

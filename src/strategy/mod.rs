@@ -187,19 +187,19 @@ pub fn run_chain(order: &[StrategyName], context: &Context<'_>) -> ChainResult {
     chain
 }
 
-/// The end of a strategy that repaired something: restart + verify, reported as one step
-/// whose action and detail say what was repaired first and whose changes list each repair.
-pub fn repaired_then_restart(
+/// The end of a strategy that checked or repaired something: restart + verify, reported as one
+/// step whose action and detail say what was done first and whose changes list each repair.
+pub fn then_restart(
     context: &Context<'_>,
-    repair: &str,
+    first: &str,
     found: &str,
     changes: Vec<String>,
 ) -> Attempt {
     let restart = restart_and_verify(context);
     let action = if context.dry_run {
-        format!("would {repair}, then restart and verify")
+        format!("would {first}, then restart and verify")
     } else {
-        format!("{repair}, then restart and verify")
+        format!("{first}, then restart and verify")
     };
     Attempt::new(
         restart.result,

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{Attempt, Context, StepResult, Strategy, repaired_then_restart};
+use super::{Attempt, Context, StepResult, Strategy, then_restart};
 use crate::duration::HumanDuration;
 use crate::ports::{self, PortHolder};
 use crate::process::{self, Pidfd, Termination};
@@ -166,7 +166,7 @@ impl Strategy for PortConflict {
                     holder.pid, settings.grace
                 ));
             }
-            return repaired_then_restart(context, "stop the stale holder", &found, changes);
+            return then_restart(context, "stop the stale holder", &found, changes);
         }
         for (holder, _) in &to_stop {
             match stop(holder, settings.grace) {
@@ -181,7 +181,7 @@ impl Strategy for PortConflict {
                 }
             }
         }
-        repaired_then_restart(context, "stop the stale holder", &found, changes)
+        then_restart(context, "stop the stale holder", &found, changes)
     }
 }
 
