@@ -52,10 +52,7 @@ pub fn check_now(
     require_own_port: bool,
 ) -> Result<String, String> {
     if !snapshot.is_active() {
-        return Err(format!(
-            "{} is {}/{} (Result={})",
-            snapshot.unit, snapshot.active_state, snapshot.sub_state, snapshot.result
-        ));
+        return Err(format!("{} is {}", snapshot.unit, snapshot.state()));
     }
     let mut passed = vec![format!("{} active/{}", snapshot.unit, snapshot.sub_state)];
     if let Some(port) = target.port {
@@ -104,10 +101,7 @@ pub fn verify(units: &dyn UnitControl, target: &HealthTarget, started: Instant) 
             Err(err) => return failed(format!("cannot read the unit: {err}")),
         };
         if snapshot.is_down() {
-            return failed(format!(
-                "{} went {}/{} (Result={})",
-                snapshot.unit, snapshot.active_state, snapshot.sub_state, snapshot.result
-            ));
+            return failed(format!("{} went {}", snapshot.unit, snapshot.state()));
         }
         match check_now(&snapshot, target, true) {
             Ok(passed) => break (snapshot, passed),
@@ -129,8 +123,9 @@ pub fn verify(units: &dyn UnitControl, target: &HealthTarget, started: Instant) 
             Ok(now) if now.is_active() && now.invocation_id == ready_snapshot.invocation_id => {}
             Ok(now) => {
                 return failed(format!(
-                    "came up, then went {}/{} (Result={}) within stable_for {:?}",
-                    now.active_state, now.sub_state, now.result, target.stable_for
+                    "came up, then went {} within stable_for {:?}",
+                    now.state(),
+                    target.stable_for
                 ));
             }
             Err(err) => return failed(format!("cannot read the unit: {err}")),

@@ -54,6 +54,14 @@ impl UnitSnapshot {
             || matches!(self.active_state.as_str(), "activating" | "deactivating")
     }
 
+    /// `failed/failed (Result=exit-code)`: the state as messages show it.
+    pub fn state(&self) -> String {
+        format!(
+            "{}/{} (Result={})",
+            self.active_state, self.sub_state, self.result
+        )
+    }
+
     /// The unit has reached a state where waiting longer will not make it come up on its own.
     pub fn is_down(&self) -> bool {
         !self.systemd_is_acting() && matches!(self.active_state.as_str(), "failed" | "inactive")
