@@ -81,6 +81,9 @@ pub enum Command {
         /// Print this line before serving (shows up in the journal)
         #[arg(long)]
         say: Option<String>,
+        /// HTTP status to answer every request with (503 plays a listening but unhealthy service)
+        #[arg(long, default_value_t = 200)]
+        status: u16,
     },
     /// Inside the sandbox namespaces: mount /run and cgroups, then exec systemd
     #[command(hide = true)]

@@ -270,7 +270,7 @@ pub struct EnvironmentCheckConfig {
 }
 
 /// `port_conflict` settings.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortConflictConfig {
     /// Allow killing a holder that is not this service's own process.
@@ -279,6 +279,17 @@ pub struct PortConflictConfig {
     /// How long a SIGTERMed holder gets before SIGKILL.
     #[serde(default = "default_kill_grace")]
     pub grace: HumanDuration,
+}
+
+/// Without a `port_conflict:` section the serde defaults apply (a derived `Default` would
+/// give a grace of zero: SIGKILL right after SIGTERM).
+impl Default for PortConflictConfig {
+    fn default() -> PortConflictConfig {
+        PortConflictConfig {
+            kill_foreign: false,
+            grace: default_kill_grace(),
+        }
+    }
 }
 
 fn default_failure_threshold() -> u32 {

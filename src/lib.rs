@@ -233,8 +233,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(ExitCode::Success)
         }
-        Command::ServeDemo { port, say } => {
-            demo_service::serve(port, say.as_deref())?;
+        Command::ServeDemo { port, say, status } => {
+            demo_service::serve(port, say.as_deref(), status)?;
             Ok(ExitCode::Success)
         }
         Command::SandboxInit(args) => {

@@ -436,3 +436,70 @@ fn an_oom_like_killed_line_is_diagnosed_as_memory_exhaustion() {
         "{diagnosis}"
     );
 }
+
+#[test]
+fn a_live_service_that_fails_its_health_check_is_never_signalled_as_a_stale_holder() {
+    let env = TestEnv::new();
+    let port = free_port();
+    // Listening but unhealthy: service_restart restarts it, verification fails on the 503,
+    // and port_conflict then finds the unit's new main process holding the port. The unit
+    // was down before the chain; it is not any more, and its live process is not a leftover.
+    env.config(&config(
+        port,
+        "service_restart, port_conflict",
+        &format!("    health_url: http://127.0.0.1:{port}/health\n"),
+    ))
+    .unit(
+        "web",
+        &format!("ExecStart={} --status 503", serve(port, "web")),
+    );
+
+    let (code, json) = env.run_json("web", &[]);
+
+    assert_eq!(code, 1, "{json}");
+    let step = step_of(&json, "port_conflict");
+    assert_eq!(step["result"], "not_applicable", "{step}");
+    assert!(
+        step["detail"]
+            .as_str()
+            .unwrap()
+            .contains("web.service itself"),
+        "{step}"
+    );
+    assert_eq!(step["changes"], serde_json::json!([]), "{step}");
+    let main_pid = env.property("web.service", "MainPID");
+    assert_eq!(env.property("web.service", "ActiveState"), "active");
+    let holders = selfheal::ports::holders(port);
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    assert_eq!(sandbox_pid(holders[0].pid).to_string(), main_pid);
+    assert_eq!(
+        env.property("web.service", "NRestarts"),
+        "0",
+        "the live process was never killed"
+    );
+}
+
+#[test]
+fn another_unit_running_the_same_command_line_is_never_signalled() {
+    let env = TestEnv::new();
+    let port = free_port();
+    // Blue/green: web-green runs exactly web's ExecStart= and holds the port.
+    let exec_start = format!("ExecStart={}", serve(port, "web"));
+    env.config(&config(port, "port_conflict, service_restart", ""))
+        .unit("web-green", &exec_start)
+        .unit("web", &exec_start);
+    env.start_listening("web-green", port);
+    let green_pid = env.property("web-green.service", "MainPID");
+    env.start_failing("web");
+
+    let (code, json) = env.run_json("web", &[]);
+
+    assert_eq!(code, 1, "{json}");
+    let step = step_of(&json, "port_conflict");
+    assert_eq!(step["result"], "needs_human", "{step}");
+    let detail = step["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("pid {green_pid}")), "{detail}");
+    assert!(detail.contains("unit web-green.service"), "{detail}");
+    assert_eq!(env.property("web-green.service", "ActiveState"), "active");
+    assert_eq!(env.property("web-green.service", "MainPID"), green_pid);
+}

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::{Attempt, Context, StepResult, Strategy, then_restart};
+use crate::config::PortConflictConfig;
 use crate::duration::HumanDuration;
 use crate::ports::{self, PortHolder};
 use crate::process::{self, Pidfd, Termination};
@@ -14,62 +15,105 @@ use crate::systemd::UnitSnapshot;
 
 pub struct PortConflict;
 
+/// What systemd's `GetUnitByPID` said about a port holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HolderUnit {
+    /// systemd places it in this unit.
+    Unit(String),
+    /// systemd says it belongs to no unit.
+    NoUnit,
+    /// The question could not be answered (a D-Bus error): nothing is known, so nothing is
+    /// signalled.
+    Unknown(String),
+}
+
 /// Why a holder may or may not be signalled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ownership {
-    /// A leftover of this service: in its cgroup while it is down, or running exactly its
-    /// ExecStart= command line.
+    /// A leftover of this service: in its cgroup while it is really down, or running exactly
+    /// its ExecStart= command line outside any service.
     Stale { why: String },
     /// The service's own live process: the port is not in conflict.
     Live,
     /// Another unit's process, or one outside any service.
     Foreign { unit: Option<String> },
     /// Never signalled, whatever the config says.
-    Protected { why: &'static str },
+    Protected { why: String },
 }
 
-/// Decides whose a port holder is. Pure; `holder_unit` is what systemd's GetUnitByPID says.
+/// A unit state in which the unit has no live invocation: anything left in its cgroup is a
+/// leftover. `activating` (which includes `auto-restart`), `reloading` and `deactivating` all
+/// mean systemd is working on a live invocation.
+fn is_really_down(unit: &UnitSnapshot) -> bool {
+    matches!(unit.active_state.as_str(), "failed" | "inactive")
+}
+
+/// Units that stand for "started by a person or by nothing": a login session's scope and the
+/// root slice. Only there may a process be recognised by its command line alone; a process
+/// of any other unit is that unit's business.
+fn is_outside_services(unit: &str) -> bool {
+    unit == "-.slice" || (unit.starts_with("session-") && unit.ends_with(".scope"))
+}
+
+/// Decides whose a port holder is. Pure: `holder_unit` is what systemd's GetUnitByPID said
+/// and `unit` is the service's state read just now (never a snapshot from before the chain).
 pub fn classify(
     holder: &PortHolder,
-    holder_unit: Option<&str>,
-    snapshot: &UnitSnapshot,
+    holder_unit: &HolderUnit,
+    unit: &UnitSnapshot,
     self_pid: u32,
 ) -> Ownership {
     if holder.pid <= 1 {
         return Ownership::Protected {
-            why: "PID 1, the init system",
+            why: "PID 1, the init system".into(),
         };
     }
     if holder.pid == self_pid {
         return Ownership::Protected {
-            why: "selfheal itself",
+            why: "selfheal itself".into(),
         };
     }
-    let unit = snapshot.unit.as_str();
-    let in_unit = match holder_unit {
-        Some(owner) => owner == unit,
-        None => {
-            ports::is_within(&holder.cgroup, &snapshot.control_group)
-                || holder.cgroup.rsplit('/').next() == Some(unit)
+    let name = unit.unit.as_str();
+    let owner = match holder_unit {
+        HolderUnit::Unknown(error) => {
+            return Ownership::Protected {
+                why: format!("of an owner systemd could not tell ({error})"),
+            };
         }
+        HolderUnit::Unit(owner) if owner == name => {
+            return if holder.pid == unit.main_pid || !is_really_down(unit) {
+                Ownership::Live
+            } else {
+                Ownership::Stale {
+                    why: format!(
+                        "is left over in {name}'s cgroup while {name} is {}",
+                        unit.active_state
+                    ),
+                }
+            };
+        }
+        HolderUnit::Unit(owner) if !is_outside_services(owner) => {
+            return Ownership::Foreign {
+                unit: Some(owner.clone()),
+            };
+        }
+        HolderUnit::Unit(scope) => Some(scope.clone()),
+        HolderUnit::NoUnit => None,
     };
-    if in_unit {
-        let running = snapshot.is_active() || snapshot.active_state == "activating";
-        return if running || holder.pid == snapshot.main_pid {
-            Ownership::Live
-        } else {
-            Ownership::Stale {
-                why: format!("left over in {unit}'s cgroup while {unit} is down"),
-            }
-        };
-    }
-    if !holder.cmdline.is_empty() && snapshot.exec_start.contains(&holder.cmdline) {
+    if !holder.cmdline.is_empty() && unit.exec_start.contains(&holder.cmdline) {
         return Ownership::Stale {
-            why: format!("runs exactly {unit}'s ExecStart= command line"),
+            why: format!("runs exactly {name}'s ExecStart= command line outside any service"),
         };
     }
-    Ownership::Foreign {
-        unit: holder_unit.map(str::to_owned),
+    Ownership::Foreign { unit: owner }
+}
+
+/// What systemd says about `pid`, a D-Bus error kept as "unknown".
+fn holder_unit(context: &Context<'_>, pid: u32) -> HolderUnit {
+    match context.units.unit_by_pid(pid) {
+        Ok(Some(unit)) => HolderUnit::Unit(unit),
+        Ok(None) => HolderUnit::NoUnit,
+        Err(err) => HolderUnit::Unknown(err.to_string()),
     }
 }
 
@@ -83,6 +127,18 @@ fn describe(holder: &PortHolder) -> String {
         command = command.chars().take(117).collect::<String>() + "…";
     }
     format!("pid {} ({command})", holder.pid)
+}
+
+/// Whether a holder classified this way may be signalled under these settings; `Some(why)`.
+fn may_signal(ownership: Ownership, settings: &PortConflictConfig) -> Result<String, Ownership> {
+    match ownership {
+        Ownership::Stale { why } => Ok(why),
+        Ownership::Foreign { unit } if settings.kill_foreign => {
+            let whose = unit.map_or("no unit".to_owned(), |u| format!("unit {u}"));
+            Ok(format!("is foreign ({whose}); kill_foreign is set"))
+        }
+        other => Err(other),
+    }
 }
 
 impl Strategy for PortConflict {
@@ -104,29 +160,42 @@ impl Strategy for PortConflict {
                 format!("port {port} is free"),
             );
         }
+        // The snapshot taken before the chain is stale by now: an earlier strategy may have
+        // restarted the unit, and its new main process is what holds the port.
+        let unit = match context.units.snapshot(&context.snapshot.unit) {
+            Ok(unit) => unit,
+            Err(err) => {
+                return Attempt::new(
+                    StepResult::NeedsHuman,
+                    action,
+                    format!(
+                        "port {port} is held, but the state of {} cannot be read ({err}); nothing is signalled without it",
+                        context.snapshot.unit
+                    ),
+                );
+            }
+        };
 
         let self_pid = std::process::id();
         let mut to_stop = Vec::new();
         let mut blocking = Vec::new();
         let mut live = Vec::new();
         for holder in holders {
-            let holder_unit = context.units.unit_by_pid(holder.pid).ok().flatten();
-            let ownership = classify(&holder, holder_unit.as_deref(), context.snapshot, self_pid);
-            match ownership {
-                Ownership::Stale { why } => to_stop.push((holder, why)),
-                Ownership::Live => live.push(holder),
-                Ownership::Foreign { unit } if settings.kill_foreign => {
-                    let whose = unit.map_or("no unit".to_owned(), |u| format!("unit {u}"));
-                    to_stop.push((holder, format!("foreign ({whose}); kill_foreign is set")));
-                }
-                Ownership::Foreign { unit } => {
+            let owner = holder_unit(context, holder.pid);
+            match may_signal(classify(&holder, &owner, &unit, self_pid), &settings) {
+                Ok(why) => to_stop.push((holder, why)),
+                Err(Ownership::Live) => live.push(holder),
+                Err(Ownership::Foreign { unit }) => {
                     let whose = unit.map_or("outside any systemd unit".to_owned(), |u| {
                         format!("of unit {u}")
                     });
                     blocking.push(format!("{} {whose}", describe(&holder)));
                 }
-                Ownership::Protected { why } => {
+                Err(Ownership::Protected { why }) => {
                     blocking.push(format!("{} is {why}", describe(&holder)));
+                }
+                Err(Ownership::Stale { .. }) => {
+                    unreachable!("may_signal accepts every stale holder")
                 }
             }
         }
@@ -144,9 +213,10 @@ impl Strategy for PortConflict {
                 StepResult::NotApplicable,
                 action,
                 format!(
-                    "port {port} is held by {} itself ({}): no conflict",
-                    context.snapshot.unit,
-                    pids.join(", ")
+                    "port {port} is held by {} itself ({}, {}): no conflict",
+                    unit.unit,
+                    pids.join(", "),
+                    unit.active_state
                 ),
             );
         }
@@ -168,8 +238,24 @@ impl Strategy for PortConflict {
             }
             return then_restart(context, "stop the stale holder", &found, changes);
         }
+        // Asked again right before each signal: the unit may have come up meanwhile.
+        let still_signallable = |holder: &PortHolder| -> Result<(), String> {
+            let unit = context
+                .units
+                .snapshot(&unit.unit)
+                .map_err(|err| format!("the unit's state cannot be read ({err})"))?;
+            let owner = holder_unit(context, holder.pid);
+            may_signal(classify(holder, &owner, &unit, self_pid), &settings)
+                .map(drop)
+                .map_err(|now| {
+                    format!(
+                        "it is no longer a stale holder ({now:?}, unit {})",
+                        unit.state()
+                    )
+                })
+        };
         for (holder, _) in &to_stop {
-            match stop(holder, settings.grace) {
+            match stop(holder, settings.grace, &still_signallable) {
                 Ok(change) => changes.push(change),
                 Err(err) => {
                     return Attempt::new(
@@ -186,8 +272,13 @@ impl Strategy for PortConflict {
 }
 
 /// Terminates one holder through a pidfd, after checking that the pidfd names the process
-/// that was classified (a PID recycled since the scan is left alone).
-fn stop(holder: &PortHolder, grace: HumanDuration) -> std::io::Result<String> {
+/// that was classified (a PID recycled since the scan is left alone) and that it may still be
+/// signalled (`recheck`, asked after the pidfd pins the process).
+fn stop(
+    holder: &PortHolder,
+    grace: HumanDuration,
+    recheck: &dyn Fn(&PortHolder) -> Result<(), String>,
+) -> std::io::Result<String> {
     let process = match Pidfd::open(holder.pid) {
         Ok(process) => process,
         Err(err) if err.raw_os_error() == Some(libc::ESRCH) => {
@@ -204,6 +295,9 @@ fn stop(holder: &PortHolder, grace: HumanDuration) -> std::io::Result<String> {
             "pid {} is no longer the process that held the port; left alone",
             holder.pid
         ));
+    }
+    if let Err(why) = recheck(holder) {
+        return Ok(format!("pid {} left alone: {why}", holder.pid));
     }
     tracing::info!(pid = holder.pid, "sending SIGTERM to the stale port holder");
     let ended = process::terminate(&process, Duration::from(grace))?;
@@ -226,10 +320,11 @@ fn stop(holder: &PortHolder, grace: HumanDuration) -> std::io::Result<String> {
 mod tests {
     use super::*;
 
-    fn snapshot(active: &str) -> UnitSnapshot {
+    fn unit(active: &str, main_pid: u32) -> UnitSnapshot {
         UnitSnapshot {
             unit: "web.service".into(),
             active_state: active.into(),
+            main_pid,
             control_group: "/system.slice/web.service".into(),
             exec_start: vec![vec!["/usr/bin/web".into(), "--port".into(), "80".into()]],
             ..UnitSnapshot::default()
@@ -244,40 +339,78 @@ mod tests {
         }
     }
 
+    fn in_unit(name: &str) -> HolderUnit {
+        HolderUnit::Unit(name.into())
+    }
+
+    fn is_stale(ownership: &Ownership) -> bool {
+        matches!(ownership, Ownership::Stale { .. })
+    }
+
     #[test]
-    fn a_leftover_in_the_units_cgroup_is_stale_only_while_the_unit_is_down() {
+    fn a_leftover_in_the_units_cgroup_is_stale_only_while_the_unit_is_really_down() {
         let leftover = holder(
             40,
             &["/usr/bin/web", "--worker"],
             "/system.slice/web.service",
         );
-        let down = snapshot("failed");
-        assert!(matches!(
-            classify(&leftover, Some("web.service"), &down, 7),
-            Ownership::Stale { .. }
-        ));
-        // Without GetUnitByPID the cgroup decides.
-        assert!(matches!(
-            classify(&leftover, None, &down, 7),
-            Ownership::Stale { .. }
-        ));
+        for down in ["failed", "inactive"] {
+            assert!(is_stale(&classify(
+                &leftover,
+                &in_unit("web.service"),
+                &unit(down, 0),
+                7
+            )));
+        }
+        for up in ["active", "activating", "reloading", "deactivating"] {
+            assert_eq!(
+                classify(&leftover, &in_unit("web.service"), &unit(up, 0), 7),
+                Ownership::Live,
+                "{up}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_current_main_process_is_never_stale() {
+        // What service_restart leaves behind when verification fails: the new main process
+        // holds the port. Even a unit state read a moment too early must not make it stale.
+        let main = holder(
+            50,
+            &["/usr/bin/web", "--port", "80"],
+            "/system.slice/web.service",
+        );
         assert_eq!(
-            classify(&leftover, Some("web.service"), &snapshot("active"), 7),
+            classify(&main, &in_unit("web.service"), &unit("failed", 50), 7),
             Ownership::Live
         );
     }
 
     #[test]
-    fn the_exact_exec_start_command_line_is_stale_anywhere() {
+    fn the_exact_exec_start_command_line_is_stale_only_outside_any_service() {
         let by_hand = holder(
             41,
             &["/usr/bin/web", "--port", "80"],
             "/user.slice/session-1.scope",
         );
-        assert!(matches!(
-            classify(&by_hand, Some("session-1.scope"), &snapshot("failed"), 7),
-            Ownership::Stale { .. }
-        ));
+        assert!(is_stale(&classify(
+            &by_hand,
+            &in_unit("session-1.scope"),
+            &unit("failed", 0),
+            7
+        )));
+        assert!(is_stale(&classify(
+            &by_hand,
+            &HolderUnit::NoUnit,
+            &unit("failed", 0),
+            7
+        )));
+        assert!(is_stale(&classify(
+            &by_hand,
+            &in_unit("-.slice"),
+            &unit("failed", 0),
+            7
+        )));
         // A different argument list is someone else's program.
         let similar = holder(
             42,
@@ -285,7 +418,7 @@ mod tests {
             "/user.slice/session-1.scope",
         );
         assert_eq!(
-            classify(&similar, Some("session-1.scope"), &snapshot("failed"), 7),
+            classify(&similar, &in_unit("session-1.scope"), &unit("failed", 0), 7),
             Ownership::Foreign {
                 unit: Some("session-1.scope".into())
             }
@@ -293,25 +426,74 @@ mod tests {
     }
 
     #[test]
-    fn another_units_process_is_foreign_even_with_a_similar_cgroup_name() {
-        let other = holder(43, &["nginx"], "/system.slice/web.service2");
-        assert_eq!(
-            classify(&other, None, &snapshot("failed"), 7),
-            Ownership::Foreign { unit: None }
+    fn another_units_process_is_foreign_whatever_its_command_line() {
+        // Blue/green units and template instances run the very same command line.
+        let green = holder(
+            43,
+            &["/usr/bin/web", "--port", "80"],
+            "/system.slice/web-green.service",
         );
         assert_eq!(
-            classify(&other, Some("web.service2"), &snapshot("failed"), 7),
+            classify(&green, &in_unit("web-green.service"), &unit("failed", 0), 7),
             Ownership::Foreign {
-                unit: Some("web.service2".into())
+                unit: Some("web-green.service".into())
             }
         );
+        // A cgroup whose last component looks like ours is not ours either.
+        let lookalike = holder(44, &["nginx"], "/other.slice/web.service");
+        assert_eq!(
+            classify(
+                &lookalike,
+                &in_unit("web.service-2.service"),
+                &unit("failed", 0),
+                7
+            ),
+            Ownership::Foreign {
+                unit: Some("web.service-2.service".into())
+            }
+        );
+    }
+
+    #[test]
+    fn an_owner_systemd_could_not_tell_is_never_signalled() {
+        let unknown = HolderUnit::Unknown("systemd call GetUnitByPID failed: timeout".into());
+        let stray = holder(
+            45,
+            &["/usr/bin/web", "--port", "80"],
+            "/system.slice/web.service",
+        );
+        let ownership = classify(&stray, &unknown, &unit("failed", 0), 7);
+        assert!(
+            matches!(ownership, Ownership::Protected { .. }),
+            "{ownership:?}"
+        );
+        let kill_foreign = PortConflictConfig {
+            kill_foreign: true,
+            ..PortConflictConfig::default()
+        };
+        assert!(may_signal(ownership, &kill_foreign).is_err());
+    }
+
+    #[test]
+    fn kill_foreign_allows_foreign_holders_but_never_protected_ones() {
+        let cautious = PortConflictConfig::default();
+        let bold = PortConflictConfig {
+            kill_foreign: true,
+            ..PortConflictConfig::default()
+        };
+        let foreign = Ownership::Foreign {
+            unit: Some("x.service".into()),
+        };
+        assert!(may_signal(foreign.clone(), &cautious).is_err());
+        assert!(may_signal(foreign, &bold).is_ok());
+        assert!(may_signal(Ownership::Live, &bold).is_err());
     }
 
     #[test]
     fn pid_1_and_selfheal_are_never_candidates() {
         let init = holder(1, &["/usr/bin/web", "--port", "80"], "/");
         assert!(matches!(
-            classify(&init, None, &snapshot("failed"), 7),
+            classify(&init, &HolderUnit::NoUnit, &unit("failed", 0), 7),
             Ownership::Protected { .. }
         ));
         let itself = holder(
@@ -320,7 +502,7 @@ mod tests {
             "/system.slice/web.service",
         );
         assert!(matches!(
-            classify(&itself, Some("web.service"), &snapshot("failed"), 7),
+            classify(&itself, &in_unit("web.service"), &unit("failed", 0), 7),
             Ownership::Protected { .. }
         ));
     }

@@ -60,7 +60,8 @@ pub trait UnitControl {
     fn restart(&self, unit: &str, timeout: Duration) -> Result<JobResult, SystemdError>;
     /// Waits until the unit has no queued job, at most `timeout`.
     fn wait_for_job(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError>;
-    /// The unit a process belongs to, as systemd sees it.
+    /// The unit a process belongs to, as systemd sees it; `None` only when systemd says it
+    /// belongs to no unit.
     fn unit_by_pid(&self, pid: u32) -> Result<Option<String>, SystemdError>;
     /// `systemctl daemon-reload`.
     fn reload(&self) -> Result<(), SystemdError>;
@@ -319,8 +320,13 @@ impl UnitControl for Systemd {
         zbus::block_on(async {
             let path = match self.manager.get_unit_by_pid(pid).await {
                 Ok(path) => path,
-                // NoUnitForPID: the process exists but belongs to no unit (or is gone).
-                Err(zbus::Error::MethodError(..)) => return Ok(None),
+                // Only this answer means "in no unit" (or already gone). Any other error says
+                // nothing about the process: the caller must treat its owner as unknown.
+                Err(zbus::Error::MethodError(name, ..))
+                    if name.as_str() == "org.freedesktop.systemd1.NoUnitForPID" =>
+                {
+                    return Ok(None);
+                }
                 Err(source) => return Err(call_error("GetUnitByPID")(source)),
             };
             let unit = self.unit_proxy(&path).await?;
