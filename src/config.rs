@@ -505,10 +505,16 @@ fn validate_email(email: &EmailConfig, owner: Option<&str>) -> Result<(), String
 }
 
 fn require_absolute(path: &Path) -> Result<(), String> {
-    if path.is_absolute() {
+    let plain = path
+        .components()
+        .all(|c| !matches!(c, std::path::Component::ParentDir));
+    if path.is_absolute() && plain {
         Ok(())
     } else {
-        Err(format!("{} must be an absolute path", path.display()))
+        Err(format!(
+            "{} must be an absolute path without `..`",
+            path.display()
+        ))
     }
 }
 

@@ -15,6 +15,7 @@ pub mod host;
 pub mod install;
 pub mod journal;
 pub mod logging;
+pub mod nofollow;
 pub mod outcome;
 pub mod ports;
 pub mod process;

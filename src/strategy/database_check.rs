@@ -2,16 +2,20 @@
 //! never invented); a wrong owner, group or mode is fixed; a missing or misdirected symlink is
 //! recreated. After any fix the service is restarted and verified, and every change is listed.
 //!
-//! Files are changed through a descriptor opened with O_NOFOLLOW: a symlink planted in place
-//! of a data file cannot redirect a root chown/chmod to another file.
+//! Every configured path is resolved with no symlink in any component (`crate::nofollow`):
+//! a service user who owns a parent directory cannot redirect a root chown, chmod or link
+//! creation by swapping a directory for a symlink. A file is changed only through a
+//! descriptor that `fstat` shows to be the regular, singly linked file that was inspected.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use nix::sys::stat::{FileStat, SFlag};
 
 use super::{Attempt, Context, StepResult, Strategy, then_restart};
 use crate::config::{FileExpectation, SymlinkExpectation, parse_mode};
+use crate::nofollow::{self, Parent, PathError, file_type};
 
 pub struct DatabaseCheck;
 
@@ -24,16 +28,34 @@ enum Finding {
     Fixable(Fix),
 }
 
+/// The device and inode a file had when it was inspected: a fix applies only to that file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+}
+
+impl Identity {
+    fn of(stat: &FileStat) -> Identity {
+        Identity {
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Fix {
     Chown {
         path: PathBuf,
+        identity: Identity,
         uid: Option<u32>,
         gid: Option<u32>,
         what: String,
     },
     Chmod {
         path: PathBuf,
+        identity: Identity,
         mode: u32,
         was: u32,
     },
@@ -48,7 +70,9 @@ impl Fix {
     fn describe(&self) -> String {
         match self {
             Fix::Chown { path, what, .. } => format!("chown {what} {}", path.display()),
-            Fix::Chmod { path, mode, was } => {
+            Fix::Chmod {
+                path, mode, was, ..
+            } => {
                 format!("chmod {mode:04o} {} (was {was:04o})", path.display())
             }
             Fix::Symlink {
@@ -146,31 +170,56 @@ impl Strategy for DatabaseCheck {
     }
 }
 
-/// Opens `path` itself, never what a symlink there points to.
-fn open_no_follow(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
+/// A configured path that cannot be resolved safely is a finding for a person.
+fn path_blocker(err: &PathError) -> Finding {
+    Finding::Blocker(match err {
+        PathError::Missing(dir) => format!("{} is missing", dir.display()),
+        other => other.to_string(),
+    })
+}
+
+/// Why a file that exists is not one selfheal may change, if it is not.
+fn unchangeable(stat: &FileStat, shown: &str) -> Option<String> {
+    let kind = file_type(stat);
+    if kind == SFlag::S_IFLNK {
+        return Some(format!(
+            "{shown} is a symlink; selfheal does not change files through symlinks (list it under `symlinks:` instead)"
+        ));
+    }
+    if kind != SFlag::S_IFREG {
+        return Some(format!(
+            "{shown} is not a regular file; selfheal leaves it alone"
+        ));
+    }
+    if stat.st_nlink != 1 {
+        return Some(format!(
+            "{shown} has {} hard links; selfheal changes only a file with a single name (another name may be a file of someone else's)",
+            stat.st_nlink
+        ));
+    }
+    None
 }
 
 fn check_file(expected: &FileExpectation) -> Vec<Finding> {
     let path = &expected.path;
-    let shown = path.display();
-    let metadata = match std::fs::symlink_metadata(path) {
-        Ok(metadata) => metadata,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+    let shown = path.display().to_string();
+    let parent = match nofollow::open_parent(path) {
+        Ok(parent) => parent,
+        Err(err) => return vec![path_blocker(&err)],
+    };
+    let stat = match parent.lstat() {
+        Ok(Some(stat)) => stat,
+        Ok(None) => {
             return vec![Finding::Blocker(format!(
                 "{shown} is missing; selfheal never creates data files: restore it (e.g. from backup)"
             ))];
         }
         Err(err) => return vec![Finding::Blocker(format!("cannot inspect {shown}: {err}"))],
     };
-    if metadata.file_type().is_symlink() {
-        return vec![Finding::Blocker(format!(
-            "{shown} is a symlink; selfheal does not change files through symlinks (list it under `symlinks:` instead)"
-        ))];
+    if let Some(why) = unchangeable(&stat, &shown) {
+        return vec![Finding::Blocker(why)];
     }
+    let identity = Identity::of(&stat);
     let mut findings = Vec::new();
     let uid = match expected.owner.as_deref().map(user_id).transpose() {
         Ok(uid) => uid,
@@ -180,8 +229,8 @@ fn check_file(expected: &FileExpectation) -> Vec<Finding> {
         Ok(gid) => gid,
         Err(why) => return vec![Finding::Blocker(why)],
     };
-    let wrong_uid = uid.filter(|uid| *uid != metadata.uid());
-    let wrong_gid = gid.filter(|gid| *gid != metadata.gid());
+    let wrong_uid = uid.filter(|uid| *uid != stat.st_uid);
+    let wrong_gid = gid.filter(|gid| *gid != stat.st_gid);
     if wrong_uid.is_some() || wrong_gid.is_some() {
         let what = match (&expected.owner, &expected.group) {
             (Some(owner), Some(group)) => format!("{owner}:{group}"),
@@ -191,18 +240,20 @@ fn check_file(expected: &FileExpectation) -> Vec<Finding> {
         };
         findings.push(Finding::Fixable(Fix::Chown {
             path: path.clone(),
+            identity,
             uid: wrong_uid,
             gid: wrong_gid,
-            what: format!("{what} (was {}:{})", metadata.uid(), metadata.gid()),
+            what: format!("{what} (was {}:{})", stat.st_uid, stat.st_gid),
         }));
     }
     if let Some(mode) = expected.mode.as_deref().and_then(|m| parse_mode(m).ok()) {
-        let current = metadata.permissions().mode() & 0o7777;
+        let current = stat.st_mode & 0o7777;
         // chown clears set-id bits, so a chown alone may also make the mode wrong: compare
         // with what chmod must leave, and chmod after chown either way.
         if current != mode || (!findings.is_empty() && mode & 0o6000 != 0) {
             findings.push(Finding::Fixable(Fix::Chmod {
                 path: path.clone(),
+                identity,
                 mode,
                 was: current,
             }));
@@ -214,9 +265,19 @@ fn check_file(expected: &FileExpectation) -> Vec<Finding> {
 fn check_symlink(expected: &SymlinkExpectation) -> Option<Finding> {
     let path = &expected.path;
     let shown = path.display();
-    match std::fs::symlink_metadata(path) {
-        Ok(metadata) if metadata.file_type().is_symlink() => {
-            let current = std::fs::read_link(path).ok()?;
+    let parent = match nofollow::open_parent(path) {
+        Ok(parent) => parent,
+        Err(PathError::Missing(dir)) => {
+            return Some(Finding::Blocker(format!(
+                "{shown} is missing and so is its directory {}",
+                dir.display()
+            )));
+        }
+        Err(err) => return Some(path_blocker(&err)),
+    };
+    match parent.lstat() {
+        Ok(Some(stat)) if file_type(&stat) == SFlag::S_IFLNK => {
+            let current = parent.read_link().ok()?;
             (current != expected.target).then(|| {
                 Finding::Fixable(Fix::Symlink {
                     path: path.clone(),
@@ -225,24 +286,15 @@ fn check_symlink(expected: &SymlinkExpectation) -> Option<Finding> {
                 })
             })
         }
-        Ok(_) => Some(Finding::Blocker(format!(
+        Ok(Some(_)) => Some(Finding::Blocker(format!(
             "{shown} should be a symlink to {} but is a real file or directory; selfheal does not replace it",
             expected.target.display()
         ))),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            let parent = path.parent().unwrap_or(Path::new("/"));
-            if !parent.is_dir() {
-                return Some(Finding::Blocker(format!(
-                    "{shown} is missing and so is its directory {}",
-                    parent.display()
-                )));
-            }
-            Some(Finding::Fixable(Fix::Symlink {
-                path: path.clone(),
-                target: expected.target.clone(),
-                was: None,
-            }))
-        }
+        Ok(None) => Some(Finding::Fixable(Fix::Symlink {
+            path: path.clone(),
+            target: expected.target.clone(),
+            was: None,
+        })),
         Err(err) => Some(Finding::Blocker(format!("cannot inspect {shown}: {err}"))),
     }
 }
@@ -264,25 +316,41 @@ fn group_id(name: &str) -> Result<u32, String> {
 }
 
 fn apply(fix: &Fix) -> io::Result<()> {
+    let parent = |path: &Path| nofollow::open_parent(path).map_err(io::Error::other);
     match fix {
-        Fix::Chown { path, uid, gid, .. } => {
-            std::os::unix::fs::fchown(open_no_follow(path)?, *uid, *gid)
-        }
-        Fix::Chmod { path, mode, .. } => {
-            open_no_follow(path)?.set_permissions(std::fs::Permissions::from_mode(*mode))
-        }
-        Fix::Symlink { path, target, .. } => {
-            // Build the link beside the old one and rename it into place: the path is never
-            // missing for a reader, and a crash leaves either the old link or the new one.
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            let temporary = path.with_file_name(format!(".{name}.selfheal-{}", std::process::id()));
-            let _ = std::fs::remove_file(&temporary);
-            std::os::unix::fs::symlink(target, &temporary)?;
-            std::fs::rename(&temporary, path).inspect_err(|_| {
-                let _ = std::fs::remove_file(&temporary);
-            })
-        }
+        Fix::Chown {
+            path,
+            identity,
+            uid,
+            gid,
+            ..
+        } => std::os::unix::fs::fchown(open_inspected(&parent(path)?, *identity)?, *uid, *gid),
+        Fix::Chmod {
+            path,
+            identity,
+            mode,
+            ..
+        } => open_inspected(&parent(path)?, *identity)?
+            .set_permissions(std::fs::Permissions::from_mode(*mode)),
+        Fix::Symlink { path, target, .. } => parent(path)?.replace_with_symlink(target),
     }
+}
+
+/// Opens the file to change and proves through its descriptor that it is still the regular,
+/// singly linked file that was inspected.
+fn open_inspected(parent: &Parent, identity: Identity) -> io::Result<std::fs::File> {
+    let file = parent.open_file()?;
+    let stat = nix::sys::stat::fstat(&file)?;
+    let shown = parent.path().display().to_string();
+    if let Some(why) = unchangeable(&stat, &shown) {
+        return Err(io::Error::other(why));
+    }
+    if Identity::of(&stat) != identity {
+        return Err(io::Error::other(format!(
+            "{shown} was replaced since it was inspected; left alone"
+        )));
+    }
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -339,8 +407,10 @@ mod tests {
         let findings = check_file(&file(&planted, Some("0666")));
         assert!(matches!(&findings[..], [Finding::Blocker(why)] if why.contains("symlink")));
         // Even a fix computed earlier cannot go through the link.
+        let stat = nix::sys::stat::stat(&victim).unwrap();
         let fix = Fix::Chmod {
             path: planted,
+            identity: Identity::of(&stat),
             mode: 0o666,
             was: 0o600,
         };
@@ -394,5 +464,102 @@ mod tests {
         assert!(
             matches!(&findings[..], [Finding::Blocker(why)] if why.contains("no-such-user-selfheal"))
         );
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    /// `/srv/app` owned by the app user: it swaps `data/` for a symlink to a root directory.
+    #[test]
+    fn a_symlinked_parent_directory_cannot_redirect_a_root_chmod() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim_dir = dir.path().join("etc");
+        std::fs::create_dir(&victim_dir).unwrap();
+        let victim = victim_dir.join("app.db");
+        std::fs::write(&victim, "secret").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::create_dir(dir.path().join("app")).unwrap();
+        std::os::unix::fs::symlink(&victim_dir, dir.path().join("app/data")).unwrap();
+        let configured = dir.path().join("app/data/app.db");
+
+        let findings = check_file(&file(&configured, Some("0666")));
+        assert!(
+            matches!(&findings[..], [Finding::Blocker(why)] if why.contains("app/data is a symlink")),
+            "{findings:?}"
+        );
+        // A fix computed before the swap is refused as well.
+        let fix = Fix::Chmod {
+            path: configured,
+            identity: Identity::of(&nix::sys::stat::stat(&victim).unwrap()),
+            mode: 0o666,
+            was: 0o600,
+        };
+        assert!(apply(&fix).is_err());
+        assert_eq!(mode_of(&victim), 0o600);
+    }
+
+    #[test]
+    fn a_symlinked_parent_directory_cannot_redirect_link_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        let root_only = dir.path().join("root-only");
+        std::fs::create_dir(&root_only).unwrap();
+        std::os::unix::fs::symlink(&root_only, dir.path().join("current")).unwrap();
+        let expected = SymlinkExpectation {
+            path: dir.path().join("current/app.db"),
+            target: dir.path().join("data/app.db"),
+        };
+        assert!(
+            matches!(check_symlink(&expected), Some(Finding::Blocker(why)) if why.contains("is a symlink")),
+        );
+        let fix = Fix::Symlink {
+            path: expected.path.clone(),
+            target: expected.target.clone(),
+            was: None,
+        };
+        assert!(apply(&fix).is_err());
+        assert_eq!(std::fs::read_dir(&root_only).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_hard_linked_file_is_not_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("shadow");
+        std::fs::write(&other, "x").unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let configured = dir.path().join("app.db");
+        std::fs::hard_link(&other, &configured).unwrap();
+        let findings = check_file(&file(&configured, Some("0644")));
+        assert!(
+            matches!(&findings[..], [Finding::Blocker(why)] if why.contains("2 hard links")),
+            "{findings:?}"
+        );
+        assert_eq!(mode_of(&other), 0o600);
+    }
+
+    #[test]
+    fn a_file_replaced_after_inspection_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let configured = dir.path().join("app.db");
+        std::fs::write(&configured, "old").unwrap();
+        std::fs::set_permissions(&configured, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let findings = check_file(&file(&configured, Some("0640")));
+        let [Finding::Fixable(fix)] = &findings[..] else {
+            panic!("{findings:?}")
+        };
+        let replacement = dir.path().join("new");
+        std::fs::write(&replacement, "new").unwrap();
+        std::fs::set_permissions(&replacement, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::rename(&replacement, &configured).unwrap();
+        let err = apply(fix).unwrap_err();
+        assert!(
+            err.to_string().contains("replaced since it was inspected"),
+            "{err}"
+        );
+        assert_eq!(mode_of(&configured), 0o600);
     }
 }
