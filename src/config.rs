@@ -19,10 +19,11 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/selfheal/selfheal.yml";
 /// A configuration problem, always phrased so the user can find and fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    // The cause is part of the message, not a `source`, so `{:#}` does not say it twice.
+    #[error("cannot read config {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: crate::bounded_read::ReadError,
     },
     #[error("{path}:{line}:{column}: {message}")]
     Syntax {
@@ -332,20 +333,36 @@ impl ServiceConfig {
 }
 
 impl Config {
-    /// Reads, parses and validates the config at `path`.
+    /// Reads, parses and validates the config at `path`. The file is opened once: the
+    /// ownership check and the read are of the same descriptor, a FIFO or device is refused
+    /// without blocking, and the size is capped.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let (bytes, metadata) =
+            crate::bounded_read::read(path, crate::bounded_read::MAX_FILE_BYTES).map_err(
+                |cause| ConfigError::Read {
+                    path: path.to_owned(),
+                    cause,
+                },
+            )?;
+        refuse_if_writable_by_others(path, &metadata)?;
+        let text = String::from_utf8(bytes).map_err(|err| ConfigError::Invalid {
             path: path.to_owned(),
-            source,
+            message: format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                err.utf8_error().valid_up_to()
+            ),
         })?;
-        refuse_if_writable_by_others(path)?;
         Config::parse(&text, path)
     }
 
     /// Parses and validates config text; `path` is only used in messages.
+    ///
+    /// The YAML parser runs under a budget (nesting, nodes, aliases, and scalar bytes counted
+    /// after aliases are expanded): a small file whose anchor is referenced a thousand times
+    /// is refused, not expanded into gigabytes.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config =
-            serde_yaml_ng::from_str(text).map_err(|err| syntax_error(path, &err))?;
+        let config: Config = serde_saphyr::from_str_with_options(text, yaml_options())
+            .map_err(|err| syntax_error(path, &err))?;
         config.validate().map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
             message,
@@ -526,16 +543,47 @@ pub fn parse_mode(text: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("mode {text:?} is not an octal mode like \"0640\""))
 }
 
-fn syntax_error(path: &Path, err: &serde_yaml_ng::Error) -> ConfigError {
-    let message = err.to_string();
+/// How deeply a config may nest (the deepest real one nests 5 levels).
+const YAML_DEPTH: usize = 32;
+
+/// The YAML parser's limits: deep enough for any real config, far below a stack or CPU
+/// problem. Scalar bytes are counted as aliases expand them.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = YAML_DEPTH;
+    budget.flow_nesting_limit = YAML_DEPTH;
+    budget.max_events = 500_000;
+    budget.max_nodes = 250_000;
+    budget.max_aliases = 1_000;
+    budget.max_anchors = 1_000;
+    budget.max_documents = 1;
+    budget.max_total_scalar_bytes =
+        usize::try_from(crate::bounded_read::MAX_FILE_BYTES).unwrap_or(usize::MAX);
+    let mut alias_limits = serde_saphyr::options::AliasLimits::default();
+    alias_limits.max_total_replayed_events = 100_000;
+    serde_saphyr::options! {
+        budget: Some(budget),
+        alias_limits: alias_limits,
+        with_snippet: false,
+    }
+}
+
+fn syntax_error(path: &Path, err: &serde_saphyr::Error) -> ConfigError {
+    let mut message = err.without_snippet().to_string();
+    if message.contains("budget breached") || message.contains("recursion limit") {
+        message.push_str(&format!(
+            " (selfheal refuses configs nested deeper than {YAML_DEPTH} levels or larger than {} bytes of text once aliases are expanded)",
+            crate::bounded_read::MAX_FILE_BYTES
+        ));
+    }
     match err.location() {
         Some(location) => ConfigError::Syntax {
             path: path.to_owned(),
-            line: location.line(),
-            column: location.column(),
-            // The prefix already says where; drop serde_yaml_ng's own " at line L column C".
+            line: usize::try_from(location.line()).unwrap_or(0),
+            column: usize::try_from(location.column()).unwrap_or(0),
+            // The prefix already says where; drop the parser's own " at line L, column C".
             message: message.replace(
-                &format!(" at line {} column {}", location.line(), location.column()),
+                &format!(" at line {}, column {}", location.line(), location.column()),
                 "",
             ),
         },
@@ -547,7 +595,11 @@ fn syntax_error(path: &Path, err: &serde_yaml_ng::Error) -> ConfigError {
 }
 
 /// Refuses a config that someone other than root could have written, when we run as root.
-fn refuse_if_writable_by_others(path: &Path) -> Result<(), ConfigError> {
+/// `metadata` is that of the descriptor the config was read from.
+fn refuse_if_writable_by_others(
+    path: &Path,
+    metadata: &std::fs::Metadata,
+) -> Result<(), ConfigError> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
@@ -555,17 +607,13 @@ fn refuse_if_writable_by_others(path: &Path) -> Result<(), ConfigError> {
         path: path.to_owned(),
         why,
     };
-    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    if meta.uid() != 0 {
-        return Err(insecure(format!("owned by uid {}", meta.uid())));
+    if metadata.uid() != 0 {
+        return Err(insecure(format!("owned by uid {}", metadata.uid())));
     }
-    if meta.mode() & 0o022 != 0 {
+    if metadata.mode() & 0o022 != 0 {
         return Err(insecure(format!(
             "writable by group or others (mode {:04o})",
-            meta.mode() & 0o7777
+            metadata.mode() & 0o7777
         )));
     }
     Ok(())
@@ -624,7 +672,7 @@ monitored_services:
             "{text}"
         );
         assert!(text.contains("unknown field `prot`"), "{text}");
-        assert!(text.contains("`port`"), "{text}");
+        assert!(text.contains("expected one of name, unit, port,"), "{text}");
     }
 
     #[test]
@@ -655,13 +703,11 @@ monitored_services:
         );
         let text = err.to_string();
         assert!(
-            text.starts_with("/etc/selfheal/selfheal.yml:4:4: did not find expected '-'"),
+            text.starts_with("/etc/selfheal/selfheal.yml:4:4: ")
+                && text.contains("did not find expected '-'"),
             "{text}"
         );
-        assert!(
-            !text.contains("at line 4 column 4"),
-            "location said twice: {text}"
-        );
+        assert!(!text.contains("line 4"), "location said twice: {text}");
     }
 
     #[test]
@@ -707,5 +753,78 @@ monitored_services:
         for bad in ["", "web;touch /x", "../etc", "-x", "a b", "a/b", "$(id)"] {
             assert!(!is_valid_service_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_before_it_expands() {
+        // One 1 MB anchor referenced 1,500 times: 1.5 GB if expanded.
+        let mut text = format!(
+            "system_name: &big \"{}\"\nmonitored_services:\n",
+            "x".repeat(1_000_000)
+        );
+        for index in 0..1_500 {
+            text.push_str(&format!("  - {{name: s{index}, domain: *big}}\n"));
+        }
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with("/etc/selfheal/selfheal.yml:"), "{err}");
+        assert!(err.contains("selfheal refuses configs"), "{err}");
+        // Fewer aliases, under the parser's alias limit, still hit the expansion budget.
+        let mut text = format!(
+            "system_name: &big \"{}\"\nmonitored_services:\n",
+            "x".repeat(400_000)
+        );
+        for index in 0..20 {
+            text.push_str(&format!("  - {{name: s{index}, domain: *big}}\n"));
+        }
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("once aliases are expanded"), "{err}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_at_once() {
+        // 100,000 levels: the parser streams, so the first level the schema does not expect
+        // ends it; where the schema would accept nesting, the depth budget does.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let err = parse(&format!("system_name: {deep}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/etc/selfheal/selfheal.yml:1:14: "),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "monitored_services:\n  - name: a\n    healing_strategies: {deep}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("/etc/selfheal/selfheal.yml:3:"), "{err}");
+        let mut options = yaml_options();
+        options.budget.as_mut().unwrap().max_depth = 3;
+        let err =
+            serde_saphyr::from_str_with_options::<serde::de::IgnoredAny>("a: [[[[1]]]]\n", options)
+                .unwrap_err();
+        assert!(err.to_string().contains("budget"), "{err}");
+    }
+
+    #[test]
+    fn a_config_that_is_a_fifo_or_too_large_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("selfheal.yml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = Config::load(&fifo).unwrap_err().to_string();
+        assert!(err.contains("a FIFO, not a regular file"), "{err}");
+
+        let big = dir.path().join("big.yml");
+        std::fs::write(&big, vec![b'#'; 2 * 1024 * 1024]).unwrap();
+        let err = Config::load(&big).unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_config_says_why_once() {
+        let err = Config::load(Path::new("/nonexistent/selfheal.yml"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     }
 }

@@ -36,7 +36,7 @@ pub fn run(selfheal: &Path) -> anyhow::Result<()> {
     let sandbox = Sandbox::boot(selfheal)?;
     let config_path = sandbox.scratch_dir().join("selfheal.yml");
     let state_dir = sandbox.scratch_dir().join("state");
-    std::fs::write(&config_path, serde_yaml_ng::to_string(&config)?)?;
+    std::fs::write(&config_path, serde_saphyr::to_string(&config)?)?;
     sandbox.add_unit(
         &unit,
         &format!(

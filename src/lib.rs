@@ -3,6 +3,7 @@
 //! `main.rs` parses the command line and calls [`run`]; everything else lives here, one
 //! concept per module.
 
+pub mod bounded_read;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -59,8 +59,8 @@ fn unknown_keys_list_the_valid_ones() {
         &[
             "selfheal.yml:3:5: ",
             "unknown field `prot`",
-            "`port`",
-            "`healing_strategies`",
+            "expected one of name, unit, port,",
+            "healing_strategies",
         ],
     );
 }

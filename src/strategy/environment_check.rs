@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use super::{Attempt, Context, StepResult, Strategy};
+use crate::bounded_read;
 
 pub struct EnvironmentCheck;
 
@@ -63,16 +64,18 @@ impl Strategy for EnvironmentCheck {
         let mut checked = Vec::new();
         for file in &files {
             let shown = file.path.display();
-            match std::fs::read(&file.path) {
-                Ok(bytes) => {
+            // Opened once, non-blocking and capped: a FIFO or /dev/zero planted as the env
+            // file cannot hang the run (which holds the service's lock) or eat memory.
+            match bounded_read::read(&file.path, bounded_read::MAX_FILE_BYTES) {
+                Ok((bytes, _)) => {
                     defined.extend(keys_with_values(&bytes));
                     checked.push(shown.to_string());
                 }
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound && file.optional => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                Err(err) if err.is_not_found() && file.optional => {}
+                Err(err) if err.is_not_found() => {
                     problems.push(format!("env file {shown} is missing"));
                 }
-                // The io::Error says only what failed, never the file's content.
+                // The error says only what failed, never the file's content.
                 Err(err) => problems.push(format!("env file {shown} is not readable: {err}")),
             }
         }
