@@ -125,6 +125,10 @@ pub struct SmtpConfig {
     /// Timeout of the whole SMTP conversation.
     #[serde(default = "default_smtp_timeout")]
     pub timeout: HumanDuration,
+    /// Allow AUTH over a connection without TLS (`security: none`): only for a relay on the
+    /// same host, where the password never crosses a network.
+    #[serde(default)]
+    pub allow_plaintext_auth: bool,
 }
 
 /// SMTP transport security.
@@ -510,6 +514,15 @@ fn validate_email(email: &EmailConfig, owner: Option<&str>) -> Result<(), String
             return Err(format!("{address:?} is not an email address"));
         }
     }
+    if let Some(smtp) = &email.smtp {
+        let credentials = smtp.username.is_some() || smtp.password_file.is_some();
+        if smtp.security == SmtpSecurity::None && credentials && !smtp.allow_plaintext_auth {
+            return Err(format!(
+                "smtp: security: none would send the password for {} in clear text; use security: starttls or tls, or set allow_plaintext_auth: true for a relay on this host",
+                smtp.username.as_deref().unwrap_or("the login")
+            ));
+        }
+    }
     match email.transport {
         Transport::Smtp if email.smtp.is_none() => {
             Err("transport smtp needs `smtp: { host: ... }`".into())
@@ -826,5 +839,26 @@ monitored_services:
             .unwrap_err()
             .to_string();
         assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    }
+
+    #[test]
+    fn credentials_without_tls_are_refused_unless_explicitly_allowed() {
+        let config = |extra: &str| {
+            format!(
+                "email:\n  to: [ops@example.org]\n  smtp:\n    host: 127.0.0.1\n    security: none\n    username: alerts\n    password_file: /etc/selfheal/smtp-password\n{extra}"
+            )
+        };
+        let err = parse(&config("")).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("clear text") && text.contains("allow_plaintext_auth"),
+            "{text}"
+        );
+        assert!(parse(&config("    allow_plaintext_auth: true\n")).is_ok());
+        // Without credentials there is nothing to leak.
+        let anonymous =
+            "email:\n  to: [ops@example.org]\n  smtp:\n    host: 127.0.0.1\n    security: none\n";
+        assert!(parse(anonymous).is_ok());
     }
 }

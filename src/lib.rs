@@ -189,7 +189,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     summary.busy
                 );
             }
-            if summary.failed.is_empty() && summary.busy == 0 {
+            for skipped in &summary.unreadable {
+                eprintln!(
+                    "skipped {}: {}; deliver or remove it by hand",
+                    skipped.eml.display(),
+                    skipped.why
+                );
+            }
+            if summary.failed.is_empty() && summary.busy == 0 && summary.unreadable.is_empty() {
                 if summary.delivered.is_empty() {
                     println!("outbox empty: nothing to deliver");
                 }

@@ -380,8 +380,19 @@ fn write_base_units(units: &Path) -> anyhow::Result<()> {
 }
 
 /// PID 1 of the new namespaces, before systemd: private mounts, then exec systemd.
+///
+/// It mounts over `/run` and `/sys/fs/cgroup`: run by hand on a real host it would break the
+/// host. Only the first process of a new PID namespace has PID 1 (the host's init never runs
+/// selfheal), so anything else is refused before the first mount.
 pub fn init(args: &SandboxInitArgs) -> anyhow::Result<()> {
     use nix::mount::{MsFlags, mount};
+    if std::process::id() != 1 {
+        return Err(crate::UsageError(format!(
+            "sandbox-init is internal to `selfheal demo` and the tests: it must be PID 1 of a fresh PID namespace, and is PID {} here; refusing to mount over /run and /sys/fs/cgroup",
+            std::process::id()
+        ))
+        .into());
+    }
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .context("making / private")?;

@@ -1,11 +1,20 @@
 //! The state directory: per-service locks, and the run history (`history.jsonl`).
 //!
-//! Writes are single `write(2)` calls of whole lines under an exclusive `flock`, so concurrent
-//! runs never interleave, and a killed run leaves either its whole line or none.
+//! selfheal runs as root, so the directory is trusted only when nobody else can plant
+//! anything in it: it and its subdirectories are created 0750, and one that is a symlink, is
+//! owned by someone other than root (or the running user) or is writable by group or others
+//! is refused. Every state file is opened with `O_NOFOLLOW`.
+//!
+//! History writes are single `write(2)` calls of whole lines under an exclusive `flock` (on a
+//! lock file of its own, so that compaction can replace `history.jsonl`), so concurrent runs
+//! never interleave, and a killed run leaves either its whole line or a torn one that the
+//! next writer ends with a newline before appending. Reading keeps going past a torn or
+//! non-UTF-8 line; the file is compacted when it grows past `HISTORY_MAX_BYTES`.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -17,12 +26,25 @@ use crate::outcome::Outcome;
 /// Where state lives when neither `--state-dir` nor `$SELFHEAL_STATE_DIR` is given.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/selfheal";
 
+/// Past this size `history.jsonl` is compacted to the last `HISTORY_KEEP_PER_SERVICE` runs of
+/// each service (loop protection needs only the last `failure_threshold`).
+pub const HISTORY_MAX_BYTES: u64 = 1024 * 1024;
+/// Runs kept per service when history is compacted.
+pub const HISTORY_KEEP_PER_SERVICE: usize = 200;
+
 /// A state directory problem.
 #[derive(Debug, thiserror::Error)]
-#[error("state directory {path}: {source}")]
-pub struct StateError {
-    path: PathBuf,
-    source: std::io::Error,
+pub enum StateError {
+    // The cause is part of the message, not a `source`, so `{:#}` does not say it twice.
+    #[error("state directory {path}: {cause}")]
+    Io {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error(
+        "refusing state directory {path}: it {why}; selfheal runs as root, so only root may be able to plant files there"
+    )]
+    Untrusted { path: PathBuf, why: String },
 }
 
 /// One line of `history.jsonl`.
@@ -58,6 +80,13 @@ pub struct StateDir {
     root: PathBuf,
 }
 
+/// `O_NOFOLLOW`: a state file is never reached through a symlink.
+fn state_file() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    options
+}
+
 impl StateDir {
     pub fn new(root: impl Into<PathBuf>) -> StateDir {
         StateDir { root: root.into() }
@@ -67,27 +96,42 @@ impl StateDir {
         &self.root
     }
 
-    fn error(&self, source: std::io::Error) -> StateError {
-        StateError {
+    fn error(&self, cause: std::io::Error) -> StateError {
+        StateError::Io {
             path: self.root.clone(),
-            source,
+            cause,
         }
     }
 
+    /// Creates `<root>/<sub>` (and the root) when missing, 0750, and checks that both can be
+    /// trusted. Returns the directory's path.
     pub(crate) fn ensure(&self, sub: &str) -> Result<PathBuf, StateError> {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.mode(0o750);
+        if !self.root.is_dir() {
+            builder
+                .recursive(true)
+                .create(&self.root)
+                .map_err(|e| self.error(e))?;
+        }
+        trusted(&self.root)?;
+        if sub.is_empty() {
+            return Ok(self.root.clone());
+        }
         let dir = self.root.join(sub);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(&dir)
-            .map_err(|e| self.error(e))?;
+        match std::fs::DirBuilder::new().mode(0o750).create(&dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(self.error(err)),
+        }
+        trusted(&dir)?;
         Ok(dir)
     }
 
     /// Takes the service's lock without waiting; `None` when another run holds it.
     pub fn try_lock(&self, service: &str) -> Result<Option<ServiceLock>, StateError> {
         let path = self.ensure("locks")?.join(format!("{service}.lock"));
-        let file = OpenOptions::new()
+        let file = state_file()
             .create(true)
             .truncate(false)
             .write(true)
@@ -105,34 +149,108 @@ impl StateDir {
         self.root.join("history.jsonl")
     }
 
-    /// Appends one record.
+    /// The lock every history writer holds. Not a service name: those start with a letter or
+    /// digit.
+    fn history_lock(&self) -> Result<Flock<File>, StateError> {
+        let path = self.ensure("locks")?.join(".history.lock");
+        let file = state_file()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o640)
+            .open(&path)
+            .map_err(|e| self.error(e))?;
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| self.error(e.into()))
+    }
+
+    /// Appends one record. A torn last line (a writer killed mid-write, a full disk) is ended
+    /// first, so it cannot swallow this record; a file past `HISTORY_MAX_BYTES` is compacted.
     pub fn append_history(&self, record: &HistoryRecord) -> Result<(), StateError> {
-        self.ensure("")?;
         let mut line = serde_json::to_vec(record).map_err(|e| self.error(e.into()))?;
         line.push(b'\n');
-        let file = OpenOptions::new()
+        let _lock = self.history_lock()?;
+        let mut file = self.open_history_for_append()?;
+        let size = file.metadata().map_err(|e| self.error(e))?.len();
+        if size > HISTORY_MAX_BYTES {
+            self.compact_history()?;
+            file = self.open_history_for_append()?;
+        } else if size > 0 && !ends_with_newline(&mut file).map_err(|e| self.error(e))? {
+            line.insert(0, b'\n');
+        }
+        file.write_all(&line).map_err(|e| self.error(e))
+    }
+
+    fn open_history_for_append(&self) -> Result<File, StateError> {
+        self.ensure("")?;
+        state_file()
             .create(true)
+            .read(true)
             .append(true)
             .mode(0o640)
             .open(self.history_path())
-            .map_err(|e| self.error(e))?;
-        let mut lock =
-            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| self.error(e.into()))?;
-        lock.write_all(&line).map_err(|e| self.error(e))
+            .map_err(|e| self.error(e))
     }
 
-    /// Every readable record, oldest first. A torn or foreign line is skipped, not fatal.
+    /// Rewrites history with the last `HISTORY_KEEP_PER_SERVICE` runs of each service, through
+    /// a synced temporary file and a rename. The caller holds the history lock.
+    fn compact_history(&self) -> Result<(), StateError> {
+        let records = self.history()?;
+        let mut kept_per_service: HashMap<&str, usize> = HashMap::new();
+        let mut keep = vec![false; records.len()];
+        for (index, record) in records.iter().enumerate().rev() {
+            let kept = kept_per_service.entry(record.service.as_str()).or_default();
+            if *kept < HISTORY_KEEP_PER_SERVICE {
+                *kept += 1;
+                keep[index] = true;
+            }
+        }
+        let mut bytes = Vec::new();
+        for (record, _) in records.iter().zip(&keep).filter(|(_, keep)| **keep) {
+            serde_json::to_writer(&mut bytes, record).map_err(|e| self.error(e.into()))?;
+            bytes.push(b'\n');
+        }
+        let temporary = self
+            .root
+            .join(format!("history.jsonl.tmp{}", std::process::id()));
+        let _ = std::fs::remove_file(&temporary);
+        let mut file = state_file()
+            .create_new(true)
+            .write(true)
+            .mode(0o640)
+            .open(&temporary)
+            .map_err(|e| self.error(e))?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::rename(&temporary, self.history_path()))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&temporary);
+                self.error(e)
+            })?;
+        tracing::info!(
+            "compacted {} to {} records",
+            self.history_path().display(),
+            keep.iter().filter(|k| **k).count()
+        );
+        Ok(())
+    }
+
+    /// Every readable record, oldest first. A torn, foreign or non-UTF-8 line is skipped and
+    /// reading goes on; an error reading the file is an error, never "no history" (loop
+    /// protection must not undercount).
     pub fn history(&self) -> Result<Vec<HistoryRecord>, StateError> {
-        let file = match File::open(self.history_path()) {
+        let file = match state_file().read(true).open(self.history_path()) {
             Ok(file) => file,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(err) => return Err(self.error(err)),
         };
-        Ok(BufReader::new(file)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|line| serde_json::from_str(&line).ok())
-            .collect())
+        let mut records = Vec::new();
+        for line in BufReader::new(file).split(b'\n') {
+            let line = line.map_err(|e| self.error(e))?;
+            if let Ok(record) = serde_json::from_str(&String::from_utf8_lossy(&line)) {
+                records.push(record);
+            }
+        }
+        Ok(records)
     }
 
     /// Healing attempts (resolved or failed runs) of `service` that started after `since`.
@@ -148,6 +266,50 @@ impl StateDir {
             .filter(|r| r.started().is_some_and(|t| t >= since))
             .count())
     }
+}
+
+fn ends_with_newline(file: &mut File) -> std::io::Result<bool> {
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
+/// A state directory may be used only when nobody but root (or the running user) can plant
+/// anything in it.
+fn trusted(dir: &Path) -> Result<(), StateError> {
+    let untrusted = |why: String| StateError::Untrusted {
+        path: dir.to_owned(),
+        why,
+    };
+    let metadata = std::fs::symlink_metadata(dir).map_err(|cause| StateError::Io {
+        path: dir.to_owned(),
+        cause,
+    })?;
+    if metadata.file_type().is_symlink() {
+        return Err(untrusted(
+            "is a symlink (point --state-dir at the real directory)".into(),
+        ));
+    }
+    if !metadata.is_dir() {
+        return Err(untrusted("is not a directory".into()));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if metadata.uid() != me && metadata.uid() != 0 {
+        return Err(untrusted(format!(
+            "is owned by uid {} (chown root {})",
+            metadata.uid(),
+            dir.display()
+        )));
+    }
+    if metadata.mode() & 0o022 != 0 {
+        return Err(untrusted(format!(
+            "is writable by group or others (mode {:04o}; chmod 0750 {})",
+            metadata.mode() & 0o7777,
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -189,22 +351,6 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_line_is_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::new(dir.path());
-        state
-            .append_history(&record("web", Outcome::Resolved, "2020-01-01T00:00:00Z"))
-            .unwrap();
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(dir.path().join("history.jsonl"))
-            .unwrap()
-            .write_all(b"{\"service\":\"we")
-            .unwrap();
-        assert_eq!(state.history().unwrap().len(), 1);
-    }
-
-    #[test]
     fn the_lock_is_exclusive_and_released_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path());
@@ -214,5 +360,154 @@ mod tests {
         assert!(state.try_lock("db").unwrap().is_some());
         drop(held);
         assert!(state.try_lock("web").unwrap().is_some());
+    }
+
+    fn append_raw(dir: &Path, bytes: &[u8]) {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(dir.join("history.jsonl"))
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_torn_last_line_does_not_swallow_the_next_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        append_raw(dir.path(), b"{\"service\":\"we");
+        state
+            .append_history(&record("web", Outcome::Failed, "2020-01-01T00:00:00Z"))
+            .unwrap();
+        let history = state.history().unwrap();
+        assert_eq!(history.len(), 1, "{history:?}");
+        assert_eq!(history[0].outcome, Outcome::Failed);
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_does_not_end_the_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        state
+            .append_history(&record("web", Outcome::Resolved, "2020-01-01T00:00:00Z"))
+            .unwrap();
+        append_raw(dir.path(), b"\xff\xfe garbage\n");
+        state
+            .append_history(&record("web", Outcome::Failed, "2020-01-01T00:00:01Z"))
+            .unwrap();
+        assert_eq!(state.history().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_history_that_cannot_be_read_is_an_error_not_an_empty_history() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("history.jsonl")).unwrap();
+        assert!(StateDir::new(dir.path()).history().is_err());
+    }
+
+    #[test]
+    fn history_is_compacted_to_the_last_runs_of_each_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let line = |service: &str, second: usize| {
+            let mut line = serde_json::to_vec(&record(
+                service,
+                Outcome::Resolved,
+                &format!("2020-01-01T00:00:{:02}Z", second % 60),
+            ))
+            .unwrap();
+            line.push(b'\n');
+            line
+        };
+        let mut bytes = Vec::new();
+        let mut count = 0;
+        while bytes.len() as u64 <= HISTORY_MAX_BYTES {
+            bytes.extend(line(if count % 10 == 0 { "db" } else { "web" }, count));
+            count += 1;
+        }
+        append_raw(dir.path(), &bytes);
+        state
+            .append_history(&record("web", Outcome::Failed, "2030-01-01T00:00:00Z"))
+            .unwrap();
+        let history = state.history().unwrap();
+        let of = |service: &str| history.iter().filter(|r| r.service == service).count();
+        assert_eq!(of("web"), HISTORY_KEEP_PER_SERVICE + 1);
+        assert_eq!(of("db"), HISTORY_KEEP_PER_SERVICE);
+        assert_eq!(history.last().unwrap().outcome, Outcome::Failed);
+        let size = std::fs::metadata(dir.path().join("history.jsonl"))
+            .unwrap()
+            .len();
+        assert!(size < HISTORY_MAX_BYTES / 4, "{size}");
+    }
+
+    #[test]
+    fn a_state_dir_others_can_write_or_root_does_not_own_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let state = StateDir::new(&open);
+        let err = state.try_lock("web").err().expect("refused");
+        assert!(
+            err.to_string().contains("writable by group or others"),
+            "{err}"
+        );
+        assert!(
+            state
+                .append_history(&record("web", Outcome::Failed, "x"))
+                .is_err()
+        );
+        assert!(!open.join("history.jsonl").exists());
+
+        if nix::unistd::geteuid().is_root() {
+            let foreign = dir.path().join("foreign");
+            std::fs::create_dir(&foreign).unwrap();
+            std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+            let err = StateDir::new(&foreign)
+                .try_lock("web")
+                .err()
+                .expect("refused");
+            assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+        }
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        let err = StateDir::new(&link).try_lock("web").err().expect("refused");
+        assert!(err.to_string().contains("is a symlink"), "{err}");
+    }
+
+    #[test]
+    fn a_new_state_dir_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        state.try_lock("web").unwrap().unwrap();
+        for path in [dir.path().join("state"), dir.path().join("state/locks")] {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o750, "{}", path.display());
+        }
+    }
+
+    #[test]
+    fn planted_symlinks_in_the_state_dir_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        state.try_lock("db").unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched\n").unwrap();
+        let created = dir.path().join("created-by-root");
+        std::os::unix::fs::symlink(&created, dir.path().join("state/locks/web.lock")).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("state/history.jsonl")).unwrap();
+
+        assert!(state.try_lock("web").is_err());
+        assert!(!created.exists());
+        assert!(
+            state
+                .append_history(&record("web", Outcome::Failed, "x"))
+                .is_err()
+        );
+        assert!(state.history().is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
     }
 }

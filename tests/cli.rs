@@ -145,3 +145,21 @@ fn a_missing_config_is_a_usage_error_naming_the_file() {
         .unwrap();
     assert_usage_error(&output, &["cannot read config /nonexistent/selfheal.yml"]);
 }
+
+#[test]
+fn sandbox_init_refuses_to_run_outside_a_fresh_pid_namespace() {
+    // In a private mount namespace, so that even a regression could not touch the host's
+    // /run: the guard must refuse before the first mount.
+    let output = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private"])
+        .arg(selfheal_bin())
+        .args(["sandbox-init", "--units", "/nonexistent"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("must be PID 1 of a fresh PID namespace"),
+        "{stderr}"
+    );
+}

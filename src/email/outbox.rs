@@ -55,6 +55,15 @@ pub struct FlushSummary {
     pub failed: Vec<(QueueMeta, EmailError)>,
     /// Messages another process was sending at that moment.
     pub busy: usize,
+    /// Messages whose envelope (`.json`) is missing or unreadable: skipped, left in place.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A queued `.eml` that cannot be sent because its envelope is missing or torn.
+#[derive(Debug)]
+pub struct Unreadable {
+    pub eml: PathBuf,
+    pub why: String,
 }
 
 pub struct Outbox {
@@ -109,26 +118,35 @@ impl Outbox {
         })
     }
 
-    /// Queued messages, oldest first.
-    pub fn pending(&self) -> anyhow::Result<Vec<Queued>> {
+    /// Queued messages, oldest first, and those whose envelope cannot be read (one torn
+    /// `.json` must not keep every other report from being delivered).
+    pub fn pending(&self) -> anyhow::Result<(Vec<Queued>, Vec<Unreadable>)> {
         let mut found = Vec::new();
+        let mut unreadable = Vec::new();
         for entry in std::fs::read_dir(&self.dir)
             .with_context(|| format!("reading {}", self.dir.display()))?
         {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "eml") {
                 let meta_path = path.with_extension("json");
-                let meta = std::fs::read(&meta_path)
-                    .ok()
-                    .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-                    .with_context(|| {
-                        format!("{} has no readable {}", path.display(), meta_path.display())
-                    })?;
-                found.push(Queued { eml: path, meta });
+                let meta =
+                    crate::bounded_read::read(&meta_path, crate::bounded_read::MAX_FILE_BYTES)
+                        .map_err(|err| err.to_string())
+                        .and_then(|(bytes, _)| {
+                            serde_json::from_slice(&bytes).map_err(|err| err.to_string())
+                        });
+                match meta {
+                    Ok(meta) => found.push(Queued { eml: path, meta }),
+                    Err(why) => unreadable.push(Unreadable {
+                        why: format!("its envelope {} cannot be read: {why}", meta_path.display()),
+                        eml: path,
+                    }),
+                }
             }
         }
         found.sort_by(|a, b| a.eml.cmp(&b.eml));
-        Ok(found)
+        unreadable.sort_by(|a, b| a.eml.cmp(&b.eml));
+        Ok((found, unreadable))
     }
 
     /// The server accepted it: remove it (the `.eml` first: without it nothing is resent).
@@ -150,8 +168,12 @@ impl Outbox {
         &self,
         send: impl Fn(&Queued) -> Result<(), EmailError>,
     ) -> anyhow::Result<FlushSummary> {
-        let mut summary = FlushSummary::default();
-        for queued in self.pending()? {
+        let (pending, unreadable) = self.pending()?;
+        let mut summary = FlushSummary {
+            unreadable,
+            ..FlushSummary::default()
+        };
+        for queued in pending {
             let Some(_claim) = claim(&queued.eml)? else {
                 summary.busy += 1;
                 continue;
@@ -174,7 +196,11 @@ impl Outbox {
 /// An exclusive, non-blocking flock on the `.eml`, valid only if the file is still the one at
 /// that path (a sender that finished may have removed it in between).
 fn claim(eml: &Path) -> anyhow::Result<Option<Flock<File>>> {
-    let file = match File::open(eml) {
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(eml)
+    {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(err).with_context(|| format!("opening {}", eml.display())),
@@ -199,10 +225,11 @@ pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> 
 /// Writes and syncs `bytes` to a temporary name beside `path`; returns the open file and name.
 fn write_temporary(path: &Path, bytes: &[u8]) -> anyhow::Result<(File, PathBuf)> {
     let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&temporary);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(&temporary)
         .with_context(|| format!("writing {}", temporary.display()))?;
@@ -217,5 +244,56 @@ fn remove_if_present(path: &Path) -> anyhow::Result<()> {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(err) => Err(err).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn composed(stem: &str) -> Composed {
+        Composed {
+            message_id: format!("<{stem}@test>"),
+            stem: stem.into(),
+            subject: format!("report {stem}"),
+            service: "web".into(),
+            outcome: "resolved".into(),
+            from: "selfheal@test".into(),
+            to: vec!["ops@test".into()],
+            bytes: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_missing_or_torn_envelope_skips_that_message_and_delivers_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&StateDir::new(dir.path())).unwrap();
+        for stem in ["1-a", "2-b", "3-c"] {
+            outbox.queue(&composed(stem)).unwrap();
+        }
+        std::fs::remove_file(dir.path().join("outbox/1-a.json")).unwrap();
+        std::fs::write(dir.path().join("outbox/2-b.json"), b"{\"message_id\":").unwrap();
+
+        let sent = std::cell::RefCell::new(Vec::new());
+        let summary = outbox
+            .flush(|queued| {
+                sent.borrow_mut().push(queued.meta.message_id.clone());
+                Ok(())
+            })
+            .unwrap();
+
+        assert_eq!(*sent.borrow(), ["<3-c@test>"]);
+        assert_eq!(summary.delivered.len(), 1);
+        let skipped: Vec<_> = summary.unreadable.iter().map(|u| u.eml.clone()).collect();
+        assert_eq!(
+            skipped,
+            [
+                dir.path().join("outbox/1-a.eml"),
+                dir.path().join("outbox/2-b.eml")
+            ]
+        );
+        // Skipped messages stay for a person to look at.
+        assert!(dir.path().join("outbox/1-a.eml").exists());
+        assert!(!dir.path().join("outbox/3-c.eml").exists());
     }
 }
