@@ -266,6 +266,12 @@ fn mail_report(
         Ok(Some(email::Delivery::Sent { message_id })) => {
             tracing::info!(selfheal_service = %report.service, "report {message_id} sent");
         }
+        Ok(Some(email::Delivery::SentWithoutOutbox {
+            message_id,
+            outbox_error,
+        })) => {
+            tracing::error!(selfheal_service = %report.service, "report {message_id} sent directly: the outbox cannot be written ({outbox_error})");
+        }
         Ok(Some(email::Delivery::Queued { message_id, error })) => {
             tracing::warn!(selfheal_service = %report.service, "report {message_id} kept in the outbox for `selfheal flush`: {error}");
         }

@@ -3,14 +3,12 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Context as _;
-
 use crate::config::{Config, ServiceConfig};
 use crate::diagnose::{Diagnosis, MonitorFacts};
 use crate::journal;
 use crate::outcome::Outcome;
 use crate::report::{PostStatus, Report, ReportHeader, RunFacts};
-use crate::state::{HistoryRecord, StateDir};
+use crate::state::{HistoryRecord, StateDir, StateError};
 use crate::strategy::{self, Context};
 use crate::systemd::{Systemd, UnitControl, UnitSnapshot};
 use crate::verify::{self, HealthTarget, HealthUrl};
@@ -42,9 +40,16 @@ pub fn run(
     let _lock = if options.dry_run {
         None
     } else {
-        match state.try_lock(&service.name)? {
-            Some(lock) => Some(lock),
-            None => {
+        match state.try_lock(&service.name) {
+            Ok(Some(lock)) => Some(lock),
+            // A full or read-only state directory must not stop healing; only another run
+            // holding the lock (or a state directory others could tamper with) does.
+            Err(err @ StateError::Io { .. }) => {
+                tracing::error!(selfheal_service = %service.name, "healing without the service lock: {err}");
+                None
+            }
+            Err(err) => return Err(err.into()),
+            Ok(None) => {
                 let facts = clock.facts(Outcome::Suppressed, options).reason(format!(
                     "another selfheal run is healing {} right now",
                     service.name
@@ -254,9 +259,14 @@ fn finish(state: &StateDir, report: Report, options: RunOptions) -> anyhow::Resu
                 .map(|d| d.summary.clone())
                 .unwrap_or_default(),
         };
-        state
-            .append_history(&record)
-            .context("recording the run in history.jsonl")?;
+        // Recording never blocks telling: the report is still printed and mailed, and only
+        // this history line is lost (loop protection then undercounts by one run).
+        if let Err(err) = state.append_history(&record) {
+            tracing::error!(
+                selfheal_service = %report.service,
+                "this run could not be recorded in history.jsonl: {err}"
+            );
+        }
     }
     Ok(report)
 }

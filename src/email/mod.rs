@@ -37,10 +37,18 @@ pub enum Delivery {
         message_id: String,
         error: EmailError,
     },
+    /// The outbox could not be written (a full or read-only state directory), so it was sent
+    /// straight away, and the server accepted it.
+    SentWithoutOutbox {
+        message_id: String,
+        outbox_error: String,
+    },
 }
 
-/// Queues the report in the outbox, then sends it. Errors here are the outbox's (the report
-/// could not even be stored); a failed send is a `Delivery::Queued`.
+/// Queues the report in the outbox, then sends it. When the outbox cannot be written the
+/// report is sent directly: a broken state directory must not keep the owner uninformed.
+/// An error means the report could neither be stored nor sent; a failed send of a stored
+/// report is a `Delivery::Queued`.
 pub fn deliver_report(
     config: &Config,
     state: &StateDir,
@@ -51,9 +59,26 @@ pub fn deliver_report(
         return Ok(None);
     };
     let composed = compose(email, config.owner.as_deref(), renderer, report)?;
-    let outbox = Outbox::open(state)?;
-    let (queued, _claim) = outbox.queue(&composed)?;
     let message_id = composed.message_id.clone();
+    let stored = Outbox::open(state).and_then(|outbox| {
+        let (queued, claim) = outbox.queue(&composed)?;
+        Ok((outbox, queued, claim))
+    });
+    let (outbox, queued, _claim) = match stored {
+        Ok(stored) => stored,
+        Err(outbox_error) => {
+            let outbox_error = format!("{outbox_error:#}");
+            return match Sender::from_config(email).and_then(|s| s.send_composed(&composed)) {
+                Ok(()) => Ok(Some(Delivery::SentWithoutOutbox {
+                    message_id,
+                    outbox_error,
+                })),
+                Err(send_error) => Err(anyhow::anyhow!(
+                    "the outbox cannot be written ({outbox_error}) and sending failed ({send_error})"
+                )),
+            };
+        }
+    };
     let sent = Sender::from_config(email).and_then(|sender| sender.send_queued(&queued));
     Ok(Some(match sent {
         Ok(()) => {

@@ -235,6 +235,10 @@ fn write_temporary(path: &Path, bytes: &[u8]) -> anyhow::Result<(File, PathBuf)>
         .with_context(|| format!("writing {}", temporary.display()))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
+        .inspect_err(|_| {
+            // A full disk must not leave a half-written file behind.
+            let _ = std::fs::remove_file(&temporary);
+        })
         .with_context(|| format!("writing {}", temporary.display()))?;
     Ok((file, temporary))
 }

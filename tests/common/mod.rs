@@ -116,15 +116,23 @@ impl TestEnv {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        self.sandbox
-            .command(selfheal_bin())
+        self.selfheal_command(args).output().unwrap()
+    }
+
+    /// The command `selfheal` runs, for a test that runs it its own way.
+    pub fn selfheal_command<I, S>(&self, args: I) -> std::process::Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut command = self.sandbox.command(selfheal_bin());
+        command
             .arg("--config")
             .arg(&self.config_path)
             .arg("--state-dir")
             .arg(&self.state_dir)
-            .args(args)
-            .output()
-            .unwrap()
+            .args(args);
+        command
     }
 
     /// `run <service> --json`, parsed; also returns the exit code.
