@@ -12,6 +12,8 @@ pub mod diagnose;
 pub mod duration;
 pub mod email;
 pub mod exit_code;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod install;
 pub mod journal;

@@ -1,7 +1,8 @@
 //! A throwaway systemd, booted as PID 1 of new PID + mount + UTS + cgroup namespaces, with its
 //! own journald and D-Bus system bus. `selfheal demo` and the integration tests use it.
 //!
-//! Safety (see shared/notes/systemd-sandbox.md): systemd only ever loads the units in our own
+//! Safety (a namespaced systemd that loaded the host's units once wiped the host's /tmp through
+//! systemd-tmpfiles): systemd only ever loads the units in our own
 //! directory (SYSTEMD_UNIT_PATH), with stub targets, so nothing like systemd-tmpfiles can run
 //! against the host's file systems; /run is a private tmpfs; journald is volatile and does not
 //! touch /dev/log. The sandbox gets its own cgroup, and dropping it kills its PID 1 with

@@ -115,7 +115,7 @@ impl Strategy for EnvironmentCheck {
 /// The names of the keys that have a non-empty value, in systemd's EnvironmentFile= syntax:
 /// `KEY=VALUE` lines, `#`/`;` comments, optional quotes, backslash continuations. The values
 /// are looked at only to see whether they are empty.
-fn keys_with_values(bytes: &[u8]) -> BTreeSet<String> {
+pub(crate) fn keys_with_values(bytes: &[u8]) -> BTreeSet<String> {
     let text = String::from_utf8_lossy(bytes);
     let mut keys = BTreeSet::new();
     let mut logical = String::new();

@@ -7,6 +7,9 @@ mod environment_check;
 mod port_conflict;
 mod service_restart;
 
+/// The env-file parser, for the fuzz target.
+pub(crate) use environment_check::keys_with_values as env_file_keys;
+
 use std::time::Instant;
 
 use serde::Serialize;

@@ -1,0 +1,171 @@
+//! Entry points for the fuzz targets in `fuzz/` (cargo-fuzz, libFuzzer): each takes raw
+//! bytes, drives one parser or renderer that sees outside input, and panics when a property
+//! that must always hold is broken. Not an API; a unit test below keeps them compiling and
+//! sane without a fuzzer.
+
+use std::path::Path;
+
+use crate::config::Config;
+use crate::diagnose::{Diagnosis, MonitorFacts};
+use crate::journal::{JournalLine, parse_json_lines};
+use crate::outcome::Outcome;
+use crate::report::{Renderer, Report, ReportHeader, RunFacts};
+use crate::strategy::{Step, StepResult};
+use crate::systemd::UnitSnapshot;
+
+/// The config loader and validator: any text is accepted or refused, never a panic or hang.
+pub fn config(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = Config::parse(&text, Path::new("fuzz.yml"));
+}
+
+/// The env-file parser keeps key names only, and only names that are valid shell names.
+pub fn env_file(data: &[u8]) {
+    for key in crate::strategy::env_file_keys(data) {
+        assert!(
+            key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{key:?}"
+        );
+    }
+}
+
+/// Splits the input at NUL bytes into the fields systemd and the journal would supply.
+struct Facts {
+    snapshot: UnitSnapshot,
+    monitor: Option<MonitorFacts>,
+    journal: Vec<JournalLine>,
+}
+
+fn facts(data: &[u8]) -> Facts {
+    let mut fields = data.split(|b| *b == 0);
+    let mut next = || String::from_utf8_lossy(fields.next().unwrap_or_default()).into_owned();
+    let active_state = next();
+    let result = next();
+    let numbers = next();
+    let monitor_vars = next();
+    let journal_json = next();
+    let mut numbers = numbers
+        .split(',')
+        .map(|n| n.trim().parse::<i64>().unwrap_or(0));
+    let mut number = || numbers.next().unwrap_or(0);
+    let snapshot = UnitSnapshot {
+        unit: "web.service".into(),
+        load_state: "loaded".into(),
+        sub_state: active_state.clone(),
+        active_state,
+        result,
+        exec_main_code: number() as i32,
+        exec_main_status: number() as i32,
+        n_restarts: number() as u32,
+        main_pid: number() as u32,
+        memory_current: u64::try_from(number()).ok(),
+        ..UnitSnapshot::default()
+    };
+    let vars: Vec<(String, String)> = monitor_vars
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let monitor = MonitorFacts::from_lookup("web.service", |key| {
+        vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    });
+    let mut journal = parse_json_lines(journal_json.as_bytes());
+    // Plain lines too: journal text need not come through JSON to reach the diagnosis.
+    journal.extend(journal_json.lines().map(|line| JournalLine {
+        timestamp_us: 0,
+        pid: 0,
+        message: line.to_owned(),
+        invocation_id: None,
+    }));
+    Facts {
+        snapshot,
+        monitor,
+        journal,
+    }
+}
+
+/// Journal lines and `MONITOR_*` variables to a diagnosis: always a summary and a root cause.
+pub fn diagnosis(data: &[u8]) {
+    let facts = facts(data);
+    let diagnosis = Diagnosis::new(&facts.snapshot, facts.monitor.as_ref(), facts.journal);
+    assert!(!diagnosis.summary.is_empty());
+    assert!(!diagnosis.root_cause.is_empty());
+}
+
+/// Arbitrary unit properties and journal text through the built-in templates: rendering
+/// never fails, and nothing from the input reaches the HTML unescaped.
+pub fn report(data: &[u8]) {
+    static RENDERER: std::sync::OnceLock<(Renderer, Config)> = std::sync::OnceLock::new();
+    let (renderer, config) = RENDERER.get_or_init(|| {
+        let config = Config::parse(
+            "system_name: Fuzz\nmonitored_services:\n  - name: web\n    port: 8080\n",
+            Path::new("fuzz.yml"),
+        )
+        .expect("the fuzz config is valid");
+        (Renderer::new(None).expect("built-in templates"), config)
+    });
+    let facts = facts(data);
+    let detail = facts
+        .journal
+        .first()
+        .map(|line| line.message.clone())
+        .unwrap_or_default();
+    let outcome = match data.first().copied().unwrap_or(0) % 4 {
+        0 => Outcome::Resolved,
+        1 => Outcome::Failed,
+        2 => Outcome::Suppressed,
+        _ => Outcome::Healthy,
+    };
+    let run = RunFacts {
+        outcome,
+        started_at: "2026-11-23T00:00:00Z".into(),
+        duration_ms: 1,
+        diagnosis: Some(Diagnosis::new(
+            &facts.snapshot,
+            facts.monitor.as_ref(),
+            facts.journal,
+        )),
+        steps: vec![Step {
+            strategy: crate::config::StrategyName::ServiceRestart,
+            action: detail.clone(),
+            result: StepResult::NoFix,
+            detail: detail.clone(),
+            changes: vec![detail],
+            duration_ms: 1,
+        }],
+        healed_by: None,
+        reason: Some(String::from_utf8_lossy(data).into_owned()),
+        post_status: Some((&facts.snapshot).into()),
+        dry_run: false,
+    };
+    let service = &config.monitored_services[0];
+    let report = Report::new(ReportHeader::new(config, service), run);
+    renderer.subject(&report).expect("subject renders");
+    renderer.text(&report).expect("text renders");
+    let html = renderer.html(&report).expect("html renders");
+    assert!(
+        !html.contains("<script"),
+        "input reached the HTML unescaped"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fuzz_entry_points_accept_typical_and_hostile_input() {
+        let journal =
+            br#"{"MESSAGE":"bind: Address already in use","_PID":"7","__REALTIME_TIMESTAMP":"1"}"#;
+        let mut input = b"failed\0exit-code\x001,3,0,0,-1\0MONITOR_UNIT=web.service\nMONITOR_SERVICE_RESULT=signal\nMONITOR_EXIT_CODE=killed\nMONITOR_EXIT_STATUS=KILL\n\0".to_vec();
+        input.extend_from_slice(journal);
+        input.extend_from_slice(b"\n<script>alert(1)</script>\n");
+        for data in [&input[..], b"", b"\0\0\0\0\0\0", b"\xff\xfe{{ x }}{% if %}"] {
+            config(data);
+            env_file(data);
+            diagnosis(data);
+            report(data);
+        }
+        env_file(b"KEY=value\nexport X=1\n");
+    }
+}
