@@ -44,7 +44,7 @@ fn a_sigkilled_service_is_healed_through_its_on_failure_hook() {
 
     // The report the OnFailure= run printed: systemd's facts, from the hook, and the line the
     // service printed before it died.
-    let report = env.journal(&["-u", "web-self-heal.service"]);
+    let report = env.heal_report("web");
     assert!(
         report.contains("✅ TestHost self-healing report: web - RESOLVED"),
         "{report}"
@@ -85,7 +85,7 @@ fn an_exit_3_failure_is_diagnosed_and_healed() {
         "{}",
         history[0].summary
     );
-    let report = env.journal(&["-u", "web-self-heal.service"]);
+    let report = env.heal_report("web");
     assert!(report.contains("Exit status: 3"), "{report}");
     assert!(
         report.contains("fatal: cannot open /srv/web/config.toml"),

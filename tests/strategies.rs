@@ -84,7 +84,7 @@ fn a_stale_instance_holding_the_port_is_terminated_and_the_service_comes_back() 
     assert_eq!(holders.len(), 1, "{holders:?}");
     assert_ne!(holders[0].pid, stale_pid);
     assert_eq!(env.property("web.service", "ActiveState"), "active");
-    let report = env.journal(&["-u", "web-self-heal.service"]);
+    let report = env.heal_report("web");
     assert!(
         report.contains(&format!("pid {stale_in_sandbox} (")),
         "the report names the stale pid: {report}"
@@ -222,7 +222,7 @@ fn a_broken_config_is_reported_with_the_validator_output_and_not_restarted() {
     wait_until(Duration::from_secs(10), "the heal unit to finish", || {
         env.property("web-self-heal.service", "ActiveState") != "activating"
     });
-    let report = env.journal(&["-u", "web-self-heal.service"]);
+    let report = env.heal_report("web");
     assert!(
         report.contains("expected valid=yes, found 'valid=no'"),
         "the validator's output is in the report: {report}"
@@ -357,7 +357,7 @@ fn a_missing_symlink_is_recreated_and_a_wrong_mode_fixed() {
     let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o640);
     assert_eq!(std::fs::read_to_string(&data).unwrap(), "precious rows");
-    let report = env.journal(&["-u", "web-self-heal.service"]);
+    let report = env.heal_report("web");
     assert!(
         report.contains(&format!(
             "changed: chmod 0640 {} (was 0600)",

@@ -170,6 +170,18 @@ impl TestEnv {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// The report a heal unit printed, once all of it is in the journal: the history line is
+    /// written before the report is printed, so waiting for history alone races the printing.
+    pub fn heal_report(&self, service: &str) -> String {
+        let unit = format!("{service}-self-heal.service");
+        let mut report = String::new();
+        wait_until(Duration::from_secs(20), "the whole report", || {
+            report = self.journal(&["-u", &unit]);
+            report.contains("End of report:")
+        });
+        report
+    }
+
     pub fn history(&self) -> Vec<HistoryRecord> {
         StateDir::new(&self.state_dir).history().unwrap()
     }
