@@ -1,5 +1,5 @@
 //! The command line (clap derive). Its `///` lines are the `--help` text. Nothing below the
-//! dispatch in `lib.rs` sees these types: they are turned into `Config` and plain arguments.
+//! commands in `commands/` sees these types: they are turned into `Config` and plain arguments.
 
 use std::path::PathBuf;
 
@@ -11,13 +11,25 @@ use crate::duration::HumanDuration;
 #[derive(Debug, Parser)]
 #[command(name = "selfheal", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Config file [default: $SELFHEAL_CONFIG, else /etc/selfheal/selfheal.yml]
-    #[arg(long, global = true, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    /// Config file
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "SELFHEAL_CONFIG",
+        default_value = crate::config::DEFAULT_CONFIG_PATH
+    )]
+    pub config: PathBuf,
 
-    /// State directory [default: $SELFHEAL_STATE_DIR, else /var/lib/selfheal]
-    #[arg(long, global = true, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    /// State directory
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "SELFHEAL_STATE_DIR",
+        default_value = crate::state::DEFAULT_STATE_DIR
+    )]
+    pub state_dir: PathBuf,
 
     /// More log output (-v: debug, -vv: trace)
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]

@@ -19,6 +19,8 @@ pub enum ExitCode {
     StateError,
     /// A report could not be delivered (`test-email`).
     EmailError,
+    /// `install`/`uninstall` could not write or remove a unit file (sysexits' EX_CANTCREAT).
+    CannotWrite,
     /// Any other failure of selfheal itself.
     Internal,
 }
@@ -33,6 +35,7 @@ impl From<ExitCode> for i32 {
             ExitCode::SystemdUnavailable => 4,
             ExitCode::StateError => 5,
             ExitCode::EmailError => 6,
+            ExitCode::CannotWrite => 73,
             ExitCode::Internal => 70,
         }
     }
@@ -52,6 +55,7 @@ mod tests {
             (ExitCode::SystemdUnavailable, 4),
             (ExitCode::StateError, 5),
             (ExitCode::EmailError, 6),
+            (ExitCode::CannotWrite, 73),
             (ExitCode::Internal, 70),
         ];
         for (code, number) in table {

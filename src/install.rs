@@ -6,8 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
-
 use crate::config::Config;
 
 /// First line of every file selfheal writes; `uninstall` removes only files that start with it.
@@ -102,26 +100,39 @@ fn quote_arg(arg: &str) -> String {
     }
 }
 
+/// A unit file or directory that could not be written or removed.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {path}: {cause}")]
+pub struct InstallError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    pub cause: std::io::Error,
+}
+
+fn failed(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InstallError {
+    let path = path.to_owned();
+    move |cause| InstallError {
+        action,
+        path,
+        cause,
+    }
+}
+
 /// Writes the files (atomically: temp file + rename). Returns what was written.
-pub fn write_files(files: &[UnitFile]) -> anyhow::Result<()> {
+pub fn write_files(files: &[UnitFile]) -> Result<(), InstallError> {
     for file in files {
-        let dir = file
-            .path
-            .parent()
-            .context("unit file without a directory")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = file.path.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(dir).map_err(failed("creating", dir))?;
         let temp = file.path.with_extension("selfheal-tmp");
-        std::fs::write(&temp, &file.contents)
-            .with_context(|| format!("writing {}", temp.display()))?;
-        std::fs::rename(&temp, &file.path)
-            .with_context(|| format!("writing {}", file.path.display()))?;
+        std::fs::write(&temp, &file.contents).map_err(failed("writing", &temp))?;
+        std::fs::rename(&temp, &file.path).map_err(failed("writing", &file.path))?;
     }
     Ok(())
 }
 
 /// Removes the files install would write, when they carry our marker, and drop-in directories
 /// left empty. Returns the removed paths.
-pub fn remove_files(files: &[UnitFile]) -> anyhow::Result<Vec<PathBuf>> {
+pub fn remove_files(files: &[UnitFile]) -> Result<Vec<PathBuf>, InstallError> {
     let mut removed = Vec::new();
     for file in files {
         let Ok(contents) = std::fs::read_to_string(&file.path) else {
@@ -131,8 +142,7 @@ pub fn remove_files(files: &[UnitFile]) -> anyhow::Result<Vec<PathBuf>> {
             tracing::warn!("leaving {}: not written by selfheal", file.path.display());
             continue;
         }
-        std::fs::remove_file(&file.path)
-            .with_context(|| format!("removing {}", file.path.display()))?;
+        std::fs::remove_file(&file.path).map_err(failed("removing", &file.path))?;
         removed.push(file.path.clone());
         if let Some(dir) = file
             .path

@@ -18,8 +18,9 @@ fn main() {
     let code = match selfheal::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("selfheal: {err:#}");
-            selfheal::exit_code_for(&err)
+            // Every cause is part of the message once; there is no chain to walk.
+            eprintln!("selfheal: {err}");
+            err.exit_code()
         }
     };
     std::process::exit(code.into());

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::Error;
 use crate::config::{Config, ServiceConfig};
 use crate::diagnose::{Diagnosis, MonitorFacts};
 use crate::journal;
@@ -32,7 +33,7 @@ pub fn run(
     state: &StateDir,
     service: &ServiceConfig,
     options: RunOptions,
-) -> anyhow::Result<Report> {
+) -> Result<Report, Error> {
     let clock = RunClock::start();
     let header = ReportHeader::new(config, service);
     let unit = service.unit_name();
@@ -182,7 +183,7 @@ pub fn run(
 pub fn failed_again_while_finishing(
     report: &Report,
     service: &ServiceConfig,
-) -> anyhow::Result<bool> {
+) -> Result<bool, Error> {
     let from_hook = std::env::var_os("MONITOR_UNIT").is_some();
     if !from_hook || report.outcome != Outcome::Resolved {
         return Ok(false);
@@ -219,7 +220,7 @@ fn wait_for_systemd(
     systemd: &Systemd,
     unit: &str,
     timeout: Duration,
-) -> anyhow::Result<UnitSnapshot> {
+) -> Result<UnitSnapshot, Error> {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(5);
     loop {
@@ -236,7 +237,7 @@ fn wait_for_systemd(
 }
 
 /// Logs, records and returns the report (records nothing on a dry run).
-fn finish(state: &StateDir, report: Report, options: RunOptions) -> anyhow::Result<Report> {
+fn finish(state: &StateDir, report: Report, options: RunOptions) -> Result<Report, Error> {
     tracing::info!(
         selfheal_service = %report.service,
         selfheal_outcome = %report.outcome,

@@ -385,8 +385,7 @@ fn write_base_units(units: &Path) -> anyhow::Result<()> {
 /// It mounts over `/run` and `/sys/fs/cgroup`: run by hand on a real host it would break the
 /// host. Only the first process of a new PID namespace has PID 1 (the host's init never runs
 /// selfheal), so anything else is refused before the first mount.
-pub fn init(args: &SandboxInitArgs) -> anyhow::Result<()> {
-    use nix::mount::{MsFlags, mount};
+pub fn init(args: &SandboxInitArgs) -> Result<(), crate::Error> {
     if std::process::id() != 1 {
         return Err(crate::UsageError(format!(
             "sandbox-init is internal to `selfheal demo` and the tests: it must be PID 1 of a fresh PID namespace, and is PID {} here; refusing to mount over /run and /sys/fs/cgroup",
@@ -394,6 +393,11 @@ pub fn init(args: &SandboxInitArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    mount_and_exec_systemd(args).map_err(crate::Error::Internal)
+}
+
+fn mount_and_exec_systemd(args: &SandboxInitArgs) -> anyhow::Result<()> {
+    use nix::mount::{MsFlags, mount};
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .context("making / private")?;

@@ -3,11 +3,11 @@
 
 use std::time::SystemTime;
 
-use anyhow::Context as _;
 use lettre::Message;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 
+use super::EmailError;
 use crate::config::EmailConfig;
 use crate::report::{Renderer, Report};
 
@@ -34,7 +34,7 @@ pub fn compose(
     owner: Option<&str>,
     renderer: &Renderer,
     report: &Report,
-) -> anyhow::Result<Composed> {
+) -> Result<Composed, crate::Error> {
     let from = email
         .from
         .clone()
@@ -64,10 +64,9 @@ pub fn compose(
         humantime::parse_rfc3339_weak(&report.started_at).unwrap_or_else(|_| SystemTime::now());
 
     let mut builder = Message::builder()
-        .from(
-            from.parse::<Mailbox>()
-                .with_context(|| format!("email.from {from:?}"))?,
-        )
+        .from(from.parse::<Mailbox>().map_err(|err| {
+            EmailError::Invalid(format!("email.from {from:?} is not an address: {err}"))
+        })?)
         .subject(subject.clone())
         .date(date)
         .message_id(Some(message_id.clone()))
@@ -81,13 +80,15 @@ pub fn compose(
             report.outcome.to_string(),
         ));
     for address in &to {
-        builder = builder.to(address
-            .parse::<Mailbox>()
-            .with_context(|| format!("email recipient {address:?}"))?);
+        builder = builder.to(address.parse::<Mailbox>().map_err(|err| {
+            EmailError::Invalid(format!(
+                "email recipient {address:?} is not an address: {err}"
+            ))
+        })?);
     }
     let message = builder
         .multipart(MultiPart::alternative_plain_html(text, html))
-        .context("building the report mail")?;
+        .map_err(|err| EmailError::Invalid(format!("building the report mail: {err}")))?;
     Ok(Composed {
         message_id,
         stem,

@@ -7,7 +7,7 @@ mod outbox;
 mod transport;
 
 pub use compose::{Composed, compose};
-pub use outbox::{FlushSummary, Outbox, Queued};
+pub use outbox::{FlushSummary, Outbox, OutboxError, Queued};
 pub use transport::{EmailError, Sender};
 
 use crate::config::Config;
@@ -54,7 +54,7 @@ pub fn deliver_report(
     state: &StateDir,
     renderer: &Renderer,
     report: &Report,
-) -> anyhow::Result<Option<Delivery>> {
+) -> Result<Option<Delivery>, crate::Error> {
     let Some(email) = config.email.as_ref() else {
         return Ok(None);
     };
@@ -62,20 +62,21 @@ pub fn deliver_report(
     let message_id = composed.message_id.clone();
     let stored = Outbox::open(state).and_then(|outbox| {
         let (queued, claim) = outbox.queue(&composed)?;
-        Ok((outbox, queued, claim))
+        Ok::<_, crate::Error>((outbox, queued, claim))
     });
     let (outbox, queued, _claim) = match stored {
         Ok(stored) => stored,
         Err(outbox_error) => {
-            let outbox_error = format!("{outbox_error:#}");
+            let outbox_error = outbox_error.to_string();
             return match Sender::from_config(email).and_then(|s| s.send_composed(&composed)) {
                 Ok(()) => Ok(Some(Delivery::SentWithoutOutbox {
                     message_id,
                     outbox_error,
                 })),
-                Err(send_error) => Err(anyhow::anyhow!(
+                Err(send_error) => Err(EmailError::Invalid(format!(
                     "the outbox cannot be written ({outbox_error}) and sending failed ({send_error})"
-                )),
+                ))
+                .into()),
             };
         }
     };
@@ -93,12 +94,12 @@ pub fn deliver_report(
 }
 
 /// Delivers everything in the outbox, oldest first.
-pub fn flush(config: &Config, state: &StateDir) -> anyhow::Result<FlushSummary> {
+pub fn flush(config: &Config, state: &StateDir) -> Result<FlushSummary, crate::Error> {
     let outbox = Outbox::open(state)?;
     let sender = config.email.as_ref().map(Sender::from_config);
-    outbox.flush(|queued| match &sender {
+    Ok(outbox.flush(|queued| match &sender {
         Some(Ok(sender)) => sender.send_queued(queued),
         Some(Err(error)) => Err(error.clone()),
         None => Err(EmailError::NotConfigured),
-    })
+    })?)
 }

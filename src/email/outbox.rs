@@ -11,13 +11,31 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::compose::Composed;
 use super::transport::EmailError;
 use crate::state::StateDir;
+
+/// An outbox file or directory that could not be written, read or removed.
+#[derive(Debug, thiserror::Error)]
+#[error("outbox: {action} {path}: {cause}")]
+pub struct OutboxError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    pub cause: std::io::Error,
+}
+
+/// `map_err` for an I/O step on `path`.
+fn failed(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError {
+    let path = path.to_owned();
+    move |cause| OutboxError {
+        action,
+        path,
+        cause,
+    }
+}
 
 /// The envelope and delivery record of a queued message.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,7 +89,7 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn open(state: &StateDir) -> anyhow::Result<Outbox> {
+    pub fn open(state: &StateDir) -> Result<Outbox, crate::Error> {
         Ok(Outbox {
             dir: state.ensure("outbox")?,
         })
@@ -80,7 +98,7 @@ impl Outbox {
     /// Stores the message: meta first, then the `.eml` (each written to a temporary name and
     /// renamed into place), so a listed `.eml` is always complete. The returned claim is taken
     /// before the `.eml` becomes visible: no flush can send it while the caller does.
-    pub fn queue(&self, composed: &Composed) -> anyhow::Result<(Queued, Flock<File>)> {
+    pub fn queue(&self, composed: &Composed) -> Result<(Queued, Flock<File>), OutboxError> {
         let queued = Queued {
             eml: self.dir.join(format!("{}.eml", composed.stem)),
             meta: QueueMeta {
@@ -96,16 +114,11 @@ impl Outbox {
                 last_error: None,
             },
         };
-        write_atomically(
-            &queued.meta_path(),
-            &serde_json::to_vec_pretty(&queued.meta)?,
-        )?;
+        write_atomically(&queued.meta_path(), &envelope(&queued.meta))?;
         let (file, temporary) = write_temporary(&queued.eml, &composed.bytes)?;
         let claim = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, errno)| errno)
-            .with_context(|| format!("locking {}", temporary.display()))?;
-        std::fs::rename(&temporary, &queued.eml)
-            .with_context(|| format!("renaming into {}", queued.eml.display()))?;
+            .map_err(|(_, errno)| failed("locking", &temporary)(errno.into()))?;
+        std::fs::rename(&temporary, &queued.eml).map_err(failed("renaming into", &queued.eml))?;
         Ok((queued, claim))
     }
 
@@ -120,13 +133,11 @@ impl Outbox {
 
     /// Queued messages, oldest first, and those whose envelope cannot be read (one torn
     /// `.json` must not keep every other report from being delivered).
-    pub fn pending(&self) -> anyhow::Result<(Vec<Queued>, Vec<Unreadable>)> {
+    pub fn pending(&self) -> Result<(Vec<Queued>, Vec<Unreadable>), OutboxError> {
         let mut found = Vec::new();
         let mut unreadable = Vec::new();
-        for entry in std::fs::read_dir(&self.dir)
-            .with_context(|| format!("reading {}", self.dir.display()))?
-        {
-            let path = entry?.path();
+        for entry in std::fs::read_dir(&self.dir).map_err(failed("reading", &self.dir))? {
+            let path = entry.map_err(failed("reading", &self.dir))?.path();
             if path.extension().is_some_and(|e| e == "eml") {
                 let meta_path = path.with_extension("json");
                 let meta =
@@ -150,24 +161,24 @@ impl Outbox {
     }
 
     /// The server accepted it: remove it (the `.eml` first: without it nothing is resent).
-    pub fn delivered(&self, queued: &Queued) -> anyhow::Result<()> {
+    pub fn delivered(&self, queued: &Queued) -> Result<(), OutboxError> {
         remove_if_present(&queued.eml)?;
         remove_if_present(&queued.meta_path())
     }
 
     /// Records a failed attempt in the message's meta.
-    pub fn failed(&self, queued: &Queued, error: &EmailError) -> anyhow::Result<()> {
+    pub fn failed(&self, queued: &Queued, error: &EmailError) -> Result<(), OutboxError> {
         let mut meta = queued.meta.clone();
         meta.attempts += 1;
         meta.last_error = Some(error.to_string());
-        write_atomically(&queued.meta_path(), &serde_json::to_vec_pretty(&meta)?)
+        write_atomically(&queued.meta_path(), &envelope(&meta))
     }
 
     /// Sends every queued message with `send`, removing each one the server accepted.
     pub fn flush(
         &self,
         send: impl Fn(&Queued) -> Result<(), EmailError>,
-    ) -> anyhow::Result<FlushSummary> {
+    ) -> Result<FlushSummary, OutboxError> {
         let (pending, unreadable) = self.pending()?;
         let mut summary = FlushSummary {
             unreadable,
@@ -195,7 +206,7 @@ impl Outbox {
 
 /// An exclusive, non-blocking flock on the `.eml`, valid only if the file is still the one at
 /// that path (a sender that finished may have removed it in between).
-fn claim(eml: &Path) -> anyhow::Result<Option<Flock<File>>> {
+fn claim(eml: &Path) -> Result<Option<Flock<File>>, OutboxError> {
     let file = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -203,12 +214,12 @@ fn claim(eml: &Path) -> anyhow::Result<Option<Flock<File>>> {
     {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(err).with_context(|| format!("opening {}", eml.display())),
+        Err(err) => return Err(failed("opening", eml)(err)),
     };
     let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => lock,
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
-        Err((_, errno)) => return Err(errno).with_context(|| format!("locking {}", eml.display())),
+        Err((_, errno)) => return Err(failed("locking", eml)(errno.into())),
     };
     let still_there = std::fs::metadata(eml)
         .is_ok_and(|now| lock.metadata().is_ok_and(|held| held.ino() == now.ino()));
@@ -217,13 +228,18 @@ fn claim(eml: &Path) -> anyhow::Result<Option<Flock<File>>> {
 
 /// Writes `bytes` (mode 0600: reports carry log lines) to `path` through a synced temporary
 /// file and a rename: a reader, or a crash, sees the old file or the whole new one.
-pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
     let (_, temporary) = write_temporary(path, bytes)?;
-    std::fs::rename(&temporary, path).with_context(|| format!("renaming into {}", path.display()))
+    std::fs::rename(&temporary, path).map_err(failed("renaming into", path))
+}
+
+/// A queue entry's `.json`: serializing plain strings and numbers cannot fail.
+fn envelope(meta: &QueueMeta) -> Vec<u8> {
+    serde_json::to_vec_pretty(meta).unwrap_or_default()
 }
 
 /// Writes and syncs `bytes` to a temporary name beside `path`; returns the open file and name.
-fn write_temporary(path: &Path, bytes: &[u8]) -> anyhow::Result<(File, PathBuf)> {
+fn write_temporary(path: &Path, bytes: &[u8]) -> Result<(File, PathBuf), OutboxError> {
     let temporary = path.with_extension(format!("tmp{}", std::process::id()));
     let _ = std::fs::remove_file(&temporary);
     let mut file = std::fs::OpenOptions::new()
@@ -232,22 +248,22 @@ fn write_temporary(path: &Path, bytes: &[u8]) -> anyhow::Result<(File, PathBuf)>
         .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(&temporary)
-        .with_context(|| format!("writing {}", temporary.display()))?;
+        .map_err(failed("writing", &temporary))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .inspect_err(|_| {
             // A full disk must not leave a half-written file behind.
             let _ = std::fs::remove_file(&temporary);
         })
-        .with_context(|| format!("writing {}", temporary.display()))?;
+        .map_err(failed("writing", &temporary))?;
     Ok((file, temporary))
 }
 
-fn remove_if_present(path: &Path) -> anyhow::Result<()> {
+fn remove_if_present(path: &Path) -> Result<(), OutboxError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(err).with_context(|| format!("removing {}", path.display())),
+        Err(err) => Err(failed("removing", path)(err)),
     }
 }
 

@@ -108,12 +108,9 @@ impl Sender {
             Sender::File(dir) => {
                 let path = dir.join(name);
                 std::fs::create_dir_all(dir)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|()| write_atomically(&path, bytes))
-                    .map_err(|err| EmailError::File {
-                        path,
-                        message: format!("{err:#}"),
-                    })
+                    .map_err(|err| err.to_string())
+                    .and_then(|()| write_atomically(&path, bytes).map_err(|err| err.to_string()))
+                    .map_err(|message| EmailError::File { path, message })
             }
         }
     }

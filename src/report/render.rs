@@ -31,15 +31,16 @@ const BUILT_IN: [(&str, &str); 3] = [
 /// A template that could not be loaded or rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("cannot read template override {path}: {source}")]
+    // Causes are part of the message, not a `source`, so they are printed once.
+    #[error("cannot read template override {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("template {name}: {source:#}")]
+    #[error("template {name}: {cause:#}")]
     Template {
         name: String,
-        source: minijinja::Error,
+        cause: minijinja::Error,
     },
 }
 
@@ -77,21 +78,21 @@ impl Renderer {
             let source = match std::fs::read_to_string(&path) {
                 Ok(text) => text,
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => built_in.to_owned(),
-                Err(source) => return Err(RenderError::Read { path, source }),
+                Err(cause) => return Err(RenderError::Read { path, cause }),
             };
             env.add_template_owned(name, source)
-                .map_err(|source| RenderError::Template {
+                .map_err(|cause| RenderError::Template {
                     name: name.to_owned(),
-                    source,
+                    cause,
                 })?;
         }
         Ok(Renderer { env })
     }
 
     fn render(&self, name: &str, report: &Report) -> Result<String, RenderError> {
-        let error = |source| RenderError::Template {
+        let error = |cause| RenderError::Template {
             name: name.to_owned(),
-            source,
+            cause,
         };
         self.env
             .get_template(name)

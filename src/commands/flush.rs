@@ -1,0 +1,42 @@
+//! `selfheal flush`: deliver the reports queued in the outbox. Exit 0 when it is empty after.
+
+use crate::Error;
+use crate::exit_code::ExitCode;
+
+use super::Paths;
+
+pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
+    let config = paths.load_config()?;
+    let summary = crate::email::flush(&config, &paths.state())?;
+    for meta in &summary.delivered {
+        println!("delivered {} ({})", meta.message_id, meta.subject);
+    }
+    for (meta, error) in &summary.failed {
+        eprintln!(
+            "still queued {} ({}, {} attempt(s)): {error}",
+            meta.message_id,
+            meta.subject,
+            meta.attempts + 1
+        );
+    }
+    for skipped in &summary.unreadable {
+        eprintln!(
+            "skipped {}: {}; deliver or remove it by hand",
+            skipped.eml.display(),
+            skipped.why
+        );
+    }
+    if summary.busy > 0 {
+        println!(
+            "{} message(s) are being sent by another selfheal",
+            summary.busy
+        );
+    }
+    if !summary.failed.is_empty() || summary.busy > 0 || !summary.unreadable.is_empty() {
+        return Ok(ExitCode::Failure);
+    }
+    if summary.delivered.is_empty() {
+        println!("outbox empty: nothing to deliver");
+    }
+    Ok(ExitCode::Success)
+}

@@ -1,0 +1,109 @@
+//! One module per command, each with one `execute` that returns the exit code; `execute` here
+//! dispatches, one line per command. Clap's types end here: below, commands hand plain values
+//! and the loaded `Config` to the library.
+
+mod check;
+mod flush;
+mod history;
+mod install;
+mod run;
+mod test_email;
+
+use std::path::PathBuf;
+
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+use crate::exit_code::ExitCode;
+use crate::state::StateDir;
+use crate::{Error, UsageError};
+
+/// Where the config and the state live, from `--config` / `--state-dir` (or their defaults).
+pub(crate) struct Paths {
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn load_config(&self) -> Result<Config, Error> {
+        Ok(Config::load(&self.config)?)
+    }
+
+    pub fn state(&self) -> StateDir {
+        StateDir::new(&self.state_dir)
+    }
+}
+
+/// Runs one command and returns its exit code. Errors are returned, not printed.
+pub fn execute(cli: Cli) -> Result<ExitCode, Error> {
+    let paths = Paths {
+        config: cli.config,
+        state_dir: cli.state_dir,
+    };
+    match cli.command {
+        Command::Run(args) => run::execute(&paths, &args),
+        Command::Check => check::execute(&paths),
+        Command::Status { json } => {
+            crate::status::show(&paths.load_config()?, &paths.state(), json)
+        }
+        Command::History {
+            service,
+            since,
+            json,
+        } => history::execute(&paths, service.as_deref(), since, json),
+        Command::Install(args) => install::install(&paths, &args),
+        Command::Uninstall(args) => install::uninstall(&paths, &args),
+        Command::Flush => flush::execute(&paths),
+        Command::TestEmail => test_email::execute(&paths),
+        Command::Demo => demo(),
+        Command::Completions { shell } => print_completions(shell),
+        Command::Man => Ok(clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map(|()| ExitCode::Success)?),
+        Command::ServeDemo { port, say, status } => {
+            crate::demo_service::serve(port, say.as_deref(), status)
+                .map(|()| ExitCode::Success)
+                .map_err(Error::Internal)
+        }
+        Command::SandboxInit(args) => crate::sandbox::init(&args).map(|()| ExitCode::Success),
+    }
+}
+
+fn demo() -> Result<ExitCode, Error> {
+    let exe = std::env::current_exe().map_err(Error::Output)?;
+    crate::demo::run(&exe).map_err(Error::Internal)?;
+    Ok(ExitCode::Success)
+}
+
+fn print_completions(shell: clap_complete::Shell) -> Result<ExitCode, Error> {
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "selfheal",
+        &mut std::io::stdout(),
+    );
+    Ok(ExitCode::Success)
+}
+
+/// A monitored service by the name a person typed: its `name`, with or without `.service`.
+/// Anything else is a usage error that lists the known names.
+pub(crate) fn find_service<'c>(
+    config: &'c Config,
+    name: &str,
+) -> Result<&'c crate::config::ServiceConfig, UsageError> {
+    let known = || config.service_names().join(", ");
+    let bare = name.strip_suffix(".service").unwrap_or(name);
+    if !crate::config::is_valid_service_name(bare) {
+        return Err(UsageError(format!(
+            "invalid service name {name:?}; known services: {}",
+            known()
+        )));
+    }
+    config.service(bare).ok_or_else(|| {
+        UsageError(format!(
+            "unknown service {name:?}; known services: {}",
+            known()
+        ))
+    })
+}

@@ -1,0 +1,68 @@
+//! `selfheal run <service>`: heal, print the report, mail it, and heal again when the service
+//! failed again while this run was finishing.
+
+use crate::Error;
+use crate::cli::RunArgs;
+use crate::exit_code::ExitCode;
+use crate::report::{Renderer, Report};
+use crate::run::{self, RunOptions};
+
+use super::{Paths, find_service};
+
+pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> {
+    let config = paths.load_config()?;
+    let state = paths.state();
+    let service = find_service(&config, &args.service)?;
+    let renderer = Renderer::new(config.templates_dir.as_deref())?;
+    let mut options = RunOptions {
+        dry_run: args.dry_run,
+        ignore_monitor_facts: false,
+    };
+    loop {
+        let report = run::run(&config, &state, service, options)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", renderer.text(&report)?);
+        }
+        if !args.dry_run && !args.no_email && crate::email::worth_mailing(&report) {
+            mail(&config, &state, &renderer, &report);
+        }
+        // systemd merged this failure's OnFailure= start into this run: nobody else heals it.
+        if !args.json && run::failed_again_while_finishing(&report, service)? {
+            options.ignore_monitor_facts = true;
+            continue;
+        }
+        return Ok(report.outcome.exit_code());
+    }
+}
+
+/// Mails a run's report. Delivery never changes the run's outcome or exit code: a report that
+/// cannot be sent now stays in the outbox for `selfheal flush`, and the reason is logged.
+fn mail(
+    config: &crate::config::Config,
+    state: &crate::state::StateDir,
+    renderer: &Renderer,
+    report: &Report,
+) {
+    use crate::email::{Delivery, deliver_report};
+    let service = &report.service;
+    match deliver_report(config, state, renderer, report) {
+        Ok(None) => {}
+        Ok(Some(Delivery::Sent { message_id })) => {
+            tracing::info!(selfheal_service = %service, "report {message_id} sent");
+        }
+        Ok(Some(Delivery::SentWithoutOutbox {
+            message_id,
+            outbox_error,
+        })) => {
+            tracing::error!(selfheal_service = %service, "report {message_id} sent directly: the outbox cannot be written ({outbox_error})");
+        }
+        Ok(Some(Delivery::Queued { message_id, error })) => {
+            tracing::warn!(selfheal_service = %service, "report {message_id} kept in the outbox for `selfheal flush`: {error}");
+        }
+        Err(err) => {
+            tracing::error!(selfheal_service = %service, "the report could not even be queued: {err}");
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! `selfheal test-email`: a test report through the configured transport, straight away.
+
+use crate::Error;
+use crate::email::{EmailError, Sender, compose};
+use crate::exit_code::ExitCode;
+use crate::report::{Renderer, Report};
+
+use super::Paths;
+
+pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
+    let config = paths.load_config()?;
+    let email = config.email.as_ref().ok_or(EmailError::NotConfigured)?;
+    let renderer = Renderer::new(config.templates_dir.as_deref())?;
+    let report = Report::test_email(&config);
+    let composed = compose(email, config.owner.as_deref(), &renderer, &report)?;
+    Sender::from_config(email)?.send_composed(&composed)?;
+    println!(
+        "sent {} to {} ({})",
+        composed.message_id,
+        composed.to.join(", "),
+        composed.subject
+    );
+    Ok(ExitCode::Success)
+}
