@@ -17,6 +17,8 @@ use selfheal::state::StateDir;
 
 const SELFHEAL: &str = env!("CARGO_BIN_EXE_selfheal");
 
+// The benchmark's steps in order, each printed as it runs: one function on purpose.
+#[allow(clippy::too_many_lines)]
 fn main() -> anyhow::Result<()> {
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()
@@ -255,8 +257,10 @@ fn timed(command: &mut Command) -> anyhow::Result<(Duration, i64, i32)> {
     let started = Instant::now();
     let child = command.stdout(std::process::Stdio::null()).spawn()?;
     let mut status = 0;
+    // SAFETY: rusage is plain old data; all zeroes is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    // SAFETY: wait4 on our own child, with valid pointers to locals.
+    let pid = unsafe { libc::wait4(child.id() as i32, &raw mut status, 0, &raw mut usage) };
     anyhow::ensure!(pid > 0, "wait4 failed");
     Ok((
         started.elapsed(),

@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 /// The cap for config and env files: far above any real one, far below a memory problem.
-pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Why a file was not read. The messages name no path: callers say which file it was.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +35,7 @@ impl ReadError {
 
 /// The bytes of a regular file of at most `limit` bytes, and the metadata of the descriptor
 /// they were read from.
-pub fn read(path: &Path, limit: u64) -> Result<(Vec<u8>, Metadata), ReadError> {
+pub(crate) fn read(path: &Path, limit: u64) -> Result<(Vec<u8>, Metadata), ReadError> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
@@ -47,7 +47,7 @@ pub fn read(path: &Path, limit: u64) -> Result<(Vec<u8>, Metadata), ReadError> {
     let metadata = file.metadata().map_err(ReadError::Io)?;
     let kind = metadata.file_type();
     if !kind.is_file() {
-        return Err(ReadError::NotRegular(describe(&kind)));
+        return Err(ReadError::NotRegular(describe(kind)));
     }
     if metadata.len() > limit {
         return Err(ReadError::TooLarge { limit });
@@ -67,7 +67,7 @@ fn capped(file: File, limit: u64) -> io::Take<File> {
     file.take(limit.saturating_add(1))
 }
 
-fn describe(kind: &std::fs::FileType) -> &'static str {
+fn describe(kind: std::fs::FileType) -> &'static str {
     if kind.is_fifo() {
         "a FIFO"
     } else if kind.is_char_device() {

@@ -4,7 +4,7 @@
 //! Everything below `Config` is plain data; nothing here talks to systemd or the network.
 
 use std::collections::HashSet;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::duration::HumanDuration;
 
 /// Where the config is read from when neither `--config` nor `$SELFHEAL_CONFIG` is given.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/selfheal/selfheal.yml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/selfheal/selfheal.yml";
 
 /// A configuration problem, always phrased so the user can find and fix it.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,7 @@ pub enum ConfigError {
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     /// Name used in subjects and headers; defaults to the host name.
     pub system_name: Option<String>,
     /// Default recipient of reports (the seed's key).
@@ -70,7 +70,7 @@ pub struct Config {
 /// Grouping of simultaneous failures into one report.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct CascadeConfig {
+pub(crate) struct CascadeConfig {
     /// How many services must fail ...
     pub services: u32,
     /// ... within this window to count as a cascade.
@@ -80,7 +80,7 @@ pub struct CascadeConfig {
 /// Email delivery settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct EmailConfig {
+pub(crate) struct EmailConfig {
     /// Recipients; defaults to `[owner]`.
     #[serde(default)]
     pub to: Vec<String>,
@@ -98,7 +98,7 @@ pub struct EmailConfig {
 /// The mail transports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Transport {
+pub(crate) enum Transport {
     #[default]
     Smtp,
     Sendmail,
@@ -108,7 +108,7 @@ pub enum Transport {
 /// An SMTP relay.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct SmtpConfig {
+pub(crate) struct SmtpConfig {
     /// Relay host name.
     pub host: String,
     /// Relay port; defaults by `security` (587, 465, 25).
@@ -134,7 +134,7 @@ pub struct SmtpConfig {
 /// SMTP transport security.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum SmtpSecurity {
+pub(crate) enum SmtpSecurity {
     #[default]
     Starttls,
     Tls,
@@ -144,7 +144,7 @@ pub enum SmtpSecurity {
 /// The healing strategies selfheal knows, in the spelling the config uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum StrategyName {
+pub(crate) enum StrategyName {
     ServiceRestart,
     PortConflict,
     ConfigValidation,
@@ -154,7 +154,7 @@ pub enum StrategyName {
 
 impl StrategyName {
     /// Every strategy, in the order the seed documents them.
-    pub const ALL: [StrategyName; 5] = [
+    pub(crate) const ALL: [StrategyName; 5] = [
         StrategyName::ServiceRestart,
         StrategyName::PortConflict,
         StrategyName::ConfigValidation,
@@ -163,7 +163,7 @@ impl StrategyName {
     ];
 
     /// The config spelling.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             StrategyName::ServiceRestart => "service_restart",
             StrategyName::PortConflict => "port_conflict",
@@ -183,7 +183,7 @@ impl fmt::Display for StrategyName {
 /// One monitored service.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServiceConfig {
+pub(crate) struct ServiceConfig {
     /// The name used on the command line, in reports and in `<name>-self-heal.service`.
     pub name: String,
     /// The systemd unit; defaults to `<name>.service`.
@@ -219,7 +219,7 @@ pub struct ServiceConfig {
 /// `config_validation`: a validator command.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigValidationConfig {
+pub(crate) struct ConfigValidationConfig {
     /// argv of the validator; never run through a shell.
     pub command: Vec<String>,
     /// How long the validator may run.
@@ -230,7 +230,7 @@ pub struct ConfigValidationConfig {
 /// `database_check`: files and symlinks the service depends on.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct DatabaseCheckConfig {
+pub(crate) struct DatabaseCheckConfig {
     /// Files that must exist, with their expected ownership and mode.
     #[serde(default)]
     pub files: Vec<FileExpectation>,
@@ -242,7 +242,7 @@ pub struct DatabaseCheckConfig {
 /// A file that must exist.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileExpectation {
+pub(crate) struct FileExpectation {
     /// Absolute path.
     pub path: PathBuf,
     /// Expected owner (user name).
@@ -256,7 +256,7 @@ pub struct FileExpectation {
 /// A symlink that must exist.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct SymlinkExpectation {
+pub(crate) struct SymlinkExpectation {
     /// Absolute path of the link.
     pub path: PathBuf,
     /// What it must point to.
@@ -266,7 +266,7 @@ pub struct SymlinkExpectation {
 /// `environment_check`: the env file and its required keys.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct EnvironmentCheckConfig {
+pub(crate) struct EnvironmentCheckConfig {
     /// The env file; defaults to the unit's `EnvironmentFile=`.
     pub file: Option<PathBuf>,
     /// Keys that must be present and non-empty.
@@ -277,7 +277,7 @@ pub struct EnvironmentCheckConfig {
 /// `port_conflict` settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct PortConflictConfig {
+pub(crate) struct PortConflictConfig {
     /// Allow killing a holder that is not this service's own process.
     #[serde(default)]
     pub kill_foreign: bool,
@@ -324,14 +324,14 @@ fn default_kill_grace() -> HumanDuration {
 
 impl ServiceConfig {
     /// The systemd unit name.
-    pub fn unit_name(&self) -> String {
+    pub(crate) fn unit_name(&self) -> String {
         self.unit
             .clone()
             .unwrap_or_else(|| format!("{}.service", self.name))
     }
 
     /// The name of the oneshot unit that `OnFailure=` starts.
-    pub fn heal_unit_name(&self) -> String {
+    pub(crate) fn heal_unit_name(&self) -> String {
         format!("{}-self-heal.service", self.name)
     }
 }
@@ -340,7 +340,7 @@ impl Config {
     /// Reads, parses and validates the config at `path`. The file is opened once: the
     /// ownership check and the read are of the same descriptor, a FIFO or device is refused
     /// without blocking, and the size is capped.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
         let (bytes, metadata) =
             crate::bounded_read::read(path, crate::bounded_read::MAX_FILE_BYTES).map_err(
                 |cause| ConfigError::Read {
@@ -364,7 +364,7 @@ impl Config {
     /// The YAML parser runs under a budget (nesting, nodes, aliases, and scalar bytes counted
     /// after aliases are expanded): a small file whose anchor is referenced a thousand times
     /// is refused, not expanded into gigabytes.
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = serde_saphyr::from_str_with_options(text, yaml_options())
             .map_err(|err| syntax_error(path, &err))?;
         config.validate().map_err(|message| ConfigError::Invalid {
@@ -375,13 +375,13 @@ impl Config {
     }
 
     /// Finds a monitored service by its name, with or without `.service`.
-    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+    pub(crate) fn service(&self, name: &str) -> Option<&ServiceConfig> {
         let bare = name.strip_suffix(".service").unwrap_or(name);
         self.monitored_services.iter().find(|s| s.name == bare)
     }
 
     /// The names of all monitored services, for error messages.
-    pub fn service_names(&self) -> Vec<&str> {
+    pub(crate) fn service_names(&self) -> Vec<&str> {
         self.monitored_services
             .iter()
             .map(|s| s.name.as_str())
@@ -389,7 +389,7 @@ impl Config {
     }
 
     /// The system name used in subjects: `system_name`, else the host name.
-    pub fn system_name(&self) -> String {
+    pub(crate) fn system_name(&self) -> String {
         self.system_name
             .clone()
             .unwrap_or_else(crate::host::hostname)
@@ -415,7 +415,7 @@ impl Config {
 }
 
 /// True when `name` is safe to use as (part of) a unit name and a file name.
-pub fn is_valid_service_name(name: &str) -> bool {
+pub(crate) fn is_valid_service_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 200
         && name
@@ -549,7 +549,7 @@ fn require_absolute(path: &Path) -> Result<(), String> {
 }
 
 /// Parses an octal mode such as `"0640"`.
-pub fn parse_mode(text: &str) -> Result<u32, String> {
+pub(crate) fn parse_mode(text: &str) -> Result<u32, String> {
     u32::from_str_radix(text, 8)
         .ok()
         .filter(|mode| *mode <= 0o7777)
@@ -584,10 +584,11 @@ fn yaml_options() -> serde_saphyr::Options {
 fn syntax_error(path: &Path, err: &serde_saphyr::Error) -> ConfigError {
     let mut message = err.without_snippet().to_string();
     if message.contains("budget breached") || message.contains("recursion limit") {
-        message.push_str(&format!(
+        let _ = write!(
+            message,
             " (selfheal refuses configs nested deeper than {YAML_DEPTH} levels or larger than {} bytes of text once aliases are expanded)",
             crate::bounded_read::MAX_FILE_BYTES
-        ));
+        );
     }
     match err.location() {
         Some(location) => ConfigError::Syntax {
@@ -640,7 +641,7 @@ mod tests {
         Config::parse(text, Path::new("/etc/selfheal/selfheal.yml"))
     }
 
-    const SEED: &str = r#"
+    const SEED: &str = r"
 monitored_services:
   - name: story-stages
     port: 5002
@@ -657,7 +658,7 @@ monitored_services:
       - service_restart
       - port_conflict
       - environment_check
-"#;
+";
 
     #[test]
     fn loads_the_seed_entries_verbatim() {
@@ -776,7 +777,7 @@ monitored_services:
             "x".repeat(1_000_000)
         );
         for index in 0..1_500 {
-            text.push_str(&format!("  - {{name: s{index}, domain: *big}}\n"));
+            let _ = writeln!(text, "  - {{name: s{index}, domain: *big}}");
         }
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.starts_with("/etc/selfheal/selfheal.yml:"), "{err}");
@@ -787,7 +788,7 @@ monitored_services:
             "x".repeat(400_000)
         );
         for index in 0..20 {
-            text.push_str(&format!("  - {{name: s{index}, domain: *big}}\n"));
+            let _ = writeln!(text, "  - {{name: s{index}, domain: *big}}");
         }
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("once aliases are expanded"), "{err}");

@@ -14,10 +14,10 @@ use crate::sandbox::{Sandbox, free_port, wait_for};
 use crate::state::StateDir;
 
 /// The commented example config, built into the binary.
-pub const EXAMPLE_CONFIG: &str = include_str!("../config/selfheal.example.yml");
+pub(crate) const EXAMPLE_CONFIG: &str = include_str!("../config/selfheal.example.yml");
 
 /// Runs the demo and prints its story on stdout.
-pub fn run(selfheal: &Path) -> anyhow::Result<()> {
+pub(crate) fn run(selfheal: &Path) -> anyhow::Result<()> {
     let mut config = Config::parse(EXAMPLE_CONFIG, Path::new("(embedded example)"))?;
     config.email = None;
     config.monitored_services.truncate(1);

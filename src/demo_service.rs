@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use anyhow::Context as _;
 
 /// Serves until killed.
-pub fn serve(port: u16, say: Option<&str>, status: u16) -> anyhow::Result<()> {
+pub(crate) fn serve(port: u16, say: Option<&str>, status: u16) -> anyhow::Result<()> {
     let listener = TcpListener::bind(("127.0.0.1", port))
         .with_context(|| format!("binding 127.0.0.1:{port}"))?;
     if let Some(line) = say {

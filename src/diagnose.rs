@@ -10,7 +10,7 @@ use crate::systemd::UnitSnapshot;
 /// Where the facts about the failed run came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FactSource {
+pub(crate) enum FactSource {
     /// The `MONITOR_*` variables systemd (>= 251) passes to OnFailure= units.
     Monitor,
     /// The unit's D-Bus properties (older systemd, or a manual run).
@@ -20,7 +20,7 @@ pub enum FactSource {
 /// How the main process ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Termination {
+pub(crate) enum Termination {
     /// It exited with this status.
     Exited { status: i32 },
     /// A signal killed it.
@@ -33,7 +33,7 @@ pub enum Termination {
 
 /// The `MONITOR_*` variables, when they describe our unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MonitorFacts {
+pub(crate) struct MonitorFacts {
     pub result: String,
     pub exit_code: String,
     pub exit_status: String,
@@ -42,12 +42,15 @@ pub struct MonitorFacts {
 
 impl MonitorFacts {
     /// Reads the variables of this process' environment, if systemd set them for `unit`.
-    pub fn from_env(unit: &str) -> Option<MonitorFacts> {
+    pub(crate) fn from_env(unit: &str) -> Option<MonitorFacts> {
         Self::from_lookup(unit, |key| std::env::var(key).ok())
     }
 
     /// As [`MonitorFacts::from_env`], from any lookup (for tests).
-    pub fn from_lookup(unit: &str, get: impl Fn(&str) -> Option<String>) -> Option<MonitorFacts> {
+    pub(crate) fn from_lookup(
+        unit: &str,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Option<MonitorFacts> {
         // MONITOR_UNIT is only set when exactly one unit triggered the handler; without it
         // the facts may be another unit's.
         if get("MONITOR_UNIT")? != unit {
@@ -87,7 +90,7 @@ fn signal_name_from_monitor(status: &str) -> String {
 }
 
 /// "SIGKILL" for 9; "signal 64" for numbers without a name.
-pub fn signal_name(number: i32) -> String {
+pub(crate) fn signal_name(number: i32) -> String {
     nix::sys::signal::Signal::try_from(number)
         .map_or_else(|_| format!("signal {number}"), |s| s.as_str().to_owned())
 }
@@ -111,7 +114,7 @@ fn termination_from_properties(snapshot: &UnitSnapshot) -> Termination {
 /// A well-known failure message recognised in the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Symptom {
+pub(crate) enum Symptom {
     /// "Address already in use": something else holds the port.
     AddressInUse,
     /// "Permission denied": ownership or mode of a file it needs.
@@ -124,7 +127,7 @@ pub enum Symptom {
 
 impl Symptom {
     /// Every symptom.
-    pub const ALL: [Symptom; 4] = [
+    pub(crate) const ALL: [Symptom; 4] = [
         Symptom::AddressInUse,
         Symptom::PermissionDenied,
         Symptom::MissingFile,
@@ -142,7 +145,7 @@ impl Symptom {
     ];
 
     /// The symptoms found in `lines`, each once, in order of first appearance.
-    pub fn detect(lines: &[JournalLine]) -> Vec<Symptom> {
+    pub(crate) fn detect(lines: &[JournalLine]) -> Vec<Symptom> {
         let mut found = Vec::new();
         for line in lines {
             let text = line.message.to_ascii_lowercase();
@@ -165,7 +168,7 @@ impl Symptom {
     }
 
     /// What this symptom means for the person reading the report.
-    pub fn explanation(self) -> &'static str {
+    pub(crate) fn explanation(self) -> &'static str {
         match self {
             Symptom::AddressInUse => {
                 "its port was already taken by another process (\"Address already in use\")"
@@ -183,7 +186,7 @@ impl Symptom {
 
 /// Everything selfheal established about the failure.
 #[derive(Debug, Clone, Serialize)]
-pub struct Diagnosis {
+pub(crate) struct Diagnosis {
     /// The unit.
     pub unit: String,
     /// State when selfheal looked: `failed`, `active`, …
@@ -214,7 +217,7 @@ pub struct Diagnosis {
 
 impl Diagnosis {
     /// Combines systemd's facts and the journal into a diagnosis.
-    pub fn new(
+    pub(crate) fn new(
         snapshot: &UnitSnapshot,
         monitor: Option<&MonitorFacts>,
         journal: Vec<JournalLine>,
@@ -252,27 +255,6 @@ impl Diagnosis {
             root_cause,
         }
     }
-
-    /// The exit status, when the main process exited.
-    pub fn exit_status(&self) -> Option<i32> {
-        match self.termination {
-            Termination::Exited { status } => Some(status),
-            _ => None,
-        }
-    }
-
-    /// The signal, when one killed the main process.
-    pub fn signal(&self) -> Option<&str> {
-        match &self.termination {
-            Termination::Killed { signal } | Termination::Dumped { signal } => Some(signal),
-            _ => None,
-        }
-    }
-
-    /// True when the journal shows the port was taken.
-    pub fn has(&self, symptom: Symptom) -> bool {
-        self.symptoms.contains(&symptom)
-    }
 }
 
 fn summarize(result: &str, termination: &Termination, snapshot: &UnitSnapshot) -> String {
@@ -290,7 +272,7 @@ fn summarize(result: &str, termination: &Termination, snapshot: &UnitSnapshot) -
 
 /// The root cause as far as the facts go. Never a list of guesses: when the facts do not
 /// say, the sentence says so.
-pub fn root_cause(result: &str, termination: &Termination, symptoms: &[Symptom]) -> String {
+pub(crate) fn root_cause(result: &str, termination: &Termination, symptoms: &[Symptom]) -> String {
     // An oom-kill Result outranks journal evidence of anything else.
     if let Some(symptom) = symptoms
         .first()
@@ -306,7 +288,7 @@ pub fn root_cause(result: &str, termination: &Termination, symptoms: &[Symptom])
         ("signal", Termination::Killed { signal }) => {
             format!("The main process was terminated by {signal}, not by systemd.")
         }
-        ("core-dump", Termination::Dumped { signal }) | (_, Termination::Dumped { signal }) => {
+        ("core-dump" | _, Termination::Dumped { signal }) => {
             format!("The service crashed ({signal}) and dumped core: a bug in the program; see coredumpctl.")
         }
         ("exit-code", Termination::Exited { status }) => format!(
@@ -377,7 +359,7 @@ mod tests {
             ..UnitSnapshot::default()
         };
         let diagnosis = Diagnosis::new(&snapshot, None, vec![]);
-        assert_eq!(diagnosis.exit_status(), Some(3));
+        assert_eq!(diagnosis.termination, Termination::Exited { status: 3 });
         assert_eq!(diagnosis.source, FactSource::Properties);
         assert!(
             diagnosis.summary.contains("exited with status 3"),

@@ -36,6 +36,8 @@ struct Facts {
     journal: Vec<JournalLine>,
 }
 
+// Fuzz input is meant to wrap and truncate: any number is as good as any other.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 fn facts(data: &[u8]) -> Facts {
     let mut fields = data.split(|b| *b == 0);
     let mut next = || String::from_utf8_lossy(fields.next().unwrap_or_default()).into_owned();

@@ -1,7 +1,7 @@
 //! Facts about this host that reports and defaults need.
 
 /// The host name, or "localhost" when it cannot be read.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|name| name.into_string().ok())

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use crate::config::Config;
 
 /// First line of every file selfheal writes; `uninstall` removes only files that start with it.
-pub const MARKER: &str = "# Written by `selfheal install`; `selfheal uninstall` removes it.";
+pub(crate) const MARKER: &str = "# Written by `selfheal install`; `selfheal uninstall` removes it.";
 
 /// How the heal units call selfheal.
 #[derive(Debug, Clone)]
-pub struct Invocation {
+pub(crate) struct Invocation {
     /// Absolute path of the selfheal binary.
     pub executable: PathBuf,
     /// `--config`, only when it is not the default.
@@ -24,17 +24,21 @@ pub struct Invocation {
 
 /// One file install writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnitFile {
+pub(crate) struct UnitFile {
     pub path: PathBuf,
     pub contents: String,
 }
 
 /// The oneshot unit that delivers queued reports, and the timer that runs it.
-pub const FLUSH_SERVICE: &str = "selfheal-flush.service";
-pub const FLUSH_TIMER: &str = "selfheal-flush.timer";
+pub(crate) const FLUSH_SERVICE: &str = "selfheal-flush.service";
+pub(crate) const FLUSH_TIMER: &str = "selfheal-flush.timer";
 
 /// The files for every monitored service, plus the outbox flush service and timer.
-pub fn planned_files(config: &Config, invocation: &Invocation, unit_dir: &Path) -> Vec<UnitFile> {
+pub(crate) fn planned_files(
+    config: &Config,
+    invocation: &Invocation,
+    unit_dir: &Path,
+) -> Vec<UnitFile> {
     let mut command = vec![quote_arg(&invocation.executable.to_string_lossy())];
     if let Some(path) = &invocation.config {
         command.push(format!("--config={}", quote_arg(&path.to_string_lossy())));
@@ -119,7 +123,7 @@ fn failed(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> I
 }
 
 /// Writes the files (atomically: temp file + rename). Returns what was written.
-pub fn write_files(files: &[UnitFile]) -> Result<(), InstallError> {
+pub(crate) fn write_files(files: &[UnitFile]) -> Result<(), InstallError> {
     for file in files {
         let dir = file.path.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(dir).map_err(failed("creating", dir))?;
@@ -132,7 +136,7 @@ pub fn write_files(files: &[UnitFile]) -> Result<(), InstallError> {
 
 /// Removes the files install would write, when they carry our marker, and drop-in directories
 /// left empty. Returns the removed paths.
-pub fn remove_files(files: &[UnitFile]) -> Result<Vec<PathBuf>, InstallError> {
+pub(crate) fn remove_files(files: &[UnitFile]) -> Result<Vec<PathBuf>, InstallError> {
     let mut removed = Vec::new();
     for file in files {
         let Ok(contents) = std::fs::read_to_string(&file.path) else {

@@ -10,13 +10,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// How many lines of the failed run a report carries.
-pub const MAX_LINES: usize = 20;
+pub(crate) const MAX_LINES: usize = 20;
 /// Cap on the journalctl output kept (20 lines of JSON are far below it).
 const MAX_OUTPUT_BYTES: usize = 256 * 1024;
 
 /// One journal line.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct JournalLine {
+pub(crate) struct JournalLine {
     /// µs since the epoch.
     pub timestamp_us: u64,
     /// The process that wrote it (0 when unknown).
@@ -29,7 +29,7 @@ pub struct JournalLine {
 }
 
 /// A journal read that is running in the background.
-pub struct PendingJournal {
+pub(crate) struct PendingJournal {
     output: mpsc::Receiver<Vec<JournalLine>>,
 }
 
@@ -66,7 +66,7 @@ fn output_of(query: &mut Command) -> Vec<u8> {
 /// printed and exited at once is gone by then, and its line carries only `_SYSTEMD_UNIT` (from
 /// the stdout stream). A second query by unit picks up such untagged lines when they fall
 /// within the invocation's span.
-pub fn start(unit: &str, invocation_id: Option<&str>) -> PendingJournal {
+pub(crate) fn start(unit: &str, invocation_id: Option<&str>) -> PendingJournal {
     let invocation = invocation_id.filter(|id| !id.is_empty()).map(str::to_owned);
     let mut by_unit = journalctl_json(UNTAGGED_SEARCH_LINES);
     by_unit.arg(format!("_SYSTEMD_UNIT={unit}"));
@@ -103,8 +103,14 @@ pub fn start(unit: &str, invocation_id: Option<&str>) -> PendingJournal {
     PendingJournal { output }
 }
 
-/// Adds to an invocation's tagged lines the unit's untagged ones written between its first and
-/// last tagged line, keeping the newest `MAX_LINES` in time order.
+/// How long after the invocation's last tagged line an untagged line may still be its own:
+/// journald reads a service's stdout stream and systemd's own messages from different
+/// sockets, and under load it timestamps the service's last words after systemd's "Main
+/// process exited".
+const UNTAGGED_GRACE_US: u64 = 250_000;
+
+/// Adds to an invocation's tagged lines the unit's untagged ones written between its first
+/// tagged line and shortly after its last, keeping the newest `MAX_LINES` in time order.
 fn merge_untagged(
     mut tagged: Vec<JournalLine>,
     unit_lines: &[JournalLine],
@@ -120,7 +126,7 @@ fn merge_untagged(
         unit_lines
             .iter()
             .filter(|line| line.invocation_id.is_none())
-            .filter(|line| (first..=last).contains(&line.timestamp_us))
+            .filter(|line| (first..=last + UNTAGGED_GRACE_US).contains(&line.timestamp_us))
             .cloned(),
     );
     tagged.retain(|line| line.invocation_id.as_deref().is_none_or(|own| own == id));
@@ -134,15 +140,14 @@ fn merge_untagged(
 impl PendingJournal {
     /// Waits at most `timeout` for the lines; on timeout the report goes without them rather
     /// than holding up healing.
-    pub fn collect(self, timeout: Duration) -> Vec<JournalLine> {
-        match self.output.recv_timeout(timeout) {
-            Ok(lines) => lines,
-            Err(_) => {
-                tracing::warn!(
-                    "journalctl did not answer within {timeout:?}; the report goes without journal lines"
-                );
-                Vec::new()
-            }
+    pub(crate) fn collect(self, timeout: Duration) -> Vec<JournalLine> {
+        if let Ok(lines) = self.output.recv_timeout(timeout) {
+            lines
+        } else {
+            tracing::warn!(
+                "journalctl did not answer within {timeout:?}; the report goes without journal lines"
+            );
+            Vec::new()
         }
     }
 }
@@ -151,7 +156,7 @@ impl PendingJournal {
 /// none of them comes from the service itself (only systemd's, PID 1), its output may still be
 /// on its way (a stream journald has not accepted yet is not covered by the sync barrier, and
 /// a loaded journald lags): look again with growing pauses, for at most `LOOK_AGAIN_FOR`.
-pub fn read_invocation(
+pub(crate) fn read_invocation(
     unit: &str,
     invocation_id: &str,
     pending: Option<PendingJournal>,
@@ -194,7 +199,7 @@ struct RawEntry {
 
 /// Parses `journalctl -o json` output. MESSAGE is a string, or an array of bytes when it is
 /// not valid UTF-8.
-pub fn parse_json_lines(output: &[u8]) -> Vec<JournalLine> {
+pub(crate) fn parse_json_lines(output: &[u8]) -> Vec<JournalLine> {
     output
         .split(|b| *b == b'\n')
         .filter_map(|line| serde_json::from_slice::<RawEntry>(line).ok())
@@ -263,7 +268,8 @@ not json
             line(100, "Started web.service.", Some("a")),
             line(200, "Error: Address already in use", None),
             line(250, "another invocation's line", Some("b")),
-            line(400, "after the failure", None),
+            line(300 + 100_000, "read late by journald", None),
+            line(300 + UNTAGGED_GRACE_US + 1, "after the failure", None),
         ];
         let merged = merge_untagged(tagged, &by_unit, "a");
         let messages: Vec<&str> = merged.iter().map(|l| l.message.as_str()).collect();
@@ -272,7 +278,8 @@ not json
             [
                 "Started web.service.",
                 "Error: Address already in use",
-                "web.service: Failed with result 'exit-code'."
+                "web.service: Failed with result 'exit-code'.",
+                "read late by journald"
             ]
         );
         // Nothing tagged: nothing to anchor the span, nothing merged.

@@ -1,37 +1,39 @@
 //! selfheal: heal failed systemd services and tell their owner what happened.
 //!
 //! `main.rs` parses the command line and calls [`run`]; everything else lives here, one
-//! concept per module.
+//! concept per module. The public surface is what `main`, the integration tests and the
+//! benches need; `sandbox` and `fuzzing` are public only for tests, benches and fuzz targets.
 
-pub mod bounded_read;
+mod bounded_read;
 pub mod cli;
 mod commands;
-pub mod config;
-pub mod demo;
-pub mod demo_service;
-pub mod diagnose;
-pub mod duration;
-pub mod email;
+mod config;
+mod demo;
+mod demo_service;
+mod diagnose;
+mod duration;
+mod email;
 pub mod error;
 pub mod exit_code;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod host;
-pub mod install;
-pub mod journal;
+mod host;
+mod install;
+mod journal;
 pub mod logging;
-pub mod nofollow;
+mod nofollow;
 pub mod outcome;
 pub mod ports;
-pub mod process;
-pub mod report;
-pub mod run;
+mod process;
+mod report;
+mod run;
+#[doc(hidden)]
 pub mod sandbox;
 pub mod state;
-pub mod status;
-pub mod strategy;
-pub mod systemd;
-pub mod verify;
+mod status;
+mod strategy;
+mod systemd;
+mod verify;
 
 pub use error::{Error, UsageError};
 

@@ -20,7 +20,7 @@ use nix::sys::stat::{FileStat, Mode, SFlag};
 
 /// Why a configured path cannot be used as it is.
 #[derive(Debug, thiserror::Error)]
-pub enum PathError {
+pub(crate) enum PathError {
     #[error(
         "{0} is a symlink; selfheal follows no symlink in a configured path (configure the real path)"
     )]
@@ -38,7 +38,7 @@ pub enum PathError {
 /// The directory that holds a path's last component, reached without following a symlink,
 /// and that last component's name.
 #[derive(Debug)]
-pub struct Parent {
+pub(crate) struct Parent {
     dir: OwnedFd,
     name: OsString,
     path: PathBuf,
@@ -46,7 +46,7 @@ pub struct Parent {
 
 /// Opens the directory holding `path`'s last component. Every component on the way must be
 /// a real directory.
-pub fn open_parent(path: &Path) -> Result<Parent, PathError> {
+pub(crate) fn open_parent(path: &Path) -> Result<Parent, PathError> {
     let not_plain = || PathError::NotPlain(path.to_owned());
     let mut components = path.components();
     if components.next() != Some(Component::RootDir) {
@@ -103,18 +103,18 @@ fn open_directory_in(dir: &OwnedFd, name: &OsStr, shown: &Path) -> Result<OwnedF
 }
 
 /// The type bits of a stat (`S_IFREG`, `S_IFLNK`, …).
-pub fn file_type(stat: &FileStat) -> SFlag {
+pub(crate) fn file_type(stat: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits())
 }
 
 impl Parent {
     /// The whole configured path, for messages.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// `lstat` of the last component; `None` when it does not exist.
-    pub fn lstat(&self) -> io::Result<Option<FileStat>> {
+    pub(crate) fn lstat(&self) -> io::Result<Option<FileStat>> {
         match nix::sys::stat::fstatat(
             &self.dir,
             self.name.as_os_str(),
@@ -128,7 +128,7 @@ impl Parent {
 
     /// Opens the last component read-only: never through a symlink, never blocking on a FIFO,
     /// never becoming a controlling terminal. The caller `fstat`s what it got.
-    pub fn open_file(&self) -> io::Result<File> {
+    pub(crate) fn open_file(&self) -> io::Result<File> {
         let flags = OFlag::O_RDONLY
             | OFlag::O_NOFOLLOW
             | OFlag::O_NONBLOCK
@@ -139,7 +139,7 @@ impl Parent {
     }
 
     /// Where the symlink that is the last component points.
-    pub fn read_link(&self) -> io::Result<PathBuf> {
+    pub(crate) fn read_link(&self) -> io::Result<PathBuf> {
         Ok(nix::fcntl::readlinkat(&self.dir, self.name.as_os_str())?.into())
     }
 
@@ -147,7 +147,7 @@ impl Parent {
     /// same directory and renamed into place, so a reader sees the old link or the new one.
     /// When the name was missing it must still be missing (`RENAME_NOREPLACE`); otherwise it
     /// must still be a symlink: a real file is never replaced.
-    pub fn replace_with_symlink(&self, target: &Path) -> io::Result<()> {
+    pub(crate) fn replace_with_symlink(&self, target: &Path) -> io::Result<()> {
         let existed = match self.lstat()? {
             None => false,
             Some(stat) if file_type(&stat) == SFlag::S_IFLNK => true,

@@ -36,6 +36,8 @@ pub fn listening_inodes(port: u16) -> HashSet<u64> {
 }
 
 /// A minimal netlink sock_diag client: one dump request per address family.
+// The netlink wire format has fixed-size fields: the casts below are exact by construction.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 mod sock_diag {
     use std::collections::HashSet;
     use std::io;

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 /// An open pidfd.
 #[derive(Debug)]
-pub struct Pidfd {
+pub(crate) struct Pidfd {
     fd: OwnedFd,
     pid: u32,
 }
 
 impl Pidfd {
     /// Opens a pidfd for `pid`. Fails with `ESRCH` when the process is gone.
-    pub fn open(pid: u32) -> io::Result<Pidfd> {
+    pub(crate) fn open(pid: u32) -> io::Result<Pidfd> {
         let raw_pid = libc::pid_t::try_from(pid)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
         // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
@@ -25,16 +25,16 @@ impl Pidfd {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: the descriptor is fresh and owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+        let fd = unsafe { OwnedFd::from_raw_fd(i32::try_from(raw).unwrap_or(-1)) };
         Ok(Pidfd { fd, pid })
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Sends `signal` to exactly this process. `ESRCH` means it already exited.
-    pub fn signal(&self, signal: libc::c_int) -> io::Result<()> {
+    pub(crate) fn signal(&self, signal: libc::c_int) -> io::Result<()> {
         // SAFETY: pidfd_send_signal(2) with a valid pidfd, no siginfo, no flags.
         let done = unsafe {
             libc::syscall(
@@ -53,7 +53,7 @@ impl Pidfd {
     }
 
     /// Waits until the process has exited or `timeout` passed; true when it exited.
-    pub fn wait_exit(&self, timeout: Duration) -> io::Result<bool> {
+    pub(crate) fn wait_exit(&self, timeout: Duration) -> io::Result<bool> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -67,7 +67,7 @@ impl Pidfd {
             let ready = unsafe { libc::poll(&raw mut poll, 1, millis) };
             match ready {
                 0 if Instant::now() >= deadline => return Ok(false),
-                0 => continue,
+                0 => {} // woken early: poll again for what is left
                 n if n > 0 => return Ok(true),
                 _ => {
                     let err = io::Error::last_os_error();
@@ -82,7 +82,7 @@ impl Pidfd {
 
 /// How a terminate-then-kill sequence ended for one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Termination {
+pub(crate) enum Termination {
     /// It exited after SIGTERM (or was already gone).
     Terminated,
     /// It ignored SIGTERM for the whole grace period and was killed.
@@ -92,7 +92,7 @@ pub enum Termination {
 }
 
 /// SIGTERM, up to `grace` to exit, then SIGKILL and a short wait.
-pub fn terminate(process: &Pidfd, grace: Duration) -> io::Result<Termination> {
+pub(crate) fn terminate(process: &Pidfd, grace: Duration) -> io::Result<Termination> {
     match process.signal(libc::SIGTERM) {
         Err(err) if err.raw_os_error() == Some(libc::ESRCH) => return Ok(Termination::Terminated),
         other => other?,
@@ -115,7 +115,7 @@ pub fn terminate(process: &Pidfd, grace: Duration) -> io::Result<Termination> {
 
 /// What a command run with [`run_captured`] did.
 #[derive(Debug)]
-pub struct CapturedRun {
+pub(crate) struct CapturedRun {
     /// `None` when it ran past the timeout and was killed.
     pub status: Option<ExitStatus>,
     /// stdout and stderr interleaved as written, cut at the cap.
@@ -127,7 +127,11 @@ pub struct CapturedRun {
 
 /// Runs `argv` (never through a shell) with stdin closed, stdout and stderr captured into one
 /// stream of at most `cap` bytes, and kills its whole process group after `timeout`.
-pub fn run_captured(argv: &[String], timeout: Duration, cap: usize) -> io::Result<CapturedRun> {
+pub(crate) fn run_captured(
+    argv: &[String],
+    timeout: Duration,
+    cap: usize,
+) -> io::Result<CapturedRun> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;

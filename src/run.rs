@@ -16,7 +16,7 @@ use crate::verify::{self, HealthTarget, HealthUrl};
 
 /// How `run` was asked to behave.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     /// Decide and print the plan, change nothing (no restart, kill, file change, mail, state).
     pub dry_run: bool,
     /// The `MONITOR_*` variables describe an earlier failure than the one to heal now.
@@ -27,8 +27,10 @@ pub struct RunOptions {
 /// it has.
 const JOURNAL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Heals `service` and returns the report of what happened.
-pub fn run(
+/// Heals `service` and returns the report of what happened. One function on purpose: the
+/// steps of a run read top to bottom in the order they happen, each with its reason.
+#[allow(clippy::too_many_lines)]
+pub(crate) fn run(
     config: &Config,
     state: &StateDir,
     service: &ServiceConfig,
@@ -55,7 +57,7 @@ pub fn run(
                     "another selfheal run is healing {} right now",
                     service.name
                 ));
-                return finish(state, Report::new(header, facts), options);
+                return Ok(finish(state, Report::new(header, facts), options));
             }
         }
     };
@@ -105,7 +107,7 @@ pub fn run(
         let mut facts = clock.facts(Outcome::Healthy, options).diagnosis(diagnosis);
         facts.reason = reason;
         facts.post_status = Some(PostStatus::from(&snapshot));
-        return finish(state, Report::new(header, facts), options);
+        return Ok(finish(state, Report::new(header, facts), options));
     }
 
     let invocation = monitor
@@ -134,7 +136,7 @@ pub fn run(
                 .diagnosis(diagnosis)
                 .reason(reason);
             facts.post_status = Some(PostStatus::from(&snapshot));
-            return finish(state, Report::new(header, facts), options);
+            return Ok(finish(state, Report::new(header, facts), options));
         }
     }
 
@@ -173,14 +175,14 @@ pub fn run(
     facts.healed_by = chain.healed_by.map(|name| name.to_string());
     facts.reason = reason;
     facts.post_status = post.as_ref().map(PostStatus::from);
-    finish(state, Report::new(header, facts), options)
+    Ok(finish(state, Report::new(header, facts), options))
 }
 
 /// True when a run started by the OnFailure= hook healed the service, but it has failed again
 /// since (while the report was printed and mailed). systemd merges that failure's OnFailure=
 /// start into this still-running heal unit, so nobody else will heal it: the caller runs
 /// again, and loop protection bounds how often.
-pub fn failed_again_while_finishing(
+pub(crate) fn failed_again_while_finishing(
     report: &Report,
     service: &ServiceConfig,
 ) -> Result<bool, Error> {
@@ -237,7 +239,7 @@ fn wait_for_systemd(
 }
 
 /// Logs, records and returns the report (records nothing on a dry run).
-fn finish(state: &StateDir, report: Report, options: RunOptions) -> Result<Report, Error> {
+fn finish(state: &StateDir, report: Report, options: RunOptions) -> Report {
     tracing::info!(
         selfheal_service = %report.service,
         selfheal_outcome = %report.outcome,
@@ -269,7 +271,7 @@ fn finish(state: &StateDir, report: Report, options: RunOptions) -> Result<Repor
             );
         }
     }
-    Ok(report)
+    report
 }
 
 /// When the run started, for `started_at` and `duration_ms`.

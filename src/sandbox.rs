@@ -137,7 +137,8 @@ impl Sandbox {
         // Join the sandbox cgroups before unshare, so the new cgroup namespace is rooted there
         // and two sandboxes never share unit cgroups. And if we die without dropping the
         // sandbox, unshare gets SIGKILL, and its --kill-child takes the namespace down with it.
-        // Only async-signal-safe calls here.
+        // SAFETY: pre_exec runs between fork and exec; the closure makes only
+        // async-signal-safe calls (prctl, open, write, close) on data prepared before the fork.
         unsafe {
             command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -252,7 +253,7 @@ impl Sandbox {
         S: AsRef<std::ffi::OsStr>,
     {
         let output = self.command("systemctl").args(args).output()?;
-        checked(output)
+        checked(&output)
     }
 
     /// One property of a unit (`systemctl show -P`).
@@ -275,7 +276,7 @@ impl Sandbox {
     }
 }
 
-fn checked(output: Output) -> anyhow::Result<String> {
+fn checked(output: &Output) -> anyhow::Result<String> {
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
@@ -370,7 +371,7 @@ fn write_base_units(units: &Path) -> anyhow::Result<()> {
     let dev_log: String = dev_log
         .lines()
         .filter(|l| !l.starts_with("Symlinks="))
-        .map(|l| format!("{l}\n"))
+        .flat_map(|l| [l, "\n"])
         .collect();
     std::fs::write(units.join("systemd-journald-dev-log.socket"), dev_log)?;
     let journald = std::fs::read_to_string(Path::new(HOST_UNITS).join("systemd-journald.service"))?;

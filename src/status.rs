@@ -25,7 +25,11 @@ struct ServiceStatus {
 }
 
 /// Prints the dashboard (or JSON); exit 0 when every service is active, 1 otherwise.
-pub fn show(config: &Config, state: &StateDir, json: bool) -> Result<ExitCode, crate::Error> {
+pub(crate) fn show(
+    config: &Config,
+    state: &StateDir,
+    json: bool,
+) -> Result<ExitCode, crate::Error> {
     let systemd = Systemd::connect()?;
     let history = state.history()?;
     let rows: Vec<ServiceStatus> = config

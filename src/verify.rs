@@ -13,7 +13,7 @@ use crate::systemd::{UnitControl, UnitSnapshot};
 
 /// What "healthy" means for one service.
 #[derive(Debug, Clone)]
-pub struct HealthTarget {
+pub(crate) struct HealthTarget {
     pub unit: String,
     pub port: Option<u16>,
     pub health_url: Option<HealthUrl>,
@@ -23,7 +23,7 @@ pub struct HealthTarget {
 
 /// The result of a verification.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Verification {
+pub(crate) struct Verification {
     /// Active, listening, answering, and stayed so.
     pub healthy: bool,
     /// What was checked, or what was missing.
@@ -46,7 +46,7 @@ impl Backoff {
 }
 
 /// One look, without waiting: is the service healthy right now?
-pub fn check_now(
+pub(crate) fn check_now(
     snapshot: &UnitSnapshot,
     target: &HealthTarget,
     require_own_port: bool,
@@ -87,7 +87,11 @@ pub fn check_now(
 
 /// Waits until the service is healthy and has stayed so for `stable_for`, or `timeout` has
 /// passed since `started`.
-pub fn verify(units: &dyn UnitControl, target: &HealthTarget, started: Instant) -> Verification {
+pub(crate) fn verify(
+    units: &dyn UnitControl,
+    target: &HealthTarget,
+    started: Instant,
+) -> Verification {
     let deadline = started + target.timeout;
     let mut backoff = Backoff::new();
     let failed = |detail: String| Verification {
@@ -139,7 +143,7 @@ pub fn verify(units: &dyn UnitControl, target: &HealthTarget, started: Instant) 
 
 /// A plain-HTTP health URL (`http://host[:port]/path`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthUrl {
+pub(crate) struct HealthUrl {
     pub raw: String,
     host: String,
     port: u16,
@@ -148,7 +152,7 @@ pub struct HealthUrl {
 
 impl HealthUrl {
     /// Parses the URL; only `http://` is supported (health endpoints listen on loopback).
-    pub fn parse(url: &str) -> Result<HealthUrl, String> {
+    pub(crate) fn parse(url: &str) -> Result<HealthUrl, String> {
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
@@ -174,7 +178,7 @@ impl HealthUrl {
     }
 
     /// Sends one GET; Ok with the status when it is 2xx.
-    pub fn check(&self, timeout: Duration) -> Result<u16, String> {
+    pub(crate) fn check(&self, timeout: Duration) -> Result<u16, String> {
         let fail = |what: String| format!("{}: {what}", self.raw);
         let address = (self.host.trim_matches(['[', ']']), self.port)
             .to_socket_addrs()

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt as _;
+
 use std::time::Duration;
 
 use common::{Mail, SmtpServer, TestEnv, free_port, wait_until};
@@ -236,7 +238,6 @@ fn test_email_reports_a_wrong_password_clearly_and_works_with_the_right_one() {
 
     env.config(&config(&env, &server, port, PASSWORD));
     let password_file = env.sandbox.scratch_dir().join("smtp-password");
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o640)).unwrap();
     let readable = env.selfheal(["test-email"]);
     let stderr = String::from_utf8_lossy(&readable.stderr);

@@ -35,15 +35,14 @@ fn output_within(mut command: Command, limit: Duration) -> Output {
     std::thread::spawn(move || {
         let _ = done.send(child.wait_with_output());
     });
-    match finished.recv_timeout(limit) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            panic!("still running after {limit:?}");
-        }
+    if let Ok(output) = finished.recv_timeout(limit) {
+        output.unwrap()
+    } else {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        panic!("still running after {limit:?}");
     }
 }
 

@@ -13,7 +13,7 @@ use crate::report::{Renderer, Report};
 
 /// A rendered message, ready for the outbox.
 #[derive(Debug, Clone)]
-pub struct Composed {
+pub(crate) struct Composed {
     /// `<selfheal.…@host>`.
     pub message_id: String,
     /// File name stem in the outbox (unique per run, sorts by time).
@@ -29,7 +29,7 @@ pub struct Composed {
 }
 
 /// Renders `report` into a multipart/alternative message (text first, HTML preferred).
-pub fn compose(
+pub(crate) fn compose(
     email: &EmailConfig,
     owner: Option<&str>,
     renderer: &Renderer,

@@ -6,9 +6,9 @@ mod compose;
 mod outbox;
 mod transport;
 
-pub use compose::{Composed, compose};
-pub use outbox::{FlushSummary, Outbox, OutboxError, Queued};
-pub use transport::{EmailError, Sender};
+pub(crate) use compose::compose;
+pub(crate) use outbox::{FlushSummary, Outbox, OutboxError};
+pub(crate) use transport::{EmailError, Sender};
 
 use crate::config::Config;
 use crate::outcome::Outcome;
@@ -17,7 +17,7 @@ use crate::state::StateDir;
 
 /// Whether a run's report is worth a mail: something happened that a person should know.
 /// A healthy service, a dry run and a run that yielded to a concurrent one send nothing.
-pub fn worth_mailing(report: &Report) -> bool {
+pub(crate) fn worth_mailing(report: &Report) -> bool {
     match report.outcome {
         Outcome::Resolved | Outcome::Failed => true,
         // Loop protection gave up on the service: that needs a person. A concurrent run
@@ -29,7 +29,7 @@ pub fn worth_mailing(report: &Report) -> bool {
 
 /// What happened to one report.
 #[derive(Debug)]
-pub enum Delivery {
+pub(crate) enum Delivery {
     /// The server accepted it.
     Sent { message_id: String },
     /// Kept in the outbox for `flush`.
@@ -49,7 +49,7 @@ pub enum Delivery {
 /// report is sent directly: a broken state directory must not keep the owner uninformed.
 /// An error means the report could neither be stored nor sent; a failed send of a stored
 /// report is a `Delivery::Queued`.
-pub fn deliver_report(
+pub(crate) fn deliver_report(
     config: &Config,
     state: &StateDir,
     renderer: &Renderer,
@@ -94,7 +94,7 @@ pub fn deliver_report(
 }
 
 /// Delivers everything in the outbox, oldest first.
-pub fn flush(config: &Config, state: &StateDir) -> Result<FlushSummary, crate::Error> {
+pub(crate) fn flush(config: &Config, state: &StateDir) -> Result<FlushSummary, crate::Error> {
     let outbox = Outbox::open(state)?;
     let sender = config.email.as_ref().map(Sender::from_config);
     Ok(outbox.flush(|queued| match &sender {

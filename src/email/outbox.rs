@@ -39,7 +39,7 @@ fn failed(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> O
 
 /// The envelope and delivery record of a queued message.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QueueMeta {
+pub(crate) struct QueueMeta {
     pub message_id: String,
     pub subject: String,
     pub service: String,
@@ -54,7 +54,7 @@ pub struct QueueMeta {
 
 /// One message in the outbox.
 #[derive(Debug, Clone)]
-pub struct Queued {
+pub(crate) struct Queued {
     pub eml: PathBuf,
     pub meta: QueueMeta,
 }
@@ -67,7 +67,7 @@ impl Queued {
 
 /// What a flush did.
 #[derive(Debug, Default)]
-pub struct FlushSummary {
+pub(crate) struct FlushSummary {
     pub delivered: Vec<QueueMeta>,
     /// Messages that stay queued, with the reason.
     pub failed: Vec<(QueueMeta, EmailError)>,
@@ -79,17 +79,17 @@ pub struct FlushSummary {
 
 /// A queued `.eml` that cannot be sent because its envelope is missing or torn.
 #[derive(Debug)]
-pub struct Unreadable {
+pub(crate) struct Unreadable {
     pub eml: PathBuf,
     pub why: String,
 }
 
-pub struct Outbox {
+pub(crate) struct Outbox {
     dir: PathBuf,
 }
 
 impl Outbox {
-    pub fn open(state: &StateDir) -> Result<Outbox, crate::Error> {
+    pub(crate) fn open(state: &StateDir) -> Result<Outbox, crate::Error> {
         Ok(Outbox {
             dir: state.ensure("outbox")?,
         })
@@ -98,7 +98,7 @@ impl Outbox {
     /// Stores the message: meta first, then the `.eml` (each written to a temporary name and
     /// renamed into place), so a listed `.eml` is always complete. The returned claim is taken
     /// before the `.eml` becomes visible: no flush can send it while the caller does.
-    pub fn queue(&self, composed: &Composed) -> Result<(Queued, Flock<File>), OutboxError> {
+    pub(crate) fn queue(&self, composed: &Composed) -> Result<(Queued, Flock<File>), OutboxError> {
         let queued = Queued {
             eml: self.dir.join(format!("{}.eml", composed.stem)),
             meta: QueueMeta {
@@ -123,7 +123,7 @@ impl Outbox {
     }
 
     /// How many messages wait in `state`'s outbox, without creating it.
-    pub fn count(state: &StateDir) -> usize {
+    pub(crate) fn count(state: &StateDir) -> usize {
         std::fs::read_dir(state.root().join("outbox")).map_or(0, |dir| {
             dir.flatten()
                 .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
@@ -133,7 +133,7 @@ impl Outbox {
 
     /// Queued messages, oldest first, and those whose envelope cannot be read (one torn
     /// `.json` must not keep every other report from being delivered).
-    pub fn pending(&self) -> Result<(Vec<Queued>, Vec<Unreadable>), OutboxError> {
+    pub(crate) fn pending(&self) -> Result<(Vec<Queued>, Vec<Unreadable>), OutboxError> {
         let mut found = Vec::new();
         let mut unreadable = Vec::new();
         for entry in std::fs::read_dir(&self.dir).map_err(failed("reading", &self.dir))? {
@@ -161,13 +161,15 @@ impl Outbox {
     }
 
     /// The server accepted it: remove it (the `.eml` first: without it nothing is resent).
-    pub fn delivered(&self, queued: &Queued) -> Result<(), OutboxError> {
+    #[allow(clippy::unused_self)] // a method of the outbox, like queue and flush, though it needs no field
+    pub(crate) fn delivered(&self, queued: &Queued) -> Result<(), OutboxError> {
         remove_if_present(&queued.eml)?;
         remove_if_present(&queued.meta_path())
     }
 
     /// Records a failed attempt in the message's meta.
-    pub fn failed(&self, queued: &Queued, error: &EmailError) -> Result<(), OutboxError> {
+    #[allow(clippy::unused_self)] // a method of the outbox, like queue and flush, though it needs no field
+    pub(crate) fn failed(&self, queued: &Queued, error: &EmailError) -> Result<(), OutboxError> {
         let mut meta = queued.meta.clone();
         meta.attempts += 1;
         meta.last_error = Some(error.to_string());
@@ -175,7 +177,7 @@ impl Outbox {
     }
 
     /// Sends every queued message with `send`, removing each one the server accepted.
-    pub fn flush(
+    pub(crate) fn flush(
         &self,
         send: impl Fn(&Queued) -> Result<(), EmailError>,
     ) -> Result<FlushSummary, OutboxError> {

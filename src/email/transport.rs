@@ -19,7 +19,7 @@ use super::outbox::{Queued, write_atomically};
 use crate::config::{EmailConfig, SmtpConfig, SmtpSecurity, Transport};
 
 /// The name of the systemd credential holding the SMTP password.
-pub const PASSWORD_CREDENTIAL: &str = "smtp-password";
+pub(super) const PASSWORD_CREDENTIAL: &str = "smtp-password";
 
 /// A delivery problem, phrased for the person who has to fix it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,7 +41,7 @@ pub enum EmailError {
 }
 
 /// A configured transport.
-pub enum Sender {
+pub(crate) enum Sender {
     Smtp {
         transport: SmtpTransport,
         relay: String,
@@ -51,7 +51,7 @@ pub enum Sender {
 }
 
 impl Sender {
-    pub fn from_config(email: &EmailConfig) -> Result<Sender, EmailError> {
+    pub(crate) fn from_config(email: &EmailConfig) -> Result<Sender, EmailError> {
         match email.transport {
             Transport::Smtp => {
                 let smtp = email.smtp.as_ref().ok_or(EmailError::Invalid(
@@ -71,7 +71,7 @@ impl Sender {
     }
 
     /// Sends one queued message exactly as stored.
-    pub fn send_queued(&self, queued: &Queued) -> Result<(), EmailError> {
+    pub(crate) fn send_queued(&self, queued: &Queued) -> Result<(), EmailError> {
         let bytes = std::fs::read(&queued.eml).map_err(|err| EmailError::File {
             path: queued.eml.clone(),
             message: err.to_string(),
@@ -81,7 +81,7 @@ impl Sender {
     }
 
     /// Sends a message straight away, without the outbox (`test-email`).
-    pub fn send_composed(&self, composed: &Composed) -> Result<(), EmailError> {
+    pub(crate) fn send_composed(&self, composed: &Composed) -> Result<(), EmailError> {
         let name = format!("{}.eml", composed.stem);
         self.send(&composed.from, &composed.to, &composed.bytes, &name)
     }

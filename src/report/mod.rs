@@ -11,11 +11,11 @@ use crate::outcome::Outcome;
 use crate::strategy::Step;
 use crate::systemd::UnitSnapshot;
 
-pub use render::{RenderError, Renderer};
+pub(crate) use render::{RenderError, Renderer};
 
 /// The unit's state after healing.
 #[derive(Debug, Clone, Serialize)]
-pub struct PostStatus {
+pub(crate) struct PostStatus {
     pub active_state: String,
     pub sub_state: String,
     pub main_pid: u32,
@@ -45,7 +45,7 @@ impl From<&UnitSnapshot> for PostStatus {
 
 /// Everything a report says about one run.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub system_name: String,
     pub host: String,
     pub service: String,
@@ -72,7 +72,7 @@ pub struct Report {
 }
 
 /// The parts of a report that come from the config, before the run starts.
-pub struct ReportHeader {
+pub(crate) struct ReportHeader {
     pub system_name: String,
     pub host: String,
     pub service: String,
@@ -83,7 +83,7 @@ pub struct ReportHeader {
 }
 
 impl ReportHeader {
-    pub fn new(config: &Config, service: &ServiceConfig) -> ReportHeader {
+    pub(crate) fn new(config: &Config, service: &ServiceConfig) -> ReportHeader {
         ReportHeader {
             system_name: config.system_name(),
             host: crate::host::hostname(),
@@ -97,7 +97,7 @@ impl ReportHeader {
 }
 
 /// What a run established, to be turned into a report.
-pub struct RunFacts {
+pub(crate) struct RunFacts {
     pub outcome: Outcome,
     pub started_at: String,
     pub duration_ms: u64,
@@ -110,7 +110,7 @@ pub struct RunFacts {
 }
 
 impl Report {
-    pub fn new(header: ReportHeader, facts: RunFacts) -> Report {
+    pub(crate) fn new(header: ReportHeader, facts: RunFacts) -> Report {
         let recommendations = recommendations(&header, &facts);
         let manual_steps =
             if facts.outcome == Outcome::Failed || facts.outcome == Outcome::Suppressed {
@@ -142,7 +142,7 @@ impl Report {
     }
 
     /// The report `selfheal test-email` sends: the config's real names, no failure.
-    pub fn test_email(config: &Config) -> Report {
+    pub(crate) fn test_email(config: &Config) -> Report {
         let host = crate::host::hostname();
         let (service, unit) = config
             .monitored_services
@@ -236,7 +236,7 @@ pub(crate) mod fixture {
     use crate::journal::JournalLine;
     use crate::strategy::StepResult;
 
-    pub fn report(outcome: Outcome) -> Report {
+    pub(crate) fn report(outcome: Outcome) -> Report {
         let healed = outcome == Outcome::Resolved;
         let header = ReportHeader {
             system_name: "MiracleMax".into(),

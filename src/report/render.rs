@@ -10,7 +10,7 @@ use minijinja::{Environment, Value};
 use super::Report;
 
 /// Where template overrides are looked for when the config names no `templates_dir`.
-pub const DEFAULT_TEMPLATES_DIR: &str = "/etc/selfheal/templates";
+pub(super) const DEFAULT_TEMPLATES_DIR: &str = "/etc/selfheal/templates";
 
 /// The built-in templates: (name, source).
 const BUILT_IN: [(&str, &str); 3] = [
@@ -45,13 +45,13 @@ pub enum RenderError {
 }
 
 /// The template environment, with overrides applied.
-pub struct Renderer {
+pub(crate) struct Renderer {
     env: Environment<'static>,
 }
 
 impl Renderer {
     /// Loads the built-in templates, replacing each with `<dir>/<name>` when that file exists.
-    pub fn new(templates_dir: Option<&Path>) -> Result<Renderer, RenderError> {
+    pub(crate) fn new(templates_dir: Option<&Path>) -> Result<Renderer, RenderError> {
         let dir = templates_dir.unwrap_or(Path::new(DEFAULT_TEMPLATES_DIR));
         let mut env = Environment::new();
         env.set_syntax(
@@ -102,18 +102,18 @@ impl Renderer {
     }
 
     /// The mail subject: one line, whatever the template's whitespace.
-    pub fn subject(&self, report: &Report) -> Result<String, RenderError> {
+    pub(crate) fn subject(&self, report: &Report) -> Result<String, RenderError> {
         let text = self.render("subject.txt.j2", report)?;
         Ok(text.split_whitespace().collect::<Vec<_>>().join(" "))
     }
 
     /// The plain-text report.
-    pub fn text(&self, report: &Report) -> Result<String, RenderError> {
+    pub(crate) fn text(&self, report: &Report) -> Result<String, RenderError> {
         self.render("report.txt.j2", report)
     }
 
     /// The HTML report (every value escaped).
-    pub fn html(&self, report: &Report) -> Result<String, RenderError> {
+    pub(crate) fn html(&self, report: &Report) -> Result<String, RenderError> {
         self.render("report.html.j2", report)
     }
 }

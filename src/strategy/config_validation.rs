@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{Attempt, Context, StepResult, Strategy, restart_and_verify, then_restart};
 use crate::process;
 
-pub struct ConfigValidation;
+pub(super) struct ConfigValidation;
 
 /// Most of a validator's output fits; more is cut so a runaway checker cannot flood the
 /// report or memory.

@@ -17,7 +17,7 @@ use super::{Attempt, Context, StepResult, Strategy, then_restart};
 use crate::config::{FileExpectation, SymlinkExpectation, parse_mode};
 use crate::nofollow::{self, Parent, PathError, file_type};
 
-pub struct DatabaseCheck;
+pub(super) struct DatabaseCheck;
 
 /// What is wrong with one expectation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,10 +133,10 @@ impl Strategy for DatabaseCheck {
             let mut detail = blockers.join("; ");
             if !fixes.is_empty() {
                 let pending: Vec<String> = fixes.iter().map(|f| f.describe()).collect();
-                detail.push_str(&format!(
-                    "; also wrong, left for after that: {}",
+                detail = format!(
+                    "{detail}; also wrong, left for after that: {}",
                     pending.join(", ")
-                ));
+                );
             }
             return Attempt::new(StepResult::NeedsHuman, action, detail);
         }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use super::{Attempt, Context, StepResult, Strategy};
 use crate::bounded_read;
 
-pub struct EnvironmentCheck;
+pub(super) struct EnvironmentCheck;
 
 /// An env file to check, and whether the unit tolerates it missing (`EnvironmentFile=-…`).
 #[derive(Debug)]

@@ -22,7 +22,7 @@ use crate::verify::{self, HealthTarget};
 /// How one strategy ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum StepResult {
+pub(crate) enum StepResult {
     /// The service is back and verified: stop, report RESOLVED.
     Healed,
     /// The strategy does not apply to this failure: next one.
@@ -37,7 +37,7 @@ pub enum StepResult {
 
 /// One step of the chain, as reports and `--json` show it.
 #[derive(Debug, Clone, Serialize)]
-pub struct Step {
+pub(crate) struct Step {
     pub strategy: StrategyName,
     /// What it did (or would do), in words.
     pub action: String,
@@ -51,7 +51,7 @@ pub struct Step {
 
 /// What a strategy returns; the runner adds name and duration.
 #[derive(Debug, Clone)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     pub result: StepResult,
     pub action: String,
     pub detail: String,
@@ -59,7 +59,7 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    pub fn new(
+    pub(crate) fn new(
         result: StepResult,
         action: impl Into<String>,
         detail: impl Into<String>,
@@ -73,14 +73,14 @@ impl Attempt {
     }
 
     /// Records the changes this attempt made.
-    pub fn with_changes(mut self, changes: Vec<String>) -> Attempt {
+    pub(crate) fn with_changes(mut self, changes: Vec<String>) -> Attempt {
         self.changes = changes;
         self
     }
 }
 
 /// Everything a strategy may look at or act through.
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     pub service: &'a ServiceConfig,
     pub diagnosis: &'a Diagnosis,
     /// The unit as selfheal found it (cgroup, ExecStart=, EnvironmentFile=, …).
@@ -92,25 +92,25 @@ pub struct Context<'a> {
 }
 
 /// A healing strategy.
-pub trait Strategy {
+pub(crate) trait Strategy {
     /// Looks at the diagnosis, acts if it applies, and says how it ended.
     fn attempt(&self, context: &Context<'_>) -> Attempt;
 }
 
 /// The implementation of a strategy name.
-fn registry(name: StrategyName) -> Option<Box<dyn Strategy>> {
+fn registry(name: StrategyName) -> &'static dyn Strategy {
     match name {
-        StrategyName::ServiceRestart => Some(Box::new(service_restart::ServiceRestart)),
-        StrategyName::PortConflict => Some(Box::new(port_conflict::PortConflict)),
-        StrategyName::ConfigValidation => Some(Box::new(config_validation::ConfigValidation)),
-        StrategyName::DatabaseCheck => Some(Box::new(database_check::DatabaseCheck)),
-        StrategyName::EnvironmentCheck => Some(Box::new(environment_check::EnvironmentCheck)),
+        StrategyName::ServiceRestart => &service_restart::ServiceRestart,
+        StrategyName::PortConflict => &port_conflict::PortConflict,
+        StrategyName::ConfigValidation => &config_validation::ConfigValidation,
+        StrategyName::DatabaseCheck => &database_check::DatabaseCheck,
+        StrategyName::EnvironmentCheck => &environment_check::EnvironmentCheck,
     }
 }
 
 /// What the chain achieved.
 #[derive(Debug, Clone, Default)]
-pub struct ChainResult {
+pub(crate) struct ChainResult {
     pub steps: Vec<Step>,
     /// The strategy that healed the service.
     pub healed_by: Option<StrategyName>,
@@ -121,7 +121,7 @@ pub struct ChainResult {
 /// The order strategies actually run in: the configured order, except that evidence in the
 /// diagnosis may move the strategy that matches it to the front (an "Address already in use"
 /// goes to `port_conflict` before another blind restart).
-pub fn plan(configured: &[StrategyName], diagnosis: &Diagnosis) -> Vec<StrategyName> {
+pub(crate) fn plan(configured: &[StrategyName], diagnosis: &Diagnosis) -> Vec<StrategyName> {
     let mut order = configured.to_vec();
     let preferred = diagnosis
         .symptoms
@@ -146,7 +146,7 @@ fn promoted_by(symptom: Symptom) -> Option<StrategyName> {
 
 /// Whether journal evidence could change what runs first. When it cannot, healing need not
 /// wait for the journal: it is read in parallel, for the report.
-pub fn evidence_can_reorder(configured: &[StrategyName]) -> bool {
+pub(crate) fn evidence_can_reorder(configured: &[StrategyName]) -> bool {
     Symptom::ALL
         .into_iter()
         .filter_map(promoted_by)
@@ -154,18 +154,11 @@ pub fn evidence_can_reorder(configured: &[StrategyName]) -> bool {
 }
 
 /// Runs the strategies in order until one heals the service or asks for a human.
-pub fn run_chain(order: &[StrategyName], context: &Context<'_>) -> ChainResult {
+pub(crate) fn run_chain(order: &[StrategyName], context: &Context<'_>) -> ChainResult {
     let mut chain = ChainResult::default();
     for &name in order {
         let started = Instant::now();
-        let attempt = match registry(name) {
-            Some(strategy) => strategy.attempt(context),
-            None => Attempt::new(
-                StepResult::NotApplicable,
-                "skipped",
-                format!("{name} is not available in this version of selfheal"),
-            ),
-        };
+        let attempt = registry(name).attempt(context);
         tracing::info!(strategy = %name, result = ?attempt.result, "{}: {}", attempt.action, attempt.detail);
         chain.steps.push(Step {
             strategy: name,
@@ -192,7 +185,7 @@ pub fn run_chain(order: &[StrategyName], context: &Context<'_>) -> ChainResult {
 
 /// The end of a strategy that checked or repaired something: restart + verify, reported as one
 /// step whose action and detail say what was done first and whose changes list each repair.
-pub fn then_restart(
+pub(crate) fn then_restart(
     context: &Context<'_>,
     first: &str,
     found: &str,
@@ -214,7 +207,7 @@ pub fn then_restart(
 
 /// The common end of every fix: reset a failed / start-limit-hit unit, restart it, await the
 /// job, verify. Strategies call this after their own repair.
-pub fn restart_and_verify(context: &Context<'_>) -> Attempt {
+pub(crate) fn restart_and_verify(context: &Context<'_>) -> Attempt {
     let unit = &context.target.unit;
     let action = format!("restart {unit} and verify");
     if context.dry_run {

@@ -13,11 +13,11 @@ use crate::ports::{self, PortHolder};
 use crate::process::{self, Pidfd, Termination};
 use crate::systemd::UnitSnapshot;
 
-pub struct PortConflict;
+pub(super) struct PortConflict;
 
 /// What systemd's `GetUnitByPID` said about a port holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HolderUnit {
+pub(super) enum HolderUnit {
     /// systemd places it in this unit.
     Unit(String),
     /// systemd says it belongs to no unit.
@@ -29,7 +29,7 @@ pub enum HolderUnit {
 
 /// Why a holder may or may not be signalled.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ownership {
+pub(super) enum Ownership {
     /// A leftover of this service: in its cgroup while it is really down, or running exactly
     /// its ExecStart= command line outside any service.
     Stale { why: String },
@@ -52,12 +52,15 @@ fn is_really_down(unit: &UnitSnapshot) -> bool {
 /// root slice. Only there may a process be recognised by its command line alone; a process
 /// of any other unit is that unit's business.
 fn is_outside_services(unit: &str) -> bool {
-    unit == "-.slice" || (unit.starts_with("session-") && unit.ends_with(".scope"))
+    unit == "-.slice"
+        || unit
+            .strip_suffix(".scope")
+            .is_some_and(|scope| scope.starts_with("session-"))
 }
 
 /// Decides whose a port holder is. Pure: `holder_unit` is what systemd's GetUnitByPID said
 /// and `unit` is the service's state read just now (never a snapshot from before the chain).
-pub fn classify(
+pub(super) fn classify(
     holder: &PortHolder,
     holder_unit: &HolderUnit,
     unit: &UnitSnapshot,
@@ -142,6 +145,8 @@ fn may_signal(ownership: Ownership, settings: &PortConflictConfig) -> Result<Str
 }
 
 impl Strategy for PortConflict {
+    // Find, classify, refuse or stop, restart: one decision read top to bottom.
+    #[allow(clippy::too_many_lines)]
     fn attempt(&self, context: &Context<'_>) -> Attempt {
         let Some(port) = context.service.port else {
             return Attempt::new(
@@ -286,7 +291,7 @@ fn stop(
         }
         Err(err) => return Err(err),
     };
-    let cmdline = procfs::process::Process::new(holder.pid as i32)
+    let cmdline = procfs::process::Process::new(holder.pid as libc::pid_t)
         .and_then(|p| p.cmdline())
         .unwrap_or_default();
     if cmdline != holder.cmdline || ports::cgroup_of(holder.pid).as_deref() != Some(&holder.cgroup)

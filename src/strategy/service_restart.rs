@@ -3,7 +3,7 @@
 
 use super::{Attempt, Context, Strategy, restart_and_verify};
 
-pub struct ServiceRestart;
+pub(super) struct ServiceRestart;
 
 impl Strategy for ServiceRestart {
     fn attempt(&self, context: &Context<'_>) -> Attempt {

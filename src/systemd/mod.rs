@@ -8,6 +8,7 @@
 mod proxy;
 mod snapshot;
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use zbus::Connection;
 use zbus::zvariant::{DeserializeDict, OwnedObjectPath, Type};
 
 use proxy::{ManagerProxy, UnitProxy};
-pub use snapshot::UnitSnapshot;
+pub(crate) use snapshot::UnitSnapshot;
 
 /// How long any single D-Bus method call may take.
 const METHOD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,18 +41,18 @@ pub enum SystemdError {
 
 /// How a job that systemd ran ended (`JobRemoved`'s result).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobResult(pub String);
+pub(crate) struct JobResult(pub String);
 
 impl JobResult {
     /// The job finished successfully.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.0 == "done"
     }
 }
 
 /// What selfheal needs from the service manager. The D-Bus implementation is [`Systemd`];
 /// tests of pure logic can substitute their own.
-pub trait UnitControl {
+pub(crate) trait UnitControl {
     /// Reads the unit's current facts.
     fn snapshot(&self, unit: &str) -> Result<UnitSnapshot, SystemdError>;
     /// Clears a failed / start-limit-hit state.
@@ -68,7 +69,7 @@ pub trait UnitControl {
 }
 
 /// systemd over the D-Bus system bus.
-pub struct Systemd {
+pub(crate) struct Systemd {
     connection: Connection,
     manager: ManagerProxy<'static>,
     /// systemd refuses a second `Subscribe` from the same connection.
@@ -84,7 +85,7 @@ fn call_error(call: &'static str) -> impl FnOnce(zbus::Error) -> SystemdError {
 
 impl Systemd {
     /// Connects to the system bus (`$DBUS_SYSTEM_BUS_ADDRESS` or the standard socket).
-    pub fn connect() -> Result<Systemd, SystemdError> {
+    pub(crate) fn connect() -> Result<Systemd, SystemdError> {
         zbus::block_on(async {
             let connection = zbus::connection::Builder::system()
                 .map_err(|e| SystemdError::Connect(Box::new(e)))?
@@ -252,7 +253,7 @@ struct ServiceProperties {
 
 /// systemd's object path for a unit (sd_bus_path_encode): every byte that is not an ASCII
 /// letter or digit becomes `_xx`. Asking for properties on it loads the unit if needed.
-pub fn unit_object_path(unit: &str) -> String {
+pub(crate) fn unit_object_path(unit: &str) -> String {
     let mut path = String::from("/org/freedesktop/systemd1/unit/");
     if unit.is_empty() {
         path.push('_');
@@ -261,7 +262,7 @@ pub fn unit_object_path(unit: &str) -> String {
         if byte.is_ascii_alphanumeric() {
             path.push(char::from(byte));
         } else {
-            path.push_str(&format!("_{byte:02x}"));
+            let _ = write!(path, "_{byte:02x}");
         }
     }
     path
@@ -366,7 +367,10 @@ async fn with_timeout<T>(
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes.iter().fold(String::new(), |mut text, b| {
+        let _ = write!(text, "{b:02x}");
+        text
+    })
 }
 
 #[cfg(test)]

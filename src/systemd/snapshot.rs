@@ -4,7 +4,7 @@ use serde::Serialize;
 
 /// The facts about one service unit, read in one go over D-Bus.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct UnitSnapshot {
+pub(crate) struct UnitSnapshot {
     /// Unit name, e.g. `web.service`.
     pub unit: String,
     /// `loaded`, `not-found`, `masked`, …
@@ -43,19 +43,19 @@ pub struct UnitSnapshot {
 
 impl UnitSnapshot {
     /// Active and not in the middle of a restart.
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         self.active_state == "active" || self.active_state == "reloading"
     }
 
     /// systemd itself is busy with the unit: a queued job or a pending automatic restart.
-    pub fn systemd_is_acting(&self) -> bool {
+    pub(crate) fn systemd_is_acting(&self) -> bool {
         self.job_id.is_some()
             || self.sub_state == "auto-restart"
             || matches!(self.active_state.as_str(), "activating" | "deactivating")
     }
 
     /// `failed/failed (Result=exit-code)`: the state as messages show it.
-    pub fn state(&self) -> String {
+    pub(crate) fn state(&self) -> String {
         format!(
             "{}/{} (Result={})",
             self.active_state, self.sub_state, self.result
@@ -63,7 +63,7 @@ impl UnitSnapshot {
     }
 
     /// The unit has reached a state where waiting longer will not make it come up on its own.
-    pub fn is_down(&self) -> bool {
+    pub(crate) fn is_down(&self) -> bool {
         !self.systemd_is_acting() && matches!(self.active_state.as_str(), "failed" | "inactive")
     }
 }

@@ -11,31 +11,31 @@ use selfheal::sandbox::Sandbox;
 use selfheal::state::{HistoryRecord, StateDir};
 
 /// The selfheal binary under test.
-pub fn selfheal_bin() -> &'static Path {
+pub(crate) fn selfheal_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_selfheal"))
 }
 
 /// A port nothing listens on right now (the sandbox shares the host's network).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     selfheal::sandbox::free_port().unwrap()
 }
 
 /// Polls `ready` until it holds, failing the test after `timeout` with `what`.
-pub fn wait_until(timeout: Duration, what: &str, ready: impl FnMut() -> bool) {
+pub(crate) fn wait_until(timeout: Duration, what: &str, ready: impl FnMut() -> bool) {
     if let Err(err) = selfheal::sandbox::wait_for(timeout, ready) {
         panic!("waiting for {what}: {err}");
     }
 }
 
 /// One test's world: a sandboxed systemd, a config file and a state directory.
-pub struct TestEnv {
+pub(crate) struct TestEnv {
     pub sandbox: Sandbox,
     pub config_path: PathBuf,
     pub state_dir: PathBuf,
 }
 
 impl TestEnv {
-    pub fn new() -> TestEnv {
+    pub(crate) fn new() -> TestEnv {
         let sandbox = Sandbox::boot(selfheal_bin()).expect("booting the sandbox systemd");
         let config_path = sandbox.scratch_dir().join("selfheal.yml");
         let state_dir = sandbox.scratch_dir().join("state");
@@ -47,7 +47,7 @@ impl TestEnv {
     }
 
     /// Writes the config (root-owned, 0644, as selfheal requires).
-    pub fn config(&self, yaml: &str) -> &TestEnv {
+    pub(crate) fn config(&self, yaml: &str) -> &TestEnv {
         std::fs::write(&self.config_path, yaml).unwrap();
         std::fs::set_permissions(&self.config_path, std::fs::Permissions::from_mode(0o644))
             .unwrap();
@@ -55,7 +55,7 @@ impl TestEnv {
     }
 
     /// Adds a service unit with this `[Service]` body.
-    pub fn unit(&self, name: &str, service_section: &str) -> &TestEnv {
+    pub(crate) fn unit(&self, name: &str, service_section: &str) -> &TestEnv {
         let unit = format!("[Unit]\nDescription=test {name}\n[Service]\n{service_section}\n");
         self.sandbox
             .add_unit(&format!("{name}.service"), &unit)
@@ -64,7 +64,7 @@ impl TestEnv {
     }
 
     /// A unit running selfheal's demo HTTP service on `port`, printing `say` first.
-    pub fn web_unit(&self, name: &str, port: u16, say: &str) -> &TestEnv {
+    pub(crate) fn web_unit(&self, name: &str, port: u16, say: &str) -> &TestEnv {
         self.unit(
             name,
             &format!(
@@ -75,7 +75,7 @@ impl TestEnv {
     }
 
     /// Starts `<name>.service` and waits until something listens on `port`.
-    pub fn start_listening(&self, name: &str, port: u16) -> &TestEnv {
+    pub(crate) fn start_listening(&self, name: &str, port: u16) -> &TestEnv {
         self.systemctl(&["start", &format!("{name}.service")]);
         wait_until(
             Duration::from_secs(10),
@@ -86,7 +86,7 @@ impl TestEnv {
     }
 
     /// Starts `<name>.service` and waits until it has failed.
-    pub fn start_failing(&self, name: &str) -> &TestEnv {
+    pub(crate) fn start_failing(&self, name: &str) -> &TestEnv {
         let unit = format!("{name}.service");
         self.systemctl(&["start", &unit]);
         wait_until(Duration::from_secs(10), &format!("{unit} to fail"), || {
@@ -96,7 +96,7 @@ impl TestEnv {
     }
 
     /// `selfheal install` into the sandbox's unit directory, reloading the sandbox's systemd.
-    pub fn install(&self) -> &TestEnv {
+    pub(crate) fn install(&self) -> &TestEnv {
         let output = self.selfheal([
             "install",
             "--unit-dir",
@@ -111,7 +111,7 @@ impl TestEnv {
     }
 
     /// Runs selfheal inside the sandbox with this test's config and state dir.
-    pub fn selfheal<I, S>(&self, args: I) -> Output
+    pub(crate) fn selfheal<I, S>(&self, args: I) -> Output
     where
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
@@ -120,7 +120,7 @@ impl TestEnv {
     }
 
     /// The command `selfheal` runs, for a test that runs it its own way.
-    pub fn selfheal_command<I, S>(&self, args: I) -> std::process::Command
+    pub(crate) fn selfheal_command<I, S>(&self, args: I) -> std::process::Command
     where
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
@@ -136,7 +136,7 @@ impl TestEnv {
     }
 
     /// `run <service> --json`, parsed; also returns the exit code.
-    pub fn run_json(&self, service: &str, extra: &[&str]) -> (i32, serde_json::Value) {
+    pub(crate) fn run_json(&self, service: &str, extra: &[&str]) -> (i32, serde_json::Value) {
         let mut args = vec!["run", service, "--json"];
         args.extend_from_slice(extra);
         let output = self.selfheal(args);
@@ -150,16 +150,16 @@ impl TestEnv {
         (output.status.code().unwrap_or(-1), json)
     }
 
-    pub fn systemctl(&self, args: &[&str]) -> String {
+    pub(crate) fn systemctl(&self, args: &[&str]) -> String {
         self.sandbox.systemctl(args).unwrap()
     }
 
-    pub fn property(&self, unit: &str, property: &str) -> String {
+    pub(crate) fn property(&self, unit: &str, property: &str) -> String {
         self.sandbox.property(unit, property).unwrap()
     }
 
     /// Lines the sandbox's journal holds for these match arguments.
-    pub fn journal(&self, matches: &[&str]) -> String {
+    pub(crate) fn journal(&self, matches: &[&str]) -> String {
         let output = self
             .sandbox
             .command("journalctl")
@@ -172,7 +172,7 @@ impl TestEnv {
 
     /// The report a heal unit printed, once all of it is in the journal: the history line is
     /// written before the report is printed, so waiting for history alone races the printing.
-    pub fn heal_report(&self, service: &str) -> String {
+    pub(crate) fn heal_report(&self, service: &str) -> String {
         let unit = format!("{service}-self-heal.service");
         let mut report = String::new();
         wait_until(Duration::from_secs(20), "the whole report", || {
@@ -182,12 +182,12 @@ impl TestEnv {
         report
     }
 
-    pub fn history(&self) -> Vec<HistoryRecord> {
+    pub(crate) fn history(&self) -> Vec<HistoryRecord> {
         StateDir::new(&self.state_dir).history().unwrap()
     }
 
     /// Waits until history holds at least `count` records.
-    pub fn wait_for_history(&self, count: usize, timeout: Duration) -> Vec<HistoryRecord> {
+    pub(crate) fn wait_for_history(&self, count: usize, timeout: Duration) -> Vec<HistoryRecord> {
         wait_until(timeout, &format!("{count} history record(s)"), || {
             self.history().len() >= count
         });
@@ -197,7 +197,7 @@ impl TestEnv {
 
 /// A real SMTP server (aiosmtpd, `tests/smtp_server.py`): STARTTLS required before AUTH
 /// PLAIN/LOGIN, its own CA, accepted messages saved as files.
-pub struct SmtpServer {
+pub(crate) struct SmtpServer {
     child: Option<std::process::Child>,
     pub port: u16,
     root: PathBuf,
@@ -209,13 +209,18 @@ pub struct SmtpServer {
 
 impl SmtpServer {
     /// Starts a server with its files under `root`, accepting `user` / `password`.
-    pub fn start(root: &Path, user: &str, password: &str) -> SmtpServer {
+    pub(crate) fn start(root: &Path, user: &str, password: &str) -> SmtpServer {
         SmtpServer::start_slow(root, user, password, Duration::ZERO)
     }
 
     /// A slow relay: it takes `delay` to accept each message, and creates `data_started()`
     /// when a message begins to arrive.
-    pub fn start_slow(root: &Path, user: &str, password: &str, delay: Duration) -> SmtpServer {
+    pub(crate) fn start_slow(
+        root: &Path,
+        user: &str,
+        password: &str,
+        delay: Duration,
+    ) -> SmtpServer {
         std::fs::create_dir_all(root).unwrap();
         let mut server = SmtpServer {
             child: None,
@@ -230,7 +235,7 @@ impl SmtpServer {
     }
 
     /// Starts it again (same port, same CA) after `stop`.
-    pub fn resume(&mut self) {
+    pub(crate) fn resume(&mut self) {
         use std::io::BufRead;
         let password_file = self.root.join("server-password");
         std::fs::write(&password_file, &self.password).unwrap();
@@ -254,7 +259,7 @@ impl SmtpServer {
         self.child = Some(child);
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -266,17 +271,17 @@ impl SmtpServer {
     }
 
     /// Exists once a slow server has started receiving a message.
-    pub fn data_started(&self) -> PathBuf {
+    pub(crate) fn data_started(&self) -> PathBuf {
         self.root.join("data-started")
     }
 
     /// The CA that signed the server's certificate (for `ca_file`).
-    pub fn ca_file(&self) -> PathBuf {
+    pub(crate) fn ca_file(&self) -> PathBuf {
         self.root.join("ca.pem")
     }
 
     /// Every message the server accepted, in order, as raw bytes.
-    pub fn messages(&self) -> Vec<Vec<u8>> {
+    pub(crate) fn messages(&self) -> Vec<Vec<u8>> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(self.messages_dir())
             .map(|dir| dir.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
@@ -286,7 +291,7 @@ impl SmtpServer {
     }
 
     /// Waits until the server has accepted `count` messages.
-    pub fn wait_for_messages(&self, count: usize, timeout: Duration) -> Vec<Vec<u8>> {
+    pub(crate) fn wait_for_messages(&self, count: usize, timeout: Duration) -> Vec<Vec<u8>> {
         wait_until(timeout, &format!("{count} mail(s)"), || {
             self.messages().len() >= count
         });
@@ -295,7 +300,7 @@ impl SmtpServer {
 
     /// The config's `email:` section for this server, with the client's password in
     /// `password_file` (written root-owned, mode 0600, as selfheal requires).
-    pub fn email_yaml(&self, password_file: &Path, password: &str) -> String {
+    pub(crate) fn email_yaml(&self, password_file: &Path, password: &str) -> String {
         std::fs::write(password_file, format!("{password}\n")).unwrap();
         std::fs::set_permissions(password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
         format!(
@@ -315,7 +320,7 @@ impl Drop for SmtpServer {
 }
 
 /// A parsed mail: decoded headers and the text and HTML parts.
-pub struct Mail {
+pub(crate) struct Mail {
     pub subject: String,
     pub headers: Vec<(String, String)>,
     pub content_type: String,
@@ -324,14 +329,14 @@ pub struct Mail {
 }
 
 impl Mail {
-    pub fn parse(raw: &[u8]) -> Mail {
+    pub(crate) fn parse(raw: &[u8]) -> Mail {
         let parsed = mailparse::parse_mail(raw).unwrap();
         let header = |name: &str| {
             parsed
                 .headers
                 .iter()
                 .find(|h| h.get_key().eq_ignore_ascii_case(name))
-                .map(|h| h.get_value())
+                .map(mailparse::MailHeader::get_value)
                 .unwrap_or_default()
         };
         let part = |mime: &str| {
@@ -355,7 +360,7 @@ impl Mail {
         }
     }
 
-    pub fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .iter()
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
