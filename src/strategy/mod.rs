@@ -4,6 +4,8 @@
 mod config_validation;
 mod database_check;
 mod environment_check;
+#[cfg(test)]
+mod mock_tests;
 mod port_conflict;
 mod service_restart;
 

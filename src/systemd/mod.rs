@@ -5,6 +5,8 @@
 //! of selfheal stays synchronous. Every call has a timeout (the connection's method timeout, or
 //! an explicit deadline when waiting for a signal).
 
+#[cfg(test)]
+pub(crate) mod fake;
 mod proxy;
 mod snapshot;
 
