@@ -4,7 +4,7 @@
 //! Everything below `Config` is plain data; nothing here talks to systemd or the network.
 
 use std::collections::HashSet;
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +12,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
+use crate::email::EmailConfig;
+use crate::strategy::{
+    ConfigValidationConfig, DatabaseCheckConfig, EnvironmentCheckConfig, PortConflictConfig,
+    StrategyName,
+};
+use crate::verify::HealthUrl;
 
 /// Where the config is read from when neither `--config` nor `$SELFHEAL_CONFIG` is given.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/selfheal/selfheal.yml";
@@ -77,109 +83,6 @@ pub(crate) struct CascadeConfig {
     pub within: HumanDuration,
 }
 
-/// Email delivery settings.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct EmailConfig {
-    /// Recipients; defaults to `[owner]`.
-    #[serde(default)]
-    pub to: Vec<String>,
-    /// Sender address.
-    pub from: Option<String>,
-    /// How mail leaves the host.
-    #[serde(default)]
-    pub transport: Transport,
-    /// SMTP relay settings, for `transport: smtp`.
-    pub smtp: Option<SmtpConfig>,
-    /// Where `transport: file` writes `.eml` files.
-    pub file_dir: Option<PathBuf>,
-}
-
-/// The mail transports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Transport {
-    #[default]
-    Smtp,
-    Sendmail,
-    File,
-}
-
-/// An SMTP relay.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SmtpConfig {
-    /// Relay host name.
-    pub host: String,
-    /// Relay port; defaults by `security` (587, 465, 25).
-    pub port: Option<u16>,
-    /// Transport security.
-    #[serde(default)]
-    pub security: SmtpSecurity,
-    /// AUTH user name.
-    pub username: Option<String>,
-    /// File holding the AUTH password (never inline in the YAML).
-    pub password_file: Option<PathBuf>,
-    /// Extra CA certificate to trust (private relays).
-    pub ca_file: Option<PathBuf>,
-    /// Timeout of the whole SMTP conversation.
-    #[serde(default = "default_smtp_timeout")]
-    pub timeout: HumanDuration,
-    /// Allow AUTH over a connection without TLS (`security: none`): only for a relay on the
-    /// same host, where the password never crosses a network.
-    #[serde(default)]
-    pub allow_plaintext_auth: bool,
-}
-
-/// SMTP transport security.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum SmtpSecurity {
-    #[default]
-    Starttls,
-    Tls,
-    None,
-}
-
-/// The healing strategies selfheal knows, in the spelling the config uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum StrategyName {
-    ServiceRestart,
-    PortConflict,
-    ConfigValidation,
-    DatabaseCheck,
-    EnvironmentCheck,
-}
-
-impl StrategyName {
-    /// Every strategy, in the order the seed documents them.
-    pub(crate) const ALL: [StrategyName; 5] = [
-        StrategyName::ServiceRestart,
-        StrategyName::PortConflict,
-        StrategyName::ConfigValidation,
-        StrategyName::DatabaseCheck,
-        StrategyName::EnvironmentCheck,
-    ];
-
-    /// The config spelling.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            StrategyName::ServiceRestart => "service_restart",
-            StrategyName::PortConflict => "port_conflict",
-            StrategyName::ConfigValidation => "config_validation",
-            StrategyName::DatabaseCheck => "database_check",
-            StrategyName::EnvironmentCheck => "environment_check",
-        }
-    }
-}
-
-impl fmt::Display for StrategyName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// One monitored service.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -195,8 +98,8 @@ pub(crate) struct ServiceConfig {
     /// Critical services get the critical marker in reports.
     #[serde(default)]
     pub critical: bool,
-    /// URL that must answer 2xx once healthy (http only).
-    pub health_url: Option<String>,
+    /// URL that must answer 2xx once healthy (http only); parsed when the config is loaded.
+    pub health_url: Option<HealthUrl>,
     /// Strategies, tried in this order.
     #[serde(default = "default_strategies")]
     pub healing_strategies: Vec<StrategyName>,
@@ -216,95 +119,11 @@ pub(crate) struct ServiceConfig {
     pub port_conflict: Option<PortConflictConfig>,
 }
 
-/// `config_validation`: a validator command.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ConfigValidationConfig {
-    /// argv of the validator; never run through a shell.
-    pub command: Vec<String>,
-    /// How long the validator may run.
-    #[serde(default = "default_validation_timeout")]
-    pub timeout: HumanDuration,
-}
-
-/// `database_check`: files and symlinks the service depends on.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DatabaseCheckConfig {
-    /// Files that must exist, with their expected ownership and mode.
-    #[serde(default)]
-    pub files: Vec<FileExpectation>,
-    /// Symlinks that must exist and point at `target`.
-    #[serde(default)]
-    pub symlinks: Vec<SymlinkExpectation>,
-}
-
-/// A file that must exist.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct FileExpectation {
-    /// Absolute path.
-    pub path: PathBuf,
-    /// Expected owner (user name).
-    pub owner: Option<String>,
-    /// Expected group (group name).
-    pub group: Option<String>,
-    /// Expected mode, octal as a string ("0640").
-    pub mode: Option<String>,
-}
-
-/// A symlink that must exist.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SymlinkExpectation {
-    /// Absolute path of the link.
-    pub path: PathBuf,
-    /// What it must point to.
-    pub target: PathBuf,
-}
-
-/// `environment_check`: the env file and its required keys.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct EnvironmentCheckConfig {
-    /// The env file; defaults to the unit's `EnvironmentFile=`.
-    pub file: Option<PathBuf>,
-    /// Keys that must be present and non-empty.
-    #[serde(default)]
-    pub required: Vec<String>,
-}
-
-/// `port_conflict` settings.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PortConflictConfig {
-    /// Allow killing a holder that is not this service's own process.
-    #[serde(default)]
-    pub kill_foreign: bool,
-    /// How long a SIGTERMed holder gets before SIGKILL.
-    #[serde(default = "default_kill_grace")]
-    pub grace: HumanDuration,
-}
-
-/// Without a `port_conflict:` section the serde defaults apply (a derived `Default` would
-/// give a grace of zero: SIGKILL right after SIGTERM).
-impl Default for PortConflictConfig {
-    fn default() -> PortConflictConfig {
-        PortConflictConfig {
-            kill_foreign: false,
-            grace: default_kill_grace(),
-        }
-    }
-}
-
 fn default_failure_threshold() -> u32 {
     3
 }
 fn default_threshold_window() -> HumanDuration {
     HumanDuration(Duration::from_secs(3600))
-}
-fn default_smtp_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(10))
 }
 fn default_strategies() -> Vec<StrategyName> {
     vec![StrategyName::ServiceRestart]
@@ -314,12 +133,6 @@ fn default_verify_timeout() -> HumanDuration {
 }
 fn default_stable_for() -> HumanDuration {
     HumanDuration(Duration::from_secs(2))
-}
-fn default_validation_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(10))
-}
-fn default_kill_grace() -> HumanDuration {
-    HumanDuration(Duration::from_secs(5))
 }
 
 impl ServiceConfig {
@@ -408,7 +221,8 @@ impl Config {
             validate_service(service).map_err(|message| format!("{at}: {message}"))?;
         }
         if let Some(email) = &self.email {
-            validate_email(email, self.owner.as_deref()).map_err(|m| format!("email: {m}"))?;
+            crate::email::validate(email, self.owner.as_deref())
+                .map_err(|m| format!("email: {m}"))?;
         }
         Ok(())
     }
@@ -441,7 +255,11 @@ fn validate_service(service: &ServiceConfig) -> Result<(), String> {
     if service.healing_strategies.is_empty() {
         return Err(format!(
             "healing_strategies is empty; choose from: {}",
-            StrategyName::ALL.map(StrategyName::as_str).join(", ")
+            StrategyName::ALL
+                .iter()
+                .map(|name| name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     let mut seen = HashSet::new();
@@ -449,29 +267,8 @@ fn validate_service(service: &ServiceConfig) -> Result<(), String> {
         if !seen.insert(strategy) {
             return Err(format!("healing_strategies lists {strategy} twice"));
         }
-        match strategy {
-            StrategyName::PortConflict if service.port.is_none() => {
-                return Err("port_conflict needs `port`".into());
-            }
-            StrategyName::ConfigValidation
-                if service
-                    .config_validation
-                    .as_ref()
-                    .is_none_or(|c| c.command.is_empty()) =>
-            {
-                return Err(
-                    "config_validation needs `config_validation: { command: [...] }`".into(),
-                );
-            }
-            StrategyName::DatabaseCheck if service.database_check.is_none() => {
-                return Err(
-                    "database_check needs `database_check: { files: [...], symlinks: [...] }`"
-                        .into(),
-                );
-            }
-            _ => {}
-        }
     }
+    crate::strategy::validate(service)?;
     if service.verify_timeout.0.is_zero() {
         return Err("verify_timeout must be longer than 0".into());
     }
@@ -481,60 +278,11 @@ fn validate_service(service: &ServiceConfig) -> Result<(), String> {
             service.stable_for, service.verify_timeout
         ));
     }
-    if let Some(url) = &service.health_url {
-        crate::verify::HealthUrl::parse(url).map_err(|e| format!("health_url: {e}"))?;
-    }
-    if let Some(db) = &service.database_check {
-        for file in &db.files {
-            require_absolute(&file.path)?;
-            if let Some(mode) = &file.mode {
-                parse_mode(mode).map_err(|e| format!("{}: {e}", file.path.display()))?;
-            }
-        }
-        for link in &db.symlinks {
-            require_absolute(&link.path)?;
-        }
-    }
-    if let Some(file) = service
-        .environment_check
-        .as_ref()
-        .and_then(|env| env.file.as_ref())
-    {
-        require_absolute(file)?;
-    }
     Ok(())
 }
 
-fn validate_email(email: &EmailConfig, owner: Option<&str>) -> Result<(), String> {
-    if email.to.is_empty() && owner.is_none() {
-        return Err("no recipient: set `email.to` or `owner`".into());
-    }
-    for address in email.to.iter().map(String::as_str).chain(owner) {
-        if !address.contains('@') {
-            return Err(format!("{address:?} is not an email address"));
-        }
-    }
-    if let Some(smtp) = &email.smtp {
-        let credentials = smtp.username.is_some() || smtp.password_file.is_some();
-        if smtp.security == SmtpSecurity::None && credentials && !smtp.allow_plaintext_auth {
-            return Err(format!(
-                "smtp: security: none would send the password for {} in clear text; use security: starttls or tls, or set allow_plaintext_auth: true for a relay on this host",
-                smtp.username.as_deref().unwrap_or("the login")
-            ));
-        }
-    }
-    match email.transport {
-        Transport::Smtp if email.smtp.is_none() => {
-            Err("transport smtp needs `smtp: { host: ... }`".into())
-        }
-        Transport::File if email.file_dir.is_none() => {
-            Err("transport file needs `file_dir`".into())
-        }
-        _ => Ok(()),
-    }
-}
-
-fn require_absolute(path: &Path) -> Result<(), String> {
+/// A configured path must be absolute and plain: no `..` for a root process to be led by.
+pub(crate) fn require_absolute(path: &Path) -> Result<(), String> {
     let plain = path
         .components()
         .all(|c| !matches!(c, std::path::Component::ParentDir));
@@ -546,14 +294,6 @@ fn require_absolute(path: &Path) -> Result<(), String> {
             path.display()
         ))
     }
-}
-
-/// Parses an octal mode such as `"0640"`.
-pub(crate) fn parse_mode(text: &str) -> Result<u32, String> {
-    u32::from_str_radix(text, 8)
-        .ok()
-        .filter(|mode| *mode <= 0o7777)
-        .ok_or_else(|| format!("mode {text:?} is not an octal mode like \"0640\""))
 }
 
 /// How deeply a config may nest (the deepest real one nests 5 levels).

@@ -28,7 +28,10 @@ pub(crate) fn run(selfheal: &Path) -> anyhow::Result<()> {
     // The example's port may be taken on this host (the sandbox shares its network).
     let port = free_port()?;
     service.port = Some(port);
-    service.health_url = Some(format!("http://127.0.0.1:{port}/health"));
+    service.health_url = Some(
+        crate::verify::HealthUrl::parse(&format!("http://127.0.0.1:{port}/health"))
+            .map_err(anyhow::Error::msg)?,
+    );
     let name = service.name.clone();
     let unit = service.unit_name();
 

@@ -128,7 +128,7 @@ pub fn report(data: &[u8]) {
             facts.journal,
         )),
         steps: vec![Step {
-            strategy: crate::config::StrategyName::ServiceRestart,
+            strategy: crate::strategy::StrategyName::ServiceRestart,
             action: detail.clone(),
             result: StepResult::NoFix,
             detail: detail.clone(),

@@ -12,7 +12,7 @@ use crate::report::{PostStatus, Report, ReportHeader, RunFacts};
 use crate::state::{HistoryRecord, StateDir, StateError};
 use crate::strategy::{self, Context};
 use crate::systemd::{Systemd, UnitControl, UnitSnapshot};
-use crate::verify::{self, HealthTarget, HealthUrl};
+use crate::verify::{self, HealthTarget};
 
 /// How `run` was asked to behave.
 #[derive(Debug, Clone, Copy, Default)]
@@ -206,11 +206,7 @@ fn health_target(service: &ServiceConfig) -> HealthTarget {
     HealthTarget {
         unit: service.unit_name(),
         port: service.port,
-        // Validated at config load; a parse failure here cannot happen.
-        health_url: service
-            .health_url
-            .as_deref()
-            .and_then(|url| HealthUrl::parse(url).ok()),
+        health_url: service.health_url.clone(),
         timeout: service.verify_timeout.into(),
         stable_for: service.stable_for.into(),
     }

@@ -141,13 +141,28 @@ pub(crate) fn verify(
     }
 }
 
-/// A plain-HTTP health URL (`http://host[:port]/path`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A plain-HTTP health URL (`http://host[:port]/path`), parsed once, when the config is
+/// loaded; it serializes back to what the config said.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub(crate) struct HealthUrl {
     pub raw: String,
     host: String,
     port: u16,
     path: String,
+}
+
+impl TryFrom<String> for HealthUrl {
+    type Error = String;
+    fn try_from(url: String) -> Result<HealthUrl, String> {
+        HealthUrl::parse(&url).map_err(|err| format!("health_url: {err}"))
+    }
+}
+
+impl Serialize for HealthUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.raw)
+    }
 }
 
 impl HealthUrl {

@@ -7,8 +7,8 @@ use lettre::Message;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 
+use super::EmailConfig;
 use super::EmailError;
-use crate::config::EmailConfig;
 use crate::report::{Renderer, Report};
 
 /// A rendered message, ready for the outbox.

@@ -4,10 +4,12 @@
 
 mod compose;
 mod outbox;
+mod settings;
 mod transport;
 
 pub(crate) use compose::compose;
 pub(crate) use outbox::{FlushSummary, Outbox, OutboxError};
+pub(crate) use settings::{EmailConfig, SmtpConfig, SmtpSecurity, Transport, validate};
 pub(crate) use transport::{EmailError, Sender};
 
 use crate::config::Config;

@@ -16,7 +16,7 @@ use lettre::{Address, SendmailTransport, SmtpTransport, Transport as _};
 
 use super::compose::Composed;
 use super::outbox::{Queued, write_atomically};
-use crate::config::{EmailConfig, SmtpConfig, SmtpSecurity, Transport};
+use super::{EmailConfig, SmtpConfig, SmtpSecurity, Transport};
 
 /// The name of the systemd credential holding the SMTP password.
 pub(super) const PASSWORD_CREDENTIAL: &str = "smtp-password";

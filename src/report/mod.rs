@@ -231,10 +231,10 @@ fn manual_steps(header: &ReportHeader) -> Vec<String> {
 #[cfg(test)]
 pub(crate) mod fixture {
     use super::*;
-    use crate::config::StrategyName;
     use crate::diagnose::{FactSource, Symptom};
     use crate::journal::JournalLine;
     use crate::strategy::StepResult;
+    use crate::strategy::StrategyName;
 
     pub(crate) fn report(outcome: Outcome) -> Report {
         let healed = outcome == Outcome::Resolved;

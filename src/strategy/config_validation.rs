@@ -5,10 +5,29 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::{Attempt, Context, StepResult, Strategy, restart_and_verify, then_restart};
+use crate::config::ServiceConfig;
+use crate::duration::HumanDuration;
 use crate::process;
 
 pub(super) struct ConfigValidation;
+
+/// `config_validation`: a validator command.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfigValidationConfig {
+    /// argv of the validator; never run through a shell.
+    pub command: Vec<String>,
+    /// How long the validator may run.
+    #[serde(default = "default_validation_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_validation_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
 
 /// Most of a validator's output fits; more is cut so a runaway checker cannot flood the
 /// report or memory.
@@ -17,6 +36,17 @@ const OUTPUT_CAP: usize = 16 * 1024;
 const REPORT_LINES: usize = 30;
 
 impl Strategy for ConfigValidation {
+    fn validate(&self, service: &ServiceConfig, listed: bool) -> Result<(), String> {
+        let command = service
+            .config_validation
+            .as_ref()
+            .map(|c| c.command.as_slice());
+        if listed && command.is_none_or(<[String]>::is_empty) {
+            return Err("config_validation needs `config_validation: { command: [...] }`".into());
+        }
+        Ok(())
+    }
+
     fn attempt(&self, context: &Context<'_>) -> Attempt {
         let Some(settings) = context.service.config_validation.as_ref() else {
             return Attempt::new(

@@ -5,8 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::StrategyName;
 use super::{Context, StepResult, restart_and_verify, run_chain};
-use crate::config::{Config, StrategyName};
+use crate::config::Config;
 use crate::diagnose::Diagnosis;
 use crate::systemd::UnitSnapshot;
 use crate::systemd::fake::{FakeJob, FakeSystemd, unit};

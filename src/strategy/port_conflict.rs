@@ -6,14 +6,43 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::{Attempt, Context, StepResult, Strategy, then_restart};
-use crate::config::PortConflictConfig;
+use crate::config::ServiceConfig;
 use crate::duration::HumanDuration;
 use crate::ports::{self, PortHolder};
 use crate::process::{self, Pidfd, Termination};
 use crate::systemd::UnitSnapshot;
 
 pub(super) struct PortConflict;
+
+/// `port_conflict` settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PortConflictConfig {
+    /// Allow killing a holder that is not this service's own process.
+    #[serde(default)]
+    pub kill_foreign: bool,
+    /// How long a SIGTERMed holder gets before SIGKILL.
+    #[serde(default = "default_kill_grace")]
+    pub grace: HumanDuration,
+}
+
+/// Without a `port_conflict:` section the serde defaults apply (a derived `Default` would
+/// give a grace of zero: SIGKILL right after SIGTERM).
+impl Default for PortConflictConfig {
+    fn default() -> PortConflictConfig {
+        PortConflictConfig {
+            kill_foreign: false,
+            grace: default_kill_grace(),
+        }
+    }
+}
+
+fn default_kill_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
 
 /// What systemd's `GetUnitByPID` said about a port holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +174,13 @@ fn may_signal(ownership: Ownership, settings: &PortConflictConfig) -> Result<Str
 }
 
 impl Strategy for PortConflict {
+    fn validate(&self, service: &ServiceConfig, listed: bool) -> Result<(), String> {
+        if listed && service.port.is_none() {
+            return Err("port_conflict needs `port`".into());
+        }
+        Ok(())
+    }
+
     // Find, classify, refuse or stop, restart: one decision read top to bottom.
     #[allow(clippy::too_many_lines)]
     fn attempt(&self, context: &Context<'_>) -> Attempt {
