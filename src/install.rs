@@ -127,9 +127,8 @@ pub(crate) fn write_files(files: &[UnitFile]) -> Result<(), InstallError> {
     for file in files {
         let dir = file.path.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(dir).map_err(failed("creating", dir))?;
-        let temp = file.path.with_extension("selfheal-tmp");
-        std::fs::write(&temp, &file.contents).map_err(failed("writing", &temp))?;
-        std::fs::rename(&temp, &file.path).map_err(failed("writing", &file.path))?;
+        crate::atomic_file::write(&file.path, file.contents.as_bytes(), 0o644)
+            .map_err(failed("writing", &file.path))?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! concept per module. The public surface is what `main`, the integration tests and the
 //! benches need; `sandbox` and `fuzzing` are public only for tests, benches and fuzz targets.
 
+mod atomic_file;
 mod bounded_read;
 pub mod cli;
 mod commands;

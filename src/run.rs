@@ -187,7 +187,7 @@ pub(crate) fn failed_again_while_finishing(
     service: &ServiceConfig,
 ) -> Result<bool, Error> {
     let from_hook = std::env::var_os("MONITOR_UNIT").is_some();
-    if !from_hook || report.outcome != Outcome::Resolved {
+    if !from_hook || report.facts.outcome != Outcome::Resolved {
         return Ok(false);
     }
     let unit = service.unit_name();
@@ -237,22 +237,23 @@ fn wait_for_systemd(
 /// Logs, records and returns the report (records nothing on a dry run).
 fn finish(state: &StateDir, report: Report, options: RunOptions) -> Report {
     tracing::info!(
-        selfheal_service = %report.service,
-        selfheal_outcome = %report.outcome,
-        selfheal_healed_by = report.healed_by.as_deref().unwrap_or(""),
+        selfheal_service = %report.header.service,
+        selfheal_outcome = %report.facts.outcome,
+        selfheal_healed_by = report.facts.healed_by.as_deref().unwrap_or(""),
         "{} {} in {} ms",
-        report.service,
-        report.outcome,
-        report.duration_ms
+        report.header.service,
+        report.facts.outcome,
+        report.facts.duration_ms
     );
     if !options.dry_run {
         let record = HistoryRecord {
-            service: report.service.clone(),
-            outcome: report.outcome,
-            started_at: report.started_at.clone(),
-            duration_ms: report.duration_ms,
-            healed_by: report.healed_by.clone(),
+            service: report.header.service.clone(),
+            outcome: report.facts.outcome,
+            started_at: report.facts.started_at.clone(),
+            duration_ms: report.facts.duration_ms,
+            healed_by: report.facts.healed_by.clone(),
             summary: report
+                .facts
                 .diagnosis
                 .as_ref()
                 .map(|d| d.summary.clone())
@@ -262,7 +263,7 @@ fn finish(state: &StateDir, report: Report, options: RunOptions) -> Report {
         // this history line is lost (loop protection then undercounts by one run).
         if let Err(err) = state.append_history(&record) {
             tracing::error!(
-                selfheal_service = %report.service,
+                selfheal_service = %report.header.service,
                 "this run could not be recorded in history.jsonl: {err}"
             );
         }

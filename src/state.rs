@@ -209,23 +209,8 @@ impl StateDir {
             serde_json::to_writer(&mut bytes, record).map_err(|e| self.error(e.into()))?;
             bytes.push(b'\n');
         }
-        let temporary = self
-            .root
-            .join(format!("history.jsonl.tmp{}", std::process::id()));
-        let _ = std::fs::remove_file(&temporary);
-        let mut file = state_file()
-            .create_new(true)
-            .write(true)
-            .mode(0o640)
-            .open(&temporary)
+        crate::atomic_file::write(&self.history_path(), &bytes, 0o640)
             .map_err(|e| self.error(e))?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .and_then(|()| std::fs::rename(&temporary, self.history_path()))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&temporary);
-                self.error(e)
-            })?;
         tracing::info!(
             "compacted {} to {} records",
             self.history_path().display(),

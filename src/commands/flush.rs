@@ -9,13 +9,16 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
     let config = paths.load_config()?;
     let summary = crate::email::flush(&config, &paths.state())?;
     for meta in &summary.delivered {
-        println!("delivered {} ({})", meta.message_id, meta.subject);
+        println!(
+            "delivered {} ({})",
+            meta.envelope.message_id, meta.envelope.subject
+        );
     }
     for (meta, error) in &summary.failed {
         eprintln!(
             "still queued {} ({}, {} attempt(s)): {error}",
-            meta.message_id,
-            meta.subject,
+            meta.envelope.message_id,
+            meta.envelope.subject,
             meta.attempts + 1
         );
     }

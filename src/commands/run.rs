@@ -33,7 +33,7 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
             options.ignore_monitor_facts = true;
             continue;
         }
-        return Ok(report.outcome.exit_code());
+        return Ok(report.facts.outcome.exit_code());
     }
 }
 
@@ -46,7 +46,7 @@ fn mail(
     report: &Report,
 ) {
     use crate::email::{Delivery, deliver_report};
-    let service = &report.service;
+    let service = &report.header.service;
     match deliver_report(config, state, renderer, report) {
         Ok(None) => {}
         Ok(Some(Delivery::Sent { message_id })) => {

@@ -13,12 +13,14 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
     let renderer = Renderer::new(config.templates_dir.as_deref())?;
     let report = Report::test_email(&config);
     let composed = compose(email, config.owner.as_deref(), &renderer, &report)?;
-    Sender::from_config(email)?.send_composed(&composed)?;
+    let name = format!("{}.eml", composed.stem);
+    Sender::from_config(email)?.send(&composed.envelope, &composed.bytes, &name)?;
+    let envelope = &composed.envelope;
     println!(
         "sent {} to {} ({})",
-        composed.message_id,
-        composed.to.join(", "),
-        composed.subject
+        envelope.message_id,
+        envelope.to.join(", "),
+        envelope.subject
     );
     Ok(ExitCode::Success)
 }

@@ -14,18 +14,25 @@ use crate::report::{Renderer, Report};
 /// A rendered message, ready for the outbox.
 #[derive(Debug, Clone)]
 pub(crate) struct Composed {
-    /// `<selfheal.…@host>`.
-    pub message_id: String,
     /// File name stem in the outbox (unique per run, sorts by time).
     pub stem: String,
+    pub envelope: Envelope,
+    /// The whole RFC 5322 message.
+    pub bytes: Vec<u8>,
+}
+
+/// Who a message goes to and what it is about: what a transport needs besides the bytes, and
+/// what the outbox keeps beside each queued message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Envelope {
+    /// `<selfheal.…@host>`.
+    pub message_id: String,
     pub subject: String,
     pub service: String,
     pub outcome: String,
     /// Envelope sender and recipients.
     pub from: String,
     pub to: Vec<String>,
-    /// The whole RFC 5322 message.
-    pub bytes: Vec<u8>,
 }
 
 /// Renders `report` into a multipart/alternative message (text first, HTML preferred).
@@ -38,7 +45,7 @@ pub(crate) fn compose(
     let from = email
         .from
         .clone()
-        .unwrap_or_else(|| format!("selfheal@{}", report.host));
+        .unwrap_or_else(|| format!("selfheal@{}", report.header.host));
     let to: Vec<String> = if email.to.is_empty() {
         owner.map(str::to_owned).into_iter().collect()
     } else {
@@ -49,19 +56,20 @@ pub(crate) fn compose(
     let html = renderer.html(report)?;
 
     let compact_time: String = report
+        .facts
         .started_at
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .collect();
     let stem = format!(
         "{compact_time}-{}-{}-{}",
-        report.service,
-        report.outcome,
+        report.header.service,
+        report.facts.outcome,
         std::process::id()
     );
-    let message_id = format!("<selfheal.{stem}@{}>", report.host);
-    let date =
-        humantime::parse_rfc3339_weak(&report.started_at).unwrap_or_else(|_| SystemTime::now());
+    let message_id = format!("<selfheal.{stem}@{}>", report.header.host);
+    let date = humantime::parse_rfc3339_weak(&report.facts.started_at)
+        .unwrap_or_else(|_| SystemTime::now());
 
     let mut builder = Message::builder()
         .from(from.parse::<Mailbox>().map_err(|err| {
@@ -73,11 +81,11 @@ pub(crate) fn compose(
         .user_agent(format!("selfheal {}", env!("CARGO_PKG_VERSION")))
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("X-Selfheal-Service"),
-            report.service.clone(),
+            report.header.service.clone(),
         ))
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("X-Selfheal-Outcome"),
-            report.outcome.to_string(),
+            report.facts.outcome.to_string(),
         ));
     for address in &to {
         builder = builder.to(address.parse::<Mailbox>().map_err(|err| {
@@ -90,13 +98,15 @@ pub(crate) fn compose(
         .multipart(MultiPart::alternative_plain_html(text, html))
         .map_err(|err| EmailError::Invalid(format!("building the report mail: {err}")))?;
     Ok(Composed {
-        message_id,
         stem,
-        subject,
-        service: report.service.clone(),
-        outcome: report.outcome.to_string(),
-        from,
-        to,
+        envelope: Envelope {
+            message_id,
+            subject,
+            service: report.header.service.clone(),
+            outcome: report.facts.outcome.to_string(),
+            from,
+            to,
+        },
         bytes: message.formatted(),
     })
 }

@@ -20,11 +20,11 @@ use crate::state::StateDir;
 /// Whether a run's report is worth a mail: something happened that a person should know.
 /// A healthy service, a dry run and a run that yielded to a concurrent one send nothing.
 pub(crate) fn worth_mailing(report: &Report) -> bool {
-    match report.outcome {
+    match report.facts.outcome {
         Outcome::Resolved | Outcome::Failed => true,
         // Loop protection gave up on the service: that needs a person. A concurrent run
         // (no diagnosis) sends its own report.
-        Outcome::Suppressed => report.diagnosis.is_some(),
+        Outcome::Suppressed => report.facts.diagnosis.is_some(),
         Outcome::Healthy | Outcome::Planned => false,
     }
 }
@@ -61,7 +61,7 @@ pub(crate) fn deliver_report(
         return Ok(None);
     };
     let composed = compose(email, config.owner.as_deref(), renderer, report)?;
-    let message_id = composed.message_id.clone();
+    let message_id = composed.envelope.message_id.clone();
     let stored = Outbox::open(state).and_then(|outbox| {
         let (queued, claim) = outbox.queue(&composed)?;
         Ok::<_, crate::Error>((outbox, queued, claim))
@@ -70,7 +70,10 @@ pub(crate) fn deliver_report(
         Ok(stored) => stored,
         Err(outbox_error) => {
             let outbox_error = outbox_error.to_string();
-            return match Sender::from_config(email).and_then(|s| s.send_composed(&composed)) {
+            let name = format!("{}.eml", composed.stem);
+            let sent = Sender::from_config(email)
+                .and_then(|sender| sender.send(&composed.envelope, &composed.bytes, &name));
+            return match sent {
                 Ok(()) => Ok(Some(Delivery::SentWithoutOutbox {
                     message_id,
                     outbox_error,
@@ -82,14 +85,15 @@ pub(crate) fn deliver_report(
             };
         }
     };
-    let sent = Sender::from_config(email).and_then(|sender| sender.send_queued(&queued));
+    let sent = Sender::from_config(email)
+        .and_then(|sender| sender.send(&composed.envelope, &composed.bytes, &queued.name()));
     Ok(Some(match sent {
         Ok(()) => {
             outbox.delivered(&queued)?;
             Delivery::Sent { message_id }
         }
         Err(error) => {
-            outbox.failed(&queued, &error)?;
+            outbox.failed(&queued, &error.to_string())?;
             Delivery::Queued { message_id, error }
         }
     }))
@@ -99,9 +103,15 @@ pub(crate) fn deliver_report(
 pub(crate) fn flush(config: &Config, state: &StateDir) -> Result<FlushSummary, crate::Error> {
     let outbox = Outbox::open(state)?;
     let sender = config.email.as_ref().map(Sender::from_config);
-    Ok(outbox.flush(|queued| match &sender {
-        Some(Ok(sender)) => sender.send_queued(queued),
-        Some(Err(error)) => Err(error.clone()),
-        None => Err(EmailError::NotConfigured),
+    Ok(outbox.flush(|queued| {
+        let sender = match &sender {
+            Some(Ok(sender)) => sender,
+            Some(Err(error)) => return Err(error.to_string()),
+            None => return Err(EmailError::NotConfigured.to_string()),
+        };
+        let bytes = queued.bytes().map_err(|err| err.to_string())?;
+        sender
+            .send(&queued.meta.envelope, &bytes, &queued.name())
+            .map_err(|err| err.to_string())
     })?)
 }

@@ -7,16 +7,18 @@
 //! skips a message someone is already sending, so nothing is delivered twice.
 
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use super::compose::Composed;
-use super::transport::EmailError;
+use super::compose::{Composed, Envelope};
+use crate::atomic_file;
 use crate::state::StateDir;
+
+/// Reports carry log lines: only root reads the outbox.
+const MODE: u32 = 0o600;
 
 /// An outbox file or directory that could not be written, read or removed.
 #[derive(Debug, thiserror::Error)]
@@ -37,15 +39,11 @@ fn failed(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> O
     }
 }
 
-/// The envelope and delivery record of a queued message.
+/// The envelope and delivery record of a queued message (its `.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct QueueMeta {
-    pub message_id: String,
-    pub subject: String,
-    pub service: String,
-    pub outcome: String,
-    pub from: String,
-    pub to: Vec<String>,
+    #[serde(flatten)]
+    pub envelope: Envelope,
     /// RFC 3339.
     pub queued_at: String,
     pub attempts: u32,
@@ -63,6 +61,20 @@ impl Queued {
     fn meta_path(&self) -> PathBuf {
         self.eml.with_extension("json")
     }
+
+    /// The message exactly as it will be sent.
+    pub(crate) fn bytes(&self) -> Result<Vec<u8>, OutboxError> {
+        std::fs::read(&self.eml).map_err(failed("reading", &self.eml))
+    }
+
+    /// Its file name, for transports that keep one.
+    pub(crate) fn name(&self) -> String {
+        self.eml
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    }
 }
 
 /// What a flush did.
@@ -70,7 +82,7 @@ impl Queued {
 pub(crate) struct FlushSummary {
     pub delivered: Vec<QueueMeta>,
     /// Messages that stay queued, with the reason.
-    pub failed: Vec<(QueueMeta, EmailError)>,
+    pub failed: Vec<(QueueMeta, String)>,
     /// Messages another process was sending at that moment.
     pub busy: usize,
     /// Messages whose envelope (`.json`) is missing or unreadable: skipped, left in place.
@@ -102,23 +114,25 @@ impl Outbox {
         let queued = Queued {
             eml: self.dir.join(format!("{}.eml", composed.stem)),
             meta: QueueMeta {
-                message_id: composed.message_id.clone(),
-                subject: composed.subject.clone(),
-                service: composed.service.clone(),
-                outcome: composed.outcome.clone(),
-                from: composed.from.clone(),
-                to: composed.to.clone(),
+                envelope: composed.envelope.clone(),
                 queued_at: humantime::format_rfc3339_millis(std::time::SystemTime::now())
                     .to_string(),
                 attempts: 0,
                 last_error: None,
             },
         };
-        write_atomically(&queued.meta_path(), &envelope(&queued.meta))?;
-        let (file, temporary) = write_temporary(&queued.eml, &composed.bytes)?;
-        let claim = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, errno)| failed("locking", &temporary)(errno.into()))?;
-        std::fs::rename(&temporary, &queued.eml).map_err(failed("renaming into", &queued.eml))?;
+        write_meta(&queued.meta_path(), &queued.meta)?;
+        let pending = atomic_file::prepare(&queued.eml, &composed.bytes, MODE)
+            .map_err(failed("writing", &queued.eml))?;
+        // The claim is on the file's open description, so it outlives the descriptor that
+        // commit() hands back and holds until the caller drops it.
+        let description = pending
+            .file
+            .try_clone()
+            .map_err(failed("writing", &queued.eml))?;
+        let claim = Flock::lock(description, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| failed("locking", &queued.eml)(errno.into()))?;
+        pending.commit().map_err(failed("writing", &queued.eml))?;
         Ok((queued, claim))
     }
 
@@ -169,17 +183,17 @@ impl Outbox {
 
     /// Records a failed attempt in the message's meta.
     #[allow(clippy::unused_self)] // a method of the outbox, like queue and flush, though it needs no field
-    pub(crate) fn failed(&self, queued: &Queued, error: &EmailError) -> Result<(), OutboxError> {
+    pub(crate) fn failed(&self, queued: &Queued, error: &str) -> Result<(), OutboxError> {
         let mut meta = queued.meta.clone();
         meta.attempts += 1;
-        meta.last_error = Some(error.to_string());
-        write_atomically(&queued.meta_path(), &envelope(&meta))
+        meta.last_error = Some(error.to_owned());
+        write_meta(&queued.meta_path(), &meta)
     }
 
     /// Sends every queued message with `send`, removing each one the server accepted.
-    pub(crate) fn flush(
+    pub(crate) fn flush<E: std::fmt::Display>(
         &self,
-        send: impl Fn(&Queued) -> Result<(), EmailError>,
+        send: impl Fn(&Queued) -> Result<(), E>,
     ) -> Result<FlushSummary, OutboxError> {
         let (pending, unreadable) = self.pending()?;
         let mut summary = FlushSummary {
@@ -197,6 +211,7 @@ impl Outbox {
                     summary.delivered.push(queued.meta);
                 }
                 Err(error) => {
+                    let error = error.to_string();
                     self.failed(&queued, &error)?;
                     summary.failed.push((queued.meta, error));
                 }
@@ -228,37 +243,10 @@ fn claim(eml: &Path) -> Result<Option<Flock<File>>, OutboxError> {
     Ok(still_there.then_some(lock))
 }
 
-/// Writes `bytes` (mode 0600: reports carry log lines) to `path` through a synced temporary
-/// file and a rename: a reader, or a crash, sees the old file or the whole new one.
-pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
-    let (_, temporary) = write_temporary(path, bytes)?;
-    std::fs::rename(&temporary, path).map_err(failed("renaming into", path))
-}
-
-/// A queue entry's `.json`: serializing plain strings and numbers cannot fail.
-fn envelope(meta: &QueueMeta) -> Vec<u8> {
-    serde_json::to_vec_pretty(meta).unwrap_or_default()
-}
-
-/// Writes and syncs `bytes` to a temporary name beside `path`; returns the open file and name.
-fn write_temporary(path: &Path, bytes: &[u8]) -> Result<(File, PathBuf), OutboxError> {
-    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-    let _ = std::fs::remove_file(&temporary);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(failed("writing", &temporary))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .inspect_err(|_| {
-            // A full disk must not leave a half-written file behind.
-            let _ = std::fs::remove_file(&temporary);
-        })
-        .map_err(failed("writing", &temporary))?;
-    Ok((file, temporary))
+/// Writes a queue entry's `.json` in place. Serializing plain strings and numbers cannot fail.
+fn write_meta(path: &Path, meta: &QueueMeta) -> Result<(), OutboxError> {
+    let bytes = serde_json::to_vec_pretty(meta).unwrap_or_default();
+    atomic_file::write(path, &bytes, MODE).map_err(failed("writing", path))
 }
 
 fn remove_if_present(path: &Path) -> Result<(), OutboxError> {
@@ -275,13 +263,15 @@ mod tests {
 
     fn composed(stem: &str) -> Composed {
         Composed {
-            message_id: format!("<{stem}@test>"),
             stem: stem.into(),
-            subject: format!("report {stem}"),
-            service: "web".into(),
-            outcome: "resolved".into(),
-            from: "selfheal@test".into(),
-            to: vec!["ops@test".into()],
+            envelope: Envelope {
+                message_id: format!("<{stem}@test>"),
+                subject: format!("report {stem}"),
+                service: "web".into(),
+                outcome: "resolved".into(),
+                from: "selfheal@test".into(),
+                to: vec!["ops@test".into()],
+            },
             bytes: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
         }
     }
@@ -299,8 +289,9 @@ mod tests {
         let sent = std::cell::RefCell::new(Vec::new());
         let summary = outbox
             .flush(|queued| {
-                sent.borrow_mut().push(queued.meta.message_id.clone());
-                Ok(())
+                sent.borrow_mut()
+                    .push(queued.meta.envelope.message_id.clone());
+                Ok::<(), String>(())
             })
             .unwrap();
 

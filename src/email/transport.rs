@@ -9,13 +9,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{Address, SendmailTransport, SmtpTransport, Transport as _};
 
-use super::compose::Composed;
-use super::outbox::{Queued, write_atomically};
+use super::compose::Envelope;
 use super::{EmailConfig, SmtpConfig, SmtpSecurity, Transport};
 
 /// The name of the systemd credential holding the SMTP password.
@@ -70,46 +68,40 @@ impl Sender {
         }
     }
 
-    /// Sends one queued message exactly as stored.
-    pub(crate) fn send_queued(&self, queued: &Queued) -> Result<(), EmailError> {
-        let bytes = std::fs::read(&queued.eml).map_err(|err| EmailError::File {
-            path: queued.eml.clone(),
-            message: err.to_string(),
-        })?;
-        let name = queued.eml.file_name().unwrap_or_default().to_string_lossy();
-        self.send(&queued.meta.from, &queued.meta.to, &bytes, &name)
-    }
-
-    /// Sends a message straight away, without the outbox (`test-email`).
-    pub(crate) fn send_composed(&self, composed: &Composed) -> Result<(), EmailError> {
-        let name = format!("{}.eml", composed.stem);
-        self.send(&composed.from, &composed.to, &composed.bytes, &name)
-    }
-
-    fn send(&self, from: &str, to: &[String], bytes: &[u8], name: &str) -> Result<(), EmailError> {
+    /// Sends `bytes` to the envelope's recipients; `name` is the file name the file transport
+    /// writes. A transport never touches the outbox: the outbox owns its files.
+    pub(crate) fn send(
+        &self,
+        envelope: &Envelope,
+        bytes: &[u8],
+        name: &str,
+    ) -> Result<(), EmailError> {
+        let (from, to) = (&envelope.from, &envelope.to);
         let parse = |address: &str| {
             address
                 .parse::<Address>()
                 .map_err(|err| EmailError::Invalid(format!("address {address:?}: {err}")))
         };
-        let envelope = Envelope::new(
+        let smtp_envelope = lettre::address::Envelope::new(
             Some(parse(from)?),
             to.iter().map(|a| parse(a)).collect::<Result<_, _>>()?,
         )
         .map_err(|err| EmailError::Invalid(format!("envelope: {err}")))?;
         match self {
             Sender::Smtp { transport, relay } => transport
-                .send_raw(&envelope, bytes)
+                .send_raw(&smtp_envelope, bytes)
                 .map(drop)
                 .map_err(|err| smtp_error(relay, &err)),
             Sender::Sendmail(transport) => transport
-                .send_raw(&envelope, bytes)
+                .send_raw(&smtp_envelope, bytes)
                 .map_err(|err| EmailError::Sendmail(err.to_string())),
             Sender::File(dir) => {
                 let path = dir.join(name);
                 std::fs::create_dir_all(dir)
                     .map_err(|err| err.to_string())
-                    .and_then(|()| write_atomically(&path, bytes).map_err(|err| err.to_string()))
+                    .and_then(|()| {
+                        crate::atomic_file::write(&path, bytes, 0o600).map_err(|e| e.to_string())
+                    })
                     .map_err(|message| EmailError::File { path, message })
             }
         }

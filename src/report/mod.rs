@@ -43,35 +43,23 @@ impl From<&UnitSnapshot> for PostStatus {
     }
 }
 
-/// Everything a report says about one run.
+/// Everything a report says about one run: where (from the config), what happened (from the
+/// run), and the advice derived from both. The JSON and the templates see one flat object.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {
-    pub system_name: String,
-    pub host: String,
-    pub service: String,
-    pub unit: String,
-    pub domain: Option<String>,
-    pub port: Option<u16>,
-    pub critical: bool,
-    pub outcome: Outcome,
-    /// RFC 3339.
-    pub started_at: String,
-    pub duration_ms: u64,
-    pub diagnosis: Option<Diagnosis>,
-    pub steps: Vec<Step>,
-    pub healed_by: Option<String>,
-    /// Why the run stopped without healing (escalation reason, suppression reason).
-    pub reason: Option<String>,
-    pub post_status: Option<PostStatus>,
+    #[serde(flatten)]
+    pub header: ReportHeader,
+    #[serde(flatten)]
+    pub facts: RunFacts,
     pub recommendations: Vec<String>,
     /// Commands for a person, when the service is still down.
     pub manual_steps: Vec<String>,
-    pub dry_run: bool,
     /// Sent by `selfheal test-email`: no service failed.
     pub test: bool,
 }
 
 /// The parts of a report that come from the config, before the run starts.
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct ReportHeader {
     pub system_name: String,
     pub host: String,
@@ -97,13 +85,16 @@ impl ReportHeader {
 }
 
 /// What a run established, to be turned into a report.
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct RunFacts {
     pub outcome: Outcome,
+    /// RFC 3339.
     pub started_at: String,
     pub duration_ms: u64,
     pub diagnosis: Option<Diagnosis>,
     pub steps: Vec<Step>,
     pub healed_by: Option<String>,
+    /// Why the run stopped without healing (escalation reason, suppression reason).
     pub reason: Option<String>,
     pub post_status: Option<PostStatus>,
     pub dry_run: bool,
@@ -119,24 +110,10 @@ impl Report {
                 Vec::new()
             };
         Report {
-            system_name: header.system_name,
-            host: header.host,
-            service: header.service,
-            unit: header.unit,
-            domain: header.domain,
-            port: header.port,
-            critical: header.critical,
-            outcome: facts.outcome,
-            started_at: facts.started_at,
-            duration_ms: facts.duration_ms,
-            diagnosis: facts.diagnosis,
-            steps: facts.steps,
-            healed_by: facts.healed_by,
-            reason: facts.reason,
-            post_status: facts.post_status,
+            header,
+            facts,
             recommendations,
             manual_steps,
-            dry_run: facts.dry_run,
             test: false,
         }
     }
@@ -151,26 +128,31 @@ impl Report {
                 (s.name.clone(), s.unit_name())
             });
         Report {
-            system_name: config.system_name(),
-            host: host.clone(),
-            service,
-            unit,
-            domain: None,
-            port: None,
-            critical: false,
-            outcome: Outcome::Healthy,
-            started_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            duration_ms: 0,
-            diagnosis: None,
-            steps: Vec::new(),
-            healed_by: None,
-            reason: Some(format!(
-                "This is a test report sent by `selfheal test-email` on {host}: if you read it, reports reach you."
-            )),
-            post_status: None,
+            header: ReportHeader {
+                system_name: config.system_name(),
+                host: host.clone(),
+                service,
+                unit,
+                domain: None,
+                port: None,
+                critical: false,
+            },
+            facts: RunFacts {
+                outcome: Outcome::Healthy,
+                started_at: humantime::format_rfc3339_millis(std::time::SystemTime::now())
+                    .to_string(),
+                duration_ms: 0,
+                diagnosis: None,
+                steps: Vec::new(),
+                healed_by: None,
+                reason: Some(format!(
+                    "This is a test report sent by `selfheal test-email` on {host}: if you read it, reports reach you."
+                )),
+                post_status: None,
+                dry_run: false,
+            },
             recommendations: Vec::new(),
             manual_steps: Vec::new(),
-            dry_run: false,
             test: true,
         }
     }

@@ -1,0 +1,94 @@
+//! The one way selfheal replaces a file: the bytes go to a temporary file in the same
+//! directory (explicit mode, never through a symlink), which is fsynced and renamed over the
+//! target, and the directory is fsynced too. A reader, or a crash, sees the old file or the
+//! whole new one, never half of either. The outbox, the file transport, `install` and the
+//! history compaction all write through here.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// A written and synced temporary file, not yet in place: the caller may lock it first (the
+/// outbox claims a message before anyone can see it), then `commit`.
+pub(crate) struct Pending {
+    pub file: File,
+    temporary: PathBuf,
+    target: PathBuf,
+}
+
+/// Writes `bytes` to a fresh temporary file beside `target`, with `mode`, and syncs it.
+pub(crate) fn prepare(target: &Path, bytes: &[u8], mode: u32) -> io::Result<Pending> {
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let temporary = target.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    // A leftover of a run killed with this PID long ago; ours to replace.
+    let _ = std::fs::remove_file(&temporary);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(mode)
+        .open(&temporary)?;
+    if let Err(err) = file.write_all(bytes).and_then(|()| file.sync_all()) {
+        // A full disk must not leave a half-written file behind.
+        let _ = std::fs::remove_file(&temporary);
+        return Err(err);
+    }
+    Ok(Pending {
+        file,
+        temporary,
+        target: target.to_owned(),
+    })
+}
+
+impl Pending {
+    /// Renames the temporary file over the target and syncs the directory; returns the open
+    /// file (still holding any lock the caller took).
+    pub(crate) fn commit(self) -> io::Result<File> {
+        if let Err(err) = std::fs::rename(&self.temporary, &self.target) {
+            let _ = std::fs::remove_file(&self.temporary);
+            return Err(err);
+        }
+        let dir = self.target.parent().unwrap_or(Path::new("/"));
+        File::open(dir)?.sync_all()?;
+        Ok(self.file)
+    }
+}
+
+/// Replaces `target` with `bytes` (mode `mode`), atomically.
+pub(crate) fn write(target: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    prepare(target, bytes, mode)?.commit().map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn replaces_the_whole_file_with_its_mode_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("unit.service");
+        std::fs::write(&target, "old").unwrap();
+        write(&target, b"new", 0o640).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_temporary_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("x.eml");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        // The planted link is removed, not written through.
+        let temporary = dir.path().join(format!(".x.eml.tmp{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &temporary).unwrap();
+        write(&target, b"report", 0o600).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "report");
+    }
+}
