@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::journal::JournalLine;
-use crate::systemd::UnitSnapshot;
+use crate::systemd::{ActiveState, UnitSnapshot};
 
 /// Where the facts about the failed run came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -190,7 +190,7 @@ pub(crate) struct Diagnosis {
     /// The unit.
     pub unit: String,
     /// State when selfheal looked: `failed`, `active`, …
-    pub active_state: String,
+    pub active_state: ActiveState,
     /// Sub-state when selfheal looked.
     pub sub_state: String,
     /// systemd's `Result` of the failed run.
@@ -350,7 +350,7 @@ mod tests {
     fn properties_are_the_fallback() {
         let snapshot = UnitSnapshot {
             unit: "web.service".into(),
-            active_state: "failed".into(),
+            active_state: ActiveState::Failed,
             sub_state: "failed".into(),
             result: "exit-code".into(),
             exec_main_code: 1,

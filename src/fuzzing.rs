@@ -53,8 +53,8 @@ fn facts(data: &[u8]) -> Facts {
     let snapshot = UnitSnapshot {
         unit: "web.service".into(),
         load_state: "loaded".into(),
-        sub_state: active_state.clone(),
-        active_state,
+        active_state: crate::systemd::ActiveState::parse(&active_state),
+        sub_state: active_state,
         result,
         exec_main_code: number() as i32,
         exec_main_status: number() as i32,

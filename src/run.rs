@@ -11,7 +11,7 @@ use crate::outcome::Outcome;
 use crate::report::{PostStatus, Report, ReportHeader, RunFacts};
 use crate::state::{HistoryRecord, StateDir, StateError};
 use crate::strategy::{self, Context};
-use crate::systemd::{Systemd, UnitControl, UnitSnapshot};
+use crate::systemd::{ActiveState, Systemd, UnitControl, UnitSnapshot};
 use crate::verify::{self, HealthTarget};
 
 /// How `run` was asked to behave.
@@ -192,7 +192,7 @@ pub(crate) fn failed_again_while_finishing(
     }
     let unit = service.unit_name();
     let snapshot = Systemd::connect()?.snapshot(&unit)?;
-    let again = snapshot.is_down() && snapshot.active_state == "failed";
+    let again = snapshot.is_down() && snapshot.active_state == ActiveState::Failed;
     if again {
         tracing::warn!(
             selfheal_service = %service.name,

@@ -8,14 +8,14 @@ use crate::config::Config;
 use crate::exit_code::ExitCode;
 use crate::ports;
 use crate::state::{HistoryRecord, StateDir};
-use crate::systemd::{Systemd, UnitControl};
+use crate::systemd::{ActiveState, Systemd, UnitControl};
 
 /// One row of the dashboard.
 #[derive(Debug, Serialize)]
 struct ServiceStatus {
     service: String,
     unit: String,
-    active_state: String,
+    active_state: ActiveState,
     sub_state: String,
     port: Option<u16>,
     listening: Option<bool>,
@@ -40,7 +40,7 @@ pub(crate) fn show(
             let snapshot = systemd.snapshot(&unit);
             let (active_state, sub_state) = match &snapshot {
                 Ok(s) => (s.active_state.clone(), s.sub_state.clone()),
-                Err(err) => ("unknown".to_owned(), err.to_string()),
+                Err(err) => (ActiveState::Other("unknown".into()), err.to_string()),
             };
             ServiceStatus {
                 service: service.name.clone(),
@@ -59,7 +59,7 @@ pub(crate) fn show(
             }
         })
         .collect();
-    let all_active = rows.iter().all(|r| r.active_state == "active");
+    let all_active = rows.iter().all(|r| r.active_state == ActiveState::Active);
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
@@ -84,7 +84,7 @@ fn print_dashboard(
         crate::host::hostname()
     );
     for row in rows {
-        let mark = if row.active_state == "active" {
+        let mark = if row.active_state == ActiveState::Active {
             "✅"
         } else {
             "❌"
@@ -104,7 +104,7 @@ fn print_dashboard(
         println!(
             "  {mark} {:<22} {:<10} {port}{domain}",
             row.service,
-            row.active_state.to_uppercase()
+            row.active_state.as_str().to_uppercase()
         );
         if let Some(last) = &row.last_healing {
             println!(
@@ -119,7 +119,10 @@ fn print_dashboard(
         .iter()
         .filter(|r| r.outcome.is_healing_attempt() && r.started().is_some_and(|t| t >= day_ago))
         .collect();
-    let running = rows.iter().filter(|r| r.active_state == "active").count();
+    let running = rows
+        .iter()
+        .filter(|r| r.active_state == ActiveState::Active)
+        .count();
     println!(
         "\nSummary: {running} active, {} not active",
         rows.len() - running

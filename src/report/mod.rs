@@ -9,14 +9,14 @@ use crate::config::{Config, ServiceConfig};
 use crate::diagnose::{Diagnosis, Termination};
 use crate::outcome::Outcome;
 use crate::strategy::Step;
-use crate::systemd::UnitSnapshot;
+use crate::systemd::{ActiveState, UnitSnapshot};
 
 pub(crate) use render::{RenderError, Renderer};
 
 /// The unit's state after healing.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct PostStatus {
-    pub active_state: String,
+    pub active_state: ActiveState,
     pub sub_state: String,
     pub main_pid: u32,
     pub memory_bytes: Option<u64>,
@@ -231,7 +231,7 @@ pub(crate) mod fixture {
         };
         let diagnosis = Diagnosis {
             unit: "story-stages.service".into(),
-            active_state: "failed".into(),
+            active_state: ActiveState::Failed,
             sub_state: "failed".into(),
             result: "exit-code".into(),
             termination: Termination::Exited { status: 1 },
@@ -274,7 +274,11 @@ pub(crate) mod fixture {
                 "service_restart: story-stages.service went failed/failed (Result=exit-code)".into()
             }),
             post_status: Some(PostStatus {
-                active_state: if healed { "active" } else { "failed" }.into(),
+                active_state: if healed {
+                    ActiveState::Active
+                } else {
+                    ActiveState::Failed
+                },
                 sub_state: if healed { "running" } else { "failed" }.into(),
                 main_pid: if healed { 845 } else { 0 },
                 memory_bytes: healed.then_some(44_040_192),

@@ -26,7 +26,7 @@ use std::fmt;
 
 use crate::config::ServiceConfig;
 use crate::diagnose::{Diagnosis, Symptom};
-use crate::systemd::{UnitControl, UnitSnapshot};
+use crate::systemd::{ActiveState, UnitControl, UnitSnapshot};
 use crate::verify::{self, HealthTarget};
 
 /// How one strategy ended.
@@ -280,7 +280,9 @@ pub(crate) fn restart_and_verify(context: &Context<'_>) -> Attempt {
     }
     let started = Instant::now();
     let mut detail = Vec::new();
-    if context.diagnosis.active_state == "failed" || context.diagnosis.result == "start-limit-hit" {
+    if context.diagnosis.active_state == ActiveState::Failed
+        || context.diagnosis.result == "start-limit-hit"
+    {
         match context.units.reset_failed(unit) {
             Ok(()) => detail.push("reset-failed".to_owned()),
             Err(err) => {

@@ -13,7 +13,7 @@ use crate::config::ServiceConfig;
 use crate::duration::HumanDuration;
 use crate::ports::{self, PortHolder};
 use crate::process::{self, Pidfd, Termination};
-use crate::systemd::UnitSnapshot;
+use crate::systemd::{ActiveState, UnitSnapshot};
 
 pub(super) struct PortConflict;
 
@@ -74,7 +74,10 @@ pub(super) enum Ownership {
 /// leftover. `activating` (which includes `auto-restart`), `reloading` and `deactivating` all
 /// mean systemd is working on a live invocation.
 fn is_really_down(unit: &UnitSnapshot) -> bool {
-    matches!(unit.active_state.as_str(), "failed" | "inactive")
+    matches!(
+        unit.active_state,
+        ActiveState::Failed | ActiveState::Inactive
+    )
 }
 
 /// Units that stand for "started by a person or by nothing": a login session's scope and the
@@ -364,7 +367,7 @@ mod tests {
     fn unit(active: &str, main_pid: u32) -> UnitSnapshot {
         UnitSnapshot {
             unit: "web.service".into(),
-            active_state: active.into(),
+            active_state: ActiveState::parse(active),
             main_pid,
             control_group: "/system.slice/web.service".into(),
             exec_start: vec![vec!["/usr/bin/web".into(), "--port".into(), "80".into()]],

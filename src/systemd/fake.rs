@@ -49,7 +49,7 @@ pub(crate) fn unit(active_state: &str, sub_state: &str, invocation: &str) -> Uni
     UnitSnapshot {
         unit: "web.service".into(),
         load_state: "loaded".into(),
-        active_state: active_state.into(),
+        active_state: super::ActiveState::parse(active_state),
         sub_state: sub_state.into(),
         result: if active_state == "failed" {
             "exit-code"

@@ -19,7 +19,7 @@ use zbus::Connection;
 use zbus::zvariant::{DeserializeDict, OwnedObjectPath, Type};
 
 use proxy::{ManagerProxy, UnitProxy};
-pub(crate) use snapshot::UnitSnapshot;
+pub(crate) use snapshot::{ActiveState, UnitSnapshot};
 
 /// How long any single D-Bus method call may take.
 const METHOD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -185,7 +185,7 @@ impl Systemd {
         Ok(UnitSnapshot {
             unit: props.id.unwrap_or_else(|| unit.to_owned()),
             load_state,
-            active_state: props.active_state.unwrap_or_default(),
+            active_state: ActiveState::parse(&props.active_state.unwrap_or_default()),
             sub_state: props.sub_state.unwrap_or_default(),
             result: service.result.unwrap_or_default(),
             exec_main_code: service.exec_main_code.unwrap_or(0),

@@ -1,6 +1,61 @@
 //! `UnitSnapshot`: what systemd knows about a service unit at one moment.
 
+use std::fmt;
+
 use serde::Serialize;
+
+/// A unit's `ActiveState`, as systemd reports it. Parsed once, from the D-Bus string; shown
+/// (JSON, reports, logs) in systemd's own spelling.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum ActiveState {
+    Active,
+    Reloading,
+    #[default]
+    Inactive,
+    Failed,
+    Activating,
+    Deactivating,
+    /// A state this version does not know (`maintenance`, `refreshing`, a future one).
+    Other(String),
+}
+
+impl ActiveState {
+    pub(crate) fn parse(text: &str) -> ActiveState {
+        match text {
+            "active" => ActiveState::Active,
+            "reloading" => ActiveState::Reloading,
+            "inactive" => ActiveState::Inactive,
+            "failed" => ActiveState::Failed,
+            "activating" => ActiveState::Activating,
+            "deactivating" => ActiveState::Deactivating,
+            other => ActiveState::Other(other.to_owned()),
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            ActiveState::Active => "active",
+            ActiveState::Reloading => "reloading",
+            ActiveState::Inactive => "inactive",
+            ActiveState::Failed => "failed",
+            ActiveState::Activating => "activating",
+            ActiveState::Deactivating => "deactivating",
+            ActiveState::Other(text) => text,
+        }
+    }
+}
+
+impl fmt::Display for ActiveState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ActiveState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
 
 /// The facts about one service unit, read in one go over D-Bus.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -10,7 +65,7 @@ pub(crate) struct UnitSnapshot {
     /// `loaded`, `not-found`, `masked`, …
     pub load_state: String,
     /// `active`, `failed`, `inactive`, `activating`, …
-    pub active_state: String,
+    pub active_state: ActiveState,
     /// `running`, `dead`, `failed`, `auto-restart`, …
     pub sub_state: String,
     /// The service's `Result`: `success`, `exit-code`, `signal`, `oom-kill`, …
@@ -44,14 +99,20 @@ pub(crate) struct UnitSnapshot {
 impl UnitSnapshot {
     /// Active and not in the middle of a restart.
     pub(crate) fn is_active(&self) -> bool {
-        self.active_state == "active" || self.active_state == "reloading"
+        matches!(
+            self.active_state,
+            ActiveState::Active | ActiveState::Reloading
+        )
     }
 
     /// systemd itself is busy with the unit: a queued job or a pending automatic restart.
     pub(crate) fn systemd_is_acting(&self) -> bool {
         self.job_id.is_some()
             || self.sub_state == "auto-restart"
-            || matches!(self.active_state.as_str(), "activating" | "deactivating")
+            || matches!(
+                self.active_state,
+                ActiveState::Activating | ActiveState::Deactivating
+            )
     }
 
     /// `failed/failed (Result=exit-code)`: the state as messages show it.
@@ -64,6 +125,10 @@ impl UnitSnapshot {
 
     /// The unit has reached a state where waiting longer will not make it come up on its own.
     pub(crate) fn is_down(&self) -> bool {
-        !self.systemd_is_acting() && matches!(self.active_state.as_str(), "failed" | "inactive")
+        !self.systemd_is_acting()
+            && matches!(
+                self.active_state,
+                ActiveState::Failed | ActiveState::Inactive
+            )
     }
 }
