@@ -1,7 +1,7 @@
 //! Who listens on a TCP port: `/proc/net/tcp{,6}` gives the listening socket's inode,
 //! `/proc/*/fd` the processes holding it, `/proc/PID/cgroup` their cgroup.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use procfs::process::FDTarget;
 use serde::Serialize;
@@ -14,6 +14,11 @@ pub struct PortHolder {
     pub cmdline: Vec<String>,
     /// The unified (or name=systemd) cgroup path, e.g. `/system.slice/web.service`.
     pub cgroup: String,
+    /// The process' effective uid.
+    pub uid: Option<u32>,
+    /// The uid that created the listening socket (the kernel records it). A process that holds
+    /// a socket created by another uid may have been handed it (SCM_RIGHTS).
+    pub socket_uid: Option<u32>,
 }
 
 /// The inodes of sockets listening on `port` (any address, IPv4 or IPv6).
@@ -22,14 +27,19 @@ pub struct PortHolder {
 /// Reading /proc/net/tcp instead makes the kernel walk its whole TCP hash table, sized by RAM:
 /// ~5 ms per read on a 24 GiB host, most of a healthy run. /proc stays as the fallback.
 pub fn listening_inodes(port: u16) -> HashSet<u64> {
+    listening_sockets(port).into_keys().collect()
+}
+
+/// The sockets listening on `port`: inode → the uid that created the socket.
+fn listening_sockets(port: u16) -> HashMap<u64, u32> {
     match sock_diag::listening(port) {
-        Ok(inodes) => inodes,
+        Ok(sockets) => sockets,
         Err(err) => {
             tracing::debug!("sock_diag unavailable ({err}); reading /proc/net/tcp");
             ["/proc/net/tcp", "/proc/net/tcp6"]
                 .iter()
                 .filter_map(|path| std::fs::read_to_string(path).ok())
-                .flat_map(|table| listening_inodes_in(&table, port))
+                .flat_map(|table| listening_sockets_in(&table, port))
                 .collect()
         }
     }
@@ -39,7 +49,7 @@ pub fn listening_inodes(port: u16) -> HashSet<u64> {
 // The netlink wire format has fixed-size fields: the casts below are exact by construction.
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 mod sock_diag {
-    use std::collections::HashSet;
+    use std::collections::HashMap;
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -54,9 +64,10 @@ mod sock_diag {
     /// inet_diag_msg: family, state, timer, retrans, then inet_diag_sockid (48 bytes: sport
     /// and dport big-endian first), expires, rqueue, wqueue, uid, inode.
     const SPORT_OFFSET: usize = 4;
+    const UID_OFFSET: usize = 4 + 48 + 12;
     const INODE_OFFSET: usize = 4 + 48 + 16;
 
-    pub(super) fn listening(port: u16) -> io::Result<HashSet<u64>> {
+    pub(super) fn listening(port: u16) -> io::Result<HashMap<u64, u32>> {
         // SAFETY: plain socket(2); the fd is owned right away.
         let raw = unsafe {
             libc::socket(
@@ -70,12 +81,12 @@ mod sock_diag {
         }
         // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
         let socket = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut inodes = HashSet::new();
+        let mut sockets = HashMap::new();
         for family in [libc::AF_INET, libc::AF_INET6] {
             request(&socket, family as u8)?;
-            read_dump(&socket, port, &mut inodes)?;
+            read_dump(&socket, port, &mut sockets)?;
         }
-        Ok(inodes)
+        Ok(sockets)
     }
 
     fn request(socket: &OwnedFd, family: u8) -> io::Result<()> {
@@ -108,7 +119,7 @@ mod sock_diag {
         }
     }
 
-    fn read_dump(socket: &OwnedFd, port: u16, inodes: &mut HashSet<u64>) -> io::Result<()> {
+    fn read_dump(socket: &OwnedFd, port: u16, sockets: &mut HashMap<u64, u32>) -> io::Result<()> {
         let mut buffer = vec![0u8; 32 * 1024];
         loop {
             // SAFETY: the buffer is valid for its length.
@@ -146,8 +157,13 @@ mod sock_diag {
                                     .try_into()
                                     .expect("4 bytes"),
                             );
+                            let uid = u32::from_ne_bytes(
+                                body[UID_OFFSET..UID_OFFSET + 4]
+                                    .try_into()
+                                    .expect("4 bytes"),
+                            );
                             if sport == port {
-                                inodes.insert(u64::from(inode));
+                                sockets.insert(u64::from(inode), uid);
                             }
                         }
                     }
@@ -164,7 +180,7 @@ mod sock_diag {
 const TCP_LISTEN: &str = "0A";
 
 /// Lines look like `0: 0100007F:1F90 00000000:0000 0A … uid timeout inode …`.
-fn listening_inodes_in(table: &str, port: u16) -> Vec<u64> {
+fn listening_sockets_in(table: &str, port: u16) -> Vec<(u64, u32)> {
     table
         .lines()
         .skip(1)
@@ -172,8 +188,10 @@ fn listening_inodes_in(table: &str, port: u16) -> Vec<u64> {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let local_port = fields.get(1)?.rsplit_once(':')?.1;
             let listening = *fields.get(3)? == TCP_LISTEN;
-            (listening && u16::from_str_radix(local_port, 16).ok()? == port)
-                .then(|| fields.get(9)?.parse().ok())?
+            if !listening || u16::from_str_radix(local_port, 16).ok()? != port {
+                return None;
+            }
+            Some((fields.get(9)?.parse().ok()?, fields.get(7)?.parse().ok()?))
         })
         .collect()
 }
@@ -185,8 +203,8 @@ pub fn is_listening(port: u16) -> bool {
 
 /// Every process that holds a socket listening on `port`.
 pub fn holders(port: u16) -> Vec<PortHolder> {
-    let inodes = listening_inodes(port);
-    if inodes.is_empty() {
+    let sockets = listening_sockets(port);
+    if sockets.is_empty() {
         return Vec::new();
     }
     let Ok(processes) = procfs::process::all_processes() else {
@@ -195,15 +213,18 @@ pub fn holders(port: u16) -> Vec<PortHolder> {
     let mut found = Vec::new();
     for process in processes.flatten() {
         let Ok(fds) = process.fd() else { continue };
-        let holds = fds
-            .flatten()
-            .any(|fd| matches!(fd.target, FDTarget::Socket(inode) if inodes.contains(&inode)));
-        if holds {
+        let held = fds.flatten().find_map(|fd| match fd.target {
+            FDTarget::Socket(inode) => sockets.get(&inode).copied(),
+            _ => None,
+        });
+        if let Some(socket_uid) = held {
             let pid = u32::try_from(process.pid).unwrap_or(0);
             found.push(PortHolder {
                 pid,
                 cmdline: process.cmdline().unwrap_or_default(),
                 cgroup: cgroup_of(pid).unwrap_or_default(),
+                uid: process.status().ok().map(|status| status.euid),
+                socket_uid: Some(socket_uid),
             });
         }
     }
@@ -285,9 +306,9 @@ mod tests {
    1: 0100007F:1F90 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0000000000000000 20 4 30 10 -1
    2: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4444 1 0000000000000000 100 0 0 10 0
 ";
-        assert_eq!(listening_inodes_in(table, 8080), [4242]);
-        assert_eq!(listening_inodes_in(table, 80), [4444]);
-        assert!(listening_inodes_in(table, 443).is_empty());
+        assert_eq!(listening_sockets_in(table, 8080), [(4242, 0)]);
+        assert_eq!(listening_sockets_in(table, 80), [(4444, 0)]);
+        assert!(listening_sockets_in(table, 443).is_empty());
     }
 
     #[test]
@@ -296,10 +317,10 @@ mod tests {
         let v6 = std::net::TcpListener::bind(("::1", v4.local_addr().unwrap().port())).ok();
         let port = v4.local_addr().unwrap().port();
         let from_netlink = sock_diag::listening(port).unwrap();
-        let from_proc: HashSet<u64> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        let from_proc: HashMap<u64, u32> = ["/proc/net/tcp", "/proc/net/tcp6"]
             .iter()
             .filter_map(|path| std::fs::read_to_string(path).ok())
-            .flat_map(|table| listening_inodes_in(&table, port))
+            .flat_map(|table| listening_sockets_in(&table, port))
             .collect();
         assert_eq!(from_netlink.len(), 1 + usize::from(v6.is_some()));
         assert_eq!(from_netlink, from_proc);
@@ -313,6 +334,9 @@ mod tests {
         let holders = holders(port);
         assert_eq!(holders.len(), 1, "{holders:?}");
         assert_eq!(holders[0].pid, std::process::id());
+        let me = nix::unistd::geteuid().as_raw();
+        assert_eq!(holders[0].uid, Some(me));
+        assert_eq!(holders[0].socket_uid, Some(me));
         drop(listener);
         assert!(!is_listening(port));
     }

@@ -87,30 +87,63 @@ pub(crate) enum Termination {
     Terminated,
     /// It ignored SIGTERM for the whole grace period and was killed.
     Killed,
+    /// It ignored SIGTERM, and `before_kill` said it may no longer be killed.
+    Spared,
     /// It survived even SIGKILL (e.g. stuck in uninterruptible sleep).
     Survived,
 }
 
-/// SIGTERM, up to `grace` to exit, then SIGKILL and a short wait.
-pub(crate) fn terminate(process: &Pidfd, grace: Duration) -> io::Result<Termination> {
-    match process.signal(libc::SIGTERM) {
-        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => return Ok(Termination::Terminated),
-        other => other?,
+/// SIGTERM to every process at once, one shared `grace` for all of them to exit, then SIGKILL
+/// to those still there that `before_kill` still allows, and one short shared wait. However
+/// many processes, this takes at most `grace` + 3 s.
+pub(crate) fn terminate_all(
+    processes: &[Pidfd],
+    grace: Duration,
+    before_kill: impl Fn(&Pidfd) -> bool,
+) -> io::Result<Vec<Termination>> {
+    let gone = |result: io::Result<()>| match result {
+        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => Ok(true),
+        Err(err) => Err(err),
+        Ok(()) => Ok(false),
+    };
+    let mut ended = vec![None; processes.len()];
+    for (process, end) in processes.iter().zip(&mut ended) {
+        if gone(process.signal(libc::SIGTERM))? {
+            *end = Some(Termination::Terminated);
+        }
     }
-    if process.wait_exit(grace)? {
-        return Ok(Termination::Terminated);
+    let deadline = Instant::now() + grace;
+    for (process, end) in processes.iter().zip(&mut ended) {
+        if end.is_none() && process.wait_exit(deadline.saturating_duration_since(Instant::now()))? {
+            *end = Some(Termination::Terminated);
+        }
     }
-    match process.signal(libc::SIGKILL) {
-        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => return Ok(Termination::Killed),
-        other => other?,
+    for (process, end) in processes.iter().zip(&mut ended) {
+        if end.is_none() {
+            if !before_kill(process) {
+                *end = Some(Termination::Spared);
+            } else if gone(process.signal(libc::SIGKILL))? {
+                *end = Some(Termination::Killed);
+            }
+        }
     }
-    // SIGKILL takes effect as soon as the process leaves the kernel; a few seconds without it
+    // SIGKILL takes effect as soon as a process leaves the kernel; a few seconds without it
     // means it is stuck in uninterruptible sleep.
-    Ok(if process.wait_exit(Duration::from_secs(3))? {
-        Termination::Killed
-    } else {
-        Termination::Survived
-    })
+    let deadline = Instant::now() + Duration::from_secs(3);
+    for (process, end) in processes.iter().zip(&mut ended) {
+        if end.is_none() {
+            let exited = process.wait_exit(deadline.saturating_duration_since(Instant::now()))?;
+            *end = Some(if exited {
+                Termination::Killed
+            } else {
+                Termination::Survived
+            });
+        }
+    }
+    Ok(ended
+        .into_iter()
+        .map(|end| end.unwrap_or(Termination::Survived))
+        .collect())
 }
 
 /// What a command run with [`run_captured`] did.
@@ -246,25 +279,43 @@ mod tests {
 
     #[test]
     fn terminate_stops_a_process_that_ignores_sigterm() {
-        let mut child = Command::new("/bin/sh")
-            .args(["-c", "trap '' TERM; echo ready; while :; do sleep 1; done"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Signal only once the trap is in place.
-        let mut ready = [0u8; 6];
-        child.stdout.take().unwrap().read_exact(&mut ready).unwrap();
-        let pidfd = Pidfd::open(child.id()).unwrap();
-        let ended = terminate(&pidfd, Duration::from_millis(100)).unwrap();
-        assert_eq!(ended, Termination::Killed);
-        assert!(child.wait().unwrap().code().is_none());
-
+        let stubborn = || {
+            let mut child = Command::new("/bin/sh")
+                .args(["-c", "trap '' TERM; echo ready; while :; do sleep 1; done"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // Signal only once the trap is in place.
+            let mut ready = [0u8; 6];
+            child.stdout.take().unwrap().read_exact(&mut ready).unwrap();
+            child
+        };
+        let (mut first, mut second) = (stubborn(), stubborn());
         let mut polite = Command::new("/bin/sleep").arg("30").spawn().unwrap();
-        let pidfd = Pidfd::open(polite.id()).unwrap();
+        let pidfds: Vec<Pidfd> = [&first, &second, &polite]
+            .iter()
+            .map(|child| Pidfd::open(child.id()).unwrap())
+            .collect();
+        let spared = second.id();
+
+        let ended =
+            terminate_all(&pidfds, Duration::from_millis(100), |p| p.pid() != spared).unwrap();
+
         assert_eq!(
-            terminate(&pidfd, Duration::from_secs(5)).unwrap(),
-            Termination::Terminated
+            ended,
+            [
+                Termination::Killed,
+                Termination::Spared,
+                Termination::Terminated
+            ]
         );
+        assert!(first.wait().unwrap().code().is_none());
         polite.wait().unwrap();
+        assert!(
+            second.try_wait().unwrap().is_none(),
+            "spared means not signalled"
+        );
+        second.kill().unwrap();
+        second.wait().unwrap();
     }
 }

@@ -80,14 +80,35 @@ fn is_really_down(unit: &UnitSnapshot) -> bool {
     )
 }
 
-/// Units that stand for "started by a person or by nothing": a login session's scope and the
-/// root slice. Only there may a process be recognised by its command line alone; a process
-/// of any other unit is that unit's business.
-fn is_outside_services(unit: &str) -> bool {
-    unit == "-.slice"
-        || unit
-            .strip_suffix(".scope")
-            .is_some_and(|scope| scope.starts_with("session-"))
+/// A login session's scope: "started by a person". Only there (or in no unit at all) may a
+/// process be recognised by its command line alone; a process of any other unit is that
+/// unit's business. (The root slice is not such a place: containers run there too.)
+fn is_login_session(unit: &str) -> bool {
+    unit.strip_suffix(".scope")
+        .is_some_and(|scope| scope.starts_with("session-"))
+}
+
+/// Units whose processes are the host itself: PID 1's scope, the bus, systemd's own daemons
+/// (journal, logind, udev, …) and users' service managers. Never signalled, even with
+/// `kill_foreign`: a socket can be handed to any of them (SCM_RIGHTS), and holding the
+/// port is then no sign of owning it.
+fn is_core_unit(unit: &str) -> bool {
+    unit == "init.scope"
+        || unit == "-.slice"
+        || unit.starts_with("dbus")
+        || unit.starts_with("systemd-")
+        || unit.starts_with("user@")
+}
+
+/// Why a holder outside this unit must not be signalled although it holds the port: it did not
+/// create the socket it holds (another uid did), so it may have been handed it.
+fn handed_the_socket(holder: &PortHolder) -> Option<String> {
+    match (holder.uid, holder.socket_uid) {
+        (Some(uid), Some(creator)) if uid != creator => Some(format!(
+            "holding a socket that uid {creator} created, not its own uid {uid} (it may have been handed the port)"
+        )),
+        _ => None,
+    }
 }
 
 /// Decides whose a port holder is. Pure: `holder_unit` is what systemd's GetUnitByPID said
@@ -127,14 +148,22 @@ pub(super) fn classify(
                 }
             };
         }
-        HolderUnit::Unit(owner) if !is_outside_services(owner) => {
-            return Ownership::Foreign {
-                unit: Some(owner.clone()),
+        HolderUnit::Unit(owner) if is_core_unit(owner) => {
+            return Ownership::Protected {
+                why: format!("part of the host itself ({owner})"),
             };
         }
+        HolderUnit::Unit(owner) if !is_login_session(owner) => Some(owner.clone()),
         HolderUnit::Unit(scope) => Some(scope.clone()),
         HolderUnit::NoUnit => None,
     };
+    if let Some(why) = handed_the_socket(holder) {
+        return Ownership::Protected { why };
+    }
+    let in_another_service = owner.as_deref().is_some_and(|o| !is_login_session(o));
+    if in_another_service {
+        return Ownership::Foreign { unit: owner };
+    }
     if !holder.cmdline.is_empty() && unit.exec_start.contains(&holder.cmdline) {
         return Ownership::Stale {
             why: format!("runs exactly {name}'s ExecStart= command line outside any service"),
@@ -265,6 +294,16 @@ impl Strategy for PortConflict {
             );
         }
 
+        if to_stop.len() > MAX_HOLDERS {
+            return Attempt::new(
+                StepResult::NeedsHuman,
+                action,
+                format!(
+                    "port {port} is held by {} processes; more than {MAX_HOLDERS} is not a stale instance selfheal stops",
+                    to_stop.len()
+                ),
+            );
+        }
         let mut found = format!("port {port} is held by ");
         let mut changes = Vec::new();
         for (index, (holder, why)) in to_stop.iter().enumerate() {
@@ -298,66 +337,105 @@ impl Strategy for PortConflict {
                     )
                 })
         };
-        for (holder, _) in &to_stop {
-            match stop(holder, settings.grace, &still_signallable) {
-                Ok(change) => changes.push(change),
-                Err(err) => {
-                    return Attempt::new(
-                        StepResult::NoFix,
-                        action,
-                        format!("{found}; stopping pid {} failed: {err}", holder.pid),
-                    )
-                    .with_changes(changes);
-                }
+        let holders: Vec<PortHolder> = to_stop.into_iter().map(|(holder, _)| holder).collect();
+        let stopped = stop(&holders, settings.grace, &still_signallable);
+        let (changes, left_alone) = match stopped {
+            Ok(stopped) => stopped,
+            Err(err) => {
+                return Attempt::new(
+                    StepResult::NoFix,
+                    action,
+                    format!("{found}; stopping them failed: {err}"),
+                );
             }
+        };
+        if !left_alone.is_empty() {
+            // Restarting now would race whatever changed: a person should look.
+            return Attempt::new(
+                StepResult::NeedsHuman,
+                action,
+                format!("{found}; {}", left_alone.join("; ")),
+            )
+            .with_changes(changes);
         }
         then_restart(context, "stop the stale holder", &found, changes)
     }
 }
 
-/// Terminates one holder through a pidfd, after checking that the pidfd names the process
-/// that was classified (a PID recycled since the scan is left alone) and that it may still be
-/// signalled (`recheck`, asked after the pidfd pins the process).
+/// More holders than this is not a stale instance but something a person must look at (and
+/// it bounds how long stopping can take).
+const MAX_HOLDERS: usize = 64;
+
+/// Stops the holders together: each is pinned by a pidfd and checked to be the process that
+/// was classified (a PID recycled since the scan is left alone) and to be still signallable
+/// (`recheck`), then all get SIGTERM, one shared `grace`, and SIGKILL for those still there
+/// that `recheck` still allows. Returns the changes made and the holders left alone.
 fn stop(
-    holder: &PortHolder,
+    holders: &[PortHolder],
     grace: HumanDuration,
     recheck: &dyn Fn(&PortHolder) -> Result<(), String>,
-) -> std::io::Result<String> {
-    let process = match Pidfd::open(holder.pid) {
-        Ok(process) => process,
-        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => {
-            return Ok(format!("pid {} had already exited", holder.pid));
+) -> std::io::Result<(Vec<String>, Vec<String>)> {
+    let mut left_alone = Vec::new();
+    let mut pinned = Vec::new();
+    for holder in holders {
+        let process = match Pidfd::open(holder.pid) {
+            Ok(process) => process,
+            Err(err) if err.raw_os_error() == Some(libc::ESRCH) => continue,
+            Err(err) => return Err(err),
+        };
+        let cmdline = procfs::process::Process::new(holder.pid as libc::pid_t)
+            .and_then(|p| p.cmdline())
+            .unwrap_or_default();
+        if cmdline != holder.cmdline
+            || ports::cgroup_of(holder.pid).as_deref() != Some(&holder.cgroup)
+        {
+            // Exited, and the PID now names another process: nothing to stop.
+            continue;
         }
-        Err(err) => return Err(err),
+        match recheck(holder) {
+            Ok(()) => pinned.push((holder, process)),
+            Err(why) => left_alone.push(format!("pid {} left alone: {why}", holder.pid)),
+        }
+    }
+    if pinned.is_empty() {
+        return Ok((Vec::new(), left_alone));
+    }
+    let (pinned, processes): (Vec<&PortHolder>, Vec<Pidfd>) = pinned.into_iter().unzip();
+    tracing::info!(
+        pids = ?pinned.iter().map(|h| h.pid).collect::<Vec<_>>(),
+        "sending SIGTERM to the stale port holder(s)"
+    );
+    // Asked again before SIGKILL: during the grace the unit may have come up and made one of
+    // them its main process (NotifyAccess=all, PIDFile=).
+    let allowed_at_kill = |process: &Pidfd| {
+        pinned
+            .iter()
+            .find(|holder| holder.pid == process.pid())
+            .is_some_and(|holder| recheck(holder).is_ok())
     };
-    let cmdline = procfs::process::Process::new(holder.pid as libc::pid_t)
-        .and_then(|p| p.cmdline())
-        .unwrap_or_default();
-    if cmdline != holder.cmdline || ports::cgroup_of(holder.pid).as_deref() != Some(&holder.cgroup)
-    {
-        return Ok(format!(
-            "pid {} is no longer the process that held the port; left alone",
-            holder.pid
-        ));
-    }
-    if let Err(why) = recheck(holder) {
-        return Ok(format!("pid {} left alone: {why}", holder.pid));
-    }
-    tracing::info!(pid = holder.pid, "sending SIGTERM to the stale port holder");
-    let ended = process::terminate(&process, Duration::from(grace))?;
-    Ok(match ended {
-        Termination::Terminated => format!("SIGTERM pid {}: it exited", process.pid()),
-        Termination::Killed => format!(
-            "SIGTERM pid {}, then SIGKILL after {grace}: it exited",
-            process.pid()
-        ),
-        Termination::Survived => {
-            return Err(std::io::Error::other(format!(
-                "pid {} survived SIGKILL (uninterruptible sleep?)",
-                process.pid()
-            )));
+    let ended = process::terminate_all(&processes, Duration::from(grace), allowed_at_kill)?;
+    let mut changes = Vec::new();
+    for (holder, end) in pinned.iter().zip(ended) {
+        let pid = holder.pid;
+        match end {
+            Termination::Terminated => changes.push(format!("SIGTERM pid {pid}: it exited")),
+            Termination::Killed => changes.push(format!(
+                "SIGTERM pid {pid}, then SIGKILL after {grace}: it exited"
+            )),
+            Termination::Spared => {
+                changes.push(format!("SIGTERM pid {pid}"));
+                left_alone.push(format!(
+                    "pid {pid} outlived SIGTERM and was no longer a stale holder: not killed"
+                ));
+            }
+            Termination::Survived => {
+                return Err(std::io::Error::other(format!(
+                    "pid {pid} survived SIGKILL (uninterruptible sleep?)"
+                )));
+            }
         }
-    })
+    }
+    Ok((changes, left_alone))
 }
 
 #[cfg(test)]
@@ -380,6 +458,8 @@ mod tests {
             pid,
             cmdline: cmdline.iter().map(|s| (*s).to_owned()).collect(),
             cgroup: cgroup.into(),
+            uid: Some(1000),
+            socket_uid: Some(1000),
         }
     }
 
@@ -449,7 +529,8 @@ mod tests {
             &unit("failed", 0),
             7
         )));
-        assert!(is_stale(&classify(
+        // The root slice is not a login session: containers run there too.
+        assert!(!is_stale(&classify(
             &by_hand,
             &in_unit("-.slice"),
             &unit("failed", 0),
@@ -549,5 +630,62 @@ mod tests {
             classify(&itself, &in_unit("web.service"), &unit("failed", 0), 7),
             Ownership::Protected { .. }
         ));
+    }
+
+    #[test]
+    fn a_holder_handed_a_socket_it_did_not_create_is_never_signalled() {
+        // The service user passes its listening socket to a root daemon (SCM_RIGHTS): the
+        // daemon now "holds the port", but killing it would be killing what the attacker chose.
+        let mut daemon = holder(
+            60,
+            &["/usr/bin/web", "--port", "80"],
+            "/system.slice/cron.service",
+        );
+        daemon.uid = Some(0);
+        daemon.socket_uid = Some(1000);
+        let bold = PortConflictConfig {
+            kill_foreign: true,
+            ..PortConflictConfig::default()
+        };
+        for owner in [
+            in_unit("cron.service"),
+            in_unit("session-3.scope"),
+            HolderUnit::NoUnit,
+        ] {
+            let ownership = classify(&daemon, &owner, &unit("failed", 0), 7);
+            assert!(
+                matches!(ownership, Ownership::Protected { .. }),
+                "{owner:?}: {ownership:?}"
+            );
+            assert!(may_signal(ownership, &bold).is_err());
+        }
+    }
+
+    #[test]
+    fn the_hosts_own_daemons_are_never_signalled_even_with_kill_foreign() {
+        let bold = PortConflictConfig {
+            kill_foreign: true,
+            ..PortConflictConfig::default()
+        };
+        for core in [
+            "dbus.service",
+            "systemd-journald.service",
+            "systemd-logind.service",
+            "init.scope",
+            "user@1000.service",
+        ] {
+            let process = holder(61, &["/usr/bin/dbus-daemon"], "/system.slice/x");
+            let ownership = classify(&process, &in_unit(core), &unit("failed", 0), 7);
+            assert!(matches!(ownership, Ownership::Protected { .. }), "{core}");
+            assert!(may_signal(ownership, &bold).is_err(), "{core}");
+        }
+        // An ordinary other service is foreign, and kill_foreign may stop it.
+        let other = classify(
+            &holder(62, &["nginx"], "/system.slice/nginx.service"),
+            &in_unit("nginx.service"),
+            &unit("failed", 0),
+            7,
+        );
+        assert!(may_signal(other, &bold).is_ok());
     }
 }
