@@ -49,8 +49,15 @@ impl Pending {
             let _ = std::fs::remove_file(&self.temporary);
             return Err(err);
         }
+        // The file is in place now, whatever happens next: a directory that cannot be synced
+        // costs durability across a power cut, not the write, so it is logged, not an error.
         let dir = self.target.parent().unwrap_or(Path::new("/"));
-        File::open(dir)?.sync_all()?;
+        if let Err(err) = File::open(dir).and_then(|dir| dir.sync_all()) {
+            tracing::warn!(
+                "{} written, but its directory could not be synced: {err}",
+                self.target.display()
+            );
+        }
         Ok(self.file)
     }
 }

@@ -24,12 +24,19 @@ pub enum ReadError {
     TooLarge { limit: u64 },
     #[error("{0}")]
     Io(io::Error),
+    /// A component of the path is not what it should be (`read_no_symlinks`).
+    #[error("{0}")]
+    Path(crate::nofollow::PathError),
 }
 
 impl ReadError {
     /// True when the file does not exist.
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, ReadError::Io(err) if err.kind() == io::ErrorKind::NotFound)
+    pub(crate) fn is_not_found(&self) -> bool {
+        match self {
+            ReadError::Io(err) => err.kind() == io::ErrorKind::NotFound,
+            ReadError::Path(crate::nofollow::PathError::Missing(_)) => true,
+            _ => false,
+        }
     }
 }
 
@@ -40,10 +47,27 @@ pub(crate) fn read(path: &Path, limit: u64) -> Result<(Vec<u8>, Metadata), ReadE
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
         .open(path)
-        .map_err(|err| match err.raw_os_error() {
-            Some(libc::ELOOP) => ReadError::Symlink,
-            _ => ReadError::Io(err),
-        })?;
+        .map_err(opening)?;
+    read_open(file, limit)
+}
+
+/// As [`read`], for a file in directories someone else may own (a service's env file): no
+/// symlink is followed in any component of the path (`crate::nofollow`), so a swapped
+/// directory can neither show root a file elsewhere nor lead the lookup into an automounter.
+pub(crate) fn read_no_symlinks(path: &Path, limit: u64) -> Result<(Vec<u8>, Metadata), ReadError> {
+    let parent = crate::nofollow::open_parent(path).map_err(ReadError::Path)?;
+    read_open(parent.open_file().map_err(opening)?, limit)
+}
+
+fn opening(err: io::Error) -> ReadError {
+    match err.raw_os_error() {
+        Some(libc::ELOOP) => ReadError::Symlink,
+        _ => ReadError::Io(err),
+    }
+}
+
+/// The checks and the capped read, on the descriptor that was opened.
+fn read_open(file: File, limit: u64) -> Result<(Vec<u8>, Metadata), ReadError> {
     let metadata = file.metadata().map_err(ReadError::Io)?;
     let kind = metadata.file_type();
     if !kind.is_file() {
@@ -118,6 +142,28 @@ mod tests {
         assert!(matches!(read(&link, 1000), Err(ReadError::Symlink)));
         assert!(
             read(&dir.path().join("missing"), 1)
+                .unwrap_err()
+                .is_not_found()
+        );
+    }
+
+    #[test]
+    fn a_symlinked_directory_on_the_way_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_dir = dir.path().join("root-only");
+        std::fs::create_dir(&secret_dir).unwrap();
+        std::fs::write(secret_dir.join(".env"), "SECRET=1\n").unwrap();
+        std::os::unix::fs::symlink(&secret_dir, dir.path().join("app")).unwrap();
+        let err = read_no_symlinks(&dir.path().join("app/.env"), MAX_FILE_BYTES).unwrap_err();
+        assert!(err.to_string().contains("is a symlink"), "{err}");
+        assert_eq!(
+            read_no_symlinks(&secret_dir.join(".env"), MAX_FILE_BYTES)
+                .unwrap()
+                .0,
+            b"SECRET=1\n"
+        );
+        assert!(
+            read_no_symlinks(&dir.path().join("nope/.env"), 10)
                 .unwrap_err()
                 .is_not_found()
         );

@@ -20,7 +20,7 @@ use nix::sys::stat::{FileStat, Mode, SFlag};
 
 /// Why a configured path cannot be used as it is.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum PathError {
+pub enum PathError {
     #[error(
         "{0} is a symlink; selfheal follows no symlink in a configured path (configure the real path)"
     )]

@@ -125,7 +125,18 @@ pub(crate) fn run(
 
     if !options.dry_run {
         let window = Duration::from(config.threshold_window);
-        let attempts = state.healing_attempts_since(&service.name, SystemTime::now() - window)?;
+        let attempts = match state.healing_attempts_since(&service.name, SystemTime::now() - window)
+        {
+            Ok(attempts) => attempts,
+            // History that others could have written decides nothing: stop.
+            Err(err @ StateError::Untrusted { .. }) => return Err(err.into()),
+            // Unreadable history must not stop healing; systemd's own start limit still bounds
+            // a loop, and the journal says loop protection was blind this once.
+            Err(err) => {
+                tracing::error!(selfheal_service = %service.name, "loop protection cannot read the history, healing anyway: {err}");
+                0
+            }
+        };
         if attempts >= config.failure_threshold as usize {
             let reason = format!(
                 "loop protection: {attempts} healing runs within {} (failure_threshold {}); a person has to look at it",

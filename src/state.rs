@@ -27,7 +27,8 @@ use crate::outcome::Outcome;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/selfheal";
 
 /// Past this size `history.jsonl` is compacted to the last `HISTORY_KEEP_PER_SERVICE` runs of
-/// each service (loop protection needs only the last `failure_threshold`).
+/// each service (loop protection needs only the last `failure_threshold`), and to at most half
+/// this size, so that many services do not make every append a rewrite.
 pub const HISTORY_MAX_BYTES: u64 = 1024 * 1024;
 /// Runs kept per service when history is compacted.
 pub const HISTORY_KEEP_PER_SERVICE: usize = 200;
@@ -172,9 +173,15 @@ impl StateDir {
         let mut file = self.open_history_for_append()?;
         let size = file.metadata().map_err(|e| self.error(e))?.len();
         if size > HISTORY_MAX_BYTES {
-            self.compact_history()?;
-            file = self.open_history_for_append()?;
-        } else if size > 0 && !ends_with_newline(&mut file).map_err(|e| self.error(e))? {
+            // A compaction that fails (no inode for the temporary file, say) must not cost
+            // this run its record: loop protection counts on it.
+            match self.compact_history() {
+                Ok(()) => file = self.open_history_for_append()?,
+                Err(err) => tracing::error!("history not compacted: {err}"),
+            }
+        }
+        let size = file.metadata().map_err(|e| self.error(e))?.len();
+        if size > 0 && !ends_with_newline(&mut file).map_err(|e| self.error(e))? {
             line.insert(0, b'\n');
         }
         file.write_all(&line).map_err(|e| self.error(e))
@@ -204,17 +211,27 @@ impl StateDir {
                 keep[index] = true;
             }
         }
-        let mut bytes = Vec::new();
+        let mut lines = Vec::new();
         for (record, _) in records.iter().zip(&keep).filter(|(_, keep)| **keep) {
-            serde_json::to_writer(&mut bytes, record).map_err(|e| self.error(e.into()))?;
-            bytes.push(b'\n');
+            let mut line = serde_json::to_vec(record).map_err(|e| self.error(e.into()))?;
+            line.push(b'\n');
+            lines.push(line);
         }
+        // Newest last: drop the oldest until it fits in half the limit.
+        let mut total: usize = lines.iter().map(Vec::len).sum();
+        let budget = usize::try_from(HISTORY_MAX_BYTES / 2).unwrap_or(usize::MAX);
+        let mut first = 0;
+        while total > budget && first < lines.len() {
+            total -= lines[first].len();
+            first += 1;
+        }
+        let bytes = lines[first..].concat();
         crate::atomic_file::write(&self.history_path(), &bytes, 0o640)
             .map_err(|e| self.error(e))?;
         tracing::info!(
             "compacted {} to {} records",
             self.history_path().display(),
-            keep.iter().filter(|k| **k).count()
+            lines.len() - first
         );
         Ok(())
     }
@@ -223,6 +240,10 @@ impl StateDir {
     /// reading goes on; an error reading the file is an error, never "no history" (loop
     /// protection must not undercount).
     pub fn history(&self) -> Result<Vec<HistoryRecord>, StateError> {
+        if !self.root.exists() {
+            return Ok(Vec::new());
+        }
+        trusted(&self.root)?;
         let file = match state_file().read(true).open(self.history_path()) {
             Ok(file) => file,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -267,10 +288,9 @@ fn trusted(dir: &Path) -> Result<(), StateError> {
         path: dir.to_owned(),
         why,
     };
-    let metadata = std::fs::symlink_metadata(dir).map_err(|cause| StateError::Io {
-        path: dir.to_owned(),
-        cause,
-    })?;
+    // A check that cannot run has not passed.
+    let metadata = std::fs::symlink_metadata(dir)
+        .map_err(|err| untrusted(format!("cannot be checked ({err})")))?;
     if metadata.file_type().is_symlink() {
         return Err(untrusted(
             "is a symlink (point --state-dir at the real directory)".into(),
@@ -445,6 +465,8 @@ mod tests {
                 .is_err()
         );
         assert!(!open.join("history.jsonl").exists());
+        // Nor is history read from it: others could have written it.
+        assert!(state.history().is_err());
 
         if nix::unistd::geteuid().is_root() {
             let foreign = dir.path().join("foreign");
@@ -494,5 +516,57 @@ mod tests {
         );
         assert!(state.history().is_err());
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
+    }
+
+    fn oversized_history(dir: &Path, services: usize) {
+        let mut bytes = Vec::new();
+        let mut count = 0;
+        while bytes.len() as u64 <= HISTORY_MAX_BYTES {
+            let service = format!("service-{}", count % services);
+            let mut line =
+                serde_json::to_vec(&record(&service, Outcome::Resolved, "2020-01-01T00:00:00Z"))
+                    .unwrap();
+            line.push(b'\n');
+            bytes.extend(line);
+            count += 1;
+        }
+        append_raw(dir, &bytes);
+    }
+
+    #[test]
+    fn compaction_of_many_services_ends_below_half_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        oversized_history(dir.path(), 60);
+        state
+            .append_history(&record("web", Outcome::Failed, "2030-01-01T00:00:00Z"))
+            .unwrap();
+        let size = std::fs::metadata(dir.path().join("history.jsonl"))
+            .unwrap()
+            .len();
+        assert!(size <= HISTORY_MAX_BYTES / 2 + 1024, "{size}");
+        assert_eq!(
+            state.history().unwrap().last().unwrap().outcome,
+            Outcome::Failed
+        );
+    }
+
+    #[test]
+    fn a_compaction_that_fails_still_records_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        oversized_history(dir.path(), 2);
+        // The compaction's temporary file cannot be created: a directory sits at its name.
+        std::fs::create_dir(
+            dir.path()
+                .join(format!(".history.jsonl.tmp{}", std::process::id())),
+        )
+        .unwrap();
+        state
+            .append_history(&record("web", Outcome::Failed, "2030-01-01T00:00:00Z"))
+            .unwrap();
+        let history = state.history().unwrap();
+        assert_eq!(history.last().unwrap().outcome, Outcome::Failed);
+        assert_eq!(history.last().unwrap().started_at, "2030-01-01T00:00:00Z");
     }
 }

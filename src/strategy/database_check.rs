@@ -62,11 +62,18 @@ pub(crate) struct FileMode(pub u32);
 
 impl FileMode {
     fn parse(text: &str) -> Result<FileMode, String> {
-        u32::from_str_radix(text, 8)
+        let mode = u32::from_str_radix(text, 8)
             .ok()
             .filter(|mode| *mode <= 0o7777)
-            .map(FileMode)
-            .ok_or_else(|| format!("mode {text:?} is not an octal mode like \"0640\""))
+            .ok_or_else(|| format!("mode {text:?} is not an octal mode like \"0640\""))?;
+        // Data files are never set-id: root setting that bit on a file a service user wrote
+        // (and may still hold open) would hand out root.
+        if mode & 0o6000 != 0 {
+            return Err(format!(
+                "mode {text:?} sets setuid/setgid bits; selfheal never sets them on data files"
+            ));
+        }
+        Ok(FileMode(mode))
     }
 }
 
@@ -326,6 +333,13 @@ fn check_file(expected: &FileExpectation) -> Vec<Finding> {
     };
     let wrong_uid = uid.filter(|uid| *uid != stat.st_uid);
     let wrong_gid = gid.filter(|gid| *gid != stat.st_gid);
+    if wrong_uid == Some(0) {
+        // Content another user wrote (and may still hold open) does not become root's.
+        return vec![Finding::Blocker(format!(
+            "{shown} belongs to uid {} but should belong to root; selfheal does not hand a file another user wrote to root",
+            stat.st_uid
+        ))];
+    }
     if wrong_uid.is_some() || wrong_gid.is_some() {
         let what = match (&expected.owner, &expected.group) {
             (Some(owner), Some(group)) => format!("{owner}:{group}"),
@@ -343,9 +357,7 @@ fn check_file(expected: &FileExpectation) -> Vec<Finding> {
     }
     if let Some(FileMode(mode)) = expected.mode {
         let current = stat.st_mode & 0o7777;
-        // chown clears set-id bits, so a chown alone may also make the mode wrong: compare
-        // with what chmod must leave, and chmod after chown either way.
-        if current != mode || (!findings.is_empty() && mode & 0o6000 != 0) {
+        if current != mode {
             findings.push(Finding::Fixable(Fix::Chmod {
                 path: path.clone(),
                 identity,
@@ -372,7 +384,14 @@ fn check_symlink(expected: &SymlinkExpectation) -> Option<Finding> {
     };
     match parent.lstat() {
         Ok(Some(stat)) if file_type(&stat) == SFlag::S_IFLNK => {
-            let current = parent.read_link().ok()?;
+            let current = match parent.read_link() {
+                Ok(current) => current,
+                Err(err) => {
+                    return Some(Finding::Blocker(format!(
+                        "cannot read the link {shown}: {err}"
+                    )));
+                }
+            };
             (current != expected.target).then(|| {
                 Finding::Fixable(Fix::Symlink {
                     path: path.clone(),
@@ -656,5 +675,35 @@ mod tests {
             "{err}"
         );
         assert_eq!(mode_of(&configured), 0o600);
+    }
+
+    #[test]
+    fn set_id_modes_are_refused_when_the_config_is_read() {
+        for mode in ["4755", "2750", "6777"] {
+            let err = FileMode::parse(mode).unwrap_err();
+            assert!(err.contains("setuid/setgid"), "{err}");
+        }
+        assert_eq!(FileMode::parse("0640"), Ok(FileMode(0o640)));
+    }
+
+    #[test]
+    fn a_file_another_user_wrote_is_not_handed_to_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        std::fs::write(&path, "attacker content").unwrap();
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        } else {
+            return;
+        }
+        let findings = check_file(&file(&path, None));
+        assert!(
+            matches!(&findings[..], [Finding::Blocker(why)] if why.contains("does not hand a file another user wrote to root")),
+            "{findings:?}"
+        );
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&path).unwrap()),
+            65534
+        );
     }
 }

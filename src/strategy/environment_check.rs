@@ -89,9 +89,10 @@ impl Strategy for EnvironmentCheck {
         let mut checked = Vec::new();
         for file in &files {
             let shown = file.path.display();
-            // Opened once, non-blocking and capped: a FIFO or /dev/zero planted as the env
-            // file cannot hang the run (which holds the service's lock) or eat memory.
-            match bounded_read::read(&file.path, bounded_read::MAX_FILE_BYTES) {
+            // Opened once, non-blocking, capped and with no symlink anywhere on the way: a FIFO,
+            // /dev/zero or a swapped directory planted by the service user cannot hang the run
+            // (which holds the service's lock), eat memory or show root another file.
+            match bounded_read::read_no_symlinks(&file.path, bounded_read::MAX_FILE_BYTES) {
                 Ok((bytes, _)) => {
                     defined.extend(keys_with_values(&bytes));
                     checked.push(shown.to_string());
