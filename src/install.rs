@@ -29,6 +29,24 @@ pub(crate) struct UnitFile {
     pub contents: String,
 }
 
+/// The longest a heal run can legitimately take: waiting for a job systemd already runs, the
+/// whole chain (each strategy, a restart and a verification), the journal, the mail, and a
+/// margin; rounded up to whole seconds.
+fn heal_timeout(config: &Config, service: &crate::config::ServiceConfig) -> std::time::Duration {
+    use std::time::Duration;
+    let mail = config
+        .email
+        .as_ref()
+        .and_then(|email| email.smtp.as_ref())
+        .map_or(Duration::from_secs(10), |smtp| smtp.timeout.into());
+    let total = Duration::from(service.verify_timeout)
+        + crate::strategy::worst_case(service)
+        + Duration::from_secs(2)
+        + mail
+        + Duration::from_secs(30);
+    Duration::from_secs(total.as_secs() + u64::from(total.subsec_nanos() > 0))
+}
+
 /// The oneshot unit that delivers queued reports, and the timer that runs it.
 pub(crate) const FLUSH_SERVICE: &str = "selfheal-flush.service";
 pub(crate) const FLUSH_TIMER: &str = "selfheal-flush.timer";
@@ -59,7 +77,11 @@ pub(crate) fn planned_files(
                 "{MARKER}\n[Unit]\nDescription=selfheal: heal {unit}\nDocumentation=man:selfheal(1)\n\
                  # Never let a healing run be refused by a start limit.\nStartLimitIntervalSec=0\n\
                  # A report that could not be sent is retried from the outbox.\nWants={FLUSH_TIMER}\n\n\
-                 [Service]\nType=oneshot\nExecStart={} run {}\n",
+                 [Service]\nType=oneshot\n\
+                 # systemd gives a oneshot no start timeout: a hung run would live forever and\n\
+                 # fold every later OnFailure= start into itself. Its worst case, with a margin:\n\
+                 TimeoutStartSec={}s\nExecStart={} run {}\n",
+                heal_timeout(config, service).as_secs(),
                 command.join(" "),
                 service.name
             ),
@@ -269,5 +291,26 @@ mod tests {
         assert!(own.exists());
         assert!(files[2].path.exists());
         assert!(!dir.path().join("postgresql.service.d").exists());
+    }
+
+    #[test]
+    fn a_heal_unit_times_out_after_its_worst_case() {
+        let config = Config::parse(
+            "monitored_services:\n  - name: web\n    port: 80\n    verify_timeout: 10s\n    healing_strategies: [service_restart, port_conflict]\n    port_conflict: { grace: 4s }\n",
+            Path::new("test.yml"),
+        )
+        .unwrap();
+        let invocation = Invocation {
+            executable: "/bin/selfheal".into(),
+            config: None,
+            state_dir: None,
+        };
+        let files = planned_files(&config, &invocation, Path::new("/etc/systemd/system"));
+        // Wait 10 + restart 10 + port_conflict (4 + 3 + 10) + journal 2 + mail 10 + margin 30.
+        assert!(
+            files[0].contents.contains("\nTimeoutStartSec=79s\n"),
+            "{}",
+            files[0].contents
+        );
     }
 }

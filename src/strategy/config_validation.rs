@@ -36,6 +36,13 @@ const OUTPUT_CAP: usize = 16 * 1024;
 const REPORT_LINES: usize = 30;
 
 impl Strategy for ConfigValidation {
+    fn extra_time(&self, service: &ServiceConfig) -> Duration {
+        service
+            .config_validation
+            .as_ref()
+            .map_or(Duration::ZERO, |settings| settings.timeout.into())
+    }
+
     fn validate(&self, service: &ServiceConfig, listed: bool) -> Result<(), String> {
         let command = service
             .config_validation

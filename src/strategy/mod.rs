@@ -18,7 +18,7 @@ pub(crate) use environment_check::EnvironmentCheckConfig;
 pub(crate) use environment_check::keys_with_values as env_file_keys;
 pub(crate) use port_conflict::PortConflictConfig;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -109,6 +109,12 @@ pub(crate) trait Strategy: Sync {
         Ok(())
     }
 
+    /// How long this strategy may take for `service` besides the restart and verification
+    /// (a validator's timeout, a holder's grace): for the heal unit's `TimeoutStartSec=`.
+    fn extra_time(&self, _service: &ServiceConfig) -> Duration {
+        Duration::ZERO
+    }
+
     /// Looks at the diagnosis, acts if it applies, and says how it ended.
     fn attempt(&self, context: &Context<'_>) -> Attempt;
 }
@@ -157,6 +163,17 @@ impl fmt::Display for StrategyName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The longest `service`'s chain can take: each strategy's own time plus a restart and a full
+/// verification after it.
+pub(crate) fn worst_case(service: &ServiceConfig) -> Duration {
+    let verify = Duration::from(service.verify_timeout);
+    service
+        .healing_strategies
+        .iter()
+        .map(|name| verify + registry(*name).extra_time(service))
+        .sum()
 }
 
 /// Every strategy's check of `service`'s settings (config load time).

@@ -206,6 +206,12 @@ fn may_signal(ownership: Ownership, settings: &PortConflictConfig) -> Result<Str
 }
 
 impl Strategy for PortConflict {
+    fn extra_time(&self, service: &ServiceConfig) -> Duration {
+        // One shared grace for all holders, then at most 3 s for SIGKILL to land.
+        let grace = service.port_conflict.clone().unwrap_or_default().grace;
+        Duration::from(grace) + Duration::from_secs(3)
+    }
+
     fn validate(&self, service: &ServiceConfig, listed: bool) -> Result<(), String> {
         if listed && service.port.is_none() {
             return Err("port_conflict needs `port`".into());
