@@ -25,6 +25,33 @@ pub enum ExitCode {
     Internal,
 }
 
+impl TryFrom<i32> for ExitCode {
+    type Error = i32;
+
+    /// The documented code a process ended with; the number itself when it is not one.
+    fn try_from(code: i32) -> Result<ExitCode, i32> {
+        ExitCode::ALL
+            .into_iter()
+            .find(|known| i32::from(*known) == code)
+            .ok_or(code)
+    }
+}
+
+impl ExitCode {
+    /// Every exit code, for lookups and tests.
+    pub const ALL: [ExitCode; 9] = [
+        ExitCode::Success,
+        ExitCode::Failure,
+        ExitCode::Usage,
+        ExitCode::Suppressed,
+        ExitCode::SystemdUnavailable,
+        ExitCode::StateError,
+        ExitCode::EmailError,
+        ExitCode::CannotWrite,
+        ExitCode::Internal,
+    ];
+}
+
 impl From<ExitCode> for i32 {
     fn from(code: ExitCode) -> i32 {
         match code {
@@ -58,8 +85,11 @@ mod tests {
             (ExitCode::CannotWrite, 73),
             (ExitCode::Internal, 70),
         ];
+        assert_eq!(table.len(), ExitCode::ALL.len());
         for (code, number) in table {
             assert_eq!(i32::from(code), number, "{code:?}");
+            assert_eq!(ExitCode::try_from(number), Ok(code));
         }
+        assert_eq!(ExitCode::try_from(42), Err(42));
     }
 }

@@ -3,11 +3,13 @@
 
 mod common;
 
+use selfheal::exit_code::ExitCode;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
 
-use common::selfheal_bin;
+use common::{assert_contains, exit_code, selfheal_bin};
 
 fn selfheal_with(config: &str, args: &[&str]) -> (Output, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -27,7 +29,7 @@ fn selfheal_with(config: &str, args: &[&str]) -> (Output, tempfile::TempDir) {
 
 fn assert_usage_error(output: &Output, expected: &[&str]) {
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(exit_code(output), ExitCode::Usage, "stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     for text in expected {
         assert!(stderr.contains(text), "{text:?} not in: {stderr}");
@@ -126,8 +128,8 @@ fn check_accepts_the_shipped_example() {
     .unwrap();
     let (output, _dir) = selfheal_with(&example, &["check"]);
     assert_eq!(
-        output.status.code(),
-        Some(0),
+        exit_code(&output),
+        ExitCode::Success,
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
@@ -157,9 +159,6 @@ fn sandbox_init_refuses_to_run_outside_a_fresh_pid_namespace() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("must be PID 1 of a fresh PID namespace"),
-        "{stderr}"
-    );
+    assert_eq!(exit_code(&output), ExitCode::Usage, "{stderr}");
+    assert_contains(&stderr, "must be PID 1 of a fresh PID namespace");
 }

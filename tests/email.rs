@@ -8,7 +8,8 @@ use std::os::unix::fs::PermissionsExt as _;
 
 use std::time::Duration;
 
-use common::{Mail, SmtpServer, TestEnv, free_port, wait_until};
+use common::{Mail, SmtpServer, TestEnv, assert_contains, exit_code, free_port, wait_until};
+use selfheal::exit_code::ExitCode;
 use selfheal::outcome::Outcome;
 
 const USER: &str = "alerts@testhost.example";
@@ -144,7 +145,7 @@ fn a_service_that_stays_down_sends_a_failed_mail_with_manual_steps_and_escaped_h
 
     let output = env.selfheal(["run", "web"]);
 
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(exit_code(&output), ExitCode::Failure);
     let mails = server.wait_for_messages(1, Duration::from_secs(10));
     let mail = Mail::parse(&mails[0]);
     assert_eq!(mail.subject, "❌ TestHost: web - FAILED");
@@ -179,8 +180,8 @@ fn with_the_server_down_the_report_is_queued_and_one_flush_delivers_it_once() {
 
     let run = env.selfheal(["run", "web"]);
     assert_eq!(
-        run.status.code(),
-        Some(1),
+        exit_code(&run),
+        ExitCode::Failure,
         "mail trouble never changes the outcome"
     );
     let queued = outbox_files(&env, "eml");
@@ -189,30 +190,27 @@ fn with_the_server_down_the_report_is_queued_and_one_flush_delivers_it_once() {
         .header("Message-ID")
         .to_owned();
     let meta = std::fs::read_to_string(queued[0].with_extension("json")).unwrap();
-    assert!(meta.contains("\"attempts\": 1"), "{meta}");
+    assert_contains(&meta, "\"attempts\": 1");
     assert!(
         meta.contains("Connection refused") || meta.contains("connection"),
         "{meta}"
     );
 
     let status = String::from_utf8_lossy(&env.selfheal(["status"]).stdout).into_owned();
-    assert!(
-        status.contains("Outbox: 1 report(s) not yet delivered"),
-        "{status}"
-    );
+    assert_contains(&status, "Outbox: 1 report(s) not yet delivered");
 
     server.resume();
     let first = env.selfheal(["flush"]);
     let second = env.selfheal(["flush"]);
 
     assert_eq!(
-        first.status.code(),
-        Some(0),
+        exit_code(&first),
+        ExitCode::Success,
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
     assert!(String::from_utf8_lossy(&first.stdout).contains("delivered"));
-    assert_eq!(second.status.code(), Some(0));
+    assert_eq!(exit_code(&second), ExitCode::Success);
     assert!(String::from_utf8_lossy(&second.stdout).contains("outbox empty"));
     let mails = server.messages();
     assert_eq!(mails.len(), 1, "delivered exactly once");
@@ -231,9 +229,9 @@ fn test_email_reports_a_wrong_password_clearly_and_works_with_the_right_one() {
     env.config(&config(&env, &server, port, "not-the-password"));
     let wrong = env.selfheal(["test-email"]);
     let stderr = String::from_utf8_lossy(&wrong.stderr);
-    assert_eq!(wrong.status.code(), Some(6), "{stderr}");
-    assert!(stderr.contains("refused the login"), "{stderr}");
-    assert!(stderr.contains("535"), "{stderr}");
+    assert_eq!(exit_code(&wrong), ExitCode::EmailError, "{stderr}");
+    assert_contains(&stderr, "refused the login");
+    assert_contains(&stderr, "535");
     assert!(!stderr.contains("not-the-password"), "{stderr}");
 
     env.config(&config(&env, &server, port, PASSWORD));
@@ -241,14 +239,14 @@ fn test_email_reports_a_wrong_password_clearly_and_works_with_the_right_one() {
     std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o640)).unwrap();
     let readable = env.selfheal(["test-email"]);
     let stderr = String::from_utf8_lossy(&readable.stderr);
-    assert_eq!(readable.status.code(), Some(6), "{stderr}");
-    assert!(stderr.contains("lets group or others read it"), "{stderr}");
+    assert_eq!(exit_code(&readable), ExitCode::EmailError, "{stderr}");
+    assert_contains(&stderr, "lets group or others read it");
 
     std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let right = env.selfheal(["test-email"]);
     assert_eq!(
-        right.status.code(),
-        Some(0),
+        exit_code(&right),
+        ExitCode::Success,
         "{}",
         String::from_utf8_lossy(&right.stderr)
     );

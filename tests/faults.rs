@@ -11,7 +11,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, free_port, selfheal_bin, wait_until};
+use common::{TestEnv, assert_contains, exit_code, free_port, selfheal_bin, wait_until};
+use selfheal::exit_code::ExitCode;
 use selfheal::outcome::Outcome;
 use selfheal::state::HistoryRecord;
 
@@ -62,7 +63,12 @@ fn with_the_system_bus_down_run_says_so_and_exits_4() {
         Duration::from_secs(30),
     );
 
-    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert_eq!(
+        exit_code(&output),
+        ExitCode::SystemdUnavailable,
+        "{}",
+        stderr(&output)
+    );
     assert!(
         stderr(&output).contains("cannot connect to the D-Bus system bus"),
         "{}",
@@ -92,7 +98,7 @@ fn an_smtp_relay_that_never_answers_delays_only_the_mail() {
     );
     let took = started.elapsed();
 
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(exit_code(&output), ExitCode::Success, "{}", stderr(&output));
     assert_eq!(env.property("web.service", "ActiveState"), "active");
     let queued: Vec<_> = std::fs::read_dir(env.state_dir.join("outbox"))
         .unwrap()
@@ -136,16 +142,13 @@ fn heals_and_tells_despite_the_state_dir(env: &TestEnv, port: u16) {
 
     let (code, json) = env.run_json("web", &[]);
 
-    assert_eq!(code, 0, "{json}");
+    assert_eq!(code, ExitCode::Success, "{json}");
     assert_eq!(json["outcome"], "resolved");
     assert_eq!(env.property("web.service", "ActiveState"), "active");
     let mails: Vec<_> = std::fs::read_dir(&mail_dir).unwrap().flatten().collect();
     assert_eq!(mails.len(), 1, "the report was mailed without the outbox");
     let journal = env.journal(&["SYSLOG_IDENTIFIER=selfheal"]);
-    assert!(
-        journal.contains("could not be recorded in history.jsonl"),
-        "{journal}"
-    );
+    assert_contains(&journal, "could not be recorded in history.jsonl");
 }
 
 #[test]
@@ -217,7 +220,7 @@ fn sigterm_from_systemd_mid_run_leaves_the_lock_free_and_history_whole() {
 
     // The hook's run holds the lock: a second run yields.
     let (code, json) = env.run_json("web", &[]);
-    assert_eq!(code, 3, "{json}");
+    assert_eq!(code, ExitCode::Suppressed, "{json}");
     assert_eq!(json["outcome"], "suppressed");
 
     // systemd's stop: SIGTERM to selfheal and everything in the heal unit's cgroup.
@@ -229,7 +232,7 @@ fn sigterm_from_systemd_mid_run_leaves_the_lock_free_and_history_whole() {
     std::fs::remove_file(&hold).unwrap();
     std::fs::write(&fixed, "").unwrap();
     let (code, json) = env.run_json("web", &[]);
-    assert_eq!(code, 0, "{json}");
+    assert_eq!(code, ExitCode::Success, "{json}");
     assert_eq!(json["outcome"], "resolved");
 
     // Every line of history is whole: the killed run wrote none or all of one.
@@ -258,7 +261,7 @@ fn a_health_url_that_never_answers_is_bounded_by_verify_timeout() {
     let (code, json) = env.run_json("web", &[]);
     let took = started.elapsed();
 
-    assert_eq!(code, 1, "{json}");
+    assert_eq!(code, ExitCode::Failure, "{json}");
     assert_eq!(json["outcome"], "failed");
     assert!(
         json["steps"][0]["detail"]
@@ -288,7 +291,7 @@ fn a_fifo_as_config_is_refused_without_blocking() {
         Duration::from_secs(20),
     );
 
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_eq!(exit_code(&output), ExitCode::Usage, "{}", stderr(&output));
     assert!(
         stderr(&output).contains("a FIFO, not a regular file"),
         "{}",
@@ -316,7 +319,7 @@ fn a_fifo_as_env_file_is_escalated_without_blocking() {
         Duration::from_secs(20),
     );
 
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(exit_code(&output), ExitCode::Failure, "{}", stderr(&output));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["steps"][0]["result"], "needs_human", "{json}");
     assert!(

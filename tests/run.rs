@@ -5,7 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, free_port, selfheal_bin, wait_until};
+use common::{TestEnv, assert_contains, free_port, selfheal_bin, wait_until};
+use selfheal::exit_code::ExitCode;
 use selfheal::outcome::Outcome;
 
 fn web_config(port: u16, extra: &str) -> String {
@@ -45,13 +46,10 @@ fn a_sigkilled_service_is_healed_through_its_on_failure_hook() {
     // The report the OnFailure= run printed: systemd's facts, from the hook, and the line the
     // service printed before it died.
     let report = env.heal_report("web");
-    assert!(
-        report.contains("✅ TestHost self-healing report: web - RESOLVED"),
-        "{report}"
-    );
-    assert!(report.contains("from the OnFailure= hook"), "{report}");
-    assert!(report.contains("Signal:      SIGKILL"), "{report}");
-    assert!(report.contains("web says hello before dying"), "{report}");
+    assert_contains(&report, "✅ TestHost self-healing report: web - RESOLVED");
+    assert_contains(&report, "from the OnFailure= hook");
+    assert_contains(&report, "Signal:      SIGKILL");
+    assert_contains(&report, "web says hello before dying");
 
     // journald carries the structured fields.
     let entries = env.journal(&[
@@ -59,7 +57,7 @@ fn a_sigkilled_service_is_healed_through_its_on_failure_hook() {
         "SELFHEAL_SERVICE=web",
         "SELFHEAL_OUTCOME=resolved",
     ]);
-    assert!(entries.contains("web resolved in"), "{entries}");
+    assert_contains(&entries, "web resolved in");
 }
 
 #[test]
@@ -86,15 +84,9 @@ fn an_exit_3_failure_is_diagnosed_and_healed() {
         history[0].summary
     );
     let report = env.heal_report("web");
-    assert!(report.contains("Exit status: 3"), "{report}");
-    assert!(
-        report.contains("fatal: cannot open /srv/web/config.toml"),
-        "{report}"
-    );
-    assert!(
-        report.contains("exited with status 3 by itself"),
-        "{report}"
-    );
+    assert_contains(&report, "Exit status: 3");
+    assert_contains(&report, "fatal: cannot open /srv/web/config.toml");
+    assert_contains(&report, "exited with status 3 by itself");
     assert_eq!(env.property("web.service", "ActiveState"), "active");
 }
 
@@ -112,7 +104,7 @@ fn a_manual_run_heals_a_killed_service_and_verifies_port_and_health() {
 
     let (code, json) = env.run_json("web", &[]);
 
-    assert_eq!(code, 0, "{json}");
+    assert_eq!(code, ExitCode::Success, "{json}");
     assert_eq!(json["outcome"], "resolved");
     assert_eq!(
         json["diagnosis"]["source"], "properties",
@@ -120,11 +112,8 @@ fn a_manual_run_heals_a_killed_service_and_verifies_port_and_health() {
     );
     assert_eq!(json["diagnosis"]["termination"]["signal"], "SIGKILL");
     let detail = json["steps"][0]["detail"].as_str().unwrap();
-    assert!(
-        detail.contains(&format!("port {port} listening")),
-        "{detail}"
-    );
-    assert!(detail.contains("/health answered 200"), "{detail}");
+    assert_contains(detail, &format!("port {port} listening"));
+    assert_contains(detail, "/health answered 200");
     assert_eq!(env.property("web.service", "ActiveState"), "active");
 }
 
@@ -140,7 +129,7 @@ fn a_healthy_service_is_left_alone() {
 
     let (code, json) = env.run_json("web", &[]);
 
-    assert_eq!(code, 0, "{json}");
+    assert_eq!(code, ExitCode::Success, "{json}");
     assert_eq!(json["outcome"], "healthy");
     assert_eq!(json["steps"].as_array().map(Vec::len), Some(0));
     assert_eq!(env.property("web.service", "MainPID"), pid);
@@ -163,7 +152,7 @@ fn a_service_that_stays_down_fails_within_verify_timeout() {
     let started = Instant::now();
     let (code, json) = env.run_json("web", &[]);
 
-    assert_eq!(code, 1, "{json}");
+    assert_eq!(code, ExitCode::Failure, "{json}");
     assert_eq!(json["outcome"], "failed");
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -204,7 +193,7 @@ fn dry_run_changes_nothing() {
 
     let (code, json) = env.run_json("web", &["--dry-run"]);
 
-    assert_eq!(code, 0, "{json}");
+    assert_eq!(code, ExitCode::Success, "{json}");
     assert_eq!(json["outcome"], "planned");
     assert_eq!(json["steps"][0]["result"], "planned");
     assert!(
@@ -240,7 +229,7 @@ fn a_run_already_holding_the_service_suppresses_a_second_one() {
     holder.kill().unwrap();
     holder.wait().unwrap();
 
-    assert_eq!(code, 3, "{json}");
+    assert_eq!(code, ExitCode::Suppressed, "{json}");
     assert_eq!(json["outcome"], "suppressed");
     assert!(
         json["reason"]
@@ -267,7 +256,11 @@ fn loop_protection_stops_healing_at_the_failure_threshold() {
     let invocation = env.property("web.service", "InvocationID");
     let third = env.run_json("web", &[]);
 
-    assert_eq!((first.0, second.0, third.0), (1, 1, 3), "{third:?}");
+    assert_eq!(
+        (first.0, second.0, third.0),
+        (ExitCode::Failure, ExitCode::Failure, ExitCode::Suppressed),
+        "{third:?}"
+    );
     assert_eq!(third.1["outcome"], "suppressed");
     assert!(
         third.1["reason"]
@@ -303,7 +296,7 @@ fn a_pending_automatic_restart_is_awaited_not_raced() {
 
     let (code, json) = env.run_json("web", &[]);
 
-    assert_eq!(code, 0, "{json}");
+    assert_eq!(code, ExitCode::Success, "{json}");
     assert_eq!(json["outcome"], "healthy");
     assert!(
         json["reason"].as_str().unwrap().contains("waited"),
@@ -362,7 +355,7 @@ fn a_unit_stopped_by_its_start_limit_is_reset_before_it_is_started() {
 
     let (code, json) = env.run_json("web", &[]);
 
-    assert_eq!(code, 0, "{json}");
+    assert_eq!(code, ExitCode::Success, "{json}");
     assert!(
         json["steps"][0]["detail"]
             .as_str()

@@ -7,7 +7,8 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::{TestEnv, free_port, selfheal_bin, wait_until};
+use common::{TestEnv, assert_contains, free_port, selfheal_bin, wait_until};
+use selfheal::exit_code::ExitCode;
 use selfheal::outcome::Outcome;
 
 fn config(port: u16, strategies: &str, extra: &str) -> String {
@@ -94,7 +95,7 @@ fn a_stale_instance_holding_the_port_is_terminated_and_the_service_comes_back() 
         "the report lists the signal: {report}"
     );
     // The failed run's evidence came through although its process exited at once.
-    assert!(report.contains("Address already in use"), "{report}");
+    assert_contains(&report, "Address already in use");
 }
 
 #[test]
@@ -113,13 +114,13 @@ fn a_port_held_by_another_unit_is_left_alone_and_named() {
 
     let (code, json) = env.run_json("web", &[]);
 
-    assert_eq!(code, 1, "{json}");
+    assert_eq!(code, ExitCode::Failure, "{json}");
     assert_eq!(json["outcome"], "failed");
     let step = step_of(&json, "port_conflict");
     assert_eq!(step["result"], "needs_human", "{step}");
     let detail = step["detail"].as_str().unwrap();
-    assert!(detail.contains(&format!("pid {squatter_pid}")), "{detail}");
-    assert!(detail.contains("unit squatter.service"), "{detail}");
+    assert_contains(detail, &format!("pid {squatter_pid}"));
+    assert_contains(detail, "unit squatter.service");
     assert!(
         json["reason"]
             .as_str()
@@ -152,7 +153,7 @@ fn dry_run_names_the_pid_it_would_signal_and_signals_nothing() {
 
     let (code, json) = env.run_json("web", &["--dry-run"]);
 
-    assert_eq!(code, 0, "{json}");
+    assert_eq!(code, ExitCode::Success, "{json}");
     let step = step_of(&json, "port_conflict");
     assert_eq!(step["result"], "planned", "{step}");
     assert!(
@@ -173,7 +174,7 @@ fn dry_run_names_the_pid_it_would_signal_and_signals_nothing() {
 
     // For real: it is stopped and the unit serves.
     let (code, json) = env.run_json("web", &[]);
-    assert_eq!(code, 0, "{json}");
+    assert_eq!(code, ExitCode::Success, "{json}");
     assert_eq!(json["healed_by"], "port_conflict");
     by_hand.wait().unwrap();
     assert!(!std::path::Path::new(&format!("/proc/{stray}")).exists());
@@ -227,17 +228,14 @@ fn a_broken_config_is_reported_with_the_validator_output_and_not_restarted() {
         report.contains("expected valid=yes, found 'valid=no'"),
         "the validator's output is in the report: {report}"
     );
-    assert!(
-        report.contains("not restarting on a broken config"),
-        "{report}"
-    );
+    assert_contains(&report, "not restarting on a broken config");
     let start_count = || std::fs::read_to_string(&starts).unwrap().lines().count();
     assert_eq!(start_count(), 1, "no start after the first, failed one");
 
     // Once the config is fixed, the same chain validates and restarts.
     std::fs::write(&app_conf, "valid=yes\n").unwrap();
     let (code, json) = env.run_json("web", &[]);
-    assert_eq!(code, 0, "{json}");
+    assert_eq!(code, ExitCode::Success, "{json}");
     assert_eq!(json["healed_by"], "config_validation");
     assert_eq!(start_count(), 2);
 }
@@ -278,7 +276,7 @@ fn a_missing_env_key_is_named_and_no_secret_value_appears_anywhere() {
     let step = step_of(&json, "environment_check");
     assert_eq!(step["result"], "needs_human", "{step}");
     let detail = step["detail"].as_str().unwrap();
-    assert!(detail.contains("SECRET_KEY"), "{detail}");
+    assert_contains(detail, "SECRET_KEY");
     assert!(
         !detail.contains("DATABASE_URL"),
         "present keys are not named missing: {detail}"
@@ -311,7 +309,7 @@ fn a_missing_env_key_is_named_and_no_secret_value_appears_anywhere() {
     )
     .unwrap();
     let (code, json) = env.run_json("web", &[]);
-    assert_eq!(code, 0, "{json}");
+    assert_eq!(code, ExitCode::Success, "{json}");
     assert_eq!(
         step_of(&json, "environment_check")["result"],
         "not_applicable"
@@ -365,7 +363,7 @@ fn a_missing_symlink_is_recreated_and_a_wrong_mode_fixed() {
         )),
         "{report}"
     );
-    assert!(report.contains("changed: ln -s"), "{report}");
+    assert_contains(&report, "changed: ln -s");
     // "Permission denied" put database_check before a blind restart.
     assert!(
         report.contains("1. database_check"),
@@ -398,7 +396,7 @@ fn a_missing_database_file_is_never_created() {
 
     let (code, json) = env.run_json("web", &[]);
 
-    assert_eq!(code, 1, "{json}");
+    assert_eq!(code, ExitCode::Failure, "{json}");
     let step = step_of(&json, "database_check");
     assert_eq!(step["result"], "needs_human", "{step}");
     assert!(
@@ -424,7 +422,7 @@ fn an_oom_like_killed_line_is_diagnosed_as_memory_exhaustion() {
 
     let (code, json) = env.run_json("web", &["--dry-run"]);
 
-    assert_eq!(code, 0, "{json}");
+    assert_eq!(code, ExitCode::Success, "{json}");
     let diagnosis = &json["diagnosis"];
     assert_eq!(diagnosis["termination"]["status"], 137);
     assert_eq!(diagnosis["symptoms"][0], "out_of_memory", "{diagnosis}");
@@ -444,19 +442,21 @@ fn a_live_service_that_fails_its_health_check_is_never_signalled_as_a_stale_hold
     // Listening but unhealthy: service_restart restarts it, verification fails on the 503,
     // and port_conflict then finds the unit's new main process holding the port. The unit
     // was down before the chain; it is not any more, and its live process is not a leftover.
-    env.config(&config(
+    // A short verify_timeout: the 503 never turns into a 200, so each verification waits it out.
+    let short = config(
         port,
         "service_restart, port_conflict",
         &format!("    health_url: http://127.0.0.1:{port}/health\n"),
-    ))
-    .unit(
+    )
+    .replace("verify_timeout: 10s", "verify_timeout: 2s");
+    env.config(&short).unit(
         "web",
         &format!("ExecStart={} --status 503", serve(port, "web")),
     );
 
     let (code, json) = env.run_json("web", &[]);
 
-    assert_eq!(code, 1, "{json}");
+    assert_eq!(code, ExitCode::Failure, "{json}");
     let step = step_of(&json, "port_conflict");
     assert_eq!(step["result"], "not_applicable", "{step}");
     assert!(
@@ -494,12 +494,12 @@ fn another_unit_running_the_same_command_line_is_never_signalled() {
 
     let (code, json) = env.run_json("web", &[]);
 
-    assert_eq!(code, 1, "{json}");
+    assert_eq!(code, ExitCode::Failure, "{json}");
     let step = step_of(&json, "port_conflict");
     assert_eq!(step["result"], "needs_human", "{step}");
     let detail = step["detail"].as_str().unwrap();
-    assert!(detail.contains(&format!("pid {green_pid}")), "{detail}");
-    assert!(detail.contains("unit web-green.service"), "{detail}");
+    assert_contains(detail, &format!("pid {green_pid}"));
+    assert_contains(detail, "unit web-green.service");
     assert_eq!(env.property("web-green.service", "ActiveState"), "active");
     assert_eq!(env.property("web-green.service", "MainPID"), green_pid);
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+use selfheal::exit_code::ExitCode;
 use selfheal::sandbox::Sandbox;
 use selfheal::state::{HistoryRecord, StateDir};
 
@@ -20,7 +21,36 @@ pub(crate) fn free_port() -> u16 {
     selfheal::sandbox::free_port().unwrap()
 }
 
+/// The exit code a selfheal process ended with, as the documented `ExitCode` (a test then
+/// reads `assert_eq!(code, ExitCode::Failure)`, and a crash names its signal).
+#[track_caller]
+pub(crate) fn exit_code(output: &Output) -> ExitCode {
+    let code = output.status.code().unwrap_or_else(|| {
+        panic!(
+            "selfheal was killed ({}); stderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    ExitCode::try_from(code).unwrap_or_else(|code| {
+        panic!(
+            "undocumented exit code {code}; stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// Fails with both texts when `haystack` does not contain `needle`.
+#[track_caller]
+pub(crate) fn assert_contains(haystack: &str, needle: &str) {
+    assert!(
+        haystack.contains(needle),
+        "expected to find {needle:?} in:\n{haystack}"
+    );
+}
+
 /// Polls `ready` until it holds, failing the test after `timeout` with `what`.
+#[track_caller]
 pub(crate) fn wait_until(timeout: Duration, what: &str, ready: impl FnMut() -> bool) {
     if let Err(err) = selfheal::sandbox::wait_for(timeout, ready) {
         panic!("waiting for {what}: {err}");
@@ -75,6 +105,7 @@ impl TestEnv {
     }
 
     /// Starts `<name>.service` and waits until something listens on `port`.
+    #[track_caller]
     pub(crate) fn start_listening(&self, name: &str, port: u16) -> &TestEnv {
         self.systemctl(&["start", &format!("{name}.service")]);
         wait_until(
@@ -86,6 +117,7 @@ impl TestEnv {
     }
 
     /// Starts `<name>.service` and waits until it has failed.
+    #[track_caller]
     pub(crate) fn start_failing(&self, name: &str) -> &TestEnv {
         let unit = format!("{name}.service");
         self.systemctl(&["start", &unit]);
@@ -96,6 +128,7 @@ impl TestEnv {
     }
 
     /// `selfheal install` into the sandbox's unit directory, reloading the sandbox's systemd.
+    #[track_caller]
     pub(crate) fn install(&self) -> &TestEnv {
         let output = self.selfheal([
             "install",
@@ -136,7 +169,8 @@ impl TestEnv {
     }
 
     /// `run <service> --json`, parsed; also returns the exit code.
-    pub(crate) fn run_json(&self, service: &str, extra: &[&str]) -> (i32, serde_json::Value) {
+    #[track_caller]
+    pub(crate) fn run_json(&self, service: &str, extra: &[&str]) -> (ExitCode, serde_json::Value) {
         let mut args = vec!["run", service, "--json"];
         args.extend_from_slice(extra);
         let output = self.selfheal(args);
@@ -147,13 +181,15 @@ impl TestEnv {
                 String::from_utf8_lossy(&output.stderr)
             )
         });
-        (output.status.code().unwrap_or(-1), json)
+        (exit_code(&output), json)
     }
 
+    #[track_caller]
     pub(crate) fn systemctl(&self, args: &[&str]) -> String {
         self.sandbox.systemctl(args).unwrap()
     }
 
+    #[track_caller]
     pub(crate) fn property(&self, unit: &str, property: &str) -> String {
         self.sandbox.property(unit, property).unwrap()
     }
@@ -172,6 +208,7 @@ impl TestEnv {
 
     /// The report a heal unit printed, once all of it is in the journal: the history line is
     /// written before the report is printed, so waiting for history alone races the printing.
+    #[track_caller]
     pub(crate) fn heal_report(&self, service: &str) -> String {
         let unit = format!("{service}-self-heal.service");
         let mut report = String::new();
@@ -187,6 +224,7 @@ impl TestEnv {
     }
 
     /// Waits until history holds at least `count` records.
+    #[track_caller]
     pub(crate) fn wait_for_history(&self, count: usize, timeout: Duration) -> Vec<HistoryRecord> {
         wait_until(timeout, &format!("{count} history record(s)"), || {
             self.history().len() >= count
@@ -291,6 +329,7 @@ impl SmtpServer {
     }
 
     /// Waits until the server has accepted `count` messages.
+    #[track_caller]
     pub(crate) fn wait_for_messages(&self, count: usize, timeout: Duration) -> Vec<Vec<u8>> {
         wait_until(timeout, &format!("{count} mail(s)"), || {
             self.messages().len() >= count
