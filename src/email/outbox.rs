@@ -309,4 +309,38 @@ mod tests {
         assert!(dir.path().join("outbox/1-a.eml").exists());
         assert!(!dir.path().join("outbox/3-c.eml").exists());
     }
+
+    #[test]
+    fn a_message_being_sent_is_skipped_and_a_failed_send_keeps_it_with_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&StateDir::new(dir.path())).unwrap();
+        let (_, claim) = outbox.queue(&composed("1-a")).unwrap();
+
+        // A run is still sending it: flush must not send it a second time.
+        let summary = outbox
+            .flush(|_| -> Result<(), String> { panic!("sent while claimed") })
+            .unwrap();
+        assert_eq!(summary.busy, 1);
+        drop(claim);
+
+        // The relay refuses: the message stays, with the attempt and the reason.
+        let summary = outbox.flush(|_| Err("421 try again later")).unwrap();
+        assert_eq!(summary.failed.len(), 1);
+        let (pending, _) = outbox.pending().unwrap();
+        assert_eq!(pending[0].meta.attempts, 1);
+        assert_eq!(
+            pending[0].meta.last_error.as_deref(),
+            Some("421 try again later")
+        );
+
+        // Accepted: gone, .eml and .json.
+        let summary = outbox.flush(|_| Ok::<(), String>(())).unwrap();
+        assert_eq!(summary.delivered.len(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("outbox"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
 }
