@@ -144,7 +144,7 @@ fn failed(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> I
     }
 }
 
-/// Writes the files (atomically: temp file + rename). Returns what was written.
+/// Writes the files, each atomically (see `atomic_file`).
 pub(crate) fn write_files(files: &[UnitFile]) -> Result<(), InstallError> {
     for file in files {
         let dir = file.path.parent().unwrap_or(Path::new("/"));

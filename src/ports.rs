@@ -1,5 +1,6 @@
-//! Who listens on a TCP port: `/proc/net/tcp{,6}` gives the listening socket's inode,
-//! `/proc/*/fd` the processes holding it, `/proc/PID/cgroup` their cgroup.
+//! Who listens on a TCP port: netlink sock_diag (or `/proc/net/tcp{,6}` as a fallback) gives
+//! the listening socket's inode and the uid that created it, `/proc/*/fd` the processes holding
+//! it, `/proc/PID/cgroup` their cgroup.
 
 use std::collections::{HashMap, HashSet};
 

@@ -131,14 +131,7 @@ impl StateDir {
 
     /// Takes the service's lock without waiting; `None` when another run holds it.
     pub fn try_lock(&self, service: &str) -> Result<Option<ServiceLock>, StateError> {
-        let path = self.ensure("locks")?.join(format!("{service}.lock"));
-        let file = state_file()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o640)
-            .open(&path)
-            .map_err(|e| self.error(e))?;
+        let file = self.lock_file(&format!("{service}.lock"))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(Some(ServiceLock { _lock: lock })),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
@@ -153,15 +146,19 @@ impl StateDir {
     /// The lock every history writer holds. Not a service name: those start with a letter or
     /// digit.
     fn history_lock(&self) -> Result<Flock<File>, StateError> {
-        let path = self.ensure("locks")?.join(".history.lock");
-        let file = state_file()
+        let file = self.lock_file(".history.lock")?;
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| self.error(e.into()))
+    }
+
+    /// Opens (creating it if needed) `locks/<name>`, never through a symlink.
+    fn lock_file(&self, name: &str) -> Result<File, StateError> {
+        state_file()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o640)
-            .open(&path)
-            .map_err(|e| self.error(e))?;
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| self.error(e.into()))
+            .open(self.ensure("locks")?.join(name))
+            .map_err(|e| self.error(e))
     }
 
     /// Appends one record. A torn last line (a writer killed mid-write, a full disk) is ended

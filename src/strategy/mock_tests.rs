@@ -31,19 +31,30 @@ fn target() -> HealthTarget {
     }
 }
 
-/// Runs `restart_and_verify` for a unit that is `before` now, with this fake.
-fn restart(before: &UnitSnapshot, systemd: &FakeSystemd, dry_run: bool) -> super::Attempt {
-    let config = config("");
+/// Runs `act` with a context for a unit that is `before` now, configured with `extra`.
+fn with_context<T>(
+    extra: &str,
+    before: &UnitSnapshot,
+    systemd: &FakeSystemd,
+    dry_run: bool,
+    act: impl FnOnce(&Context<'_>) -> T,
+) -> T {
+    let config = config(extra);
     let diagnosis = Diagnosis::new(before, None, Vec::new());
-    let context = Context {
+    let target = target();
+    act(&Context {
         service: &config.monitored_services[0],
         diagnosis: &diagnosis,
         snapshot: before,
         units: systemd,
-        target: &target(),
+        target: &target,
         dry_run,
-    };
-    restart_and_verify(&context)
+    })
+}
+
+/// Runs `restart_and_verify` for a unit that is `before` now, with this fake.
+fn restart(before: &UnitSnapshot, systemd: &FakeSystemd, dry_run: bool) -> super::Attempt {
+    with_context("", before, systemd, dry_run, restart_and_verify)
 }
 
 #[test]
@@ -166,24 +177,14 @@ fn a_dry_run_plans_and_calls_nothing() {
 #[test]
 fn the_chain_goes_on_after_no_fix_and_stops_at_a_person() {
     use StrategyName::{EnvironmentCheck, ServiceRestart};
-    let config = config("    environment_check: { required: [SECRET_KEY] }\n");
     let failed = unit("failed", "failed", "a");
     let systemd = FakeSystemd::new(failed.clone(), FakeJob::Ended("failed"), vec![]);
-    let diagnosis = Diagnosis::new(&failed, None, Vec::new());
-    let context = Context {
-        service: &config.monitored_services[0],
-        diagnosis: &diagnosis,
-        snapshot: &failed,
-        units: &systemd,
-        target: &target(),
-        dry_run: false,
-    };
 
     // The restart does not fix it; the env check needs a person; the second restart never runs.
-    let chain = run_chain(
-        &[ServiceRestart, EnvironmentCheck, ServiceRestart],
-        &context,
-    );
+    let needs_key = "    environment_check: { required: [SECRET_KEY] }\n";
+    let chain = with_context(needs_key, &failed, &systemd, false, |context| {
+        run_chain(&[ServiceRestart, EnvironmentCheck, ServiceRestart], context)
+    });
 
     let results: Vec<StepResult> = chain.steps.iter().map(|s| s.result).collect();
     assert_eq!(results, [StepResult::NoFix, StepResult::NeedsHuman]);
@@ -205,23 +206,15 @@ fn the_chain_goes_on_after_no_fix_and_stops_at_a_person() {
 #[test]
 fn the_chain_stops_at_the_first_strategy_that_heals() {
     use StrategyName::{EnvironmentCheck, ServiceRestart};
-    let config = config("");
     let failed = unit("failed", "failed", "a");
     let systemd = FakeSystemd::new(
         failed.clone(),
         FakeJob::Done,
         vec![unit("active", "running", "b")],
     );
-    let diagnosis = Diagnosis::new(&failed, None, Vec::new());
-    let context = Context {
-        service: &config.monitored_services[0],
-        diagnosis: &diagnosis,
-        snapshot: &failed,
-        units: &systemd,
-        target: &target(),
-        dry_run: false,
-    };
-    let chain = run_chain(&[ServiceRestart, EnvironmentCheck], &context);
+    let chain = with_context("", &failed, &systemd, false, |context| {
+        run_chain(&[ServiceRestart, EnvironmentCheck], context)
+    });
     assert_eq!(chain.steps.len(), 1);
     assert_eq!(chain.healed_by, Some(ServiceRestart));
 }
