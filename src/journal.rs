@@ -33,6 +33,49 @@ pub(crate) struct PendingJournal {
     output: mpsc::Receiver<Vec<JournalLine>>,
 }
 
+impl PendingJournal {
+    /// A read that has already finished with these lines (for a journal that is not journald).
+    #[cfg(test)]
+    pub(crate) fn ready(lines: Vec<JournalLine>) -> PendingJournal {
+        let (sender, output) = mpsc::channel();
+        let _ = sender.send(lines);
+        PendingJournal { output }
+    }
+}
+
+/// Where a run reads the failed run's lines: journald through journalctl, or a test's script.
+pub(crate) trait JournalSource {
+    /// Starts reading an invocation's lines in the background.
+    fn start(&self, unit: &str, invocation_id: Option<&str>) -> PendingJournal;
+    /// The invocation's lines, continuing `pending` when a read is already running.
+    fn read_invocation(
+        &self,
+        unit: &str,
+        invocation_id: &str,
+        pending: Option<PendingJournal>,
+        timeout: Duration,
+    ) -> Vec<JournalLine>;
+}
+
+/// journald, through `journalctl`.
+pub(crate) struct Journald;
+
+impl JournalSource for Journald {
+    fn start(&self, unit: &str, invocation_id: Option<&str>) -> PendingJournal {
+        start(unit, invocation_id)
+    }
+
+    fn read_invocation(
+        &self,
+        unit: &str,
+        invocation_id: &str,
+        pending: Option<PendingJournal>,
+        timeout: Duration,
+    ) -> Vec<JournalLine> {
+        read_invocation(unit, invocation_id, pending, timeout)
+    }
+}
+
 /// How many of the unit's latest lines are searched for lines of the invocation that journald
 /// could not tag with it.
 const UNTAGGED_SEARCH_LINES: usize = 200;

@@ -6,13 +6,30 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::Error;
 use crate::config::{Config, ServiceConfig};
 use crate::diagnose::{Diagnosis, MonitorFacts};
-use crate::journal;
+use crate::journal::{JournalSource, Journald};
 use crate::outcome::Outcome;
 use crate::report::{PostStatus, Report, ReportHeader, RunFacts};
 use crate::state::{HistoryRecord, StateDir, StateError};
 use crate::strategy::{self, Context};
-use crate::systemd::{ActiveState, Systemd, UnitControl, UnitSnapshot};
+use crate::systemd::{ActiveState, Systemd, SystemdError, UnitControl, UnitSnapshot};
 use crate::verify::{self, HealthTarget};
+
+/// The outside world a run acts on. `connect` is called after the service lock is taken (a
+/// run that yields to another never needs the bus).
+pub(crate) struct Host<'a, U: UnitControl> {
+    pub connect: &'a dyn Fn() -> Result<U, SystemdError>,
+    pub journal: &'a dyn JournalSource,
+}
+
+impl Host<'static, Systemd> {
+    /// systemd over the system bus, and journald.
+    pub(crate) fn real() -> Host<'static, Systemd> {
+        Host {
+            connect: &Systemd::connect,
+            journal: &Journald,
+        }
+    }
+}
 
 /// How `run` was asked to behave.
 #[derive(Debug, Clone, Copy, Default)]
@@ -30,11 +47,12 @@ const JOURNAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Heals `service` and returns the report of what happened. One function on purpose: the
 /// steps of a run read top to bottom in the order they happen, each with its reason.
 #[allow(clippy::too_many_lines)]
-pub(crate) fn run(
+pub(crate) fn run<U: UnitControl>(
     config: &Config,
     state: &StateDir,
     service: &ServiceConfig,
     options: RunOptions,
+    host: &Host<'_, U>,
 ) -> Result<Report, Error> {
     let clock = RunClock::start();
     let header = ReportHeader::new(config, service);
@@ -71,9 +89,9 @@ pub(crate) fn run(
         .as_ref()
         .and_then(|facts| facts.invocation_id.as_deref())
         .filter(|_| evidence_matters)
-        .map(|id| journal::start(&unit, Some(id)));
+        .map(|id| host.journal.start(&unit, Some(id)));
 
-    let systemd = Systemd::connect()?;
+    let systemd = (host.connect)()?;
     tracing::debug!(
         "connected to the system bus after {} µs",
         clock.elapsed_us()
@@ -115,7 +133,8 @@ pub(crate) fn run(
         .and_then(|facts| facts.invocation_id.clone())
         .unwrap_or_else(|| snapshot.invocation_id.clone());
     let journal_lines = if evidence_matters {
-        journal::read_invocation(&unit, &invocation, pending_journal.take(), JOURNAL_TIMEOUT)
+        host.journal
+            .read_invocation(&unit, &invocation, pending_journal.take(), JOURNAL_TIMEOUT)
     } else {
         Vec::new()
     };
@@ -162,7 +181,9 @@ pub(crate) fn run(
     };
     let chain = strategy::run_chain(&order, &context);
     if !evidence_matters {
-        let lines = journal::read_invocation(&unit, &invocation, None, JOURNAL_TIMEOUT);
+        let lines = host
+            .journal
+            .read_invocation(&unit, &invocation, None, JOURNAL_TIMEOUT);
         diagnosis = Diagnosis::new(&snapshot, monitor.as_ref(), lines);
     }
     let outcome = match (options.dry_run, chain.healed_by) {
@@ -226,7 +247,7 @@ fn health_target(service: &ServiceConfig) -> HealthTarget {
 /// systemd already has a job queued or an automatic restart pending: let it finish rather
 /// than race it, then look again.
 fn wait_for_systemd(
-    systemd: &Systemd,
+    systemd: &dyn UnitControl,
     unit: &str,
     timeout: Duration,
 ) -> Result<UnitSnapshot, Error> {
@@ -324,5 +345,205 @@ impl RunFacts {
     fn reason(mut self, reason: String) -> RunFacts {
         self.reason = Some(reason);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! `run`'s branches against a scripted systemd and an empty journal: the decisions, in
+    //! milliseconds and without root. `tests/run.rs` proves them against a real systemd.
+
+    use std::path::Path;
+
+    use super::*;
+    use crate::journal::{JournalLine, PendingJournal};
+    use crate::state::HistoryRecord;
+    use crate::systemd::fake::{FakeJob, FakeSystemd, unit};
+
+    struct NoJournal;
+
+    impl JournalSource for NoJournal {
+        fn start(&self, _unit: &str, _invocation_id: Option<&str>) -> PendingJournal {
+            PendingJournal::ready(Vec::new())
+        }
+        fn read_invocation(
+            &self,
+            _unit: &str,
+            _invocation_id: &str,
+            _pending: Option<PendingJournal>,
+            _timeout: Duration,
+        ) -> Vec<JournalLine> {
+            Vec::new()
+        }
+    }
+
+    fn config() -> Config {
+        Config::parse(
+            "failure_threshold: 2\nmonitored_services:\n  - name: web\n    verify_timeout: 300ms\n    stable_for: 20ms\n",
+            Path::new("test.yml"),
+        )
+        .unwrap()
+    }
+
+    fn run_against(systemd: &FakeSystemd, state: &StateDir, dry_run: bool) -> Report {
+        let config = config();
+        let connect = || Ok(systemd);
+        let host = Host {
+            connect: &connect,
+            journal: &NoJournal,
+        };
+        let options = RunOptions {
+            dry_run,
+            ignore_monitor_facts: true,
+        };
+        run(
+            &config,
+            state,
+            &config.monitored_services[0],
+            options,
+            &host,
+        )
+        .unwrap()
+    }
+
+    fn state() -> (tempfile::TempDir, StateDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        (dir, state)
+    }
+
+    #[test]
+    fn a_healthy_service_is_left_alone() {
+        let (_dir, state) = state();
+        let systemd = FakeSystemd::new(unit("active", "running", "a"), FakeJob::Done, vec![]);
+        let report = run_against(&systemd, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Healthy);
+        assert!(systemd.calls().is_empty());
+        assert_eq!(state.history().unwrap()[0].outcome, Outcome::Healthy);
+    }
+
+    #[test]
+    fn a_restart_systemd_already_runs_is_awaited_not_raced() {
+        let (_dir, state) = state();
+        let mut restarting = unit("activating", "auto-restart", "a");
+        restarting.job_id = Some(7);
+        let systemd = FakeSystemd::scripted(
+            vec![restarting, unit("active", "running", "b")],
+            FakeJob::Done,
+        );
+        let report = run_against(&systemd, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Healthy);
+        assert!(
+            report
+                .facts
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("systemd was already restarting"),
+            "{report:?}"
+        );
+        assert!(
+            systemd.calls().is_empty(),
+            "no restart of our own: {:?}",
+            systemd.calls()
+        );
+    }
+
+    #[test]
+    fn a_failed_service_is_healed_and_recorded() {
+        let (_dir, state) = state();
+        let systemd = FakeSystemd::new(
+            unit("failed", "failed", "a"),
+            FakeJob::Done,
+            vec![unit("active", "running", "b")],
+        );
+        let report = run_against(&systemd, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Resolved);
+        assert_eq!(report.facts.healed_by.as_deref(), Some("service_restart"));
+        let history: Vec<HistoryRecord> = state.history().unwrap();
+        assert_eq!(history[0].healed_by.as_deref(), Some("service_restart"));
+    }
+
+    #[test]
+    fn a_service_that_stays_down_is_escalated_with_the_reason() {
+        let (_dir, state) = state();
+        let systemd = FakeSystemd::new(
+            unit("failed", "failed", "a"),
+            FakeJob::Ended("failed"),
+            vec![],
+        );
+        let report = run_against(&systemd, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Failed);
+        assert!(
+            report
+                .facts
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("restart job ended `failed`"),
+            "{report:?}"
+        );
+        assert!(!report.manual_steps.is_empty());
+    }
+
+    #[test]
+    fn loop_protection_stops_at_the_threshold_without_acting() {
+        let (_dir, state) = state();
+        let failing = || {
+            FakeSystemd::new(
+                unit("failed", "failed", "a"),
+                FakeJob::Ended("failed"),
+                vec![],
+            )
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                run_against(&failing(), &state, false).facts.outcome,
+                Outcome::Failed
+            );
+        }
+        let third = failing();
+        let report = run_against(&third, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Suppressed);
+        assert!(
+            report
+                .facts
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("loop protection")
+        );
+        assert!(third.calls().is_empty(), "{:?}", third.calls());
+    }
+
+    #[test]
+    fn a_dry_run_changes_nothing_and_records_nothing() {
+        let (_dir, state) = state();
+        let systemd = FakeSystemd::new(unit("failed", "failed", "a"), FakeJob::Done, vec![]);
+        let report = run_against(&systemd, &state, true);
+        assert_eq!(report.facts.outcome, Outcome::Planned);
+        assert!(systemd.calls().is_empty());
+        assert!(state.history().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_run_that_finds_the_lock_taken_yields_without_the_bus() {
+        let (_dir, state) = state();
+        let _held = state.try_lock("web").unwrap().unwrap();
+        let config = config();
+        let connect = || -> Result<&FakeSystemd, SystemdError> { panic!("connected to the bus") };
+        let host = Host {
+            connect: &connect,
+            journal: &NoJournal,
+        };
+        let report = run(
+            &config,
+            &state,
+            &config.monitored_services[0],
+            RunOptions::default(),
+            &host,
+        )
+        .unwrap();
+        assert_eq!(report.facts.outcome, Outcome::Suppressed);
     }
 }

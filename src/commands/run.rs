@@ -19,7 +19,7 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
         ignore_monitor_facts: false,
     };
     loop {
-        let report = run::run(&config, &state, service, options)?;
+        let report = run::run(&config, &state, service, options, &run::Host::real())?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {

@@ -39,6 +39,16 @@ impl FakeSystemd {
         }
     }
 
+    /// A fake whose snapshots follow `script` from the start (the last one repeats).
+    pub(crate) fn scripted(script: Vec<UnitSnapshot>, job: FakeJob) -> Self {
+        FakeSystemd {
+            script: RefCell::new(script.into()),
+            after_restart: RefCell::new(None),
+            job,
+            calls: RefCell::new(Vec::new()),
+        }
+    }
+
     pub(crate) fn calls(&self) -> Vec<String> {
         self.calls.borrow().clone()
     }

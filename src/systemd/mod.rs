@@ -70,6 +70,28 @@ pub(crate) trait UnitControl {
     fn reload(&self) -> Result<(), SystemdError>;
 }
 
+/// A borrowed implementation is one too (a test keeps its fake to look at afterwards).
+impl<T: UnitControl + ?Sized> UnitControl for &T {
+    fn snapshot(&self, unit: &str) -> Result<UnitSnapshot, SystemdError> {
+        (**self).snapshot(unit)
+    }
+    fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
+        (**self).reset_failed(unit)
+    }
+    fn restart(&self, unit: &str, timeout: Duration) -> Result<JobResult, SystemdError> {
+        (**self).restart(unit, timeout)
+    }
+    fn wait_for_job(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
+        (**self).wait_for_job(unit, timeout)
+    }
+    fn unit_by_pid(&self, pid: u32) -> Result<Option<String>, SystemdError> {
+        (**self).unit_by_pid(pid)
+    }
+    fn reload(&self) -> Result<(), SystemdError> {
+        (**self).reload()
+    }
+}
+
 /// systemd over the D-Bus system bus.
 pub(crate) struct Systemd {
     connection: Connection,
