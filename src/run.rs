@@ -142,7 +142,9 @@ pub(crate) fn run<U: UnitControl>(
     let mut diagnosis = Diagnosis::new(&snapshot, monitor.as_ref(), journal_lines);
     tracing::info!(selfheal_service = %service.name, "diagnosis: {}", diagnosis.summary);
 
-    if !options.dry_run {
+    // A dry run asks too (reading history changes nothing): it must tell the whole truth, and
+    // "suppressed" is what the real run would say.
+    {
         let window = Duration::from(config.threshold_window);
         let attempts = match state.healing_attempts_since(&service.name, SystemTime::now() - window)
         {
@@ -157,8 +159,13 @@ pub(crate) fn run<U: UnitControl>(
             }
         };
         if attempts >= config.failure_threshold as usize {
+            let would = if options.dry_run {
+                "a real run would stop: "
+            } else {
+                ""
+            };
             let reason = format!(
-                "loop protection: {attempts} healing runs within {} (failure_threshold {}); a person has to look at it",
+                "{would}loop protection: {attempts} healing runs within {} (failure_threshold {}); a person has to look at it",
                 config.threshold_window, config.failure_threshold
             );
             let mut facts = clock
@@ -545,5 +552,42 @@ mod tests {
         )
         .unwrap();
         assert_eq!(report.facts.outcome, Outcome::Suppressed);
+    }
+
+    #[test]
+    fn a_dry_run_says_when_loop_protection_would_stop_the_real_run() {
+        let (_dir, state) = state();
+        let failing = || {
+            FakeSystemd::new(
+                unit("failed", "failed", "a"),
+                FakeJob::Ended("failed"),
+                vec![],
+            )
+        };
+        for _ in 0..2 {
+            run_against(&failing(), &state, false);
+        }
+        let dry = failing();
+        let report = run_against(&dry, &state, true);
+        assert_eq!(report.facts.outcome, Outcome::Suppressed);
+        assert_eq!(
+            report.facts.outcome.exit_code(),
+            crate::exit_code::ExitCode::Suppressed
+        );
+        assert!(
+            report
+                .facts
+                .reason
+                .as_deref()
+                .unwrap()
+                .starts_with("a real run would stop: loop protection"),
+            "{report:?}"
+        );
+        assert!(dry.calls().is_empty());
+        assert_eq!(
+            state.history().unwrap().len(),
+            2,
+            "a dry run records nothing"
+        );
     }
 }
