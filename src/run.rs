@@ -102,7 +102,36 @@ pub(crate) fn run<U: UnitControl>(
     let mut waited = None;
     if snapshot.systemd_is_acting() {
         let since = Instant::now();
-        snapshot = wait_for_systemd(&systemd, &unit, target.timeout)?;
+        match wait_for_systemd(&systemd, &unit, target.timeout) {
+            Ok(now) => snapshot = now,
+            // systemd's own start hangs (an ExecStartPre= waiting on a mount, a lock, …): the
+            // run ends `failed` with what is known, and the owner is told; exit 4 stays for a
+            // bus that cannot be reached.
+            Err(SystemdError::Timeout(_)) => {
+                let now = systemd.snapshot(&unit)?;
+                let lines = host.journal.read_invocation(
+                    &unit,
+                    &now.invocation_id,
+                    pending_journal.take(),
+                    JOURNAL_TIMEOUT,
+                );
+                let job = now
+                    .job_id
+                    .map_or("automatic restart".to_owned(), |id| format!("job {id}"));
+                let reason = format!(
+                    "systemd's own {job} for {unit} was still running after verify_timeout ({}); {unit} is {}: selfheal started no second one. Look at what its start waits for (ExecStartPre=, a mount, a lock): systemctl status {unit}",
+                    service.verify_timeout,
+                    now.state()
+                );
+                let mut facts = clock
+                    .facts(Outcome::Failed, options)
+                    .diagnosis(Diagnosis::new(&now, monitor.as_ref(), lines))
+                    .reason(reason);
+                facts.post_status = Some(PostStatus::from(&now));
+                return Ok(finish(state, Report::new(header, facts), options));
+            }
+            Err(other) => return Err(other.into()),
+        }
         waited = Some(since.elapsed());
     }
 
@@ -253,19 +282,23 @@ fn health_target(service: &ServiceConfig) -> HealthTarget {
 
 /// systemd already has a job queued or an automatic restart pending: let it finish rather
 /// than race it, then look again.
+/// Still acting at the deadline is `SystemdError::Timeout`.
 fn wait_for_systemd(
     systemd: &dyn UnitControl,
     unit: &str,
     timeout: Duration,
-) -> Result<UnitSnapshot, Error> {
+) -> Result<UnitSnapshot, SystemdError> {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(5);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         systemd.wait_for_job(unit, left)?;
         let snapshot = systemd.snapshot(unit)?;
-        if !snapshot.systemd_is_acting() || left.is_zero() {
+        if !snapshot.systemd_is_acting() {
             return Ok(snapshot);
+        }
+        if left.is_zero() {
+            return Err(SystemdError::Timeout(timeout));
         }
         // auto-restart has no job until RestartSec= passes; poll until it does.
         std::thread::sleep(pause.min(left));
@@ -589,5 +622,27 @@ mod tests {
             2,
             "a dry run records nothing"
         );
+    }
+
+    #[test]
+    fn a_start_job_that_hangs_ends_failed_with_the_job_named_not_exit_4() {
+        let (_dir, state) = state();
+        let mut hanging = unit("activating", "start-pre", "a");
+        hanging.job_id = Some(42);
+        let systemd = FakeSystemd::scripted(vec![hanging], FakeJob::Done);
+        let report = run_against(&systemd, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Failed);
+        let reason = report.facts.reason.as_deref().unwrap();
+        assert!(
+            reason.contains("job 42 for web.service was still running"),
+            "{reason}"
+        );
+        assert!(reason.contains("activating/start-pre"), "{reason}");
+        assert!(
+            systemd.calls().is_empty(),
+            "no second start: {:?}",
+            systemd.calls()
+        );
+        assert_eq!(state.history().unwrap()[0].outcome, Outcome::Failed);
     }
 }

@@ -365,3 +365,40 @@ fn a_unit_stopped_by_its_start_limit_is_reset_before_it_is_started() {
     );
     assert_eq!(env.property("web.service", "ActiveState"), "active");
 }
+
+#[test]
+fn a_run_that_begins_while_a_start_job_hangs_ends_failed_and_names_the_job() {
+    let env = TestEnv::new();
+    let port = free_port();
+    // The start waits on something that never comes (a mount, a database, a lock).
+    env.config(&web_config(port, "").replace("verify_timeout: 10s", "verify_timeout: 2s"))
+        .unit(
+            "web",
+            &format!(
+                "ExecStartPre=/bin/sleep 600\nExecStart={} serve-demo --port {port}",
+                selfheal_bin().display()
+            ),
+        );
+    env.systemctl(&["start", "--no-block", "web.service"]);
+    wait_until(Duration::from_secs(10), "the start job", || {
+        env.property("web.service", "ActiveState") == "activating"
+    });
+
+    let started = Instant::now();
+    let (code, json) = env.run_json("web", &[]);
+
+    assert_eq!(code, ExitCode::Failure, "{json}");
+    assert_eq!(json["outcome"], "failed");
+    let reason = json["reason"].as_str().unwrap();
+    assert_contains(
+        reason,
+        "for web.service was still running after verify_timeout (2s)",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // selfheal queued nothing of its own behind systemd's job.
+    assert_eq!(env.property("web.service", "ActiveState"), "activating");
+}
