@@ -104,7 +104,7 @@ pub fn report(data: &[u8]) {
             Path::new("fuzz.yml"),
         )
         .expect("the fuzz config is valid");
-        (Renderer::new(None).expect("built-in templates"), config)
+        (Renderer::new(None), config)
     });
     let facts = facts(data);
     let detail = facts

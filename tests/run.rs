@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, assert_contains, free_port, selfheal_bin, wait_until};
+use common::{TestEnv, assert_contains, exit_code, free_port, selfheal_bin, wait_until};
 use selfheal::exit_code::ExitCode;
 use selfheal::outcome::Outcome;
 
@@ -401,4 +401,37 @@ fn a_run_that_begins_while_a_start_job_hangs_ends_failed_and_names_the_job() {
     );
     // selfheal queued nothing of its own behind systemd's job.
     assert_eq!(env.property("web.service", "ActiveState"), "activating");
+}
+
+#[test]
+fn a_broken_template_override_never_blocks_healing_and_check_names_it() {
+    let env = TestEnv::new();
+    let port = free_port();
+    let templates = env.sandbox.scratch_dir().join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::write(templates.join("report.txt.j2"), "{% if %}\n").unwrap();
+    env.config(&format!(
+        "{}templates_dir: {}\n",
+        web_config(port, ""),
+        templates.display()
+    ))
+    .web_unit("web", port, "web");
+
+    let check = env.selfheal(["check"]);
+    assert_eq!(exit_code(&check), ExitCode::Usage);
+    assert_contains(
+        &String::from_utf8_lossy(&check.stderr),
+        "template report.txt.j2 in ",
+    );
+
+    let run = env.selfheal(["run", "web"]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(exit_code(&run), ExitCode::Success, "{stdout}");
+    assert!(
+        stdout.starts_with("⚠ template report.txt.j2 in "),
+        "{stdout}"
+    );
+    assert_contains(&stdout, "built-in template used");
+    assert_contains(&stdout, "RESOLVED");
+    assert_eq!(env.property("web.service", "ActiveState"), "active");
 }

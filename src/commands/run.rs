@@ -13,7 +13,7 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
     let config = paths.load_config()?;
     let state = paths.state();
     let service = find_service(&config, &args.service)?;
-    let renderer = Renderer::new(config.templates_dir.as_deref())?;
+    let renderer = Renderer::new(config.templates_dir.as_deref());
     let mut options = RunOptions {
         dry_run: args.dry_run,
         ignore_monitor_facts: false,

@@ -10,7 +10,7 @@ use super::Paths;
 pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
     let config = paths.load_config()?;
     let email = config.email.as_ref().ok_or(EmailError::NotConfigured)?;
-    let renderer = Renderer::new(config.templates_dir.as_deref())?;
+    let renderer = Renderer::new(config.templates_dir.as_deref());
     let report = Report::test_email(&config);
     let composed = compose(email, config.owner.as_deref(), &renderer, &report)?;
     let name = format!("{}.eml", composed.stem);

@@ -297,7 +297,7 @@ mod tests {
 
     #[test]
     fn text_reports_are_pinned() {
-        let renderer = Renderer::new(Some(std::path::Path::new("/nonexistent"))).unwrap();
+        let renderer = Renderer::new(Some(std::path::Path::new("/nonexistent")));
         insta::assert_snapshot!(
             "resolved_text",
             renderer.text(&fixture::report(Outcome::Resolved)).unwrap()
@@ -310,7 +310,7 @@ mod tests {
 
     #[test]
     fn subjects_follow_the_contract() {
-        let renderer = Renderer::new(Some(std::path::Path::new("/nonexistent"))).unwrap();
+        let renderer = Renderer::new(Some(std::path::Path::new("/nonexistent")));
         assert_eq!(
             renderer
                 .subject(&fixture::report(Outcome::Resolved))
@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn html_reports_are_pinned_and_escape_what_services_print() {
-        let renderer = Renderer::new(Some(std::path::Path::new("/nonexistent"))).unwrap();
+        let renderer = Renderer::new(Some(std::path::Path::new("/nonexistent")));
         let resolved = renderer.html(&fixture::report(Outcome::Resolved)).unwrap();
         let failed = renderer.html(&fixture::report(Outcome::Failed)).unwrap();
         for html in [&resolved, &failed] {

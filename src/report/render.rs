@@ -44,78 +44,185 @@ pub enum RenderError {
     },
 }
 
-/// The template environment, with overrides applied.
+/// The template environment, with overrides applied. Reporting never blocks healing: an
+/// override that cannot be read, compiled or rendered is replaced by the built-in template,
+/// and the report says so.
 pub(crate) struct Renderer {
+    /// Built-ins, replaced by the overrides that compiled.
     env: Environment<'static>,
+    /// Built-ins only: the fallback.
+    built_in: Environment<'static>,
+    /// Templates for which an override is in use.
+    overridden: Vec<&'static str>,
+    /// Overrides that could not be used at all, by template name.
+    load_problems: Vec<(&'static str, String)>,
+    dir: PathBuf,
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_syntax(
+        SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .expect("static syntax config"),
+    );
+    // HTML templates escape every value (journal lines are whatever a service printed);
+    // the text ones must not, or "<" would arrive as "&lt;".
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".html.j2") {
+            minijinja::AutoEscape::Html
+        } else {
+            minijinja::AutoEscape::None
+        }
+    });
+    env.add_filter("bytes", human_bytes);
+    env.add_filter("clock", clock_time);
+    env.add_filter("millis", human_millis);
+    env
 }
 
 impl Renderer {
-    /// Loads the built-in templates, replacing each with `<dir>/<name>` when that file exists.
-    pub(crate) fn new(templates_dir: Option<&Path>) -> Result<Renderer, RenderError> {
+    /// Loads the built-in templates, replacing each with `<dir>/<name>` when that file exists
+    /// and compiles.
+    pub(crate) fn new(templates_dir: Option<&Path>) -> Renderer {
         let dir = templates_dir.unwrap_or(Path::new(DEFAULT_TEMPLATES_DIR));
-        let mut env = Environment::new();
-        env.set_syntax(
-            SyntaxConfig::builder()
-                .trim_blocks(true)
-                .lstrip_blocks(true)
-                .build()
-                .expect("static syntax config"),
-        );
-        // HTML templates escape every value (journal lines are whatever a service printed);
-        // the text ones must not, or "<" would arrive as "&lt;".
-        env.set_auto_escape_callback(|name| {
-            if name.ends_with(".html.j2") {
-                minijinja::AutoEscape::Html
-            } else {
-                minijinja::AutoEscape::None
-            }
-        });
-        env.add_filter("bytes", human_bytes);
-        env.add_filter("clock", clock_time);
-        env.add_filter("millis", human_millis);
-        for (name, built_in) in BUILT_IN {
+        let mut env = environment();
+        let mut built_in = environment();
+        let mut overridden = Vec::new();
+        let mut load_problems = Vec::new();
+        for (name, source) in BUILT_IN {
+            built_in
+                .add_template(name, source)
+                .expect("the built-in templates compile (a unit test renders them)");
             let path = dir.join(name);
-            let source = match std::fs::read_to_string(&path) {
-                Ok(text) => text,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => built_in.to_owned(),
-                Err(cause) => return Err(RenderError::Read { path, cause }),
+            let loaded = match std::fs::read_to_string(&path) {
+                Ok(text) => env
+                    .add_template_owned(name, text)
+                    .map_err(|cause| format!("{cause:#}")),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    env.add_template(name, source).expect("built-in template");
+                    continue;
+                }
+                Err(err) => Err(format!("cannot read it: {err}")),
             };
-            env.add_template_owned(name, source)
+            match loaded {
+                Ok(()) => overridden.push(name),
+                Err(why) => {
+                    env.add_template(name, source).expect("built-in template");
+                    load_problems.push((name, why));
+                }
+            }
+        }
+        Renderer {
+            env,
+            built_in,
+            overridden,
+            load_problems,
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn problem(&self, name: &str, why: &str) -> String {
+        format!(
+            "template {name} in {} failed: {why}; built-in template used",
+            self.dir.display()
+        )
+    }
+
+    /// Renders `name` with its override, falling back to the built-in template on any error;
+    /// returns the output and, when the override could not be used, why.
+    fn render(&self, name: &str, report: &Report) -> Result<(String, Option<String>), RenderError> {
+        let value = Value::from(Serde(report));
+        let built_in = || {
+            self.built_in
+                .get_template(name)
+                .and_then(|template| template.render(value.clone()))
                 .map_err(|cause| RenderError::Template {
                     name: name.to_owned(),
                     cause,
-                })?;
+                })
+        };
+        if let Some((_, why)) = self.load_problems.iter().find(|(n, _)| *n == name) {
+            return Ok((built_in()?, Some(self.problem(name, why))));
         }
-        Ok(Renderer { env })
+        let rendered = self
+            .env
+            .get_template(name)
+            .and_then(|template| template.render(value.clone()));
+        match rendered {
+            Ok(text) => Ok((text, None)),
+            Err(cause) if self.overridden.contains(&name) => {
+                Ok((built_in()?, Some(self.problem(name, &format!("{cause:#}")))))
+            }
+            Err(cause) => Err(RenderError::Template {
+                name: name.to_owned(),
+                cause,
+            }),
+        }
     }
 
-    fn render(&self, name: &str, report: &Report) -> Result<String, RenderError> {
-        let error = |cause| RenderError::Template {
-            name: name.to_owned(),
-            cause,
-        };
-        self.env
-            .get_template(name)
-            .map_err(error)?
-            .render(Value::from(Serde(report)))
-            .map_err(error)
+    /// What is wrong with the overrides, found by rendering every template for `sample`
+    /// (what `selfheal check` reports).
+    pub(crate) fn problems(&self, sample: &Report) -> Vec<String> {
+        BUILT_IN
+            .iter()
+            .filter_map(|(name, _)| match self.render(name, sample) {
+                Ok((_, problem)) => problem,
+                Err(err) => Some(err.to_string()),
+            })
+            .collect()
     }
 
     /// The mail subject: one line, whatever the template's whitespace.
     pub(crate) fn subject(&self, report: &Report) -> Result<String, RenderError> {
-        let text = self.render("subject.txt.j2", report)?;
+        let (text, problem) = self.render("subject.txt.j2", report)?;
+        log(problem.as_deref());
         Ok(text.split_whitespace().collect::<Vec<_>>().join(" "))
     }
 
-    /// The plain-text report.
+    /// The plain-text report; a template problem is its first line.
     pub(crate) fn text(&self, report: &Report) -> Result<String, RenderError> {
-        self.render("report.txt.j2", report)
+        let (text, problem) = self.render("report.txt.j2", report)?;
+        log(problem.as_deref());
+        Ok(match problem {
+            Some(problem) => format!("⚠ {problem}\n\n{text}"),
+            None => text,
+        })
     }
 
-    /// The HTML report (every value escaped).
+    /// The HTML report (every value escaped); a template problem is its first paragraph.
     pub(crate) fn html(&self, report: &Report) -> Result<String, RenderError> {
-        self.render("report.html.j2", report)
+        let (html, problem) = self.render("report.html.j2", report)?;
+        log(problem.as_deref());
+        let Some(problem) = problem else {
+            return Ok(html);
+        };
+        let note = format!(
+            "<p style=\"color:#92400e;background:#fef3c7;padding:8px\">⚠ {}</p>",
+            escape_html(&problem)
+        );
+        // Right after <body ...> when there is one, else first.
+        let at = html
+            .find("<body")
+            .and_then(|start| html[start..].find('>').map(|end| start + end + 1))
+            .unwrap_or(0);
+        Ok(format!("{}{note}{}", &html[..at], &html[at..]))
     }
+}
+
+fn log(problem: Option<&str>) {
+    if let Some(problem) = problem {
+        tracing::warn!("{problem}");
+    }
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// 47185920 → "45.0 MiB".
@@ -154,6 +261,47 @@ fn human_millis(millis: u64) -> String {
 mod tests {
     use super::*;
 
+    fn overriding(name: &str, source: &str) -> (tempfile::TempDir, Renderer) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(name), source).unwrap();
+        let renderer = Renderer::new(Some(dir.path()));
+        (dir, renderer)
+    }
+
+    fn sample() -> Report {
+        super::super::fixture::report(crate::outcome::Outcome::Failed)
+    }
+
+    #[test]
+    fn an_override_that_does_not_compile_falls_back_to_the_built_in_and_says_so() {
+        let (_dir, renderer) = overriding("report.txt.j2", "{% if %}broken");
+        let text = renderer.text(&sample()).unwrap();
+        assert!(text.starts_with("⚠ template report.txt.j2 in "), "{text}");
+        assert!(text.contains("built-in template used"), "{text}");
+        assert!(
+            text.contains("End of report"),
+            "the built-in report follows: {text}"
+        );
+        let problems = renderer.problems(&sample());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("report.txt.j2"), "{problems:?}");
+    }
+
+    #[test]
+    fn an_override_that_fails_while_rendering_falls_back_too() {
+        let (_dir, renderer) = overriding("report.html.j2", "<body>{{ nosuchvar.field }}</body>");
+        let html = renderer.html(&sample()).unwrap();
+        assert!(html.contains("⚠ template report.html.j2 in "), "{html}");
+        assert!(
+            html.contains("MiracleMax"),
+            "the built-in was rendered: {html}"
+        );
+        // A working override is used as it is.
+        let (_dir, renderer) = overriding("subject.txt.j2", "custom {{ service }}");
+        assert_eq!(renderer.subject(&sample()).unwrap(), "custom story-stages");
+        assert!(renderer.problems(&sample()).is_empty());
+    }
+
     #[test]
     fn formats_sizes_times_and_durations() {
         assert_eq!(human_bytes(512), "512 B");
@@ -167,7 +315,7 @@ mod tests {
     fn an_override_file_replaces_the_built_in_template() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("report.txt.j2"), "custom {{ service }}").unwrap();
-        let renderer = Renderer::new(Some(dir.path())).unwrap();
+        let renderer = Renderer::new(Some(dir.path()));
         let template = renderer.env.get_template("report.txt.j2").unwrap();
         assert_eq!(
             template
