@@ -140,10 +140,10 @@ fn heals_and_tells_despite_the_state_dir(env: &TestEnv, port: u16) {
     ))
     .web_unit("web", port, "web");
 
-    let (code, json) = env.run_json("web", &[]);
+    let (code, report) = env.run_json("web", &[]);
 
-    assert_eq!(code, ExitCode::Success, "{json}");
-    assert_eq!(json["outcome"], "resolved");
+    assert_eq!(code, ExitCode::Success, "{report:?}");
+    assert_eq!(report.outcome, Outcome::Resolved);
     assert_eq!(env.property("web.service", "ActiveState"), "active");
     let mails: Vec<_> = std::fs::read_dir(&mail_dir).unwrap().flatten().collect();
     assert_eq!(mails.len(), 1, "the report was mailed without the outbox");
@@ -219,9 +219,9 @@ fn sigterm_from_systemd_mid_run_leaves_the_lock_free_and_history_whole() {
     });
 
     // The hook's run holds the lock: a second run yields.
-    let (code, json) = env.run_json("web", &[]);
-    assert_eq!(code, ExitCode::Suppressed, "{json}");
-    assert_eq!(json["outcome"], "suppressed");
+    let (code, report) = env.run_json("web", &[]);
+    assert_eq!(code, ExitCode::Suppressed, "{report:?}");
+    assert_eq!(report.outcome, Outcome::Suppressed);
 
     // systemd's stop: SIGTERM to selfheal and everything in the heal unit's cgroup.
     env.systemctl(&["stop", "web-self-heal.service"]);
@@ -231,9 +231,9 @@ fn sigterm_from_systemd_mid_run_leaves_the_lock_free_and_history_whole() {
     // The lock died with the process: the next run heals.
     std::fs::remove_file(&hold).unwrap();
     std::fs::write(&fixed, "").unwrap();
-    let (code, json) = env.run_json("web", &[]);
-    assert_eq!(code, ExitCode::Success, "{json}");
-    assert_eq!(json["outcome"], "resolved");
+    let (code, report) = env.run_json("web", &[]);
+    assert_eq!(code, ExitCode::Success, "{report:?}");
+    assert_eq!(report.outcome, Outcome::Resolved);
 
     // Every line of history is whole: the killed run wrote none or all of one.
     let raw = std::fs::read_to_string(env.state_dir.join("history.jsonl")).unwrap();
@@ -258,17 +258,16 @@ fn a_health_url_that_never_answers_is_bounded_by_verify_timeout() {
     .web_unit("web", port, "web");
 
     let started = Instant::now();
-    let (code, json) = env.run_json("web", &[]);
+    let (code, report) = env.run_json("web", &[]);
     let took = started.elapsed();
 
-    assert_eq!(code, ExitCode::Failure, "{json}");
-    assert_eq!(json["outcome"], "failed");
+    assert_eq!(code, ExitCode::Failure, "{report:?}");
+    assert_eq!(report.outcome, Outcome::Failed);
     assert!(
-        json["steps"][0]["detail"]
-            .as_str()
-            .unwrap()
+        report.steps[0]
+            .detail
             .contains(&format!("127.0.0.1:{health_port}/health")),
-        "{json}"
+        "{report:?}"
     );
     assert!(
         took < Duration::from_secs(5),
@@ -320,13 +319,12 @@ fn a_fifo_as_env_file_is_escalated_without_blocking() {
     );
 
     assert_eq!(exit_code(&output), ExitCode::Failure, "{}", stderr(&output));
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(json["steps"][0]["result"], "needs_human", "{json}");
+    let report: common::RunReport = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report.steps[0].result, "needs_human", "{report:?}");
     assert!(
-        json["steps"][0]["detail"]
-            .as_str()
-            .unwrap()
+        report.steps[0]
+            .detail
             .contains("a FIFO, not a regular file"),
-        "{json}"
+        "{report:?}"
     );
 }

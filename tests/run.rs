@@ -102,16 +102,17 @@ fn a_manual_run_heals_a_killed_service_and_verifies_port_and_health() {
         env.property("web.service", "ActiveState") == "failed"
     });
 
-    let (code, json) = env.run_json("web", &[]);
+    let (code, report) = env.run_json("web", &[]);
 
-    assert_eq!(code, ExitCode::Success, "{json}");
-    assert_eq!(json["outcome"], "resolved");
+    assert_eq!(code, ExitCode::Success, "{report:?}");
+    assert_eq!(report.outcome, Outcome::Resolved);
+    let diagnosis = report.diagnosis.as_ref().unwrap();
     assert_eq!(
-        json["diagnosis"]["source"], "properties",
+        diagnosis.source, "properties",
         "no MONITOR_* outside OnFailure="
     );
-    assert_eq!(json["diagnosis"]["termination"]["signal"], "SIGKILL");
-    let detail = json["steps"][0]["detail"].as_str().unwrap();
+    assert_eq!(diagnosis.termination.signal.as_deref(), Some("SIGKILL"));
+    let detail = &report.steps[0].detail;
     assert_contains(detail, &format!("port {port} listening"));
     assert_contains(detail, "/health answered 200");
     assert_eq!(env.property("web.service", "ActiveState"), "active");
@@ -127,11 +128,11 @@ fn a_healthy_service_is_left_alone() {
     let pid = env.property("web.service", "MainPID");
     let invocation = env.property("web.service", "InvocationID");
 
-    let (code, json) = env.run_json("web", &[]);
+    let (code, report) = env.run_json("web", &[]);
 
-    assert_eq!(code, ExitCode::Success, "{json}");
-    assert_eq!(json["outcome"], "healthy");
-    assert_eq!(json["steps"].as_array().map(Vec::len), Some(0));
+    assert_eq!(code, ExitCode::Success, "{report:?}");
+    assert_eq!(report.outcome, Outcome::Healthy);
+    assert!(report.steps.is_empty(), "{report:?}");
     assert_eq!(env.property("web.service", "MainPID"), pid);
     assert_eq!(env.property("web.service", "InvocationID"), invocation);
     assert_eq!(env.history()[0].outcome, Outcome::Healthy);
@@ -150,34 +151,25 @@ fn a_service_that_stays_down_fails_within_verify_timeout() {
     env.start_failing("web");
 
     let started = Instant::now();
-    let (code, json) = env.run_json("web", &[]);
+    let (code, report) = env.run_json("web", &[]);
 
-    assert_eq!(code, ExitCode::Failure, "{json}");
-    assert_eq!(json["outcome"], "failed");
+    assert_eq!(code, ExitCode::Failure, "{report:?}");
+    assert_eq!(report.outcome, Outcome::Failed);
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "took {:?}",
         started.elapsed()
     );
-    let step = &json["steps"][0];
-    assert_eq!(step["strategy"], "service_restart");
-    assert_eq!(step["result"], "no_fix");
-    assert!(
-        step["detail"].as_str().unwrap().contains("failed"),
-        "{step}"
-    );
-    assert_eq!(json["diagnosis"]["termination"]["status"], 1);
-    assert!(
-        json["diagnosis"]["journal"]
-            .to_string()
-            .contains("database unreachable"),
-        "{}",
-        json["diagnosis"]
-    );
-    assert!(
-        json["manual_steps"]
-            .to_string()
-            .contains("journalctl -u web.service -n 100")
+    let step = &report.steps[0];
+    assert_eq!(step.strategy, "service_restart");
+    assert_eq!(step.result, "no_fix");
+    assert!(step.detail.contains("failed"), "{step:?}");
+    let diagnosis = report.diagnosis.as_ref().unwrap();
+    assert_eq!(diagnosis.termination.status, Some(1));
+    assert_contains(&diagnosis.journal_text(), "database unreachable");
+    assert_contains(
+        &report.manual_steps.join("\n"),
+        "journalctl -u web.service -n 100",
     );
     assert_eq!(env.history()[0].outcome, Outcome::Failed);
 }
@@ -191,17 +183,12 @@ fn dry_run_changes_nothing() {
     env.start_failing("web");
     let invocation = env.property("web.service", "InvocationID");
 
-    let (code, json) = env.run_json("web", &["--dry-run"]);
+    let (code, report) = env.run_json("web", &["--dry-run"]);
 
-    assert_eq!(code, ExitCode::Success, "{json}");
-    assert_eq!(json["outcome"], "planned");
-    assert_eq!(json["steps"][0]["result"], "planned");
-    assert!(
-        json["steps"][0]["action"]
-            .as_str()
-            .unwrap()
-            .starts_with("would ")
-    );
+    assert_eq!(code, ExitCode::Success, "{report:?}");
+    assert_eq!(report.outcome, Outcome::Planned);
+    assert_eq!(report.steps[0].result, "planned");
+    assert!(report.steps[0].action.starts_with("would "));
     assert_eq!(env.property("web.service", "ActiveState"), "failed");
     assert_eq!(env.property("web.service", "InvocationID"), invocation);
     assert!(!env.state_dir.exists(), "dry-run wrote state");
@@ -225,18 +212,19 @@ fn a_run_already_holding_the_service_suppresses_a_second_one() {
         flock_held(&locks.join("web.lock"))
     });
 
-    let (code, json) = env.run_json("web", &[]);
+    let (code, report) = env.run_json("web", &[]);
     holder.kill().unwrap();
     holder.wait().unwrap();
 
-    assert_eq!(code, ExitCode::Suppressed, "{json}");
-    assert_eq!(json["outcome"], "suppressed");
+    assert_eq!(code, ExitCode::Suppressed, "{report:?}");
+    assert_eq!(report.outcome, Outcome::Suppressed);
     assert!(
-        json["reason"]
-            .as_str()
+        report
+            .reason
+            .as_deref()
             .unwrap()
             .contains("another selfheal run"),
-        "{json}"
+        "{report:?}"
     );
 }
 
@@ -261,15 +249,8 @@ fn loop_protection_stops_healing_at_the_failure_threshold() {
         (ExitCode::Failure, ExitCode::Failure, ExitCode::Suppressed),
         "{third:?}"
     );
-    assert_eq!(third.1["outcome"], "suppressed");
-    assert!(
-        third.1["reason"]
-            .as_str()
-            .unwrap()
-            .contains("loop protection"),
-        "{}",
-        third.1
-    );
+    assert_eq!(third.1.outcome, Outcome::Suppressed);
+    assert_contains(third.1.reason.as_deref().unwrap(), "loop protection");
     assert_eq!(
         env.property("web.service", "InvocationID"),
         invocation,
@@ -294,13 +275,13 @@ fn a_pending_automatic_restart_is_awaited_not_raced() {
         env.property("web.service", "SubState") == "auto-restart"
     });
 
-    let (code, json) = env.run_json("web", &[]);
+    let (code, report) = env.run_json("web", &[]);
 
-    assert_eq!(code, ExitCode::Success, "{json}");
-    assert_eq!(json["outcome"], "healthy");
+    assert_eq!(code, ExitCode::Success, "{report:?}");
+    assert_eq!(report.outcome, Outcome::Healthy);
     assert!(
-        json["reason"].as_str().unwrap().contains("waited"),
-        "{json}"
+        report.reason.as_deref().unwrap().contains("waited"),
+        "{report:?}"
     );
     assert_eq!(
         env.property("web.service", "NRestarts"),
@@ -353,15 +334,12 @@ fn a_unit_stopped_by_its_start_limit_is_reset_before_it_is_started() {
     assert!(env.sandbox.systemctl(["start", "web.service"]).is_err());
     std::fs::write(&marker, "").unwrap();
 
-    let (code, json) = env.run_json("web", &[]);
+    let (code, report) = env.run_json("web", &[]);
 
-    assert_eq!(code, ExitCode::Success, "{json}");
+    assert_eq!(code, ExitCode::Success, "{report:?}");
     assert!(
-        json["steps"][0]["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("reset-failed;"),
-        "{json}"
+        report.steps[0].detail.starts_with("reset-failed;"),
+        "{report:?}"
     );
     assert_eq!(env.property("web.service", "ActiveState"), "active");
 }
@@ -385,11 +363,11 @@ fn a_run_that_begins_while_a_start_job_hangs_ends_failed_and_names_the_job() {
     });
 
     let started = Instant::now();
-    let (code, json) = env.run_json("web", &[]);
+    let (code, report) = env.run_json("web", &[]);
 
-    assert_eq!(code, ExitCode::Failure, "{json}");
-    assert_eq!(json["outcome"], "failed");
-    let reason = json["reason"].as_str().unwrap();
+    assert_eq!(code, ExitCode::Failure, "{report:?}");
+    assert_eq!(report.outcome, Outcome::Failed);
+    let reason = report.reason.as_deref().unwrap();
     assert_contains(
         reason,
         "for web.service was still running after verify_timeout (2s)",

@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::{TestEnv, assert_contains, free_port, selfheal_bin, wait_until};
+use common::{TestEnv, assert_contains, exit_code, free_port, selfheal_bin, wait_until};
 use selfheal::exit_code::ExitCode;
 use selfheal::outcome::Outcome;
 
@@ -34,15 +34,6 @@ fn sandbox_pid(host_pid: u32) -> u32 {
         .and_then(|pids| pids.split_whitespace().last())
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("no NSpid for {host_pid}"))
-}
-
-fn step_of<'a>(json: &'a serde_json::Value, strategy: &str) -> &'a serde_json::Value {
-    json["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|step| step["strategy"] == strategy)
-        .unwrap_or_else(|| panic!("no {strategy} step in {json}"))
 }
 
 #[test]
@@ -112,18 +103,19 @@ fn a_port_held_by_another_unit_is_left_alone_and_named() {
     let squatter_pid = env.property("squatter.service", "MainPID");
     env.start_failing("web");
 
-    let (code, json) = env.run_json("web", &[]);
+    let (code, report) = env.run_json("web", &[]);
 
-    assert_eq!(code, ExitCode::Failure, "{json}");
-    assert_eq!(json["outcome"], "failed");
-    let step = step_of(&json, "port_conflict");
-    assert_eq!(step["result"], "needs_human", "{step}");
-    let detail = step["detail"].as_str().unwrap();
+    assert_eq!(code, ExitCode::Failure, "{report:?}");
+    assert_eq!(report.outcome, Outcome::Failed);
+    let step = report.step("port_conflict");
+    assert_eq!(step.result, "needs_human", "{step:?}");
+    let detail = &step.detail;
     assert_contains(detail, &format!("pid {squatter_pid}"));
     assert_contains(detail, "unit squatter.service");
     assert!(
-        json["reason"]
-            .as_str()
+        report
+            .reason
+            .as_deref()
             .unwrap()
             .contains("squatter.service")
     );
@@ -151,31 +143,25 @@ fn dry_run_names_the_pid_it_would_signal_and_signals_nothing() {
     let stray_in_sandbox = sandbox_pid(stray);
     env.start_failing("web");
 
-    let (code, json) = env.run_json("web", &["--dry-run"]);
+    let (code, report) = env.run_json("web", &["--dry-run"]);
 
-    assert_eq!(code, ExitCode::Success, "{json}");
-    let step = step_of(&json, "port_conflict");
-    assert_eq!(step["result"], "planned", "{step}");
+    assert_eq!(code, ExitCode::Success, "{report:?}");
+    let step = report.step("port_conflict");
+    assert_eq!(step.result, "planned", "{step:?}");
+    assert!(step.detail.contains("ExecStart= command line"), "{step:?}");
     assert!(
-        step["detail"]
-            .as_str()
-            .unwrap()
-            .contains("ExecStart= command line"),
-        "{step}"
-    );
-    assert!(
-        step["changes"]
-            .to_string()
+        step.changes
+            .join("\n")
             .contains(&format!("SIGTERM pid {stray_in_sandbox}")),
-        "{step}"
+        "{step:?}"
     );
     assert!(by_hand.try_wait().unwrap().is_none(), "it was signalled");
     assert!(std::path::Path::new(&format!("/proc/{stray}")).exists());
 
     // For real: it is stopped and the unit serves.
-    let (code, json) = env.run_json("web", &[]);
-    assert_eq!(code, ExitCode::Success, "{json}");
-    assert_eq!(json["healed_by"], "port_conflict");
+    let (code, report) = env.run_json("web", &[]);
+    assert_eq!(code, ExitCode::Success, "{report:?}");
+    assert_eq!(report.healed_by.as_deref(), Some("port_conflict"));
     by_hand.wait().unwrap();
     assert!(!std::path::Path::new(&format!("/proc/{stray}")).exists());
 }
@@ -234,9 +220,9 @@ fn a_broken_config_is_reported_with_the_validator_output_and_not_restarted() {
 
     // Once the config is fixed, the same chain validates and restarts.
     std::fs::write(&app_conf, "valid=yes\n").unwrap();
-    let (code, json) = env.run_json("web", &[]);
-    assert_eq!(code, ExitCode::Success, "{json}");
-    assert_eq!(json["healed_by"], "config_validation");
+    let (code, report) = env.run_json("web", &[]);
+    assert_eq!(code, ExitCode::Success, "{report:?}");
+    assert_eq!(report.healed_by.as_deref(), Some("config_validation"));
     assert_eq!(start_count(), 2);
 }
 
@@ -272,10 +258,10 @@ fn a_missing_env_key_is_named_and_no_secret_value_appears_anywhere() {
     let invocation = env.property("web.service", "InvocationID");
     let output = env.selfheal(["run", "web", "--json"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let step = step_of(&json, "environment_check");
-    assert_eq!(step["result"], "needs_human", "{step}");
-    let detail = step["detail"].as_str().unwrap();
+    let report: common::RunReport = serde_json::from_str(&stdout).unwrap();
+    let step = report.step("environment_check");
+    assert_eq!(step.result, "needs_human", "{step:?}");
+    let detail = &step.detail;
     assert_contains(detail, "SECRET_KEY");
     assert!(
         !detail.contains("DATABASE_URL"),
@@ -308,14 +294,16 @@ fn a_missing_env_key_is_named_and_no_secret_value_appears_anywhere() {
         format!("DATABASE_URL=postgres://app:{secret}@db/app\nSECRET_KEY=s3cr3t-key\n"),
     )
     .unwrap();
-    let (code, json) = env.run_json("web", &[]);
-    assert_eq!(code, ExitCode::Success, "{json}");
-    assert_eq!(
-        step_of(&json, "environment_check")["result"],
-        "not_applicable"
+    let output = env.selfheal(["run", "web", "--json"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(exit_code(&output), ExitCode::Success, "{stdout}");
+    assert!(
+        !stdout.contains("s3cr3t-key"),
+        "the secret leaked into run --json"
     );
-    assert_eq!(json["healed_by"], "service_restart");
-    assert!(!json.to_string().contains("s3cr3t-key"));
+    let report: common::RunReport = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report.step("environment_check").result, "not_applicable");
+    assert_eq!(report.healed_by.as_deref(), Some("service_restart"));
 }
 
 #[test]
@@ -394,20 +382,13 @@ fn a_missing_database_file_is_never_created() {
     );
     env.start_failing("web");
 
-    let (code, json) = env.run_json("web", &[]);
+    let (code, report) = env.run_json("web", &[]);
 
-    assert_eq!(code, ExitCode::Failure, "{json}");
-    let step = step_of(&json, "database_check");
-    assert_eq!(step["result"], "needs_human", "{step}");
-    assert!(
-        step["detail"].as_str().unwrap().contains("is missing"),
-        "{step}"
-    );
-    assert_eq!(
-        json["steps"].as_array().unwrap().len(),
-        1,
-        "the chain stopped"
-    );
+    assert_eq!(code, ExitCode::Failure, "{report:?}");
+    let step = report.step("database_check");
+    assert_eq!(step.result, "needs_human", "{step:?}");
+    assert!(step.detail.contains("is missing"), "{step:?}");
+    assert_eq!(report.steps.len(), 1, "the chain stopped");
     assert!(!data.exists(), "selfheal created the data file");
 }
 
@@ -420,19 +401,13 @@ fn an_oom_like_killed_line_is_diagnosed_as_memory_exhaustion() {
         .unit("web", "ExecStart=/bin/sh -c 'echo Killed; exit 137'");
     env.start_failing("web");
 
-    let (code, json) = env.run_json("web", &["--dry-run"]);
+    let (code, report) = env.run_json("web", &["--dry-run"]);
 
-    assert_eq!(code, ExitCode::Success, "{json}");
-    let diagnosis = &json["diagnosis"];
-    assert_eq!(diagnosis["termination"]["status"], 137);
-    assert_eq!(diagnosis["symptoms"][0], "out_of_memory", "{diagnosis}");
-    assert!(
-        diagnosis["root_cause"]
-            .as_str()
-            .unwrap()
-            .contains("ran out of memory"),
-        "{diagnosis}"
-    );
+    assert_eq!(code, ExitCode::Success, "{report:?}");
+    let diagnosis = report.diagnosis.as_ref().unwrap();
+    assert_eq!(diagnosis.termination.status, Some(137));
+    assert_eq!(diagnosis.symptoms, ["out_of_memory"], "{diagnosis:?}");
+    assert_contains(&diagnosis.root_cause, "ran out of memory");
 }
 
 #[test]
@@ -454,19 +429,13 @@ fn a_live_service_that_fails_its_health_check_is_never_signalled_as_a_stale_hold
         &format!("ExecStart={} --status 503", serve(port, "web")),
     );
 
-    let (code, json) = env.run_json("web", &[]);
+    let (code, report) = env.run_json("web", &[]);
 
-    assert_eq!(code, ExitCode::Failure, "{json}");
-    let step = step_of(&json, "port_conflict");
-    assert_eq!(step["result"], "not_applicable", "{step}");
-    assert!(
-        step["detail"]
-            .as_str()
-            .unwrap()
-            .contains("web.service itself"),
-        "{step}"
-    );
-    assert_eq!(step["changes"], serde_json::json!([]), "{step}");
+    assert_eq!(code, ExitCode::Failure, "{report:?}");
+    let step = report.step("port_conflict");
+    assert_eq!(step.result, "not_applicable", "{step:?}");
+    assert!(step.detail.contains("web.service itself"), "{step:?}");
+    assert!(step.changes.is_empty(), "{step:?}");
     let main_pid = env.property("web.service", "MainPID");
     assert_eq!(env.property("web.service", "ActiveState"), "active");
     let holders = selfheal::ports::holders(port);
@@ -492,12 +461,12 @@ fn another_unit_running_the_same_command_line_is_never_signalled() {
     let green_pid = env.property("web-green.service", "MainPID");
     env.start_failing("web");
 
-    let (code, json) = env.run_json("web", &[]);
+    let (code, report) = env.run_json("web", &[]);
 
-    assert_eq!(code, ExitCode::Failure, "{json}");
-    let step = step_of(&json, "port_conflict");
-    assert_eq!(step["result"], "needs_human", "{step}");
-    let detail = step["detail"].as_str().unwrap();
+    assert_eq!(code, ExitCode::Failure, "{report:?}");
+    let step = report.step("port_conflict");
+    assert_eq!(step.result, "needs_human", "{step:?}");
+    let detail = &step.detail;
     assert_contains(detail, &format!("pid {green_pid}"));
     assert_contains(detail, "unit web-green.service");
     assert_eq!(env.property("web-green.service", "ActiveState"), "active");

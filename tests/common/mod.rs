@@ -21,6 +21,77 @@ pub(crate) fn free_port() -> u16 {
     selfheal::sandbox::free_port().unwrap()
 }
 
+/// What `run --json` prints, parsed from the outside: the fields the interface contract
+/// promises (and the ones this version adds), so a test pins the contract rather than probing
+/// raw JSON.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct RunReport {
+    pub service: String,
+    pub outcome: selfheal::outcome::Outcome,
+    pub diagnosis: Option<DiagnosisReport>,
+    pub steps: Vec<StepReport>,
+    pub duration_ms: u64,
+    pub healed_by: Option<String>,
+    pub reason: Option<String>,
+    pub manual_steps: Vec<String>,
+}
+
+impl RunReport {
+    /// The step of `strategy`.
+    #[track_caller]
+    pub(crate) fn step(&self, strategy: &str) -> &StepReport {
+        self.steps
+            .iter()
+            .find(|step| step.strategy == strategy)
+            .unwrap_or_else(|| panic!("no {strategy} step in {self:#?}"))
+    }
+}
+
+/// One step of a run, as `run --json` shows it.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct StepReport {
+    pub strategy: String,
+    pub action: String,
+    /// `healed`, `not_applicable`, `no_fix`, `needs_human`, `planned`.
+    pub result: String,
+    pub detail: String,
+    pub changes: Vec<String>,
+}
+
+/// The diagnosis, as `run --json` shows it.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct DiagnosisReport {
+    /// `monitor` or `properties`.
+    pub source: String,
+    pub termination: TerminationReport,
+    pub journal: Vec<JournalReport>,
+    pub root_cause: String,
+    pub symptoms: Vec<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct TerminationReport {
+    pub kind: String,
+    pub status: Option<i32>,
+    pub signal: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct JournalReport {
+    pub message: String,
+}
+
+impl DiagnosisReport {
+    /// Every journal line, one per line.
+    pub(crate) fn journal_text(&self) -> String {
+        self.journal
+            .iter()
+            .map(|line| line.message.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
 /// The exit code a selfheal process ended with, as the documented `ExitCode` (a test then
 /// reads `assert_eq!(code, ExitCode::Failure)`, and a crash names its signal).
 #[track_caller]
@@ -170,18 +241,18 @@ impl TestEnv {
 
     /// `run <service> --json`, parsed; also returns the exit code.
     #[track_caller]
-    pub(crate) fn run_json(&self, service: &str, extra: &[&str]) -> (ExitCode, serde_json::Value) {
+    pub(crate) fn run_json(&self, service: &str, extra: &[&str]) -> (ExitCode, RunReport) {
         let mut args = vec!["run", service, "--json"];
         args.extend_from_slice(extra);
         let output = self.selfheal(args);
         let stdout = String::from_utf8_lossy(&output.stdout);
-        let json = serde_json::from_str(&stdout).unwrap_or_else(|err| {
+        let report = serde_json::from_str(&stdout).unwrap_or_else(|err| {
             panic!(
-                "run --json printed no JSON ({err}): {stdout}\nstderr: {}",
+                "run --json printed no report ({err}): {stdout}\nstderr: {}",
                 String::from_utf8_lossy(&output.stderr)
             )
         });
-        (exit_code(&output), json)
+        (exit_code(&output), report)
     }
 
     #[track_caller]
