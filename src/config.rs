@@ -89,8 +89,8 @@ pub(crate) struct CascadeConfig {
 pub(crate) struct ServiceConfig {
     /// The name used on the command line, in reports and in `<name>-self-heal.service`.
     pub name: String,
-    /// The systemd unit; defaults to `<name>.service`.
-    pub unit: Option<String>,
+    /// The systemd unit; defaults to `<name>.service`. Checked when the config is loaded.
+    pub unit: Option<UnitName>,
     /// TCP port the service must listen on once healthy.
     pub port: Option<u16>,
     /// Public domain, shown in reports.
@@ -139,8 +139,8 @@ impl ServiceConfig {
     /// The systemd unit name.
     pub(crate) fn unit_name(&self) -> String {
         self.unit
-            .clone()
-            .unwrap_or_else(|| format!("{}.service", self.name))
+            .as_ref()
+            .map_or_else(|| format!("{}.service", self.name), |unit| unit.0.clone())
     }
 
     /// The name of the oneshot unit that `OnFailure=` starts.
@@ -228,6 +228,29 @@ impl Config {
     }
 }
 
+/// A service unit's name as the config gives it (`web.service`), checked once, when the
+/// config is loaded: it ends in `.service` and its stem is a safe name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub(crate) struct UnitName(String);
+
+impl TryFrom<String> for UnitName {
+    type Error = String;
+    fn try_from(unit: String) -> Result<UnitName, String> {
+        match unit.strip_suffix(".service") {
+            Some(stem) if is_valid_service_name(stem) => Ok(UnitName(unit)),
+            Some(_) => Err(format!("unit {unit:?} is not a valid unit name")),
+            None => Err(format!("unit {unit:?} must end in .service")),
+        }
+    }
+}
+
+impl From<UnitName> for String {
+    fn from(unit: UnitName) -> String {
+        unit.0
+    }
+}
+
 /// True when `name` is safe to use as (part of) a unit name and a file name.
 pub(crate) fn is_valid_service_name(name: &str) -> bool {
     !name.is_empty()
@@ -244,13 +267,6 @@ pub(crate) fn is_valid_service_name(name: &str) -> bool {
 fn validate_service(service: &ServiceConfig) -> Result<(), String> {
     if !is_valid_service_name(&service.name) {
         return Err("name may only contain letters, digits and - _ . @ : (and must start with a letter or digit)".into());
-    }
-    let unit = service.unit_name();
-    let unit_stem = unit
-        .strip_suffix(".service")
-        .ok_or("unit must end in .service")?;
-    if !is_valid_service_name(unit_stem) {
-        return Err(format!("unit {unit:?} is not a valid unit name"));
     }
     if service.healing_strategies.is_empty() {
         return Err(format!(
@@ -601,5 +617,24 @@ monitored_services:
         let anonymous =
             "email:\n  to: [ops@example.org]\n  smtp:\n    host: 127.0.0.1\n    security: none\n";
         assert!(parse(anonymous).is_ok());
+    }
+
+    #[test]
+    fn a_unit_name_is_checked_when_the_config_is_read() {
+        for (unit, expected) in [
+            ("web", "must end in .service"),
+            ("a;b.service", "not a valid unit name"),
+        ] {
+            let err = parse(&format!(
+                "monitored_services:\n  - name: web\n    unit: '{unit}'\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.starts_with("/etc/selfheal/selfheal.yml:3:"), "{err}");
+            assert!(err.contains(expected), "{err}");
+        }
+        let config =
+            parse("monitored_services:\n  - name: web\n    unit: web-blue.service\n").unwrap();
+        assert_eq!(config.monitored_services[0].unit_name(), "web-blue.service");
     }
 }
