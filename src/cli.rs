@@ -61,16 +61,7 @@ pub enum Command {
     /// Remove exactly what install wrote
     Uninstall(UninstallArgs),
     /// Show past healing runs
-    History {
-        /// Only this service
-        service: Option<String>,
-        /// Only runs newer than this (e.g. 24h)
-        #[arg(long, value_name = "DURATION")]
-        since: Option<HumanDuration>,
-        /// Print JSON lines
-        #[arg(long)]
-        json: bool,
-    },
+    History(HistoryArgs),
     /// Deliver reports queued in the outbox
     Flush,
     /// Send a test report through the configured transport
@@ -114,6 +105,19 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_email: bool,
     /// Print the result as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only this service
+    pub service: Option<String>,
+    /// Only runs newer than this (e.g. 24h)
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<HumanDuration>,
+    /// Print JSON lines
     #[arg(long)]
     pub json: bool,
 }

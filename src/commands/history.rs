@@ -3,19 +3,18 @@
 use std::time::SystemTime;
 
 use crate::Error;
-use crate::duration::HumanDuration;
+use crate::cli::HistoryArgs;
 use crate::exit_code::ExitCode;
 
 use super::Paths;
 
-pub(super) fn execute(
-    paths: &Paths,
-    service: Option<&str>,
-    since: Option<HumanDuration>,
-    json: bool,
-) -> Result<ExitCode, Error> {
-    let since = since.map(|d| SystemTime::now() - d.0);
-    let service = service.map(|s| s.strip_suffix(".service").unwrap_or(s));
+pub(super) fn execute(paths: &Paths, args: &HistoryArgs) -> Result<ExitCode, Error> {
+    let since = args.since.map(|d| SystemTime::now() - d.0);
+    let json = args.json;
+    let service = args
+        .service
+        .as_deref()
+        .map(|s| s.strip_suffix(".service").unwrap_or(s));
     let records = paths.state().history()?;
     let shown = records.iter().filter(|r| {
         service.is_none_or(|s| r.service == s)

@@ -44,30 +44,32 @@ pub(crate) fn execute(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Run(args) => run::execute(&paths, &args),
         Command::Check => check::execute(&paths),
-        Command::Status { json } => {
-            crate::status::show(&paths.load_config()?, &paths.state(), json)
-        }
-        Command::History {
-            service,
-            since,
-            json,
-        } => history::execute(&paths, service.as_deref(), since, json),
+        Command::Status { json } => status(&paths, json),
+        Command::History(args) => history::execute(&paths, &args),
         Command::Install(args) => install::install(&paths, &args),
         Command::Uninstall(args) => install::uninstall(&paths, &args),
         Command::Flush => flush::execute(&paths),
         Command::TestEmail => test_email::execute(&paths),
         Command::Demo => demo(),
         Command::Completions { shell } => Ok(print_completions(shell)),
-        Command::Man => Ok(clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
-            .map(|()| ExitCode::Success)?),
-        Command::ServeDemo { port, say, status } => {
-            crate::demo_service::serve(port, say.as_deref(), status)
-                .map(|()| ExitCode::Success)
-                .map_err(Error::Internal)
-        }
+        Command::Man => print_man(),
+        Command::ServeDemo { port, say, status } => serve_demo(port, say.as_deref(), status),
         Command::SandboxInit(args) => crate::sandbox::init(&args).map(|()| ExitCode::Success),
     }
+}
+
+fn status(paths: &Paths, json: bool) -> Result<ExitCode, Error> {
+    crate::status::show(&paths.load_config()?, &paths.state(), json)
+}
+
+fn print_man() -> Result<ExitCode, Error> {
+    clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+    Ok(ExitCode::Success)
+}
+
+fn serve_demo(port: u16, say: Option<&str>, status: u16) -> Result<ExitCode, Error> {
+    crate::demo_service::serve(port, say, status).map_err(Error::Internal)?;
+    Ok(ExitCode::Success)
 }
 
 fn demo() -> Result<ExitCode, Error> {

@@ -1,5 +1,7 @@
 //! The shared test harness: a real systemd booted in namespaces (selfheal's own `Sandbox`), a
 //! config and state directory per test, and the built binary run inside the sandbox.
+// Each test binary (cli, email, faults, run, strategies) uses part of this harness. They stay
+// separate binaries so `cargo test --test faults` builds and runs one area alone.
 #![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt;
