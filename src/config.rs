@@ -91,7 +91,8 @@ pub(crate) struct ServiceConfig {
     pub name: String,
     /// The systemd unit; defaults to `<name>.service`. Checked when the config is loaded.
     pub unit: Option<UnitName>,
-    /// TCP port the service must listen on once healthy.
+    /// TCP port the service must listen on once healthy (1–65535).
+    #[serde(default, deserialize_with = "tcp_port")]
     pub port: Option<u16>,
     /// Public domain, shown in reports.
     pub domain: Option<String>,
@@ -213,10 +214,19 @@ impl Config {
             return Err("failure_threshold must be at least 1".into());
         }
         let mut seen = HashSet::new();
+        let mut ports: Vec<(u16, &str)> = Vec::new();
         for (index, service) in self.monitored_services.iter().enumerate() {
             let at = format!("monitored_services[{index}] ({})", service.name);
             if !seen.insert(service.name.as_str()) {
                 return Err(format!("{at}: the name is used twice"));
+            }
+            if let Some(port) = service.port {
+                // Two services cannot both be healthy on one port: each would be "not
+                // listening" or the other's holder.
+                if let Some((_, other)) = ports.iter().find(|(p, _)| *p == port) {
+                    return Err(format!("{at}: port {port} is also {other}'s"));
+                }
+                ports.push((port, service.name.as_str()));
             }
             validate_service(service).map_err(|message| format!("{at}: {message}"))?;
         }
@@ -249,6 +259,18 @@ impl From<UnitName> for String {
     fn from(unit: UnitName) -> String {
         unit.0
     }
+}
+
+/// A port as an operator writes it: any integer, refused in words when it is not 1–65535.
+fn tcp_port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u16>, D::Error> {
+    let Some(number) = Option::<i64>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    u16::try_from(number)
+        .ok()
+        .filter(|port| *port != 0)
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("port must be 1–65535, not {number}")))
 }
 
 /// True when `name` is safe to use as (part of) a unit name and a file name.
@@ -636,5 +658,30 @@ monitored_services:
         let config =
             parse("monitored_services:\n  - name: web\n    unit: web-blue.service\n").unwrap();
         assert_eq!(config.monitored_services[0].unit_name(), "web-blue.service");
+    }
+
+    #[test]
+    fn ports_are_checked_in_words() {
+        for (port, expected) in [
+            ("70000", "port must be 1–65535, not 70000"),
+            ("0", "port must be 1–65535, not 0"),
+        ] {
+            let err = parse(&format!(
+                "monitored_services:\n  - name: web\n    port: {port}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.starts_with("/etc/selfheal/selfheal.yml:3:"), "{err}");
+            assert!(err.contains(expected), "{err}");
+        }
+        let err = parse(
+            "monitored_services:\n  - name: web\n    port: 80\n  - name: api\n    port: 80\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("monitored_services[1] (api): port 80 is also web's"),
+            "{err}"
+        );
     }
 }

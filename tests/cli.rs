@@ -86,11 +86,16 @@ fn unknown_strategies_list_the_valid_ones() {
 
 #[test]
 fn unknown_services_list_the_known_ones() {
-    let (output, _dir) = selfheal_with(VALID, &["run", "mail"]);
-    assert_usage_error(
-        &output,
-        &["unknown service \"mail\"", "known services: web, db"],
-    );
+    for command in ["run", "history"] {
+        let (output, _dir) = selfheal_with(VALID, &[command, "mail"]);
+        assert_usage_error(
+            &output,
+            &["unknown service \"mail\"", "known services: web, db"],
+        );
+    }
+    // A known one, with or without .service, is fine for history (nothing recorded yet).
+    let (output, _dir) = selfheal_with(VALID, &["history", "web.service"]);
+    assert_eq!(exit_code(&output), ExitCode::Success);
 }
 
 #[test]

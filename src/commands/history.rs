@@ -11,10 +11,16 @@ use super::Paths;
 pub(super) fn execute(paths: &Paths, args: &HistoryArgs) -> Result<ExitCode, Error> {
     let since = args.since.map(|d| SystemTime::now() - d.0);
     let json = args.json;
-    let service = args
+    // A name that is not monitored is a mistake, named like `run` names it.
+    let config = args
         .service
-        .as_deref()
-        .map(|s| s.strip_suffix(".service").unwrap_or(s));
+        .as_ref()
+        .map(|_| paths.load_config())
+        .transpose()?;
+    let service = match (&config, &args.service) {
+        (Some(config), Some(name)) => Some(super::find_service(config, name)?.name.as_str()),
+        _ => None,
+    };
     let records = paths.state().history()?;
     let shown = records.iter().filter(|r| {
         service.is_none_or(|s| r.service == s)
