@@ -446,6 +446,15 @@ mod tests {
         .unwrap()
     }
 
+    /// A unit that failed, and whose restart job fails too.
+    fn failing() -> FakeSystemd {
+        FakeSystemd::new(
+            unit("failed", "failed", "a"),
+            FakeJob::Ended("failed"),
+            vec![],
+        )
+    }
+
     fn state() -> (tempfile::TempDir, StateDir) {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path().join("state"));
@@ -507,11 +516,7 @@ mod tests {
     #[test]
     fn a_service_that_stays_down_is_escalated_with_the_reason() {
         let (_dir, state) = state();
-        let systemd = FakeSystemd::new(
-            unit("failed", "failed", "a"),
-            FakeJob::Ended("failed"),
-            vec![],
-        );
+        let systemd = failing();
         let report = run_against(&systemd, &state, false);
         assert_eq!(report.facts.outcome, Outcome::Failed);
         assert!(
@@ -529,13 +534,6 @@ mod tests {
     #[test]
     fn loop_protection_stops_at_the_threshold_without_acting() {
         let (_dir, state) = state();
-        let failing = || {
-            FakeSystemd::new(
-                unit("failed", "failed", "a"),
-                FakeJob::Ended("failed"),
-                vec![],
-            )
-        };
         for _ in 0..2 {
             assert_eq!(
                 run_against(&failing(), &state, false).facts.outcome,
@@ -590,13 +588,6 @@ mod tests {
     #[test]
     fn a_dry_run_says_when_loop_protection_would_stop_the_real_run() {
         let (_dir, state) = state();
-        let failing = || {
-            FakeSystemd::new(
-                unit("failed", "failed", "a"),
-                FakeJob::Ended("failed"),
-                vec![],
-            )
-        };
         for _ in 0..2 {
             run_against(&failing(), &state, false);
         }
