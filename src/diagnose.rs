@@ -213,6 +213,9 @@ pub(crate) struct Diagnosis {
     pub summary: String,
     /// The root cause as far as the facts show it.
     pub root_cause: String,
+    /// Set when the unit is active but does not serve: "active, but port 5002 is not
+    /// listening", "active, but health URL http://… answered HTTP 503".
+    pub unhealthy: Option<String>,
 }
 
 impl Diagnosis {
@@ -253,7 +256,26 @@ impl Diagnosis {
             journal,
             summary,
             root_cause,
+            unhealthy: None,
         }
+    }
+
+    /// The unit is active but does not serve (`unhealthy`, when set, says how): that is the
+    /// failure, whatever `Result=` says of the unit's last stop.
+    pub(crate) fn not_serving(mut self, unhealthy: Option<String>) -> Diagnosis {
+        let Some(unhealthy) = unhealthy else {
+            return self;
+        };
+        let missing = unhealthy.strip_prefix("active, but ").unwrap_or(&unhealthy);
+        self.summary = format!(
+            "{} is {unhealthy} ({}/{})",
+            self.unit, self.active_state, self.sub_state
+        );
+        self.root_cause = format!(
+            "The service runs but does not serve: {missing}. Its process is alive but hung, still starting or serving elsewhere; a restart gives it a fresh start."
+        );
+        self.unhealthy = Some(unhealthy);
+        self
     }
 }
 

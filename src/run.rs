@@ -137,12 +137,20 @@ pub(crate) fn run<U: UnitControl>(
 
     // After systemd's own restart the service may still be binding its port: verify it over
     // time, as after our own restart, before calling it healthy. Otherwise one look decides.
-    let healthy = match waited {
-        Some(_) if !snapshot.is_down() => verify::verify(&systemd, &target, Instant::now()).healthy,
-        Some(_) => false,
-        None => verify::check_now(&snapshot, &target, false).is_ok(),
+    // What is wrong with a unit that is active: "active, but port 5002 is not listening".
+    let not_serving = match waited {
+        Some(_) if !snapshot.is_down() => {
+            let verification = verify::verify(&systemd, &target, Instant::now());
+            (!verification.healthy).then_some(verification.detail)
+        }
+        Some(_) => Some(String::new()),
+        None => verify::check_now(&snapshot, &target, false).err(),
     };
-    if healthy {
+    let unhealthy = not_serving
+        .as_ref()
+        .filter(|_| snapshot.is_active())
+        .map(|missing| format!("active, but {missing}"));
+    if not_serving.is_none() {
         if waited.is_some() {
             // The state changed while we waited and verified; report it as it is now.
             snapshot = systemd.snapshot(&unit)?;
@@ -168,7 +176,8 @@ pub(crate) fn run<U: UnitControl>(
         Vec::new()
     };
     tracing::debug!("ready to act after {} µs", clock.elapsed_us());
-    let mut diagnosis = Diagnosis::new(&snapshot, monitor.as_ref(), journal_lines);
+    let mut diagnosis =
+        Diagnosis::new(&snapshot, monitor.as_ref(), journal_lines).not_serving(unhealthy.clone());
     tracing::info!(selfheal_service = %service.name, "diagnosis: {}", diagnosis.summary);
 
     // A dry run asks too (reading history changes nothing): it must tell the whole truth, and
@@ -220,7 +229,7 @@ pub(crate) fn run<U: UnitControl>(
         let lines = host
             .journal
             .read_invocation(&unit, &invocation, None, JOURNAL_TIMEOUT);
-        diagnosis = Diagnosis::new(&snapshot, monitor.as_ref(), lines);
+        diagnosis = Diagnosis::new(&snapshot, monitor.as_ref(), lines).not_serving(unhealthy);
     }
     let outcome = match (options.dry_run, chain.healed_by) {
         (true, _) => Outcome::Planned,

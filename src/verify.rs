@@ -59,7 +59,7 @@ pub(crate) fn check_now(
         if require_own_port {
             let holders = ports::holders(port);
             if holders.is_empty() {
-                return Err(format!("nothing listens on port {port}"));
+                return Err(format!("port {port} is not listening"));
             }
             if !holders
                 .iter()
@@ -74,12 +74,14 @@ pub(crate) fn check_now(
                 ));
             }
         } else if !ports::is_listening(port) {
-            return Err(format!("nothing listens on port {port}"));
+            return Err(format!("port {port} is not listening"));
         }
         passed.push(format!("port {port} listening"));
     }
     if let Some(url) = &target.health_url {
-        let status = url.check(Duration::from_secs(2))?;
+        let status = url
+            .check(Duration::from_secs(2))
+            .map_err(|failed| format!("health URL {failed}"))?;
         passed.push(format!("{} answered {status}", url.raw));
     }
     Ok(passed.join(", "))

@@ -413,3 +413,40 @@ fn a_broken_template_override_never_blocks_healing_and_check_names_it() {
     assert_contains(&stdout, "RESOLVED");
     assert_eq!(env.property("web.service", "ActiveState"), "active");
 }
+
+#[test]
+fn an_active_service_that_does_not_listen_is_healed_and_the_report_names_the_port() {
+    let env = TestEnv::new();
+    let port = free_port();
+    let marker = env.sandbox.scratch_dir().join("hung-once");
+    // First start: active but hung before it binds (a deadlock, a stuck migration). Every
+    // later start: serves.
+    let script = format!(
+        "if [ -e {m} ]; then exec {bin} serve-demo --port {port}; else touch {m}; exec sleep 600; fi",
+        m = marker.display(),
+        bin = selfheal_bin().display()
+    );
+    env.config(&web_config(port, ""))
+        .unit("web", &format!("ExecStart=/bin/sh -c \"{script}\""));
+    env.systemctl(&["start", "web.service"]);
+    assert_eq!(env.property("web.service", "ActiveState"), "active");
+
+    let (code, report) = env.run_json("web", &[]);
+
+    assert_eq!(code, ExitCode::Success, "{report:?}");
+    assert_eq!(report.outcome, Outcome::Resolved);
+    let diagnosis = report.diagnosis.as_ref().unwrap();
+    let expected = format!("active, but port {port} is not listening");
+    assert_contains(&diagnosis.summary, &expected);
+    assert_contains(
+        &diagnosis.root_cause,
+        &format!("port {port} is not listening"),
+    );
+    assert!(
+        !diagnosis.root_cause.contains("nothing crashed"),
+        "{diagnosis:?}"
+    );
+    assert_eq!(diagnosis.unhealthy.as_deref(), Some(expected.as_str()));
+    assert!(selfheal::ports::is_listening(port));
+    assert_contains(&env.history()[0].summary, &expected);
+}

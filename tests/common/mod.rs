@@ -67,7 +67,10 @@ pub(crate) struct DiagnosisReport {
     pub source: String,
     pub termination: TerminationReport,
     pub journal: Vec<JournalReport>,
+    pub summary: String,
     pub root_cause: String,
+    /// Set when the unit was active but not serving: "active, but port 5002 is not listening".
+    pub unhealthy: Option<String>,
     pub symptoms: Vec<String>,
 }
 
