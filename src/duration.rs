@@ -1,5 +1,6 @@
-//! Durations as people write them in the config and on the command line: `500ms`, `10s`, `5m`,
-//! `1h`, `24h`.
+//! Durations as people write them in the config and on the command line: `500ms`, `10s`,
+//! `5m`, `1h`, `24h`, and systemd's time syntax (`1h 30min`, `1h30m`, `2min`, `1.5s`,
+//! `3 days`), as in `systemd.time(7)`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,41 +8,117 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A [`Duration`] that parses from and prints as `<number><unit>`.
+/// A [`Duration`] that parses from systemd's time syntax and prints as `<number><unit>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct HumanDuration(pub Duration);
 
 /// Why a duration did not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "invalid duration {input:?}: write a whole number followed by ms, s, m, h or d (e.g. 500ms, 10s, 5m, 1h)"
+    "invalid duration {input:?}: write a number and a unit, as systemd does (500ms, 10s, 2min, 1h 30min, 1d)"
 )]
 pub struct DurationError {
     input: String,
 }
 
+/// systemd's time units (`systemd.time(7)`), in nanoseconds. A month and a year are the
+/// average ones systemd uses.
+const UNITS: [(&str, u128); 29] = [
+    ("usec", 1_000),
+    ("us", 1_000),
+    ("µs", 1_000),
+    ("msec", 1_000_000),
+    ("ms", 1_000_000),
+    ("seconds", 1_000_000_000),
+    ("second", 1_000_000_000),
+    ("sec", 1_000_000_000),
+    ("s", 1_000_000_000),
+    ("minutes", 60_000_000_000),
+    ("minute", 60_000_000_000),
+    ("min", 60_000_000_000),
+    ("m", 60_000_000_000),
+    ("hours", 3_600_000_000_000),
+    ("hour", 3_600_000_000_000),
+    ("hr", 3_600_000_000_000),
+    ("h", 3_600_000_000_000),
+    ("days", 86_400_000_000_000),
+    ("day", 86_400_000_000_000),
+    ("d", 86_400_000_000_000),
+    ("weeks", 604_800_000_000_000),
+    ("week", 604_800_000_000_000),
+    ("w", 604_800_000_000_000),
+    ("months", 2_629_800_000_000_000),
+    ("month", 2_629_800_000_000_000),
+    ("M", 2_629_800_000_000_000),
+    ("years", 31_557_600_000_000_000),
+    ("year", 31_557_600_000_000_000),
+    ("y", 31_557_600_000_000_000),
+];
+
 impl FromStr for HumanDuration {
     type Err = DurationError;
 
+    /// One or more `<number>[ ]<unit>` parts, added up; a number may have a fraction
+    /// (`1.5h`). A bare number is refused rather than guessed (systemd would read seconds,
+    /// other tools milliseconds).
     fn from_str(input: &str) -> Result<Self, Self::Err> {
         let error = || DurationError {
             input: input.to_owned(),
         };
-        let text = input.trim();
-        let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(error)?;
-        let (digits, unit) = text.split_at(split);
-        let value: u64 = digits.parse().map_err(|_| error())?;
-        let millis_per_unit: u64 = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" | "min" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => return Err(error()),
-        };
-        let millis = value.checked_mul(millis_per_unit).ok_or_else(error)?;
-        Ok(HumanDuration(Duration::from_millis(millis)))
+        let mut rest = input.trim();
+        if rest.is_empty() {
+            return Err(error());
+        }
+        let mut nanos: u128 = 0;
+        while !rest.is_empty() {
+            let number_end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .ok_or_else(error)?;
+            let (number, after) = rest.split_at(number_end);
+            let after = after.trim_start();
+            let unit_end = after
+                .find(|c: char| c.is_ascii_digit() || c.is_whitespace())
+                .unwrap_or(after.len());
+            let (unit, after) = after.split_at(unit_end);
+            let per_unit = UNITS
+                .iter()
+                .find(|(name, _)| *name == unit)
+                .map(|(_, nanos)| *nanos)
+                .ok_or_else(error)?;
+            nanos = nanos
+                .checked_add(scaled(number, per_unit).ok_or_else(error)?)
+                .ok_or_else(error)?;
+            rest = after.trim_start();
+        }
+        let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| error())?;
+        let subsec = u32::try_from(nanos % 1_000_000_000).map_err(|_| error())?;
+        Ok(HumanDuration(Duration::new(secs, subsec)))
     }
+}
+
+/// `number` (digits, optionally `.` and more digits) times `per_unit` nanoseconds; `None` when
+/// it is not such a number or overflows.
+fn scaled(number: &str, per_unit: u128) -> Option<u128> {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty() {
+        return None;
+    }
+    let digits = |text: &str| text.chars().all(|c| c.is_ascii_digit());
+    if !digits(whole) || !digits(fraction) || fraction.len() > 9 {
+        return None;
+    }
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let mut value = whole.checked_mul(per_unit)?;
+    if !fraction.is_empty() {
+        let numerator: u128 = fraction.parse().ok()?;
+        let denominator = 10u128.pow(u32::try_from(fraction.len()).ok()?);
+        value = value.checked_add(numerator.checked_mul(per_unit)? / denominator)?;
+    }
+    Some(value)
 }
 
 impl fmt::Display for HumanDuration {
@@ -102,18 +179,48 @@ mod tests {
     }
 
     #[test]
+    fn parses_systemds_time_syntax() {
+        let table = [
+            ("1h 30min", 5_400_000),
+            ("1h30m", 5_400_000),
+            ("90s", 90_000),
+            ("2min", 120_000),
+            ("10 sec", 10_000),
+            ("1.5s", 1_500),
+            ("0.25h", 900_000),
+            ("2 hours 5 seconds", 7_205_000),
+            ("1w", 604_800_000),
+            ("1d 2h 3min 4s 5ms", 93_784_005),
+            (" 3 days ", 259_200_000),
+        ];
+        for (text, millis) in table {
+            let parsed: HumanDuration =
+                text.parse().unwrap_or_else(|err| panic!("{text:?}: {err}"));
+            assert_eq!(parsed.0, Duration::from_millis(millis), "{text}");
+        }
+        assert_eq!(
+            "250us".parse::<HumanDuration>().unwrap().0,
+            Duration::from_micros(250)
+        );
+    }
+
+    #[test]
     fn rejects_what_is_not_a_duration() {
         for text in [
             "",
             "10",
             "s",
-            "1.5s",
             "-1s",
-            "10 sec",
-            "99999999999999999999h",
+            "1.2.3s",
+            ".s",
+            "10 parsecs",
+            "1h 30",
+            "99999999999999999999999999999h",
         ] {
             assert!(text.parse::<HumanDuration>().is_err(), "{text:?} parsed");
         }
+        let err = "10 parsecs".parse::<HumanDuration>().unwrap_err();
+        assert!(err.to_string().contains("1h 30min"), "{err}");
     }
 
     #[test]

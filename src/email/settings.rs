@@ -75,31 +75,39 @@ fn default_smtp_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
 }
 
-/// Checks the `email:` section when the config is loaded.
-pub(crate) fn validate(email: &EmailConfig, owner: Option<&str>) -> Result<(), String> {
+/// Checks the `email:` section when the config is loaded. An error names the key (below
+/// `email:`) it is about.
+pub(crate) fn validate(
+    email: &EmailConfig,
+    owner: Option<&str>,
+) -> Result<(), (&'static [&'static str], String)> {
     if email.to.is_empty() && owner.is_none() {
-        return Err("no recipient: set `email.to` or `owner`".into());
+        return Err((&["to"], "no recipient: set `email.to` or `owner`".into()));
     }
     for address in email.to.iter().map(String::as_str).chain(owner) {
         if !address.contains('@') {
-            return Err(format!("{address:?} is not an email address"));
+            return Err((&["to"], format!("{address:?} is not an email address")));
         }
     }
     if let Some(smtp) = &email.smtp {
         let credentials = smtp.username.is_some() || smtp.password_file.is_some();
         if smtp.security == SmtpSecurity::None && credentials && !smtp.allow_plaintext_auth {
-            return Err(format!(
-                "smtp: security: none would send the password for {} in clear text; use security: starttls or tls, or set allow_plaintext_auth: true for a relay on this host",
-                smtp.username.as_deref().unwrap_or("the login")
+            return Err((
+                &["smtp", "security"],
+                format!(
+                    "smtp: security: none would send the password for {} in clear text; use security: starttls or tls, or set allow_plaintext_auth: true for a relay on this host",
+                    smtp.username.as_deref().unwrap_or("the login")
+                ),
             ));
         }
     }
     match email.transport {
-        Transport::Smtp if email.smtp.is_none() => {
-            Err("transport smtp needs `smtp: { host: ... }`".into())
-        }
+        Transport::Smtp if email.smtp.is_none() => Err((
+            &["transport"],
+            "transport smtp needs `smtp: { host: ... }`".into(),
+        )),
         Transport::File if email.file_dir.is_none() => {
-            Err("transport file needs `file_dir`".into())
+            Err((&["transport"], "transport file needs `file_dir`".into()))
         }
         _ => Ok(()),
     }

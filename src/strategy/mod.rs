@@ -45,6 +45,26 @@ pub(crate) enum StepResult {
     Planned,
 }
 
+impl StepResult {
+    /// The one spelling of a result in JSON, logs and history; reports show it upper-cased
+    /// with spaces (`NOT APPLICABLE`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            StepResult::Healed => "healed",
+            StepResult::NotApplicable => "not_applicable",
+            StepResult::NoFix => "no_fix",
+            StepResult::NeedsHuman => "needs_human",
+            StepResult::Planned => "planned",
+        }
+    }
+}
+
+impl fmt::Display for StepResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One step of the chain, as reports and `--json` show it.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Step {
@@ -176,10 +196,13 @@ pub(crate) fn worst_case(service: &ServiceConfig) -> Duration {
         .sum()
 }
 
-/// Every strategy's check of `service`'s settings (config load time).
-pub(crate) fn validate(service: &ServiceConfig) -> Result<(), String> {
+/// Every strategy's check of `service`'s settings (config load time); an error names the
+/// strategy whose settings (under the key of its name) are wrong or missing.
+pub(crate) fn validate(service: &ServiceConfig) -> Result<(), (StrategyName, String)> {
     StrategyName::ALL.iter().try_for_each(|name| {
-        registry(*name).validate(service, service.healing_strategies.contains(name))
+        registry(*name)
+            .validate(service, service.healing_strategies.contains(name))
+            .map_err(|message| (*name, message))
     })
 }
 
@@ -234,7 +257,7 @@ pub(crate) fn run_chain(order: &[StrategyName], context: &Context<'_>) -> ChainR
     for &name in order {
         let started = Instant::now();
         let attempt = registry(name).attempt(context);
-        tracing::info!(strategy = %name, result = ?attempt.result, "{}: {}", attempt.action, attempt.detail);
+        tracing::info!(strategy = %name, result = %attempt.result, "{}: {}", attempt.action, attempt.detail);
         chain.steps.push(Step {
             strategy: name,
             action: attempt.action,

@@ -3,6 +3,8 @@
 //!
 //! Everything below `Config` is plain data; nothing here talks to systemd or the network.
 
+mod locate;
+
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
@@ -19,6 +21,8 @@ use crate::strategy::{
 };
 use crate::verify::HealthUrl;
 
+use locate::{Located, Position, Seg};
+
 /// Where the config is read from when neither `--config` nor `$SELFHEAL_CONFIG` is given.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/selfheal/selfheal.yml";
 
@@ -31,6 +35,8 @@ pub enum ConfigError {
         path: PathBuf,
         cause: crate::bounded_read::ReadError,
     },
+    /// A problem at a place in the file: YAML syntax, a value of the wrong type, or a
+    /// semantic problem found after parsing (placed at the key it is about).
     #[error("{path}:{line}:{column}: {message}")]
     Syntax {
         path: PathBuf,
@@ -180,10 +186,22 @@ impl Config {
     /// is refused, not expanded into gigabytes.
     pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = serde_saphyr::from_str_with_options(text, yaml_options())
-            .map_err(|err| syntax_error(path, &err))?;
-        config.validate().map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
+            .map_err(|err| syntax_error(path, text, &err))?;
+        config.validate().map_err(|problem| {
+            let at = Located::parse(text, yaml_options())
+                .and_then(|located| located.position_of_any(&problem.keys));
+            match at {
+                Some(Position { line, column }) => ConfigError::Syntax {
+                    path: path.to_owned(),
+                    line,
+                    column,
+                    message: problem.message,
+                },
+                None => ConfigError::Invalid {
+                    path: path.to_owned(),
+                    message: problem.message,
+                },
+            }
         })?;
         Ok(config)
     }
@@ -209,32 +227,68 @@ impl Config {
             .unwrap_or_else(crate::host::hostname)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Problem> {
         if self.failure_threshold == 0 {
-            return Err("failure_threshold must be at least 1".into());
+            return Err(Problem::at(
+                &["failure_threshold".into()],
+                "failure_threshold must be at least 1",
+            ));
         }
         let mut seen = HashSet::new();
         let mut ports: Vec<(u16, &str)> = Vec::new();
         for (index, service) in self.monitored_services.iter().enumerate() {
             let at = format!("monitored_services[{index}] ({})", service.name);
+            let key = |key: &str| vec![Seg::from("monitored_services"), index.into(), key.into()];
             if !seen.insert(service.name.as_str()) {
-                return Err(format!("{at}: the name is used twice"));
+                return Err(Problem::at(
+                    &key("name"),
+                    format!("{at}: the name is used twice"),
+                ));
             }
             if let Some(port) = service.port {
                 // Two services cannot both be healthy on one port: each would be "not
                 // listening" or the other's holder.
                 if let Some((_, other)) = ports.iter().find(|(p, _)| *p == port) {
-                    return Err(format!("{at}: port {port} is also {other}'s"));
+                    return Err(Problem::at(
+                        &key("port"),
+                        format!("{at}: port {port} is also {other}'s"),
+                    ));
                 }
                 ports.push((port, service.name.as_str()));
             }
-            validate_service(service).map_err(|message| format!("{at}: {message}"))?;
+            validate_service(service).map_err(|(keys, message)| Problem {
+                keys: keys.iter().map(|name| key(name)).collect(),
+                message: format!("{at}: {message}"),
+            })?;
         }
         if let Some(email) = &self.email {
-            crate::email::validate(email, self.owner.as_deref())
-                .map_err(|m| format!("email: {m}"))?;
+            crate::email::validate(email, self.owner.as_deref()).map_err(|(keys, message)| {
+                let key: Vec<Seg> = std::iter::once("email")
+                    .chain(keys.iter().copied())
+                    .map(Seg::from)
+                    .collect();
+                Problem::at(&key, format!("email: {message}"))
+            })?;
         }
         Ok(())
+    }
+}
+
+/// A semantic problem of a loaded config: the key it is about (placed in the file for the
+/// message) and what is wrong, in words that name the key.
+#[derive(Debug)]
+struct Problem {
+    /// Where to point, best first: the first key the file has.
+    keys: Vec<Vec<Seg>>,
+    message: String,
+}
+
+impl Problem {
+    fn at(key: &[Seg], message: impl Into<String>) -> Problem {
+        Problem {
+            keys: vec![key.to_vec()],
+            message: message.into(),
+        }
     }
 }
 
@@ -286,34 +340,62 @@ pub(crate) fn is_valid_service_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | ':'))
 }
 
-fn validate_service(service: &ServiceConfig) -> Result<(), String> {
+/// Keys of a service entry a problem is about: the first that the entry has is where the
+/// message points.
+type Keys = [&'static str; 2];
+
+/// Checks one service; an error names the keys of the service it is about.
+fn validate_service(service: &ServiceConfig) -> Result<(), (Keys, String)> {
+    if let Some(bare) = service.name.strip_suffix(".service") {
+        return Err((
+            ["name"; 2],
+            format!("name is the service's name without .service: write `name: {bare}`"),
+        ));
+    }
     if !is_valid_service_name(&service.name) {
-        return Err("name may only contain letters, digits and - _ . @ : (and must start with a letter or digit)".into());
+        return Err((["name"; 2], "name may only contain letters, digits and - _ . @ : (and must start with a letter or digit)".into()));
     }
     if service.healing_strategies.is_empty() {
-        return Err(format!(
-            "healing_strategies is empty; choose from: {}",
-            StrategyName::ALL
-                .iter()
-                .map(|name| name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+        return Err((
+            ["healing_strategies"; 2],
+            format!(
+                "healing_strategies is empty; choose from: {}",
+                StrategyName::ALL
+                    .iter()
+                    .map(|name| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         ));
     }
     let mut seen = HashSet::new();
     for strategy in &service.healing_strategies {
         if !seen.insert(strategy) {
-            return Err(format!("healing_strategies lists {strategy} twice"));
+            return Err((
+                ["healing_strategies"; 2],
+                format!("healing_strategies lists {strategy} twice"),
+            ));
         }
     }
-    crate::strategy::validate(service)?;
+    // A strategy's settings live under the key of its own name; a strategy listed without
+    // them is placed at that list.
+    crate::strategy::validate(service).map_err(|(strategy, message)| {
+        let placed = [strategy.as_str(), "healing_strategies"];
+        (placed, message)
+    })?;
     if service.verify_timeout.0.is_zero() {
-        return Err("verify_timeout must be longer than 0".into());
+        return Err((
+            ["verify_timeout"; 2],
+            "verify_timeout must be longer than 0".into(),
+        ));
     }
     if service.stable_for >= service.verify_timeout {
-        return Err(format!(
-            "stable_for ({}) must be shorter than verify_timeout ({})",
-            service.stable_for, service.verify_timeout
+        return Err((
+            ["stable_for"; 2],
+            format!(
+                "stable_for ({}) must be shorter than verify_timeout ({})",
+                service.stable_for, service.verify_timeout
+            ),
         ));
     }
     Ok(())
@@ -359,7 +441,7 @@ fn yaml_options() -> serde_saphyr::Options {
     }
 }
 
-fn syntax_error(path: &Path, err: &serde_saphyr::Error) -> ConfigError {
+fn syntax_error(path: &Path, text: &str, err: &serde_saphyr::Error) -> ConfigError {
     let mut message = err.without_snippet().to_string();
     if message.contains("budget breached") || message.contains("recursion limit") {
         let _ = write!(
@@ -369,16 +451,31 @@ fn syntax_error(path: &Path, err: &serde_saphyr::Error) -> ConfigError {
         );
     }
     match err.location() {
-        Some(location) => ConfigError::Syntax {
-            path: path.to_owned(),
-            line: usize::try_from(location.line()).unwrap_or(0),
-            column: usize::try_from(location.column()).unwrap_or(0),
+        Some(location) => {
+            let at = Position {
+                line: usize::try_from(location.line()).unwrap_or(0),
+                column: usize::try_from(location.column()).unwrap_or(0),
+            };
             // The prefix already says where; drop the parser's own " at line L, column C".
-            message: message.replace(
+            let mut message = message.replace(
                 &format!(" at line {}, column {}", location.line(), location.column()),
                 "",
-            ),
-        },
+            );
+            // A value of the wrong type: say whose value it is ("verify_timeout: invalid
+            // duration …"), as the parser only knows the position.
+            if let Some(key) = Located::parse(text, yaml_options())
+                .and_then(|located| located.path_at(at))
+                .map(|key| locate::dotted(&key))
+            {
+                message = format!("{key}: {message}");
+            }
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                line: at.line,
+                column: at.column,
+                message,
+            }
+        }
         None => ConfigError::Invalid {
             path: path.to_owned(),
             message,
@@ -450,7 +547,7 @@ monitored_services:
 
     #[test]
     fn the_shipped_example_is_valid() {
-        let text = include_str!("../config/selfheal.example.yml");
+        let text = include_str!("../../config/selfheal.example.yml");
         let config = parse(text).unwrap();
         assert_eq!(config.monitored_services.len(), 4);
     }
@@ -628,7 +725,7 @@ monitored_services:
             )
         };
         let err = parse(&config("")).unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
+        assert!(matches!(err, ConfigError::Syntax { line: 5, .. }), "{err}");
         let text = err.to_string();
         assert!(
             text.contains("clear text") && text.contains("allow_plaintext_auth"),
@@ -658,6 +755,75 @@ monitored_services:
         let config =
             parse("monitored_services:\n  - name: web\n    unit: web-blue.service\n").unwrap();
         assert_eq!(config.monitored_services[0].unit_name(), "web-blue.service");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_their_key() {
+        let table = [
+            (
+                "monitored_services:\n  - name: web\n    port: 80\n  - name: api\n    port: 80\n",
+                "5:11: monitored_services[1] (api): port 80 is also web's",
+            ),
+            (
+                "monitored_services:\n  - name: web\n    stable_for: 1m\n    verify_timeout: 10s\n",
+                "3:17: monitored_services[0] (web): stable_for (1m) must be shorter",
+            ),
+            (
+                "monitored_services:\n  - name: web\n    healing_strategies: [port_conflict]\n",
+                "3:25: monitored_services[0] (web): port_conflict needs `port`",
+            ),
+            (
+                "monitored_services:\n  - name: web\n    healing_strategies: [database_check]\n    database_check:\n      files: [{path: rel/app.db}]\n",
+                "5:7: monitored_services[0] (web): rel/app.db must be an absolute path",
+            ),
+            (
+                "failure_threshold: 0\n",
+                "1:20: failure_threshold must be at least 1",
+            ),
+        ];
+        for (text, expected) in table {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("/etc/selfheal/selfheal.yml:{expected}")),
+                "{text:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key() {
+        let err = parse("monitored_services:\n  - name: web\n    verify_timeout: 10 parsecs\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "/etc/selfheal/selfheal.yml:3:21: monitored_services[0].verify_timeout: invalid duration \"10 parsecs\""
+            ),
+            "{err}"
+        );
+        let err = parse("threshold_window: soon\n").unwrap_err().to_string();
+        assert!(
+            err.contains(":1:19: threshold_window: invalid duration"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn durations_take_systemds_syntax() {
+        let config = parse("threshold_window: 1h 30min\nmonitored_services:\n  - name: web\n    verify_timeout: 2min\n    stable_for: 1.5s\n").unwrap();
+        assert_eq!(config.threshold_window.0, Duration::from_secs(5400));
+        let web = &config.monitored_services[0];
+        assert_eq!(web.verify_timeout.0, Duration::from_secs(120));
+        assert_eq!(web.stable_for.0, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn a_name_with_the_service_suffix_is_refused_with_the_fix() {
+        let err = parse("monitored_services:\n  - name: web.service\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":2:11: "), "{err}");
+        assert!(err.contains("write `name: web`"), "{err}");
     }
 
     #[test]
