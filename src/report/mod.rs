@@ -310,6 +310,20 @@ mod tests {
     }
 
     #[test]
+    fn a_text_report_ends_with_a_newline_and_spells_results_in_words() {
+        let renderer = Renderer::new(Some(std::path::Path::new("/nonexistent")));
+        let text = renderer.text(&fixture::report(Outcome::Failed)).unwrap();
+        assert!(text.ends_with("═\n"), "{text:?}");
+        assert!(text.contains("→ NO FIX ("), "{text}");
+        assert!(
+            !text.contains("NO_FIX") && !text.contains("NoFix"),
+            "{text}"
+        );
+        let html = renderer.html(&fixture::report(Outcome::Failed)).unwrap();
+        assert!(html.contains(">NO FIX<"), "{html}");
+    }
+
+    #[test]
     fn subjects_follow_the_contract() {
         let renderer = Renderer::new(Some(std::path::Path::new("/nonexistent")));
         assert_eq!(

@@ -186,6 +186,8 @@ impl Renderer {
     pub(crate) fn text(&self, report: &Report) -> Result<String, RenderError> {
         let (text, problem) = self.render("report.txt.j2", report)?;
         log(problem.as_deref());
+        // A text file ends with a newline, whatever the template's last line does.
+        let text = format!("{}\n", text.trim_end_matches('\n'));
         Ok(match problem {
             Some(problem) => format!("⚠ {problem}\n\n{text}"),
             None => text,
