@@ -5,8 +5,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::duration::HumanDuration;
-
 /// Heal failed systemd services and tell their owner what happened.
 #[derive(Debug, Parser)]
 #[command(name = "selfheal", version, about, propagate_version = true)]
@@ -114,9 +112,10 @@ pub struct RunArgs {
 pub struct HistoryArgs {
     /// Only this service
     pub service: Option<String>,
-    /// Only runs newer than this (e.g. 24h)
-    #[arg(long, value_name = "DURATION")]
-    pub since: Option<HumanDuration>,
+    /// Only runs since this time, as journalctl takes it: 24h, -2h, "2h ago", today,
+    /// yesterday, 2026-11-18, "2026-11-18 10:00", 10:00
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub since: Option<crate::when::Since>,
     /// Print JSON lines
     #[arg(long)]
     pub json: bool,

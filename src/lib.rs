@@ -34,7 +34,9 @@ pub mod state;
 mod status;
 mod strategy;
 mod systemd;
+mod terminal;
 mod verify;
+mod when;
 
 pub use error::{Error, UsageError};
 

@@ -11,8 +11,9 @@ pub const SYSLOG_IDENTIFIER: &str = "selfheal";
 
 /// Installs the global subscriber. `verbosity`: -1 quiet, 0 normal, 1 debug, 2+ trace.
 ///
-/// When journald is reachable, log lines go there only: stdout carries the report and stderr
-/// stays for errors, so the heal unit's journal is not doubled.
+/// When journald is reachable, log lines go there, and to stderr only for `-v`/`-vv` on a
+/// terminal: stdout carries the report and stderr stays for errors, so the heal unit's
+/// journal is not doubled. Colour only on a terminal, never with `NO_COLOR`.
 pub fn init(verbosity: i8) {
     let level = match verbosity {
         i8::MIN..=-1 => LevelFilter::ERROR,
@@ -31,9 +32,14 @@ pub fn init(verbosity: i8) {
             .with_syslog_identifier(SYSLOG_IDENTIFIER.to_owned())
             .with_field_prefix(None)
     });
-    let stderr = journald.is_none().then(|| {
+    // A person who asks for -v at a terminal reads the log there too; a pipe or a file never
+    // gets escape codes.
+    let terminal = crate::terminal::Terminal::stderr();
+    let on_stderr = journald.is_none() || (verbosity > 0 && terminal.is_tty);
+    let stderr = on_stderr.then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(terminal.color)
             .with_target(false)
             .without_time()
     });

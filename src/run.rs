@@ -12,6 +12,7 @@ use crate::report::{PostStatus, Report, ReportHeader, RunFacts};
 use crate::state::{HistoryRecord, StateDir, StateError};
 use crate::strategy::{self, Context};
 use crate::systemd::{ActiveState, Systemd, SystemdError, UnitControl, UnitSnapshot};
+use crate::terminal::SlowNotice;
 use crate::verify::{self, HealthTarget};
 
 /// The outside world a run acts on. `connect` is called after the service lock is taken (a
@@ -91,6 +92,7 @@ pub(crate) fn run<U: UnitControl>(
         .filter(|_| evidence_matters)
         .map(|id| host.journal.start(&unit, Some(id)));
 
+    let asking = SlowNotice::new("waiting for systemd to answer on the D-Bus system bus");
     let systemd = (host.connect)()?;
     tracing::debug!(
         "connected to the system bus after {} µs",
@@ -98,10 +100,15 @@ pub(crate) fn run<U: UnitControl>(
     );
     let target = health_target(service);
     let mut snapshot = systemd.snapshot(&unit)?;
+    drop(asking);
     tracing::debug!("unit snapshot after {} µs", clock.elapsed_us());
     let mut waited = None;
     if snapshot.systemd_is_acting() {
         let since = Instant::now();
+        let _waiting = SlowNotice::new(format!(
+            "waiting for systemd's own start of {unit} to finish (up to verify_timeout, {})",
+            service.verify_timeout
+        ));
         match wait_for_systemd(&systemd, &unit, target.timeout) {
             Ok(now) => snapshot = now,
             // systemd's own start hangs (an ExecStartPre= waiting on a mount, a lock, …): the

@@ -95,6 +95,10 @@ pub(crate) fn verify(
     started: Instant,
 ) -> Verification {
     let deadline = started + target.timeout;
+    let _waiting = crate::terminal::SlowNotice::new(format!(
+        "waiting for {} to be healthy and stay up (up to {:?})",
+        target.unit, target.timeout
+    ));
     let mut backoff = Backoff::new();
     let failed = |detail: String| Verification {
         healthy: false,

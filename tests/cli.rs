@@ -167,3 +167,72 @@ fn sandbox_init_refuses_to_run_outside_a_fresh_pid_namespace() {
     assert_eq!(exit_code(&output), ExitCode::Usage, "{stderr}");
     assert_contains(&stderr, "must be PID 1 of a fresh PID namespace");
 }
+
+/// `history` over a state directory holding these runs, at these times.
+fn history_of(records: &[(&str, &str, std::time::SystemTime)], args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("selfheal.yml");
+    std::fs::write(&config, VALID).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let state = selfheal::state::StateDir::new(dir.path().join("state"));
+    for (service, summary, at) in records {
+        state
+            .append_history(&selfheal::state::HistoryRecord {
+                service: (*service).to_owned(),
+                outcome: selfheal::outcome::Outcome::Resolved,
+                started_at: humantime::format_rfc3339_millis(*at).to_string(),
+                duration_ms: 41,
+                healed_by: Some("service_restart".into()),
+                summary: (*summary).to_owned(),
+            })
+            .unwrap();
+    }
+    std::process::Command::new(selfheal_bin())
+        .env("NO_COLOR", "")
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("history")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn history_takes_since_as_journalctl_does_and_prints_plain_aligned_columns() {
+    let now = std::time::SystemTime::now();
+    let hours = |h: u64| now - std::time::Duration::from_secs(h * 3600);
+    let runs = [
+        ("web", "killed by SIGKILL three days ago", hours(72)),
+        ("db", "exited with status 3 an hour ago", hours(1)),
+    ];
+    for since in ["yesterday", "-2h", "2h ago", "1h 59min"] {
+        let output = history_of(&runs, &["--since", since]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(exit_code(&output), ExitCode::Success, "{since}: {stdout}");
+        assert!(!stdout.contains("three days ago"), "{since}: {stdout}");
+        assert_contains(&stdout, "exited with status 3 an hour ago");
+        assert!(
+            !stdout.contains('\x1b'),
+            "escape codes in a pipe: {stdout:?}"
+        );
+        assert!(stdout.starts_with("TIME "), "{stdout}");
+    }
+    let output = history_of(&runs, &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    // Aligned: every column starts where its header does.
+    let column = |line: &str, text: &str| line.find(text).unwrap();
+    assert_eq!(column(lines[0], "OUTCOME"), column(lines[1], "resolved"));
+    assert_eq!(column(lines[0], "OUTCOME"), column(lines[2], "resolved"));
+
+    let output = history_of(&runs, &["--since", "2026-13-01"]);
+    assert_usage_error(&output, &["invalid time \"2026-13-01\"", "yesterday"]);
+    let output = history_of(&[], &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "-- no healing runs --\n"
+    );
+}

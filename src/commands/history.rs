@@ -1,16 +1,23 @@
-//! `selfheal history [SERVICE] [--since DURATION] [--json]`: past healing runs, oldest first.
+//! `selfheal history [SERVICE] [--since TIME] [--json]`: past healing runs, oldest first, in
+//! aligned columns with the one-line summary (local time, and how long ago on a terminal), or
+//! as JSON lines.
 
+use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use crate::Error;
 use crate::cli::HistoryArgs;
 use crate::exit_code::ExitCode;
+use crate::outcome::Outcome;
+use crate::state::HistoryRecord;
+use crate::terminal::{Paint, Terminal, fit};
+use crate::when::{LocalTime, ago};
 
 use super::Paths;
 
 pub(super) fn execute(paths: &Paths, args: &HistoryArgs) -> Result<ExitCode, Error> {
-    let since = args.since.map(|d| SystemTime::now() - d.0);
-    let json = args.json;
+    let now = jiff::Zoned::now();
+    let since = args.since.map(|since| since.resolve(&now));
     // A name that is not monitored is a mistake, named like `run` names it.
     let config = args
         .service
@@ -22,23 +29,186 @@ pub(super) fn execute(paths: &Paths, args: &HistoryArgs) -> Result<ExitCode, Err
         _ => None,
     };
     let records = paths.state().history()?;
-    let shown = records.iter().filter(|r| {
-        service.is_none_or(|s| r.service == s)
-            && since.is_none_or(|since| r.started().is_some_and(|t| t >= since))
-    });
-    for record in shown {
-        if json {
+    let shown: Vec<&HistoryRecord> = records
+        .iter()
+        .filter(|r| {
+            service.is_none_or(|s| r.service == s)
+                && since.is_none_or(|since| r.started().is_some_and(|t| t >= since))
+        })
+        .collect();
+    if args.json {
+        for record in shown {
             println!("{}", serde_json::to_string(record)?);
-        } else {
-            println!(
-                "{}  {:<24} {:<10} {:>7} ms  {}",
-                record.started_at,
-                record.service,
-                record.outcome,
-                record.duration_ms,
-                record.healed_by.as_deref().unwrap_or("-")
-            );
         }
+    } else {
+        print!(
+            "{}",
+            table(
+                &shown,
+                Terminal::stdout(),
+                now.time_zone(),
+                SystemTime::now()
+            )
+        );
     }
     Ok(ExitCode::Success)
+}
+
+/// The runs as aligned columns; on a terminal, times say how long ago, outcomes are coloured
+/// and summaries are cut to the width.
+fn table(
+    records: &[&HistoryRecord],
+    terminal: Terminal,
+    zone: &jiff::tz::TimeZone,
+    now: SystemTime,
+) -> String {
+    if records.is_empty() {
+        return "-- no healing runs --\n".to_owned();
+    }
+    let time = |record: &HistoryRecord| match record.started() {
+        Some(at) if terminal.is_tty => format!("{} ({})", LocalTime(at, zone), ago(at, now)),
+        Some(at) => LocalTime(at, zone).to_string(),
+        None => record.started_at.clone(),
+    };
+    let rows: Vec<[String; 5]> = records
+        .iter()
+        .map(|record| {
+            [
+                time(record),
+                record.service.clone(),
+                record.outcome.to_string(),
+                format!("{} ms", record.duration_ms),
+                record.healed_by.clone().unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    let headers = ["TIME", "SERVICE", "OUTCOME", "DURATION", "HEALED BY"];
+    let mut widths = headers.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: [&str; 5], outcome: Option<Outcome>, summary: &str| {
+        let mut text = String::new();
+        for (index, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            let pad = width - cell.chars().count();
+            let shown = match (index, outcome) {
+                (2, Some(outcome)) => terminal.paint(cell, paint(outcome)),
+                _ => (*cell).into(),
+            };
+            // Durations read best right-aligned.
+            if index == 3 {
+                let _ = write!(text, "{}{shown}  ", " ".repeat(pad));
+            } else {
+                let _ = write!(text, "{shown}{}  ", " ".repeat(pad));
+            }
+        }
+        let used: usize = widths.iter().map(|w| w + 2).sum();
+        let summary = match terminal.width {
+            Some(columns) if columns > used + 10 => fit(summary, columns - used),
+            _ => summary.into(),
+        };
+        let _ = writeln!(out, "{text}{summary}");
+    };
+    line(headers, None, "SUMMARY");
+    for (row, record) in rows.iter().zip(records) {
+        line(
+            [&row[0], &row[1], &row[2], &row[3], &row[4]],
+            Some(record.outcome),
+            &record.summary,
+        );
+    }
+    out
+}
+
+fn paint(outcome: Outcome) -> Paint {
+    match outcome {
+        Outcome::Resolved | Outcome::Healthy => Paint::Green,
+        Outcome::Failed => Paint::Red,
+        Outcome::Suppressed => Paint::Yellow,
+        Outcome::Planned => Paint::Blue,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(service: &str, outcome: Outcome, at: &str, summary: &str) -> HistoryRecord {
+        HistoryRecord {
+            service: service.into(),
+            outcome,
+            started_at: at.into(),
+            duration_ms: 552,
+            healed_by: (outcome == Outcome::Resolved).then(|| "service_restart".into()),
+            summary: summary.into(),
+        }
+    }
+
+    fn records() -> Vec<HistoryRecord> {
+        vec![
+            record(
+                "web",
+                Outcome::Resolved,
+                "2026-11-29T10:04:05Z",
+                "web.service is failed/failed (Result=signal); the main process was killed by SIGKILL",
+            ),
+            record(
+                "story-stages",
+                Outcome::Failed,
+                "2026-11-29T11:30:00Z",
+                "story-stages.service is active, but port 5002 is not listening (active/running)",
+            ),
+        ]
+    }
+
+    fn now() -> SystemTime {
+        SystemTime::from("2026-11-29T12:04:05Z".parse::<jiff::Timestamp>().unwrap())
+    }
+
+    #[test]
+    fn a_pipe_gets_aligned_plain_columns_with_the_summary() {
+        let records = records();
+        let refs: Vec<&HistoryRecord> = records.iter().collect();
+        let text = table(&refs, Terminal::PLAIN, &jiff::tz::TimeZone::UTC, now());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "TIME              SERVICE       OUTCOME   DURATION  HEALED BY        SUMMARY"
+        );
+        assert_eq!(
+            lines[1],
+            "2026-11-29 10:04  web           resolved    552 ms  service_restart  web.service is failed/failed (Result=signal); the main process was killed by SIGKILL"
+        );
+        assert!(lines[2].starts_with("2026-11-29 11:30  story-stages  failed      552 ms  -                story-stages.service is active, but port 5002"));
+        assert!(!text.contains('\x1b'), "{text}");
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn a_terminal_gets_how_long_ago_colour_and_summaries_cut_to_its_width() {
+        let records = records();
+        let refs: Vec<&HistoryRecord> = records.iter().collect();
+        let terminal = Terminal {
+            is_tty: true,
+            color: true,
+            width: Some(100),
+        };
+        let text = table(&refs, terminal, &jiff::tz::TimeZone::UTC, now());
+        assert!(text.contains("2026-11-29 10:04 (2h ago)"), "{text}");
+        assert!(text.contains("2026-11-29 11:30 (34min ago)"), "{text}");
+        assert!(text.contains("\x1b[32mresolved\x1b[0m"), "{text}");
+        assert!(text.contains("\x1b[31mfailed\x1b[0m"), "{text}");
+        assert!(text.lines().nth(1).unwrap().ends_with('…'), "{text}");
+    }
+
+    #[test]
+    fn no_runs_say_so() {
+        assert_eq!(
+            table(&[], Terminal::PLAIN, &jiff::tz::TimeZone::UTC, now()),
+            "-- no healing runs --\n"
+        );
+    }
 }

@@ -6,7 +6,7 @@
 //! The document is read a second time, only when there is an error to place, into a tree of
 //! keys and positions that knows nothing of the schema.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
@@ -40,7 +40,9 @@ pub(crate) fn dotted(path: &[Seg]) -> String {
                 text.push('.');
                 text.push_str(key);
             }
-            Seg::Index(index) => text.push_str(&format!("[{index}]")),
+            Seg::Index(index) => {
+                let _ = write!(text, "[{index}]");
+            }
         }
     }
     text
@@ -86,14 +88,15 @@ impl Located {
     pub(crate) fn position_of_any(&self, paths: &[Vec<Seg>]) -> Option<Position> {
         paths
             .iter()
-            .find_map(|path| self.walk(path).filter(|(whole, _)| *whole))
-            .or_else(|| self.walk(paths.first()?))
+            .map(|path| self.walk(path))
+            .find(|(whole, _)| *whole)
+            .or_else(|| Some(self.walk(paths.first()?)))
             .and_then(|(_, found)| found)
     }
 
     /// Follows `path`: whether all of it exists, and the position of the deepest node
     /// reached.
-    fn walk(&self, path: &[Seg]) -> Option<(bool, Option<Position>)> {
+    fn walk(&self, path: &[Seg]) -> (bool, Option<Position>) {
         let mut node = &self.0;
         let mut found = position(node);
         for seg in path {
@@ -105,12 +108,12 @@ impl Located {
                 _ => None,
             };
             let Some(next) = next else {
-                return Some((false, found));
+                return (false, found);
             };
             node = next;
             found = position(node).or(found);
         }
-        Some((true, found))
+        (true, found)
     }
 
     /// The path of the value that starts at `at` (where the parser reports a value of the

@@ -1,0 +1,185 @@
+//! Terminal manners: colour only on a terminal and never with `NO_COLOR`, the terminal's
+//! width for columns, and a note on stderr when something the user waits for is slow.
+//! Pipes and files get plain text: no escape codes, no notes.
+
+use std::borrow::Cow;
+use std::io::IsTerminal;
+use std::os::fd::AsRawFd;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// What an output stream can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Terminal {
+    /// The stream is a terminal (a person reads it as it comes).
+    pub is_tty: bool,
+    /// Colour is allowed: a terminal, and `NO_COLOR` is unset (no-color.org).
+    pub color: bool,
+    /// Columns, when the stream is a terminal that says.
+    pub width: Option<usize>,
+}
+
+/// A colour for a word.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Paint {
+    Green,
+    Red,
+    Yellow,
+    Blue,
+}
+
+impl Terminal {
+    /// What stdout can show.
+    pub(crate) fn stdout() -> Terminal {
+        Terminal::of(&std::io::stdout())
+    }
+
+    /// What stderr can show.
+    pub(crate) fn stderr() -> Terminal {
+        Terminal::of(&std::io::stderr())
+    }
+
+    /// Plain text: a pipe or a file.
+    pub(crate) const PLAIN: Terminal = Terminal {
+        is_tty: false,
+        color: false,
+        width: None,
+    };
+
+    fn of<S: IsTerminal + AsRawFd>(stream: &S) -> Terminal {
+        if !stream.is_terminal() {
+            return Terminal::PLAIN;
+        }
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+        Terminal {
+            is_tty: true,
+            color: !no_color,
+            width: width(stream.as_raw_fd()),
+        }
+    }
+
+    /// `text` in `paint`, when colour is allowed.
+    pub(crate) fn paint<'t>(&self, text: &'t str, paint: Paint) -> Cow<'t, str> {
+        if !self.color {
+            return Cow::Borrowed(text);
+        }
+        let code = match paint {
+            Paint::Green => "32",
+            Paint::Red => "31",
+            Paint::Yellow => "33",
+            Paint::Blue => "34",
+        };
+        Cow::Owned(format!("\x1b[{code}m{text}\x1b[0m"))
+    }
+}
+
+/// The width of the terminal on `fd`, or `$COLUMNS`.
+fn width(fd: std::os::fd::RawFd) -> Option<usize> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the struct we pass; `fd` is a terminal
+    // that stays open for the call.
+    let ok = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &raw mut size) } == 0;
+    if ok && size.ws_col > 0 {
+        return Some(usize::from(size.ws_col));
+    }
+    std::env::var("COLUMNS").ok()?.parse().ok()
+}
+
+/// `text` cut to `width` characters, with `…` where it was cut.
+pub(crate) fn fit(text: &str, width: usize) -> Cow<'_, str> {
+    if text.chars().count() <= width {
+        return Cow::Borrowed(text);
+    }
+    let kept: String = text.chars().take(width.saturating_sub(1)).collect();
+    Cow::Owned(format!("{kept}…"))
+}
+
+/// Says on stderr what selfheal is waiting for, once it has waited `after`, when stderr is a
+/// terminal; says nothing when the wait ends sooner (drop it then) or nobody is watching.
+pub(crate) struct SlowNotice {
+    done: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SlowNotice {
+    /// How long a person waits in silence before being told why.
+    pub(crate) const AFTER: Duration = Duration::from_secs(1);
+
+    pub(crate) fn new(what: impl Into<String>) -> SlowNotice {
+        SlowNotice::after(SlowNotice::AFTER, what, Terminal::stderr().is_tty)
+    }
+
+    fn after(after: Duration, what: impl Into<String>, enabled: bool) -> SlowNotice {
+        if !enabled {
+            return SlowNotice {
+                done: None,
+                thread: None,
+            };
+        }
+        let what = what.into();
+        let (done, wait) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            if wait.recv_timeout(after) == Err(mpsc::RecvTimeoutError::Timeout) {
+                eprintln!("selfheal: {what}…");
+            }
+        });
+        SlowNotice {
+            done: Some(done),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SlowNotice {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the thread at once.
+        drop(self.done.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_output_has_no_escape_codes() {
+        assert_eq!(Terminal::PLAIN.paint("failed", Paint::Red), "failed");
+        let tty = Terminal {
+            is_tty: true,
+            color: true,
+            width: Some(80),
+        };
+        assert_eq!(tty.paint("failed", Paint::Red), "\x1b[31mfailed\x1b[0m");
+        let no_color = Terminal {
+            color: false,
+            ..tty
+        };
+        assert_eq!(no_color.paint("failed", Paint::Red), "failed");
+    }
+
+    #[test]
+    fn fits_text_to_a_width() {
+        assert_eq!(fit("short", 10), "short");
+        assert_eq!(fit("a longer summary", 8), "a longe…");
+        assert_eq!(fit("ééééé", 3), "éé…");
+    }
+
+    #[test]
+    fn a_wait_that_ends_soon_ends_its_notice_at_once() {
+        let started = std::time::Instant::now();
+        drop(SlowNotice::after(
+            Duration::from_secs(30),
+            "never said",
+            true,
+        ));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}
