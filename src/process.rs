@@ -158,6 +158,39 @@ pub(crate) struct CapturedRun {
     pub elapsed: Duration,
 }
 
+/// Where `program` would be run from, as `Command` finds it: a name with a `/` is a path,
+/// any other is looked up in `$PATH`. Err says why it cannot run: missing, not a regular
+/// file, or not executable.
+pub(crate) fn find_executable(program: &str) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let candidates: Vec<std::path::PathBuf> = if program.contains('/') {
+        vec![program.into()]
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .collect()
+    };
+    let mut why = if program.contains('/') {
+        "does not exist".to_owned()
+    } else {
+        "not found in $PATH".to_owned()
+    };
+    for candidate in candidates {
+        match std::fs::metadata(&candidate) {
+            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
+                return Ok(candidate);
+            }
+            Ok(meta) if meta.is_file() => {
+                why = format!("{} is not executable", candidate.display());
+            }
+            Ok(_) => why = format!("{} is not a regular file", candidate.display()),
+            Err(_) => {}
+        }
+    }
+    Err(why)
+}
+
 /// Runs `argv` (never through a shell) with stdin closed, stdout and stderr captured into one
 /// stream of at most `cap` bytes, and kills its whole process group after `timeout`.
 pub(crate) fn run_captured(

@@ -126,21 +126,26 @@ fn a_config_others_can_write_is_refused() {
 }
 
 #[test]
-fn check_accepts_the_shipped_example() {
+fn check_finds_in_the_shipped_example_only_what_this_host_lacks() {
     let example = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("config/selfheal.example.yml"),
     )
     .unwrap();
+    // The config itself is valid; what `check` refuses on a bare host is exactly the files it
+    // names that this host does not have (the unit test `the_shipped_example_is_valid` loads
+    // it as a config).
     let (output, _dir) = selfheal_with(&example, &["check"]);
-    assert_eq!(
-        exit_code(&output),
-        ExitCode::Success,
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(exit_code(&output), ExitCode::Usage, "{stderr}");
+    let problems: Vec<&str> = stderr.lines().collect();
+    assert_eq!(problems.len(), 2, "{stderr}");
+    assert_contains(
+        problems[0],
+        "monitored_services[2] (traefik): config_validation.command: /usr/local/bin/traefik: does not exist",
     );
-    assert!(
-        String::from_utf8_lossy(&output.stdout)
-            .contains("4 monitored service(s): story-stages, passgo, traefik, actual-budget")
+    assert_contains(
+        problems[1],
+        "email: SMTP password: cannot read /etc/selfheal/smtp-password",
     );
 }
 
@@ -234,5 +239,71 @@ fn history_takes_since_as_journalctl_does_and_prints_plain_aligned_columns() {
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         "-- no healing runs --\n"
+    );
+}
+
+#[test]
+fn check_catches_what_would_fail_at_run_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str, mode: u32| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path.display().to_string()
+    };
+    let not_executable = file("validate", "#!/bin/sh\n", 0o644);
+    let readable_password = file("password", "hunter2\n", 0o644);
+    let not_a_certificate = file("ca.pem", "hello\n", 0o644);
+    let service = |extra: &str| format!("monitored_services:\n  - name: web\n{extra}");
+    let email = |smtp: &str| {
+        format!("email:\n  to: [ops@example.org]\n  smtp:\n    host: 127.0.0.1\n{smtp}")
+    };
+    let table = [
+        (
+            service("    healing_strategies: [config_validation]\n    config_validation: {command: [/nonexistent/nginx, -t]}\n"),
+            "monitored_services[0] (web): config_validation.command: /nonexistent/nginx: does not exist".to_owned(),
+        ),
+        (
+            service(&format!("    healing_strategies: [config_validation]\n    config_validation: {{command: [{not_executable}]}}\n")),
+            format!("{not_executable} is not executable"),
+        ),
+        (
+            service("    healing_strategies: [config_validation]\n    config_validation: {command: [no-such-validator]}\n"),
+            "no-such-validator: not found in $PATH".to_owned(),
+        ),
+        (
+            service("    healing_strategies: [database_check]\n    database_check:\n      files: [{path: /srv/app.db, owner: no-such-user}]\n"),
+            "database_check.files: /srv/app.db: user \"no-such-user\" does not exist".to_owned(),
+        ),
+        (
+            format!("{}{}", email(&format!("    username: alerts\n    password_file: {readable_password}\n")), service("")),
+            "lets group or others read it (chmod 600".to_owned(),
+        ),
+        (
+            format!("{}{}", email("    username: alerts\n    password_file: /nonexistent/password\n"), service("")),
+            "cannot read /nonexistent/password".to_owned(),
+        ),
+        (
+            format!("{}{}", email(&format!("    ca_file: {not_a_certificate}\n")), service("")),
+            "holds no PEM certificate".to_owned(),
+        ),
+    ];
+    for (config, expected) in table {
+        let (output, _dir) = selfheal_with(&config, &["check"]);
+        assert_usage_error(&output, &[&expected]);
+    }
+
+    // Valid, but worth saying: no email section, no services.
+    let (output, _dir) = selfheal_with(VALID, &["check"]);
+    assert_eq!(exit_code(&output), ExitCode::Success);
+    assert_contains(
+        &String::from_utf8_lossy(&output.stderr),
+        "warning: there is no `email:` section",
+    );
+    let (output, _dir) = selfheal_with("", &["check"]);
+    assert_eq!(exit_code(&output), ExitCode::Success);
+    assert_contains(
+        &String::from_utf8_lossy(&output.stdout),
+        "valid, but there are no monitored services",
     );
 }

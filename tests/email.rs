@@ -310,3 +310,25 @@ fn the_file_transport_writes_the_message_into_file_dir() {
     assert!(mail.text.contains("This is a test report"), "{}", mail.text);
     assert_eq!(mail.header("To"), "ops@example.org");
 }
+
+#[test]
+fn a_self_signed_ca_certificate_on_the_relay_is_explained_in_words() {
+    let env = TestEnv::new();
+    let server =
+        SmtpServer::start_self_signed(&env.sandbox.scratch_dir().join("smtp"), USER, PASSWORD);
+    // The operator trusts the relay's own certificate, as one does with a self-signed one.
+    let yaml = config(&env, &server, free_port(), PASSWORD).replace(
+        &server.ca_file().display().to_string(),
+        &server.self_signed_certificate().display().to_string(),
+    );
+    env.config(&yaml);
+
+    let output = env.selfheal(["test-email"]);
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(exit_code(&output), ExitCode::EmailError, "{stderr}");
+    assert_contains(&stderr, "the TLS handshake with 127.0.0.1:");
+    assert_contains(&stderr, "presents a CA certificate (CA:TRUE");
+    assert_contains(&stderr, "CA:FALSE");
+    assert!(server.messages().is_empty());
+}

@@ -20,6 +20,18 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
+def make_self_signed(directory):
+    """What `openssl req -x509` makes by default with OpenSSL 3: a self-signed certificate
+    that is also a CA (basicConstraints CA:TRUE), used as the server's own certificate."""
+    key, cert = f"{directory}/self-signed.key", f"{directory}/self-signed.pem"
+    if not os.path.exists(cert):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-keyout", key, "-out", cert, "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return cert, key
+
+
 def make_certificates(directory):
     ca_key, ca_cert = f"{directory}/ca.key", f"{directory}/ca.pem"
     key, csr, cert = f"{directory}/server.key", f"{directory}/server.csr", f"{directory}/server.pem"
@@ -79,10 +91,12 @@ def main():
     parser.add_argument("--user", required=True)
     parser.add_argument("--password-file", required=True)
     parser.add_argument("--delay", type=float, default=0, help="seconds before accepting DATA")
+    parser.add_argument("--self-signed", action="store_true",
+                        help="serve a self-signed CA:TRUE certificate (written to <dir>/../self-signed.pem)")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     tls_dir = os.path.dirname(os.path.abspath(args.dir))
-    cert, key = make_certificates(tls_dir)
+    cert, key = make_self_signed(tls_dir) if args.self_signed else make_certificates(tls_dir)
     with open(args.password_file) as f:
         password = f.read().strip()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -17,6 +17,33 @@ use crate::outcome::Outcome;
 use crate::report::{Renderer, Report};
 use crate::state::StateDir;
 
+/// What `selfheal check` can find out about delivery without sending anything: the password
+/// file (owner, mode, not empty), the CA file (PEM certificates), the sendmail program. Ok
+/// holds warnings; Err what would make every mail fail.
+pub(crate) fn preflight(email: &EmailConfig) -> Result<Vec<String>, String> {
+    let mut warnings = Vec::new();
+    let mut probe = email.clone();
+    match (&email.transport, probe.smtp.as_mut()) {
+        (Transport::Smtp, Some(smtp))
+            if smtp.username.is_some() && smtp.password_file.is_none() =>
+        {
+            // The credential exists only inside the heal unit; it cannot be checked here.
+            warnings.push(format!(
+                "email.smtp.password_file is not set: the heal and flush units must pass the password as the systemd credential {} (LoadCredential=)",
+                transport::PASSWORD_CREDENTIAL
+            ));
+            smtp.username = None;
+        }
+        (Transport::Sendmail, _) => {
+            crate::process::find_executable("sendmail")
+                .map_err(|why| format!("email.transport sendmail: sendmail: {why}"))?;
+        }
+        _ => {}
+    }
+    Sender::from_config(&probe).map_err(|err| err.to_string())?;
+    Ok(warnings)
+}
+
 /// Whether a run's report is worth a mail: something happened that a person should know.
 /// A healthy service, a dry run and a run that yielded to a concurrent one send nothing.
 pub(crate) fn worth_mailing(report: &Report) -> bool {

@@ -30,6 +30,12 @@ pub enum EmailError {
     AuthRejected(String),
     #[error("SMTP delivery to {relay} failed: {message}")]
     Smtp { relay: String, message: String },
+    #[error("the TLS handshake with {relay} failed: {advice} ({cause})")]
+    Tls {
+        relay: String,
+        advice: &'static str,
+        cause: String,
+    },
     #[error("sendmail failed: {0}")]
     Sendmail(String),
     #[error("writing {path}: {message}")]
@@ -142,6 +148,17 @@ fn tls_parameters(smtp: &SmtpConfig) -> Result<TlsParameters, EmailError> {
         let pem = std::fs::read(ca_file).map_err(|err| {
             EmailError::Invalid(format!("email.smtp.ca_file {}: {err}", ca_file.display()))
         })?;
+        // An empty or wrong file would leave only the system's roots, and the mail would fail
+        // later with a vaguer error.
+        if !pem
+            .windows(CERTIFICATE_PEM.len())
+            .any(|window| window == CERTIFICATE_PEM)
+        {
+            return Err(EmailError::Invalid(format!(
+                "email.smtp.ca_file {}: holds no PEM certificate (no \"-----BEGIN CERTIFICATE-----\" line)",
+                ca_file.display()
+            )));
+        }
         let certificate = Certificate::from_pem(&pem).map_err(|err| {
             EmailError::Invalid(format!("email.smtp.ca_file {}: {err}", ca_file.display()))
         })?;
@@ -151,6 +168,9 @@ fn tls_parameters(smtp: &SmtpConfig) -> Result<TlsParameters, EmailError> {
         .build_rustls()
         .map_err(|err| EmailError::Invalid(format!("TLS setup for {}: {err}", smtp.host)))
 }
+
+/// How a certificate begins in a PEM file.
+const CERTIFICATE_PEM: &[u8] = b"-----BEGIN CERTIFICATE-----";
 
 /// The SMTP password: the systemd credential when there is one, else `password_file`.
 fn password(password_file: Option<&Path>) -> Result<String, EmailError> {
@@ -195,9 +215,88 @@ fn read_secret(path: &Path) -> Result<String, EmailError> {
     Ok(secret)
 }
 
-/// lettre's errors carry the server's reply; a 535 gets a message that says what to check.
+/// What rustls' certificate verdicts (as its messages spell them) mean, and what to do.
+const TLS_ADVICE: [(&str, &str); 14] = [
+    (
+        "CaUsedAsEndEntity",
+        "the relay presents a CA certificate (CA:TRUE, what `openssl req -x509` makes by default) as its own server certificate, and TLS clients refuse that; give the relay a server certificate with basicConstraints CA:FALSE (e.g. openssl req -x509 … -addext basicConstraints=critical,CA:FALSE, or one signed by a small CA of your own) and put its CA in email.smtp.ca_file",
+    ),
+    (
+        "UnknownIssuer",
+        "the relay's certificate is signed by a CA this host does not trust; put that CA's certificate (PEM) in email.smtp.ca_file",
+    ),
+    (
+        "certificate not valid for name",
+        "the relay's certificate does not carry the name selfheal connects to; set email.smtp.host to a name the certificate is valid for (see below), or reissue it with that name in its subjectAltName",
+    ),
+    (
+        "NotValidForName",
+        "the relay's certificate does not carry the name selfheal connects to; set email.smtp.host to a name the certificate is valid for, or reissue it with that name in its subjectAltName",
+    ),
+    (
+        "certificate expired",
+        "the relay's certificate has expired; renew it on the relay (or check this host's clock)",
+    ),
+    (
+        "Expired",
+        "the relay's certificate has expired; renew it on the relay (or check this host's clock)",
+    ),
+    (
+        "certificate not valid yet",
+        "the relay's certificate is not valid yet; check the clocks of this host and of the relay",
+    ),
+    (
+        "NotValidYet",
+        "the relay's certificate is not valid yet; check the clocks of this host and of the relay",
+    ),
+    (
+        "Revoked",
+        "the relay's certificate has been revoked; the relay needs a new one",
+    ),
+    (
+        "BadSignature",
+        "the relay's certificate does not verify against the CA it names; email.smtp.ca_file holds another CA, or the certificate is damaged",
+    ),
+    (
+        "UnsupportedSignatureAlgorithm",
+        "the relay's certificate is signed with an algorithm that is no longer accepted (e.g. SHA-1); reissue it with SHA-256",
+    ),
+    (
+        "does not allow extended key usage",
+        "the relay's certificate is not for TLS servers (extendedKeyUsage lacks serverAuth); reissue it with extendedKeyUsage=serverAuth",
+    ),
+    (
+        "InvalidPurpose",
+        "the relay's certificate is not for TLS servers (extendedKeyUsage lacks serverAuth); reissue it with extendedKeyUsage=serverAuth",
+    ),
+    (
+        "BadEncoding",
+        "the relay sent a certificate that cannot be parsed; check the certificate file the relay is configured with",
+    ),
+];
+
+/// The sentence for a TLS certificate problem in `message`, when it is one.
+fn tls_advice(message: &str) -> Option<&'static str> {
+    if !message.contains("certificate") {
+        return None;
+    }
+    TLS_ADVICE
+        .iter()
+        .find(|(token, _)| message.contains(token))
+        .map(|(_, advice)| *advice)
+}
+
+/// lettre's errors carry the server's reply; a 535 gets a message that says what to check,
+/// a certificate that TLS refuses gets one that says what is wrong with it.
 fn smtp_error(relay: &str, err: &lettre::transport::smtp::Error) -> EmailError {
     let message = err.to_string();
+    if let Some(advice) = tls_advice(&message) {
+        return EmailError::Tls {
+            relay: relay.to_owned(),
+            advice,
+            cause: message,
+        };
+    }
     match err.status() {
         Some(code) if code.to_string() == "535" || code.to_string() == "534" => {
             EmailError::AuthRejected(message)
@@ -206,5 +305,37 @@ fn smtp_error(relay: &str, err: &lettre::transport::smtp::Error) -> EmailError {
             relay: relay.to_owned(),
             message,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_verdicts_get_sentences() {
+        let table = [
+            (
+                "Connection error: invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+                "CA:FALSE",
+            ),
+            (
+                "invalid peer certificate: UnknownIssuer",
+                "email.smtp.ca_file",
+            ),
+            (
+                "invalid peer certificate: certificate not valid for name \"mail\"; certificate is only valid for localhost",
+                "email.smtp.host",
+            ),
+            (
+                "invalid peer certificate: certificate expired: verification time 1 (UNIX), (5 seconds ago)",
+                "renew",
+            ),
+        ];
+        for (message, expected) in table {
+            let advice = tls_advice(message).unwrap_or_else(|| panic!("no advice for {message}"));
+            assert!(advice.contains(expected), "{message}: {advice}");
+        }
+        assert_eq!(tls_advice("Connection refused (os error 111)"), None);
     }
 }

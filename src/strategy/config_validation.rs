@@ -54,6 +54,20 @@ impl Strategy for ConfigValidation {
         Ok(())
     }
 
+    fn preflight(&self, service: &ServiceConfig) -> Vec<String> {
+        let Some(program) = service
+            .config_validation
+            .as_ref()
+            .and_then(|settings| settings.command.first())
+        else {
+            return Vec::new();
+        };
+        match process::find_executable(program) {
+            Ok(_) => Vec::new(),
+            Err(why) => vec![format!("config_validation.command: {program}: {why}")],
+        }
+    }
+
     fn attempt(&self, context: &Context<'_>) -> Attempt {
         let Some(settings) = context.service.config_validation.as_ref() else {
             return Attempt::new(

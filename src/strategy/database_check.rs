@@ -201,6 +201,23 @@ impl Strategy for DatabaseCheck {
             .try_for_each(|path| require_absolute(path))
     }
 
+    fn preflight(&self, service: &ServiceConfig) -> Vec<String> {
+        let Some(settings) = &service.database_check else {
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        for file in &settings.files {
+            let at = |why: String| format!("database_check.files: {}: {why}", file.path.display());
+            if let Some(Err(why)) = file.owner.as_deref().map(user_id) {
+                problems.push(at(why));
+            }
+            if let Some(Err(why)) = file.group.as_deref().map(group_id) {
+                problems.push(at(why));
+            }
+        }
+        problems
+    }
+
     fn attempt(&self, context: &Context<'_>) -> Attempt {
         let Some(settings) = context.service.database_check.as_ref() else {
             return Attempt::new(

@@ -129,6 +129,13 @@ pub(crate) trait Strategy: Sync {
         Ok(())
     }
 
+    /// What would make this strategy fail on this host at run time although the config is
+    /// valid (a validator that is not installed, an owner that does not exist): what
+    /// `selfheal check` reports, like `nginx -t`. Each problem names its key.
+    fn preflight(&self, _service: &ServiceConfig) -> Vec<String> {
+        Vec::new()
+    }
+
     /// How long this strategy may take for `service` besides the restart and verification
     /// (a validator's timeout, a holder's grace): for the heal unit's `TimeoutStartSec=`.
     fn extra_time(&self, _service: &ServiceConfig) -> Duration {
@@ -204,6 +211,15 @@ pub(crate) fn validate(service: &ServiceConfig) -> Result<(), (StrategyName, Str
             .validate(service, service.healing_strategies.contains(name))
             .map_err(|message| (*name, message))
     })
+}
+
+/// What would fail at run time for `service`'s listed strategies on this host.
+pub(crate) fn preflight(service: &ServiceConfig) -> Vec<String> {
+    service
+        .healing_strategies
+        .iter()
+        .flat_map(|name| registry(*name).preflight(service))
+        .collect()
 }
 
 /// What the chain achieved.

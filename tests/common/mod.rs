@@ -319,6 +319,8 @@ pub(crate) struct SmtpServer {
     password: String,
     /// How long it takes to accept a message.
     delay: Duration,
+    /// Serves a self-signed CA:TRUE certificate instead of one signed by its CA.
+    self_signed: bool,
 }
 
 impl SmtpServer {
@@ -343,9 +345,32 @@ impl SmtpServer {
             user: user.to_owned(),
             password: password.to_owned(),
             delay,
+            self_signed: false,
         };
         server.resume();
         server
+    }
+
+    /// A relay whose certificate is self-signed and also a CA (what `openssl req -x509`
+    /// makes by default); `self_signed_certificate()` is that certificate.
+    pub(crate) fn start_self_signed(root: &Path, user: &str, password: &str) -> SmtpServer {
+        std::fs::create_dir_all(root).unwrap();
+        let mut server = SmtpServer {
+            child: None,
+            port: free_port(),
+            root: root.to_owned(),
+            user: user.to_owned(),
+            password: password.to_owned(),
+            delay: Duration::ZERO,
+            self_signed: true,
+        };
+        server.resume();
+        server
+    }
+
+    /// The self-signed certificate of `start_self_signed`.
+    pub(crate) fn self_signed_certificate(&self) -> PathBuf {
+        self.root.join("self-signed.pem")
     }
 
     /// Starts it again (same port, same CA) after `stop`.
@@ -362,6 +387,7 @@ impl SmtpServer {
             .arg(self.messages_dir())
             .arg("--password-file")
             .arg(&password_file)
+            .args(self.self_signed.then_some("--self-signed"))
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("starting tests/smtp_server.py (apt install python3-aiosmtpd)");
