@@ -81,6 +81,7 @@ pub(crate) fn run<U: UnitControl>(
         }
     };
 
+    tracing::debug!("service lock taken");
     // When the journal's evidence can change what runs first, start reading it right away (with
     // the OnFailure= facts we know the invocation): journalctl runs while we talk to systemd.
     // Otherwise it is read after acting, so it does not compete with the restart for the CPU.

@@ -114,7 +114,10 @@ pub(crate) fn verify(
             return failed(format!("{} went {}", snapshot.unit, snapshot.state()));
         }
         match check_now(&snapshot, target, true) {
-            Ok(passed) => break (snapshot, passed),
+            Ok(passed) => {
+                tracing::debug!("healthy: {passed}");
+                break (snapshot, passed);
+            }
             Err(missing) if Instant::now() >= deadline => {
                 return failed(format!(
                     "not healthy within {:?}: {missing}",

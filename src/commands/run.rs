@@ -10,23 +10,38 @@ use crate::run::{self, RunOptions};
 use super::{Paths, find_service};
 
 pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        // CLOCK_MONOTONIC is shared with systemd and journald: a timeline of one restore
+        // (the restore benchmark prints one) starts from here.
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC);
+        if let Ok(now) = now {
+            tracing::debug!(
+                "run started at CLOCK_MONOTONIC {} µs",
+                now.tv_sec() * 1_000_000 + now.tv_nsec() / 1_000
+            );
+        }
+    }
     let config = paths.load_config()?;
+    tracing::debug!("config loaded");
     let state = paths.state();
     let service = find_service(&config, &args.service)?;
-    let renderer = Renderer::new(config.templates_dir.as_deref());
     let mut options = RunOptions {
         dry_run: args.dry_run,
         ignore_monitor_facts: false,
     };
+    // Templates are compiled after healing: the service must not wait for its report.
+    let mut renderer = None;
     loop {
         let report = run::run(&config, &state, service, options, &run::Host::real())?;
+        let renderer =
+            renderer.get_or_insert_with(|| Renderer::new(config.templates_dir.as_deref()));
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             print!("{}", renderer.text(&report)?);
         }
         if !args.dry_run && !args.no_email && crate::email::worth_mailing(&report) {
-            mail(&config, &state, &renderer, &report);
+            mail(&config, &state, renderer, &report);
         }
         // systemd merged this failure's OnFailure= start into this run: nobody else heals it.
         if !args.json && run::failed_again_while_finishing(&report, service)? {

@@ -22,7 +22,6 @@ pub(crate) struct PostStatus {
     pub memory_bytes: Option<u64>,
     /// RFC 3339, when it last became active.
     pub active_since: Option<String>,
-    pub unit_file_state: String,
 }
 
 impl From<&UnitSnapshot> for PostStatus {
@@ -38,7 +37,6 @@ impl From<&UnitSnapshot> for PostStatus {
             main_pid: snapshot.main_pid,
             memory_bytes: snapshot.memory_current,
             active_since: since,
-            unit_file_state: snapshot.unit_file_state.clone(),
         }
     }
 }
@@ -284,7 +282,6 @@ pub(crate) mod fixture {
                 main_pid: if healed { 845 } else { 0 },
                 memory_bytes: healed.then_some(44_040_192),
                 active_since: Some("2025-11-18T02:45:23Z".into()),
-                unit_file_state: "enabled".into(),
             }),
             dry_run: false,
         };

@@ -351,7 +351,9 @@ pub(crate) fn restart_and_verify(context: &Context<'_>) -> Attempt {
         }
     }
     tracing::debug!("restarting {unit}");
-    match context.units.restart(unit, context.target.timeout) {
+    let restart = context.units.restart(unit, context.target.timeout);
+    tracing::debug!("restart job of {unit} done");
+    match restart {
         Ok(job) if job.is_done() => detail.push(format!(
             "restart job done after {} ms",
             started.elapsed().as_millis()

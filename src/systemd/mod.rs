@@ -11,12 +11,13 @@ mod proxy;
 mod snapshot;
 
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_lite::StreamExt;
 use zbus::Connection;
-use zbus::zvariant::{DeserializeDict, OwnedObjectPath, Type};
+use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 
 use proxy::{ManagerProxy, UnitProxy};
 pub(crate) use snapshot::{ActiveState, UnitSnapshot};
@@ -98,6 +99,10 @@ pub(crate) struct Systemd {
     manager: ManagerProxy<'static>,
     /// systemd refuses a second `Subscribe` from the same connection.
     subscribed: AtomicBool,
+    /// JobRemoved signals, subscribed to while the first snapshot is read (a run that reads
+    /// a snapshot usually restarts next: the subscription then costs no round trip of its
+    /// own), until a job wait takes them.
+    removals: Mutex<Option<proxy::JobRemovedStream>>,
 }
 
 fn call_error(call: &'static str) -> impl FnOnce(zbus::Error) -> SystemdError {
@@ -127,6 +132,7 @@ impl Systemd {
                 connection,
                 manager,
                 subscribed: AtomicBool::new(false),
+                removals: Mutex::new(None),
             })
         })
     }
@@ -147,9 +153,13 @@ impl Systemd {
         }
     }
 
-    /// Subscribes and opens the JobRemoved stream. Open it before asking for a job, so the
-    /// removal of a fast job cannot slip past.
+    /// Subscribes and opens the JobRemoved stream (or takes the one opened with the first
+    /// snapshot). Open it before asking for a job, so the removal of a fast job cannot slip
+    /// past.
     async fn job_removals(&self) -> Result<proxy::JobRemovedStream, SystemdError> {
+        if let Some(stream) = self.removals.lock().ok().and_then(|mut slot| slot.take()) {
+            return Ok(stream);
+        }
         self.subscribe().await?;
         self.manager
             .receive_job_removed()
@@ -167,41 +177,46 @@ impl Systemd {
             .map_err(call_error("Unit proxy"))
     }
 
-    /// Two concurrent `GetAll` calls (Unit and Service interfaces) on the unit's object path:
-    /// one round trip instead of one per property.
+    /// Every property with one `Get`, all sent before any reply is awaited: one round trip,
+    /// and systemd computes only what is asked. (A `GetAll` of the Unit interface also makes
+    /// it look up the unit file and the presets for UnitFileState and UnitFilePreset, ~1 ms of
+    /// its time before every restart; one of the Service interface serializes some 200
+    /// properties.)
     async fn read_snapshot(&self, unit: &str) -> Result<UnitSnapshot, SystemdError> {
         let path = unit_object_path(unit);
-        let get_all = |interface: &'static str| {
-            let path = path.clone();
+        let get = |(interface, property): (&'static str, &'static str)| {
+            let path = path.as_str();
             async move {
                 let reply = self
                     .connection
                     .call_method(
                         Some("org.freedesktop.systemd1"),
-                        path.as_str(),
+                        path,
                         Some("org.freedesktop.DBus.Properties"),
-                        "GetAll",
-                        &(interface,),
+                        "Get",
+                        &(interface, property),
                     )
                     .await?;
-                Ok::<_, zbus::Error>(reply)
+                reply.body().deserialize::<OwnedValue>()
             }
         };
-        let (unit_reply, service_reply) = futures_lite::future::zip(
-            get_all("org.freedesktop.systemd1.Unit"),
-            get_all("org.freedesktop.systemd1.Service"),
-        )
-        .await;
-        let props: UnitProperties = unit_reply
-            .and_then(|reply| reply.body().deserialize())
-            .map_err(call_error("GetAll Unit"))?;
+        let unit_gets = UNIT_PROPERTIES.map(|name| ("org.freedesktop.systemd1.Unit", name));
+        let service_gets =
+            SERVICE_PROPERTIES.map(|name| ("org.freedesktop.systemd1.Service", name));
+        let mut values = join_all(unit_gets.into_iter().chain(service_gets).map(get).collect())
+            .await
+            .into_iter();
+        let mut next = || {
+            values
+                .next()
+                .unwrap_or_else(|| Err(zbus::Error::Failure("missing reply".into())))
+        };
+        let props = unit_properties(&mut next).map_err(call_error("Get Unit property"))?;
         let load_state = props.load_state.unwrap_or_default();
         if load_state == "not-found" || load_state.is_empty() {
             return Err(SystemdError::UnitNotFound(unit.to_owned(), load_state));
         }
-        let service: ServiceProperties = service_reply
-            .and_then(|reply| reply.body().deserialize())
-            .map_err(call_error("GetAll Service"))?;
+        let service = service_properties(&mut next).map_err(call_error("Get Service property"))?;
         let job_id = props.job.map_or(0, |(id, _)| id);
         let memory = service.memory_current.unwrap_or(u64::MAX);
         Ok(UnitSnapshot {
@@ -227,52 +242,120 @@ impl Systemd {
                 .map(|(_, argv, ..)| argv)
                 .collect(),
             environment_files: service.environment_files.unwrap_or_default(),
-            unit_file_state: props.unit_file_state.unwrap_or_default(),
         })
     }
 }
 
-/// The Unit interface properties selfheal reads (unknown keys of the reply are ignored).
-#[derive(Debug, Default, DeserializeDict, Type)]
-#[zvariant(
-    signature = "a{sv}",
-    rename_all = "PascalCase",
-    crate = "zbus::zvariant"
-)]
+/// The Unit interface properties selfheal reads, in the order `unit_properties` takes them.
+const UNIT_PROPERTIES: [&str; 7] = [
+    "Id",
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "InvocationID",
+    "Job",
+    "ActiveEnterTimestamp",
+];
+
+/// The Unit interface properties selfheal reads.
+#[derive(Debug, Default)]
 struct UnitProperties {
     id: Option<String>,
     load_state: Option<String>,
     active_state: Option<String>,
     sub_state: Option<String>,
-    #[zvariant(rename = "InvocationID")]
     invocation_id: Option<Vec<u8>>,
     job: Option<(u32, OwnedObjectPath)>,
     active_enter_timestamp: Option<u64>,
-    unit_file_state: Option<String>,
+}
+
+/// A property's value, or the first error of its `Get`.
+type Next<'a> = dyn FnMut() -> zbus::Result<OwnedValue> + 'a;
+
+/// `UNIT_PROPERTIES` from the replies, in that order.
+fn unit_properties(next: &mut Next<'_>) -> zbus::Result<UnitProperties> {
+    Ok(UnitProperties {
+        id: Some(String::try_from(next()?)?),
+        load_state: Some(String::try_from(next()?)?),
+        active_state: Some(String::try_from(next()?)?),
+        sub_state: Some(String::try_from(next()?)?),
+        invocation_id: Some(<Vec<u8>>::try_from(next()?)?),
+        job: Some(<(u32, OwnedObjectPath)>::try_from(next()?)?),
+        active_enter_timestamp: Some(u64::try_from(next()?)?),
+    })
 }
 
 /// `ExecStart=` entries: path, argv, ignore-failure, then timestamps, pid and status.
 type ExecCommand = (String, Vec<String>, bool, u64, u64, u64, u64, u32, i32, i32);
 
+/// The Service interface properties selfheal reads, in the order `service_properties` takes
+/// them.
+const SERVICE_PROPERTIES: [&str; 9] = [
+    "Result",
+    "ExecMainCode",
+    "ExecMainStatus",
+    "MainPID",
+    "NRestarts",
+    "MemoryCurrent",
+    "ControlGroup",
+    "EnvironmentFiles",
+    "ExecStart",
+];
+
 /// The Service interface properties selfheal reads.
-#[derive(Debug, Default, DeserializeDict, Type)]
-#[zvariant(
-    signature = "a{sv}",
-    rename_all = "PascalCase",
-    crate = "zbus::zvariant"
-)]
+#[derive(Debug, Default)]
 struct ServiceProperties {
     result: Option<String>,
     exec_main_code: Option<i32>,
     exec_main_status: Option<i32>,
-    #[zvariant(rename = "MainPID")]
     main_pid: Option<u32>,
-    #[zvariant(rename = "NRestarts")]
     n_restarts: Option<u32>,
     memory_current: Option<u64>,
     control_group: Option<String>,
     environment_files: Option<Vec<(String, bool)>>,
     exec_start: Option<Vec<ExecCommand>>,
+}
+
+/// `SERVICE_PROPERTIES` from the replies, in that order.
+fn service_properties(next: &mut Next<'_>) -> zbus::Result<ServiceProperties> {
+    Ok(ServiceProperties {
+        result: Some(String::try_from(next()?)?),
+        exec_main_code: Some(i32::try_from(next()?)?),
+        exec_main_status: Some(i32::try_from(next()?)?),
+        main_pid: Some(u32::try_from(next()?)?),
+        n_restarts: Some(u32::try_from(next()?)?),
+        memory_current: Some(u64::try_from(next()?)?),
+        control_group: Some(String::try_from(next()?)?),
+        environment_files: Some(<Vec<(String, bool)>>::try_from(next()?)?),
+        exec_start: Some(<Vec<ExecCommand>>::try_from(next()?)?),
+    })
+}
+
+/// Polls every future until all are done: each call is sent before any reply is awaited.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    futures_lite::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|output| output.expect("every future is done"))
+        .collect()
 }
 
 /// systemd's object path for a unit (sd_bus_path_encode): every byte that is not an ASCII
@@ -294,7 +377,19 @@ pub(crate) fn unit_object_path(unit: &str) -> String {
 
 impl UnitControl for Systemd {
     fn snapshot(&self, unit: &str) -> Result<UnitSnapshot, SystemdError> {
-        zbus::block_on(self.read_snapshot(unit))
+        if self.subscribed.load(Ordering::SeqCst) {
+            return zbus::block_on(self.read_snapshot(unit));
+        }
+        let (snapshot, removals) = zbus::block_on(futures_lite::future::zip(
+            self.read_snapshot(unit),
+            self.job_removals(),
+        ));
+        match (removals, self.removals.lock()) {
+            (Ok(stream), Ok(mut slot)) => *slot = Some(stream),
+            // The restart will subscribe again, and report the error if it persists.
+            _ => self.subscribed.store(false, Ordering::SeqCst),
+        }
+        snapshot
     }
 
     fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {

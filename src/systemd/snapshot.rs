@@ -92,8 +92,6 @@ pub(crate) struct UnitSnapshot {
     pub exec_start: Vec<Vec<String>>,
     /// `EnvironmentFile=` entries: path and whether a missing file is tolerated (`-` prefix).
     pub environment_files: Vec<(String, bool)>,
-    /// `enabled`, `disabled`, `static`, …
-    pub unit_file_state: String,
 }
 
 impl UnitSnapshot {
