@@ -33,6 +33,14 @@ pub fn listening_inodes(port: u16) -> HashSet<u64> {
 
 /// The sockets listening on `port`: inode → the uid that created the socket.
 fn listening_sockets(port: u16) -> HashMap<u64, u32> {
+    all_listening_sockets(Some(port))
+        .into_iter()
+        .map(|(inode, (_, uid))| (inode, uid))
+        .collect()
+}
+
+/// The sockets listening on `port`, or on any port: inode → (port, uid that created it).
+fn all_listening_sockets(port: Option<u16>) -> HashMap<u64, (u16, u32)> {
     match sock_diag::listening(port) {
         Ok(sockets) => sockets,
         Err(err) => {
@@ -43,6 +51,65 @@ fn listening_sockets(port: u16) -> HashMap<u64, u32> {
                 .flat_map(|table| listening_sockets_in(&table, port))
                 .collect()
         }
+    }
+}
+
+/// Every listening TCP port of the host and the cgroups of the processes that hold its
+/// sockets, from one sock_diag dump and one walk of `/proc/*/fd`: what the dashboard needs
+/// for any number of services.
+#[derive(Debug, Default)]
+pub(crate) struct Listeners {
+    /// port → cgroups of the processes that hold a socket listening on it (possibly none
+    /// known, when the holder could not be read).
+    by_port: HashMap<u16, Vec<String>>,
+}
+
+impl Listeners {
+    /// Reads them now.
+    pub(crate) fn read() -> Listeners {
+        let sockets = all_listening_sockets(None);
+        let mut by_port: HashMap<u16, Vec<String>> = HashMap::new();
+        for (port, _) in sockets.values() {
+            by_port.entry(*port).or_default();
+        }
+        if let Ok(processes) = procfs::process::all_processes() {
+            for process in processes.flatten() {
+                let Ok(fds) = process.fd() else { continue };
+                let mut ports: Vec<u16> = fds
+                    .flatten()
+                    .filter_map(|fd| match fd.target {
+                        FDTarget::Socket(inode) => sockets.get(&inode).map(|(port, _)| *port),
+                        _ => None,
+                    })
+                    .collect();
+                ports.dedup();
+                if ports.is_empty() {
+                    continue;
+                }
+                let cgroup = u32::try_from(process.pid)
+                    .ok()
+                    .and_then(cgroup_of)
+                    .unwrap_or_default();
+                for port in ports {
+                    by_port.entry(port).or_default().push(cgroup.clone());
+                }
+            }
+        }
+        Listeners { by_port }
+    }
+
+    /// Whether anything listens on `port`.
+    pub(crate) fn is_listening(&self, port: u16) -> bool {
+        self.by_port.contains_key(&port)
+    }
+
+    /// Whether a process in `unit_cgroup` (or below it) listens on `port`.
+    pub(crate) fn held_by(&self, port: u16, unit_cgroup: &str) -> bool {
+        !unit_cgroup.is_empty()
+            && self
+                .by_port
+                .get(&port)
+                .is_some_and(|cgroups| cgroups.iter().any(|c| is_within(c, unit_cgroup)))
     }
 }
 
@@ -68,7 +135,8 @@ mod sock_diag {
     const UID_OFFSET: usize = 4 + 48 + 12;
     const INODE_OFFSET: usize = 4 + 48 + 16;
 
-    pub(super) fn listening(port: u16) -> io::Result<HashMap<u64, u32>> {
+    /// Listening TCP sockets (IPv4 and IPv6), on `port` or on any: inode → (port, uid).
+    pub(super) fn listening(port: Option<u16>) -> io::Result<HashMap<u64, (u16, u32)>> {
         // SAFETY: plain socket(2); the fd is owned right away.
         let raw = unsafe {
             libc::socket(
@@ -120,7 +188,11 @@ mod sock_diag {
         }
     }
 
-    fn read_dump(socket: &OwnedFd, port: u16, sockets: &mut HashMap<u64, u32>) -> io::Result<()> {
+    fn read_dump(
+        socket: &OwnedFd,
+        port: Option<u16>,
+        sockets: &mut HashMap<u64, (u16, u32)>,
+    ) -> io::Result<()> {
         let mut buffer = vec![0u8; 32 * 1024];
         loop {
             // SAFETY: the buffer is valid for its length.
@@ -163,8 +235,8 @@ mod sock_diag {
                                     .try_into()
                                     .expect("4 bytes"),
                             );
-                            if sport == port {
-                                sockets.insert(u64::from(inode), uid);
+                            if port.is_none_or(|port| port == sport) {
+                                sockets.insert(u64::from(inode), (sport, uid));
                             }
                         }
                     }
@@ -181,18 +253,21 @@ mod sock_diag {
 const TCP_LISTEN: &str = "0A";
 
 /// Lines look like `0: 0100007F:1F90 00000000:0000 0A … uid timeout inode …`.
-fn listening_sockets_in(table: &str, port: u16) -> Vec<(u64, u32)> {
+fn listening_sockets_in(table: &str, port: Option<u16>) -> Vec<(u64, (u16, u32))> {
     table
         .lines()
         .skip(1)
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let local_port = fields.get(1)?.rsplit_once(':')?.1;
+            let local_port = u16::from_str_radix(fields.get(1)?.rsplit_once(':')?.1, 16).ok()?;
             let listening = *fields.get(3)? == TCP_LISTEN;
-            if !listening || u16::from_str_radix(local_port, 16).ok()? != port {
+            if !listening || port.is_some_and(|port| port != local_port) {
                 return None;
             }
-            Some((fields.get(9)?.parse().ok()?, fields.get(7)?.parse().ok()?))
+            Some((
+                fields.get(9)?.parse().ok()?,
+                (local_port, fields.get(7)?.parse().ok()?),
+            ))
         })
         .collect()
 }
@@ -307,9 +382,10 @@ mod tests {
    1: 0100007F:1F90 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0000000000000000 20 4 30 10 -1
    2: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4444 1 0000000000000000 100 0 0 10 0
 ";
-        assert_eq!(listening_sockets_in(table, 8080), [(4242, 0)]);
-        assert_eq!(listening_sockets_in(table, 80), [(4444, 0)]);
-        assert!(listening_sockets_in(table, 443).is_empty());
+        assert_eq!(listening_sockets_in(table, Some(8080)), [(4242, (8080, 0))]);
+        assert_eq!(listening_sockets_in(table, Some(80)), [(4444, (80, 0))]);
+        assert!(listening_sockets_in(table, Some(443)).is_empty());
+        assert_eq!(listening_sockets_in(table, None).len(), 2);
     }
 
     #[test]
@@ -317,11 +393,11 @@ mod tests {
         let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let v6 = std::net::TcpListener::bind(("::1", v4.local_addr().unwrap().port())).ok();
         let port = v4.local_addr().unwrap().port();
-        let from_netlink = sock_diag::listening(port).unwrap();
-        let from_proc: HashMap<u64, u32> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        let from_netlink = sock_diag::listening(Some(port)).unwrap();
+        let from_proc: HashMap<u64, (u16, u32)> = ["/proc/net/tcp", "/proc/net/tcp6"]
             .iter()
             .filter_map(|path| std::fs::read_to_string(path).ok())
-            .flat_map(|table| listening_sockets_in(&table, port))
+            .flat_map(|table| listening_sockets_in(&table, Some(port)))
             .collect();
         assert_eq!(from_netlink.len(), 1 + usize::from(v6.is_some()));
         assert_eq!(from_netlink, from_proc);
@@ -338,7 +414,13 @@ mod tests {
         let me = nix::unistd::geteuid().as_raw();
         assert_eq!(holders[0].uid, Some(me));
         assert_eq!(holders[0].socket_uid, Some(me));
+        let all = Listeners::read();
+        assert!(all.is_listening(port));
+        let mine = cgroup_of(std::process::id()).unwrap();
+        assert!(all.held_by(port, &mine), "{all:?}");
+        assert!(!all.held_by(port, "/system.slice/other.service"));
         drop(listener);
         assert!(!is_listening(port));
+        assert!(!Listeners::read().is_listening(port));
     }
 }
