@@ -46,12 +46,9 @@ pub struct Cli {
 pub enum Command {
     /// Heal one service (what its OnFailure= unit runs)
     Run(RunArgs),
-    /// Show the dashboard: every monitored service and recent healing
-    Status {
-        /// Print JSON instead of the dashboard
-        #[arg(long)]
-        json: bool,
-    },
+    /// Show the dashboard: the host, every monitored service, recent healing; exit 1 when a
+    /// shown service is not active and healthy
+    Status(StatusArgs),
     /// Validate the config; exit 0 when valid, 2 when not
     Check,
     /// Write the heal units and OnFailure= drop-ins, then reload systemd
@@ -103,6 +100,16 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_email: bool,
     /// Print the result as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only these monitored services (their `name`, with or without .service)
+    pub services: Vec<String>,
+    /// Print one JSON object instead of the dashboard
     #[arg(long)]
     pub json: bool,
 }

@@ -328,3 +328,31 @@ fn a_fifo_as_env_file_is_escalated_without_blocking() {
         "{report:?}"
     );
 }
+
+#[test]
+fn status_with_systemd_frozen_says_unknown_within_its_timeout() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.config(&service(port, "")).web_unit("web", port, "web");
+    let systemd = nix::unistd::Pid::from_raw(i32::try_from(env.sandbox.pid()).unwrap());
+    nix::sys::signal::kill(systemd, nix::sys::signal::Signal::SIGSTOP).unwrap();
+
+    let started = std::time::Instant::now();
+    let output = output_within(
+        env.selfheal_command(["status", "--json"]),
+        Duration::from_secs(30),
+    );
+    let took = started.elapsed();
+    nix::sys::signal::kill(systemd, nix::sys::signal::Signal::SIGCONT).unwrap();
+
+    assert_eq!(exit_code(&output), ExitCode::Failure, "{}", stderr(&output));
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let web = &status["services"][0];
+    assert_eq!(web["active_state"], "unknown", "{web}");
+    assert_eq!(
+        web["unknown_reason"], "systemd did not answer in 2s",
+        "{web}"
+    );
+    assert_eq!(status["summary"]["unknown"], 1);
+}

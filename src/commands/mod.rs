@@ -44,7 +44,7 @@ pub(crate) fn execute(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Run(args) => run::execute(&paths, &args),
         Command::Check => check::execute(&paths),
-        Command::Status { json } => status(&paths, json),
+        Command::Status(args) => status(&paths, &args),
         Command::History(args) => history::execute(&paths, &args),
         Command::Install(args) => install::install(&paths, &args),
         Command::Uninstall(args) => install::uninstall(&paths, &args),
@@ -58,8 +58,14 @@ pub(crate) fn execute(cli: Cli) -> Result<ExitCode, Error> {
     }
 }
 
-fn status(paths: &Paths, json: bool) -> Result<ExitCode, Error> {
-    crate::status::show(&paths.load_config()?, &paths.state(), json)
+fn status(paths: &Paths, args: &crate::cli::StatusArgs) -> Result<ExitCode, Error> {
+    let config = paths.load_config()?;
+    let only = args
+        .services
+        .iter()
+        .map(|name| find_service(&config, name))
+        .collect::<Result<Vec<_>, _>>()?;
+    crate::status::show(&config, &paths.state(), &only, args.json)
 }
 
 fn print_man() -> Result<ExitCode, Error> {

@@ -137,12 +137,17 @@ impl Outbox {
     }
 
     /// How many messages wait in `state`'s outbox, without creating it.
-    pub(crate) fn count(state: &StateDir) -> usize {
-        std::fs::read_dir(state.root().join("outbox")).map_or(0, |dir| {
-            dir.flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
-                .count()
-        })
+    /// How many reports wait, and when the oldest was queued (its file's time).
+    pub(crate) fn backlog(state: &StateDir) -> (usize, Option<std::time::SystemTime>) {
+        let Ok(dir) = std::fs::read_dir(state.root().join("outbox")) else {
+            return (0, None);
+        };
+        let queued: Vec<std::time::SystemTime> = dir
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
+            .collect();
+        (queued.len(), queued.iter().min().copied())
     }
 
     /// Queued messages, oldest first, and those whose envelope cannot be read (one torn

@@ -61,6 +61,28 @@ pub(crate) struct SmtpConfig {
     pub allow_plaintext_auth: bool,
 }
 
+impl Transport {
+    /// The config spelling.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Transport::Smtp => "smtp",
+            Transport::Sendmail => "sendmail",
+            Transport::File => "file",
+        }
+    }
+}
+
+impl SmtpConfig {
+    /// The relay's port: `port`, else the one `security` implies (587, 465, 25).
+    pub(crate) fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.security {
+            SmtpSecurity::Starttls => 587,
+            SmtpSecurity::Tls => 465,
+            SmtpSecurity::None => 25,
+        })
+    }
+}
+
 /// SMTP transport security.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -115,11 +115,7 @@ impl Sender {
 }
 
 fn smtp_sender(smtp: &SmtpConfig) -> Result<Sender, EmailError> {
-    let port = smtp.port.unwrap_or(match smtp.security {
-        SmtpSecurity::Starttls => 587,
-        SmtpSecurity::Tls => 465,
-        SmtpSecurity::None => 25,
-    });
+    let port = smtp.port();
     let tls = match smtp.security {
         SmtpSecurity::None => Tls::None,
         SmtpSecurity::Starttls => Tls::Required(tls_parameters(smtp)?),

@@ -375,6 +375,78 @@ pub(crate) fn unit_object_path(unit: &str) -> String {
     path
 }
 
+/// One unit as the dashboard sees it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct UnitOverview {
+    /// `loaded`, `not-found`, `masked`, …
+    pub load_state: String,
+    pub active_state: ActiveState,
+    pub sub_state: String,
+    /// The units its `OnFailure=` starts.
+    pub on_failure: Vec<String>,
+    /// Its cgroup (empty when it runs nothing).
+    pub control_group: String,
+}
+
+impl Systemd {
+    /// Every unit in `units`, in that order: one `ListUnitsByNames` and, in the same round
+    /// trip, each unit's `OnFailure=` and `ControlGroup`, at most `timeout` in all. A unit
+    /// systemd does not know has `load_state` `not-found`.
+    pub(crate) fn overview(
+        &self,
+        units: &[&str],
+        timeout: Duration,
+    ) -> Result<Vec<UnitOverview>, SystemdError> {
+        let get = |path: String, interface: &'static str, property: &'static str| async move {
+            let reply = self
+                .connection
+                .call_method(
+                    Some("org.freedesktop.systemd1"),
+                    path.as_str(),
+                    Some("org.freedesktop.DBus.Properties"),
+                    "Get",
+                    &(interface, property),
+                )
+                .await?;
+            reply.body().deserialize::<OwnedValue>()
+        };
+        let gets = units.iter().flat_map(|unit| {
+            let path = unit_object_path(unit);
+            [
+                get(path.clone(), "org.freedesktop.systemd1.Unit", "OnFailure"),
+                get(path, "org.freedesktop.systemd1.Service", "ControlGroup"),
+            ]
+        });
+        let gets: Vec<_> = gets.collect();
+        let (listed, values) = zbus::block_on(with_timeout(timeout, async {
+            Ok(
+                futures_lite::future::zip(self.manager.list_units_by_names(units), join_all(gets))
+                    .await,
+            )
+        }))?;
+        let listed = listed.map_err(call_error("ListUnitsByNames"))?;
+        let mut values = values.into_iter();
+        let mut overviews = Vec::with_capacity(units.len());
+        for unit in units {
+            let on_failure = values.next().and_then(Result::ok);
+            let control_group = values.next().and_then(Result::ok);
+            let row = listed.iter().find(|row| row.0 == *unit);
+            overviews.push(UnitOverview {
+                load_state: row.map_or_else(|| "not-found".to_owned(), |row| row.2.clone()),
+                active_state: ActiveState::parse(row.map_or("inactive", |row| row.3.as_str())),
+                sub_state: row.map_or_else(|| "dead".to_owned(), |row| row.4.clone()),
+                on_failure: on_failure
+                    .and_then(|value| <Vec<String>>::try_from(value).ok())
+                    .unwrap_or_default(),
+                control_group: control_group
+                    .and_then(|value| String::try_from(value).ok())
+                    .unwrap_or_default(),
+            });
+        }
+        Ok(overviews)
+    }
+}
+
 impl UnitControl for Systemd {
     fn snapshot(&self, unit: &str) -> Result<UnitSnapshot, SystemdError> {
         if self.subscribed.load(Ordering::SeqCst) {

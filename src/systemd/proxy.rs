@@ -16,6 +16,25 @@ pub trait Manager {
     #[zbus(name = "GetUnitByPID")]
     fn get_unit_by_pid(&self, pid: u32) -> zbus::Result<OwnedObjectPath>;
     fn subscribe(&self) -> zbus::Result<()>;
+    /// name, description, load, active, sub, following, path, job id, job type, job path.
+    #[allow(clippy::type_complexity)]
+    fn list_units_by_names(
+        &self,
+        names: &[&str],
+    ) -> zbus::Result<
+        Vec<(
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            OwnedObjectPath,
+            u32,
+            String,
+            OwnedObjectPath,
+        )>,
+    >;
     fn reload(&self) -> zbus::Result<()>;
 
     #[zbus(signal)]

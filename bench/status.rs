@@ -1,0 +1,131 @@
+//! `cargo bench --bench status` (root): `selfheal status` for 30 and 300 monitored services in
+//! one sandbox, against the loop a shell script would run (`systemctl is-active` per unit).
+//! Half of the services run (`sleep`), a tenth serve HTTP on a port with a health URL.
+//!
+//! Prints a table; no assertions (targets are in the table, not in a timed test).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use selfheal::sandbox::{Sandbox, free_port, wait_for};
+
+const SELFHEAL: &str = env!("CARGO_BIN_EXE_selfheal");
+
+fn main() -> anyhow::Result<()> {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(9);
+    let exe = Path::new(SELFHEAL);
+    let sandbox = Sandbox::boot(exe)?;
+    let mut rows = Vec::new();
+    let mut created = 0;
+    for count in [30, 300] {
+        // Units svc0..svc{count}: the first 30 are kept for the second size.
+        let mut yaml = String::from("monitored_services:\n");
+        for index in 0..count {
+            let _ = writeln!(yaml, "  - name: svc{index}");
+            if index % 10 == 0 {
+                let port = free_port()?;
+                let _ = write!(
+                    yaml,
+                    "    port: {port}\n    health_url: http://127.0.0.1:{port}/health\n"
+                );
+                if index >= created {
+                    std::fs::write(
+                        sandbox.unit_dir().join(format!("svc{index}.service")),
+                        format!("[Service]\nExecStart={SELFHEAL} serve-demo --port {port}\n"),
+                    )?;
+                }
+            } else if index >= created {
+                std::fs::write(
+                    sandbox.unit_dir().join(format!("svc{index}.service")),
+                    "[Service]\nExecStart=/bin/sleep infinity\n",
+                )?;
+            }
+        }
+        let config = sandbox.scratch_dir().join(format!("status-{count}.yml"));
+        std::fs::write(&config, yaml)?;
+        sandbox.systemctl(["daemon-reload"])?;
+        let start: Vec<String> = (created..count)
+            .filter(|index| index % 2 == 0)
+            .map(|index| format!("svc{index}.service"))
+            .collect();
+        if !start.is_empty() {
+            sandbox.systemctl(std::iter::once("start".to_owned()).chain(start))?;
+        }
+        created = count;
+        // Serving ports must be up before timing.
+        wait_for(Duration::from_secs(20), || {
+            let output = sandbox
+                .command(exe)
+                .arg("--config")
+                .arg(&config)
+                .args(["status", "--json"])
+                .output();
+            output.is_ok_and(|o| {
+                let text = String::from_utf8_lossy(&o.stdout);
+                !text.contains("\"port_listening\": false")
+            })
+        })?;
+
+        let status = time(runs, || {
+            let mut command = sandbox.command(exe);
+            command
+                .arg("--config")
+                .arg(&config)
+                .arg("--state-dir")
+                .arg(sandbox.scratch_dir().join("state"))
+                .args(["status", "--json"]);
+            command
+        })?;
+        let units: Vec<String> = (0..count).map(|i| format!("svc{i}.service")).collect();
+        let script = format!(
+            "for unit in {}; do systemctl is-active \"$unit\" >/dev/null; done; true",
+            units.join(" ")
+        );
+        let loop_runs = runs.min(3);
+        let shell_loop = time(loop_runs, || {
+            let mut command = sandbox.command("/bin/sh");
+            command.args(["-c", &script]);
+            command
+        })?;
+        rows.push((count, status, shell_loop));
+    }
+
+    println!(
+        "\nselfheal status benchmark ({runs} runs each, medians; half the units running, a tenth with a port and a health URL)\n"
+    );
+    println!(
+        "| services | `selfheal status --json` | `systemctl is-active` per unit | speed-up | target |"
+    );
+    println!("|---|---|---|---|---|");
+    for (count, status, shell_loop) in rows {
+        println!(
+            "| {count} | {:.1} ms | {:.1} ms | {:.0}× | ≤ 100 ms and ≥ 10× at 300 |",
+            status.as_secs_f64() * 1000.0,
+            shell_loop.as_secs_f64() * 1000.0,
+            shell_loop.as_secs_f64() / status.as_secs_f64()
+        );
+    }
+    println!("\n(both columns include one nsenter into the sandbox, ~1 ms)");
+    Ok(())
+}
+
+/// The median wall time of `runs` runs of the command `make` builds.
+fn time(runs: usize, make: impl Fn() -> Command) -> anyhow::Result<Duration> {
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let mut command = make();
+        command.stdout(std::process::Stdio::null());
+        let started = Instant::now();
+        let status = command.status()?;
+        samples.push(started.elapsed());
+        // status exits 1 when a service is down, which half of them are.
+        anyhow::ensure!(status.code().is_some(), "killed: {status}");
+    }
+    samples.sort();
+    Ok(samples[samples.len() / 2])
+}

@@ -1,0 +1,437 @@
+//! `selfheal status [SERVICE…] [--json]`: the dashboard an operator opens first. systemd's
+//! truth about every monitored unit (one batched D-Bus round trip), whether the unit's own
+//! process listens on its port (one sock_diag dump, one walk of /proc), health URLs (checked
+//! concurrently, each with a short timeout), whether the `OnFailure=` hook is armed, loop
+//! protection and the last healing (one read of the history), the host's vital signs and the
+//! configuration. Exit 0 when every shown service is active and healthy, 1 otherwise.
+
+mod render;
+mod system;
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::config::{Config, ServiceConfig};
+use crate::exit_code::ExitCode;
+use crate::outcome::Outcome;
+use crate::ports::Listeners;
+use crate::state::{HistoryRecord, StateDir};
+use crate::systemd::{ActiveState, Systemd, UnitOverview};
+use crate::terminal::{SlowNotice, Terminal};
+
+pub(crate) use system::SystemOverview;
+
+/// How long systemd may take to answer the whole dashboard's question.
+const SYSTEMD_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one health URL may take.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Health URLs checked at once.
+const HEALTH_CONCURRENCY: usize = 32;
+
+/// The whole dashboard, as `--json` prints it.
+#[derive(Debug, Serialize)]
+pub(crate) struct Status {
+    pub system: SystemInfo,
+    pub services: Vec<ServiceStatus>,
+    /// Healing runs of the last 24 h, newest first.
+    pub recent: Vec<HistoryRecord>,
+    pub summary: Summary,
+    pub config: ConfigInfo,
+}
+
+/// Who and where, and the host's vital signs.
+#[derive(Debug, Serialize)]
+pub(crate) struct SystemInfo {
+    pub name: String,
+    pub host: String,
+    pub owner: Option<String>,
+    /// RFC 3339, UTC.
+    pub time: String,
+    #[serde(flatten)]
+    pub overview: SystemOverview,
+}
+
+/// One monitored service.
+// The booleans are the JSON interface's own fields (`healthy`, `hook_armed`, …).
+#[allow(clippy::struct_excessive_bools)]
+#[derive(Debug, Serialize)]
+pub(crate) struct ServiceStatus {
+    pub name: String,
+    pub unit: String,
+    /// systemd's ActiveState; `unknown` when systemd did not answer.
+    pub active_state: String,
+    pub sub_state: String,
+    /// `loaded`, `not-found`, `masked`, … (`unknown` when systemd did not answer).
+    pub load_state: String,
+    /// Active, its own process listening on `port`, `health_url` answering 2xx.
+    pub healthy: bool,
+    pub port: Option<u16>,
+    /// The unit's own process listens on `port` (null without a port).
+    pub port_listening: Option<bool>,
+    /// Something else holds `port` while the unit's own process does not.
+    pub port_taken_by_other: bool,
+    /// The health URL answered 2xx (null without a health URL, or when not asked: the unit is
+    /// not active).
+    pub health_ok: Option<bool>,
+    /// What the health URL answered, or why it failed.
+    pub health_detail: Option<String>,
+    pub domain: Option<String>,
+    pub critical: bool,
+    /// The unit's `OnFailure=` starts its heal unit.
+    pub hook_armed: bool,
+    /// The heal unit is masked: healing is disabled by hand.
+    pub healing_masked: bool,
+    /// The heal unit is not installed.
+    pub heal_unit_missing: bool,
+    /// Healing runs within `threshold_window`.
+    pub recent_runs: usize,
+    /// The next failure would not be healed (loop protection).
+    pub suppressed: bool,
+    /// RFC 3339: when loop protection lets a run through again.
+    pub suppressed_until: Option<String>,
+    pub last_healing: Option<LastHealing>,
+    /// Why the state is not known (systemd did not answer in time).
+    pub unknown_reason: Option<String>,
+}
+
+/// The service's last healing run.
+#[derive(Debug, Serialize)]
+pub(crate) struct LastHealing {
+    pub outcome: Outcome,
+    pub started_at: String,
+    pub healed_by: Option<String>,
+    pub summary: String,
+}
+
+/// The counts of the summary line.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub(crate) struct Summary {
+    /// Active and healthy.
+    pub running: usize,
+    /// Active, but not listening or not answering.
+    pub unhealthy: usize,
+    pub failed: usize,
+    /// Inactive, activating, deactivating, …
+    pub inactive: usize,
+    pub not_found: usize,
+    /// systemd did not answer.
+    pub unknown: usize,
+}
+
+/// The configuration that matters at a glance.
+#[derive(Debug, Serialize)]
+pub(crate) struct ConfigInfo {
+    pub monitored: usize,
+    pub failure_threshold: u32,
+    pub threshold_window: String,
+    /// `smtp`, `sendmail`, `file`, or null without an `email:` section.
+    pub email_transport: Option<String>,
+    /// Where SMTP goes (`host:port`), when it does.
+    pub email_relay: Option<String>,
+    pub outbox_queued: usize,
+    /// RFC 3339: when the oldest queued report was queued.
+    pub outbox_oldest: Option<String>,
+    pub metrics_file: Option<String>,
+}
+
+/// Gathers the dashboard for `services` (all monitored services when empty), prints it (or
+/// JSON), and returns 0 when every shown service is active and healthy.
+pub(crate) fn show(
+    config: &Config,
+    state: &StateDir,
+    only: &[&ServiceConfig],
+    json: bool,
+) -> Result<ExitCode, crate::Error> {
+    let services: Vec<&ServiceConfig> = if only.is_empty() {
+        config.monitored_services.iter().collect()
+    } else {
+        only.to_vec()
+    };
+    let status = gather(config, state, &services)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!(
+            "{}",
+            render::dashboard(&status, Terminal::stdout(), SystemTime::now())
+        );
+    }
+    let all_healthy = status.services.iter().all(|s| s.healthy);
+    Ok(if all_healthy {
+        ExitCode::Success
+    } else {
+        ExitCode::Failure
+    })
+}
+
+/// Everything the dashboard shows, read now.
+pub(crate) fn gather(
+    config: &Config,
+    state: &StateDir,
+    services: &[&ServiceConfig],
+) -> Result<Status, crate::Error> {
+    let now = SystemTime::now();
+    // systemd, sockets, history and the host in parallel: none waits for another.
+    let (units, listeners, history, overview) = std::thread::scope(|scope| {
+        let units = scope.spawn(|| ask_systemd(services));
+        let listeners = scope.spawn(Listeners::read);
+        let overview = scope.spawn(|| SystemOverview::read(state.root()));
+        let history = state.history();
+        (
+            units.join().expect("the systemd query does not panic"),
+            listeners.join().expect("reading sockets does not panic"),
+            history,
+            overview.join().expect("reading /proc does not panic"),
+        )
+    });
+    let history = history?;
+    let window = Duration::from(config.threshold_window);
+    let mut rows: Vec<ServiceStatus> = services
+        .iter()
+        .zip(&units)
+        .map(|(service, unit)| row(config, service, unit, &listeners, &history, now, window))
+        .collect();
+    check_health(services, &mut rows);
+    let day_ago = now - Duration::from_secs(86_400);
+    let recent: Vec<HistoryRecord> = history
+        .iter()
+        .rev()
+        .filter(|r| r.started().is_some_and(|t| t >= day_ago))
+        .filter(|r| r.outcome != Outcome::Planned)
+        .cloned()
+        .collect();
+    let (queued, oldest) = crate::email::Outbox::backlog(state);
+    Ok(Status {
+        system: SystemInfo {
+            name: config.system_name(),
+            host: crate::host::hostname(),
+            owner: config.owner.clone(),
+            time: humantime::format_rfc3339_seconds(now).to_string(),
+            overview,
+        },
+        summary: summarize(&rows),
+        services: rows,
+        recent,
+        config: ConfigInfo {
+            monitored: config.monitored_services.len(),
+            failure_threshold: config.failure_threshold,
+            threshold_window: config.threshold_window.to_string(),
+            email_transport: config
+                .email
+                .as_ref()
+                .map(|email| email.transport.as_str().to_owned()),
+            email_relay: config
+                .email
+                .as_ref()
+                .and_then(|email| email.smtp.as_ref())
+                .filter(|_| {
+                    config.email.as_ref().map(|e| e.transport)
+                        == Some(crate::email::Transport::Smtp)
+                })
+                .map(|smtp| format!("{}:{}", smtp.host, smtp.port())),
+            outbox_queued: queued,
+            outbox_oldest: oldest.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+            metrics_file: config
+                .metrics_file
+                .as_ref()
+                .map(|path| path.display().to_string()),
+        },
+    })
+}
+
+/// What systemd says of each service's unit and heal unit, or why it said nothing.
+type UnitAnswer = Result<(UnitOverview, UnitOverview), String>;
+
+fn ask_systemd(services: &[&ServiceConfig]) -> Vec<UnitAnswer> {
+    let _waiting = SlowNotice::new("waiting for systemd to answer");
+    let names: Vec<String> = services
+        .iter()
+        .flat_map(|service| [service.unit_name(), service.heal_unit_name()])
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let answer = Systemd::connect().and_then(|systemd| systemd.overview(&names, SYSTEMD_TIMEOUT));
+    match answer {
+        Ok(overviews) => {
+            let mut overviews = overviews.into_iter();
+            services
+                .iter()
+                .map(|_| {
+                    let unit = overviews.next().unwrap_or_default();
+                    let heal = overviews.next().unwrap_or_default();
+                    Ok((unit, heal))
+                })
+                .collect()
+        }
+        Err(crate::systemd::SystemdError::Timeout(after)) => {
+            let why = format!("systemd did not answer in {}s", after.as_secs());
+            services.iter().map(|_| Err(why.clone())).collect()
+        }
+        Err(err) => {
+            let why = err.to_string();
+            services.iter().map(|_| Err(why.clone())).collect()
+        }
+    }
+}
+
+fn row(
+    config: &Config,
+    service: &ServiceConfig,
+    answer: &UnitAnswer,
+    listeners: &Listeners,
+    history: &[HistoryRecord],
+    now: SystemTime,
+    window: Duration,
+) -> ServiceStatus {
+    let runs: Vec<&HistoryRecord> = history
+        .iter()
+        .filter(|r| r.service == service.name)
+        .collect();
+    let counted: Vec<SystemTime> = runs
+        .iter()
+        .filter(|r| r.outcome.is_healing_attempt())
+        .filter_map(|r| r.started())
+        .filter(|t| *t >= now - window)
+        .collect();
+    let threshold = config.failure_threshold as usize;
+    let suppressed = counted.len() >= threshold;
+    // Loop protection lets a run through once the run that filled the threshold leaves the
+    // window: the (len - threshold + 1)-th oldest of the counted runs.
+    let suppressed_until = suppressed
+        .then(|| {
+            let mut sorted = counted.clone();
+            sorted.sort();
+            sorted.get(counted.len() - threshold).map(|t| *t + window)
+        })
+        .flatten()
+        .map(|t| humantime::format_rfc3339_seconds(t).to_string());
+    let last_healing = runs
+        .iter()
+        .rev()
+        .find(|r| r.outcome != Outcome::Planned && r.outcome != Outcome::Healthy)
+        .map(|r| LastHealing {
+            outcome: r.outcome,
+            started_at: r.started_at.clone(),
+            healed_by: r.healed_by.clone(),
+            summary: r.summary.clone(),
+        });
+    let base = ServiceStatus {
+        name: service.name.clone(),
+        unit: service.unit_name(),
+        active_state: "unknown".into(),
+        sub_state: String::new(),
+        load_state: "unknown".into(),
+        healthy: false,
+        port: service.port,
+        port_listening: None,
+        port_taken_by_other: false,
+        health_ok: None,
+        health_detail: None,
+        domain: service.domain.clone(),
+        critical: service.critical,
+        hook_armed: false,
+        healing_masked: false,
+        heal_unit_missing: false,
+        recent_runs: counted.len(),
+        suppressed,
+        suppressed_until,
+        last_healing,
+        unknown_reason: None,
+    };
+    let (unit, heal) = match answer {
+        Ok(pair) => pair,
+        Err(why) => {
+            return ServiceStatus {
+                unknown_reason: Some(why.clone()),
+                ..base
+            };
+        }
+    };
+    let port_listening = service
+        .port
+        .map(|port| listeners.held_by(port, &unit.control_group));
+    let port_taken_by_other = service
+        .port
+        .is_some_and(|port| listeners.is_listening(port) && port_listening == Some(false));
+    let active = unit.active_state == ActiveState::Active;
+    ServiceStatus {
+        active_state: if unit.load_state == "not-found" {
+            "not-found".into()
+        } else {
+            unit.active_state.to_string()
+        },
+        sub_state: unit.sub_state.clone(),
+        load_state: unit.load_state.clone(),
+        // Health URLs are checked afterwards, all at once.
+        healthy: active && port_listening != Some(false),
+        port_listening,
+        port_taken_by_other,
+        hook_armed: unit
+            .on_failure
+            .iter()
+            .any(|u| *u == service.heal_unit_name()),
+        healing_masked: heal.load_state == "masked",
+        heal_unit_missing: heal.load_state == "not-found",
+        ..base
+    }
+}
+
+/// Checks the health URLs of the active services, `HEALTH_CONCURRENCY` at a time, each within
+/// `HEALTH_TIMEOUT`.
+fn check_health(services: &[&ServiceConfig], rows: &mut [ServiceStatus]) {
+    let mut pending: Vec<(usize, &crate::verify::HealthUrl)> = services
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| rows[*index].active_state == "active")
+        .filter_map(|(index, service)| service.health_url.as_ref().map(|url| (index, url)))
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    let _waiting = SlowNotice::new("waiting for health URLs to answer");
+    while !pending.is_empty() {
+        let batch: Vec<_> = pending
+            .drain(..pending.len().min(HEALTH_CONCURRENCY))
+            .collect();
+        let answers: Vec<(usize, Result<u16, String>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|(index, url)| (*index, scope.spawn(|| url.check(HEALTH_TIMEOUT))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(index, handle)| {
+                    let answer = handle
+                        .join()
+                        .unwrap_or_else(|_| Err("the check panicked".into()));
+                    (index, answer)
+                })
+                .collect()
+        });
+        for (index, answer) in answers {
+            let row = &mut rows[index];
+            let ok = answer.is_ok();
+            row.health_detail = Some(match answer {
+                Ok(status) => format!("answered {status}"),
+                Err(why) => why,
+            });
+            row.health_ok = Some(ok);
+            row.healthy &= ok;
+        }
+    }
+}
+
+fn summarize(rows: &[ServiceStatus]) -> Summary {
+    let mut summary = Summary::default();
+    for row in rows {
+        match row.active_state.as_str() {
+            _ if row.unknown_reason.is_some() => summary.unknown += 1,
+            "active" if row.healthy => summary.running += 1,
+            "active" => summary.unhealthy += 1,
+            "failed" => summary.failed += 1,
+            "not-found" => summary.not_found += 1,
+            _ => summary.inactive += 1,
+        }
+    }
+    summary
+}

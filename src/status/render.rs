@@ -1,0 +1,352 @@
+//! The dashboard as text: marks and colour on a terminal, plain words in a pipe; columns sized
+//! to their content, long lines cut to the terminal's width; times local, with how long ago.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use super::{ServiceStatus, Status};
+use crate::outcome::Outcome;
+use crate::terminal::{Paint, Terminal, fit};
+use crate::when::{LocalTime, ago};
+
+/// How a service is doing, for its mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Healthy,
+    Unhealthy,
+    Down,
+    Unknown,
+}
+
+impl Verdict {
+    fn of(row: &ServiceStatus) -> Verdict {
+        match row.active_state.as_str() {
+            _ if row.unknown_reason.is_some() => Verdict::Unknown,
+            "active" if row.healthy => Verdict::Healthy,
+            "active" | "activating" | "reloading" => Verdict::Unhealthy,
+            "not-found" => Verdict::Unknown,
+            _ => Verdict::Down,
+        }
+    }
+
+    /// A mark: symbols on a terminal, words in a pipe.
+    fn mark(self, terminal: Terminal) -> String {
+        let (symbol, word, paint) = match self {
+            Verdict::Healthy => ("✅", "ok  ", Paint::Green),
+            Verdict::Unhealthy => ("⚠️ ", "WARN", Paint::Yellow),
+            Verdict::Down => ("❌", "DOWN", Paint::Red),
+            Verdict::Unknown => ("❓", "??  ", Paint::Yellow),
+        };
+        if terminal.is_tty {
+            symbol.to_owned()
+        } else {
+            terminal.paint(word, paint).into_owned()
+        }
+    }
+}
+
+/// Where the dashboard is written to, and the clock it is read against.
+struct Page {
+    terminal: Terminal,
+    width: usize,
+    zone: jiff::tz::TimeZone,
+    now: SystemTime,
+    out: String,
+}
+
+impl Page {
+    /// One line, cut to the terminal's width.
+    fn line(&mut self, text: &str) {
+        let _ = writeln!(self.out, "{}", fit(text.trim_end(), self.width));
+    }
+
+    fn heading(&mut self, text: &str) {
+        let text = self.terminal.paint(text, Paint::Blue).into_owned();
+        self.line(&text);
+    }
+
+    /// An RFC 3339 time as local time, with how long ago on a terminal.
+    fn when(&self, rfc3339: &str) -> String {
+        humantime::parse_rfc3339_weak(rfc3339).map_or_else(
+            |_| rfc3339.to_owned(),
+            |at| {
+                if self.terminal.is_tty {
+                    format!("{} ({})", LocalTime(at, &self.zone), ago(at, self.now))
+                } else {
+                    LocalTime(at, &self.zone).to_string()
+                }
+            },
+        )
+    }
+}
+
+/// The whole dashboard.
+pub(super) fn dashboard(status: &Status, terminal: Terminal, now: SystemTime) -> String {
+    let mut page = Page {
+        terminal,
+        width: terminal.width.unwrap_or(usize::MAX),
+        zone: jiff::tz::TimeZone::system(),
+        now,
+        out: String::new(),
+    };
+    system(&mut page, status);
+    page.out.push('\n');
+    services(&mut page, status);
+    page.out.push('\n');
+    recent(&mut page, status);
+    page.out.push('\n');
+    configuration(&mut page, status);
+    page.out
+}
+
+fn system(page: &mut Page, status: &Status) {
+    let system = &status.system;
+    let robot = if page.terminal.is_tty { "🤖 " } else { "" };
+    page.line(&format!("{robot}{} self-healing status", system.name));
+    let owner = system
+        .owner
+        .as_deref()
+        .map_or(String::new(), |owner| format!(" · owner {owner}"));
+    let now = LocalTime(page.now, &page.zone).to_string();
+    page.line(&format!("   host {}{owner} · {now}", system.host));
+    page.out.push('\n');
+    page.heading("System");
+    let overview = &system.overview;
+    if let Some(seconds) = overview.uptime_seconds {
+        page.line(&format!("  Uptime   {}", uptime(seconds)));
+    }
+    if let Some([one, five, fifteen]) = overview.load {
+        page.line(&format!(
+            "  Load     {one:.2} {five:.2} {fifteen:.2} (1, 5, 15 min)"
+        ));
+    }
+    if let Some(memory) = overview.memory {
+        page.line(&format!(
+            "  Memory   {} / {} ({}%)",
+            bytes(memory.used_bytes),
+            bytes(memory.total_bytes),
+            memory.percent
+        ));
+    }
+    for disk in &overview.disks {
+        page.line(&format!(
+            "  Disk     {} / {} ({}%) on {}",
+            bytes(disk.usage.used_bytes),
+            bytes(disk.usage.total_bytes),
+            disk.usage.percent,
+            disk.path
+        ));
+    }
+}
+
+fn services(page: &mut Page, status: &Status) {
+    page.heading("Services");
+    let terminal = page.terminal;
+    let name_width = status
+        .services
+        .iter()
+        .map(|row| row.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    for row in &status.services {
+        let verdict = Verdict::of(row);
+        let state = match &row.unknown_reason {
+            Some(why) => format!("UNKNOWN ({why})"),
+            None => row.active_state.replace('-', " ").to_uppercase(),
+        };
+        let state_paint = match verdict {
+            Verdict::Healthy => Paint::Green,
+            Verdict::Down => Paint::Red,
+            Verdict::Unhealthy | Verdict::Unknown => Paint::Yellow,
+        };
+        let mut fields = vec![format!(
+            "{}{}",
+            terminal.paint(&state, state_paint),
+            " ".repeat(10usize.saturating_sub(state.chars().count()))
+        )];
+        if let Some(port) = row.port {
+            let how = match (row.port_listening, row.port_taken_by_other) {
+                (Some(true), _) => "listening",
+                (_, true) => "held by another process",
+                _ if row.unknown_reason.is_some() => "?",
+                _ => "not listening",
+            };
+            fields.push(format!(":{port} {how}"));
+        }
+        if let (Some(ok), Some(detail)) = (row.health_ok, &row.health_detail) {
+            fields.push(if ok {
+                format!("health {}", detail.trim_start_matches("answered "))
+            } else {
+                "health FAILING".to_owned()
+            });
+        }
+        if let Some(domain) = &row.domain {
+            fields.push(domain.clone());
+        }
+        if row.critical {
+            fields.push(terminal.paint("CRITICAL", Paint::Red).into_owned());
+        }
+        page.line(&format!(
+            "  {} {:<name_width$}  {}",
+            verdict.mark(terminal),
+            row.name,
+            fields.join("  ")
+        ));
+        for note in notes(row, page, status) {
+            page.line(&format!("     {note}"));
+        }
+    }
+    let summary = &status.summary;
+    let mut counts = format!(
+        "{} running, {} unhealthy, {} failed, {} inactive, {} not found",
+        summary.running, summary.unhealthy, summary.failed, summary.inactive, summary.not_found
+    );
+    if summary.unknown > 0 {
+        let _ = write!(counts, ", {} unknown", summary.unknown);
+    }
+    page.line(&format!("\nSummary: {counts}"));
+}
+
+fn recent(page: &mut Page, status: &Status) {
+    let by = |outcome: Outcome| {
+        status
+            .recent
+            .iter()
+            .filter(|r| r.outcome == outcome)
+            .count()
+    };
+    let title = page
+        .terminal
+        .paint("Recent activity (24 h):", Paint::Blue)
+        .into_owned();
+    page.line(&format!(
+        "{title} {} resolved, {} failed, {} suppressed",
+        by(Outcome::Resolved),
+        by(Outcome::Failed),
+        by(Outcome::Suppressed)
+    ));
+    let events: Vec<_> = status
+        .recent
+        .iter()
+        .filter(|r| r.outcome != Outcome::Healthy)
+        .take(5)
+        .collect();
+    if events.is_empty() {
+        page.line("  -- no healing runs --");
+    }
+    for record in events {
+        let at = page.when(&record.started_at);
+        page.line(&format!(
+            "  {at}  {}  {}  {}",
+            record.service,
+            record.outcome.as_str().to_uppercase(),
+            record.summary
+        ));
+    }
+}
+
+fn configuration(page: &mut Page, status: &Status) {
+    page.heading("Configuration");
+    let config = &status.config;
+    page.line(&format!(
+        "  Monitored        {} service(s)",
+        config.monitored
+    ));
+    page.line(&format!(
+        "  Loop protection  {} healing runs per {}, then a person decides",
+        config.failure_threshold, config.threshold_window
+    ));
+    let email = match (&config.email_transport, &config.email_relay) {
+        (Some(transport), Some(relay)) => format!("{transport} via {relay}"),
+        (Some(transport), None) => transport.clone(),
+        (None, _) => "not configured: reports are printed and logged only".to_owned(),
+    };
+    page.line(&format!("  Email            {email}"));
+    let outbox = match (&config.outbox_oldest, config.outbox_queued) {
+        (_, 0) => "empty".to_owned(),
+        (Some(oldest), queued) => format!(
+            "{queued} report(s) queued, oldest {} (selfheal flush retries them)",
+            page.when(oldest)
+        ),
+        (None, queued) => format!("{queued} report(s) queued"),
+    };
+    page.line(&format!("  Outbox           {outbox}"));
+    let metrics = config.metrics_file.as_deref().unwrap_or("not written");
+    page.line(&format!("  Metrics          {metrics}"));
+}
+
+/// The lines under a service: last healing, loop protection, hook, health detail.
+fn notes(row: &ServiceStatus, page: &Page, status: &Status) -> Vec<String> {
+    let when = |at: &str| page.when(at);
+    let mut notes = Vec::new();
+    if let Some(last) = &row.last_healing {
+        let by = last
+            .healed_by
+            .as_deref()
+            .map_or(String::new(), |strategy| format!(" by {strategy}"));
+        notes.push(format!(
+            "↳ last healing {}: {}{by} — {}",
+            when(&last.started_at),
+            last.outcome.as_str().to_uppercase(),
+            last.summary
+        ));
+    }
+    if row.health_ok == Some(false)
+        && let Some(detail) = &row.health_detail
+    {
+        notes.push(format!("↳ health: {detail}"));
+    }
+    // A unit systemd does not know has no hook to speak of: NOT FOUND says it all.
+    if row.unknown_reason.is_none() && row.active_state != "not-found" {
+        let heal = format!("{}-self-heal.service", row.name);
+        if row.heal_unit_missing {
+            notes.push(format!(
+                "↳ NOT ARMED: {heal} is not installed (selfheal install)"
+            ));
+        } else if !row.hook_armed {
+            notes.push(format!(
+                "↳ NOT ARMED: OnFailure= of {} does not start {heal} (selfheal install)",
+                row.unit
+            ));
+        }
+        if row.healing_masked {
+            notes.push(format!(
+                "↳ healing disabled: {heal} is masked (systemctl unmask {heal})"
+            ));
+        }
+    }
+    if row.recent_runs > 0 {
+        let mut text = format!(
+            "↳ {}/{} healing runs in the last {}",
+            row.recent_runs, status.config.failure_threshold, status.config.threshold_window
+        );
+        if let Some(until) = &row.suppressed_until {
+            let _ = write!(text, ": SUPPRESSED until {}", when(until));
+        }
+        notes.push(text);
+    }
+    notes
+}
+
+fn uptime(seconds: u64) -> String {
+    let (days, hours, minutes) = (seconds / 86_400, seconds / 3600 % 24, seconds / 60 % 60);
+    match days {
+        0 => format!("{hours}h {minutes}min"),
+        _ => format!("{days}d {hours}h"),
+    }
+}
+
+fn bytes(count: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = count as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{count} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

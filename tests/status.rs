@@ -1,0 +1,242 @@
+//! `selfheal status` against a real systemd in a sandbox: every kind of service state, the
+//! hook, masked healing, loop protection and the last healing, as JSON (checked against what
+//! systemctl says) and as plain text in a pipe; exit codes; 300 services.
+
+mod common;
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use common::{TestEnv, assert_contains, exit_code, free_port, selfheal_bin};
+use selfheal::exit_code::ExitCode;
+use selfheal::outcome::Outcome;
+use selfheal::state::{HistoryRecord, StateDir};
+
+#[derive(Debug, serde::Deserialize)]
+struct StatusJson {
+    system: serde_json::Value,
+    services: Vec<ServiceJson>,
+    recent: Vec<serde_json::Value>,
+    config: serde_json::Value,
+}
+
+// The JSON interface's own booleans.
+#[allow(clippy::struct_excessive_bools)]
+#[derive(Debug, serde::Deserialize)]
+struct ServiceJson {
+    name: String,
+    unit: String,
+    active_state: String,
+    sub_state: String,
+    healthy: bool,
+    port: Option<u16>,
+    port_listening: Option<bool>,
+    health_ok: Option<bool>,
+    domain: Option<String>,
+    critical: bool,
+    hook_armed: bool,
+    healing_masked: bool,
+    recent_runs: usize,
+    suppressed: bool,
+    last_healing: Option<serde_json::Value>,
+}
+
+fn record(service: &str, outcome: Outcome, minutes_ago: u64) -> HistoryRecord {
+    let at = SystemTime::now() - Duration::from_secs(minutes_ago * 60);
+    HistoryRecord {
+        service: service.into(),
+        outcome,
+        started_at: humantime::format_rfc3339_millis(at).to_string(),
+        duration_ms: 40,
+        healed_by: (outcome == Outcome::Resolved).then(|| "service_restart".into()),
+        summary: format!("{service}.service was killed by SIGKILL"),
+    }
+}
+
+// One scenario, set up and checked top to bottom.
+#[allow(clippy::too_many_lines)]
+#[test]
+fn status_shows_systemds_truth_for_every_kind_of_service() {
+    let env = TestEnv::new();
+    let [ok_port, deaf_port] = [free_port(), free_port()];
+    let serve = |port: u16| {
+        format!(
+            "ExecStart={} serve-demo --port {port}",
+            selfheal_bin().display()
+        )
+    };
+    let names = [
+        "ok", "down", "idle", "ghost", "deaf", "masked", "nohook", "healed", "looping",
+    ];
+    let mut yaml =
+        String::from("system_name: TestHost\nowner: ops@example.org\nmonitored_services:\n");
+    for name in names {
+        let _ = writeln!(yaml, "  - name: {name}");
+        match name {
+            "ok" => {
+                let _ = write!(
+                    yaml,
+                    "    port: {ok_port}\n    health_url: http://127.0.0.1:{ok_port}/health\n    domain: ok.example.org\n    critical: true\n"
+                );
+            }
+            "deaf" => {
+                let _ = writeln!(yaml, "    port: {deaf_port}");
+            }
+            _ => {}
+        }
+    }
+    env.config(&yaml);
+    env.unit("ok", &serve(ok_port))
+        .unit("down", "ExecStart=/bin/false")
+        .unit("idle", "ExecStart=/bin/sleep 600")
+        .unit("deaf", "ExecStart=/bin/sleep 600")
+        .unit("masked", "ExecStart=/bin/sleep 600")
+        .unit("nohook", "ExecStart=/bin/sleep 600")
+        .unit("healed", "ExecStart=/bin/sleep 600")
+        .unit("looping", "ExecStart=/bin/sleep 600")
+        .install();
+    // Healing disabled by hand for one, the hook gone for another (as after a package
+    // replaced the unit's drop-ins).
+    let units = env.sandbox.unit_dir();
+    std::fs::remove_file(units.join("masked-self-heal.service")).unwrap();
+    std::os::unix::fs::symlink("/dev/null", units.join("masked-self-heal.service")).unwrap();
+    std::fs::remove_dir_all(units.join("nohook.service.d")).unwrap();
+    env.systemctl(&["daemon-reload"]);
+    env.start_listening("ok", ok_port);
+    for unit in ["deaf", "masked", "nohook", "healed", "looping"] {
+        env.systemctl(&["start", &format!("{unit}.service")]);
+    }
+    // `down` fails; its heal unit would heal it: stop the hook from racing the test.
+    std::fs::remove_dir_all(units.join("down.service.d")).unwrap();
+    env.systemctl(&["daemon-reload"]);
+    env.start_failing("down");
+    let state = StateDir::new(&env.state_dir);
+    state
+        .append_history(&record("healed", Outcome::Resolved, 120))
+        .unwrap();
+    for minutes in [50, 30, 10] {
+        state
+            .append_history(&record("looping", Outcome::Resolved, minutes))
+            .unwrap();
+    }
+
+    let output = env.selfheal(["status", "--json"]);
+    assert_eq!(exit_code(&output), ExitCode::Failure, "not all are healthy");
+    let status: StatusJson = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!(
+            "{err}: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let service = |name: &str| {
+        status
+            .services
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    assert_eq!(status.services.len(), names.len());
+    // Every state is what systemctl says.
+    for row in &status.services {
+        if row.name == "ghost" {
+            continue;
+        }
+        assert_eq!(
+            row.active_state,
+            env.property(&row.unit, "ActiveState"),
+            "{row:?}"
+        );
+        assert_eq!(
+            row.sub_state,
+            env.property(&row.unit, "SubState"),
+            "{row:?}"
+        );
+    }
+    let ok = service("ok");
+    assert!(ok.healthy && ok.hook_armed && ok.critical, "{ok:?}");
+    assert_eq!(ok.port, Some(ok_port));
+    assert_eq!(ok.port_listening, Some(true));
+    assert_eq!(ok.health_ok, Some(true));
+    assert_eq!(ok.domain.as_deref(), Some("ok.example.org"));
+    assert_eq!(service("down").active_state, "failed");
+    assert!(!service("down").healthy);
+    assert_eq!(service("idle").active_state, "inactive");
+    assert_eq!(service("ghost").active_state, "not-found");
+    let deaf = service("deaf");
+    assert_eq!(deaf.active_state, "active");
+    assert_eq!(deaf.port_listening, Some(false));
+    assert!(!deaf.healthy, "active but not listening is not healthy");
+    assert!(service("masked").healing_masked);
+    assert!(!service("ok").healing_masked);
+    assert!(!service("nohook").hook_armed);
+    assert!(service("healed").last_healing.is_some());
+    assert!(service("idle").last_healing.is_none());
+    assert_eq!(service("healed").recent_runs, 0, "two hours ago, window 1h");
+    let looping = service("looping");
+    assert_eq!(looping.recent_runs, 3);
+    assert!(looping.suppressed);
+    assert!(!service("healed").suppressed);
+    assert_eq!(status.system["name"], "TestHost");
+    assert_eq!(status.system["owner"], "ops@example.org");
+    assert!(status.system["uptime_seconds"].as_u64().is_some());
+    assert_eq!(status.config["monitored"], names.len());
+    assert_eq!(status.recent.len(), 4);
+
+    // Text in a pipe: every service, the overview, no escape codes.
+    let text = env.selfheal(["status"]);
+    assert_eq!(exit_code(&text), ExitCode::Failure);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(!text.contains('\x1b'), "escape codes in a pipe: {text:?}");
+    for expected in [
+        "TestHost self-healing status",
+        "Uptime",
+        "Memory",
+        "Summary: 5 running, 1 unhealthy, 1 failed, 1 inactive, 1 not found",
+        &format!(":{deaf_port} not listening"),
+        "NOT ARMED: OnFailure= of nohook.service does not start nohook-self-heal.service",
+        "healing disabled: masked-self-heal.service is masked",
+        "3/3 healing runs in the last 1h: SUPPRESSED until",
+        "↳ last healing",
+        "Loop protection  3 healing runs per 1h",
+    ] {
+        assert_contains(&text, expected);
+    }
+    for name in names {
+        assert_contains(&text, &format!(" {name} "));
+    }
+
+    // Only the healthy one: exit 0.
+    let only = env.selfheal(["status", "ok"]);
+    assert_eq!(exit_code(&only), ExitCode::Success);
+    assert!(!String::from_utf8_lossy(&only.stdout).contains(" down "));
+}
+
+#[test]
+fn status_lists_300_services() {
+    let env = TestEnv::new();
+    let mut yaml = String::from("monitored_services:\n");
+    for index in 0..300 {
+        let _ = writeln!(yaml, "  - name: svc{index}");
+        std::fs::write(
+            env.sandbox.unit_dir().join(format!("svc{index}.service")),
+            "[Service]\nExecStart=/bin/sleep 600\n",
+        )
+        .unwrap();
+    }
+    env.config(&yaml);
+    env.systemctl(&["daemon-reload"]);
+    env.systemctl(&["start", "svc7.service"]);
+
+    let output = env.selfheal(["status", "--json"]);
+    let status: StatusJson = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status.services.len(), 300);
+    let active: Vec<&str> = status
+        .services
+        .iter()
+        .filter(|s| s.active_state == "active")
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(active, ["svc7"]);
+    assert!(status.services.iter().all(|s| s.active_state != "unknown"));
+}
