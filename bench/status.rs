@@ -22,13 +22,18 @@ fn main() -> anyhow::Result<()> {
     let sandbox = Sandbox::boot(exe)?;
     let mut rows = Vec::new();
     let mut created = 0;
+    let mut ports = std::collections::HashMap::new();
     for count in [30, 300] {
         // Units svc0..svc{count}: the first 30 are kept for the second size.
         let mut yaml = String::from("monitored_services:\n");
         for index in 0..count {
             let _ = writeln!(yaml, "  - name: svc{index}");
             if index % 10 == 0 {
-                let port = free_port()?;
+                // A unit made for the smaller size keeps its port.
+                let port = match ports.get(&index) {
+                    Some(port) => *port,
+                    None => *ports.entry(index).or_insert(free_port()?),
+                };
                 let _ = write!(
                     yaml,
                     "    port: {port}\n    health_url: http://127.0.0.1:{port}/health\n"
@@ -57,30 +62,8 @@ fn main() -> anyhow::Result<()> {
             sandbox.systemctl(std::iter::once("start".to_owned()).chain(start))?;
         }
         created = count;
-        // Serving ports must be up before timing.
-        wait_for(Duration::from_secs(20), || {
-            let output = sandbox
-                .command(exe)
-                .arg("--config")
-                .arg(&config)
-                .args(["status", "--json"])
-                .output();
-            output.is_ok_and(|o| {
-                let text = String::from_utf8_lossy(&o.stdout);
-                !text.contains("\"port_listening\": false")
-            })
-        })?;
-
-        let status = time(runs, || {
-            let mut command = sandbox.command(exe);
-            command
-                .arg("--config")
-                .arg(&config)
-                .arg("--state-dir")
-                .arg(sandbox.scratch_dir().join("state"))
-                .args(["status", "--json"]);
-            command
-        })?;
+        wait_until_serving(&sandbox, &config)?;
+        let status = time(runs, || status_command(&sandbox, &config))?;
         let units: Vec<String> = (0..count).map(|i| format!("svc{i}.service")).collect();
         let script = format!(
             "for unit in {}; do systemctl is-active \"$unit\" >/dev/null; done; true",
@@ -92,6 +75,9 @@ fn main() -> anyhow::Result<()> {
             command.args(["-c", &script]);
             command
         })?;
+        if std::env::var_os("BENCH_DEBUG").is_some() {
+            print_timings(&sandbox, count, &config)?;
+        }
         rows.push((count, status, shell_loop));
     }
 
@@ -111,6 +97,57 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!("\n(both columns include one nsenter into the sandbox, ~1 ms)");
+    Ok(())
+}
+
+/// `status --json` of `config`, run inside the sandbox.
+fn status_command(sandbox: &Sandbox, config: &Path) -> Command {
+    let mut command = sandbox.command(SELFHEAL);
+    command
+        .arg("--config")
+        .arg(config)
+        .arg("--state-dir")
+        .arg(sandbox.scratch_dir().join("state"))
+        .args(["status", "--json"]);
+    command
+}
+
+/// Waits until every service with a port serves it, so that the timing sees a steady state.
+fn wait_until_serving(sandbox: &Sandbox, config: &Path) -> anyhow::Result<()> {
+    let last = std::cell::RefCell::new(String::new());
+    let ready = wait_for(Duration::from_secs(20), || {
+        status_command(sandbox, config)
+            .output()
+            .is_ok_and(|output| {
+                let text = String::from_utf8_lossy(&output.stdout).into_owned();
+                let ready = !text.is_empty() && !text.contains("\"port_listening\": false");
+                *last.borrow_mut() = format!("{text}{}", String::from_utf8_lossy(&output.stderr));
+                ready
+            })
+    });
+    ready.map_err(|err| anyhow::anyhow!("{err}; last status: {}", last.borrow()))
+}
+
+/// `BENCH_DEBUG=1`: one more run at debug level, and where its time went (from the journal).
+fn print_timings(sandbox: &Sandbox, count: usize, config: &Path) -> anyhow::Result<()> {
+    status_command(sandbox, config)
+        .env("SELFHEAL_LOG", "debug")
+        .output()?;
+    let journal = sandbox
+        .command("journalctl")
+        .args([
+            "--no-pager",
+            "-o",
+            "cat",
+            "-n",
+            "4",
+            "SYSLOG_IDENTIFIER=selfheal",
+        ])
+        .output()?;
+    println!(
+        "{count} services:\n{}",
+        String::from_utf8_lossy(&journal.stdout)
+    );
     Ok(())
 }
 

@@ -215,18 +215,27 @@ fn status_shows_systemds_truth_for_every_kind_of_service() {
 #[test]
 fn status_lists_300_services() {
     let env = TestEnv::new();
+    let port = free_port();
     let mut yaml = String::from("monitored_services:\n");
     for index in 0..300 {
         let _ = writeln!(yaml, "  - name: svc{index}");
+        let mut exec = "/bin/sleep 600".to_owned();
+        // The last one serves: its own process on its port must be seen at any size (dbus-
+        // daemon refuses more than 128 calls in flight on one connection).
+        if index == 299 {
+            let _ = writeln!(yaml, "    port: {port}");
+            exec = format!("{} serve-demo --port {port}", selfheal_bin().display());
+        }
         std::fs::write(
             env.sandbox.unit_dir().join(format!("svc{index}.service")),
-            "[Service]\nExecStart=/bin/sleep 600\n",
+            format!("[Service]\nExecStart={exec}\n"),
         )
         .unwrap();
     }
     env.config(&yaml);
     env.systemctl(&["daemon-reload"]);
     env.systemctl(&["start", "svc7.service"]);
+    env.start_listening("svc299", port);
 
     let output = env.selfheal(["status", "--json"]);
     let status: StatusJson = serde_json::from_slice(&output.stdout).unwrap();
@@ -237,6 +246,9 @@ fn status_lists_300_services() {
         .filter(|s| s.active_state == "active")
         .map(|s| s.name.as_str())
         .collect();
-    assert_eq!(active, ["svc7"]);
+    assert_eq!(active, ["svc7", "svc299"]);
     assert!(status.services.iter().all(|s| s.active_state != "unknown"));
+    let last = &status.services[299];
+    assert_eq!(last.port_listening, Some(true), "{last:?}");
+    assert!(last.healthy, "{last:?}");
 }

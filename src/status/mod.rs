@@ -173,8 +173,13 @@ pub(crate) fn gather(
 ) -> Result<Status, crate::Error> {
     let now = SystemTime::now();
     // systemd, sockets, history and the host in parallel: none waits for another.
+    let started = std::time::Instant::now();
     let (units, listeners, history, overview) = std::thread::scope(|scope| {
-        let units = scope.spawn(|| ask_systemd(services));
+        let units = scope.spawn(|| {
+            let answer = ask_systemd(services);
+            tracing::debug!("systemd answered after {:?}", started.elapsed());
+            answer
+        });
         let listeners = scope.spawn(Listeners::read);
         let overview = scope.spawn(|| SystemOverview::read(state.root()));
         let history = state.history();
@@ -192,7 +197,12 @@ pub(crate) fn gather(
         .zip(&units)
         .map(|(service, unit)| row(config, service, unit, &listeners, &history, now, window))
         .collect();
+    tracing::debug!(
+        "units, sockets, history and host read after {:?}",
+        started.elapsed()
+    );
     check_health(services, &mut rows);
+    tracing::debug!("health URLs checked after {:?}", started.elapsed());
     let day_ago = now - Duration::from_secs(86_400);
     let recent: Vec<HistoryRecord> = history
         .iter()
@@ -245,20 +255,20 @@ type UnitAnswer = Result<(UnitOverview, UnitOverview), String>;
 
 fn ask_systemd(services: &[&ServiceConfig]) -> Vec<UnitAnswer> {
     let _waiting = SlowNotice::new("waiting for systemd to answer");
-    let names: Vec<String> = services
-        .iter()
-        .flat_map(|service| [service.unit_name(), service.heal_unit_name()])
-        .collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let answer = Systemd::connect().and_then(|systemd| systemd.overview(&names, SYSTEMD_TIMEOUT));
+    let units: Vec<String> = services.iter().map(|s| s.unit_name()).collect();
+    let heal_units: Vec<String> = services.iter().map(|s| s.heal_unit_name()).collect();
+    let units: Vec<&str> = units.iter().map(String::as_str).collect();
+    let heal_units: Vec<&str> = heal_units.iter().map(String::as_str).collect();
+    // Heal units only need their load state (masked, not installed): listed, not asked.
+    let answer = Systemd::connect()
+        .and_then(|systemd| systemd.overview(&units, &heal_units, SYSTEMD_TIMEOUT));
     match answer {
         Ok(overviews) => {
-            let mut overviews = overviews.into_iter();
-            services
-                .iter()
-                .map(|_| {
-                    let unit = overviews.next().unwrap_or_default();
-                    let heal = overviews.next().unwrap_or_default();
+            let (units, heals) = overviews.split_at(services.len().min(overviews.len()));
+            (0..services.len())
+                .map(|index| {
+                    let unit = units.get(index).cloned().unwrap_or_default();
+                    let heal = heals.get(index).cloned().unwrap_or_default();
                     Ok((unit, heal))
                 })
                 .collect()
@@ -349,7 +359,7 @@ fn row(
     };
     let port_listening = service
         .port
-        .map(|port| listeners.held_by(port, &unit.control_group));
+        .map(|port| listeners.held_by_unit(port, &service.unit_name()));
     let port_taken_by_other = service
         .port
         .is_some_and(|port| listeners.is_listening(port) && port_listening == Some(false));
