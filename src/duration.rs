@@ -23,7 +23,9 @@ pub struct DurationError {
 
 /// systemd's time units (`systemd.time(7)`), in nanoseconds. A month and a year are the
 /// average ones systemd uses.
-const UNITS: [(&str, u128); 29] = [
+const UNITS: [(&str, u128); 31] = [
+    ("nsec", 1),
+    ("ns", 1),
     ("usec", 1_000),
     ("us", 1_000),
     ("µs", 1_000),
@@ -104,9 +106,11 @@ fn scaled(number: &str, per_unit: u128) -> Option<u128> {
         return None;
     }
     let digits = |text: &str| text.chars().all(|c| c.is_ascii_digit());
-    if !digits(whole) || !digits(fraction) || fraction.len() > 9 {
+    if !digits(whole) || !digits(fraction) {
         return None;
     }
+    // Nanoseconds are the finest unit: further digits cannot change the value.
+    let fraction = &fraction[..fraction.len().min(18)];
     let whole: u128 = if whole.is_empty() {
         0
     } else {
@@ -123,6 +127,13 @@ fn scaled(number: &str, per_unit: u128) -> Option<u128> {
 
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.0.is_zero() && !self.0.subsec_nanos().is_multiple_of(1_000_000) {
+            let micros = self.0.as_micros();
+            if self.0.subsec_nanos().is_multiple_of(1_000) {
+                return write!(f, "{micros}us");
+            }
+            return write!(f, "{}ns", self.0.as_nanos());
+        }
         let millis = self.0.as_millis();
         let units = [
             (86_400_000, "d"),
@@ -202,6 +213,15 @@ mod tests {
             "250us".parse::<HumanDuration>().unwrap().0,
             Duration::from_micros(250)
         );
+        assert_eq!(
+            "100ns".parse::<HumanDuration>().unwrap().0,
+            Duration::from_nanos(100)
+        );
+        // More fraction digits than nanoseconds need are accepted, as systemd does.
+        assert_eq!(
+            "0.1234567891s".parse::<HumanDuration>().unwrap().0,
+            Duration::from_nanos(123_456_789)
+        );
     }
 
     #[test]
@@ -231,6 +251,15 @@ mod tests {
             (90_000, "90s"),
             (3_600_000, "1h"),
         ];
+        assert_eq!(
+            HumanDuration(Duration::from_micros(250)).to_string(),
+            "250us"
+        );
+        assert_eq!(
+            HumanDuration(Duration::from_nanos(100)).to_string(),
+            "100ns"
+        );
+        assert_eq!(HumanDuration(Duration::ZERO).to_string(), "0ms");
         for (millis, text) in table {
             assert_eq!(
                 HumanDuration(Duration::from_millis(millis)).to_string(),

@@ -103,14 +103,26 @@ impl Listeners {
         self.by_port.contains_key(&port)
     }
 
-    /// Whether a process of `unit` listens on `port`: one whose cgroup is the unit's own
-    /// (systemd names a unit's cgroup after the unit, under its slice) or below it.
-    pub(crate) fn held_by_unit(&self, port: u16, unit: &str) -> bool {
-        self.by_port.get(&port).is_some_and(|cgroups| {
-            cgroups
+    /// Whether a process of the system unit `unit` listens on `port`: one whose cgroup is
+    /// the unit's own (systemd names a unit's cgroup after the unit, under its slice) or below
+    /// it, and not inside a user's service manager (`user@1000.service/…/web.service` is a
+    /// user's unit of the same name). `None` when something listens but its owner could not
+    /// be read (not root, `hidepid`).
+    pub(crate) fn held_by_unit(&self, port: u16, unit: &str) -> Option<bool> {
+        let Some(cgroups) = self.by_port.get(&port) else {
+            return Some(false);
+        };
+        if cgroups.is_empty() {
+            return None;
+        }
+        let own = |cgroup: &String| {
+            let parts: Vec<&str> = cgroup.split('/').collect();
+            parts
                 .iter()
-                .any(|cgroup| cgroup.split('/').any(|part| part == unit))
-        })
+                .position(|part| *part == unit)
+                .is_some_and(|at| !parts[..at].iter().any(|part| part.starts_with("user@")))
+        };
+        Some(cgroups.iter().any(own))
     }
 }
 
@@ -405,6 +417,31 @@ mod tests {
     }
 
     #[test]
+    fn a_users_unit_of_the_same_name_is_not_the_system_unit() {
+        let listeners = Listeners {
+            by_port: HashMap::from([
+                (
+                    80,
+                    vec![
+                        "/user.slice/user-1000.slice/user@1000.service/app.slice/web.service"
+                            .to_owned(),
+                    ],
+                ),
+                (81, vec!["/system.slice/web.service".to_owned()]),
+                (82, Vec::new()),
+            ]),
+        };
+        assert_eq!(listeners.held_by_unit(80, "web.service"), Some(false));
+        assert_eq!(listeners.held_by_unit(81, "web.service"), Some(true));
+        assert_eq!(
+            listeners.held_by_unit(82, "web.service"),
+            None,
+            "owner unknown"
+        );
+        assert_eq!(listeners.held_by_unit(83, "web.service"), Some(false));
+    }
+
+    #[test]
     fn finds_our_own_listener() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -419,10 +456,10 @@ mod tests {
         assert!(all.is_listening(port));
         let mine = cgroup_of(std::process::id()).unwrap();
         let my_unit = mine.rsplit('/').find(|part| !part.is_empty()).unwrap_or("");
-        if !my_unit.is_empty() {
-            assert!(all.held_by_unit(port, my_unit), "{all:?}");
+        if !my_unit.is_empty() && !mine.contains("/user@") {
+            assert_eq!(all.held_by_unit(port, my_unit), Some(true), "{all:?}");
         }
-        assert!(!all.held_by_unit(port, "other.service"));
+        assert_eq!(all.held_by_unit(port, "other.service"), Some(false));
         drop(listener);
         assert!(!is_listening(port));
         assert!(!Listeners::read().is_listening(port));

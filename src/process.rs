@@ -158,23 +158,26 @@ pub(crate) struct CapturedRun {
     pub elapsed: Duration,
 }
 
-/// Where `program` would be run from, as `Command` finds it: a name with a `/` is a path,
-/// any other is looked up in `$PATH`. Err says why it cannot run: missing, not a regular
-/// file, or not executable.
+/// The `$PATH` systemd gives a service (and so the heal unit) that sets none.
+pub(crate) const SYSTEMD_DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin";
+
+/// Where `program` would be run from inside the heal unit: a name with a `/` is a path, any
+/// other is looked up in systemd's default `$PATH` (not the caller's: `check` from a shell
+/// must answer for the unit). Err says why it cannot run: missing, not a regular file, or not
+/// executable.
 pub(crate) fn find_executable(program: &str) -> Result<std::path::PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
     let candidates: Vec<std::path::PathBuf> = if program.contains('/') {
         vec![program.into()]
     } else {
-        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-        std::env::split_paths(&path)
+        std::env::split_paths(SYSTEMD_DEFAULT_PATH)
             .map(|dir| dir.join(program))
             .collect()
     };
     let mut why = if program.contains('/') {
         "does not exist".to_owned()
     } else {
-        "not found in $PATH".to_owned()
+        format!("not found in systemd's default PATH ({SYSTEMD_DEFAULT_PATH})")
     };
     for candidate in candidates {
         match std::fs::metadata(&candidate) {

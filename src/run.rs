@@ -149,7 +149,17 @@ pub(crate) fn run<U: UnitControl>(
     let not_serving = match waited {
         Some(_) if !snapshot.is_down() => {
             let verification = verify::verify(&systemd, &target, Instant::now());
-            (!verification.healthy).then_some(verification.detail)
+            if verification.healthy {
+                None
+            } else {
+                // It may have failed again while it was verified: decide on how it is now.
+                snapshot = systemd.snapshot(&unit)?;
+                Some(
+                    verify::check_now(&snapshot, &target, false)
+                        .err()
+                        .unwrap_or(verification.detail),
+                )
+            }
         }
         Some(_) => Some(String::new()),
         None => verify::check_now(&snapshot, &target, false).err(),

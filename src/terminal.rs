@@ -90,13 +90,69 @@ fn width(fd: std::os::fd::RawFd) -> Option<usize> {
     std::env::var("COLUMNS").ok()?.parse().ok()
 }
 
-/// `text` cut to `width` characters, with `…` where it was cut.
+/// `text` cut to `width` visible characters, with `…` where it was cut. Escape sequences
+/// (selfheal's own colours) take no width and are never cut in half; a cut line ends its
+/// colour.
 pub(crate) fn fit(text: &str, width: usize) -> Cow<'_, str> {
-    if text.chars().count() <= width {
+    let mut visible = 0;
+    let mut in_escape = false;
+    let mut painted = false;
+    for (at, c) in text.char_indices() {
+        if in_escape {
+            in_escape = !c.is_ascii_alphabetic();
+            continue;
+        }
+        if c == '\x1b' {
+            in_escape = true;
+            painted = true;
+            continue;
+        }
+        visible += 1;
+        if visible == width {
+            if strip_escapes(&text[at + c.len_utf8()..]).is_empty() {
+                return Cow::Borrowed(text);
+            }
+            let reset = if painted { "\x1b[0m" } else { "" };
+            return Cow::Owned(format!("{}…{reset}", &text[..at]));
+        }
+    }
+    Cow::Borrowed(text)
+}
+
+/// `text` without escape sequences.
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::new();
+    let mut in_escape = false;
+    for c in text.chars() {
+        if in_escape {
+            in_escape = !c.is_ascii_alphabetic();
+        } else if c == '\x1b' {
+            in_escape = true;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Text from outside (a service's command line or journal line, kept in a summary) made safe
+/// to print: control characters, escape sequences among them, are shown as `\u{…}` instead
+/// of reaching the terminal.
+pub(crate) fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
         return Cow::Borrowed(text);
     }
-    let kept: String = text.chars().take(width.saturating_sub(1)).collect();
-    Cow::Owned(format!("{kept}…"))
+    Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Says on stderr what selfheal is waiting for, once it has waited `after`, when stderr is a
@@ -168,8 +224,25 @@ mod tests {
     #[test]
     fn fits_text_to_a_width() {
         assert_eq!(fit("short", 10), "short");
+        assert_eq!(fit("exactly8", 8), "exactly8");
         assert_eq!(fit("a longer summary", 8), "a longe…");
         assert_eq!(fit("ééééé", 3), "éé…");
+        // Colours take no width and are never cut in half; a cut line ends its colour.
+        let painted = "\x1b[31mCRITICAL\x1b[0m";
+        assert_eq!(fit(painted, 8), painted);
+        assert_eq!(
+            fit("ab \x1b[31mCRITICAL\x1b[0m", 6),
+            "ab \x1b[31mCR…\x1b[0m"
+        );
+    }
+
+    #[test]
+    fn control_characters_from_outside_are_shown_not_obeyed() {
+        assert_eq!(printable("plain"), "plain");
+        assert_eq!(
+            printable("held by pid 7 (evil \x1b]0;owned\x07)"),
+            "held by pid 7 (evil \\u{1b}]0;owned\\u{7})"
+        );
     }
 
     #[test]

@@ -38,6 +38,7 @@ struct ServiceJson {
     healing_masked: bool,
     recent_runs: usize,
     suppressed: bool,
+    suppressed_until: Option<String>,
     last_healing: Option<serde_json::Value>,
 }
 
@@ -114,7 +115,9 @@ fn status_shows_systemds_truth_for_every_kind_of_service() {
     state
         .append_history(&record("healed", Outcome::Resolved, 120))
         .unwrap();
-    for minutes in [50, 30, 10] {
+    // Four runs within the hour, threshold 3: healing is allowed again once the second
+    // oldest (50 min ago) leaves the window, in 10 minutes.
+    for minutes in [55, 50, 30, 10] {
         state
             .append_history(&record("looping", Outcome::Resolved, minutes))
             .unwrap();
@@ -174,14 +177,21 @@ fn status_shows_systemds_truth_for_every_kind_of_service() {
     assert!(service("idle").last_healing.is_none());
     assert_eq!(service("healed").recent_runs, 0, "two hours ago, window 1h");
     let looping = service("looping");
-    assert_eq!(looping.recent_runs, 3);
+    assert_eq!(looping.recent_runs, 4);
     assert!(looping.suppressed);
+    let until =
+        humantime::parse_rfc3339_weak(looping.suppressed_until.as_deref().unwrap()).unwrap();
+    let expected = SystemTime::now() + Duration::from_secs(10 * 60);
+    let off = until
+        .duration_since(expected)
+        .unwrap_or_else(|early| early.duration());
+    assert!(off < Duration::from_secs(60), "{looping:?}");
     assert!(!service("healed").suppressed);
     assert_eq!(status.system["name"], "TestHost");
     assert_eq!(status.system["owner"], "ops@example.org");
     assert!(status.system["uptime_seconds"].as_u64().is_some());
     assert_eq!(status.config["monitored"], names.len());
-    assert_eq!(status.recent.len(), 4);
+    assert_eq!(status.recent.len(), 5);
 
     // Text in a pipe: every service, the overview, no escape codes.
     let text = env.selfheal(["status"]);
@@ -196,7 +206,7 @@ fn status_shows_systemds_truth_for_every_kind_of_service() {
         &format!(":{deaf_port} not listening"),
         "NOT ARMED: OnFailure= of nohook.service does not start nohook-self-heal.service",
         "healing disabled: masked-self-heal.service is masked",
-        "3/3 healing runs in the last 1h: SUPPRESSED until",
+        "4/3 healing runs in the last 1h: SUPPRESSED until",
         "↳ last healing",
         "Loop protection  3 healing runs per 1h",
     ] {
@@ -251,4 +261,36 @@ fn status_lists_300_services() {
     let last = &status.services[299];
     assert_eq!(last.port_listening, Some(true), "{last:?}");
     assert!(last.healthy, "{last:?}");
+}
+
+#[test]
+fn a_unit_named_by_its_alias_is_found_and_its_port_is_its_own() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.config(&format!(
+        "monitored_services:\n  - name: db\n    unit: db-alias.service\n    port: {port}\n"
+    ));
+    env.unit(
+        "db-real",
+        &format!(
+            "ExecStart={} serve-demo --port {port}",
+            selfheal_bin().display()
+        ),
+    );
+    // What `Alias=` in an [Install] section makes: a second name for the same unit.
+    std::os::unix::fs::symlink(
+        env.sandbox.unit_dir().join("db-real.service"),
+        env.sandbox.unit_dir().join("db-alias.service"),
+    )
+    .unwrap();
+    env.systemctl(&["daemon-reload"]);
+    env.start_listening("db-real", port);
+
+    let output = env.selfheal(["status", "--json"]);
+    let status: StatusJson = serde_json::from_slice(&output.stdout).unwrap();
+    let db = &status.services[0];
+    assert_eq!(db.active_state, "active", "{db:?}");
+    assert_eq!(db.port_listening, Some(true), "{db:?}");
+    assert!(db.healthy, "{db:?}");
+    assert_eq!(exit_code(&output), ExitCode::Success);
 }

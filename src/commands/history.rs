@@ -10,7 +10,7 @@ use crate::cli::HistoryArgs;
 use crate::exit_code::ExitCode;
 use crate::outcome::Outcome;
 use crate::state::HistoryRecord;
-use crate::terminal::{Paint, Terminal, fit};
+use crate::terminal::{Paint, Terminal, fit, printable};
 use crate::when::{LocalTime, ago};
 
 use super::Paths;
@@ -117,7 +117,7 @@ fn table(
         line(
             [&row[0], &row[1], &row[2], &row[3], &row[4]],
             Some(record.outcome),
-            &record.summary,
+            &printable(&record.summary),
         );
     }
     out

@@ -67,7 +67,8 @@ pub(crate) struct ServiceStatus {
     /// Active, its own process listening on `port`, `health_url` answering 2xx.
     pub healthy: bool,
     pub port: Option<u16>,
-    /// The unit's own process listens on `port` (null without a port).
+    /// The unit's own process listens on `port` (null without a port, or when something
+    /// listens but its owner cannot be read, e.g. when not run as root).
     pub port_listening: Option<bool>,
     /// Something else holds `port` while the unit's own process does not.
     pub port_taken_by_other: bool,
@@ -109,7 +110,7 @@ pub(crate) struct LastHealing {
 pub(crate) struct Summary {
     /// Active and healthy.
     pub running: usize,
-    /// Active, but not listening or not answering.
+    /// Active but not listening or not answering, or activating / reloading.
     pub unhealthy: usize,
     pub failed: usize,
     /// Inactive, activating, deactivating, …
@@ -257,15 +258,24 @@ fn ask_systemd(services: &[&ServiceConfig]) -> Vec<UnitAnswer> {
     let _waiting = SlowNotice::new("waiting for systemd to answer");
     let units: Vec<String> = services.iter().map(|s| s.unit_name()).collect();
     let heal_units: Vec<String> = services.iter().map(|s| s.heal_unit_name()).collect();
-    let units: Vec<&str> = units.iter().map(String::as_str).collect();
-    let heal_units: Vec<&str> = heal_units.iter().map(String::as_str).collect();
-    // Heal units only need their load state (masked, not installed): listed, not asked.
-    let answer = Systemd::connect()
-        .and_then(|systemd| systemd.overview(&units, &heal_units, SYSTEMD_TIMEOUT));
-    match answer {
-        Ok(overviews) => {
-            let (units, heals) = overviews.split_at(services.len().min(overviews.len()));
-            (0..services.len())
+    let count = services.len();
+    // Connecting has no deadline of its own (a wedged dbus-daemon would hold it forever):
+    // the whole question runs on a thread that is given up on after the dashboard's timeout.
+    let (answer_to, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let units: Vec<&str> = units.iter().map(String::as_str).collect();
+        let heal_units: Vec<&str> = heal_units.iter().map(String::as_str).collect();
+        // Heal units only need their load state (masked, not installed): listed, not asked.
+        let answer = Systemd::connect()
+            .and_then(|systemd| systemd.overview(&units, &heal_units, SYSTEMD_TIMEOUT));
+        let _ = answer_to.send(answer);
+    });
+    let unknown = |why: String| (0..count).map(|_| Err(why.clone())).collect();
+    let too_slow = || format!("systemd did not answer in {}s", SYSTEMD_TIMEOUT.as_secs());
+    match answer.recv_timeout(SYSTEMD_TIMEOUT + Duration::from_millis(500)) {
+        Ok(Ok(overviews)) => {
+            let (units, heals) = overviews.split_at(count.min(overviews.len()));
+            (0..count)
                 .map(|index| {
                     let unit = units.get(index).cloned().unwrap_or_default();
                     let heal = heals.get(index).cloned().unwrap_or_default();
@@ -273,14 +283,8 @@ fn ask_systemd(services: &[&ServiceConfig]) -> Vec<UnitAnswer> {
                 })
                 .collect()
         }
-        Err(crate::systemd::SystemdError::Timeout(after)) => {
-            let why = format!("systemd did not answer in {}s", after.as_secs());
-            services.iter().map(|_| Err(why.clone())).collect()
-        }
-        Err(err) => {
-            let why = err.to_string();
-            services.iter().map(|_| Err(why.clone())).collect()
-        }
+        Ok(Err(crate::systemd::SystemdError::Timeout(_))) | Err(_) => unknown(too_slow()),
+        Ok(Err(err)) => unknown(err.to_string()),
     }
 }
 
@@ -359,7 +363,7 @@ fn row(
     };
     let port_listening = service
         .port
-        .map(|port| listeners.held_by_unit(port, &service.unit_name()));
+        .and_then(|port| listeners.held_by_unit(port, &unit.id));
     let port_taken_by_other = service
         .port
         .is_some_and(|port| listeners.is_listening(port) && port_listening == Some(false));
@@ -437,7 +441,8 @@ fn summarize(rows: &[ServiceStatus]) -> Summary {
         match row.active_state.as_str() {
             _ if row.unknown_reason.is_some() => summary.unknown += 1,
             "active" if row.healthy => summary.running += 1,
-            "active" => summary.unhealthy += 1,
+            // Starting or reloading: up, but not yet (or not now) serving; the mark says WARN.
+            "active" | "activating" | "reloading" => summary.unhealthy += 1,
             "failed" => summary.failed += 1,
             "not-found" => summary.not_found += 1,
             _ => summary.inactive += 1,

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use super::{ServiceStatus, Status};
 use crate::outcome::Outcome;
-use crate::terminal::{Paint, Terminal, fit};
+use crate::terminal::{Paint, Terminal, fit, printable};
 use crate::when::{LocalTime, ago};
 
 /// How a service is doing, for its mark.
@@ -169,6 +169,7 @@ fn services(page: &mut Page, status: &Status) {
                 (Some(true), _) => "listening",
                 (_, true) => "held by another process",
                 _ if row.unknown_reason.is_some() => "?",
+                (None, _) => "listening (owner unknown: run as root)",
                 _ => "not listening",
             };
             fields.push(format!(":{port} {how}"));
@@ -240,7 +241,7 @@ fn recent(page: &mut Page, status: &Status) {
             "  {at}  {}  {}  {}",
             record.service,
             record.outcome.as_str().to_uppercase(),
-            record.summary
+            printable(&record.summary)
         ));
     }
 }
@@ -288,13 +289,13 @@ fn notes(row: &ServiceStatus, page: &Page, status: &Status) -> Vec<String> {
             "↳ last healing {}: {}{by} — {}",
             when(&last.started_at),
             last.outcome.as_str().to_uppercase(),
-            last.summary
+            printable(&last.summary)
         ));
     }
     if row.health_ok == Some(false)
         && let Some(detail) = &row.health_detail
     {
-        notes.push(format!("↳ health: {detail}"));
+        notes.push(format!("↳ health: {}", printable(detail)));
     }
     // A unit systemd does not know has no hook to speak of: NOT FOUND says it all.
     if row.unknown_reason.is_none() && row.active_state != "not-found" {

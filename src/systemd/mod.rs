@@ -11,7 +11,6 @@ mod proxy;
 mod snapshot;
 
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -104,10 +103,6 @@ pub(crate) struct Systemd {
     manager: ManagerProxy<'static>,
     /// systemd refuses a second `Subscribe` from the same connection.
     subscribed: AtomicBool,
-    /// JobRemoved signals, subscribed to while the first snapshot is read (a run that reads
-    /// a snapshot usually restarts next: the subscription then costs no round trip of its
-    /// own), until a job wait takes them.
-    removals: Mutex<Option<proxy::JobRemovedStream>>,
 }
 
 fn call_error(call: &'static str) -> impl FnOnce(zbus::Error) -> SystemdError {
@@ -137,7 +132,6 @@ impl Systemd {
                 connection,
                 manager,
                 subscribed: AtomicBool::new(false),
-                removals: Mutex::new(None),
             })
         })
     }
@@ -158,13 +152,10 @@ impl Systemd {
         }
     }
 
-    /// Subscribes and opens the JobRemoved stream (or takes the one opened with the first
-    /// snapshot). Open it before asking for a job, so the removal of a fast job cannot slip
-    /// past.
+    /// Subscribes and opens the JobRemoved stream. Open it right before asking for a job, so
+    /// the removal of a fast job cannot slip past. (Not earlier: an unread stream fills up
+    /// with every job on the host, and a full one stalls the whole connection.)
     async fn job_removals(&self) -> Result<proxy::JobRemovedStream, SystemdError> {
-        if let Some(stream) = self.removals.lock().ok().and_then(|mut slot| slot.take()) {
-            return Ok(stream);
-        }
         self.subscribe().await?;
         self.manager
             .receive_job_removed()
@@ -383,6 +374,8 @@ pub(crate) fn unit_object_path(unit: &str) -> String {
 /// One unit as the dashboard sees it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct UnitOverview {
+    /// The unit's own name (an alias that was asked for resolves to it).
+    pub id: String,
     /// `loaded`, `not-found`, `masked`, …
     pub load_state: String,
     pub active_state: ActiveState,
@@ -432,8 +425,15 @@ impl Systemd {
             } else {
                 None
             };
-            let row = listed.iter().find(|row| row.0 == *unit);
+            // systemd answers in the order asked, with each unit's real name: an alias
+            // (`sshd.service` for ssh.service) comes back under the name it stands for.
+            let row = if listed.len() == all.len() {
+                listed.get(index)
+            } else {
+                listed.iter().find(|row| row.0 == *unit)
+            };
             overviews.push(UnitOverview {
+                id: row.map_or_else(|| (*unit).to_owned(), |row| row.0.clone()),
                 load_state: row.map_or_else(|| "not-found".to_owned(), |row| row.2.clone()),
                 active_state: ActiveState::parse(row.map_or("inactive", |row| row.3.as_str())),
                 sub_state: row.map_or_else(|| "dead".to_owned(), |row| row.4.clone()),
@@ -506,19 +506,7 @@ impl Systemd {
 
 impl UnitControl for Systemd {
     fn snapshot(&self, unit: &str) -> Result<UnitSnapshot, SystemdError> {
-        if self.subscribed.load(Ordering::SeqCst) {
-            return zbus::block_on(self.read_snapshot(unit));
-        }
-        let (snapshot, removals) = zbus::block_on(futures_lite::future::zip(
-            self.read_snapshot(unit),
-            self.job_removals(),
-        ));
-        match (removals, self.removals.lock()) {
-            (Ok(stream), Ok(mut slot)) => *slot = Some(stream),
-            // The restart will subscribe again, and report the error if it persists.
-            _ => self.subscribed.store(false, Ordering::SeqCst),
-        }
-        snapshot
+        zbus::block_on(self.read_snapshot(unit))
     }
 
     fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
