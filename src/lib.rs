@@ -22,6 +22,7 @@ mod host;
 mod install;
 mod journal;
 pub mod logging;
+mod metrics;
 mod nofollow;
 pub mod outcome;
 pub mod ports;

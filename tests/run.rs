@@ -450,3 +450,74 @@ fn an_active_service_that_does_not_listen_is_healed_and_the_report_names_the_por
     assert!(selfheal::ports::is_listening(port));
     assert_contains(&env.history()[0].summary, &expected);
 }
+
+#[test]
+fn a_heal_rewrites_the_metrics_file_and_its_counters_match_history() {
+    let env = TestEnv::new();
+    let port = free_port();
+    let metrics = env
+        .sandbox
+        .scratch_dir()
+        .join("textfile")
+        .join("selfheal.prom");
+    std::fs::create_dir_all(metrics.parent().unwrap()).unwrap();
+    env.config(&web_config(
+        port,
+        &format!("metrics_file: {}\n", metrics.display()),
+    ))
+    .web_unit("web", port, "up");
+    env.start_listening("web", port);
+    env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
+    wait_until(Duration::from_secs(10), "web to fail", || {
+        env.property("web.service", "ActiveState") == "failed"
+    });
+
+    let (code, _) = env.run_json("web", &[]);
+    assert_eq!(code, ExitCode::Success);
+    let (code, _) = env.run_json("web", &[]);
+    assert_eq!(code, ExitCode::Success);
+    let (code, _) = env.run_json("web", &["--dry-run"]);
+    assert_eq!(code, ExitCode::Success);
+
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let counter = |outcome: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "selfheal_runs_total"
+                    && s.labels.get("service") == Some("web")
+                    && s.labels.get("outcome") == Some(outcome)
+            })
+            .map(|s| s.value.clone())
+    };
+    let history = env.history();
+    let count = |outcome: Outcome| history.iter().filter(|r| r.outcome == outcome).count();
+    assert_eq!(count(Outcome::Resolved), 1);
+    assert_eq!(count(Outcome::Healthy), 1);
+    assert_eq!(
+        counter("resolved"),
+        Some(prometheus_parse::Value::Counter(1.0)),
+        "{text}"
+    );
+    assert_eq!(
+        counter("healthy"),
+        Some(prometheus_parse::Value::Counter(1.0)),
+        "{text}"
+    );
+    assert_eq!(
+        counter("planned"),
+        None,
+        "a dry run is not recorded: {text}"
+    );
+    assert_contains(&text, "selfheal_episode_open{service=\"web\"} 0");
+    assert_contains(&text, "selfheal_outbox_messages 0");
+    // Written atomically: no temporary file is left beside it.
+    let siblings: Vec<_> = std::fs::read_dir(metrics.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(siblings, [std::ffi::OsString::from("selfheal.prom")]);
+}

@@ -8,6 +8,7 @@ use super::Paths;
 pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
     let config = paths.load_config()?;
     let summary = crate::email::flush(&config, &paths.state())?;
+    crate::metrics::update(&config, &paths.state());
     for meta in &summary.delivered {
         println!(
             "delivered {} ({})",

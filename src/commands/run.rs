@@ -43,6 +43,10 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
         if !args.dry_run && !args.no_email && crate::email::worth_mailing(&report) {
             mail(&config, &state, renderer, &report);
         }
+        if !args.dry_run {
+            // After the mail, so the outbox figure is what the run left behind.
+            crate::metrics::update(&config, &state);
+        }
         // systemd merged this failure's OnFailure= start into this run: nobody else heals it.
         if !args.json && run::failed_again_while_finishing(&report, service)? {
             options.ignore_monitor_facts = true;

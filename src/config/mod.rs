@@ -68,6 +68,11 @@ pub(crate) struct Config {
     pub threshold_window: HumanDuration,
     /// A burst of failures like this gets one combined report.
     pub cascade: Option<CascadeConfig>,
+    /// A service suppressed by loop protection is tried again after this (doubling, capped),
+    /// or `never`. Accepted and validated; this version does not retry yet.
+    pub retry_after: Option<RetryAfter>,
+    /// `daily`: `selfheal digest` by timer. Accepted and validated; not acted on yet.
+    pub digest: Option<DigestSchedule>,
     /// Optional Prometheus textfile for node_exporter.
     pub metrics_file: Option<PathBuf>,
     /// Optional directory whose templates override the built-in ones.
@@ -77,6 +82,42 @@ pub(crate) struct Config {
     /// The services selfheal heals.
     #[serde(default)]
     pub monitored_services: Vec<ServiceConfig>,
+}
+
+/// `retry_after:` a duration, or `never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub(crate) enum RetryAfter {
+    Never,
+    After(HumanDuration),
+}
+
+impl TryFrom<String> for RetryAfter {
+    type Error = String;
+    fn try_from(text: String) -> Result<RetryAfter, String> {
+        if text == "never" {
+            return Ok(RetryAfter::Never);
+        }
+        text.parse()
+            .map(RetryAfter::After)
+            .map_err(|err| format!("{err}, or never"))
+    }
+}
+
+impl From<RetryAfter> for String {
+    fn from(retry: RetryAfter) -> String {
+        match retry {
+            RetryAfter::Never => "never".to_owned(),
+            RetryAfter::After(duration) => duration.to_string(),
+        }
+    }
+}
+
+/// `digest:` how often the summary is mailed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DigestSchedule {
+    Daily,
 }
 
 /// Grouping of simultaneous failures into one report.
@@ -259,6 +300,11 @@ impl Config {
             validate_service(service).map_err(|(keys, message)| Problem {
                 keys: keys.iter().map(|name| key(name)).collect(),
                 message: format!("{at}: {message}"),
+            })?;
+        }
+        if let Some(path) = &self.metrics_file {
+            require_absolute(path).map_err(|message| {
+                Problem::at(&["metrics_file".into()], format!("metrics_file: {message}"))
             })?;
         }
         if let Some(email) = &self.email {
@@ -815,6 +861,28 @@ monitored_services:
         let web = &config.monitored_services[0];
         assert_eq!(web.verify_timeout.0, Duration::from_secs(120));
         assert_eq!(web.stable_for.0, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn the_contracts_retry_and_digest_keys_are_accepted_and_checked() {
+        let config = parse("retry_after: 15m\ndigest: daily\n").unwrap();
+        assert_eq!(
+            config.retry_after,
+            Some(RetryAfter::After(HumanDuration(Duration::from_secs(900))))
+        );
+        assert_eq!(config.digest, Some(DigestSchedule::Daily));
+        assert_eq!(
+            parse("retry_after: never\n").unwrap().retry_after,
+            Some(RetryAfter::Never)
+        );
+        let err = parse("retry_after: soon\n").unwrap_err().to_string();
+        assert!(
+            err.contains(":1:14: retry_after: invalid duration"),
+            "{err}"
+        );
+        assert!(err.contains("or never"), "{err}");
+        let err = parse("digest: hourly\n").unwrap_err().to_string();
+        assert!(err.contains("daily"), "{err}");
     }
 
     #[test]
