@@ -113,9 +113,10 @@ pub(crate) fn planned_files(
     files
 }
 
-/// systemd's ExecStart= splits on whitespace and interprets quotes and `%`; quote what needs it.
+/// systemd's ExecStart= splits on whitespace, interprets quotes, expands `%` specifiers and
+/// `$VARIABLE`s; escape and quote what needs it.
 fn quote_arg(arg: &str) -> String {
-    let escaped = arg.replace('%', "%%");
+    let escaped = arg.replace('%', "%%").replace('$', "$$");
     if escaped
         .chars()
         .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | ';'))
@@ -144,6 +145,163 @@ fn failed(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> I
     }
 }
 
+/// What `install` does to one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// It does not exist yet.
+    Create(UnitFile),
+    /// It is ours and says something else: the old contents, and the new file.
+    Update { old: String, file: UnitFile },
+    /// Ours, for a service that is no longer in the config.
+    Remove(PathBuf),
+    /// A heal unit masked by a person (`systemctl mask`): healing stays disabled.
+    KeepMasked(PathBuf),
+}
+
+/// Compares the planned files with what `unit_dir` holds: what to create or update (only
+/// files that carry our marker are ever replaced), which of our files belong to services no
+/// longer configured, and which heal units a person masked. Unchanged files are left out: a
+/// second install changes nothing.
+pub(crate) fn plan_changes(
+    files: &[UnitFile],
+    unit_dir: &Path,
+) -> Result<Vec<Change>, InstallError> {
+    let mut changes = Vec::new();
+    for file in files {
+        if is_masked(&file.path) {
+            changes.push(Change::KeepMasked(file.path.clone()));
+            continue;
+        }
+        match std::fs::read_to_string(&file.path) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                changes.push(Change::Create(file.clone()));
+            }
+            Ok(old) if old == file.contents => {}
+            Ok(old) if old.starts_with(MARKER) => changes.push(Change::Update {
+                old,
+                file: file.clone(),
+            }),
+            // Not ours, or not even readable as text: never replaced.
+            _ => {
+                return Err(InstallError {
+                    action: "refusing to overwrite",
+                    path: file.path.clone(),
+                    cause: std::io::Error::other(
+                        "selfheal did not write it (its first line is not selfheal's marker); move it away or remove it, then run install again",
+                    ),
+                });
+            }
+        }
+    }
+    for path in our_files(unit_dir) {
+        if !files.iter().any(|file| file.path == path) {
+            changes.push(Change::Remove(path));
+        }
+    }
+    Ok(changes)
+}
+
+/// `systemctl mask` puts a symlink to /dev/null where the unit file would be.
+fn is_masked(path: &Path) -> bool {
+    std::fs::read_link(path).is_ok_and(|target| target == Path::new("/dev/null"))
+}
+
+/// The heal units and drop-ins in `unit_dir` that carry our marker (written by an earlier
+/// install, perhaps for a service since removed from the config).
+fn our_files(unit_dir: &Path) -> Vec<PathBuf> {
+    let ours = |path: &Path| {
+        std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+            && std::fs::read_to_string(path).is_ok_and(|text| text.starts_with(MARKER))
+    };
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(unit_dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with("-self-heal.service") && ours(&path) {
+            found.push(path);
+        } else if name.ends_with(".service.d") {
+            let drop_in = path.join("50-selfheal.conf");
+            if ours(&drop_in) {
+                found.push(drop_in);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Carries out `changes`; returns whether anything on disk changed.
+pub(crate) fn apply(changes: &[Change]) -> Result<bool, InstallError> {
+    let mut changed = false;
+    for change in changes {
+        match change {
+            Change::Create(file) | Change::Update { file, .. } => {
+                write_files(std::slice::from_ref(file))?;
+                changed = true;
+            }
+            Change::Remove(path) => {
+                std::fs::remove_file(path).map_err(failed("removing", path))?;
+                remove_empty_drop_in_dir(path);
+                changed = true;
+            }
+            Change::KeepMasked(_) => {}
+        }
+    }
+    Ok(changed)
+}
+
+/// What `install --dry-run` prints: each change, with a unified diff for an update.
+pub(crate) fn describe(changes: &[Change]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for change in changes {
+        match change {
+            Change::Create(file) => {
+                let _ = writeln!(out, "create {}", file.path.display());
+                for line in file.contents.lines() {
+                    let _ = writeln!(out, "+{line}");
+                }
+            }
+            Change::Update { old, file } => {
+                let _ = writeln!(out, "update {}", file.path.display());
+                let diff = similar::TextDiff::from_lines(old.as_str(), file.contents.as_str());
+                let _ = write!(out, "{}", diff.unified_diff().context_radius(2));
+            }
+            Change::Remove(path) => {
+                let _ = writeln!(
+                    out,
+                    "remove {} (its service is no longer configured)",
+                    path.display()
+                );
+            }
+            Change::KeepMasked(path) => {
+                let _ = writeln!(
+                    out,
+                    "keep {} masked (healing disabled by hand)",
+                    path.display()
+                );
+            }
+        }
+    }
+    if changes.iter().all(|c| matches!(c, Change::KeepMasked(_))) {
+        out.push_str("nothing to change\n");
+    }
+    out
+}
+
+fn remove_empty_drop_in_dir(path: &Path) {
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| d.extension().is_some_and(|e| e == "d"))
+    {
+        // Only succeeds when empty, which is exactly when it should go.
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
 /// Writes the files, each atomically (see `atomic_file`).
 pub(crate) fn write_files(files: &[UnitFile]) -> Result<(), InstallError> {
     for file in files {
@@ -169,14 +327,7 @@ pub(crate) fn remove_files(files: &[UnitFile]) -> Result<Vec<PathBuf>, InstallEr
         }
         std::fs::remove_file(&file.path).map_err(failed("removing", &file.path))?;
         removed.push(file.path.clone());
-        if let Some(dir) = file
-            .path
-            .parent()
-            .filter(|d| d.extension().is_some_and(|e| e == "d"))
-        {
-            // Only succeeds when empty, which is exactly when it should go.
-            let _ = std::fs::remove_dir(dir);
-        }
+        remove_empty_drop_in_dir(&file.path);
     }
     Ok(removed)
 }
@@ -291,6 +442,107 @@ mod tests {
         assert!(own.exists());
         assert!(files[2].path.exists());
         assert!(!dir.path().join("postgresql.service.d").exists());
+    }
+
+    fn plain_invocation() -> Invocation {
+        Invocation {
+            executable: "/bin/selfheal".into(),
+            config: None,
+            state_dir: None,
+        }
+    }
+
+    #[test]
+    fn a_second_install_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = planned_files(&config(), &plain_invocation(), dir.path());
+        let changes = plan_changes(&files, dir.path()).unwrap();
+        assert_eq!(changes.len(), files.len());
+        assert!(changes.iter().all(|c| matches!(c, Change::Create(_))));
+        assert!(apply(&changes).unwrap());
+        let again = plan_changes(&files, dir.path()).unwrap();
+        assert!(again.is_empty(), "{again:?}");
+        assert!(!apply(&again).unwrap(), "nothing written, so no reload");
+        assert_eq!(describe(&again), "nothing to change\n");
+    }
+
+    #[test]
+    fn a_file_selfheal_did_not_write_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = planned_files(&config(), &plain_invocation(), dir.path());
+        let foreign = &files[0].path;
+        std::fs::write(foreign, "[Service]\nExecStart=/usr/bin/my-own-healer\n").unwrap();
+        let err = plan_changes(&files, dir.path()).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("refusing to overwrite {}", foreign.display())),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(foreign).unwrap(),
+            "[Service]\nExecStart=/usr/bin/my-own-healer\n"
+        );
+    }
+
+    #[test]
+    fn units_of_a_removed_service_are_removed_and_a_masked_heal_unit_stays_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = planned_files(&config(), &plain_invocation(), dir.path());
+        apply(&plan_changes(&before, dir.path()).unwrap()).unwrap();
+        // db leaves the config; web's healing is disabled by hand.
+        let web_heal = dir.path().join("web-self-heal.service");
+        std::fs::remove_file(&web_heal).unwrap();
+        std::os::unix::fs::symlink("/dev/null", &web_heal).unwrap();
+        let only_web =
+            Config::parse("monitored_services:\n  - name: web\n", Path::new("t.yml")).unwrap();
+        let after = planned_files(&only_web, &plain_invocation(), dir.path());
+        let changes = plan_changes(&after, dir.path()).unwrap();
+        assert!(
+            changes.contains(&Change::KeepMasked(web_heal.clone())),
+            "{changes:?}"
+        );
+        assert!(changes.contains(&Change::Remove(dir.path().join("db-self-heal.service"))));
+        let text = describe(&changes);
+        assert!(text.contains("keep "), "{text}");
+        assert!(text.contains("no longer configured"), "{text}");
+        apply(&changes).unwrap();
+        assert_eq!(
+            std::fs::read_link(&web_heal).unwrap(),
+            Path::new("/dev/null")
+        );
+        assert!(!dir.path().join("db-self-heal.service").exists());
+        assert!(!dir.path().join("postgresql.service.d").exists());
+        assert!(dir.path().join("web.service.d/50-selfheal.conf").exists());
+    }
+
+    #[test]
+    fn a_dry_run_shows_an_update_as_a_diff() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = planned_files(&config(), &plain_invocation(), dir.path());
+        apply(&plan_changes(&files, dir.path()).unwrap()).unwrap();
+        let moved = Invocation {
+            executable: "/usr/local/bin/selfheal".into(),
+            ..plain_invocation()
+        };
+        let changes =
+            plan_changes(&planned_files(&config(), &moved, dir.path()), dir.path()).unwrap();
+        let text = describe(&changes);
+        assert!(
+            text.contains("-ExecStart=/bin/selfheal run web\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("+ExecStart=/usr/local/bin/selfheal run web\n"),
+            "{text}"
+        );
+        assert!(text.contains("update "), "{text}");
+    }
+
+    #[test]
+    fn dollar_and_percent_in_paths_reach_selfheal_unexpanded() {
+        assert_eq!(
+            quote_arg("/opt/$HOME/50%/selfheal"),
+            "/opt/$$HOME/50%%/selfheal"
+        );
     }
 
     #[test]

@@ -5,22 +5,31 @@ use std::path::Path;
 use crate::Error;
 use crate::cli::{InstallArgs, UninstallArgs};
 use crate::exit_code::ExitCode;
-use crate::install::{self, Invocation, UnitFile};
+use crate::install::{self, Change, Invocation, UnitFile};
 use crate::systemd::{Systemd, UnitControl};
 
 use super::Paths;
 
 pub(super) fn install(paths: &Paths, args: &InstallArgs) -> Result<ExitCode, Error> {
     let files = planned(paths, &args.unit_dir)?;
+    // Every file is checked before any is written: a foreign file stops the whole install.
+    let changes = install::plan_changes(&files, &args.unit_dir)?;
     if args.dry_run {
-        for file in &files {
-            println!("# {}\n{}", file.path.display(), file.contents);
-        }
+        print!("{}", install::describe(&changes));
         return Ok(ExitCode::Success);
     }
-    install::write_files(&files)?;
-    for file in &files {
-        println!("wrote {}", file.path.display());
+    let changed = install::apply(&changes)?;
+    for change in &changes {
+        match change {
+            Change::Create(file) => println!("wrote {}", file.path.display()),
+            Change::Update { file, .. } => println!("updated {}", file.path.display()),
+            Change::Remove(path) => println!("removed {} (no longer configured)", path.display()),
+            Change::KeepMasked(path) => println!("left {} masked", path.display()),
+        }
+    }
+    if !changed {
+        println!("unchanged: every unit file is already as install writes it");
+        return Ok(ExitCode::Success);
     }
     reload_unless(args.no_reload)
 }

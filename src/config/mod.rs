@@ -286,6 +286,22 @@ impl Config {
                     format!("{at}: the name is used twice"),
                 ));
             }
+            // `web` and `web-self-heal` cannot both be monitored: web's heal unit would be
+            // web-self-heal's own unit file.
+            if let Some(other) = self
+                .monitored_services
+                .iter()
+                .find(|other| other.unit_name() == service.heal_unit_name())
+            {
+                return Err(Problem::at(
+                    &key("name"),
+                    format!(
+                        "{at}: its heal unit {} is {}'s unit: install would write one over the other; rename one of them",
+                        service.heal_unit_name(),
+                        other.name
+                    ),
+                ));
+            }
             if let Some(port) = service.port {
                 // Two services cannot both be healthy on one port: each would be "not
                 // listening" or the other's holder.
@@ -892,6 +908,14 @@ monitored_services:
             .to_string();
         assert!(err.contains(":2:11: "), "{err}");
         assert!(err.contains("write `name: web`"), "{err}");
+    }
+
+    #[test]
+    fn a_service_whose_unit_is_anothers_heal_unit_is_refused() {
+        let err = parse("monitored_services:\n  - name: web\n  - name: web-self-heal\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":2:11: monitored_services[0] (web): its heal unit web-self-heal.service is web-self-heal's unit"), "{err}");
     }
 
     #[test]

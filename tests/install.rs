@@ -1,0 +1,73 @@
+//! `selfheal install` against a real systemd in a sandbox: the hook as systemd reports it, a
+//! second install that changes and reloads nothing, a foreign unit file left alone, a removed
+//! service's units gone, a masked heal unit kept masked.
+
+mod common;
+
+use common::{TestEnv, assert_contains, exit_code};
+use selfheal::exit_code::ExitCode;
+
+fn install(env: &TestEnv) -> std::process::Output {
+    env.selfheal([
+        "install",
+        "--unit-dir",
+        &env.sandbox.unit_dir().to_string_lossy(),
+    ])
+}
+
+#[test]
+fn install_arms_the_hook_once_and_owns_exactly_its_files() {
+    let env = TestEnv::new();
+    env.config("monitored_services:\n  - name: web\n  - name: db\n")
+        .unit("web", "ExecStart=/bin/sleep 600")
+        .unit("db", "ExecStart=/bin/sleep 600");
+
+    let first = install(&env);
+    assert_eq!(exit_code(&first), ExitCode::Success);
+    assert_contains(&String::from_utf8_lossy(&first.stdout), "reloaded systemd");
+    for service in ["web", "db"] {
+        assert_eq!(
+            env.property(&format!("{service}.service"), "OnFailure"),
+            format!("{service}-self-heal.service")
+        );
+    }
+
+    let second = install(&env);
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert_eq!(exit_code(&second), ExitCode::Success);
+    assert_contains(&stdout, "unchanged");
+    assert!(!stdout.contains("reloaded"), "{stdout}");
+
+    // db leaves the config, web's healing is masked by hand: db's units go, the mask stays.
+    let units = env.sandbox.unit_dir();
+    let web_heal = units.join("web-self-heal.service");
+    std::fs::remove_file(&web_heal).unwrap();
+    std::os::unix::fs::symlink("/dev/null", &web_heal).unwrap();
+    env.config("monitored_services:\n  - name: web\n");
+    let third = install(&env);
+    assert_eq!(exit_code(&third), ExitCode::Success);
+    assert!(!units.join("db-self-heal.service").exists());
+    assert!(!units.join("db.service.d").exists());
+    assert_eq!(env.property("db.service", "OnFailure"), "");
+    assert_eq!(env.property("web-self-heal.service", "LoadState"), "masked");
+
+    // A unit file a person wrote at a path install wants is never replaced.
+    env.config("monitored_services:\n  - name: web\n  - name: api\n");
+    std::fs::write(
+        units.join("api-self-heal.service"),
+        "[Service]\nExecStart=/bin/true\n",
+    )
+    .unwrap();
+    let refused = install(&env);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(exit_code(&refused), ExitCode::CannotWrite, "{stderr}");
+    assert_contains(&stderr, "refusing to overwrite");
+    assert_eq!(
+        std::fs::read_to_string(units.join("api-self-heal.service")).unwrap(),
+        "[Service]\nExecStart=/bin/true\n"
+    );
+    assert!(
+        !units.join("api.service.d").exists(),
+        "nothing written when one file is refused"
+    );
+}
