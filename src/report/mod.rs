@@ -11,7 +11,7 @@ use crate::outcome::Outcome;
 use crate::strategy::Step;
 use crate::systemd::{ActiveState, UnitSnapshot};
 
-pub(crate) use render::{RenderError, Renderer};
+pub(crate) use render::{RenderError, Renderer, human_bytes};
 
 /// The unit's state after healing.
 #[derive(Debug, Clone, Serialize)]

@@ -228,7 +228,8 @@ fn escape_html(text: &str) -> String {
 }
 
 /// 47185920 → "45.0 MiB".
-fn human_bytes(bytes: u64) -> String {
+/// A byte count as people read it: `47.0 MiB`.
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

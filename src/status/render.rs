@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use super::{ServiceStatus, Status};
 use crate::outcome::Outcome;
+use crate::report::human_bytes as bytes;
 use crate::terminal::{Paint, Terminal, fit, printable};
 use crate::when::{LocalTime, ago};
 
@@ -334,20 +335,5 @@ fn uptime(seconds: u64) -> String {
     match days {
         0 => format!("{hours}h {minutes}min"),
         _ => format!("{days}d {hours}h"),
-    }
-}
-
-fn bytes(count: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = count as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{count} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }

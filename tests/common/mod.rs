@@ -337,6 +337,22 @@ impl SmtpServer {
         password: &str,
         delay: Duration,
     ) -> SmtpServer {
+        SmtpServer::launch(root, user, password, delay, false)
+    }
+
+    /// A relay whose certificate is self-signed and also a CA (what `openssl req -x509`
+    /// makes by default); `self_signed_certificate()` is that certificate.
+    pub(crate) fn start_self_signed(root: &Path, user: &str, password: &str) -> SmtpServer {
+        SmtpServer::launch(root, user, password, Duration::ZERO, true)
+    }
+
+    fn launch(
+        root: &Path,
+        user: &str,
+        password: &str,
+        delay: Duration,
+        self_signed: bool,
+    ) -> SmtpServer {
         std::fs::create_dir_all(root).unwrap();
         let mut server = SmtpServer {
             child: None,
@@ -345,24 +361,7 @@ impl SmtpServer {
             user: user.to_owned(),
             password: password.to_owned(),
             delay,
-            self_signed: false,
-        };
-        server.resume();
-        server
-    }
-
-    /// A relay whose certificate is self-signed and also a CA (what `openssl req -x509`
-    /// makes by default); `self_signed_certificate()` is that certificate.
-    pub(crate) fn start_self_signed(root: &Path, user: &str, password: &str) -> SmtpServer {
-        std::fs::create_dir_all(root).unwrap();
-        let mut server = SmtpServer {
-            child: None,
-            port: free_port(),
-            root: root.to_owned(),
-            user: user.to_owned(),
-            password: password.to_owned(),
-            delay: Duration::ZERO,
-            self_signed: true,
+            self_signed,
         };
         server.resume();
         server
