@@ -184,6 +184,19 @@ impl Symptom {
     }
 }
 
+/// A unit the service depends on that is down: the likelier cause, upstream.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub(crate) struct Upstream {
+    pub unit: String,
+    /// `requires` (`Requires=`/`BindsTo=`: it cannot run without it) or `wants` (`Wants=` and
+    /// `After=`: it pulls it in and waits for it).
+    pub relation: &'static str,
+    /// `failed/failed`, `inactive/dead`, or `not-found`.
+    pub state: String,
+    /// What selfheal did about it, when it did something.
+    pub action: Option<String>,
+}
+
 /// Everything selfheal established about the failure.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Diagnosis {
@@ -216,6 +229,8 @@ pub(crate) struct Diagnosis {
     /// Set when the unit is active but does not serve: "active, but port 5002 is not
     /// listening", "active, but health URL http://… answered HTTP 503".
     pub unhealthy: Option<String>,
+    /// Units it depends on that are down, first the ones it cannot run without.
+    pub upstream: Vec<Upstream>,
 }
 
 impl Diagnosis {
@@ -257,7 +272,38 @@ impl Diagnosis {
             summary,
             root_cause,
             unhealthy: None,
+            upstream: Vec::new(),
         }
+    }
+
+    /// The units it depends on that are down come first in the summary and the root cause:
+    /// restarting a service into the same wall heals nothing.
+    pub(crate) fn upstream(mut self, upstream: Vec<Upstream>) -> Diagnosis {
+        if let Some(first) = upstream.first() {
+            let verb = if first.relation == "requires" {
+                "requires"
+            } else {
+                "wants and waits for"
+            };
+            self.summary = format!(
+                "{} {verb} {}, which is {}; {}",
+                self.unit, first.unit, first.state, self.summary
+            );
+            let mut cause = format!(
+                "{}, which {} {verb}, is {}: {} cannot run as it should until it runs. Fix {} first (systemctl status {}).",
+                first.unit, self.unit, first.state, self.unit, first.unit, first.unit
+            );
+            for up in &upstream {
+                if let Some(action) = &up.action {
+                    cause.push(' ');
+                    cause.push_str(action);
+                    cause.push('.');
+                }
+            }
+            self.root_cause = format!("{cause} {}", self.root_cause);
+        }
+        self.upstream = upstream;
+        self
     }
 
     /// The unit is active but does not serve (`unhealthy`, when set, says how): that is the

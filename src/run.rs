@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::Error;
 use crate::config::{Config, ServiceConfig};
-use crate::diagnose::{Diagnosis, MonitorFacts};
+use crate::diagnose::{Diagnosis, MonitorFacts, Upstream};
 use crate::journal::{JournalSource, Journald};
 use crate::outcome::Outcome;
 use crate::report::{PostStatus, Report, ReportHeader, RunFacts};
@@ -233,6 +233,12 @@ pub(crate) fn run<U: UnitControl>(
         }
     }
 
+    // What it depends on comes first: a monitored upstream unit that is down is healed (by
+    // its own heal unit, or that run is awaited) before this one is restarted into the same
+    // wall.
+    let upstream = upstream_problems(config, &systemd, &snapshot, &target, options);
+    diagnosis = diagnosis.upstream(upstream.clone());
+
     let order = strategy::plan(&service.healing_strategies, &diagnosis);
     let context = Context {
         service,
@@ -247,7 +253,9 @@ pub(crate) fn run<U: UnitControl>(
         let lines = host
             .journal
             .read_invocation(&unit, &invocation, None, JOURNAL_TIMEOUT);
-        diagnosis = Diagnosis::new(&snapshot, monitor.as_ref(), lines).not_serving(unhealthy);
+        diagnosis = Diagnosis::new(&snapshot, monitor.as_ref(), lines)
+            .not_serving(unhealthy)
+            .upstream(upstream);
     }
     let outcome = match (options.dry_run, chain.healed_by) {
         (true, _) => Outcome::Planned,
@@ -295,6 +303,98 @@ pub(crate) fn failed_again_while_finishing(
         );
     }
     Ok(again)
+}
+
+/// The units `snapshot`'s service depends on that are down: a `Requires=`/`BindsTo=` unit
+/// that is failed, inactive or missing, a `Wants=`+`After=` unit that failed. One that is
+/// itself monitored is healed first through its own heal unit (a start of a heal unit that
+/// is already running waits for that run), within twice this service's `verify_timeout`;
+/// the entry says what came of it. Nothing here stops the run: a question systemd cannot
+/// answer leaves the list empty.
+fn upstream_problems(
+    config: &Config,
+    systemd: &dyn UnitControl,
+    snapshot: &UnitSnapshot,
+    target: &HealthTarget,
+    options: RunOptions,
+) -> Vec<Upstream> {
+    // Targets and slices are synchronization points and resource groups, not causes (every
+    // service requires sysinit.target and its slice): leaving them out usually leaves
+    // nothing to ask, and the restart waits for no extra round trip.
+    let cause = |unit: &&String| !unit.ends_with(".target") && !unit.ends_with(".slice");
+    let mut asked: Vec<(&str, &'static str)> = Vec::new();
+    for unit in snapshot.requires.iter().filter(cause) {
+        if !asked.iter().any(|(u, _)| u == unit) {
+            asked.push((unit, "requires"));
+        }
+    }
+    for unit in snapshot.ordered_wants.iter().filter(cause) {
+        if !asked.iter().any(|(u, _)| u == unit) {
+            asked.push((unit, "wants"));
+        }
+    }
+    if asked.is_empty() {
+        return Vec::new();
+    }
+    let names: Vec<&str> = asked.iter().map(|(unit, _)| *unit).collect();
+    let states = match systemd.unit_states(&names) {
+        Ok(states) => states,
+        Err(err) => {
+            tracing::warn!(
+                "cannot read the states of {}'s dependencies: {err}",
+                snapshot.unit
+            );
+            return Vec::new();
+        }
+    };
+    let mut problems = Vec::new();
+    for ((unit, relation), state) in asked.iter().zip(&states) {
+        // What it cannot run without must be up; what it merely wants must not have failed.
+        let down = state.load_state == "not-found"
+            || state.active_state == ActiveState::Failed
+            || (*relation == "requires" && state.active_state == ActiveState::Inactive);
+        if !down {
+            continue;
+        }
+        let described = |state: &crate::systemd::UnitOverview| {
+            if state.load_state == "not-found" {
+                "not-found".to_owned()
+            } else {
+                format!("{}/{}", state.active_state, state.sub_state)
+            }
+        };
+        let monitored = config
+            .monitored_services
+            .iter()
+            .find(|other| other.unit_name() == *unit);
+        let action = monitored.map(|other| {
+            let heal = other.heal_unit_name();
+            if options.dry_run {
+                return format!("A real run would heal {unit} first with {heal}");
+            }
+            tracing::info!("healing {unit} first: {} depends on it", snapshot.unit);
+            let ran = systemd.start(&heal, target.timeout * 2);
+            let now = systemd
+                .unit_states(&[unit])
+                .ok()
+                .and_then(|states| states.into_iter().next());
+            match (ran, now) {
+                (Ok(_), Some(now)) => format!(
+                    "selfheal healed {unit} first with {heal}; it is now {}",
+                    described(&now)
+                ),
+                (Err(err), _) => format!("healing {unit} first with {heal} failed: {err}"),
+                (Ok(_), None) => format!("{heal} ran for {unit}"),
+            }
+        });
+        problems.push(Upstream {
+            unit: (*unit).to_owned(),
+            relation,
+            state: described(state),
+            action,
+        });
+    }
+    problems
 }
 
 fn health_target(service: &ServiceConfig) -> HealthTarget {

@@ -521,3 +521,77 @@ fn a_heal_rewrites_the_metrics_file_and_its_counters_match_history() {
         .collect();
     assert_eq!(siblings, [std::ffi::OsString::from("selfheal.prom")]);
 }
+
+/// `db` (a oneshot that stays active once it succeeded) fails until `marker` exists; `web`
+/// requires it, so web's start fails with db's.
+fn web_requiring_db(env: &TestEnv, port: u16, marker: &std::path::Path) {
+    env.sandbox
+        .add_unit(
+            "db.service",
+            &format!(
+                "[Unit]\nDescription=db\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c \"if [ ! -e {m} ]; then echo 'db: disk full'; exit 1; fi\"\n",
+                m = marker.display()
+            ),
+        )
+        .unwrap();
+    env.sandbox
+        .add_unit(
+            "web.service",
+            &format!(
+                "[Unit]\nDescription=web\nRequires=db.service\nAfter=db.service\n[Service]\nExecStart={} serve-demo --port {port}\n",
+                selfheal_bin().display()
+            ),
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_failed_unit_the_service_requires_is_named_first_and_healed_first_when_monitored() {
+    let env = TestEnv::new();
+    let port = free_port();
+    let marker = env.sandbox.scratch_dir().join("db-fixed");
+    web_requiring_db(&env, port, &marker);
+    env.config(&web_config(port, "").replace("verify_timeout: 10s", "verify_timeout: 3s"));
+    let _ = env.sandbox.systemctl(["start", "db.service"]);
+    assert_eq!(env.property("db.service", "ActiveState"), "failed");
+    // Starting web pulls db in, which fails again: web's start fails on its dependency.
+    let _ = env.sandbox.systemctl(["start", "web.service"]);
+
+    // db is not monitored: the report says where the wall is.
+    let (code, report) = env.run_json("web", &[]);
+    assert_eq!(code, ExitCode::Failure, "{report:?}");
+    let diagnosis = report.diagnosis.as_ref().unwrap();
+    assert_contains(
+        &diagnosis.root_cause,
+        "db.service, which web.service requires, is failed/failed",
+    );
+    assert_contains(&diagnosis.summary, "web.service requires db.service");
+    assert_eq!(diagnosis.upstream[0].unit, "db.service");
+    assert_eq!(diagnosis.upstream[0].action, None);
+
+    // Monitored, and fixed meanwhile: db is healed first (by its own heal unit), then web.
+    std::fs::write(&marker, "").unwrap();
+    env.config(&web_config(
+        port,
+        "  - name: db\n    verify_timeout: 5s\n    stable_for: 200ms\n",
+    ))
+    .install();
+    let (code, report) = env.run_json("web", &[]);
+    assert_eq!(code, ExitCode::Success, "{report:?}");
+    assert_eq!(report.outcome, Outcome::Resolved);
+    let upstream = &report.diagnosis.as_ref().unwrap().upstream[0];
+    assert_eq!(upstream.unit, "db.service");
+    assert_contains(
+        upstream.action.as_deref().unwrap_or_default(),
+        "selfheal healed db.service first with db-self-heal.service; it is now active/exited",
+    );
+    assert_eq!(env.property("db.service", "ActiveState"), "active");
+    assert_eq!(env.property("web.service", "ActiveState"), "active");
+    let history = env.history();
+    assert!(
+        history
+            .iter()
+            .any(|r| r.service == "db" && r.outcome == Outcome::Resolved),
+        "db's own run is in history: {history:?}"
+    );
+}

@@ -245,6 +245,7 @@ pub(crate) mod fixture {
             summary: "story-stages.service is failed/failed (Result=exit-code); the main process exited with status 1".into(),
             root_cause: "The service failed because its port was already taken by another process (\"Address already in use\").".into(),
             unhealthy: None,
+            upstream: Vec::new(),
         };
         let step = crate::strategy::Step {
             strategy: StrategyName::ServiceRestart,

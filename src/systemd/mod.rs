@@ -73,6 +73,18 @@ pub(crate) trait UnitControl {
     fn unit_by_pid(&self, pid: u32) -> Result<Option<String>, SystemdError>;
     /// `systemctl daemon-reload`.
     fn reload(&self) -> Result<(), SystemdError>;
+    /// The load and active states of `units`, in that order (the dashboard's list, without
+    /// the per-unit questions). A scripted systemd without it knows no units.
+    fn unit_states(&self, _units: &[&str]) -> Result<Vec<UnitOverview>, SystemdError> {
+        Ok(Vec::new())
+    }
+    /// Starts `unit` and waits until its job is removed, at most `timeout`.
+    fn start(&self, unit: &str, _timeout: Duration) -> Result<JobResult, SystemdError> {
+        Err(SystemdError::UnitNotFound(
+            unit.to_owned(),
+            "not-found".into(),
+        ))
+    }
 }
 
 /// A borrowed implementation is one too (a test keeps its fake to look at afterwards).
@@ -94,6 +106,12 @@ impl<T: UnitControl + ?Sized> UnitControl for &T {
     }
     fn reload(&self) -> Result<(), SystemdError> {
         (**self).reload()
+    }
+    fn unit_states(&self, units: &[&str]) -> Result<Vec<UnitOverview>, SystemdError> {
+        (**self).unit_states(units)
+    }
+    fn start(&self, unit: &str, timeout: Duration) -> Result<JobResult, SystemdError> {
+        (**self).start(unit, timeout)
     }
 }
 
@@ -238,12 +256,25 @@ impl Systemd {
                 .map(|(_, argv, ..)| argv)
                 .collect(),
             environment_files: service.environment_files.unwrap_or_default(),
+            // What it cannot run without, and what it waits for and pulls in.
+            requires: props
+                .requires
+                .iter()
+                .chain(&props.binds_to)
+                .cloned()
+                .collect(),
+            ordered_wants: props
+                .wants
+                .iter()
+                .filter(|unit| props.after.contains(unit))
+                .cloned()
+                .collect(),
         })
     }
 }
 
 /// The Unit interface properties selfheal reads, in the order `unit_properties` takes them.
-const UNIT_PROPERTIES: [&str; 7] = [
+const UNIT_PROPERTIES: [&str; 11] = [
     "Id",
     "LoadState",
     "ActiveState",
@@ -251,6 +282,10 @@ const UNIT_PROPERTIES: [&str; 7] = [
     "InvocationID",
     "Job",
     "ActiveEnterTimestamp",
+    "Requires",
+    "BindsTo",
+    "Wants",
+    "After",
 ];
 
 /// The Unit interface properties selfheal reads.
@@ -263,6 +298,10 @@ struct UnitProperties {
     invocation_id: Option<Vec<u8>>,
     job: Option<(u32, OwnedObjectPath)>,
     active_enter_timestamp: Option<u64>,
+    requires: Vec<String>,
+    binds_to: Vec<String>,
+    wants: Vec<String>,
+    after: Vec<String>,
 }
 
 /// A property's value, or the first error of its `Get`.
@@ -278,6 +317,10 @@ fn unit_properties(next: &mut Next<'_>) -> zbus::Result<UnitProperties> {
         invocation_id: Some(<Vec<u8>>::try_from(next()?)?),
         job: Some(<(u32, OwnedObjectPath)>::try_from(next()?)?),
         active_enter_timestamp: Some(u64::try_from(next()?)?),
+        requires: <Vec<String>>::try_from(next()?)?,
+        binds_to: <Vec<String>>::try_from(next()?)?,
+        wants: <Vec<String>>::try_from(next()?)?,
+        after: <Vec<String>>::try_from(next()?)?,
     })
 }
 
@@ -573,6 +616,31 @@ impl UnitControl for Systemd {
 
     fn reload(&self) -> Result<(), SystemdError> {
         zbus::block_on(self.manager.reload()).map_err(call_error("Reload"))
+    }
+
+    fn unit_states(&self, units: &[&str]) -> Result<Vec<UnitOverview>, SystemdError> {
+        self.overview(&[], units, METHOD_TIMEOUT)
+    }
+
+    fn start(&self, unit: &str, timeout: Duration) -> Result<JobResult, SystemdError> {
+        zbus::block_on(async {
+            let mut removed = self.job_removals().await?;
+            let job = self
+                .manager
+                .start_unit(unit, "replace")
+                .await
+                .map_err(call_error("StartUnit"))?;
+            let wait = async {
+                next_removal(&mut removed, |args| args.job == job)
+                    .await
+                    .map(JobResult)
+                    .ok_or_else(|| SystemdError::Call {
+                        call: "JobRemoved",
+                        cause: Box::new(zbus::Error::Failure("signal stream ended".into())),
+                    })
+            };
+            with_timeout(timeout, wait).await
+        })
     }
 }
 

@@ -92,6 +92,10 @@ pub(crate) struct UnitSnapshot {
     pub exec_start: Vec<Vec<String>>,
     /// `EnvironmentFile=` entries: path and whether a missing file is tolerated (`-` prefix).
     pub environment_files: Vec<(String, bool)>,
+    /// Units it cannot run without: `Requires=` and `BindsTo=`.
+    pub requires: Vec<String>,
+    /// Units it pulls in and waits for: in both `Wants=` and `After=`.
+    pub ordered_wants: Vec<String>,
 }
 
 impl UnitSnapshot {

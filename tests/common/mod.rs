@@ -72,6 +72,17 @@ pub(crate) struct DiagnosisReport {
     /// Set when the unit was active but not serving: "active, but port 5002 is not listening".
     pub unhealthy: Option<String>,
     pub symptoms: Vec<String>,
+    /// Units it depends on that are down.
+    pub upstream: Vec<UpstreamReport>,
+}
+
+/// A unit the service depends on that was down, as `run --json` shows it.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct UpstreamReport {
+    pub unit: String,
+    pub relation: String,
+    pub state: String,
+    pub action: Option<String>,
 }
 
 #[derive(Debug, serde::Deserialize)]
