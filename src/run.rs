@@ -321,7 +321,12 @@ fn upstream_problems(
     // Targets and slices are synchronization points and resource groups, not causes (every
     // service requires sysinit.target and its slice): leaving them out usually leaves
     // nothing to ask, and the restart waits for no extra round trip.
-    let cause = |unit: &&String| !unit.ends_with(".target") && !unit.ends_with(".slice");
+    let cause = |unit: &&String| {
+        !matches!(
+            unit.rsplit_once('.').map(|(_, kind)| kind),
+            Some("target" | "slice")
+        )
+    };
     let mut asked: Vec<(&str, &'static str)> = Vec::new();
     for unit in snapshot.requires.iter().filter(cause) {
         if !asked.iter().any(|(u, _)| u == unit) {
