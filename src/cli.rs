@@ -126,6 +126,10 @@ pub struct HistoryArgs {
     /// Print JSON lines
     #[arg(long)]
     pub json: bool,
+    /// Per-service figures instead of the runs: runs by outcome, success rate, mean time to
+    /// heal
+    #[arg(long)]
+    pub stats: bool,
 }
 
 /// Arguments of `install`.

@@ -313,3 +313,27 @@ fn check_catches_what_would_fail_at_run_time() {
         "valid, but there are no monitored services",
     );
 }
+
+#[test]
+fn history_stats_give_the_figures_per_service() {
+    let now = std::time::SystemTime::now();
+    let runs = [
+        ("web", "killed by SIGKILL", now),
+        ("web", "killed by SIGKILL", now),
+        ("db", "exited with status 3", now),
+    ];
+    let output = history_of(&runs, &["--stats", "--json"]);
+    assert_eq!(exit_code(&output), ExitCode::Success);
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["service"], "web");
+    assert_eq!(rows[0]["runs"], 2);
+    assert_eq!(rows[0]["resolved"], 2);
+    assert_eq!(rows[0]["success_rate"], 1.0);
+    assert_eq!(rows[0]["mean_time_to_heal_ms"], 41);
+    let text = history_of(&runs, &["--stats"]);
+    assert_contains(&String::from_utf8_lossy(&text.stdout), "MEAN TO HEAL");
+}

@@ -1,6 +1,6 @@
-//! `selfheal history [SERVICE] [--since TIME] [--json]`: past healing runs, oldest first, in
-//! aligned columns with the one-line summary (local time, and how long ago on a terminal), or
-//! as JSON lines.
+//! `selfheal history [SERVICE] [--since TIME] [--json] [--stats]`: past healing runs, oldest
+//! first, in aligned columns with the one-line summary (local time, and how long ago on a
+//! terminal), or as JSON lines; `--stats` gives the figures per service instead.
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
@@ -36,7 +36,16 @@ pub(super) fn execute(paths: &Paths, args: &HistoryArgs) -> Result<ExitCode, Err
                 && since.is_none_or(|since| r.started().is_some_and(|t| t >= since))
         })
         .collect();
-    if args.json {
+    if args.stats {
+        let stats = stats(&shown);
+        if args.json {
+            for row in &stats {
+                println!("{}", serde_json::to_string(row)?);
+            }
+        } else {
+            print!("{}", stats_table(&stats));
+        }
+    } else if args.json {
         for record in shown {
             println!("{}", serde_json::to_string(record)?);
         }
@@ -123,6 +132,102 @@ fn table(
     out
 }
 
+/// One service's figures over the shown runs.
+#[derive(Debug, PartialEq, serde::Serialize)]
+struct ServiceStats {
+    service: String,
+    runs: usize,
+    resolved: usize,
+    failed: usize,
+    suppressed: usize,
+    healthy: usize,
+    /// resolved / (resolved + failed), null without a healing run.
+    success_rate: Option<f64>,
+    /// Mean duration of the resolved runs, in ms (null without one).
+    mean_time_to_heal_ms: Option<u64>,
+}
+
+/// The figures per service, in the order services first appear.
+fn stats(records: &[&HistoryRecord]) -> Vec<ServiceStats> {
+    let mut rows: Vec<ServiceStats> = Vec::new();
+    for record in records {
+        let index = rows
+            .iter()
+            .position(|row| row.service == record.service)
+            .unwrap_or_else(|| {
+                rows.push(ServiceStats {
+                    service: record.service.clone(),
+                    runs: 0,
+                    resolved: 0,
+                    failed: 0,
+                    suppressed: 0,
+                    healthy: 0,
+                    success_rate: None,
+                    mean_time_to_heal_ms: None,
+                });
+                rows.len() - 1
+            });
+        let row = &mut rows[index];
+        row.runs += 1;
+        match record.outcome {
+            Outcome::Resolved => row.resolved += 1,
+            Outcome::Failed => row.failed += 1,
+            Outcome::Suppressed => row.suppressed += 1,
+            Outcome::Healthy => row.healthy += 1,
+            Outcome::Planned => {}
+        }
+    }
+    for row in &mut rows {
+        let attempts = row.resolved + row.failed;
+        row.success_rate = (attempts > 0).then(|| row.resolved as f64 / attempts as f64);
+        let healed: Vec<u64> = records
+            .iter()
+            .filter(|r| r.service == row.service && r.outcome == Outcome::Resolved)
+            .map(|r| r.duration_ms)
+            .collect();
+        row.mean_time_to_heal_ms =
+            (!healed.is_empty()).then(|| healed.iter().sum::<u64>() / healed.len() as u64);
+    }
+    rows
+}
+
+fn stats_table(rows: &[ServiceStats]) -> String {
+    if rows.is_empty() {
+        return "-- no healing runs --\n".to_owned();
+    }
+    let width = rows
+        .iter()
+        .map(|row| row.service.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("SERVICE".len());
+    let mut out = format!(
+        "{:<width$}  {:>4}  {:>8}  {:>6}  {:>10}  {:>7}  {:>7}  {:>12}\n",
+        "SERVICE", "RUNS", "RESOLVED", "FAILED", "SUPPRESSED", "HEALTHY", "SUCCESS", "MEAN TO HEAL"
+    );
+    for row in rows {
+        let success = row
+            .success_rate
+            .map_or("-".to_owned(), |rate| format!("{:.0}%", rate * 100.0));
+        let mean = row
+            .mean_time_to_heal_ms
+            .map_or("-".to_owned(), |ms| format!("{ms} ms"));
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>4}  {:>8}  {:>6}  {:>10}  {:>7}  {:>7}  {:>12}",
+            row.service,
+            row.runs,
+            row.resolved,
+            row.failed,
+            row.suppressed,
+            row.healthy,
+            success,
+            mean
+        );
+    }
+    out
+}
+
 fn paint(outcome: Outcome) -> Paint {
     match outcome {
         Outcome::Resolved | Outcome::Healthy => Paint::Green,
@@ -202,6 +307,38 @@ mod tests {
         assert!(text.contains("\x1b[32mresolved\x1b[0m"), "{text}");
         assert!(text.contains("\x1b[31mfailed\x1b[0m"), "{text}");
         assert!(text.lines().nth(1).unwrap().ends_with('…'), "{text}");
+    }
+
+    #[test]
+    fn stats_give_runs_by_outcome_success_rate_and_mean_time_to_heal() {
+        let mut records = records();
+        let mut again = records[0].clone();
+        again.duration_ms = 1_448;
+        records.push(again);
+        let refs: Vec<&HistoryRecord> = records.iter().collect();
+        let stats = stats(&refs);
+        assert_eq!(stats.len(), 2);
+        let web = &stats[0];
+        assert_eq!((web.runs, web.resolved, web.failed), (2, 2, 0));
+        assert_eq!(web.success_rate, Some(1.0));
+        assert_eq!(web.mean_time_to_heal_ms, Some(1_000));
+        let story = &stats[1];
+        assert_eq!(story.success_rate, Some(0.0));
+        assert_eq!(story.mean_time_to_heal_ms, None);
+        let table = stats_table(&stats);
+        assert!(table.starts_with("SERVICE       RUNS  RESOLVED"), "{table}");
+        assert!(
+            table.contains(
+                "web              2         2       0           0        0     100%       1000 ms"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "story-stages     1         0       1           0        0       0%             -"
+            ),
+            "{table}"
+        );
     }
 
     #[test]
