@@ -197,29 +197,20 @@ impl Systemd {
     /// its time before every restart; one of the Service interface serializes some 200
     /// properties.)
     async fn read_snapshot(&self, unit: &str) -> Result<UnitSnapshot, SystemdError> {
-        let path = unit_object_path(unit);
-        let get = |(interface, property): (&'static str, &'static str)| {
-            let path = path.as_str();
-            async move {
-                let reply = self
-                    .connection
-                    .call_method(
-                        Some("org.freedesktop.systemd1"),
-                        path,
-                        Some("org.freedesktop.DBus.Properties"),
-                        "Get",
-                        &(interface, property),
-                    )
-                    .await?;
-                reply.body().deserialize::<OwnedValue>()
-            }
-        };
         let unit_gets = UNIT_PROPERTIES.map(|name| ("org.freedesktop.systemd1.Unit", name));
         let service_gets =
             SERVICE_PROPERTIES.map(|name| ("org.freedesktop.systemd1.Service", name));
-        let mut values = join_all(unit_gets.into_iter().chain(service_gets).map(get).collect())
+        let calls = unit_gets
+            .into_iter()
+            .chain(service_gets)
+            .map(|property| get_property(unit, property))
+            .collect::<zbus::Result<Vec<_>>>()
+            .map_err(call_error("Get"))?;
+        let mut values = self
+            .call_many(calls, CALLS_IN_FLIGHT)
             .await
-            .into_iter();
+            .into_iter()
+            .map(|reply| reply.and_then(|reply| reply.body().deserialize::<OwnedValue>()));
         let mut next = || {
             values
                 .next()
@@ -370,31 +361,12 @@ fn service_properties(next: &mut Next<'_>) -> zbus::Result<ServiceProperties> {
     })
 }
 
-/// Polls every future until all are done: each call is sent before any reply is awaited.
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    futures_lite::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs
-        .into_iter()
-        .map(|output| output.expect("every future is done"))
-        .collect()
+/// A `Get` of `(interface, property)` on `unit`'s object, for `call_many`.
+fn get_property(unit: &str, (interface, property): (&str, &str)) -> zbus::Result<zbus::Message> {
+    zbus::Message::method_call(unit_object_path(unit), "Get")?
+        .destination("org.freedesktop.systemd1")?
+        .interface("org.freedesktop.DBus.Properties")?
+        .build(&(interface, property))
 }
 
 /// systemd's object path for a unit (sd_bus_path_encode): every byte that is not an ASCII
@@ -439,12 +411,7 @@ impl Systemd {
     ) -> Result<Vec<UnitOverview>, SystemdError> {
         let calls = units
             .iter()
-            .map(|unit| {
-                zbus::Message::method_call(unit_object_path(unit), "Get")?
-                    .destination("org.freedesktop.systemd1")?
-                    .interface("org.freedesktop.DBus.Properties")?
-                    .build(&("org.freedesktop.systemd1.Unit", "OnFailure"))
-            })
+            .map(|unit| get_property(unit, ("org.freedesktop.systemd1.Unit", "OnFailure")))
             .collect::<zbus::Result<Vec<_>>>()
             .map_err(call_error("Get OnFailure"))?;
         let all: Vec<&str> = units.iter().chain(listed_only).copied().collect();
