@@ -29,9 +29,10 @@ pub(crate) struct UnitFile {
     pub contents: String,
 }
 
-/// The longest a heal run can legitimately take: waiting for a job systemd already runs, the
-/// whole chain (each strategy, a restart and a verification), the journal, the mail, and a
-/// margin; rounded up to whole seconds.
+/// The longest a heal run can legitimately take: waiting for a job systemd already runs,
+/// healing an upstream unit first (up to twice `verify_timeout`), the whole chain (each
+/// strategy, a restart and a verification), the journal, the mail, and a margin; rounded up
+/// to whole seconds.
 fn heal_timeout(config: &Config, service: &crate::config::ServiceConfig) -> std::time::Duration {
     use std::time::Duration;
     let mail = config
@@ -39,7 +40,7 @@ fn heal_timeout(config: &Config, service: &crate::config::ServiceConfig) -> std:
         .as_ref()
         .and_then(|email| email.smtp.as_ref())
         .map_or(Duration::from_secs(10), |smtp| smtp.timeout.into());
-    let total = Duration::from(service.verify_timeout)
+    let total = Duration::from(service.verify_timeout) * 3
         + crate::strategy::worst_case(service)
         + Duration::from_secs(2)
         + mail
@@ -558,9 +559,10 @@ mod tests {
             state_dir: None,
         };
         let files = planned_files(&config, &invocation, Path::new("/etc/systemd/system"));
-        // Wait 10 + restart 10 + port_conflict (4 + 3 + 10) + journal 2 + mail 10 + margin 30.
+        // Wait 10 + upstream 2 × 10 + restart 10 + port_conflict (4 + 3 + 10) + journal 2 +
+        // mail 10 + margin 30.
         assert!(
-            files[0].contents.contains("\nTimeoutStartSec=79s\n"),
+            files[0].contents.contains("\nTimeoutStartSec=99s\n"),
             "{}",
             files[0].contents
         );

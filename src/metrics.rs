@@ -53,7 +53,12 @@ pub(crate) fn render(config: &Config, history: &[HistoryRecord], queued: usize) 
             let latest = last_run.entry(&record.service).or_insert(seconds);
             *latest = latest.max(seconds);
         }
-        if record.outcome.is_healing_attempt() || record.outcome == Outcome::Suppressed {
+        // A run that yielded to a concurrent one is `suppressed` too, but has no diagnosis
+        // (no summary): the other run's outcome is the one that counts.
+        let yielded = record.outcome == Outcome::Suppressed && record.summary.is_empty();
+        if record.outcome.is_healing_attempt()
+            || (record.outcome == Outcome::Suppressed && !yielded)
+        {
             last_outcome.insert(&record.service, record.outcome);
         }
         if record.outcome.is_healing_attempt() {
@@ -151,7 +156,12 @@ mod tests {
             started_at: "2026-11-29T10:00:00.000Z".into(),
             duration_ms,
             healed_by: None,
-            summary: String::new(),
+            // A yielded run (a web suppressed run of 1 ms here) has no diagnosis.
+            summary: if duration_ms == 1 {
+                String::new()
+            } else {
+                format!("{service}.service failed")
+            },
         }
     }
 
@@ -168,6 +178,8 @@ mod tests {
             record("db", Outcome::Failed, 40_000),
             record("db", Outcome::Suppressed, 5),
             record("web", Outcome::Healthy, 3),
+            // web yielded to a concurrent run: no summary, and its episode stays closed.
+            record("web", Outcome::Suppressed, 1),
         ];
         let text = render(&config, &history, 2);
         let scrape =
