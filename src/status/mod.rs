@@ -181,7 +181,15 @@ pub(crate) fn gather(
             tracing::debug!("systemd answered after {:?}", started.elapsed());
             answer
         });
-        let listeners = scope.spawn(Listeners::read);
+        // The walk of /proc is for ports: without one, there is nothing to look for.
+        let any_port = services.iter().any(|service| service.port.is_some());
+        let listeners = scope.spawn(move || {
+            if any_port {
+                Listeners::read()
+            } else {
+                Listeners::default()
+            }
+        });
         let overview = scope.spawn(|| SystemOverview::read(state.root()));
         let history = state.history();
         (
@@ -435,18 +443,44 @@ fn check_health(services: &[&ServiceConfig], rows: &mut [ServiceStatus]) {
     }
 }
 
+/// Where a service counts in the summary line; the dashboard's mark follows from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Category {
+    Running,
+    /// Active but not serving, or starting / reloading: up, but not (yet) serving.
+    Unhealthy,
+    Failed,
+    Inactive,
+    NotFound,
+    /// systemd did not answer.
+    Unknown,
+}
+
+impl ServiceStatus {
+    pub(crate) fn category(&self) -> Category {
+        match self.active_state.as_str() {
+            _ if self.unknown_reason.is_some() => Category::Unknown,
+            "active" if self.healthy => Category::Running,
+            "active" | "activating" | "reloading" => Category::Unhealthy,
+            "failed" => Category::Failed,
+            "not-found" => Category::NotFound,
+            _ => Category::Inactive,
+        }
+    }
+}
+
 fn summarize(rows: &[ServiceStatus]) -> Summary {
     let mut summary = Summary::default();
     for row in rows {
-        match row.active_state.as_str() {
-            _ if row.unknown_reason.is_some() => summary.unknown += 1,
-            "active" if row.healthy => summary.running += 1,
-            // Starting or reloading: up, but not yet (or not now) serving; the mark says WARN.
-            "active" | "activating" | "reloading" => summary.unhealthy += 1,
-            "failed" => summary.failed += 1,
-            "not-found" => summary.not_found += 1,
-            _ => summary.inactive += 1,
-        }
+        let count = match row.category() {
+            Category::Running => &mut summary.running,
+            Category::Unhealthy => &mut summary.unhealthy,
+            Category::Failed => &mut summary.failed,
+            Category::Inactive => &mut summary.inactive,
+            Category::NotFound => &mut summary.not_found,
+            Category::Unknown => &mut summary.unknown,
+        };
+        *count += 1;
     }
     summary
 }

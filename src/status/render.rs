@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use super::{ServiceStatus, Status};
+use super::{Category, ServiceStatus, Status};
 use crate::outcome::Outcome;
 use crate::report::human_bytes as bytes;
 use crate::terminal::{Paint, Terminal, fit, printable};
@@ -21,12 +21,11 @@ enum Verdict {
 
 impl Verdict {
     fn of(row: &ServiceStatus) -> Verdict {
-        match row.active_state.as_str() {
-            _ if row.unknown_reason.is_some() => Verdict::Unknown,
-            "active" if row.healthy => Verdict::Healthy,
-            "active" | "activating" | "reloading" => Verdict::Unhealthy,
-            "not-found" => Verdict::Unknown,
-            _ => Verdict::Down,
+        match row.category() {
+            Category::Running => Verdict::Healthy,
+            Category::Unhealthy => Verdict::Unhealthy,
+            Category::Failed | Category::Inactive => Verdict::Down,
+            Category::NotFound | Category::Unknown => Verdict::Unknown,
         }
     }
 

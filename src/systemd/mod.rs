@@ -514,23 +514,22 @@ impl Systemd {
     }
 }
 
-impl UnitControl for Systemd {
-    fn snapshot(&self, unit: &str) -> Result<UnitSnapshot, SystemdError> {
-        zbus::block_on(self.read_snapshot(unit))
-    }
-
-    fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
-        zbus::block_on(self.manager.reset_failed_unit(unit)).map_err(call_error("ResetFailedUnit"))
-    }
-
-    fn restart(&self, unit: &str, timeout: Duration) -> Result<JobResult, SystemdError> {
+impl Systemd {
+    /// Queues a job with `queue` (StartUnit, RestartUnit, …) and waits until systemd removes
+    /// it, at most `timeout`. The JobRemoved stream is opened first, so the removal of a fast
+    /// job cannot slip past.
+    fn run_job<F>(
+        &self,
+        call: &'static str,
+        timeout: Duration,
+        queue: impl FnOnce() -> F,
+    ) -> Result<JobResult, SystemdError>
+    where
+        F: Future<Output = zbus::Result<OwnedObjectPath>>,
+    {
         zbus::block_on(async {
             let mut removed = self.job_removals().await?;
-            let job = self
-                .manager
-                .restart_unit(unit, "replace")
-                .await
-                .map_err(call_error("RestartUnit"))?;
+            let job = queue().await.map_err(call_error(call))?;
             let wait = async {
                 next_removal(&mut removed, |args| args.job == job)
                     .await
@@ -541,6 +540,22 @@ impl UnitControl for Systemd {
                     })
             };
             with_timeout(timeout, wait).await
+        })
+    }
+}
+
+impl UnitControl for Systemd {
+    fn snapshot(&self, unit: &str) -> Result<UnitSnapshot, SystemdError> {
+        zbus::block_on(self.read_snapshot(unit))
+    }
+
+    fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
+        zbus::block_on(self.manager.reset_failed_unit(unit)).map_err(call_error("ResetFailedUnit"))
+    }
+
+    fn restart(&self, unit: &str, timeout: Duration) -> Result<JobResult, SystemdError> {
+        self.run_job("RestartUnit", timeout, || {
+            self.manager.restart_unit(unit, "replace")
         })
     }
 
@@ -590,23 +605,8 @@ impl UnitControl for Systemd {
     }
 
     fn start(&self, unit: &str, timeout: Duration) -> Result<JobResult, SystemdError> {
-        zbus::block_on(async {
-            let mut removed = self.job_removals().await?;
-            let job = self
-                .manager
-                .start_unit(unit, "replace")
-                .await
-                .map_err(call_error("StartUnit"))?;
-            let wait = async {
-                next_removal(&mut removed, |args| args.job == job)
-                    .await
-                    .map(JobResult)
-                    .ok_or_else(|| SystemdError::Call {
-                        call: "JobRemoved",
-                        cause: Box::new(zbus::Error::Failure("signal stream ended".into())),
-                    })
-            };
-            with_timeout(timeout, wait).await
+        self.run_job("StartUnit", timeout, || {
+            self.manager.start_unit(unit, "replace")
         })
     }
 }
