@@ -138,6 +138,7 @@ pub fn report(data: &[u8]) {
         healed_by: None,
         reason: Some(String::from_utf8_lossy(data).into_owned()),
         post_status: Some((&facts.snapshot).into()),
+        recovered: None,
         dry_run: false,
     };
     let service = &config.monitored_services[0];

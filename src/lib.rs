@@ -14,6 +14,7 @@ mod demo_service;
 mod diagnose;
 mod duration;
 mod email;
+mod episode;
 pub mod error;
 pub mod exit_code;
 #[doc(hidden)]

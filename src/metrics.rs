@@ -162,6 +162,7 @@ mod tests {
             } else {
                 format!("{service}.service failed")
             },
+            manual: false,
         }
     }
 

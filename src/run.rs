@@ -6,9 +6,10 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::Error;
 use crate::config::{Config, ServiceConfig};
 use crate::diagnose::{Diagnosis, MonitorFacts, Upstream};
+use crate::episode;
 use crate::journal::{JournalSource, Journald};
 use crate::outcome::Outcome;
-use crate::report::{PostStatus, Report, ReportHeader, RunFacts};
+use crate::report::{PostStatus, Recovery, Report, ReportHeader, RunFacts};
 use crate::state::{HistoryRecord, StateDir, StateError};
 use crate::strategy::{self, Context};
 use crate::systemd::{ActiveState, Systemd, SystemdError, UnitControl, UnitSnapshot};
@@ -39,6 +40,8 @@ pub(crate) struct RunOptions {
     pub dry_run: bool,
     /// The `MONITOR_*` variables describe an earlier failure than the one to heal now.
     pub ignore_monitor_facts: bool,
+    /// A person runs it at a terminal: always allowed, and it ends loop protection's episode.
+    pub manual: bool,
 }
 
 /// How long the journal of the failed run may take to read before the report goes with what
@@ -200,6 +203,7 @@ pub(crate) fn run<U: UnitControl>(
 
     // A dry run asks too (reading history changes nothing): it must tell the whole truth, and
     // "suppressed" is what the real run would say.
+    let mut retry = None;
     {
         let window = Duration::from(config.threshold_window);
         let attempts = match state.healing_attempts_since(&service.name, SystemTime::now() - window)
@@ -214,22 +218,48 @@ pub(crate) fn run<U: UnitControl>(
                 0
             }
         };
-        if attempts >= config.failure_threshold as usize {
-            let would = if options.dry_run {
-                "a real run would stop: "
-            } else {
-                ""
-            };
-            let reason = format!(
-                "{would}loop protection: {attempts} healing runs within {} (failure_threshold {}); a person has to look at it",
-                config.threshold_window, config.failure_threshold
-            );
-            let mut facts = clock
-                .facts(Outcome::Suppressed, options)
-                .diagnosis(diagnosis)
-                .reason(reason);
-            facts.post_status = Some(PostStatus::from(&snapshot));
-            return Ok(finish(state, Report::new(header, facts), options));
+        let episode = state.episode(&service.name).unwrap_or_else(|err| {
+            tracing::error!(selfheal_service = %service.name, "loop protection's episode cannot be read: {err}");
+            None
+        });
+        let stopped = attempts >= config.failure_threshold as usize && !options.manual;
+        match episode {
+            Some(episode) if stopped && episode::is_due(&episode, SystemTime::now()) => {
+                tracing::info!(selfheal_service = %service.name, "the timed retry of loop protection's episode since {}", episode.suppressed_at);
+                retry = Some((episode, attempts));
+            }
+            episode if stopped => {
+                let would = if options.dry_run {
+                    "a real run would stop: "
+                } else {
+                    ""
+                };
+                let next = episode::schedule_retry(
+                    config,
+                    state,
+                    &systemd,
+                    service,
+                    episode,
+                    options.dry_run,
+                );
+                let reason = format!(
+                    "{would}loop protection: {attempts} healing runs within {} (failure_threshold {}); {next}",
+                    config.threshold_window, config.failure_threshold
+                );
+                let mut facts = clock
+                    .facts(Outcome::Suppressed, options)
+                    .diagnosis(diagnosis)
+                    .reason(reason);
+                facts.post_status = Some(PostStatus::from(&snapshot));
+                return Ok(finish(state, Report::new(header, facts), options));
+            }
+            // Healthy for a whole window, or a person took over: the episode is over.
+            Some(_) if !options.dry_run => {
+                if let Err(err) = state.end_episode(&service.name) {
+                    tracing::error!(selfheal_service = %service.name, "loop protection's episode cannot be closed: {err}");
+                }
+            }
+            _ => {}
         }
     }
 
@@ -278,7 +308,40 @@ pub(crate) fn run<U: UnitControl>(
     facts.healed_by = chain.healed_by.map(|name| name.to_string());
     facts.reason = reason;
     facts.post_status = post.as_ref().map(PostStatus::from);
+    if let Some((episode, failures)) = retry.filter(|_| !options.dry_run) {
+        after_retry(
+            config, state, &systemd, service, episode, failures, &mut facts,
+        );
+    }
     Ok(finish(state, Report::new(header, facts), options))
+}
+
+/// Records a timed retry in its episode: healed, the report says RECOVERED; still down, the
+/// next retry is scheduled (after twice the wait) and the report says when.
+fn after_retry(
+    config: &Config,
+    state: &StateDir,
+    systemd: &dyn UnitControl,
+    service: &ServiceConfig,
+    mut episode: crate::state::Episode,
+    failures: usize,
+    facts: &mut RunFacts,
+) {
+    episode.retries += 1;
+    episode.next_retry_at = None;
+    if facts.outcome == Outcome::Resolved {
+        facts.recovered = Some(Recovery {
+            failures,
+            since: episode::readable(&episode.suppressed_at),
+        });
+        if let Err(err) = state.save_episode(&service.name, &episode) {
+            tracing::error!(selfheal_service = %service.name, "loop protection's episode cannot be written: {err}");
+        }
+    } else {
+        let next = episode::schedule_retry(config, state, systemd, service, Some(episode), false);
+        let reason = facts.reason.take().unwrap_or_default();
+        facts.reason = Some(format!("{reason}; timed retry of loop protection: {next}"));
+    }
 }
 
 /// True when a run started by the OnFailure= hook healed the service, but it has failed again
@@ -462,6 +525,7 @@ fn finish(state: &StateDir, report: Report, options: RunOptions) -> Report {
                 .as_ref()
                 .map(|d| d.summary.clone())
                 .unwrap_or_default(),
+            manual: options.manual,
         };
         // Recording never blocks telling: the report is still printed and mailed, and only
         // this history line is lost (loop protection then undercounts by one run).
@@ -504,6 +568,7 @@ impl RunClock {
             reason: None,
             post_status: None,
             dry_run: options.dry_run,
+            recovered: None,
         }
     }
 }
@@ -567,6 +632,7 @@ mod tests {
         let options = RunOptions {
             dry_run,
             ignore_monitor_facts: true,
+            manual: false,
         };
         run(
             &config,
@@ -683,7 +749,184 @@ mod tests {
                 .unwrap()
                 .contains("loop protection")
         );
-        assert!(third.calls().is_empty(), "{:?}", third.calls());
+        // Nothing is restarted; one retry is scheduled, after the default retry_after.
+        assert_eq!(
+            third.calls(),
+            ["start_later web-self-heal.timer 900s"],
+            "{report:?}"
+        );
+    }
+
+    /// Runs `web` until loop protection stops it (threshold 2), returning the suppressed run's
+    /// systemd.
+    fn suppress(state: &StateDir) -> FakeSystemd {
+        for _ in 0..2 {
+            run_against(&failing(), state, false);
+        }
+        let stopped = failing();
+        let report = run_against(&stopped, state, false);
+        assert_eq!(report.facts.outcome, Outcome::Suppressed);
+        stopped
+    }
+
+    /// Makes the episode's scheduled retry due now, as its timer would.
+    fn make_retry_due(state: &StateDir) {
+        let mut episode = state.episode("web").unwrap().expect("an episode");
+        episode.next_retry_at =
+            Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
+        state.save_episode("web", &episode).unwrap();
+    }
+
+    #[test]
+    fn a_suppressed_service_gets_one_timed_retry_scheduled_not_one_per_failure() {
+        let (_dir, state) = state();
+        suppress(&state);
+        let episode = state.episode("web").unwrap().expect("an episode began");
+        assert_eq!(episode.retries, 0);
+        assert!(episode.next_retry_at.is_some());
+        let again = failing();
+        let report = run_against(&again, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Suppressed);
+        assert!(again.calls().is_empty(), "{:?}", again.calls());
+        assert!(
+            report
+                .facts
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("selfheal tries again at"),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn a_due_retry_that_heals_reports_recovered_and_one_that_fails_doubles_the_wait() {
+        let (_dir, state) = state();
+        suppress(&state);
+        make_retry_due(&state);
+        let report = run_against(&failing(), &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Failed);
+        assert!(
+            report
+                .facts
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("timed retry of loop protection: selfheal tries again at"),
+            "{report:?}"
+        );
+        let episode = state.episode("web").unwrap().unwrap();
+        assert_eq!(episode.retries, 1);
+
+        make_retry_due(&state);
+        let healing = FakeSystemd::new(
+            unit("failed", "failed", "a"),
+            FakeJob::Done,
+            vec![unit("active", "running", "b")],
+        );
+        let report = run_against(&healing, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Resolved);
+        let recovered = report.facts.recovered.as_ref().expect("RECOVERED");
+        assert_eq!(recovered.failures, 3);
+        assert_eq!(state.episode("web").unwrap().unwrap().retries, 2);
+        let subject = crate::report::Renderer::new(None).subject(&report).unwrap();
+        assert!(
+            subject.contains("web - RECOVERED after 3 failures since"),
+            "{subject}"
+        );
+    }
+
+    #[test]
+    fn a_failed_retry_schedules_the_next_after_twice_the_wait() {
+        let (_dir, state) = state();
+        suppress(&state);
+        make_retry_due(&state);
+        let retried = failing();
+        run_against(&retried, &state, false);
+        assert!(
+            retried
+                .calls()
+                .contains(&"start_later web-self-heal.timer 1800s".to_owned()),
+            "{:?}",
+            retried.calls()
+        );
+    }
+
+    #[test]
+    fn a_person_at_a_terminal_always_heals_and_resets_loop_protection() {
+        let (_dir, state) = state();
+        suppress(&state);
+        let config = config();
+        let healing = FakeSystemd::new(
+            unit("failed", "failed", "a"),
+            FakeJob::Done,
+            vec![unit("active", "running", "b")],
+        );
+        let connect = || Ok(&healing);
+        let host = Host {
+            connect: &connect,
+            journal: &NoJournal,
+        };
+        let manual = RunOptions {
+            manual: true,
+            ignore_monitor_facts: true,
+            ..RunOptions::default()
+        };
+        let report = run(
+            &config,
+            &state,
+            &config.monitored_services[0],
+            manual,
+            &host,
+        )
+        .unwrap();
+        assert_eq!(report.facts.outcome, Outcome::Resolved);
+        assert!(state.episode("web").unwrap().is_none(), "the episode ended");
+        // The automatic runs after it start counting from zero.
+        let report = run_against(&failing(), &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Failed);
+    }
+
+    #[test]
+    fn with_retry_after_never_nothing_is_scheduled() {
+        let (_dir, state) = state();
+        let config = Config::parse(
+            "failure_threshold: 1\nretry_after: never\nmonitored_services:\n  - name: web\n    verify_timeout: 300ms\n    stable_for: 20ms\n",
+            Path::new("test.yml"),
+        )
+        .unwrap();
+        let options = RunOptions {
+            ignore_monitor_facts: true,
+            ..RunOptions::default()
+        };
+        for expected in [Outcome::Failed, Outcome::Suppressed] {
+            let systemd = failing();
+            let connect = || Ok(&systemd);
+            let host = Host {
+                connect: &connect,
+                journal: &NoJournal,
+            };
+            let report = run(
+                &config,
+                &state,
+                &config.monitored_services[0],
+                options,
+                &host,
+            )
+            .unwrap();
+            assert_eq!(report.facts.outcome, expected);
+            if expected == Outcome::Suppressed {
+                assert!(systemd.calls().is_empty(), "{:?}", systemd.calls());
+                assert!(
+                    report
+                        .facts
+                        .reason
+                        .as_deref()
+                        .unwrap()
+                        .contains("retry_after is never")
+                );
+            }
+        }
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct HistoryRecord {
     /// One-line diagnosis, for `history` and the dashboard.
     #[serde(default)]
     pub summary: String,
+    /// Run by a person at a terminal: loop protection counts only the runs after it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual: bool,
 }
 
 impl HistoryRecord {
@@ -256,19 +259,67 @@ impl StateDir {
         Ok(records)
     }
 
-    /// Healing attempts (resolved or failed runs) of `service` that started after `since`.
+    /// Healing attempts (resolved or failed runs) of `service` that started after `since`
+    /// and after its last manual run (a person's run resets loop protection's count).
     pub fn healing_attempts_since(
         &self,
         service: &str,
         since: SystemTime,
     ) -> Result<usize, StateError> {
-        Ok(self
-            .history()?
+        let history = self.history()?;
+        let runs: Vec<&HistoryRecord> = history.iter().filter(|r| r.service == service).collect();
+        let after_manual = runs.iter().rposition(|r| r.manual).map_or(0, |at| at + 1);
+        Ok(runs[after_manual..]
             .iter()
-            .filter(|r| r.service == service && r.outcome.is_healing_attempt())
+            .filter(|r| r.outcome.is_healing_attempt())
             .filter(|r| r.started().is_some_and(|t| t >= since))
             .count())
     }
+
+    fn episode_path(&self, service: &str) -> Result<PathBuf, StateError> {
+        Ok(self.ensure("episodes")?.join(format!("{service}.json")))
+    }
+
+    /// The open loop-protection episode of `service`, if any. A torn file is no episode (the
+    /// next suppressed run starts a new one).
+    pub fn episode(&self, service: &str) -> Result<Option<Episode>, StateError> {
+        if !self.root.join("episodes").exists() {
+            return Ok(None);
+        }
+        let path = self.episode_path(service)?;
+        match state_file().read(true).open(&path) {
+            Ok(file) => Ok(serde_json::from_reader(file).ok()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(self.error(err)),
+        }
+    }
+
+    /// Writes `service`'s episode (atomically: a killed run leaves the old one or the new).
+    pub fn save_episode(&self, service: &str, episode: &Episode) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(episode).map_err(|e| self.error(e.into()))?;
+        crate::atomic_file::write(&self.episode_path(service)?, &bytes, 0o640)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Closes `service`'s episode.
+    pub fn end_episode(&self, service: &str) -> Result<(), StateError> {
+        match std::fs::remove_file(self.episode_path(service)?) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(self.error(err)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A service that loop protection stopped healing, until it stays healthy for
+/// `threshold_window` or a person runs it by hand (`<state>/episodes/<service>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Episode {
+    /// When loop protection first stopped healing it (RFC 3339).
+    pub suppressed_at: String,
+    /// Timed retries made so far; each doubles the wait before the next.
+    pub retries: u32,
+    /// When the scheduled retry is due (RFC 3339), while one is scheduled.
+    pub next_retry_at: Option<String>,
 }
 
 fn ends_with_newline(file: &mut File) -> std::io::Result<bool> {
@@ -326,6 +377,7 @@ mod tests {
             duration_ms: 5,
             healed_by: None,
             summary: String::new(),
+            manual: false,
         }
     }
 

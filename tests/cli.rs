@@ -195,6 +195,7 @@ fn history_of(records: &[(&str, &str, std::time::SystemTime)], args: &[&str]) ->
                 duration_ms: 41,
                 healed_by: Some("service_restart".into()),
                 summary: (*summary).to_owned(),
+                manual: false,
             })
             .unwrap();
     }

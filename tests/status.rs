@@ -51,6 +51,7 @@ fn record(service: &str, outcome: Outcome, minutes_ago: u64) -> HistoryRecord {
         duration_ms: 40,
         healed_by: (outcome == Outcome::Resolved).then(|| "service_restart".into()),
         summary: format!("{service}.service was killed by SIGKILL"),
+        manual: false,
     }
 }
 

@@ -249,6 +249,7 @@ mod tests {
             duration_ms: 552,
             healed_by: (outcome == Outcome::Resolved).then(|| "service_restart".into()),
             summary: summary.into(),
+            manual: false,
         }
     }
 

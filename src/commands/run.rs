@@ -28,6 +28,7 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
     let mut options = RunOptions {
         dry_run: args.dry_run,
         ignore_monitor_facts: false,
+        manual: started_by_a_person(),
     };
     // Templates are compiled after healing: the service must not wait for its report.
     let mut renderer = None;
@@ -54,6 +55,13 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
         }
         return Ok(report.facts.outcome.exit_code());
     }
+}
+
+/// A person at a terminal, not systemd (which sets `$INVOCATION_ID` in every unit it runs) nor
+/// a script: such a run is always allowed and resets loop protection.
+fn started_by_a_person() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("INVOCATION_ID").is_none() && std::io::stdin().is_terminal()
 }
 
 /// Mails a run's report. Delivery never changes the run's outcome or exit code: a report that

@@ -68,8 +68,8 @@ pub(crate) struct Config {
     pub threshold_window: HumanDuration,
     /// A burst of failures like this gets one combined report.
     pub cascade: Option<CascadeConfig>,
-    /// A service suppressed by loop protection is tried again after this (doubling, capped),
-    /// or `never`. Accepted and validated; this version does not retry yet.
+    /// A service suppressed by loop protection is tried again after this (doubling, capped at
+    /// 2 h), or `never`; default 15 min.
     pub retry_after: Option<RetryAfter>,
     /// `daily`: `selfheal digest` by timer. Accepted and validated; not acted on yet.
     pub digest: Option<DigestSchedule>,

@@ -96,6 +96,17 @@ pub(crate) struct RunFacts {
     pub reason: Option<String>,
     pub post_status: Option<PostStatus>,
     pub dry_run: bool,
+    /// Set when loop protection's timed retry healed it: the subject says RECOVERED.
+    pub recovered: Option<Recovery>,
+}
+
+/// The end of a loop-protection episode by a timed retry that healed the service.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Recovery {
+    /// Healing runs in the episode's window before this one.
+    pub failures: usize,
+    /// When loop protection stopped healing it (UTC, readable).
+    pub since: String,
 }
 
 impl Report {
@@ -148,6 +159,7 @@ impl Report {
                 )),
                 post_status: None,
                 dry_run: false,
+                recovered: None,
             },
             recommendations: Vec::new(),
             manual_steps: Vec::new(),
@@ -285,6 +297,7 @@ pub(crate) mod fixture {
                 active_since: Some("2025-11-18T02:45:23Z".into()),
             }),
             dry_run: false,
+            recovered: None,
         };
         Report::new(header, facts)
     }

@@ -91,6 +91,8 @@ pub(crate) struct ServiceStatus {
     pub suppressed: bool,
     /// RFC 3339: when loop protection lets a run through again.
     pub suppressed_until: Option<String>,
+    /// RFC 3339: when loop protection's timed retry runs, while one is scheduled.
+    pub next_retry_at: Option<String>,
     pub last_healing: Option<LastHealing>,
     /// Why the state is not known (systemd did not answer in time).
     pub unknown_reason: Option<String>,
@@ -206,6 +208,13 @@ pub(crate) fn gather(
         .zip(&units)
         .map(|(service, unit)| row(config, service, unit, &listeners, &history, now, window))
         .collect();
+    for row in rows.iter_mut().filter(|row| row.suppressed) {
+        row.next_retry_at = state
+            .episode(&row.name)
+            .ok()
+            .flatten()
+            .and_then(|episode| episode.next_retry_at);
+    }
     tracing::debug!(
         "units, sockets, history and host read after {:?}",
         started.elapsed()
@@ -309,7 +318,9 @@ fn row(
         .iter()
         .filter(|r| r.service == service.name)
         .collect();
-    let counted: Vec<SystemTime> = runs
+    // As loop protection counts: a person's run starts the count afresh.
+    let after_manual = runs.iter().rposition(|r| r.manual).map_or(0, |at| at + 1);
+    let counted: Vec<SystemTime> = runs[after_manual..]
         .iter()
         .filter(|r| r.outcome.is_healing_attempt())
         .filter_map(|r| r.started())
@@ -357,6 +368,7 @@ fn row(
         recent_runs: counted.len(),
         suppressed,
         suppressed_until,
+        next_retry_at: None,
         last_healing,
         unknown_reason: None,
     };

@@ -324,6 +324,9 @@ fn notes(row: &ServiceStatus, page: &Page, status: &Status) -> Vec<String> {
         if let Some(until) = &row.suppressed_until {
             let _ = write!(text, ": SUPPRESSED until {}", when(until));
         }
+        if let Some(retry) = &row.next_retry_at {
+            let _ = write!(text, ", timed retry at {}", when(retry));
+        }
         notes.push(text);
     }
     notes

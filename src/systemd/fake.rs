@@ -115,4 +115,16 @@ impl UnitControl for FakeSystemd {
         self.calls.borrow_mut().push("reload".into());
         Ok(())
     }
+
+    fn start_later(
+        &self,
+        timer: &str,
+        after: Duration,
+        _command: Option<&[String]>,
+    ) -> Result<(), SystemdError> {
+        self.calls
+            .borrow_mut()
+            .push(format!("start_later {timer} {}s", after.as_secs()));
+        Ok(())
+    }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures_lite::StreamExt;
 use zbus::Connection;
-use zbus::zvariant::{OwnedObjectPath, OwnedValue};
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 
 use proxy::{ManagerProxy, UnitProxy};
 pub(crate) use snapshot::{ActiveState, UnitSnapshot};
@@ -85,6 +85,21 @@ pub(crate) trait UnitControl {
             "not-found".into(),
         ))
     }
+    /// Starts the service `timer` triggers (`x.timer` starts `x.service`) once, `after` from
+    /// now, through a transient timer that unloads when it has elapsed. With `command`, that
+    /// service is a transient oneshot running this argv; without, it is an existing unit. A
+    /// waiting timer of the same name is replaced.
+    fn start_later(
+        &self,
+        timer: &str,
+        _after: Duration,
+        _command: Option<&[String]>,
+    ) -> Result<(), SystemdError> {
+        Err(SystemdError::UnitNotFound(
+            timer.to_owned(),
+            "not-found".into(),
+        ))
+    }
 }
 
 /// A borrowed implementation is one too (a test keeps its fake to look at afterwards).
@@ -112,6 +127,14 @@ impl<T: UnitControl + ?Sized> UnitControl for &T {
     }
     fn start(&self, unit: &str, timeout: Duration) -> Result<JobResult, SystemdError> {
         (**self).start(unit, timeout)
+    }
+    fn start_later(
+        &self,
+        timer: &str,
+        after: Duration,
+        command: Option<&[String]>,
+    ) -> Result<(), SystemdError> {
+        (**self).start_later(timer, after, command)
     }
 }
 
@@ -609,6 +632,64 @@ impl UnitControl for Systemd {
             self.manager.start_unit(unit, "replace")
         })
     }
+
+    fn start_later(
+        &self,
+        timer: &str,
+        after: Duration,
+        command: Option<&[String]>,
+    ) -> Result<(), SystemdError> {
+        // A timer still waiting from an earlier schedule is replaced: stopping it (and waiting
+        // for the stop) unloads it, so its name is free again.
+        match self.run_job("StopUnit", METHOD_TIMEOUT, || {
+            self.manager.stop_unit(timer, "replace")
+        }) {
+            Ok(_) => {}
+            Err(SystemdError::Call { cause, .. }) if is_no_such_unit(&cause) => {}
+            Err(other) => return Err(other),
+        }
+        let after_us = u64::try_from(after.as_micros()).unwrap_or(u64::MAX);
+        let properties = [
+            (
+                "Description",
+                Value::from(format!("selfheal: start {} later", service_of(timer))),
+            ),
+            ("OnActiveSec", Value::from(after_us)),
+            // The default accuracy is a minute: a retry due in 5 s must not wait for one.
+            ("AccuracyUSec", Value::from(1_000_000_u64)),
+            ("RemainAfterElapse", Value::from(false)),
+        ];
+        let service = service_of(timer);
+        let exec: Vec<(String, Vec<String>, bool)> = command
+            .map(|argv| vec![(argv[0].clone(), argv.to_vec(), false)])
+            .unwrap_or_default();
+        let service_properties = [
+            ("Description", Value::from("selfheal: deliver held reports")),
+            ("Type", Value::from("oneshot")),
+            ("ExecStart", Value::from(exec)),
+        ];
+        let aux: Vec<(&str, &[(&str, Value<'_>)])> = if command.is_some() {
+            vec![(service.as_str(), &service_properties[..])]
+        } else {
+            Vec::new()
+        };
+        zbus::block_on(
+            self.manager
+                .start_transient_unit(timer, "replace", &properties, &aux),
+        )
+        .map(|_| ())
+        .map_err(call_error("StartTransientUnit"))
+    }
+}
+
+/// `x.timer` → `x.service`.
+fn service_of(timer: &str) -> String {
+    format!("{}.service", timer.strip_suffix(".timer").unwrap_or(timer))
+}
+
+/// systemd's answer for a unit it has not loaded.
+fn is_no_such_unit(error: &zbus::Error) -> bool {
+    matches!(error, zbus::Error::MethodError(name, ..) if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit")
 }
 
 /// The result of the first JobRemoved signal that `matches`, or `None` when the stream ends.
