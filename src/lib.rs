@@ -6,6 +6,7 @@
 
 mod atomic_file;
 mod bounded_read;
+mod cascade;
 pub mod cli;
 mod commands;
 mod config;

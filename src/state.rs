@@ -149,7 +149,13 @@ impl StateDir {
     /// The lock every history writer holds. Not a service name: those start with a letter or
     /// digit.
     fn history_lock(&self) -> Result<Flock<File>, StateError> {
-        let file = self.lock_file(".history.lock")?;
+        self.lock_exclusive(".history.lock")
+    }
+
+    /// Waits for the exclusive lock `locks/<name>` (a name that is not a service's: those
+    /// start with a letter or digit).
+    pub(crate) fn lock_exclusive(&self, name: &str) -> Result<Flock<File>, StateError> {
+        let file = self.lock_file(name)?;
         Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| self.error(e.into()))
     }
 

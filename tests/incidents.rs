@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use common::{Mail, SmtpServer, TestEnv, assert_contains, free_port, selfheal_bin, wait_until};
@@ -103,4 +104,98 @@ fn a_service_stopped_by_loop_protection_is_healed_by_its_timed_retry_with_one_re
     wait_until(Duration::from_secs(5), "the retry timer to unload", || {
         env.property("web-self-heal.timer", "LoadState") == "not-found"
     });
+}
+
+/// Services named `names`, all healthy, then killed together with SIGKILL; returns once
+/// every one is healed and every report delivered (no heal unit running, nothing held or
+/// queued).
+fn kill_together(names: &[&str], cascade: &str) -> (TestEnv, SmtpServer) {
+    let env = TestEnv::new();
+    let server = smtp(&env);
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let mut services = String::new();
+    for (name, port) in names.iter().zip(&ports) {
+        env.web_unit(name, *port, &format!("{name} serves"));
+        let _ = write!(
+            services,
+            "  - name: {name}\n    port: {port}\n    verify_timeout: 5s\n    stable_for: 300ms\n"
+        );
+    }
+    env.config(&format!(
+        "system_name: TestHost\ncascade: {cascade}\n{}monitored_services:\n{services}",
+        email_yaml(&env, &server)
+    ))
+    .install();
+    for (name, port) in names.iter().zip(&ports) {
+        env.start_listening(name, *port);
+    }
+
+    let units: Vec<String> = names.iter().map(|n| format!("{n}.service")).collect();
+    let mut kill = vec!["kill", "--signal=SIGKILL"];
+    kill.extend(units.iter().map(String::as_str));
+    env.systemctl(&kill);
+
+    let history = env.wait_for_history(names.len(), Duration::from_secs(30));
+    assert!(
+        history.iter().all(|r| r.outcome == Outcome::Resolved),
+        "{history:?}"
+    );
+    for unit in &units {
+        assert_eq!(env.property(unit, "ActiveState"), "active", "{unit}");
+    }
+    server.wait_for_messages(1, Duration::from_secs(30));
+    wait_until(Duration::from_secs(20), "every report delivered", || {
+        let files = |dir: &str| {
+            std::fs::read_dir(env.state_dir.join(dir)).map_or(0, |dir| {
+                dir.flatten().filter(|e| e.path().is_file()).count()
+            })
+        };
+        let (held, queued) = (files("outbox/held"), files("outbox"));
+        let healing = names.iter().any(|n| {
+            env.property(&format!("{n}-self-heal.service"), "ActiveState") == "activating"
+        });
+        held == 0 && queued == 0 && !healing
+    });
+    (env, server)
+}
+
+#[test]
+fn five_services_killed_together_are_all_healed_and_get_exactly_one_cascade_mail() {
+    let names = ["alpha", "bravo", "charlie", "delta", "echo"];
+    let (_env, server) = kill_together(&names, "{ services: 3, within: 3s }");
+    let mails = server.messages();
+    let subjects = subjects(&server);
+    assert_eq!(mails.len(), 1, "{subjects:?}");
+    let mail = Mail::parse(&mails[0]);
+    assert_eq!(
+        mail.subject,
+        "⚠ TestHost: cascade - 5 services failed within 3s"
+    );
+    assert_eq!(mail.header("X-Selfheal-Outcome"), "cascade");
+    for name in names {
+        assert_contains(mail.header("X-Selfheal-Service"), name);
+        assert_contains(
+            &mail.text,
+            &format!("✅ {name} ({name}.service): RESOLVED by service_restart"),
+        );
+        // Each service's own journal evidence.
+        assert_contains(&mail.text, &format!("{name} serves"));
+        assert_contains(&mail.html, &format!("{name} serves"));
+    }
+    assert_contains(&mail.text, "all 5 were killed by SIGKILL");
+    assert_contains(&mail.text, "Outcome:   5 resolved");
+}
+
+#[test]
+fn a_burst_smaller_than_the_cascade_rule_gets_a_mail_per_service() {
+    let (_env, server) = kill_together(&["alpha", "bravo"], "{ services: 3, within: 2s }");
+    let mut subjects = subjects(&server);
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        [
+            "✅ TestHost: alpha - RESOLVED",
+            "✅ TestHost: bravo - RESOLVED"
+        ]
+    );
 }

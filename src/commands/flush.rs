@@ -7,6 +7,17 @@ use super::Paths;
 
 pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
     let config = paths.load_config()?;
+    // Bursts whose window has closed first: their held reports join the outbox.
+    let renderer = crate::report::Renderer::new(config.templates_dir.as_deref());
+    let bursts = crate::cascade::Delivery {
+        config: &config,
+        state: &paths.state(),
+        renderer: &renderer,
+    }
+    .due()?;
+    if bursts > 0 {
+        println!("{bursts} cascade burst(s) ready");
+    }
     let summary = crate::email::flush(&config, &paths.state())?;
     crate::metrics::update(&config, &paths.state());
     for meta in &summary.delivered {

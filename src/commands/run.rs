@@ -2,6 +2,7 @@
 //! failed again while this run was finishing.
 
 use crate::Error;
+use crate::cascade::{Arrival, Fate};
 use crate::cli::RunArgs;
 use crate::exit_code::ExitCode;
 use crate::report::{Renderer, Report};
@@ -30,31 +31,71 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
         ignore_monitor_facts: false,
         manual: started_by_a_person(),
     };
+    let mails = !args.dry_run && !args.no_email && config.email.is_some();
+    let flush_command = flush_command(paths);
     // Templates are compiled after healing: the service must not wait for its report.
     let mut renderer = None;
-    loop {
-        let report = run::run(&config, &state, service, options, &run::Host::real())?;
-        let renderer =
-            renderer.get_or_insert_with(|| Renderer::new(config.templates_dir.as_deref()));
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
-            print!("{}", renderer.text(&report)?);
+    std::thread::scope(|scope| {
+        // Joining the cascade ledger writes a file: it happens beside healing, not before it.
+        let mut joining =
+            mails.then(|| scope.spawn(|| crate::cascade::arrive(&config, &state, &service.name)));
+        loop {
+            let report = run::run(&config, &state, service, options, &run::Host::real())?;
+            let renderer =
+                renderer.get_or_insert_with(|| Renderer::new(config.templates_dir.as_deref()));
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", renderer.text(&report)?);
+            }
+            // Only the first report of this process can fold into a cascade.
+            let arrival = joining
+                .take()
+                .and_then(|thread| thread.join().ok().flatten());
+            let outbox = Mailing {
+                config: &config,
+                state: &state,
+                renderer,
+                flush_command: &flush_command,
+            };
+            if mails && crate::email::worth_mailing(&report) {
+                outbox.mail(&report, arrival.as_ref());
+            } else if let Some(arrival) = &arrival {
+                outbox.quiet(arrival);
+            }
+            if !args.dry_run {
+                // After the mail, so the outbox figure is what the run left behind.
+                crate::metrics::update(&config, &state);
+            }
+            // systemd merged this failure's OnFailure= start into this run: nobody else heals it.
+            if !args.json && run::failed_again_while_finishing(&report, service)? {
+                options.ignore_monitor_facts = true;
+                continue;
+            }
+            return Ok(report.facts.outcome.exit_code());
         }
-        if !args.dry_run && !args.no_email && crate::email::worth_mailing(&report) {
-            mail(&config, &state, renderer, &report);
-        }
-        if !args.dry_run {
-            // After the mail, so the outbox figure is what the run left behind.
-            crate::metrics::update(&config, &state);
-        }
-        // systemd merged this failure's OnFailure= start into this run: nobody else heals it.
-        if !args.json && run::failed_again_while_finishing(&report, service)? {
-            options.ignore_monitor_facts = true;
-            continue;
-        }
-        return Ok(report.facts.outcome.exit_code());
-    }
+    })
+}
+
+/// `selfheal flush` with this run's config and state directory: what a cascade's delivery
+/// timer runs.
+fn flush_command(paths: &Paths) -> Vec<String> {
+    let exe = std::env::current_exe().map_or_else(
+        |_| "/usr/local/bin/selfheal".to_owned(),
+        |exe| exe.display().to_string(),
+    );
+    let absolute = |path: &std::path::Path| {
+        std::path::absolute(path)
+            .map_or_else(|_| path.display().to_string(), |p| p.display().to_string())
+    };
+    vec![
+        exe,
+        "--config".to_owned(),
+        absolute(&paths.config),
+        "--state-dir".to_owned(),
+        absolute(&paths.state_dir),
+        "flush".to_owned(),
+    ]
 }
 
 /// A person at a terminal, not systemd (which sets `$INVOCATION_ID` in every unit it runs) nor
@@ -64,17 +105,116 @@ fn started_by_a_person() -> bool {
     std::env::var_os("INVOCATION_ID").is_none() && std::io::stdin().is_terminal()
 }
 
-/// Mails a run's report. Delivery never changes the run's outcome or exit code: a report that
-/// cannot be sent now stays in the outbox for `selfheal flush`, and the reason is logged.
-fn mail(
-    config: &crate::config::Config,
-    state: &crate::state::StateDir,
-    renderer: &Renderer,
-    report: &Report,
-) {
-    use crate::email::{Delivery, deliver_report};
-    let service = &report.header.service;
-    match deliver_report(config, state, renderer, report) {
+/// Where a run's report goes: the outbox, or held for a cascade.
+struct Mailing<'a> {
+    config: &'a crate::config::Config,
+    state: &'a crate::state::StateDir,
+    renderer: &'a Renderer,
+    flush_command: &'a [String],
+}
+
+impl Mailing<'_> {
+    /// Mails a run's report, or holds it for the cascade its run joined. Delivery never
+    /// changes the run's outcome or exit code: a report that cannot be sent now stays in the
+    /// outbox for `selfheal flush`, and the reason is logged.
+    fn mail(&self, report: &Report, arrival: Option<&Arrival>) {
+        let service = &report.header.service;
+        let Some(arrival) = arrival else {
+            log_delivery(
+                service,
+                crate::email::deliver_report(self.config, self.state, self.renderer, report),
+            );
+            return;
+        };
+        let Some(email) = self.config.email.as_ref() else {
+            return;
+        };
+        let delivery = self.delivery();
+        let decided =
+            crate::email::compose(email, self.config.owner.as_deref(), self.renderer, report)
+                .and_then(|composed| {
+                    delivery
+                        .report_ready(arrival, report, &composed)
+                        .map(|fate| (fate, composed))
+                });
+        match decided {
+            Ok((Fate::MailNow, composed)) => log_delivery(
+                service,
+                crate::email::deliver_composed(email, self.state, &composed).map(Some),
+            ),
+            Ok((Fate::Held { deliver_in }, _)) => {
+                tracing::info!(selfheal_service = %service, "report held: other services failed in the same burst, they get one report");
+                if let Some(after) = deliver_in {
+                    match crate::systemd::Systemd::connect() {
+                        Ok(systemd) => {
+                            crate::cascade::schedule_delivery(
+                                &systemd,
+                                arrival,
+                                after,
+                                self.flush_command,
+                            );
+                        }
+                        Err(err) => {
+                            tracing::warn!("the cascade's delivery timer cannot be set: {err}");
+                        }
+                    }
+                }
+            }
+            Ok((Fate::Delivered, _)) => self.flush(),
+            Err(err) => {
+                tracing::error!(selfheal_service = %service, "the cascade ledger failed ({err}); this report goes on its own");
+                log_delivery(
+                    service,
+                    crate::email::deliver_report(self.config, self.state, self.renderer, report),
+                );
+            }
+        }
+    }
+
+    /// A run with nothing to mail leaves its burst, and sends the burst when that completes it.
+    fn quiet(&self, arrival: &Arrival) {
+        match self.delivery().quiet(arrival) {
+            Ok(true) => self.flush(),
+            Ok(false) => {}
+            Err(err) => tracing::error!("the cascade ledger failed: {err}"),
+        }
+    }
+
+    fn delivery(&self) -> crate::cascade::Delivery<'_> {
+        crate::cascade::Delivery {
+            config: self.config,
+            state: self.state,
+            renderer: self.renderer,
+        }
+    }
+
+    /// Sends what the burst put in the outbox.
+    fn flush(&self) {
+        match crate::email::flush(self.config, self.state) {
+            Ok(summary) => {
+                for meta in &summary.delivered {
+                    tracing::info!(
+                        "report {} sent ({})",
+                        meta.envelope.message_id,
+                        meta.envelope.subject
+                    );
+                }
+                for (meta, error) in &summary.failed {
+                    tracing::warn!(
+                        "report {} kept in the outbox for `selfheal flush`: {error}",
+                        meta.envelope.message_id
+                    );
+                }
+            }
+            Err(err) => tracing::error!("the outbox cannot be flushed: {err}"),
+        }
+    }
+}
+
+/// Logs what became of one report.
+fn log_delivery(service: &str, delivery: Result<Option<crate::email::Delivery>, crate::Error>) {
+    use crate::email::Delivery;
+    match delivery {
         Ok(None) => {}
         Ok(Some(Delivery::Sent { message_id })) => {
             tracing::info!(selfheal_service = %service, "report {message_id} sent");

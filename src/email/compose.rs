@@ -9,7 +9,7 @@ use lettre::message::{Mailbox, MultiPart};
 
 use super::EmailConfig;
 use super::EmailError;
-use crate::report::{Renderer, Report};
+use crate::report::{Renderer, Templated};
 
 /// A rendered message, ready for the outbox.
 #[derive(Debug, Clone)]
@@ -35,17 +35,19 @@ pub(crate) struct Envelope {
     pub to: Vec<String>,
 }
 
-/// Renders `report` into a multipart/alternative message (text first, HTML preferred).
-pub(crate) fn compose(
+/// Renders `report` (a run's or a cascade's) into a multipart/alternative message (text
+/// first, HTML preferred).
+pub(crate) fn compose<T: Templated>(
     email: &EmailConfig,
     owner: Option<&str>,
     renderer: &Renderer,
-    report: &Report,
+    report: &T,
 ) -> Result<Composed, crate::Error> {
+    let facts = report.mail_facts();
     let from = email
         .from
         .clone()
-        .unwrap_or_else(|| format!("selfheal@{}", report.header.host));
+        .unwrap_or_else(|| format!("selfheal@{}", facts.host));
     let to: Vec<String> = if email.to.is_empty() {
         owner.map(str::to_owned).into_iter().collect()
     } else {
@@ -55,21 +57,15 @@ pub(crate) fn compose(
     let text = renderer.text(report)?;
     let html = renderer.html(report)?;
 
-    let compact_time: String = report
-        .facts
+    let compact_time: String = facts
         .started_at
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .collect();
-    let stem = format!(
-        "{compact_time}-{}-{}-{}",
-        report.header.service,
-        report.facts.outcome,
-        std::process::id()
-    );
-    let message_id = format!("<selfheal.{stem}@{}>", report.header.host);
-    let date = humantime::parse_rfc3339_weak(&report.facts.started_at)
-        .unwrap_or_else(|_| SystemTime::now());
+    let stem = format!("{compact_time}-{}-{}", facts.label, std::process::id());
+    let message_id = format!("<selfheal.{stem}@{}>", facts.host);
+    let date =
+        humantime::parse_rfc3339_weak(&facts.started_at).unwrap_or_else(|_| SystemTime::now());
 
     let mut builder = Message::builder()
         .from(from.parse::<Mailbox>().map_err(|err| {
@@ -81,11 +77,11 @@ pub(crate) fn compose(
         .user_agent(format!("selfheal {}", env!("CARGO_PKG_VERSION")))
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("X-Selfheal-Service"),
-            report.header.service.clone(),
+            facts.service.clone(),
         ))
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("X-Selfheal-Outcome"),
-            report.facts.outcome.to_string(),
+            facts.outcome.clone(),
         ));
     for address in &to {
         builder = builder.to(address.parse::<Mailbox>().map_err(|err| {
@@ -102,8 +98,8 @@ pub(crate) fn compose(
         envelope: Envelope {
             message_id,
             subject,
-            service: report.header.service.clone(),
-            outcome: report.facts.outcome.to_string(),
+            service: facts.service,
+            outcome: facts.outcome,
             from,
             to,
         },

@@ -7,7 +7,7 @@ mod outbox;
 mod settings;
 mod transport;
 
-pub(crate) use compose::compose;
+pub(crate) use compose::{Composed, compose};
 pub(crate) use outbox::{FlushSummary, Outbox, OutboxError};
 pub(crate) use settings::{EmailConfig, SmtpConfig, SmtpSecurity, Transport, validate};
 pub(crate) use transport::{EmailError, Sender};
@@ -88,9 +88,18 @@ pub(crate) fn deliver_report(
         return Ok(None);
     };
     let composed = compose(email, config.owner.as_deref(), renderer, report)?;
+    deliver_composed(email, state, &composed).map(Some)
+}
+
+/// Queues a composed message in the outbox, then sends it; see [`deliver_report`].
+pub(crate) fn deliver_composed(
+    email: &EmailConfig,
+    state: &StateDir,
+    composed: &Composed,
+) -> Result<Delivery, crate::Error> {
     let message_id = composed.envelope.message_id.clone();
     let stored = Outbox::open(state).and_then(|outbox| {
-        let (queued, claim) = outbox.queue(&composed)?;
+        let (queued, claim) = outbox.queue(composed)?;
         Ok::<_, crate::Error>((outbox, queued, claim))
     });
     let (outbox, queued, _claim) = match stored {
@@ -101,10 +110,10 @@ pub(crate) fn deliver_report(
             let sent = Sender::from_config(email)
                 .and_then(|sender| sender.send(&composed.envelope, &composed.bytes, &name));
             return match sent {
-                Ok(()) => Ok(Some(Delivery::SentWithoutOutbox {
+                Ok(()) => Ok(Delivery::SentWithoutOutbox {
                     message_id,
                     outbox_error,
-                })),
+                }),
                 Err(send_error) => Err(EmailError::Invalid(format!(
                     "the outbox cannot be written ({outbox_error}) and sending failed ({send_error})"
                 ))
@@ -114,7 +123,7 @@ pub(crate) fn deliver_report(
     };
     let sent = Sender::from_config(email)
         .and_then(|sender| sender.send(&composed.envelope, &composed.bytes, &queued.name()));
-    Ok(Some(match sent {
+    Ok(match sent {
         Ok(()) => {
             outbox.delivered(&queued)?;
             Delivery::Sent { message_id }
@@ -123,7 +132,7 @@ pub(crate) fn deliver_report(
             outbox.failed(&queued, &error.to_string())?;
             Delivery::Queued { message_id, error }
         }
-    }))
+    })
 }
 
 /// Delivers everything in the outbox, oldest first.

@@ -107,6 +107,37 @@ impl Outbox {
         })
     }
 
+    /// The outbox's `held/` directory: reports kept back while a cascade may still fold them
+    /// into one mail. `flush` does not send them; the cascade's delivery releases or discards
+    /// them.
+    pub(crate) fn held(state: &StateDir) -> Result<Outbox, crate::Error> {
+        state.ensure("outbox")?;
+        Ok(Outbox {
+            dir: state.ensure("outbox/held")?,
+        })
+    }
+
+    /// Moves the held message `stem` into `to`, envelope first (a listed `.eml` always has
+    /// one). A message already moved or removed is no error.
+    pub(crate) fn release(&self, stem: &str, to: &Outbox) -> Result<(), OutboxError> {
+        for extension in ["json", "eml"] {
+            let from = self.dir.join(format!("{stem}.{extension}"));
+            match std::fs::rename(&from, to.dir.join(format!("{stem}.{extension}"))) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(failed("moving", &from)(err));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the held message `stem` (folded into a cascade mail).
+    pub(crate) fn discard(&self, stem: &str) -> Result<(), OutboxError> {
+        remove_if_present(&self.dir.join(format!("{stem}.eml")))?;
+        remove_if_present(&self.dir.join(format!("{stem}.json")))
+    }
+
     /// Stores the message: meta first, then the `.eml` (each written to a temporary name and
     /// renamed into place), so a listed `.eml` is always complete. The returned claim is taken
     /// before the `.eml` becomes visible: no flush can send it while the caller does.

@@ -1,6 +1,7 @@
 //! The report: data first (`Report`), then text by templates (`render`), then delivery
 //! elsewhere. Nothing here performs I/O except reading template overrides.
 
+mod cascade;
 mod render;
 
 use serde::Serialize;
@@ -11,7 +12,8 @@ use crate::outcome::Outcome;
 use crate::strategy::Step;
 use crate::systemd::{ActiveState, UnitSnapshot};
 
-pub(crate) use render::{RenderError, Renderer, human_bytes};
+pub(crate) use cascade::CascadeReport;
+pub(crate) use render::{RenderError, Renderer, Templated, human_bytes};
 
 /// The unit's state after healing.
 #[derive(Debug, Clone, Serialize)]

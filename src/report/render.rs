@@ -8,12 +8,13 @@ use minijinja::value::Serde;
 use minijinja::{Environment, Value};
 
 use super::Report;
+use super::cascade::CascadeReport;
 
 /// Where template overrides are looked for when the config names no `templates_dir`.
 pub(super) const DEFAULT_TEMPLATES_DIR: &str = "/etc/selfheal/templates";
 
 /// The built-in templates: (name, source).
-const BUILT_IN: [(&str, &str); 3] = [
+const BUILT_IN: [(&str, &str); 6] = [
     (
         "subject.txt.j2",
         include_str!("../../templates/subject.txt.j2"),
@@ -26,7 +27,76 @@ const BUILT_IN: [(&str, &str); 3] = [
         "report.html.j2",
         include_str!("../../templates/report.html.j2"),
     ),
+    (
+        "cascade-subject.txt.j2",
+        include_str!("../../templates/cascade-subject.txt.j2"),
+    ),
+    (
+        "cascade.txt.j2",
+        include_str!("../../templates/cascade.txt.j2"),
+    ),
+    (
+        "cascade.html.j2",
+        include_str!("../../templates/cascade.html.j2"),
+    ),
 ];
+
+/// What a set of templates renders: a run's report, or a cascade's.
+pub(crate) trait Templated: serde::Serialize {
+    const SUBJECT: &'static str;
+    const TEXT: &'static str;
+    const HTML: &'static str;
+    /// What the mail's headers and outbox name say about it.
+    fn mail_facts(&self) -> MailFacts;
+}
+
+/// The parts of a mail that do not come from a template.
+pub(crate) struct MailFacts {
+    pub host: String,
+    /// `X-Selfheal-Service`.
+    pub service: String,
+    /// `X-Selfheal-Outcome`.
+    pub outcome: String,
+    /// RFC 3339: the mail's Date.
+    pub started_at: String,
+    /// Part of the outbox file name: `web-resolved`, `cascade-5`.
+    pub label: String,
+}
+
+impl Templated for Report {
+    const SUBJECT: &'static str = "subject.txt.j2";
+    const TEXT: &'static str = "report.txt.j2";
+    const HTML: &'static str = "report.html.j2";
+    fn mail_facts(&self) -> MailFacts {
+        MailFacts {
+            host: self.header.host.clone(),
+            service: self.header.service.clone(),
+            outcome: self.facts.outcome.to_string(),
+            started_at: self.facts.started_at.clone(),
+            label: format!("{}-{}", self.header.service, self.facts.outcome),
+        }
+    }
+}
+
+impl Templated for CascadeReport {
+    const SUBJECT: &'static str = "cascade-subject.txt.j2";
+    const TEXT: &'static str = "cascade.txt.j2";
+    const HTML: &'static str = "cascade.html.j2";
+    fn mail_facts(&self) -> MailFacts {
+        let names: Vec<&str> = self
+            .services
+            .iter()
+            .filter_map(|s| s.get("service").and_then(serde_json::Value::as_str))
+            .collect();
+        MailFacts {
+            host: self.host.clone(),
+            service: names.join(", "),
+            outcome: "cascade".to_owned(),
+            started_at: self.started_at.clone(),
+            label: format!("cascade-{}", self.count),
+        }
+    }
+}
 
 /// A template that could not be loaded or rendered.
 #[derive(Debug, thiserror::Error)]
@@ -133,8 +203,12 @@ impl Renderer {
 
     /// Renders `name` with its override, falling back to the built-in template on any error;
     /// returns the output and, when the override could not be used, why.
-    fn render(&self, name: &str, report: &Report) -> Result<(String, Option<String>), RenderError> {
-        let value = Value::from(Serde(report));
+    fn render(
+        &self,
+        name: &str,
+        data: &impl serde::Serialize,
+    ) -> Result<(String, Option<String>), RenderError> {
+        let value = Value::from(Serde(data));
         let built_in = || {
             self.built_in
                 .get_template(name)
@@ -166,25 +240,39 @@ impl Renderer {
     /// What is wrong with the overrides, found by rendering every template for `sample`
     /// (what `selfheal check` reports).
     pub(crate) fn problems(&self, sample: &Report) -> Vec<String> {
+        let cascade = CascadeReport::new(
+            sample.header.system_name.clone(),
+            sample.header.host.clone(),
+            "60s".into(),
+            vec![serde_json::to_value(sample).unwrap_or_default()],
+            vec!["another".into()],
+        );
         BUILT_IN
             .iter()
-            .filter_map(|(name, _)| match self.render(name, sample) {
-                Ok((_, problem)) => problem,
-                Err(err) => Some(err.to_string()),
+            .filter_map(|(name, _)| {
+                let rendered = if name.starts_with("cascade") {
+                    self.render(name, &cascade)
+                } else {
+                    self.render(name, sample)
+                };
+                match rendered {
+                    Ok((_, problem)) => problem,
+                    Err(err) => Some(err.to_string()),
+                }
             })
             .collect()
     }
 
     /// The mail subject: one line, whatever the template's whitespace.
-    pub(crate) fn subject(&self, report: &Report) -> Result<String, RenderError> {
-        let (text, problem) = self.render("subject.txt.j2", report)?;
+    pub(crate) fn subject<T: Templated>(&self, report: &T) -> Result<String, RenderError> {
+        let (text, problem) = self.render(T::SUBJECT, report)?;
         log(problem.as_deref());
         Ok(text.split_whitespace().collect::<Vec<_>>().join(" "))
     }
 
     /// The plain-text report; a template problem is its first line.
-    pub(crate) fn text(&self, report: &Report) -> Result<String, RenderError> {
-        let (text, problem) = self.render("report.txt.j2", report)?;
+    pub(crate) fn text<T: Templated>(&self, report: &T) -> Result<String, RenderError> {
+        let (text, problem) = self.render(T::TEXT, report)?;
         log(problem.as_deref());
         // A text file ends with a newline, whatever the template's last line does.
         let text = format!("{}\n", text.trim_end_matches('\n'));
@@ -195,8 +283,8 @@ impl Renderer {
     }
 
     /// The HTML report (every value escaped); a template problem is its first paragraph.
-    pub(crate) fn html(&self, report: &Report) -> Result<String, RenderError> {
-        let (html, problem) = self.render("report.html.j2", report)?;
+    pub(crate) fn html<T: Templated>(&self, report: &T) -> Result<String, RenderError> {
+        let (html, problem) = self.render(T::HTML, report)?;
         log(problem.as_deref());
         let Some(problem) = problem else {
             return Ok(html);

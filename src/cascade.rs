@@ -1,0 +1,520 @@
+//! Cascades: when `cascade.services` monitored services fail within `cascade.within` (default
+//! 3 within 60 s), each one is still healed at once, but their reports go out as one mail.
+//!
+//! Every run that may mail joins the ledger (`<state>/cascade.json`, under a lock) while it
+//! heals, in a background thread: the burst whose window is open, or a new one. When its
+//! report is ready:
+//! - alone in its burst so far, the report is mailed at once (a lone failure never waits);
+//! - otherwise it is held: composed into `outbox/held/` and named in the ledger.
+//!
+//! A burst is complete when its window has closed and none of its runs is still running (a run
+//! whose process is gone counts as finished). Whoever sees it complete delivers it: the last
+//! run to finish, the transient timer set for the window's end, or the periodic `flush`. With
+//! at least `cascade.services` services it becomes one cascade mail; with fewer, the held
+//! mails go out one by one. A held report therefore waits until the window closes and the
+//! burst's slowest run has ended (bounded by that heal unit's `TimeoutStartSec=`), or, when no
+//! timer could be set, until the next flush (every 5 minutes).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::email::{Composed, Outbox};
+use crate::report::{CascadeReport, Renderer, Report};
+use crate::state::StateDir;
+use crate::systemd::UnitControl;
+
+/// `cascade:` when the config does not say: 3 services within 60 s.
+pub(crate) const DEFAULT_SERVICES: u32 = 3;
+pub(crate) const DEFAULT_WITHIN: Duration = Duration::from_secs(60);
+/// Bursts older than this leave the ledger whatever their state.
+const FORGET_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+const LEDGER: &str = "cascade.json";
+const LOCK: &str = ".cascade.lock";
+
+/// The cascade rule in force; `None` when a burst can never fold (`services` below 2).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rule {
+    pub services: usize,
+    pub within: Duration,
+}
+
+impl Rule {
+    pub(crate) fn of(config: &Config) -> Option<Rule> {
+        let (services, within) = config
+            .cascade
+            .as_ref()
+            .map_or((DEFAULT_SERVICES, DEFAULT_WITHIN), |cascade| {
+                (cascade.services, cascade.within.into())
+            });
+        (services >= 2).then_some(Rule {
+            services: services as usize,
+            within,
+        })
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Ledger {
+    bursts: Vec<Burst>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Burst {
+    /// RFC 3339 (ms): when its first run joined; also its name.
+    started_at: String,
+    members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Member {
+    service: String,
+    pid: u32,
+    /// The process' start time (clock ticks after boot): a reused PID is not this run.
+    since: u64,
+    #[serde(flatten)]
+    state: MemberState,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum MemberState {
+    /// Healing; its report is not ready.
+    Running,
+    /// Finished with nothing to mail (healthy, dry run, mail off).
+    Quiet,
+    /// Its mail waits in `outbox/held/<stem>.eml`; `report` is its JSON.
+    Held { stem: String, report: Value },
+    /// Its report went out (on its own, or in the cascade mail).
+    Mailed,
+}
+
+/// A run's place in the ledger.
+#[derive(Debug, Clone)]
+pub(crate) struct Arrival {
+    burst: String,
+    pid: u32,
+}
+
+/// What became of a report that was ready.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// Alone in its burst: the caller mails it now.
+    MailNow,
+    /// Held; the burst is delivered later (the timer, the last run, or flush).
+    Held { deliver_in: Option<Duration> },
+    /// Held, and this run completed the burst: it was delivered into the outbox.
+    Delivered,
+}
+
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+fn parse(at: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(at).ok()
+}
+
+/// When `pid` started, in clock ticks after boot (`/proc/<pid>/stat` field 22).
+fn started_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn alive(member: &Member) -> bool {
+    started_ticks(member.pid) == Some(member.since)
+}
+
+impl Burst {
+    fn window_end(&self, rule: Rule) -> Option<SystemTime> {
+        parse(&self.started_at).map(|start| start + rule.within)
+    }
+
+    /// Its window has closed and none of its runs is still healing.
+    fn complete(&self, rule: Rule, now: SystemTime, alive: &dyn Fn(&Member) -> bool) -> bool {
+        self.window_end(rule).is_none_or(|end| now >= end)
+            && !self
+                .members
+                .iter()
+                .any(|m| matches!(m.state, MemberState::Running) && alive(m))
+    }
+
+    /// Services other than the one of run `pid` that failed in this burst: healing still,
+    /// held or mailed. (A service that fails again is no cascade.)
+    fn other_failures(&self, pid: u32, alive: &dyn Fn(&Member) -> bool) -> BTreeSet<&str> {
+        let mine = self
+            .members
+            .iter()
+            .find(|m| m.pid == pid)
+            .map(|m| m.service.as_str());
+        self.members
+            .iter()
+            .filter(|m| Some(m.service.as_str()) != mine)
+            .filter(|m| match m.state {
+                MemberState::Running => alive(m),
+                MemberState::Quiet => false,
+                MemberState::Held { .. } | MemberState::Mailed => true,
+            })
+            .map(|m| m.service.as_str())
+            .collect()
+    }
+
+    fn member(&mut self, pid: u32) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.pid == pid)
+    }
+}
+
+/// Reads, changes and writes the ledger under its lock.
+fn with_ledger<T>(
+    state: &StateDir,
+    change: impl FnOnce(&mut Ledger) -> Result<T, crate::Error>,
+) -> Result<T, crate::Error> {
+    let _lock = state.lock_exclusive(LOCK)?;
+    let path = state.ensure("")?.join(LEDGER);
+    let mut ledger = match crate::bounded_read::read(&path, crate::bounded_read::MAX_FILE_BYTES) {
+        // A torn or foreign ledger costs a fold, never a report: start afresh.
+        Ok((bytes, _)) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        Err(_) => Ledger::default(),
+    };
+    let result = change(&mut ledger)?;
+    let bytes = serde_json::to_vec(&ledger)?;
+    crate::atomic_file::write(&path, &bytes, 0o600).map_err(|cause| {
+        crate::state::StateError::Io {
+            path: path.clone(),
+            cause,
+        }
+    })?;
+    Ok(result)
+}
+
+/// Joins `service`'s run to the open burst, or starts one. `None` when cascades are off or the
+/// ledger cannot be written (logged: the report is then mailed on its own).
+pub(crate) fn arrive(config: &Config, state: &StateDir, service: &str) -> Option<Arrival> {
+    let rule = Rule::of(config)?;
+    let pid = std::process::id();
+    let since = started_ticks(pid)?;
+    let joined = with_ledger(state, |ledger| {
+        let now = now();
+        ledger.bursts.retain(|burst| {
+            let settled = burst.complete(rule, now, &alive)
+                && !burst
+                    .members
+                    .iter()
+                    .any(|m| matches!(m.state, MemberState::Held { .. }));
+            let old = parse(&burst.started_at).is_none_or(|at| at + FORGET_AFTER < now);
+            !settled && !old
+        });
+        let open = ledger
+            .bursts
+            .iter_mut()
+            .find(|burst| burst.window_end(rule).is_some_and(|end| now < end));
+        let burst = if let Some(burst) = open {
+            burst
+        } else {
+            ledger.bursts.push(Burst {
+                started_at: humantime::format_rfc3339_millis(now).to_string(),
+                members: Vec::new(),
+            });
+            ledger.bursts.last_mut().expect("just pushed")
+        };
+        burst.members.push(Member {
+            service: service.to_owned(),
+            pid,
+            since,
+            state: MemberState::Running,
+        });
+        Ok(burst.started_at.clone())
+    });
+    match joined {
+        Ok(burst) => Some(Arrival { burst, pid }),
+        Err(err) => {
+            tracing::error!(selfheal_service = %service, "the cascade ledger cannot be written, this report goes on its own: {err}");
+            None
+        }
+    }
+}
+
+/// Everything delivery needs besides the ledger.
+pub(crate) struct Delivery<'a> {
+    pub config: &'a Config,
+    pub state: &'a StateDir,
+    pub renderer: &'a Renderer,
+}
+
+impl Delivery<'_> {
+    /// A run's report is ready (`composed` is its mail): mail it now, hold it, or complete the
+    /// burst with it.
+    pub(crate) fn report_ready(
+        &self,
+        arrival: &Arrival,
+        report: &Report,
+        composed: &Composed,
+    ) -> Result<Fate, crate::Error> {
+        let rule = Rule::of(self.config).expect("an arrival means cascades are on");
+        let json = serde_json::to_value(report)?;
+        with_ledger(self.state, |ledger| {
+            let now = now();
+            let Some(burst) = ledger
+                .bursts
+                .iter_mut()
+                .find(|b| b.started_at == arrival.burst)
+            else {
+                return Ok(Fate::MailNow);
+            };
+            if burst.other_failures(arrival.pid, &alive).is_empty() {
+                if let Some(me) = burst.member(arrival.pid) {
+                    me.state = MemberState::Mailed;
+                }
+                return Ok(Fate::MailNow);
+            }
+            let (_, claim) = Outbox::held(self.state)?.queue(composed)?;
+            drop(claim);
+            if let Some(me) = burst.member(arrival.pid) {
+                me.state = MemberState::Held {
+                    stem: composed.stem.clone(),
+                    report: json,
+                };
+            }
+            if burst.complete(rule, now, &alive) {
+                self.deliver(burst, rule)?;
+                return Ok(Fate::Delivered);
+            }
+            let deliver_in = burst
+                .window_end(rule)
+                .and_then(|end| end.duration_since(now).ok());
+            Ok(Fate::Held { deliver_in })
+        })
+    }
+
+    /// A run that has nothing to mail: it leaves its burst, which may complete with it.
+    pub(crate) fn quiet(&self, arrival: &Arrival) -> Result<bool, crate::Error> {
+        let Some(rule) = Rule::of(self.config) else {
+            return Ok(false);
+        };
+        with_ledger(self.state, |ledger| {
+            let Some(burst) = ledger
+                .bursts
+                .iter_mut()
+                .find(|b| b.started_at == arrival.burst)
+            else {
+                return Ok(false);
+            };
+            if let Some(me) = burst.member(arrival.pid) {
+                me.state = MemberState::Quiet;
+            }
+            let holds = burst
+                .members
+                .iter()
+                .any(|m| matches!(m.state, MemberState::Held { .. }));
+            if holds && burst.complete(rule, now(), &alive) {
+                self.deliver(burst, rule)?;
+                return Ok(true);
+            }
+            Ok(false)
+        })
+    }
+
+    /// Delivers every complete burst that holds reports (what `flush` does first); returns
+    /// how many.
+    pub(crate) fn due(&self) -> Result<usize, crate::Error> {
+        let Some(rule) = Rule::of(self.config) else {
+            // Cascades turned off since: what is held goes out on its own.
+            return self.release_all();
+        };
+        if !self.state.root().join(LEDGER).exists() {
+            return Ok(0);
+        }
+        with_ledger(self.state, |ledger| {
+            let now = now();
+            let mut delivered = 0;
+            for burst in &mut ledger.bursts {
+                let holds = burst
+                    .members
+                    .iter()
+                    .any(|m| matches!(m.state, MemberState::Held { .. }));
+                if holds && burst.complete(rule, now, &alive) {
+                    self.deliver(burst, rule)?;
+                    delivered += 1;
+                }
+            }
+            Ok(delivered)
+        })
+    }
+
+    fn release_all(&self) -> Result<usize, crate::Error> {
+        if !self.state.root().join(LEDGER).exists() {
+            return Ok(0);
+        }
+        with_ledger(self.state, |ledger| {
+            let (held, outbox) = (Outbox::held(self.state)?, Outbox::open(self.state)?);
+            let mut released = 0;
+            for member in ledger.bursts.iter_mut().flat_map(|b| b.members.iter_mut()) {
+                if let MemberState::Held { stem, .. } = &member.state {
+                    held.release(stem, &outbox)?;
+                    member.state = MemberState::Mailed;
+                    released += 1;
+                }
+            }
+            Ok(released)
+        })
+    }
+
+    /// Puts a complete burst's held reports into the outbox: one cascade mail when it has at
+    /// least `rule.services` services, else each on its own. The caller holds the ledger.
+    fn deliver(&self, burst: &mut Burst, rule: Rule) -> Result<(), crate::Error> {
+        let held_outbox = Outbox::held(self.state)?;
+        let outbox = Outbox::open(self.state)?;
+        let mut held = Vec::new();
+        let mut mailed = BTreeSet::new();
+        for member in &burst.members {
+            match &member.state {
+                MemberState::Held { stem, report } => held.push((stem.clone(), report.clone())),
+                MemberState::Mailed => {
+                    mailed.insert(member.service.clone());
+                }
+                _ => {}
+            }
+        }
+        let held_services: BTreeSet<&str> = held
+            .iter()
+            .filter_map(|(_, report)| report.get("service").and_then(Value::as_str))
+            .collect();
+        mailed.retain(|service| !held_services.contains(service.as_str()));
+        let services = held_services.len() + mailed.len();
+        match self.config.email.as_ref() {
+            Some(email) if services >= rule.services => {
+                let cascade = CascadeReport::new(
+                    self.config.system_name(),
+                    crate::host::hostname(),
+                    crate::duration::HumanDuration(rule.within).to_string(),
+                    held.iter().map(|(_, report)| report.clone()).collect(),
+                    mailed.into_iter().collect(),
+                );
+                let composed = crate::email::compose(
+                    email,
+                    self.config.owner.as_deref(),
+                    self.renderer,
+                    &cascade,
+                )?;
+                drop(outbox.queue(&composed)?);
+                for (stem, _) in &held {
+                    held_outbox.discard(stem)?;
+                }
+                tracing::info!(
+                    "cascade: one report for {services} services that failed within {}",
+                    cascade.window
+                );
+            }
+            _ => {
+                for (stem, _) in &held {
+                    held_outbox.release(stem, &outbox)?;
+                }
+            }
+        }
+        for member in &mut burst.members {
+            if matches!(member.state, MemberState::Held { .. }) {
+                member.state = MemberState::Mailed;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sets the transient timer that delivers a held burst when its window closes
+/// (`selfheal-cascade-<time>.timer` running `flush_command`). A timer that cannot be set is
+/// logged: the last run of the burst or the periodic flush delivers it then.
+pub(crate) fn schedule_delivery(
+    units: &dyn UnitControl,
+    arrival: &Arrival,
+    after: Duration,
+    flush_command: &[String],
+) {
+    let id: String = arrival
+        .burst
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    let timer = format!("selfheal-cascade-{id}.timer");
+    // A second past the window, so the flush it starts finds the window closed.
+    let after = after + Duration::from_secs(1);
+    if let Err(err) = units.start_later(&timer, after, Some(flush_command)) {
+        tracing::warn!(
+            "the cascade's delivery timer cannot be set ({err}); the burst goes out when its last run ends or at the next flush"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(service: &str, pid: u32, state: MemberState) -> Member {
+        Member {
+            service: service.into(),
+            pid,
+            since: 1,
+            state,
+        }
+    }
+
+    fn rule() -> Rule {
+        Rule {
+            services: 3,
+            within: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn a_burst_completes_when_its_window_has_closed_and_no_run_still_heals() {
+        let start = SystemTime::now();
+        let burst = Burst {
+            started_at: humantime::format_rfc3339_millis(start).to_string(),
+            members: vec![
+                member("web", 1, MemberState::Mailed),
+                member("api", 2, MemberState::Running),
+            ],
+        };
+        let everyone_alive = |_: &Member| true;
+        let nobody_alive = |_: &Member| false;
+        let later = start + Duration::from_secs(61);
+        assert!(!burst.complete(rule(), start, &nobody_alive), "window open");
+        assert!(!burst.complete(rule(), later, &everyone_alive), "api heals");
+        assert!(
+            burst.complete(rule(), later, &nobody_alive),
+            "api's process is gone"
+        );
+    }
+
+    #[test]
+    fn only_runs_that_failed_count_as_other_failures() {
+        let burst = Burst {
+            started_at: String::new(),
+            members: vec![
+                member("web", 1, MemberState::Running),
+                member("api", 2, MemberState::Quiet),
+                member("db", 3, MemberState::Running),
+                member("jobs", 4, MemberState::Mailed),
+                member("web", 5, MemberState::Mailed),
+            ],
+        };
+        let alive = |m: &Member| m.pid != 3;
+        assert_eq!(
+            burst
+                .other_failures(1, &alive)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["jobs"]
+        );
+    }
+
+    #[test]
+    fn a_process_start_time_is_read_even_with_parentheses_in_the_name() {
+        assert!(started_ticks(std::process::id()).is_some());
+        assert_eq!(started_ticks(u32::MAX), None);
+    }
+}
