@@ -59,6 +59,9 @@ pub enum Command {
     History(HistoryArgs),
     /// Deliver reports queued in the outbox
     Flush,
+    /// Print and mail the summary of the last 24 h: per service runs, success rate, mean time
+    /// to heal; loop protection's episodes; the outbox
+    Digest(DigestArgs),
     /// Send a test report through the configured transport
     TestEmail,
     /// Heal an example service in a throwaway systemd (needs root; touches nothing of the host)
@@ -130,6 +133,14 @@ pub struct HistoryArgs {
     /// heal
     #[arg(long)]
     pub stats: bool,
+}
+
+/// Arguments of `digest`.
+#[derive(Debug, Args)]
+pub struct DigestArgs {
+    /// Only print it
+    #[arg(long)]
+    pub no_email: bool,
 }
 
 /// Arguments of `install`.

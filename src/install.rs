@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::Config;
+use crate::config::{Config, DigestSchedule};
 
 /// First line of every file selfheal writes; `uninstall` removes only files that start with it.
 pub(crate) const MARKER: &str = "# Written by `selfheal install`; `selfheal uninstall` removes it.";
@@ -52,7 +52,14 @@ fn heal_timeout(config: &Config, service: &crate::config::ServiceConfig) -> std:
 pub(crate) const FLUSH_SERVICE: &str = "selfheal-flush.service";
 pub(crate) const FLUSH_TIMER: &str = "selfheal-flush.timer";
 
-/// The files for every monitored service, plus the outbox flush service and timer.
+/// The daily digest's units, written only with `digest: daily`; the drop-in makes
+/// `timers.target` want the timer, as `systemctl enable` would, but in a file install owns.
+pub(crate) const DIGEST_SERVICE: &str = "selfheal-digest.service";
+pub(crate) const DIGEST_TIMER: &str = "selfheal-digest.timer";
+const DIGEST_WANTED_BY: &str = "timers.target.d/50-selfheal-digest.conf";
+
+/// The files for every monitored service, plus the outbox flush service and timer (and the
+/// digest's, when the config asks for one).
 pub(crate) fn planned_files(
     config: &Config,
     invocation: &Invocation,
@@ -111,6 +118,29 @@ pub(crate) fn planned_files(
              [Install]\nWantedBy=timers.target\n"
         ),
     });
+    if config.digest == Some(DigestSchedule::Daily) {
+        files.push(UnitFile {
+            path: unit_dir.join(DIGEST_SERVICE),
+            contents: format!(
+                "{MARKER}\n[Unit]\nDescription=selfheal: mail the summary of the last 24 hours\n\
+                 Documentation=man:selfheal(1)\nWants=network-online.target\nAfter=network-online.target\n\n\
+                 [Service]\nType=oneshot\nExecStart={} digest\n",
+                command.join(" ")
+            ),
+        });
+        files.push(UnitFile {
+            path: unit_dir.join(DIGEST_TIMER),
+            contents: format!(
+                "{MARKER}\n[Unit]\nDescription=selfheal: the daily digest\nDocumentation=man:selfheal(1)\n\n\
+                 # Persistent: a day missed while the host was off is mailed after boot.\n\
+                 [Timer]\nOnCalendar=daily\nPersistent=true\nRandomizedDelaySec=10min\n"
+            ),
+        });
+        files.push(UnitFile {
+            path: unit_dir.join(DIGEST_WANTED_BY),
+            contents: format!("{MARKER}\n[Unit]\nWants={DIGEST_TIMER}\n"),
+        });
+    }
     files
 }
 
@@ -221,8 +251,15 @@ fn our_files(unit_dir: &Path) -> Vec<PathBuf> {
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with("-self-heal.service") && ours(&path) {
+        if (name.ends_with("-self-heal.service") || name == DIGEST_SERVICE || name == DIGEST_TIMER)
+            && ours(&path)
+        {
             found.push(path);
+        } else if name == "timers.target.d" {
+            let drop_in = unit_dir.join(DIGEST_WANTED_BY);
+            if ours(&drop_in) {
+                found.push(drop_in);
+            }
         } else if name.ends_with(".service.d") {
             let drop_in = path.join("50-selfheal.conf");
             if ours(&drop_in) {

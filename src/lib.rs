@@ -13,6 +13,7 @@ mod config;
 mod demo;
 mod demo_service;
 mod diagnose;
+mod digest;
 mod duration;
 mod email;
 mod episode;
@@ -34,6 +35,7 @@ mod run;
 #[doc(hidden)]
 pub mod sandbox;
 pub mod state;
+mod stats;
 mod status;
 mod strategy;
 mod systemd;

@@ -307,6 +307,25 @@ impl StateDir {
             .map_err(|e| self.error(e))
     }
 
+    /// Every open episode, by service name.
+    pub fn episodes(&self) -> Result<Vec<(String, Episode)>, StateError> {
+        let dir = self.root.join("episodes");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(service) = name.strip_suffix(".json")
+                && let Some(episode) = self.episode(service)?
+            {
+                found.push((service.to_owned(), episode));
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
+    }
+
     /// Closes `service`'s episode.
     pub fn end_episode(&self, service: &str) -> Result<(), StateError> {
         match std::fs::remove_file(self.episode_path(service)?) {

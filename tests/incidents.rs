@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{Mail, SmtpServer, TestEnv, assert_contains, free_port, selfheal_bin, wait_until};
 use selfheal::outcome::Outcome;
+use selfheal::state::{HistoryRecord, StateDir};
 
 const USER: &str = "alerts@testhost.example";
 const PASSWORD: &str = "pw-incidents";
@@ -197,5 +198,86 @@ fn a_burst_smaller_than_the_cascade_rule_gets_a_mail_per_service() {
             "✅ TestHost: alpha - RESOLVED",
             "✅ TestHost: bravo - RESOLVED"
         ]
+    );
+}
+
+fn past_run(service: &str, outcome: Outcome, hours_ago: u64, ms: u64) -> HistoryRecord {
+    let at = std::time::SystemTime::now() - Duration::from_secs(hours_ago * 3600);
+    HistoryRecord {
+        service: service.into(),
+        outcome,
+        started_at: humantime::format_rfc3339_millis(at).to_string(),
+        duration_ms: ms,
+        healed_by: (outcome == Outcome::Resolved).then(|| "service_restart".into()),
+        summary: format!("{service}.service failed"),
+        manual: false,
+    }
+}
+
+#[test]
+fn the_daily_digest_mails_the_days_figures_and_install_runs_its_timer_only_when_asked() {
+    let env = TestEnv::new();
+    let server = smtp(&env);
+    let with_digest = format!(
+        "system_name: TestHost\ndigest: daily\n{}monitored_services:\n  - name: web\n  - name: db\n  - name: mail\n",
+        email_yaml(&env, &server)
+    );
+    env.config(&with_digest);
+    let state = StateDir::new(&env.state_dir);
+    for record in [
+        past_run("web", Outcome::Resolved, 30, 100), // yesterday's news
+        past_run("web", Outcome::Resolved, 20, 300),
+        past_run("web", Outcome::Resolved, 10, 500),
+        past_run("web", Outcome::Failed, 5, 9000),
+        past_run("web", Outcome::Healthy, 4, 2),
+        past_run("db", Outcome::Failed, 3, 2000),
+    ] {
+        state.append_history(&record).unwrap();
+    }
+
+    let output = env.selfheal(["digest"]);
+    assert!(output.status.success(), "{output:?}");
+    let mails = server.wait_for_messages(1, Duration::from_secs(10));
+    let mail = Mail::parse(&mails[0]);
+    assert_eq!(mail.subject, "📋 TestHost: digest - 4 healing runs in 24h");
+    assert_eq!(mail.header("X-Selfheal-Outcome"), "digest");
+    assert_contains(
+        &mail.text,
+        "web         3         2       1           0      67%        400 ms",
+    );
+    assert_contains(
+        &mail.text,
+        "db          1         0       1           0       0%             -",
+    );
+    assert_contains(&mail.text, "Needed nothing: mail");
+    assert_contains(&mail.html, "<td>67%</td>");
+    // What was mailed is what was printed.
+    assert_contains(
+        &String::from_utf8_lossy(&output.stdout),
+        "67%        400 ms",
+    );
+
+    // install runs the timer with `digest: daily`, and takes it away without.
+    env.install();
+    assert_eq!(
+        env.property("selfheal-digest.timer", "ActiveState"),
+        "active"
+    );
+    assert_contains(
+        &env.property("timers.target", "Wants"),
+        "selfheal-digest.timer",
+    );
+    env.config(&with_digest.replace("digest: daily\n", ""))
+        .install();
+    assert!(
+        !env.sandbox
+            .unit_dir()
+            .join("selfheal-digest.timer")
+            .exists()
+    );
+    assert!(!env.sandbox.unit_dir().join("timers.target.d").exists());
+    assert_ne!(
+        env.property("selfheal-digest.timer", "ActiveState"),
+        "active"
     );
 }

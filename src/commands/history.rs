@@ -10,6 +10,7 @@ use crate::cli::HistoryArgs;
 use crate::exit_code::ExitCode;
 use crate::outcome::Outcome;
 use crate::state::HistoryRecord;
+use crate::stats::ServiceStats;
 use crate::terminal::{Paint, Terminal, fit, printable};
 use crate::when::{LocalTime, ago};
 
@@ -37,7 +38,7 @@ pub(super) fn execute(paths: &Paths, args: &HistoryArgs) -> Result<ExitCode, Err
         })
         .collect();
     if args.stats {
-        let stats = stats(&shown);
+        let stats = crate::stats::per_service(&shown);
         if args.json {
             for row in &stats {
                 println!("{}", serde_json::to_string(row)?);
@@ -130,65 +131,6 @@ fn table(
         );
     }
     out
-}
-
-/// One service's figures over the shown runs.
-#[derive(Debug, PartialEq, serde::Serialize)]
-struct ServiceStats {
-    service: String,
-    runs: usize,
-    resolved: usize,
-    failed: usize,
-    suppressed: usize,
-    healthy: usize,
-    /// resolved / (resolved + failed), null without a healing run.
-    success_rate: Option<f64>,
-    /// Mean duration of the resolved runs, in ms (null without one).
-    mean_time_to_heal_ms: Option<u64>,
-}
-
-/// The figures per service, in the order services first appear.
-fn stats(records: &[&HistoryRecord]) -> Vec<ServiceStats> {
-    let mut rows: Vec<ServiceStats> = Vec::new();
-    for record in records {
-        let index = rows
-            .iter()
-            .position(|row| row.service == record.service)
-            .unwrap_or_else(|| {
-                rows.push(ServiceStats {
-                    service: record.service.clone(),
-                    runs: 0,
-                    resolved: 0,
-                    failed: 0,
-                    suppressed: 0,
-                    healthy: 0,
-                    success_rate: None,
-                    mean_time_to_heal_ms: None,
-                });
-                rows.len() - 1
-            });
-        let row = &mut rows[index];
-        row.runs += 1;
-        match record.outcome {
-            Outcome::Resolved => row.resolved += 1,
-            Outcome::Failed => row.failed += 1,
-            Outcome::Suppressed => row.suppressed += 1,
-            Outcome::Healthy => row.healthy += 1,
-            Outcome::Planned => {}
-        }
-    }
-    for row in &mut rows {
-        let attempts = row.resolved + row.failed;
-        row.success_rate = (attempts > 0).then(|| row.resolved as f64 / attempts as f64);
-        let healed: Vec<u64> = records
-            .iter()
-            .filter(|r| r.service == row.service && r.outcome == Outcome::Resolved)
-            .map(|r| r.duration_ms)
-            .collect();
-        row.mean_time_to_heal_ms =
-            (!healed.is_empty()).then(|| healed.iter().sum::<u64>() / healed.len() as u64);
-    }
-    rows
 }
 
 fn stats_table(rows: &[ServiceStats]) -> String {
@@ -317,7 +259,7 @@ mod tests {
         again.duration_ms = 1_448;
         records.push(again);
         let refs: Vec<&HistoryRecord> = records.iter().collect();
-        let stats = stats(&refs);
+        let stats = crate::stats::per_service(&refs);
         assert_eq!(stats.len(), 2);
         let web = &stats[0];
         assert_eq!((web.runs, web.resolved, web.failed), (2, 2, 0));

@@ -31,14 +31,46 @@ pub(super) fn install(paths: &Paths, args: &InstallArgs) -> Result<ExitCode, Err
         println!("unchanged: every unit file is already as install writes it");
         return Ok(ExitCode::Success);
     }
-    reload_unless(args.no_reload)
+    reload_unless(args.no_reload)?;
+    if !args.no_reload {
+        digest_timer(&changes)?;
+    }
+    Ok(ExitCode::Success)
+}
+
+/// Starts the digest timer install has just written, or stops the one it has just removed:
+/// `timers.target` is already active, so its new Wants= takes effect only at the next boot.
+fn digest_timer(changes: &[Change]) -> Result<(), Error> {
+    let is_timer = |path: &Path| path.file_name().is_some_and(|n| n == install::DIGEST_TIMER);
+    for change in changes {
+        match change {
+            Change::Create(file) | Change::Update { file, .. } if is_timer(&file.path) => {
+                Systemd::connect()?
+                    .start(install::DIGEST_TIMER, std::time::Duration::from_secs(10))?;
+                println!("started {}", install::DIGEST_TIMER);
+            }
+            Change::Remove(path) if is_timer(path) => {
+                Systemd::connect()?.stop(install::DIGEST_TIMER)?;
+                println!("stopped {}", install::DIGEST_TIMER);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn uninstall(paths: &Paths, args: &UninstallArgs) -> Result<ExitCode, Error> {
-    for path in install::remove_files(&planned(paths, &args.unit_dir)?)? {
+    let removed = install::remove_files(&planned(paths, &args.unit_dir)?)?;
+    for path in &removed {
         println!("removed {}", path.display());
     }
-    reload_unless(args.no_reload)
+    reload_unless(args.no_reload)?;
+    if !args.no_reload {
+        // A removed timer that is still running would go on firing a unit that is gone.
+        let removed: Vec<Change> = removed.into_iter().map(Change::Remove).collect();
+        digest_timer(&removed)?;
+    }
+    Ok(ExitCode::Success)
 }
 
 fn planned(paths: &Paths, unit_dir: &Path) -> Result<Vec<UnitFile>, Error> {

@@ -3,6 +3,7 @@
 //! and the loaded `Config` to the library.
 
 mod check;
+mod digest;
 mod flush;
 mod history;
 mod install;
@@ -49,6 +50,7 @@ pub(crate) fn execute(cli: Cli) -> Result<ExitCode, Error> {
         Command::Install(args) => install::install(&paths, &args),
         Command::Uninstall(args) => install::uninstall(&paths, &args),
         Command::Flush => flush::execute(&paths),
+        Command::Digest(args) => digest::execute(&paths, &args),
         Command::TestEmail => test_email::execute(&paths),
         Command::Demo => demo(),
         Command::Completions { shell } => Ok(print_completions(shell)),

@@ -9,12 +9,13 @@ use minijinja::{Environment, Value};
 
 use super::Report;
 use super::cascade::CascadeReport;
+use crate::digest::DigestReport;
 
 /// Where template overrides are looked for when the config names no `templates_dir`.
 pub(super) const DEFAULT_TEMPLATES_DIR: &str = "/etc/selfheal/templates";
 
 /// The built-in templates: (name, source).
-const BUILT_IN: [(&str, &str); 6] = [
+const BUILT_IN: [(&str, &str); 9] = [
     (
         "subject.txt.j2",
         include_str!("../../templates/subject.txt.j2"),
@@ -38,6 +39,18 @@ const BUILT_IN: [(&str, &str); 6] = [
     (
         "cascade.html.j2",
         include_str!("../../templates/cascade.html.j2"),
+    ),
+    (
+        "digest-subject.txt.j2",
+        include_str!("../../templates/digest-subject.txt.j2"),
+    ),
+    (
+        "digest.txt.j2",
+        include_str!("../../templates/digest.txt.j2"),
+    ),
+    (
+        "digest.html.j2",
+        include_str!("../../templates/digest.html.j2"),
     ),
 ];
 
@@ -74,6 +87,30 @@ impl Templated for Report {
             outcome: self.facts.outcome.to_string(),
             started_at: self.facts.started_at.clone(),
             label: format!("{}-{}", self.header.service, self.facts.outcome),
+        }
+    }
+}
+
+impl Templated for DigestReport {
+    const SUBJECT: &'static str = "digest-subject.txt.j2";
+    const TEXT: &'static str = "digest.txt.j2";
+    const HTML: &'static str = "digest.html.j2";
+    fn mail_facts(&self) -> MailFacts {
+        let names: Vec<&str> = self
+            .services
+            .iter()
+            .map(|row| row.stats.service.as_str())
+            .collect();
+        MailFacts {
+            host: self.host.clone(),
+            service: if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            },
+            outcome: "digest".to_owned(),
+            started_at: self.generated_at.clone(),
+            label: "digest".to_owned(),
         }
     }
 }
@@ -150,6 +187,13 @@ fn environment() -> Environment<'static> {
     env.add_filter("bytes", human_bytes);
     env.add_filter("clock", clock_time);
     env.add_filter("millis", human_millis);
+    // Columns of the text digest.
+    env.add_filter("ljust", |value: Value, width: usize| {
+        format!("{:<width$}", value.to_string())
+    });
+    env.add_filter("rjust", |value: Value, width: usize| {
+        format!("{:>width$}", value.to_string())
+    });
     env
 }
 
@@ -247,11 +291,14 @@ impl Renderer {
             vec![serde_json::to_value(sample).unwrap_or_default()],
             vec!["another".into()],
         );
+        let digest = DigestReport::sample(sample);
         BUILT_IN
             .iter()
             .filter_map(|(name, _)| {
                 let rendered = if name.starts_with("cascade") {
                     self.render(name, &cascade)
+                } else if name.starts_with("digest") {
+                    self.render(name, &digest)
                 } else {
                     self.render(name, sample)
                 };

@@ -538,6 +538,17 @@ impl Systemd {
 }
 
 impl Systemd {
+    /// Stops `unit` and waits for the job; a unit systemd does not know is already stopped.
+    pub(crate) fn stop(&self, unit: &str) -> Result<(), SystemdError> {
+        match self.run_job("StopUnit", METHOD_TIMEOUT, || {
+            self.manager.stop_unit(unit, "replace")
+        }) {
+            Ok(_) => Ok(()),
+            Err(SystemdError::Call { cause, .. }) if is_no_such_unit(&cause) => Ok(()),
+            Err(other) => Err(other),
+        }
+    }
+
     /// Queues a job with `queue` (StartUnit, RestartUnit, …) and waits until systemd removes
     /// it, at most `timeout`. The JobRemoved stream is opened first, so the removal of a fast
     /// job cannot slip past.
@@ -641,13 +652,7 @@ impl UnitControl for Systemd {
     ) -> Result<(), SystemdError> {
         // A timer still waiting from an earlier schedule is replaced: stopping it (and waiting
         // for the stop) unloads it, so its name is free again.
-        match self.run_job("StopUnit", METHOD_TIMEOUT, || {
-            self.manager.stop_unit(timer, "replace")
-        }) {
-            Ok(_) => {}
-            Err(SystemdError::Call { cause, .. }) if is_no_such_unit(&cause) => {}
-            Err(other) => return Err(other),
-        }
+        self.stop(timer)?;
         let after_us = u64::try_from(after.as_micros()).unwrap_or(u64::MAX);
         let properties = [
             (

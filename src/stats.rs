@@ -1,0 +1,64 @@
+//! Figures per service over a set of runs (`history --stats`, the daily digest): runs by
+//! outcome, success rate, mean time to heal.
+
+use crate::outcome::Outcome;
+use crate::state::HistoryRecord;
+
+/// One service's figures over a set of runs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub(crate) struct ServiceStats {
+    pub service: String,
+    pub runs: usize,
+    pub resolved: usize,
+    pub failed: usize,
+    pub suppressed: usize,
+    pub healthy: usize,
+    /// resolved / (resolved + failed), null without a healing run.
+    pub success_rate: Option<f64>,
+    /// Mean duration of the resolved runs, in ms (null without one).
+    pub mean_time_to_heal_ms: Option<u64>,
+}
+
+/// The figures per service, in the order services first appear.
+pub(crate) fn per_service(records: &[&HistoryRecord]) -> Vec<ServiceStats> {
+    let mut rows: Vec<ServiceStats> = Vec::new();
+    for record in records {
+        let index = rows
+            .iter()
+            .position(|row| row.service == record.service)
+            .unwrap_or_else(|| {
+                rows.push(ServiceStats {
+                    service: record.service.clone(),
+                    runs: 0,
+                    resolved: 0,
+                    failed: 0,
+                    suppressed: 0,
+                    healthy: 0,
+                    success_rate: None,
+                    mean_time_to_heal_ms: None,
+                });
+                rows.len() - 1
+            });
+        let row = &mut rows[index];
+        row.runs += 1;
+        match record.outcome {
+            Outcome::Resolved => row.resolved += 1,
+            Outcome::Failed => row.failed += 1,
+            Outcome::Suppressed => row.suppressed += 1,
+            Outcome::Healthy => row.healthy += 1,
+            Outcome::Planned => {}
+        }
+    }
+    for row in &mut rows {
+        let attempts = row.resolved + row.failed;
+        row.success_rate = (attempts > 0).then(|| row.resolved as f64 / attempts as f64);
+        let healed: Vec<u64> = records
+            .iter()
+            .filter(|r| r.service == row.service && r.outcome == Outcome::Resolved)
+            .map(|r| r.duration_ms)
+            .collect();
+        row.mean_time_to_heal_ms =
+            (!healed.is_empty()).then(|| healed.iter().sum::<u64>() / healed.len() as u64);
+    }
+    rows
+}
