@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, DigestSchedule};
+use crate::config::{Config, DigestSchedule, ServiceConfig};
 
 /// First line of every file selfheal writes; `uninstall` removes only files that start with it.
 pub(crate) const MARKER: &str = "# Written by `selfheal install`; `selfheal uninstall` removes it.";
@@ -88,10 +88,11 @@ pub(crate) fn planned_files(
                  [Service]\nType=oneshot\n\
                  # systemd gives a oneshot no start timeout: a hung run would live forever and\n\
                  # fold every later OnFailure= start into itself. Its worst case, with a margin:\n\
-                 TimeoutStartSec={}s\nExecStart={} run {}\n",
+                 TimeoutStartSec={}s\nExecStart={} run {}\n{}",
                 heal_timeout(config, service).as_secs(),
                 command.join(" "),
-                service.name
+                service.name,
+                hardening(config, Some(service)),
             ),
         });
         files.push(UnitFile {
@@ -104,8 +105,9 @@ pub(crate) fn planned_files(
         contents: format!(
             "{MARKER}\n[Unit]\nDescription=selfheal: deliver the reports queued in the outbox\n\
              Documentation=man:selfheal(1)\nWants=network-online.target\nAfter=network-online.target\n\n\
-             [Service]\nType=oneshot\nExecStart={} flush\n",
-            command.join(" ")
+             [Service]\nType=oneshot\nExecStart={} flush\n{}",
+            command.join(" "),
+            hardening(config, None),
         ),
     });
     files.push(UnitFile {
@@ -124,8 +126,9 @@ pub(crate) fn planned_files(
             contents: format!(
                 "{MARKER}\n[Unit]\nDescription=selfheal: mail the summary of the last 24 hours\n\
                  Documentation=man:selfheal(1)\nWants=network-online.target\nAfter=network-online.target\n\n\
-                 [Service]\nType=oneshot\nExecStart={} digest\n",
-                command.join(" ")
+                 [Service]\nType=oneshot\nExecStart={} digest\n{}",
+                command.join(" "),
+                hardening(config, None),
             ),
         });
         files.push(UnitFile {
@@ -142,6 +145,104 @@ pub(crate) fn planned_files(
         });
     }
     files
+}
+
+/// The sandboxing of the heal, flush and digest units: everything that does not get in the way
+/// of healing. What a root healer must keep: signalling any process of the service (and
+/// reading every process' fds to find a port's holder), chown/chmod of the configured files,
+/// running validators (arbitrary programs: no syscall or device limits that would make a
+/// healthy config look broken), the bus, the journal, the network for mail and health checks.
+/// `/usr`, `/etc` and `/boot` are read-only, homes too, except the files `database_check`
+/// repairs; the SMTP password comes in as the credential `smtp-password` when it has a file.
+fn hardening(config: &Config, service: Option<&ServiceConfig>) -> String {
+    let mut lines = vec![
+        "# Hardening that leaves healing alone (README: \"Hardened units\").".to_owned(),
+        "UMask=0077".to_owned(),
+        "ProtectSystem=full".to_owned(),
+        "ProtectHome=read-only".to_owned(),
+        "ProtectKernelTunables=yes".to_owned(),
+        "ProtectKernelModules=yes".to_owned(),
+        "ProtectKernelLogs=yes".to_owned(),
+        "ProtectControlGroups=yes".to_owned(),
+        "ProtectClock=yes".to_owned(),
+        "ProtectHostname=yes".to_owned(),
+        "PrivateDevices=yes".to_owned(),
+        "PrivateMounts=yes".to_owned(),
+        "RestrictRealtime=yes".to_owned(),
+        "RestrictSUIDSGID=yes".to_owned(),
+        "RestrictNamespaces=yes".to_owned(),
+        "LockPersonality=yes".to_owned(),
+        "SystemCallArchitectures=native".to_owned(),
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK".to_owned(),
+        // What no healer or validator needs; a call outside the list fails with EPERM
+        // instead of killing the run.
+        "SystemCallFilter=~@clock @cpu-emulation @debug @module @mount @obsolete @raw-io @reboot @swap"
+            .to_owned(),
+        "SystemCallErrorNumber=EPERM".to_owned(),
+    ];
+    let email = config.email.as_ref();
+    if email.is_some_and(|email| email.transport == crate::email::Transport::Sendmail) {
+        // sendmail's postdrop is setgid: without CAP_SYS_ADMIN the options above would imply
+        // NoNewPrivileges=, and the mail would never be dropped.
+        lines.push("# transport sendmail: no CapabilityBoundingSet= (postdrop is setgid)".into());
+    } else {
+        // Implied anyway by the options above once CAP_SYS_ADMIN is out of the bounding set.
+        lines.push("NoNewPrivileges=yes".into());
+        lines.push(
+            "CapabilityBoundingSet=CAP_KILL CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_SYS_PTRACE CAP_SETUID CAP_SETGID CAP_AUDIT_WRITE CAP_NET_BIND_SERVICE".into(),
+        );
+    }
+    let mut writable: Vec<PathBuf> = Vec::new();
+    if let Some(check) = service.and_then(|s| s.database_check.as_ref()) {
+        writable.extend(check.files.iter().map(|file| file.path.clone()));
+        writable.extend(
+            check
+                .symlinks
+                .iter()
+                .filter_map(|link| link.path.parent().map(Path::to_path_buf)),
+        );
+    }
+    writable.extend(
+        config
+            .metrics_file
+            .iter()
+            .filter_map(|p| p.parent().map(Path::to_path_buf)),
+    );
+    writable.extend(email.and_then(|email| email.file_dir.clone()));
+    writable.sort();
+    writable.dedup();
+    if !writable.is_empty() {
+        let paths: Vec<String> = writable
+            .iter()
+            .map(|path| format!("-{}", quote_path(&path.to_string_lossy())))
+            .collect();
+        lines.push(format!("ReadWritePaths={}", paths.join(" ")));
+    }
+    if let Some(file) = email
+        .and_then(|email| email.smtp.as_ref())
+        .and_then(|smtp| smtp.password_file.as_ref())
+    {
+        lines.push(format!(
+            "LoadCredential=smtp-password:{}",
+            quote_path(&file.to_string_lossy())
+        ));
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    text
+}
+
+/// A path in a unit setting: `%` escaped, quoted when it has whitespace or quotes.
+fn quote_path(path: &str) -> String {
+    let escaped = path.replace('%', "%%");
+    if escaped
+        .chars()
+        .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\'))
+    {
+        format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        escaped
+    }
 }
 
 /// systemd's ExecStart= splits on whitespace, interprets quotes, expands `%` specifiers and

@@ -1,6 +1,7 @@
 //! `selfheal install` against a real systemd in a sandbox: the hook as systemd reports it, a
 //! second install that changes and reloads nothing, a foreign unit file left alone, a removed
-//! service's units gone, a masked heal unit kept masked.
+//! service's units gone, a masked heal unit kept masked, the heal unit's hardening as systemd
+//! loaded it.
 
 mod common;
 
@@ -69,5 +70,67 @@ fn install_arms_the_hook_once_and_owns_exactly_its_files() {
     assert!(
         !units.join("api.service.d").exists(),
         "nothing written when one file is refused"
+    );
+}
+
+/// The exposure `systemd-analyze security` gives a unit file (0.0 safest, 10.0 worst).
+fn exposure(unit_file: &std::path::Path) -> f64 {
+    let output = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(unit_file)
+        .output()
+        .expect("systemd-analyze runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|line| line.split("Overall exposure level for ").nth(1))
+        .and_then(|rest| rest.split(": ").nth(1))
+        .and_then(|level| level.split_whitespace().next())
+        .and_then(|level| level.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {text}"))
+}
+
+#[test]
+fn the_installed_heal_unit_is_hardened_and_systemd_applies_it() {
+    let env = TestEnv::new();
+    let password = env.sandbox.scratch_dir().join("smtp-password");
+    std::fs::write(&password, "pw").unwrap();
+    env.config(&format!(
+        "owner: ops@example.org\nemail:\n  transport: smtp\n  smtp: {{ host: 127.0.0.1, port: 2525, security: none, allow_plaintext_auth: true, username: u, password_file: {} }}\nmonitored_services:\n  - name: web\n",
+        password.display()
+    ))
+    .unit("web", "ExecStart=/bin/sleep 600");
+    let installed = install(&env);
+    assert_eq!(exit_code(&installed), ExitCode::Success, "{installed:?}");
+    let heal = env.sandbox.unit_dir().join("web-self-heal.service");
+    let level = exposure(&heal);
+    assert!(level <= 4.0, "exposure {level} (it was 9.6 unhardened)");
+    // systemd loaded what install wrote, not just the text.
+    for (property, value) in [
+        ("ProtectSystem", "full"),
+        ("ProtectHome", "read-only"),
+        ("NoNewPrivileges", "yes"),
+        ("UMask", "0077"),
+    ] {
+        assert_eq!(
+            env.property("web-self-heal.service", property),
+            value,
+            "{property}"
+        );
+    }
+    let credential = env
+        .sandbox
+        .command("busctl")
+        .args([
+            "get-property",
+            "org.freedesktop.systemd1",
+            "/org/freedesktop/systemd1/unit/web_2dself_2dheal_2eservice",
+            "org.freedesktop.systemd1.Service",
+            "LoadCredential",
+        ])
+        .output()
+        .unwrap();
+    assert_contains(
+        &String::from_utf8_lossy(&credential.stdout),
+        &format!("\"smtp-password\" \"{}\"", password.display()),
     );
 }
