@@ -4,10 +4,41 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::ArgValueCandidates;
+
+/// `0.1.0 (a1b2c3d4e5)`: the version and the git revision it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SELFHEAL_GIT_REVISION"),
+    ")"
+);
+
+/// What the shell completes for a SERVICE argument: the names in the config that
+/// `$SELFHEAL_CONFIG` (or the default path) names. A config that cannot be read completes
+/// nothing.
+fn service_names() -> Vec<clap_complete::CompletionCandidate> {
+    let path = std::env::var_os("SELFHEAL_CONFIG").map_or_else(
+        || PathBuf::from(crate::config::DEFAULT_CONFIG_PATH),
+        PathBuf::from,
+    );
+    crate::config::Config::load(&path)
+        .map(|config| {
+            config
+                .monitored_services
+                .iter()
+                .map(|service| {
+                    clap_complete::CompletionCandidate::new(&service.name)
+                        .help(Some(service.unit_name().into()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// Heal failed systemd services and tell their owner what happened.
 #[derive(Debug, Parser)]
-#[command(name = "selfheal", version, about, propagate_version = true)]
+#[command(name = "selfheal", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// Config file
     #[arg(
@@ -36,6 +67,10 @@ pub struct Cli {
     /// Only errors in the log output
     #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    /// Accepted for systemctl's habit; selfheal never pages its output
+    #[arg(long, global = true)]
+    pub no_pager: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -66,13 +101,14 @@ pub enum Command {
     TestEmail,
     /// Heal an example service in a throwaway systemd (needs root; touches nothing of the host)
     Demo,
-    /// Print shell completions
+    /// Print the shell code that completes selfheal's commands, options and the service names
+    /// of the config (bash, zsh, fish, elvish, powershell)
     Completions {
         /// The shell
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff)
-    Man,
+    /// Print a man page (roff), or write them all into a man directory
+    Man(ManArgs),
     /// A tiny HTTP service with /health, used by `demo`, tests and benchmarks
     #[command(hide = true)]
     ServeDemo {
@@ -95,6 +131,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The monitored service (its `name`, with or without .service)
+    #[arg(add = ArgValueCandidates::new(service_names))]
     pub service: String,
     /// Decide and print the plan, change nothing
     #[arg(long)]
@@ -111,6 +148,7 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Only these monitored services (their `name`, with or without .service)
+    #[arg(add = ArgValueCandidates::new(service_names))]
     pub services: Vec<String>,
     /// Print one JSON object instead of the dashboard
     #[arg(long)]
@@ -121,6 +159,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// Only this service
+    #[arg(add = ArgValueCandidates::new(service_names))]
     pub service: Option<String>,
     /// Only runs since this time, as journalctl takes it: 24h, -2h, "2h ago", today,
     /// yesterday, 2026-11-18, "2026-11-18 10:00", 10:00
@@ -141,6 +180,17 @@ pub struct DigestArgs {
     /// Only print it
     #[arg(long)]
     pub no_email: bool,
+}
+
+/// Arguments of `man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The page: selfheal (the default), selfheal-<command>, or selfheal.yml
+    #[arg(default_value = "selfheal")]
+    pub page: String,
+    /// Write every page into DIR/man1 and DIR/man5 instead (e.g. /usr/local/share/man)
+    #[arg(long, value_name = "DIR", conflicts_with = "page")]
+    pub dir: Option<PathBuf>,
 }
 
 /// Arguments of `install`.

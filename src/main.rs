@@ -8,6 +8,9 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // `COMPLETE=bash selfheal …`: the shell asks for completions (see `selfheal completions`).
+    clap_complete::CompleteEnv::with_factory(<selfheal::cli::Cli as clap::CommandFactory>::command)
+        .complete();
     let cli = selfheal::cli::Cli::parse();
     let verbosity = if cli.quiet {
         -1

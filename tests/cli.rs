@@ -338,3 +338,90 @@ fn history_stats_give_the_figures_per_service() {
     let text = history_of(&runs, &["--stats"]);
     assert_contains(&String::from_utf8_lossy(&text.stdout), "MEAN TO HEAL");
 }
+
+#[test]
+fn bash_completes_commands_without_the_internal_ones_and_service_names_from_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("selfheal.yml");
+    std::fs::write(&config, VALID).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bin_dir = selfheal_bin().parent().unwrap();
+    // What bash does on <TAB>: the registered function, with the words typed so far.
+    let complete = |words: &str, current: usize| {
+        let script = format!(
+            "source <(selfheal completions bash); COMP_WORDS=({words}); COMP_CWORD={current}; COMP_TYPE=9; _clap_complete_selfheal selfheal \"${{COMP_WORDS[{current}]}}\" x; printf '%s\\n' \"${{COMPREPLY[@]}}\""
+        );
+        let output = std::process::Command::new("bash")
+            .args(["-c", &script])
+            .env(
+                "PATH",
+                format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("SELFHEAL_CONFIG", &config)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let commands = complete("selfheal ''", 1);
+    for command in ["run", "status", "digest", "install"] {
+        assert!(
+            commands.lines().any(|l| l == command),
+            "{command}: {commands}"
+        );
+    }
+    for internal in ["serve-demo", "sandbox-init"] {
+        assert!(!commands.contains(internal), "{internal}: {commands}");
+    }
+    let services = complete("selfheal run ''", 2);
+    assert!(services.lines().any(|l| l == "web"), "{services}");
+    assert!(services.lines().any(|l| l == "db"), "{services}");
+    let history = complete("selfheal history w", 2);
+    assert_eq!(history.trim(), "web");
+}
+
+#[test]
+fn version_names_the_revision_no_pager_is_accepted_and_man_pages_exist() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(selfheal_bin())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let version = String::from_utf8_lossy(&run(&["--version"]).stdout).into_owned();
+    // `selfheal 0.1.0 (<revision>)`: a git revision, or `unknown` outside a checkout.
+    let revision = version
+        .trim()
+        .strip_prefix(&format!("selfheal {} (", env!("CARGO_PKG_VERSION")))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{version}"));
+    assert!(
+        revision == "unknown"
+            || revision
+                .trim_end_matches("+dirty")
+                .chars()
+                .all(|c| c.is_ascii_hexdigit()),
+        "{version}"
+    );
+    let (output, _dir) = selfheal_with(VALID, &["--no-pager", "check"]);
+    assert_eq!(exit_code(&output), ExitCode::Success);
+
+    let dir = tempfile::tempdir().unwrap();
+    let written = run(&["man", "--dir", &dir.path().to_string_lossy()]);
+    assert!(written.status.success(), "{written:?}");
+    for page in [
+        "man1/selfheal.1",
+        "man1/selfheal-run.1",
+        "man5/selfheal.yml.5",
+    ] {
+        let roff = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(
+            roff.starts_with(".TH") || roff.starts_with(".ie"),
+            "{page}: {roff}"
+        );
+    }
+    let run_page = String::from_utf8_lossy(&run(&["man", "run"]).stdout).into_owned();
+    assert_contains(&run_page, "selfheal\\-run");
+    let unknown = run(&["man", "nope"]);
+    assert_eq!(exit_code(&unknown), ExitCode::Usage);
+    assert_contains(&String::from_utf8_lossy(&unknown.stderr), "selfheal.yml");
+}

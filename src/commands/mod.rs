@@ -53,8 +53,8 @@ pub(crate) fn execute(cli: Cli) -> Result<ExitCode, Error> {
         Command::Digest(args) => digest::execute(&paths, &args),
         Command::TestEmail => test_email::execute(&paths),
         Command::Demo => demo(),
-        Command::Completions { shell } => Ok(print_completions(shell)),
-        Command::Man => print_man(),
+        Command::Completions { shell } => print_completions(shell),
+        Command::Man(args) => man(&args),
         Command::ServeDemo { port, say, status } => serve_demo(port, say.as_deref(), status),
         Command::SandboxInit(args) => crate::sandbox::init(&args).map(|()| ExitCode::Success),
     }
@@ -70,8 +70,39 @@ fn status(paths: &Paths, args: &crate::cli::StatusArgs) -> Result<ExitCode, Erro
     crate::status::show(&config, &paths.state(), &only, args.json)
 }
 
-fn print_man() -> Result<ExitCode, Error> {
-    clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+fn man(args: &crate::cli::ManArgs) -> Result<ExitCode, Error> {
+    use std::io::Write as _;
+    let pages = crate::manual::pages()?;
+    if let Some(dir) = &args.dir {
+        for page in &pages {
+            let section = dir.join(format!("man{}", page.section()));
+            std::fs::create_dir_all(&section)?;
+            let path = section.join(&page.file);
+            std::fs::write(&path, &page.roff)?;
+            println!("wrote {}", path.display());
+        }
+        return Ok(ExitCode::Success);
+    }
+    // `selfheal man run` is `selfheal man selfheal-run`.
+    let wanted = [
+        format!("{}.", args.page),
+        format!("selfheal-{}.", args.page),
+    ];
+    let page = pages
+        .iter()
+        .find(|page| wanted.iter().any(|w| page.file.starts_with(w)))
+        .ok_or_else(|| {
+            let names: Vec<&str> = pages
+                .iter()
+                .filter_map(|page| page.file.rsplit_once('.').map(|(name, _)| name))
+                .collect();
+            UsageError(format!(
+                "no man page {:?}; the pages: {}",
+                args.page,
+                names.join(", ")
+            ))
+        })?;
+    std::io::stdout().write_all(&page.roff)?;
     Ok(ExitCode::Success)
 }
 
@@ -86,14 +117,23 @@ fn demo() -> Result<ExitCode, Error> {
     Ok(ExitCode::Success)
 }
 
-fn print_completions(shell: clap_complete::Shell) -> ExitCode {
-    clap_complete::generate(
-        shell,
-        &mut Cli::command(),
-        "selfheal",
-        &mut std::io::stdout(),
-    );
-    ExitCode::Success
+/// The shell code that asks `selfheal` itself for completions (`COMPLETE=<shell> selfheal`),
+/// so service names come from the config at the moment of completing.
+fn print_completions(shell: clap_complete::Shell) -> Result<ExitCode, Error> {
+    use clap_complete::env::{Bash, Elvish, EnvCompleter, Fish, Powershell, Zsh};
+    let completer: &dyn EnvCompleter = match shell {
+        clap_complete::Shell::Bash => &Bash,
+        clap_complete::Shell::Elvish => &Elvish,
+        clap_complete::Shell::Fish => &Fish,
+        clap_complete::Shell::PowerShell => &Powershell,
+        clap_complete::Shell::Zsh => &Zsh,
+        other => {
+            return Err(UsageError(format!("no completions for {other}")).into());
+        }
+    };
+    let name = Cli::command().get_name().to_owned();
+    completer.write_registration("COMPLETE", &name, &name, &name, &mut std::io::stdout())?;
+    Ok(ExitCode::Success)
 }
 
 /// A monitored service by the name a person typed: its `name`, with or without `.service`.
