@@ -4,8 +4,8 @@
 //! Safety (a namespaced systemd that loaded the host's units once wiped the host's /tmp through
 //! systemd-tmpfiles): systemd only ever loads the units in our own
 //! directory (SYSTEMD_UNIT_PATH), with stub targets, so nothing like systemd-tmpfiles can run
-//! against the host's file systems; /run is a private tmpfs; journald is volatile and does not
-//! touch /dev/log. The sandbox gets its own cgroup, and dropping it kills its PID 1 with
+//! against the host's file systems; /run and /etc/systemd/system (where `enable` and `mask`
+//! write) are private tmpfs; journald is volatile and does not touch /dev/log. The sandbox gets its own cgroup, and dropping it kills its PID 1 with
 //! SIGKILL, which ends every process inside.
 
 use std::ffi::CString;
@@ -410,6 +410,17 @@ fn mount_and_exec_systemd(args: &SandboxInitArgs) -> anyhow::Result<()> {
         Some("mode=755"),
     )
     .context("mounting /run")?;
+    // `systemctl enable`, `mask` and the like write into /etc/systemd/system: inside the
+    // sandbox that is a tmpfs of its own, never the host's. It is on the unit path too, so
+    // what is enabled there reads as enabled.
+    mount(
+        Some("tmpfs"),
+        "/etc/systemd/system",
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=755"),
+    )
+    .context("mounting /etc/systemd/system")?;
     if args.unified_only {
         mount(
             Some("cgroup2"),
@@ -452,7 +463,10 @@ fn mount_and_exec_systemd(args: &SandboxInitArgs) -> anyhow::Result<()> {
         // reads); before journald is up it falls back to the console log. Never kmsg: the
         // kernel, and its log, are the host's.
         .args(["--system", "--unit=default.target", "--log-target=journal"])
-        .env("SYSTEMD_UNIT_PATH", &args.units)
+        .env(
+            "SYSTEMD_UNIT_PATH",
+            format!("/etc/systemd/system:{}", args.units.display()),
+        )
         .exec();
     Err(err).context("executing systemd")
 }

@@ -1,0 +1,145 @@
+//! The Ansible role, for real: ansible-core from PyPI (`./bootstrap test` installs it into
+//! `target/ansible`), `ansible/deploy-self-healing.yml` run with `connection: local` inside
+//! the sandbox's namespaces against the sandboxed systemd. It writes exactly what `selfheal
+//! install` writes, a second run and a check-mode run change nothing, and a killed service is
+//! healed through the units it deployed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use common::{TestEnv, assert_contains, free_port, selfheal_bin};
+use selfheal::outcome::Outcome;
+
+fn repository() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ansible_playbook() -> PathBuf {
+    let path = repository().join("target/ansible/bin/ansible-playbook");
+    assert!(
+        path.exists(),
+        "{} is missing: `./bootstrap test` installs ansible-core from PyPI there",
+        path.display()
+    );
+    path
+}
+
+/// `ansible-playbook` inside the sandbox, its temporary files in the scratch directory.
+fn play(env: &TestEnv, vars: &Path, extra: &[&str]) -> String {
+    let scratch = env.sandbox.scratch_dir();
+    let output: Output = env
+        .sandbox
+        .command(ansible_playbook())
+        .args(["-i", "localhost,", "-c", "local"])
+        .arg("-e")
+        .arg(format!("@{}", vars.display()))
+        .args(extra)
+        .arg(repository().join("ansible/deploy-self-healing.yml"))
+        .env("ANSIBLE_HOME", scratch.join("ansible-home"))
+        .env("ANSIBLE_LOCAL_TEMP", scratch.join("ansible-tmp"))
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env(
+            "ANSIBLE_PYTHON_INTERPRETER",
+            repository().join("target/ansible/bin/python3"),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "the playbook failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// `changed=N` of the play recap.
+fn changed(recap: &str) -> u32 {
+    recap
+        .lines()
+        .filter(|line| line.starts_with("localhost"))
+        .find_map(|line| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix("changed="))
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no recap in: {recap}"))
+}
+
+#[test]
+fn the_playbook_deploys_what_install_writes_changes_nothing_twice_and_heals() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.web_unit("web", port, "web deployed by ansible");
+    env.start_listening("web", port);
+
+    let scratch = env.sandbox.scratch_dir();
+    std::fs::create_dir_all(scratch.join("bin")).unwrap();
+    let binary = scratch.join("bin/selfheal");
+    let config = scratch.join("etc/selfheal.yml");
+    let vars = scratch.join("vars.json");
+    let json = serde_json::json!({
+        "selfheal_binary_src": selfheal_bin(),
+        "selfheal_binary_path": binary,
+        "selfheal_config_path": config,
+        "selfheal_state_dir": env.state_dir,
+        "selfheal_unit_dir": env.sandbox.unit_dir(),
+        "selfheal_system_name": "TestHost",
+        "selfheal_settings": { "failure_threshold": 3 },
+        "selfheal_monitored_services": [
+            { "name": "web", "port": port, "critical": true, "verify_timeout": "5s", "stable_for": "300ms" }
+        ],
+    });
+    std::fs::write(&vars, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+
+    let first = play(&env, &vars, &[]);
+    assert!(changed(&first) > 0, "{first}");
+    assert_contains(
+        &std::fs::read_to_string(&config).unwrap(),
+        "# Ansible managed",
+    );
+    assert_eq!(
+        env.property("web.service", "OnFailure"),
+        "web-self-heal.service"
+    );
+    assert_eq!(
+        env.property("selfheal-flush.timer", "ActiveState"),
+        "active"
+    );
+    // (The sandbox's /etc/systemd/system is a tmpfs of its own.)
+    assert_eq!(
+        env.property("selfheal-flush.timer", "UnitFileState"),
+        "enabled"
+    );
+
+    // Byte-identical to what `selfheal install` (the deployed binary) writes: it would change
+    // nothing.
+    let plan = env
+        .sandbox
+        .command(&binary)
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(&env.state_dir)
+        .args(["install", "--dry-run", "--unit-dir"])
+        .arg(env.sandbox.unit_dir())
+        .output()
+        .unwrap();
+    assert_contains(&String::from_utf8_lossy(&plan.stdout), "nothing to change");
+
+    let second = play(&env, &vars, &[]);
+    assert_eq!(changed(&second), 0, "{second}");
+    let check = play(&env, &vars, &["--check", "--diff"]);
+    assert_eq!(changed(&check), 0, "{check}");
+
+    // A killed service is healed through what the role deployed.
+    env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
+    let history = env.wait_for_history(1, Duration::from_secs(30));
+    assert_eq!(history[0].outcome, Outcome::Resolved, "{history:?}");
+    assert_eq!(env.property("web.service", "ActiveState"), "active");
+    let heal = env.property("web-self-heal.service", "ExecStart");
+    assert_contains(&heal, &binary.to_string_lossy());
+}
