@@ -100,15 +100,18 @@ pub(crate) fn planned_files(
             contents: format!("{MARKER}\n[Unit]\nOnFailure={heal_unit}\n"),
         });
     }
-    files.push(UnitFile {
-        path: unit_dir.join(FLUSH_SERVICE),
-        contents: format!(
-            "{MARKER}\n[Unit]\nDescription=selfheal: deliver the reports queued in the outbox\n\
+    let mailing_oneshot = |description: &str, verb: &str| {
+        format!(
+            "{MARKER}\n[Unit]\nDescription=selfheal: {description}\n\
              Documentation=man:selfheal(1)\nWants=network-online.target\nAfter=network-online.target\n\n\
-             [Service]\nType=oneshot\nExecStart={} flush\n{}",
+             [Service]\nType=oneshot\nExecStart={} {verb}\n{}",
             command.join(" "),
             hardening(config, None),
-        ),
+        )
+    };
+    files.push(UnitFile {
+        path: unit_dir.join(FLUSH_SERVICE),
+        contents: mailing_oneshot("deliver the reports queued in the outbox", "flush"),
     });
     files.push(UnitFile {
         path: unit_dir.join(FLUSH_TIMER),
@@ -123,13 +126,7 @@ pub(crate) fn planned_files(
     if config.digest == Some(DigestSchedule::Daily) {
         files.push(UnitFile {
             path: unit_dir.join(DIGEST_SERVICE),
-            contents: format!(
-                "{MARKER}\n[Unit]\nDescription=selfheal: mail the summary of the last 24 hours\n\
-                 Documentation=man:selfheal(1)\nWants=network-online.target\nAfter=network-online.target\n\n\
-                 [Service]\nType=oneshot\nExecStart={} digest\n{}",
-                command.join(" "),
-                hardening(config, None),
-            ),
+            contents: mailing_oneshot("mail the summary of the last 24 hours", "digest"),
         });
         files.push(UnitFile {
             path: unit_dir.join(DIGEST_TIMER),

@@ -623,25 +623,27 @@ mod tests {
     }
 
     fn run_against(systemd: &FakeSystemd, state: &StateDir, dry_run: bool) -> Report {
-        let config = config();
-        let connect = || Ok(systemd);
-        let host = Host {
-            connect: &connect,
-            journal: &NoJournal,
-        };
         let options = RunOptions {
             dry_run,
             ignore_monitor_facts: true,
             manual: false,
         };
-        run(
-            &config,
-            state,
-            &config.monitored_services[0],
-            options,
-            &host,
-        )
-        .unwrap()
+        run_with(&config(), systemd, state, options)
+    }
+
+    /// `run` of the config's first service against `systemd` and no journal.
+    fn run_with(
+        config: &Config,
+        systemd: &FakeSystemd,
+        state: &StateDir,
+        options: RunOptions,
+    ) -> Report {
+        let connect = || Ok(systemd);
+        let host = Host {
+            connect: &connect,
+            journal: &NoJournal,
+        };
+        run(config, state, &config.monitored_services[0], options, &host).unwrap()
     }
 
     /// A unit that failed, and whose restart job fails too.
@@ -856,30 +858,17 @@ mod tests {
     fn a_person_at_a_terminal_always_heals_and_resets_loop_protection() {
         let (_dir, state) = state();
         suppress(&state);
-        let config = config();
         let healing = FakeSystemd::new(
             unit("failed", "failed", "a"),
             FakeJob::Done,
             vec![unit("active", "running", "b")],
         );
-        let connect = || Ok(&healing);
-        let host = Host {
-            connect: &connect,
-            journal: &NoJournal,
-        };
         let manual = RunOptions {
             manual: true,
             ignore_monitor_facts: true,
             ..RunOptions::default()
         };
-        let report = run(
-            &config,
-            &state,
-            &config.monitored_services[0],
-            manual,
-            &host,
-        )
-        .unwrap();
+        let report = run_with(&config(), &healing, &state, manual);
         assert_eq!(report.facts.outcome, Outcome::Resolved);
         assert!(state.episode("web").unwrap().is_none(), "the episode ended");
         // The automatic runs after it start counting from zero.
@@ -901,19 +890,7 @@ mod tests {
         };
         for expected in [Outcome::Failed, Outcome::Suppressed] {
             let systemd = failing();
-            let connect = || Ok(&systemd);
-            let host = Host {
-                connect: &connect,
-                journal: &NoJournal,
-            };
-            let report = run(
-                &config,
-                &state,
-                &config.monitored_services[0],
-                options,
-                &host,
-            )
-            .unwrap();
+            let report = run_with(&config, &systemd, &state, options);
             assert_eq!(report.facts.outcome, expected);
             if expected == Outcome::Suppressed {
                 assert!(systemd.calls().is_empty(), "{:?}", systemd.calls());
