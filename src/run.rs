@@ -631,6 +631,11 @@ mod tests {
         run_with(&config(), systemd, state, options)
     }
 
+    /// Why the run stopped where it did ("" without a reason).
+    fn reason(report: &Report) -> &str {
+        report.facts.reason.as_deref().unwrap_or_default()
+    }
+
     /// `run` of the config's first service against `systemd` and no journal.
     fn run_with(
         config: &Config,
@@ -683,12 +688,7 @@ mod tests {
         let report = run_against(&systemd, &state, false);
         assert_eq!(report.facts.outcome, Outcome::Healthy);
         assert!(
-            report
-                .facts
-                .reason
-                .as_deref()
-                .unwrap()
-                .contains("systemd was already restarting"),
+            reason(&report).contains("systemd was already restarting"),
             "{report:?}"
         );
         assert!(
@@ -720,12 +720,7 @@ mod tests {
         let report = run_against(&systemd, &state, false);
         assert_eq!(report.facts.outcome, Outcome::Failed);
         assert!(
-            report
-                .facts
-                .reason
-                .as_deref()
-                .unwrap()
-                .contains("restart job ended `failed`"),
+            reason(&report).contains("restart job ended `failed`"),
             "{report:?}"
         );
         assert!(!report.manual_steps.is_empty());
@@ -743,14 +738,7 @@ mod tests {
         let third = failing();
         let report = run_against(&third, &state, false);
         assert_eq!(report.facts.outcome, Outcome::Suppressed);
-        assert!(
-            report
-                .facts
-                .reason
-                .as_deref()
-                .unwrap()
-                .contains("loop protection")
-        );
+        assert!(reason(&report).contains("loop protection"));
         // Nothing is restarted; one retry is scheduled, after the default retry_after.
         assert_eq!(
             third.calls(),
@@ -791,12 +779,7 @@ mod tests {
         assert_eq!(report.facts.outcome, Outcome::Suppressed);
         assert!(again.calls().is_empty(), "{:?}", again.calls());
         assert!(
-            report
-                .facts
-                .reason
-                .as_deref()
-                .unwrap()
-                .contains("selfheal tries again at"),
+            reason(&report).contains("selfheal tries again at"),
             "{report:?}"
         );
     }
@@ -809,12 +792,7 @@ mod tests {
         let report = run_against(&failing(), &state, false);
         assert_eq!(report.facts.outcome, Outcome::Failed);
         assert!(
-            report
-                .facts
-                .reason
-                .as_deref()
-                .unwrap()
-                .contains("timed retry of loop protection: selfheal tries again at"),
+            reason(&report).contains("timed retry of loop protection: selfheal tries again at"),
             "{report:?}"
         );
         let episode = state.episode("web").unwrap().unwrap();
@@ -894,14 +872,7 @@ mod tests {
             assert_eq!(report.facts.outcome, expected);
             if expected == Outcome::Suppressed {
                 assert!(systemd.calls().is_empty(), "{:?}", systemd.calls());
-                assert!(
-                    report
-                        .facts
-                        .reason
-                        .as_deref()
-                        .unwrap()
-                        .contains("retry_after is never")
-                );
+                assert!(reason(&report).contains("retry_after is never"));
             }
         }
     }
@@ -951,12 +922,7 @@ mod tests {
             crate::exit_code::ExitCode::Suppressed
         );
         assert!(
-            report
-                .facts
-                .reason
-                .as_deref()
-                .unwrap()
-                .starts_with("a real run would stop: loop protection"),
+            reason(&report).starts_with("a real run would stop: loop protection"),
             "{report:?}"
         );
         assert!(dry.calls().is_empty());
@@ -975,7 +941,7 @@ mod tests {
         let systemd = FakeSystemd::scripted(vec![hanging], FakeJob::Done);
         let report = run_against(&systemd, &state, false);
         assert_eq!(report.facts.outcome, Outcome::Failed);
-        let reason = report.facts.reason.as_deref().unwrap();
+        let reason = reason(&report);
         assert!(
             reason.contains("job 42 for web.service was still running"),
             "{reason}"
