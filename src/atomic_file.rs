@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// A written and synced temporary file, not yet in place: the caller may lock it first (the
@@ -29,7 +29,13 @@ pub(crate) fn prepare(target: &Path, bytes: &[u8], mode: u32) -> io::Result<Pend
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .mode(mode)
         .open(&temporary)?;
-    if let Err(err) = file.write_all(bytes).and_then(|()| file.sync_all()) {
+    // The mode is exactly `mode`, whatever the umask: the units set UMask=0077, and the
+    // metrics file must stay readable by node_exporter.
+    let written = file
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|()| file.write_all(bytes))
+        .and_then(|()| file.sync_all());
+    if let Err(err) = written {
         // A full disk must not leave a half-written file behind.
         let _ = std::fs::remove_file(&temporary);
         return Err(err);

@@ -86,8 +86,8 @@ enum MemberState {
     Running,
     /// Finished with nothing to mail (healthy, dry run, mail off).
     Quiet,
-    /// Its mail waits in `outbox/held/<stem>.eml`; `report` is its JSON.
-    Held { stem: String, report: Value },
+    /// Its mail waits in `outbox/held/<stem>.eml`, its report's JSON beside it.
+    Held { stem: String },
     /// Its report went out (on its own, or in the cascade mail).
     Mailed,
 }
@@ -106,8 +106,8 @@ pub(crate) enum Fate {
     MailNow,
     /// Held; the burst is delivered later (the timer, the last run, or flush).
     Held { deliver_in: Option<Duration> },
-    /// Held, and this run completed the burst: it was delivered into the outbox.
-    Delivered,
+    /// Held, and this run completed the burst: these messages went into the outbox.
+    Delivered(Vec<String>),
 }
 
 fn now() -> SystemTime {
@@ -164,6 +164,13 @@ impl Burst {
             .collect()
     }
 
+    /// Whether a report of this burst is still held.
+    fn holds(&self) -> bool {
+        self.members
+            .iter()
+            .any(|m| matches!(m.state, MemberState::Held { .. }))
+    }
+
     fn member(&mut self, pid: u32) -> Option<&mut Member> {
         self.members.iter_mut().find(|m| m.pid == pid)
     }
@@ -176,11 +183,27 @@ fn with_ledger<T>(
 ) -> Result<T, crate::Error> {
     let _lock = state.lock_exclusive(LOCK)?;
     let path = state.ensure("")?.join(LEDGER);
-    let mut ledger = match crate::bounded_read::read(&path, crate::bounded_read::MAX_FILE_BYTES) {
-        // A torn or foreign ledger costs a fold, never a report: start afresh.
-        Ok((bytes, _)) => serde_json::from_slice(&bytes).unwrap_or_default(),
-        Err(_) => Ledger::default(),
+    let read = match crate::bounded_read::read(&path, crate::bounded_read::MAX_FILE_BYTES) {
+        Ok((bytes, _)) => serde_json::from_slice(&bytes).map_err(|err| err.to_string()),
+        Err(crate::bounded_read::ReadError::Io(err))
+            if err.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(Ledger::default())
+        }
+        Err(err) => Err(err.to_string()),
     };
+    let mut ledger = read.unwrap_or_else(|why| {
+        // A torn or foreign ledger costs a fold, never a report: whatever is held goes out
+        // on its own, and the ledger starts afresh.
+        tracing::error!(
+            "the cascade ledger {} cannot be read ({why}); held reports are released",
+            path.display()
+        );
+        if let Err(err) = release_all_held(state) {
+            tracing::error!("held reports cannot be released: {err}");
+        }
+        Ledger::default()
+    });
     let result = change(&mut ledger)?;
     let bytes = serde_json::to_vec(&ledger)?;
     crate::atomic_file::write(&path, &bytes, 0o600).map_err(|cause| {
@@ -200,14 +223,16 @@ pub(crate) fn arrive(config: &Config, state: &StateDir, service: &str) -> Option
     let since = started_ticks(pid)?;
     let joined = with_ledger(state, |ledger| {
         let now = now();
+        let forgotten =
+            |burst: &Burst| parse(&burst.started_at).is_none_or(|at| at + FORGET_AFTER < now);
+        // A burst left for a day (its runs long gone) is forgotten, its held reports sent on
+        // their own rather than lost.
+        for burst in ledger.bursts.iter_mut().filter(|b| forgotten(b)) {
+            release_held(state, burst);
+        }
         ledger.bursts.retain(|burst| {
-            let settled = burst.complete(rule, now, &alive)
-                && !burst
-                    .members
-                    .iter()
-                    .any(|m| matches!(m.state, MemberState::Held { .. }));
-            let old = parse(&burst.started_at).is_none_or(|at| at + FORGET_AFTER < now);
-            !settled && !old
+            let settled = burst.complete(rule, now, &alive) && !burst.holds();
+            !settled && !forgotten(burst)
         });
         let open = ledger
             .bursts
@@ -256,7 +281,7 @@ impl Delivery<'_> {
         composed: &Composed,
     ) -> Result<Fate, crate::Error> {
         let rule = Rule::of(self.config).expect("an arrival means cascades are on");
-        let json = serde_json::to_value(report)?;
+        let json = serde_json::to_vec(report)?;
         with_ledger(self.state, |ledger| {
             let now = now();
             let Some(burst) = ledger
@@ -272,17 +297,16 @@ impl Delivery<'_> {
                 }
                 return Ok(Fate::MailNow);
             }
-            let (_, claim) = Outbox::held(self.state)?.queue(composed)?;
-            drop(claim);
+            let held = Outbox::held(self.state)?;
+            held.keep_report(&composed.stem, &json)?;
+            drop(held.queue(composed)?);
             if let Some(me) = burst.member(arrival.pid) {
                 me.state = MemberState::Held {
                     stem: composed.stem.clone(),
-                    report: json,
                 };
             }
             if burst.complete(rule, now, &alive) {
-                self.deliver(burst, rule)?;
-                return Ok(Fate::Delivered);
+                return Ok(Fate::Delivered(self.deliver(burst, rule)?));
             }
             let deliver_in = burst
                 .window_end(rule)
@@ -291,10 +315,12 @@ impl Delivery<'_> {
         })
     }
 
-    /// A run that has nothing to mail: it leaves its burst, which may complete with it.
-    pub(crate) fn quiet(&self, arrival: &Arrival) -> Result<bool, crate::Error> {
+    /// A run that has nothing to mail: it leaves its burst, which may complete with it, or
+    /// leave a report held that is alone after all (it goes out now). Returns the messages it
+    /// put into the outbox.
+    pub(crate) fn quiet(&self, arrival: &Arrival) -> Result<Vec<String>, crate::Error> {
         let Some(rule) = Rule::of(self.config) else {
-            return Ok(false);
+            return Ok(Vec::new());
         };
         with_ledger(self.state, |ledger| {
             let Some(burst) = ledger
@@ -302,20 +328,26 @@ impl Delivery<'_> {
                 .iter_mut()
                 .find(|b| b.started_at == arrival.burst)
             else {
-                return Ok(false);
+                return Ok(Vec::new());
             };
             if let Some(me) = burst.member(arrival.pid) {
                 me.state = MemberState::Quiet;
             }
-            let holds = burst
+            let running = burst
                 .members
                 .iter()
-                .any(|m| matches!(m.state, MemberState::Held { .. }));
-            if holds && burst.complete(rule, now(), &alive) {
-                self.deliver(burst, rule)?;
-                return Ok(true);
+                .any(|m| matches!(m.state, MemberState::Running) && alive(m));
+            let failed: BTreeSet<&str> = burst
+                .members
+                .iter()
+                .filter(|m| matches!(m.state, MemberState::Held { .. } | MemberState::Mailed))
+                .map(|m| m.service.as_str())
+                .collect();
+            let alone = !running && failed.len() < 2;
+            if burst.holds() && (alone || burst.complete(rule, now(), &alive)) {
+                return self.deliver(burst, rule);
             }
-            Ok(false)
+            Ok(Vec::new())
         })
     }
 
@@ -333,13 +365,14 @@ impl Delivery<'_> {
             let now = now();
             let mut delivered = 0;
             for burst in &mut ledger.bursts {
-                let holds = burst
-                    .members
-                    .iter()
-                    .any(|m| matches!(m.state, MemberState::Held { .. }));
-                if holds && burst.complete(rule, now, &alive) {
-                    self.deliver(burst, rule)?;
-                    delivered += 1;
+                if burst.holds() && burst.complete(rule, now, &alive) {
+                    match self.deliver(burst, rule) {
+                        Ok(_) => delivered += 1,
+                        Err(err) => tracing::error!(
+                            "the cascade of {} cannot be delivered yet: {err}",
+                            burst.started_at
+                        ),
+                    }
                 }
             }
             Ok(delivered)
@@ -351,48 +384,47 @@ impl Delivery<'_> {
             return Ok(0);
         }
         with_ledger(self.state, |ledger| {
-            let (held, outbox) = (Outbox::held(self.state)?, Outbox::open(self.state)?);
             let mut released = 0;
-            for member in ledger.bursts.iter_mut().flat_map(|b| b.members.iter_mut()) {
-                if let MemberState::Held { stem, .. } = &member.state {
-                    held.release(stem, &outbox)?;
-                    member.state = MemberState::Mailed;
-                    released += 1;
-                }
+            for burst in &mut ledger.bursts {
+                released += release_held(self.state, burst);
             }
             Ok(released)
         })
     }
 
     /// Puts a complete burst's held reports into the outbox: one cascade mail when it has at
-    /// least `rule.services` services, else each on its own. The caller holds the ledger.
-    fn deliver(&self, burst: &mut Burst, rule: Rule) -> Result<(), crate::Error> {
+    /// least `rule.services` services, else each on its own. Returns the stems it queued. The
+    /// caller holds the ledger.
+    fn deliver(&self, burst: &mut Burst, rule: Rule) -> Result<Vec<String>, crate::Error> {
         let held_outbox = Outbox::held(self.state)?;
         let outbox = Outbox::open(self.state)?;
         let mut held = Vec::new();
         let mut mailed = BTreeSet::new();
         for member in &burst.members {
             match &member.state {
-                MemberState::Held { stem, report } => held.push((stem.clone(), report.clone())),
+                MemberState::Held { stem } => held.push((stem.clone(), member.service.clone())),
                 MemberState::Mailed => {
                     mailed.insert(member.service.clone());
                 }
                 _ => {}
             }
         }
-        let held_services: BTreeSet<&str> = held
-            .iter()
-            .filter_map(|(_, report)| report.get("service").and_then(Value::as_str))
-            .collect();
+        let held_services: BTreeSet<&str> = held.iter().map(|(_, s)| s.as_str()).collect();
         mailed.retain(|service| !held_services.contains(service.as_str()));
         let services = held_services.len() + mailed.len();
+        let reports: Vec<Value> = held
+            .iter()
+            .filter_map(|(stem, _)| held_outbox.kept_report(stem))
+            .collect();
+        let mut queued = Vec::new();
         match self.config.email.as_ref() {
-            Some(email) if services >= rule.services => {
+            // Every held report is readable: they fold into one mail.
+            Some(email) if services >= rule.services && reports.len() == held.len() => {
                 let cascade = CascadeReport::new(
                     self.config.system_name(),
                     crate::host::hostname(),
                     crate::duration::HumanDuration(rule.within).to_string(),
-                    held.iter().map(|(_, report)| report.clone()).collect(),
+                    reports,
                     mailed.into_iter().collect(),
                 );
                 let composed = crate::email::compose(
@@ -402,8 +434,13 @@ impl Delivery<'_> {
                     &cascade,
                 )?;
                 drop(outbox.queue(&composed)?);
+                queued.push(composed.stem.clone());
+                // The cascade mail is queued: a held file that will not go away must not
+                // make the next flush send it a second time.
                 for (stem, _) in &held {
-                    held_outbox.discard(stem)?;
+                    if let Err(err) = held_outbox.discard(stem) {
+                        tracing::error!("a folded report stays in outbox/held: {err}");
+                    }
                 }
                 tracing::info!(
                     "cascade: one report for {services} services that failed within {}",
@@ -413,6 +450,7 @@ impl Delivery<'_> {
             _ => {
                 for (stem, _) in &held {
                     held_outbox.release(stem, &outbox)?;
+                    queued.push(stem.clone());
                 }
             }
         }
@@ -421,8 +459,38 @@ impl Delivery<'_> {
                 member.state = MemberState::Mailed;
             }
         }
-        Ok(())
+        Ok(queued)
     }
+}
+
+/// Sends a burst's held reports on their own (into the outbox); returns how many.
+fn release_held(state: &StateDir, burst: &mut Burst) -> usize {
+    let (Ok(held), Ok(outbox)) = (Outbox::held(state), Outbox::open(state)) else {
+        return 0;
+    };
+    let mut released = 0;
+    for member in &mut burst.members {
+        if let MemberState::Held { stem } = &member.state {
+            match held.release(stem, &outbox) {
+                Ok(()) => {
+                    member.state = MemberState::Mailed;
+                    released += 1;
+                }
+                Err(err) => tracing::error!("a held report cannot be released: {err}"),
+            }
+        }
+    }
+    released
+}
+
+/// Every held message into the outbox: what a broken ledger leaves behind goes out on its own.
+fn release_all_held(state: &StateDir) -> Result<(), crate::Error> {
+    let held = Outbox::held(state)?;
+    let outbox = Outbox::open(state)?;
+    for stem in held.stems() {
+        held.release(&stem, &outbox)?;
+    }
+    Ok(())
 }
 
 /// Sets the transient timer that delivers a held burst when its window closes
@@ -510,6 +578,73 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["jobs"]
         );
+    }
+
+    fn held_message(state: &StateDir, stem: &str) {
+        let composed = Composed {
+            stem: stem.to_owned(),
+            envelope: crate::email::Envelope {
+                message_id: format!("<{stem}@test>"),
+                subject: "s".into(),
+                service: "web".into(),
+                outcome: "resolved".into(),
+                from: "a@b".into(),
+                to: vec!["c@d".into()],
+            },
+            bytes: b"Subject: s\r\n\r\nbody".to_vec(),
+        };
+        let held = Outbox::held(state).unwrap();
+        held.keep_report(stem, br#"{"service":"web"}"#).unwrap();
+        drop(held.queue(&composed).unwrap());
+    }
+
+    #[test]
+    fn a_torn_ledger_sends_what_it_held_instead_of_losing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        held_message(&state, "r1");
+        std::fs::write(state.root().join(LEDGER), b"{\"bursts\": [torn").unwrap();
+        with_ledger(&state, |_| Ok(())).unwrap();
+        assert!(Outbox::held(&state).unwrap().stems().is_empty());
+        assert_eq!(Outbox::open(&state).unwrap().stems(), ["r1"]);
+    }
+
+    #[test]
+    fn a_held_report_whose_companions_turned_out_healthy_goes_out_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        let config = Config::parse(
+            "monitored_services:\n  - name: web\n  - name: db\n",
+            std::path::Path::new("t.yml"),
+        )
+        .unwrap();
+        held_message(&state, "r1");
+        let me = std::process::id();
+        let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        with_ledger(&state, |ledger| {
+            ledger.bursts.push(Burst {
+                started_at: started_at.clone(),
+                members: vec![
+                    member("web", u32::MAX, MemberState::Held { stem: "r1".into() }),
+                    member("db", me, MemberState::Running),
+                ],
+            });
+            Ok(())
+        })
+        .unwrap();
+        let renderer = Renderer::new(None);
+        let delivery = Delivery {
+            config: &config,
+            state: &state,
+            renderer: &renderer,
+        };
+        let arrival = Arrival {
+            burst: started_at,
+            pid: me,
+        };
+        // db's run found db healthy: web's report is alone, its window still open.
+        assert_eq!(delivery.quiet(&arrival).unwrap(), ["r1"]);
+        assert_eq!(Outbox::open(&state).unwrap().stems(), ["r1"]);
     }
 
     #[test]

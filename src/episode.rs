@@ -1,10 +1,10 @@
 //! A later retry instead of "down forever". When loop protection stops healing a service, an
 //! episode begins (`<state>/episodes/<service>.json`) and a transient systemd timer named like
 //! its heal unit (`web-self-heal.timer` starts `web-self-heal.service`) gives it one more run
-//! after `retry_after`; each retry that fails doubles the wait, up to `RETRY_CAP`. A retry that
-//! heals it is reported as RECOVERED. The episode ends when the service has stayed healthy for
-//! `threshold_window` (loop protection's count falls below the threshold), or when a person
-//! runs `selfheal run` at a terminal: that run is always allowed and resets the count.
+//! after `retry_after`; each retry that fails doubles the wait, up to `RETRY_CAP`, whatever
+//! loop protection's count says by then. A retry that heals it is reported as RECOVERED and
+//! ends the episode; so does a run that finds it healthy, and a person's `selfheal run` at a
+//! terminal (always allowed, and it resets the count).
 //!
 //! Transient timers do not survive a reboot: a retry that is overdue is made by the next run
 //! of the service's heal unit, whatever started it.
@@ -75,17 +75,17 @@ pub(crate) fn schedule_retry(
         retries: 0,
         next_retry_at: None,
     });
-    if let Some(at) = episode
+    // A retry already scheduled keeps its time, but its timer is set again: a transient timer
+    // does not survive a reboot, and setting it replaces the old one.
+    let scheduled = episode
         .next_retry_at
         .as_deref()
-        .filter(|at| humantime::parse_rfc3339_weak(at).is_ok_and(|at| at > now))
-    {
-        return format!(
-            "selfheal tries again at {} (its timer is set)",
-            readable(at)
-        );
-    }
-    let delay = retry_delay(first, episode.retries);
+        .and_then(|at| humantime::parse_rfc3339_weak(at).ok())
+        .filter(|at| *at > now);
+    let delay = scheduled.map_or_else(
+        || retry_delay(first, episode.retries),
+        |at| at.duration_since(now).unwrap_or_default(),
+    );
     let at = humantime::format_rfc3339_seconds(now + delay).to_string();
     let when = format!(
         "{} (in {})",

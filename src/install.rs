@@ -92,7 +92,7 @@ pub(crate) fn planned_files(
                 heal_timeout(config, service).as_secs(),
                 command.join(" "),
                 service.name,
-                hardening(config, Some(service)),
+                hardening(config, invocation, Some(service)),
             ),
         });
         files.push(UnitFile {
@@ -106,7 +106,7 @@ pub(crate) fn planned_files(
              Documentation=man:selfheal(1)\nWants=network-online.target\nAfter=network-online.target\n\n\
              [Service]\nType=oneshot\nExecStart={} {verb}\n{}",
             command.join(" "),
-            hardening(config, None),
+            hardening(config, invocation, None),
         )
     };
     files.push(UnitFile {
@@ -150,8 +150,9 @@ pub(crate) fn planned_files(
 /// running validators (arbitrary programs: no syscall or device limits that would make a
 /// healthy config look broken), the bus, the journal, the network for mail and health checks.
 /// `/usr`, `/etc` and `/boot` are read-only, homes too, except the files `database_check`
-/// repairs; the SMTP password comes in as the credential `smtp-password` when it has a file.
-fn hardening(config: &Config, service: Option<&ServiceConfig>) -> String {
+/// repairs and a `--state-dir`; validators may still chroot, use namespaces and raw sockets.
+/// The flush and digest units get the SMTP password as the credential `smtp-password`.
+fn hardening(config: &Config, invocation: &Invocation, service: Option<&ServiceConfig>) -> String {
     let mut lines = vec![
         "# Hardening that leaves healing alone (README: \"Hardened units\").".to_owned(),
         "UMask=0077".to_owned(),
@@ -167,13 +168,12 @@ fn hardening(config: &Config, service: Option<&ServiceConfig>) -> String {
         "PrivateMounts=yes".to_owned(),
         "RestrictRealtime=yes".to_owned(),
         "RestrictSUIDSGID=yes".to_owned(),
-        "RestrictNamespaces=yes".to_owned(),
         "LockPersonality=yes".to_owned(),
         "SystemCallArchitectures=native".to_owned(),
         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK".to_owned(),
         // What no healer or validator needs; a call outside the list fails with EPERM
         // instead of killing the run.
-        "SystemCallFilter=~@clock @cpu-emulation @debug @module @mount @obsolete @raw-io @reboot @swap"
+        "SystemCallFilter=~@clock @cpu-emulation @debug @module @obsolete @raw-io @reboot @swap"
             .to_owned(),
         "SystemCallErrorNumber=EPERM".to_owned(),
     ];
@@ -186,7 +186,7 @@ fn hardening(config: &Config, service: Option<&ServiceConfig>) -> String {
         // Implied anyway by the options above once CAP_SYS_ADMIN is out of the bounding set.
         lines.push("NoNewPrivileges=yes".into());
         lines.push(
-            "CapabilityBoundingSet=CAP_KILL CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_SYS_PTRACE CAP_SETUID CAP_SETGID CAP_AUDIT_WRITE CAP_NET_BIND_SERVICE".into(),
+            "CapabilityBoundingSet=CAP_KILL CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_SYS_PTRACE CAP_SETUID CAP_SETGID CAP_AUDIT_WRITE CAP_NET_BIND_SERVICE CAP_NET_RAW CAP_SYS_CHROOT CAP_SYS_RESOURCE".into(),
         );
     }
     let mut writable: Vec<PathBuf> = Vec::new();
@@ -206,6 +206,8 @@ fn hardening(config: &Config, service: Option<&ServiceConfig>) -> String {
             .filter_map(|p| p.parent().map(Path::to_path_buf)),
     );
     writable.extend(email.and_then(|email| email.file_dir.clone()));
+    // A state directory given with --state-dir may sit where the sandbox is read-only.
+    writable.extend(invocation.state_dir.clone());
     writable.sort();
     writable.dedup();
     if !writable.is_empty() {
@@ -215,13 +217,17 @@ fn hardening(config: &Config, service: Option<&ServiceConfig>) -> String {
             .collect();
         lines.push(format!("ReadWritePaths={}", paths.join(" ")));
     }
+    // Only the mail-only units: systemd refuses to start a unit whose credential file is
+    // missing, and a moved password file must never stop healing (the heal run reads
+    // password_file itself). A path with whitespace cannot be written there.
     if let Some(file) = email
         .and_then(|email| email.smtp.as_ref())
         .and_then(|smtp| smtp.password_file.as_ref())
+        .filter(|file| service.is_none() && !file.to_string_lossy().contains(char::is_whitespace))
     {
         lines.push(format!(
             "LoadCredential=smtp-password:{}",
-            quote_path(&file.to_string_lossy())
+            file.to_string_lossy().replace('%', "%%")
         ));
     }
     let mut text = lines.join("\n");

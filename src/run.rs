@@ -183,6 +183,10 @@ pub(crate) fn run<U: UnitControl>(
         let mut facts = clock.facts(Outcome::Healthy, options).diagnosis(diagnosis);
         facts.reason = reason;
         facts.post_status = Some(PostStatus::from(&snapshot));
+        // Healthy again (a person or systemd fixed it): loop protection's episode is over.
+        if !options.dry_run && matches!(state.episode(&service.name), Ok(Some(_))) {
+            end_episode(state, service, "found healthy");
+        }
         return Ok(finish(state, Report::new(header, facts), options));
     }
 
@@ -224,7 +228,9 @@ pub(crate) fn run<U: UnitControl>(
         });
         let stopped = attempts >= config.failure_threshold as usize && !options.manual;
         match episode {
-            Some(episode) if stopped && episode::is_due(&episode, SystemTime::now()) => {
+            // The timed retry: made whatever the count says now (the retries' growing waits
+            // let older runs leave the window, and the episode must go on until it heals).
+            Some(episode) if !options.manual && episode::is_due(&episode, SystemTime::now()) => {
                 tracing::info!(selfheal_service = %service.name, "the timed retry of loop protection's episode since {}", episode.suppressed_at);
                 retry = Some((episode, attempts));
             }
@@ -253,11 +259,12 @@ pub(crate) fn run<U: UnitControl>(
                 facts.post_status = Some(PostStatus::from(&snapshot));
                 return Ok(finish(state, Report::new(header, facts), options));
             }
-            // Healthy for a whole window, or a person took over: the episode is over.
-            Some(_) if !options.dry_run => {
-                if let Err(err) = state.end_episode(&service.name) {
-                    tracing::error!(selfheal_service = %service.name, "loop protection's episode cannot be closed: {err}");
-                }
+            // A person took over: the episode is over. (One with a retry still to come goes on:
+            // that retry is made when it is due.)
+            Some(episode)
+                if !options.dry_run && (options.manual || episode.next_retry_at.is_none()) =>
+            {
+                end_episode(state, service, "a person's run");
             }
             _ => {}
         }
@@ -316,8 +323,9 @@ pub(crate) fn run<U: UnitControl>(
     Ok(finish(state, Report::new(header, facts), options))
 }
 
-/// Records a timed retry in its episode: healed, the report says RECOVERED; still down, the
-/// next retry is scheduled (after twice the wait) and the report says when.
+/// Records a timed retry in its episode: healed, the report says RECOVERED and the episode
+/// ends; still down, the next retry is scheduled (after twice the wait) and the report says
+/// when.
 fn after_retry(
     config: &Config,
     state: &StateDir,
@@ -334,13 +342,23 @@ fn after_retry(
             failures,
             since: episode::readable(&episode.suppressed_at),
         });
-        if let Err(err) = state.save_episode(&service.name, &episode) {
-            tracing::error!(selfheal_service = %service.name, "loop protection's episode cannot be written: {err}");
-        }
+        end_episode(state, service, "RECOVERED by its timed retry");
     } else {
         let next = episode::schedule_retry(config, state, systemd, service, Some(episode), false);
         let reason = facts.reason.take().unwrap_or_default();
         facts.reason = Some(format!("{reason}; timed retry of loop protection: {next}"));
+    }
+}
+
+/// Closes `service`'s episode, saying why in the journal.
+fn end_episode(state: &StateDir, service: &ServiceConfig, why: &str) {
+    match state.end_episode(&service.name) {
+        Ok(()) => {
+            tracing::info!(selfheal_service = %service.name, "loop protection's episode is over: {why}");
+        }
+        Err(err) => {
+            tracing::error!(selfheal_service = %service.name, "loop protection's episode cannot be closed: {err}");
+        }
     }
 }
 
@@ -768,7 +786,7 @@ mod tests {
     }
 
     #[test]
-    fn a_suppressed_service_gets_one_timed_retry_scheduled_not_one_per_failure() {
+    fn a_suppressed_service_keeps_its_retry_time_and_its_timer_is_set_again() {
         let (_dir, state) = state();
         suppress(&state);
         let episode = state.episode("web").unwrap().expect("an episode began");
@@ -777,7 +795,14 @@ mod tests {
         let again = failing();
         let report = run_against(&again, &state, false);
         assert_eq!(report.facts.outcome, Outcome::Suppressed);
-        assert!(again.calls().is_empty(), "{:?}", again.calls());
+        // The same time, not a later one; the timer set again (a reboot loses it).
+        assert_eq!(state.episode("web").unwrap().unwrap(), episode);
+        let calls = again.calls();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert!(
+            calls[0].starts_with("start_later web-self-heal.timer 89"),
+            "{calls:?}"
+        );
         assert!(
             reason(&report).contains("selfheal tries again at"),
             "{report:?}"
@@ -808,7 +833,10 @@ mod tests {
         assert_eq!(report.facts.outcome, Outcome::Resolved);
         let recovered = report.facts.recovered.as_ref().expect("RECOVERED");
         assert_eq!(recovered.failures, 3);
-        assert_eq!(state.episode("web").unwrap().unwrap().retries, 2);
+        assert!(
+            state.episode("web").unwrap().is_none(),
+            "RECOVERED ends the episode"
+        );
         let subject = crate::report::Renderer::new(None).subject(&report).unwrap();
         assert!(
             subject.contains("web - RECOVERED after 3 failures since"),
@@ -830,6 +858,51 @@ mod tests {
             "{:?}",
             retried.calls()
         );
+    }
+
+    #[test]
+    fn a_due_retry_is_made_even_when_older_runs_have_left_the_window() {
+        let (_dir, state) = state();
+        state
+            .save_episode(
+                "web",
+                &crate::state::Episode {
+                    suppressed_at: "2026-11-28T08:00:00Z".into(),
+                    retries: 3,
+                    next_retry_at: Some("2026-11-28T12:00:00Z".into()),
+                },
+            )
+            .unwrap();
+        // No run in the window: loop protection alone would heal it as a first failure.
+        let retried = failing();
+        let report = run_against(&retried, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Failed);
+        assert!(
+            reason(&report).contains("timed retry of loop protection"),
+            "{report:?}"
+        );
+        let episode = state.episode("web").unwrap().expect("the episode goes on");
+        assert_eq!(episode.retries, 4);
+        assert!(
+            retried.calls().contains(&format!(
+                "start_later web-self-heal.timer {}s",
+                episode::RETRY_CAP.as_secs()
+            )),
+            "{:?}",
+            retried.calls()
+        );
+    }
+
+    #[test]
+    fn a_run_that_finds_the_service_healthy_ends_the_episode() {
+        let (_dir, state) = state();
+        suppress(&state);
+        let healthy = FakeSystemd::new(unit("active", "running", "a"), FakeJob::Done, vec![]);
+        assert_eq!(
+            run_against(&healthy, &state, false).facts.outcome,
+            Outcome::Healthy
+        );
+        assert!(state.episode("web").unwrap().is_none());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
 use common::{TestEnv, assert_contains, exit_code, free_port, selfheal_bin, wait_until};
@@ -465,15 +466,19 @@ fn a_heal_rewrites_the_metrics_file_and_its_counters_match_history() {
         port,
         &format!("metrics_file: {}\n", metrics.display()),
     ))
-    .web_unit("web", port, "up");
+    .web_unit("web", port, "up")
+    .install();
     env.start_listening("web", port);
+    // Healed through the installed heal unit, whose UMask=0077 must not make the file
+    // unreadable for node_exporter.
     env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
-    wait_until(Duration::from_secs(10), "web to fail", || {
-        env.property("web.service", "ActiveState") == "failed"
+    env.wait_for_history(1, Duration::from_secs(30));
+    wait_until(Duration::from_secs(10), "the metrics file", || {
+        metrics.exists()
     });
+    let mode = std::fs::metadata(&metrics).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "node_exporter reads it");
 
-    let (code, _) = env.run_json("web", &[]);
-    assert_eq!(code, ExitCode::Success);
     let (code, _) = env.run_json("web", &[]);
     assert_eq!(code, ExitCode::Success);
     let (code, _) = env.run_json("web", &["--dry-run"]);

@@ -80,9 +80,15 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
 /// `selfheal flush` with this run's config and state directory: what a cascade's delivery
 /// timer runs.
 fn flush_command(paths: &Paths) -> Vec<String> {
+    // After an upgrade the running binary reads as "… (deleted)": the new one is at the
+    // same path.
     let exe = std::env::current_exe().map_or_else(
         |_| "/usr/local/bin/selfheal".to_owned(),
-        |exe| exe.display().to_string(),
+        |exe| {
+            let exe = exe.display().to_string();
+            exe.strip_suffix(" (deleted)")
+                .map_or(exe.clone(), str::to_owned)
+        },
     );
     let absolute = |path: &std::path::Path| {
         std::path::absolute(path)
@@ -98,11 +104,13 @@ fn flush_command(paths: &Paths) -> Vec<String> {
     ]
 }
 
-/// A person at a terminal, not systemd (which sets `$INVOCATION_ID` in every unit it runs) nor
-/// a script: such a run is always allowed and resets loop protection.
+/// A person at a terminal (stdin and stdout), not systemd (which sets `$INVOCATION_ID` in
+/// every unit it runs) nor a script: such a run is always allowed and resets loop protection.
 fn started_by_a_person() -> bool {
     use std::io::IsTerminal;
-    std::env::var_os("INVOCATION_ID").is_none() && std::io::stdin().is_terminal()
+    std::env::var_os("INVOCATION_ID").is_none()
+        && std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal()
 }
 
 /// Where a run's report goes: the outbox, or held for a cascade.
@@ -160,7 +168,7 @@ impl Mailing<'_> {
                     }
                 }
             }
-            Ok((Fate::Delivered, _)) => self.flush(),
+            Ok((Fate::Delivered(stems), _)) => self.flush(&stems),
             Err(err) => {
                 tracing::error!(selfheal_service = %service, "the cascade ledger failed ({err}); this report goes on its own");
                 log_delivery(
@@ -171,11 +179,11 @@ impl Mailing<'_> {
         }
     }
 
-    /// A run with nothing to mail leaves its burst, and sends the burst when that completes it.
+    /// A run with nothing to mail leaves its burst, and sends what that releases.
     fn quiet(&self, arrival: &Arrival) {
         match self.delivery().quiet(arrival) {
-            Ok(true) => self.flush(),
-            Ok(false) => {}
+            Ok(stems) if !stems.is_empty() => self.flush(&stems),
+            Ok(_) => {}
             Err(err) => tracing::error!("the cascade ledger failed: {err}"),
         }
     }
@@ -188,9 +196,10 @@ impl Mailing<'_> {
         }
     }
 
-    /// Sends what the burst put in the outbox.
-    fn flush(&self) {
-        match crate::email::flush(self.config, self.state) {
+    /// Sends what the burst put in the outbox (and nothing else: a backlog is the flush
+    /// timer's, not this heal unit's time).
+    fn flush(&self, stems: &[String]) {
+        match crate::email::flush(self.config, self.state, Some(stems)) {
             Ok(summary) => {
                 for meta in &summary.delivered {
                     tracing::info!(

@@ -8,6 +8,8 @@ mod settings;
 mod transport;
 
 pub(crate) use compose::{Composed, compose};
+#[cfg(test)]
+pub(crate) use compose::Envelope;
 pub(crate) use outbox::{FlushSummary, Outbox, OutboxError};
 pub(crate) use settings::{EmailConfig, SmtpConfig, SmtpSecurity, Transport, validate};
 pub(crate) use transport::{EmailError, Sender};
@@ -135,11 +137,16 @@ pub(crate) fn deliver_composed(
     })
 }
 
-/// Delivers everything in the outbox, oldest first.
-pub(crate) fn flush(config: &Config, state: &StateDir) -> Result<FlushSummary, crate::Error> {
+/// Delivers everything in the outbox (or, with `only`, the messages of those stems), oldest
+/// first.
+pub(crate) fn flush(
+    config: &Config,
+    state: &StateDir,
+    only: Option<&[String]>,
+) -> Result<FlushSummary, crate::Error> {
     let outbox = Outbox::open(state)?;
     let sender = config.email.as_ref().map(Sender::from_config);
-    Ok(outbox.flush(|queued| {
+    Ok(outbox.flush(only, |queued| {
         let sender = match &sender {
             Some(Ok(sender)) => sender,
             Some(Err(error)) => return Err(error.to_string()),

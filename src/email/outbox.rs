@@ -129,13 +129,50 @@ impl Outbox {
                 _ => {}
             }
         }
-        Ok(())
+        remove_if_present(&self.report_path(stem))
     }
 
     /// Removes the held message `stem` (folded into a cascade mail).
     pub(crate) fn discard(&self, stem: &str) -> Result<(), OutboxError> {
         remove_if_present(&self.dir.join(format!("{stem}.eml")))?;
-        remove_if_present(&self.dir.join(format!("{stem}.json")))
+        remove_if_present(&self.dir.join(format!("{stem}.json")))?;
+        remove_if_present(&self.report_path(stem))
+    }
+
+    fn report_path(&self, stem: &str) -> PathBuf {
+        self.dir.join(format!("{stem}.report.json"))
+    }
+
+    /// Keeps the report (its JSON) beside the held message `stem`, for the cascade mail.
+    pub(crate) fn keep_report(&self, stem: &str, report: &[u8]) -> Result<(), OutboxError> {
+        let path = self.report_path(stem);
+        atomic_file::write(&path, report, MODE).map_err(failed("writing", &path))
+    }
+
+    /// The report kept beside the held message `stem`; `None` when it is gone or torn.
+    pub(crate) fn kept_report(&self, stem: &str) -> Option<serde_json::Value> {
+        let (bytes, _) =
+            crate::bounded_read::read(&self.report_path(stem), crate::bounded_read::MAX_FILE_BYTES)
+                .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The stems of every message in this directory.
+    pub(crate) fn stems(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut stems: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|name| name.strip_suffix(".eml"))
+                    .map(str::to_owned)
+            })
+            .collect();
+        stems.sort();
+        stems
     }
 
     /// Stores the message: meta first, then the `.eml` (each written to a temporary name and
@@ -169,12 +206,13 @@ impl Outbox {
 
     /// How many messages wait in `state`'s outbox, without creating it.
     /// How many reports wait, and when the oldest was queued (its file's time).
+    /// Held reports (waiting for their cascade) count too.
     pub(crate) fn backlog(state: &StateDir) -> (usize, Option<std::time::SystemTime>) {
-        let Ok(dir) = std::fs::read_dir(state.root().join("outbox")) else {
-            return (0, None);
-        };
-        let queued: Vec<std::time::SystemTime> = dir
-            .flatten()
+        let outbox = state.root().join("outbox");
+        let queued: Vec<std::time::SystemTime> = [outbox.clone(), outbox.join("held")]
+            .iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flat_map(std::iter::Iterator::flatten)
             .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
             .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
             .collect();
@@ -227,11 +265,20 @@ impl Outbox {
     }
 
     /// Sends every queued message with `send`, removing each one the server accepted.
+    /// With `only`, just the messages of those stems.
     pub(crate) fn flush<E: std::fmt::Display>(
         &self,
+        only: Option<&[String]>,
         send: impl Fn(&Queued) -> Result<(), E>,
     ) -> Result<FlushSummary, OutboxError> {
-        let (pending, unreadable) = self.pending()?;
+        let (mut pending, unreadable) = self.pending()?;
+        if let Some(stems) = only {
+            pending.retain(|queued| {
+                stems
+                    .iter()
+                    .any(|stem| queued.eml.file_stem().is_some_and(|s| s == stem.as_str()))
+            });
+        }
         let mut summary = FlushSummary {
             unreadable,
             ..FlushSummary::default()
@@ -324,7 +371,7 @@ mod tests {
 
         let sent = std::cell::RefCell::new(Vec::new());
         let summary = outbox
-            .flush(|queued| {
+            .flush(None, |queued| {
                 sent.borrow_mut()
                     .push(queued.meta.envelope.message_id.clone());
                 Ok::<(), String>(())
@@ -354,13 +401,15 @@ mod tests {
 
         // A run is still sending it: flush must not send it a second time.
         let summary = outbox
-            .flush(|_| -> Result<(), String> { panic!("sent while claimed") })
+            .flush(None, |_| -> Result<(), String> {
+                panic!("sent while claimed")
+            })
             .unwrap();
         assert_eq!(summary.busy, 1);
         drop(claim);
 
         // The relay refuses: the message stays, with the attempt and the reason.
-        let summary = outbox.flush(|_| Err("421 try again later")).unwrap();
+        let summary = outbox.flush(None, |_| Err("421 try again later")).unwrap();
         assert_eq!(summary.failed.len(), 1);
         let (pending, _) = outbox.pending().unwrap();
         assert_eq!(pending[0].meta.attempts, 1);
@@ -370,7 +419,7 @@ mod tests {
         );
 
         // Accepted: gone, .eml and .json.
-        let summary = outbox.flush(|_| Ok::<(), String>(())).unwrap();
+        let summary = outbox.flush(None, |_| Ok::<(), String>(())).unwrap();
         assert_eq!(summary.delivered.len(), 1);
         assert_eq!(
             std::fs::read_dir(dir.path().join("outbox"))

@@ -16,7 +16,7 @@ pub(crate) struct CascadeReport {
     pub host: String,
     /// `cascade.within`, as the config says it.
     pub window: String,
-    /// Services that failed in the burst (those mailed on their own included).
+    /// Services that failed in the burst (those mailed on their own included), each once.
     pub count: usize,
     /// RFC 3339: when the first of these runs started.
     pub started_at: String,
@@ -59,7 +59,12 @@ impl CascadeReport {
             system_name,
             host,
             window,
-            count: services.len() + already_reported.len(),
+            count: services
+                .iter()
+                .map(|s| text(s, "service"))
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                + already_reported.len(),
             started_at: first_at.to_owned(),
             first_at: crate::episode::readable(first_at),
             last_at: crate::episode::readable(last_at),

@@ -669,9 +669,17 @@ impl UnitControl for Systemd {
             .map(|argv| vec![(argv[0].clone(), argv.to_vec(), false)])
             .unwrap_or_default();
         let service_properties = [
-            ("Description", Value::from("selfheal: deliver held reports")),
+            (
+                "Description",
+                Value::from(format!(
+                    "selfheal: {}",
+                    command.map(|argv| argv.join(" ")).unwrap_or_default()
+                )),
+            ),
             ("Type", Value::from("oneshot")),
             ("ExecStart", Value::from(exec)),
+            // Gone once it ran, also when it failed: no failed unit is left behind.
+            ("CollectMode", Value::from("inactive-or-failed")),
         ];
         let aux: Vec<(&str, &[(&str, Value<'_>)])> = if command.is_some() {
             vec![(service.as_str(), &service_properties[..])]
