@@ -7,9 +7,9 @@ mod outbox;
 mod settings;
 mod transport;
 
-pub(crate) use compose::{Composed, compose};
 #[cfg(test)]
 pub(crate) use compose::Envelope;
+pub(crate) use compose::{Composed, compose};
 pub(crate) use outbox::{FlushSummary, Outbox, OutboxError};
 pub(crate) use settings::{EmailConfig, SmtpConfig, SmtpSecurity, Transport, validate};
 pub(crate) use transport::{EmailError, Sender};
