@@ -1,7 +1,7 @@
 //! `selfheal install` against a real systemd in a sandbox: the hook as systemd reports it, a
 //! second install that changes and reloads nothing, a foreign unit file left alone, a removed
 //! service's units gone, a masked heal unit kept masked, the heal unit's hardening as systemd
-//! loaded it.
+//! loaded it, and an uninstall that leaves no trace.
 
 mod common;
 
@@ -139,4 +139,49 @@ fn the_installed_heal_unit_is_hardened_and_systemd_applies_it() {
             .unwrap()
             .contains("LoadCredential")
     );
+}
+
+#[test]
+fn uninstall_leaves_no_trace_of_what_install_wrote() {
+    let env = TestEnv::new();
+    env.config("digest: daily\nmonitored_services:\n  - name: web\n")
+        .unit("web", "ExecStart=/bin/sleep 600");
+    let units = env.sandbox.unit_dir();
+    let listing = |dir: &std::path::Path| {
+        let mut names: Vec<String> = walk(dir)
+            .iter()
+            .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(&units);
+    assert_eq!(exit_code(&install(&env)), ExitCode::Success);
+    assert_eq!(
+        env.property("selfheal-digest.timer", "ActiveState"),
+        "active"
+    );
+    assert!(listing(&units).len() > before.len());
+
+    let output = env.selfheal(["uninstall", "--unit-dir", &units.to_string_lossy()]);
+    assert_eq!(exit_code(&output), ExitCode::Success, "{output:?}");
+    assert_eq!(listing(&units), before, "every file install wrote is gone");
+    assert_eq!(env.property("web.service", "OnFailure"), "");
+    assert_ne!(
+        env.property("selfheal-digest.timer", "ActiveState"),
+        "active"
+    );
+}
+
+/// Every file and directory below `dir`, recursively.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        }
+        found.push(path);
+    }
+    found
 }
