@@ -455,6 +455,32 @@ pub(crate) fn write_files(files: &[UnitFile]) -> Result<(), InstallError> {
     Ok(())
 }
 
+/// Removes `<unit_dir>/*.wants/<unit>` links that point at `<unit_dir>/<unit>` (what
+/// `systemctl enable` made of a unit install wrote), and their directory when it is left
+/// empty. Returns the removed links.
+pub(crate) fn remove_enablement(unit_dir: &Path, unit: &str) -> Result<Vec<PathBuf>, InstallError> {
+    let ours = unit_dir.join(unit);
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(unit_dir) else {
+        return Ok(removed);
+    };
+    for wants in entries.flatten().map(|e| e.path()) {
+        if wants.extension().is_none_or(|e| e != "wants") {
+            continue;
+        }
+        let link = wants.join(unit);
+        let points_at_ours = std::fs::read_link(&link).is_ok_and(|target| {
+            target == ours || target == Path::new("..").join(unit) || target == Path::new(unit)
+        });
+        if points_at_ours {
+            std::fs::remove_file(&link).map_err(failed("removing", &link))?;
+            let _ = std::fs::remove_dir(&wants);
+            removed.push(link);
+        }
+    }
+    Ok(removed)
+}
+
 /// Removes the files install would write, when they carry our marker, and drop-in directories
 /// left empty. Returns the removed paths.
 pub(crate) fn remove_files(files: &[UnitFile]) -> Result<Vec<PathBuf>, InstallError> {

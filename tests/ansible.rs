@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
@@ -81,14 +82,23 @@ fn the_playbook_deploys_what_install_writes_changes_nothing_twice_and_heals() {
     let binary = scratch.join("bin/selfheal");
     let config = scratch.join("etc/selfheal.yml");
     let vars = scratch.join("vars.json");
+    let password = scratch.join("etc/smtp-password");
     let json = serde_json::json!({
+        "selfheal_hosts": "all",
         "selfheal_binary_src": selfheal_bin(),
         "selfheal_binary_path": binary,
         "selfheal_config_path": config,
         "selfheal_state_dir": env.state_dir,
         "selfheal_unit_dir": env.sandbox.unit_dir(),
         "selfheal_system_name": "TestHost",
-        "selfheal_settings": { "failure_threshold": 3 },
+        "selfheal_settings": { "failure_threshold": 3, "digest": "daily" },
+        "selfheal_owner": "ops@example.org",
+        "selfheal_email": {
+            "transport": "smtp",
+            "smtp": { "host": "127.0.0.1", "port": free_port(), "security": "starttls", "username": "alerts" }
+        },
+        "selfheal_smtp_password": "pw-from-the-vault",
+        "selfheal_smtp_password_file": password,
         "selfheal_monitored_services": [
             { "name": "web", "port": port, "critical": true, "verify_timeout": "5s", "stable_for": "300ms" }
         ],
@@ -97,9 +107,19 @@ fn the_playbook_deploys_what_install_writes_changes_nothing_twice_and_heals() {
 
     let first = play(&env, &vars, &[]);
     assert!(changed(&first) > 0, "{first}");
-    assert_contains(
-        &std::fs::read_to_string(&config).unwrap(),
-        "# Ansible managed",
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert_contains(&written, "# Ansible managed");
+    // The password the role wrote (0600) is the one the config names.
+    assert_contains(&written, &format!("password_file: {}", password.display()));
+    assert_eq!(
+        std::fs::read_to_string(&password).unwrap(),
+        "pw-from-the-vault"
+    );
+    let mode = std::fs::metadata(&password).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(
+        env.property("selfheal-digest.timer", "ActiveState"),
+        "active"
     );
     assert_eq!(
         env.property("web.service", "OnFailure"),

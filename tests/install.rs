@@ -185,3 +185,49 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+#[test]
+fn uninstall_in_etc_systemd_system_also_undoes_the_readmes_enable_of_the_flush_timer() {
+    let env = TestEnv::new();
+    env.config("monitored_services:\n  - name: web\n")
+        .unit("web", "ExecStart=/bin/sleep 600");
+    // Inside the sandbox /etc/systemd/system is a tmpfs of its own; make sure of it before
+    // anything writes there.
+    let inside = |dir: &str| {
+        let output = env.sandbox.command("find").arg(dir).output().unwrap();
+        let mut lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let before = inside("/etc/systemd/system");
+    assert_eq!(
+        before,
+        ["/etc/systemd/system"],
+        "not the sandbox's own directory"
+    );
+
+    let unit_dir = ["--unit-dir", "/etc/systemd/system"];
+    let installed = env.selfheal(["install"].iter().chain(&unit_dir));
+    assert_eq!(exit_code(&installed), ExitCode::Success, "{installed:?}");
+    env.systemctl(&["enable", "--now", "selfheal-flush.timer"]);
+    assert_eq!(
+        env.property("selfheal-flush.timer", "ActiveState"),
+        "active"
+    );
+    assert!(
+        inside("/etc/systemd/system")
+            .iter()
+            .any(|p| p.ends_with("timers.target.wants/selfheal-flush.timer"))
+    );
+
+    let removed = env.selfheal(["uninstall"].iter().chain(&unit_dir));
+    assert_eq!(exit_code(&removed), ExitCode::Success, "{removed:?}");
+    assert_eq!(inside("/etc/systemd/system"), before, "no trace");
+    assert_ne!(
+        env.property("selfheal-flush.timer", "ActiveState"),
+        "active"
+    );
+}

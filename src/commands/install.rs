@@ -38,20 +38,28 @@ pub(super) fn install(paths: &Paths, args: &InstallArgs) -> Result<ExitCode, Err
     Ok(ExitCode::Success)
 }
 
-/// Starts the digest timer install has just written, or stops the one it has just removed:
-/// `timers.target` is already active, so its new Wants= takes effect only at the next boot.
+/// Starts the digest timer install has just written, and stops a timer (digest or flush)
+/// whose file it has just removed: `timers.target` is already active, so a new Wants= takes
+/// effect only at the next boot, and a removed timer that still runs would go on firing a
+/// unit that is gone.
 fn digest_timer(changes: &[Change]) -> Result<(), Error> {
-    let is_timer = |path: &Path| path.file_name().is_some_and(|n| n == install::DIGEST_TIMER);
+    let named = |path: &Path, name: &str| path.file_name().is_some_and(|n| n == name);
     for change in changes {
         match change {
-            Change::Create(file) | Change::Update { file, .. } if is_timer(&file.path) => {
+            Change::Create(file) | Change::Update { file, .. }
+                if named(&file.path, install::DIGEST_TIMER) =>
+            {
                 Systemd::connect()?
                     .start(install::DIGEST_TIMER, std::time::Duration::from_secs(10))?;
                 println!("started {}", install::DIGEST_TIMER);
             }
-            Change::Remove(path) if is_timer(path) => {
-                Systemd::connect()?.stop(install::DIGEST_TIMER)?;
-                println!("stopped {}", install::DIGEST_TIMER);
+            Change::Remove(path) => {
+                for timer in [install::DIGEST_TIMER, install::FLUSH_TIMER] {
+                    if named(path, timer) {
+                        Systemd::connect()?.stop(timer)?;
+                        println!("stopped {timer}");
+                    }
+                }
             }
             _ => {}
         }
@@ -60,7 +68,12 @@ fn digest_timer(changes: &[Change]) -> Result<(), Error> {
 }
 
 pub(super) fn uninstall(paths: &Paths, args: &UninstallArgs) -> Result<ExitCode, Error> {
-    let removed = install::remove_files(&planned(paths, &args.unit_dir)?)?;
+    let mut removed = install::remove_files(&planned(paths, &args.unit_dir)?)?;
+    // `systemctl enable selfheal-flush.timer` (the README's step) left a link to it.
+    removed.extend(install::remove_enablement(
+        &args.unit_dir,
+        install::FLUSH_TIMER,
+    )?);
     for path in &removed {
         println!("removed {}", path.display());
     }

@@ -312,7 +312,7 @@ fn notes(row: &ServiceStatus, page: &Page, status: &Status) -> Vec<String> {
         }
         if row.healing_masked {
             notes.push(format!(
-                "↳ healing disabled: {heal} is masked (systemctl unmask {heal})"
+                "↳ healing disabled: {heal} is masked (systemctl unmask {heal} && selfheal install)"
             ));
         }
     }

@@ -282,7 +282,7 @@ impl Strategy for PortConflict {
         if !blocking.is_empty() {
             let mut detail = format!("port {port} is held by {}", blocking.join(", "));
             detail.push_str(
-                "; selfheal only stops this service's own stale processes (port_conflict.kill_foreign: true allows others, never PID 1)",
+                "; selfheal only stops this service's own stale processes (port_conflict.kill_foreign: true allows other units' processes, never PID 1 or the host's own daemons)",
             );
             return Attempt::new(StepResult::NeedsHuman, action, detail);
         }
