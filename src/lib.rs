@@ -25,6 +25,7 @@ mod host;
 mod install;
 mod journal;
 pub mod logging;
+mod mailing;
 mod manual;
 mod metrics;
 mod nofollow;

@@ -2,10 +2,9 @@
 //! failed again while this run was finishing.
 
 use crate::Error;
-use crate::cascade::{Arrival, Fate};
 use crate::cli::RunArgs;
 use crate::exit_code::ExitCode;
-use crate::report::{Renderer, Report};
+use crate::report::Renderer;
 use crate::run::{self, RunOptions};
 
 use super::{Paths, find_service};
@@ -52,7 +51,7 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
             let arrival = joining
                 .take()
                 .and_then(|thread| thread.join().ok().flatten());
-            let outbox = Mailing {
+            let outbox = crate::mailing::Mailing {
                 config: &config,
                 state: &state,
                 renderer,
@@ -111,134 +110,4 @@ fn started_by_a_person() -> bool {
     std::env::var_os("INVOCATION_ID").is_none()
         && std::io::stdin().is_terminal()
         && std::io::stdout().is_terminal()
-}
-
-/// Where a run's report goes: the outbox, or held for a cascade.
-struct Mailing<'a> {
-    config: &'a crate::config::Config,
-    state: &'a crate::state::StateDir,
-    renderer: &'a Renderer,
-    flush_command: &'a [String],
-}
-
-impl Mailing<'_> {
-    /// Mails a run's report, or holds it for the cascade its run joined. Delivery never
-    /// changes the run's outcome or exit code: a report that cannot be sent now stays in the
-    /// outbox for `selfheal flush`, and the reason is logged.
-    fn mail(&self, report: &Report, arrival: Option<&Arrival>) {
-        let service = &report.header.service;
-        let Some(arrival) = arrival else {
-            log_delivery(
-                service,
-                crate::email::deliver_report(self.config, self.state, self.renderer, report),
-            );
-            return;
-        };
-        let Some(email) = self.config.email.as_ref() else {
-            return;
-        };
-        let delivery = self.delivery();
-        let decided =
-            crate::email::compose(email, self.config.owner.as_deref(), self.renderer, report)
-                .and_then(|composed| {
-                    delivery
-                        .report_ready(arrival, report, &composed)
-                        .map(|fate| (fate, composed))
-                });
-        match decided {
-            Ok((Fate::MailNow, composed)) => log_delivery(
-                service,
-                crate::email::deliver_composed(email, self.state, &composed).map(Some),
-            ),
-            Ok((Fate::Held { deliver_in }, _)) => {
-                tracing::info!(selfheal_service = %service, "report held: other services failed in the same burst, they get one report");
-                if let Some(after) = deliver_in {
-                    match crate::systemd::Systemd::connect() {
-                        Ok(systemd) => {
-                            crate::cascade::schedule_delivery(
-                                &systemd,
-                                arrival,
-                                after,
-                                self.flush_command,
-                            );
-                        }
-                        Err(err) => {
-                            tracing::warn!("the cascade's delivery timer cannot be set: {err}");
-                        }
-                    }
-                }
-            }
-            Ok((Fate::Delivered(stems), _)) => self.flush(&stems),
-            Err(err) => {
-                tracing::error!(selfheal_service = %service, "the cascade ledger failed ({err}); this report goes on its own");
-                log_delivery(
-                    service,
-                    crate::email::deliver_report(self.config, self.state, self.renderer, report),
-                );
-            }
-        }
-    }
-
-    /// A run with nothing to mail leaves its burst, and sends what that releases.
-    fn quiet(&self, arrival: &Arrival) {
-        match self.delivery().quiet(arrival) {
-            Ok(stems) if !stems.is_empty() => self.flush(&stems),
-            Ok(_) => {}
-            Err(err) => tracing::error!("the cascade ledger failed: {err}"),
-        }
-    }
-
-    fn delivery(&self) -> crate::cascade::Delivery<'_> {
-        crate::cascade::Delivery {
-            config: self.config,
-            state: self.state,
-            renderer: self.renderer,
-        }
-    }
-
-    /// Sends what the burst put in the outbox (and nothing else: a backlog is the flush
-    /// timer's, not this heal unit's time).
-    fn flush(&self, stems: &[String]) {
-        match crate::email::flush(self.config, self.state, Some(stems)) {
-            Ok(summary) => {
-                for meta in &summary.delivered {
-                    tracing::info!(
-                        "report {} sent ({})",
-                        meta.envelope.message_id,
-                        meta.envelope.subject
-                    );
-                }
-                for (meta, error) in &summary.failed {
-                    tracing::warn!(
-                        "report {} kept in the outbox for `selfheal flush`: {error}",
-                        meta.envelope.message_id
-                    );
-                }
-            }
-            Err(err) => tracing::error!("the outbox cannot be flushed: {err}"),
-        }
-    }
-}
-
-/// Logs what became of one report.
-fn log_delivery(service: &str, delivery: Result<Option<crate::email::Delivery>, crate::Error>) {
-    use crate::email::Delivery;
-    match delivery {
-        Ok(None) => {}
-        Ok(Some(Delivery::Sent { message_id })) => {
-            tracing::info!(selfheal_service = %service, "report {message_id} sent");
-        }
-        Ok(Some(Delivery::SentWithoutOutbox {
-            message_id,
-            outbox_error,
-        })) => {
-            tracing::error!(selfheal_service = %service, "report {message_id} sent directly: the outbox cannot be written ({outbox_error})");
-        }
-        Ok(Some(Delivery::Queued { message_id, error })) => {
-            tracing::warn!(selfheal_service = %service, "report {message_id} kept in the outbox for `selfheal flush`: {error}");
-        }
-        Err(err) => {
-            tracing::error!(selfheal_service = %service, "the report could not even be queued: {err}");
-        }
-    }
 }
