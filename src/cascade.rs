@@ -264,14 +264,15 @@ pub(crate) fn arrive(config: &Config, state: &StateDir, service: &str) -> Option
     }
 }
 
-/// Everything delivery needs besides the ledger.
-pub(crate) struct Delivery<'a> {
+/// The bursts of the ledger, and what delivering them needs: a ready or quiet run settles its
+/// burst, `flush` delivers the complete ones.
+pub(crate) struct Bursts<'a> {
     pub config: &'a Config,
     pub state: &'a StateDir,
     pub renderer: &'a Renderer,
 }
 
-impl Delivery<'_> {
+impl Bursts<'_> {
     /// A run's report is ready (`composed` is its mail): mail it now, hold it, or complete the
     /// burst with it.
     pub(crate) fn report_ready(
@@ -633,7 +634,7 @@ mod tests {
         })
         .unwrap();
         let renderer = Renderer::new(None);
-        let delivery = Delivery {
+        let bursts = Bursts {
             config: &config,
             state: &state,
             renderer: &renderer,
@@ -643,7 +644,7 @@ mod tests {
             pid: me,
         };
         // db's run found db healthy: web's report is alone, its window still open.
-        assert_eq!(delivery.quiet(&arrival).unwrap(), ["r1"]);
+        assert_eq!(bursts.quiet(&arrival).unwrap(), ["r1"]);
         assert_eq!(Outbox::open(&state).unwrap().stems(), ["r1"]);
     }
 

@@ -30,11 +30,11 @@ impl Mailing<'_> {
         let Some(email) = self.config.email.as_ref() else {
             return;
         };
-        let delivery = self.delivery();
+        let bursts = self.bursts();
         let decided =
             crate::email::compose(email, self.config.owner.as_deref(), self.renderer, report)
                 .and_then(|composed| {
-                    delivery
+                    bursts
                         .report_ready(arrival, report, &composed)
                         .map(|fate| (fate, composed))
                 });
@@ -74,15 +74,15 @@ impl Mailing<'_> {
 
     /// A run with nothing to mail leaves its burst, and sends what that releases.
     pub(crate) fn quiet(&self, arrival: &Arrival) {
-        match self.delivery().quiet(arrival) {
+        match self.bursts().quiet(arrival) {
             Ok(stems) if !stems.is_empty() => self.flush(&stems),
             Ok(_) => {}
             Err(err) => tracing::error!("the cascade ledger failed: {err}"),
         }
     }
 
-    fn delivery(&self) -> crate::cascade::Delivery<'_> {
-        crate::cascade::Delivery {
+    fn bursts(&self) -> crate::cascade::Bursts<'_> {
+        crate::cascade::Bursts {
             config: self.config,
             state: self.state,
             renderer: self.renderer,

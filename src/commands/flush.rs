@@ -9,7 +9,7 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
     let config = paths.load_config()?;
     // Bursts whose window has closed first: their held reports join the outbox.
     let renderer = crate::report::Renderer::new(config.templates_dir.as_deref());
-    let bursts = crate::cascade::Delivery {
+    let bursts = crate::cascade::Bursts {
         config: &config,
         state: &paths.state(),
         renderer: &renderer,
