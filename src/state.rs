@@ -274,12 +274,7 @@ impl StateDir {
     ) -> Result<usize, StateError> {
         let history = self.history()?;
         let runs: Vec<&HistoryRecord> = history.iter().filter(|r| r.service == service).collect();
-        let after_manual = runs.iter().rposition(|r| r.manual).map_or(0, |at| at + 1);
-        Ok(runs[after_manual..]
-            .iter()
-            .filter(|r| r.outcome.is_healing_attempt())
-            .filter(|r| r.started().is_some_and(|t| t >= since))
-            .count())
+        Ok(counted_attempts(&runs, since).len())
     }
 
     fn episode_path(&self, service: &str) -> Result<PathBuf, StateError> {
@@ -345,6 +340,19 @@ pub struct Episode {
     pub retries: u32,
     /// When the scheduled retry is due (RFC 3339), while one is scheduled.
     pub next_retry_at: Option<String>,
+}
+
+/// When the runs loop protection counts started, of one service's `runs` (oldest first):
+/// healing attempts after `since` and after the last manual run (a person's run resets the
+/// count). The one rule, for `run` and for the dashboard.
+pub(crate) fn counted_attempts(runs: &[&HistoryRecord], since: SystemTime) -> Vec<SystemTime> {
+    let after_manual = runs.iter().rposition(|r| r.manual).map_or(0, |at| at + 1);
+    runs[after_manual..]
+        .iter()
+        .filter(|r| r.outcome.is_healing_attempt())
+        .filter_map(|r| r.started())
+        .filter(|t| *t >= since)
+        .collect()
 }
 
 fn ends_with_newline(file: &mut File) -> std::io::Result<bool> {

@@ -318,14 +318,7 @@ fn row(
         .iter()
         .filter(|r| r.service == service.name)
         .collect();
-    // As loop protection counts: a person's run starts the count afresh.
-    let after_manual = runs.iter().rposition(|r| r.manual).map_or(0, |at| at + 1);
-    let counted: Vec<SystemTime> = runs[after_manual..]
-        .iter()
-        .filter(|r| r.outcome.is_healing_attempt())
-        .filter_map(|r| r.started())
-        .filter(|t| *t >= now - window)
-        .collect();
+    let counted = crate::state::counted_attempts(&runs, now - window);
     let threshold = config.failure_threshold as usize;
     let suppressed = counted.len() >= threshold;
     // Loop protection lets a run through once the run that filled the threshold leaves the
