@@ -47,6 +47,20 @@ pub(crate) struct DigestRow {
     pub mean_to_heal: String,
 }
 
+impl From<ServiceStats> for DigestRow {
+    fn from(stats: ServiceStats) -> DigestRow {
+        DigestRow {
+            success: stats
+                .success_rate
+                .map_or("-".to_owned(), |rate| format!("{:.0}%", rate * 100.0)),
+            mean_to_heal: stats
+                .mean_time_to_heal_ms
+                .map_or("-".to_owned(), |ms| format!("{ms} ms")),
+            stats,
+        }
+    }
+}
+
 /// A service that loop protection stopped healing.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct OpenEpisode {
@@ -73,15 +87,7 @@ impl DigestReport {
             .collect();
         let services: Vec<DigestRow> = crate::stats::per_service(&shown)
             .into_iter()
-            .map(|stats| DigestRow {
-                success: stats
-                    .success_rate
-                    .map_or("-".to_owned(), |rate| format!("{:.0}%", rate * 100.0)),
-                mean_to_heal: stats
-                    .mean_time_to_heal_ms
-                    .map_or("-".to_owned(), |ms| format!("{ms} ms")),
-                stats,
-            })
+            .map(DigestRow::from)
             .collect();
         let quiet = config
             .monitored_services
@@ -145,15 +151,10 @@ impl DigestReport {
             outbox: 1,
             oldest_queued: Some(String::new()),
         };
-        let figures = crate::stats::per_service(&[&record]);
         digest.runs = 1;
-        digest.services = figures
+        digest.services = crate::stats::per_service(&[&record])
             .into_iter()
-            .map(|stats| DigestRow {
-                stats,
-                success: "100%".into(),
-                mean_to_heal: "400 ms".into(),
-            })
+            .map(DigestRow::from)
             .collect();
         digest
     }
