@@ -227,4 +227,10 @@ pub struct SandboxInitArgs {
     /// Mount only cgroup2 (pure cgroup v2 host)
     #[arg(long)]
     pub unified_only: bool,
+    /// Boot the systemd of this Debian tree, chrooted into it (cgroup2 only)
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// A host directory that appears at the same path inside the tree
+    #[arg(long)]
+    pub bind: Vec<PathBuf>,
 }

@@ -21,8 +21,13 @@ use crate::cli::SandboxInitArgs;
 const STUB_TARGETS: [&str; 8] = [
     "sysinit", "basic", "shutdown", "local-fs", "sockets", "timers", "paths", "slices",
 ];
-const HOST_UNITS: &str = "/lib/systemd/system";
-const SYSTEMD: &str = "/lib/systemd/systemd";
+/// Where a Debian tree keeps systemd's units and binary (`/lib` is a link to it on merged-/usr
+/// systems, and is the path itself on the others).
+const SYSTEM_UNITS: &str = "lib/systemd/system";
+const SYSTEMD: &str = "lib/systemd/systemd";
+/// Units made by `StartTransientUnit` (retry and cascade timers, `systemd-run`): first on the
+/// unit path, or every one of them vanishes at the next `daemon-reload`.
+const TRANSIENT_UNITS: &str = "/run/systemd/transient";
 /// Names the temp dir and the cgroups of every sandbox.
 const SANDBOX_PREFIX: &str = "selfheal-sandbox-";
 
@@ -71,6 +76,18 @@ impl CgroupLayout {
     }
 }
 
+/// Which systemd a sandbox boots.
+#[derive(Debug, Clone, Default)]
+pub enum SandboxSystemd {
+    /// The host's own systemd, on the host's file system.
+    #[default]
+    Host,
+    /// The systemd of another Debian tree (Debian 13's 257 on a Debian 12 host: `bootstrap
+    /// test` makes one with mmdebstrap), chrooted into it. The host's `/tmp` (where the
+    /// sandbox's own files live) and each of `binds` appear inside at the same paths.
+    Tree { root: PathBuf, binds: Vec<PathBuf> },
+}
+
 /// A running sandboxed systemd.
 pub struct Sandbox {
     /// Host PID of the sandbox's PID 1.
@@ -81,10 +98,15 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// Boots the host's systemd in a sandbox: see `boot_with`.
+    pub fn boot(selfheal: &Path) -> anyhow::Result<Sandbox> {
+        Sandbox::boot_with(selfheal, &SandboxSystemd::Host)
+    }
+
     /// Boots a sandbox whose unit directory holds the stubs plus journald and D-Bus, and waits
     /// until systemd reports `running`. `selfheal` is the binary whose hidden `sandbox-init`
     /// does the mounts inside the namespaces.
-    pub fn boot(selfheal: &Path) -> anyhow::Result<Sandbox> {
+    pub fn boot_with(selfheal: &Path, systemd: &SandboxSystemd) -> anyhow::Result<Sandbox> {
         if !nix::unistd::geteuid().is_root() {
             bail!("the sandbox needs root (namespaces, mounts, cgroups)");
         }
@@ -94,7 +116,11 @@ impl Sandbox {
             .prefix(&format!("{SANDBOX_PREFIX}{}-", std::process::id()))
             .tempdir()?;
         let units = dir.path().join("units");
-        write_base_units(&units)?;
+        let tree = match systemd {
+            SandboxSystemd::Host => Path::new("/"),
+            SandboxSystemd::Tree { root, .. } => root.as_path(),
+        };
+        write_base_units(&tree.join(SYSTEM_UNITS), &units)?;
         let id = dir
             .path()
             .file_name()
@@ -129,6 +155,12 @@ impl Sandbox {
             .arg(&units);
         if layout == CgroupLayout::Unified {
             command.arg("--unified-only");
+        }
+        if let SandboxSystemd::Tree { root, binds } = systemd {
+            command.arg("--root").arg(root);
+            for bind in binds {
+                command.arg("--bind").arg(bind);
+            }
         }
         command
             .stdin(Stdio::null())
@@ -241,7 +273,9 @@ impl Sandbox {
         command
             .arg("-t")
             .arg(self.pid.to_string())
-            .args(["-m", "-p", "-C", "--"])
+            // Its root and working directory too: entering a mount namespace otherwise starts
+            // at that namespace's real root, outside a chroot the sandbox (or its host) runs in.
+            .args(["-m", "-p", "-C", "-r", "-w", "--"])
             .arg(program);
         command
     }
@@ -349,8 +383,9 @@ fn remove_cgroup_tree(dir: &Path) {
     }
 }
 
-/// The stub targets, journald (volatile, no /dev/log) and D-Bus.
-fn write_base_units(units: &Path) -> anyhow::Result<()> {
+/// The stub targets, journald (volatile, no /dev/log) and D-Bus, the last two from the units
+/// of the systemd that boots (`system_units`).
+fn write_base_units(system_units: &Path, units: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(units)?;
     for target in STUB_TARGETS {
         std::fs::write(
@@ -363,18 +398,17 @@ fn write_base_units(units: &Path) -> anyhow::Result<()> {
         "[Unit]\nDescription=sandbox default\nWants=systemd-journald.socket systemd-journald-dev-log.socket systemd-journald.service dbus.socket dbus.service\n",
     )?;
     for name in ["dbus.socket", "dbus.service", "systemd-journald.socket"] {
-        std::fs::copy(Path::new(HOST_UNITS).join(name), units.join(name))
+        std::fs::copy(system_units.join(name), units.join(name))
             .with_context(|| format!("copying {name}"))?;
     }
-    let dev_log =
-        std::fs::read_to_string(Path::new(HOST_UNITS).join("systemd-journald-dev-log.socket"))?;
+    let dev_log = std::fs::read_to_string(system_units.join("systemd-journald-dev-log.socket"))?;
     let dev_log: String = dev_log
         .lines()
         .filter(|l| !l.starts_with("Symlinks="))
         .flat_map(|l| [l, "\n"])
         .collect();
     std::fs::write(units.join("systemd-journald-dev-log.socket"), dev_log)?;
-    let journald = std::fs::read_to_string(Path::new(HOST_UNITS).join("systemd-journald.service"))?;
+    let journald = std::fs::read_to_string(system_units.join("systemd-journald.service"))?;
     let volatile = "ExecStartPre=/bin/sh -c \"mkdir -p /run/systemd/journald.conf.d && printf '[Journal]\\\\nStorage=volatile\\\\nReadKMsg=no\\\\n' > /run/systemd/journald.conf.d/sandbox.conf\"\n";
     let journald = journald.replacen("ExecStart=", &format!("{volatile}ExecStart="), 1);
     std::fs::write(units.join("systemd-journald.service"), journald)?;
@@ -402,29 +436,91 @@ fn mount_and_exec_systemd(args: &SandboxInitArgs) -> anyhow::Result<()> {
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .context("making / private")?;
+    let root = args.root.as_deref().unwrap_or(Path::new("/"));
+    let chrooted = root != Path::new("/");
+    if chrooted {
+        let bind = |from: &Path, to: &Path| {
+            std::fs::create_dir_all(to)?;
+            mount(
+                Some(from),
+                to,
+                none,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                none,
+            )
+            .with_context(|| format!("binding {} on {}", from.display(), to.display()))
+        };
+        bind(root, root)?;
+        mount(
+            Some("proc"),
+            &root.join("proc"),
+            Some("proc"),
+            MsFlags::empty(),
+            none,
+        )
+        .context("mounting the tree's /proc")?;
+        for dir in ["sys", "dev", "tmp"] {
+            bind(&Path::new("/").join(dir), &root.join(dir))?;
+        }
+        for dir in &args.bind {
+            bind(dir, &root.join(dir.strip_prefix("/").unwrap_or(dir)))?;
+        }
+    }
     mount(
         Some("tmpfs"),
-        "/run",
+        &root.join("run"),
         Some("tmpfs"),
         MsFlags::empty(),
         Some("mode=755"),
     )
     .context("mounting /run")?;
     // `systemctl enable`, `mask` and the like write into /etc/systemd/system: inside the
-    // sandbox that is a tmpfs of its own, never the host's. It is on the unit path too, so
-    // what is enabled there reads as enabled.
+    // sandbox that is a tmpfs of its own, never the host's (nor the tree's, whose enabled
+    // units must not load). It is on the unit path too, so what is enabled there reads as
+    // enabled.
     mount(
         Some("tmpfs"),
-        "/etc/systemd/system",
+        &root.join("etc/systemd/system"),
         Some("tmpfs"),
         MsFlags::empty(),
         Some("mode=755"),
     )
     .context("mounting /etc/systemd/system")?;
-    if args.unified_only {
+    mount_cgroups(&root.join("sys/fs/cgroup"), args.unified_only || chrooted)?;
+    if chrooted {
+        nix::unistd::chroot(root).context("chroot into the tree")?;
+        std::env::set_current_dir("/")?;
+    }
+    let err = Command::new(Path::new("/").join(SYSTEMD))
+        // Like a real host, systemd logs to the journal (the "unit failed" entries selfheal
+        // reads); before journald is up it falls back to the console log. Never kmsg: the
+        // kernel, and its log, are the host's.
+        .args(["--system", "--unit=default.target", "--log-target=journal"])
+        .env(
+            "SYSTEMD_UNIT_PATH",
+            format!(
+                "{TRANSIENT_UNITS}:/etc/systemd/system:{}",
+                args.units.display()
+            ),
+        )
+        .exec();
+    Err(err).context("executing systemd")
+}
+
+/// The sandbox's own view of the cgroup tree on `cgroup`: cgroup2 alone (`unified_only`), or
+/// the hybrid layout of a Debian 12 host (cgroup2 plus a name=systemd hierarchy).
+fn mount_cgroups(cgroup: &Path, unified_only: bool) -> anyhow::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    let none: Option<&str> = None;
+    if unified_only {
+        // The cgroup2 file system already on /sys/fs/cgroup (the host's, seen from outside
+        // this cgroup namespace) must go first: mounting the same superblock on its own root
+        // is EBUSY.
+        nix::mount::umount2(cgroup, nix::mount::MntFlags::MNT_DETACH)
+            .context("unmounting the host's /sys/fs/cgroup")?;
         mount(
             Some("cgroup2"),
-            "/sys/fs/cgroup",
+            cgroup,
             Some("cgroup2"),
             MsFlags::empty(),
             none,
@@ -433,17 +529,17 @@ fn mount_and_exec_systemd(args: &SandboxInitArgs) -> anyhow::Result<()> {
     } else {
         mount(
             Some("cgroupfs"),
-            "/sys/fs/cgroup",
+            cgroup,
             Some("tmpfs"),
             MsFlags::empty(),
             Some("mode=755"),
         )
         .context("mounting the cgroup tmpfs")?;
-        std::fs::create_dir_all("/sys/fs/cgroup/unified")?;
-        std::fs::create_dir_all("/sys/fs/cgroup/systemd")?;
+        std::fs::create_dir_all(cgroup.join("unified"))?;
+        std::fs::create_dir_all(cgroup.join("systemd"))?;
         mount(
             Some("cgroup2"),
-            "/sys/fs/cgroup/unified",
+            &cgroup.join("unified"),
             Some("cgroup2"),
             MsFlags::empty(),
             none,
@@ -451,24 +547,14 @@ fn mount_and_exec_systemd(args: &SandboxInitArgs) -> anyhow::Result<()> {
         .context("mounting cgroup2")?;
         mount(
             Some("cgroup"),
-            "/sys/fs/cgroup/systemd",
+            &cgroup.join("systemd"),
             Some("cgroup"),
             MsFlags::empty(),
             Some("none,name=systemd"),
         )
         .context("mounting name=systemd")?;
     }
-    let err = Command::new(SYSTEMD)
-        // Like a real host, systemd logs to the journal (the "unit failed" entries selfheal
-        // reads); before journald is up it falls back to the console log. Never kmsg: the
-        // kernel, and its log, are the host's.
-        .args(["--system", "--unit=default.target", "--log-target=journal"])
-        .env(
-            "SYSTEMD_UNIT_PATH",
-            format!("/etc/systemd/system:{}", args.units.display()),
-        )
-        .exec();
-    Err(err).context("executing systemd")
+    Ok(())
 }
 
 /// A TCP port nothing listens on right now (sandboxes share the host's network).

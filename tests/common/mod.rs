@@ -10,7 +10,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use selfheal::exit_code::ExitCode;
-use selfheal::sandbox::Sandbox;
+use selfheal::sandbox::{Sandbox, SandboxSystemd};
 use selfheal::state::{HistoryRecord, StateDir};
 
 /// The selfheal binary under test.
@@ -144,6 +144,41 @@ pub(crate) fn wait_until(timeout: Duration, what: &str, ready: impl FnMut() -> b
     }
 }
 
+/// The systemd the sandbox tests boot: the host's, or with `SELFHEAL_TEST_ROOT=<a Debian
+/// tree>` that tree's (`./bootstrap test` runs the suite on Debian 12's 252, then on Debian
+/// 13's 257).
+pub(crate) fn sandbox_systemd() -> SandboxSystemd {
+    match std::env::var_os("SELFHEAL_TEST_ROOT") {
+        None => SandboxSystemd::Host,
+        Some(root) => {
+            let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
+            SandboxSystemd::Tree {
+                root: root.into(),
+                // The tree lives under target/: the binary's directory, not the whole checkout.
+                binds: vec![
+                    selfheal_bin().parent().unwrap().to_owned(),
+                    repository.join("config"),
+                    repository.join("tests"),
+                ],
+            }
+        }
+    }
+}
+
+/// The systemd version the sandbox tests boot (252 on Debian 12, 257 on Debian 13).
+pub(crate) fn systemd_version(sandbox: &Sandbox) -> u32 {
+    let output = sandbox
+        .command("systemctl")
+        .arg("--version")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("systemctl --version names a version")
+}
+
 /// One test's world: a sandboxed systemd, a config file and a state directory.
 pub(crate) struct TestEnv {
     pub sandbox: Sandbox,
@@ -153,7 +188,8 @@ pub(crate) struct TestEnv {
 
 impl TestEnv {
     pub(crate) fn new() -> TestEnv {
-        let sandbox = Sandbox::boot(selfheal_bin()).expect("booting the sandbox systemd");
+        let sandbox = Sandbox::boot_with(selfheal_bin(), &sandbox_systemd())
+            .expect("booting the sandbox systemd");
         let config_path = sandbox.scratch_dir().join("selfheal.yml");
         let state_dir = sandbox.scratch_dir().join("state");
         TestEnv {
