@@ -139,6 +139,7 @@ pub fn report(data: &[u8]) {
         reason: Some(String::from_utf8_lossy(data).into_owned()),
         post_status: Some((&facts.snapshot).into()),
         recovered: None,
+        episode_reported: false,
         dry_run: false,
     };
     let service = &config.monitored_services[0];

@@ -14,6 +14,10 @@ pub enum Outcome {
     Resolved,
     /// It was already healthy; nothing was done.
     Healthy,
+    /// systemd's own `Restart=` brought it back (the restart was pending or done when the run
+    /// looked); selfheal restarted nothing. systemd >= 254 starts the heal unit at every failed
+    /// attempt of a `Restart=` unit, so this is what most of those runs find.
+    RestartedBySystemd,
     /// Still down after every applicable strategy; escalated.
     Failed,
     /// Not healed on purpose (loop protection, or a concurrent run).
@@ -28,6 +32,7 @@ impl Outcome {
         match self {
             Outcome::Resolved => "resolved",
             Outcome::Healthy => "healthy",
+            Outcome::RestartedBySystemd => "restarted_by_systemd",
             Outcome::Failed => "failed",
             Outcome::Suppressed => "suppressed",
             Outcome::Planned => "planned",
@@ -37,7 +42,10 @@ impl Outcome {
     /// The process exit code for this outcome.
     pub fn exit_code(self) -> ExitCode {
         match self {
-            Outcome::Resolved | Outcome::Healthy | Outcome::Planned => ExitCode::Success,
+            Outcome::Resolved
+            | Outcome::Healthy
+            | Outcome::RestartedBySystemd
+            | Outcome::Planned => ExitCode::Success,
             Outcome::Failed => ExitCode::Failure,
             Outcome::Suppressed => ExitCode::Suppressed,
         }

@@ -35,6 +35,9 @@ impl Host<'static, Systemd> {
 
 /// How `run` was asked to behave.
 #[derive(Debug, Clone, Copy, Default)]
+// Four independent facts about one run; `manual` and `from_hook` could become one "started by"
+// enum when a third starter (the probe) arrives.
+#[allow(clippy::struct_excessive_bools)]
 pub(crate) struct RunOptions {
     /// Decide and print the plan, change nothing (no restart, kill, file change, mail, state).
     pub dry_run: bool,
@@ -42,6 +45,10 @@ pub(crate) struct RunOptions {
     pub ignore_monitor_facts: bool,
     /// A person runs it at a terminal: always allowed, and it ends loop protection's episode.
     pub manual: bool,
+    /// The `OnFailure=` hook started it (`$MONITOR_UNIT` is set): within an episode such a run
+    /// waits for the episode's retry. A run started any other way (the retry's timer, a
+    /// person's `systemctl start` of the heal unit, an upstream heal) heals.
+    pub from_hook: bool,
 }
 
 /// How long the journal of the failed run may take to read before the report goes with what
@@ -106,82 +113,81 @@ pub(crate) fn run<U: UnitControl>(
     let mut snapshot = systemd.snapshot(&unit)?;
     drop(asking);
     tracing::debug!("unit snapshot after {} µs", clock.elapsed_us());
-    let mut waited = None;
-    if snapshot.systemd_is_acting() {
-        let since = Instant::now();
+    // systemd's own `Restart=` may be at work: it is its turn, not ours. systemd >= 254 starts
+    // the heal unit at every failed attempt of a `Restart=` unit, so most hook runs of such a
+    // unit see this; on 252 a run sees it only when it races a restart.
+    let restarting = systemd_restarting(&snapshot, monitor.as_ref());
+    let restarts_before = snapshot.n_restarts;
+    let mut followed = None;
+    if snapshot.systemd_is_acting() || restarting {
         let _waiting = SlowNotice::new(format!(
             "waiting for systemd's own start of {unit} to finish (up to verify_timeout, {})",
             service.verify_timeout
         ));
-        match wait_for_systemd(&systemd, &unit, target.timeout) {
-            Ok(now) => snapshot = now,
-            // systemd's own start hangs (an ExecStartPre= waiting on a mount, a lock, …): the
-            // run ends `failed` with what is known, and the owner is told; exit 4 stays for a
-            // bus that cannot be reached.
-            Err(SystemdError::Timeout(_)) => {
-                let now = systemd.snapshot(&unit)?;
+        match follow_systemd(&systemd, &target)? {
+            // systemd's own start hangs (an ExecStartPre= waiting on a mount, a lock, …), or
+            // it keeps restarting a service that does not stay up: the run ends `failed` with
+            // what is known, and the owner is told; exit 4 stays for a bus that cannot be
+            // reached.
+            Followed::StillActing(now) => {
                 let lines = host.journal.read_invocation(
                     &unit,
                     &now.invocation_id,
                     pending_journal.take(),
                     JOURNAL_TIMEOUT,
                 );
-                let job = now
-                    .job_id
-                    .map_or("automatic restart".to_owned(), |id| format!("job {id}"));
-                let reason = format!(
-                    "systemd's own {job} for {unit} was still running after verify_timeout ({}); {unit} is {}: selfheal started no second one. Look at what its start waits for (ExecStartPre=, a mount, a lock): systemctl status {unit}",
-                    service.verify_timeout,
-                    now.state()
-                );
+                let reason = still_acting(&now, restarts_before, service);
                 let mut facts = clock
                     .facts(Outcome::Failed, options)
                     .diagnosis(Diagnosis::new(&now, monitor.as_ref(), lines))
                     .reason(reason);
                 facts.post_status = Some(PostStatus::from(&now));
+                retry_after_failure(config, state, &systemd, service, &mut facts);
                 return Ok(finish(state, Report::new(header, facts), options));
             }
-            Err(other) => return Err(other.into()),
+            other => followed = Some(other),
         }
-        waited = Some(since.elapsed());
     }
 
-    // After systemd's own restart the service may still be binding its port: verify it over
-    // time, as after our own restart, before calling it healthy. Otherwise one look decides.
-    // What is wrong with a unit that is active: "active, but port 5002 is not listening".
-    let not_serving = match waited {
-        Some(_) if !snapshot.is_down() => {
-            let verification = verify::verify(&systemd, &target, Instant::now());
-            if verification.healthy {
-                None
-            } else {
-                // It may have failed again while it was verified: decide on how it is now.
-                snapshot = systemd.snapshot(&unit)?;
-                Some(
-                    verify::check_now(&snapshot, &target, false)
-                        .err()
-                        .unwrap_or(verification.detail),
-                )
-            }
+    // After systemd's own restart it was verified over time, as after our own restart.
+    // Otherwise one look decides. What is wrong with a unit that is active: "active, but port
+    // 5002 is not listening".
+    let waited = followed.is_some();
+    let not_serving = match followed {
+        Some(Followed::Up { now, problem }) => {
+            snapshot = now;
+            problem
         }
-        Some(_) => Some(String::new()),
-        None => verify::check_now(&snapshot, &target, false).err(),
+        Some(Followed::Down(now)) => {
+            snapshot = now;
+            Some(String::new())
+        }
+        Some(Followed::StillActing(_)) | None => verify::check_now(&snapshot, &target, false).err(),
     };
     let unhealthy = not_serving
         .as_ref()
         .filter(|_| snapshot.is_active())
         .map(|missing| format!("active, but {missing}"));
     if not_serving.is_none() {
-        if waited.is_some() {
-            // The state changed while we waited and verified; report it as it is now.
-            snapshot = systemd.snapshot(&unit)?;
-        }
         let diagnosis = Diagnosis::new(&snapshot, monitor.as_ref(), Vec::new());
-        let reason = waited.map(|took| {
-            format!("systemd was already restarting {unit}; selfheal waited {} ms for it instead of racing it", took.as_millis())
-        });
-        let mut facts = clock.facts(Outcome::Healthy, options).diagnosis(diagnosis);
-        facts.reason = reason;
+        let by_systemd = restarting || snapshot.n_restarts > restarts_before;
+        let outcome = if by_systemd {
+            Outcome::RestartedBySystemd
+        } else {
+            Outcome::Healthy
+        };
+        let mut facts = clock.facts(outcome, options).diagnosis(diagnosis);
+        facts.reason = match (by_systemd, waited) {
+            (true, _) => Some(format!(
+                "systemd's own Restart= brought {unit} back ({} automatic restart(s)); selfheal restarted nothing",
+                snapshot.n_restarts
+            )),
+            (false, true) => Some(format!(
+                "systemd was already starting {unit}; selfheal waited {} ms for it instead of racing it",
+                clock.monotonic.elapsed().as_millis()
+            )),
+            (false, false) => None,
+        };
         facts.post_status = Some(PostStatus::from(&snapshot));
         // Healthy again (a person or systemd fixed it): loop protection's episode is over.
         if !options.dry_run && matches!(state.episode(&service.name), Ok(Some(_))) {
@@ -228,13 +234,55 @@ pub(crate) fn run<U: UnitControl>(
         });
         let stopped = attempts >= config.failure_threshold as usize && !options.manual;
         match episode {
+            // A stopped service is left stopped: `systemctl stop` since it failed is a
+            // person's decision, and the timed retry does not overrule it.
+            Some(ref episode)
+                if !options.manual && stopped_on_purpose_since(&snapshot, episode) =>
+            {
+                if !options.dry_run {
+                    end_episode(state, service, "a person stopped it");
+                }
+                let mut facts = clock
+                    .facts(Outcome::Suppressed, options)
+                    .diagnosis(diagnosis)
+                    .reason(format!(
+                        "{unit} was stopped on purpose (systemctl stop) since it failed: selfheal leaves it stopped and its episode is over"
+                    ));
+                facts.episode_reported = true;
+                facts.post_status = Some(PostStatus::from(&snapshot));
+                return Ok(finish(state, Report::new(header, facts), options));
+            }
             // The timed retry: made whatever the count says now (the retries' growing waits
             // let older runs leave the window, and the episode must go on until it heals).
             Some(episode) if !options.manual && episode::is_due(&episode, SystemTime::now()) => {
                 tracing::info!(selfheal_service = %service.name, "the timed retry of loop protection's episode since {}", episode.suppressed_at);
                 retry = Some((episode, attempts));
             }
+            // A failure within an episode whose retry is still to come is part of it: the
+            // retry heals it, this run heals nothing and mails nothing (the owner was told
+            // when the episode began). Restarts slow down to the retries' doubling pace.
+            Some(episode) if options.from_hook && episode.next_retry_at.is_some() => {
+                let since = episode::readable(&episode.suppressed_at);
+                let next = episode::schedule_retry(
+                    config,
+                    state,
+                    &systemd,
+                    service,
+                    Some(episode),
+                    options.dry_run,
+                );
+                let mut facts = clock
+                    .facts(Outcome::Suppressed, options)
+                    .diagnosis(diagnosis)
+                    .reason(format!(
+                        "part of the episode since {since}, already reported: {next}"
+                    ));
+                facts.episode_reported = true;
+                facts.post_status = Some(PostStatus::from(&snapshot));
+                return Ok(finish(state, Report::new(header, facts), options));
+            }
             episode if stopped => {
+                let reported = episode.is_some();
                 let would = if options.dry_run {
                     "a real run would stop: "
                 } else {
@@ -256,6 +304,7 @@ pub(crate) fn run<U: UnitControl>(
                     .facts(Outcome::Suppressed, options)
                     .diagnosis(diagnosis)
                     .reason(reason);
+                facts.episode_reported = reported;
                 facts.post_status = Some(PostStatus::from(&snapshot));
                 return Ok(finish(state, Report::new(header, facts), options));
             }
@@ -319,6 +368,8 @@ pub(crate) fn run<U: UnitControl>(
         after_retry(
             config, state, &systemd, service, episode, failures, &mut facts,
         );
+    } else {
+        retry_after_failure(config, state, &systemd, service, &mut facts);
     }
     Ok(finish(state, Report::new(header, facts), options))
 }
@@ -493,6 +544,124 @@ fn health_target(service: &ServiceConfig) -> HealthTarget {
     }
 }
 
+/// Stopped cleanly after it ran again since the episode began: `systemctl stop`, a person's
+/// decision. (A unit that never started again, say because a unit it requires failed, is
+/// inactive with Result=success too, and is not left alone for that.)
+fn stopped_on_purpose_since(snapshot: &UnitSnapshot, episode: &crate::state::Episode) -> bool {
+    let ran_since = humantime::parse_rfc3339_weak(&episode.suppressed_at)
+        .ok()
+        .and_then(|began| began.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .is_some_and(|began| u128::from(snapshot.active_enter_timestamp_us) > began.as_micros());
+    ran_since && snapshot.stopped_on_purpose()
+}
+
+/// systemd's own `Restart=` is at work on the unit: an automatic restart is pending, or has
+/// happened since the failure that started this run (a newer invocation, `NRestarts` > 0).
+fn systemd_restarting(snapshot: &UnitSnapshot, monitor: Option<&MonitorFacts>) -> bool {
+    snapshot.restart_pending()
+        || (snapshot.n_restarts > 0
+            && monitor
+                .and_then(|facts| facts.invocation_id.as_deref())
+                .is_some_and(|failed| failed != snapshot.invocation_id))
+}
+
+/// What came of letting systemd finish what it was doing with the unit.
+enum Followed {
+    /// It is up; `problem` says what is wrong when it is not healthy.
+    Up {
+        now: UnitSnapshot,
+        problem: Option<String>,
+    },
+    /// systemd stopped acting and the unit is down: it gave up (a start limit, no `Restart=`).
+    Down(UnitSnapshot),
+    /// Still acting at `verify_timeout`: a start that hangs, or restarts that never hold.
+    StillActing(UnitSnapshot),
+}
+
+/// Waits for systemd's own start or restart, verifies the result over `stable_for` as after
+/// selfheal's own restart, and keeps waiting while systemd restarts it again: selfheal never
+/// restarts a unit whose automatic restart is pending. Bounded by `verify_timeout`.
+fn follow_systemd(
+    systemd: &dyn UnitControl,
+    target: &HealthTarget,
+) -> Result<Followed, SystemdError> {
+    let started = Instant::now();
+    let deadline = started + target.timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let now = match wait_for_systemd(systemd, &target.unit, left) {
+            Ok(now) => now,
+            Err(SystemdError::Timeout(_)) => {
+                return Ok(Followed::StillActing(systemd.snapshot(&target.unit)?));
+            }
+            Err(other) => return Err(other),
+        };
+        if now.is_down() {
+            return Ok(Followed::Down(now));
+        }
+        let verification = verify::verify(systemd, target, started);
+        let now = systemd.snapshot(&target.unit)?;
+        if verification.healthy {
+            return Ok(Followed::Up { now, problem: None });
+        }
+        if now.systemd_is_acting() {
+            if Instant::now() < deadline {
+                continue;
+            }
+            return Ok(Followed::StillActing(now));
+        }
+        if now.is_down() {
+            return Ok(Followed::Down(now));
+        }
+        // It may have failed again while it was verified: say how it is now.
+        let problem = verify::check_now(&now, target, false)
+            .err()
+            .unwrap_or(verification.detail);
+        return Ok(Followed::Up {
+            now,
+            problem: Some(problem),
+        });
+    }
+}
+
+/// Why a run that waited for systemd until `verify_timeout` did nothing of its own.
+fn still_acting(now: &UnitSnapshot, restarts_before: u32, service: &ServiceConfig) -> String {
+    let unit = &now.unit;
+    if now.n_restarts > restarts_before || now.restart_pending() {
+        format!(
+            "systemd keeps restarting {unit} ({} automatic restarts so far) and it does not stay up within verify_timeout ({}): selfheal started none of its own. Its journal lines below say why it dies: systemctl status {unit}",
+            now.n_restarts, service.verify_timeout
+        )
+    } else {
+        let job = now
+            .job_id
+            .map_or("automatic restart".to_owned(), |id| format!("job {id}"));
+        format!(
+            "systemd's own {job} for {unit} was still running after verify_timeout ({}); {unit} is {}: selfheal started no second one. Look at what its start waits for (ExecStartPre=, a mount, a lock): systemctl status {unit}",
+            service.verify_timeout,
+            now.state()
+        )
+    }
+}
+
+/// A FAILED run is not final: it opens (or continues) an episode whose timed retry tries again
+/// after `retry_after`, doubling, and says so in the report.
+fn retry_after_failure(
+    config: &Config,
+    state: &StateDir,
+    systemd: &dyn UnitControl,
+    service: &ServiceConfig,
+    facts: &mut RunFacts,
+) {
+    if facts.outcome != Outcome::Failed || facts.dry_run {
+        return;
+    }
+    let episode = state.episode(&service.name).ok().flatten();
+    let next = episode::schedule_retry(config, state, systemd, service, episode, false);
+    let reason = facts.reason.take().unwrap_or_default();
+    facts.reason = Some(format!("{reason}; not final: {next}"));
+}
+
 /// systemd already has a job queued or an automatic restart pending: let it finish rather
 /// than race it, then look again.
 /// Still acting at the deadline is `SystemdError::Timeout`.
@@ -587,6 +756,7 @@ impl RunClock {
             post_status: None,
             dry_run: options.dry_run,
             recovered: None,
+            episode_reported: false,
         }
     }
 }
@@ -645,6 +815,7 @@ mod tests {
             dry_run,
             ignore_monitor_facts: true,
             manual: false,
+            from_hook: true,
         };
         run_with(&config(), systemd, state, options)
     }
@@ -678,6 +849,15 @@ mod tests {
         )
     }
 
+    /// A failed unit that a restart heals (a run that ends `resolved`).
+    fn healing() -> FakeSystemd {
+        FakeSystemd::new(
+            unit("failed", "failed", "a"),
+            FakeJob::Done,
+            vec![unit("active", "running", "b")],
+        )
+    }
+
     fn state() -> (tempfile::TempDir, StateDir) {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path().join("state"));
@@ -704,9 +884,9 @@ mod tests {
             FakeJob::Done,
         );
         let report = run_against(&systemd, &state, false);
-        assert_eq!(report.facts.outcome, Outcome::Healthy);
+        assert_eq!(report.facts.outcome, Outcome::RestartedBySystemd);
         assert!(
-            reason(&report).contains("systemd was already restarting"),
+            reason(&report).contains("systemd's own Restart= brought web.service back"),
             "{report:?}"
         );
         assert!(
@@ -749,8 +929,8 @@ mod tests {
         let (_dir, state) = state();
         for _ in 0..2 {
             assert_eq!(
-                run_against(&failing(), &state, false).facts.outcome,
-                Outcome::Failed
+                run_against(&healing(), &state, false).facts.outcome,
+                Outcome::Resolved
             );
         }
         let third = failing();
@@ -769,7 +949,7 @@ mod tests {
     /// systemd.
     fn suppress(state: &StateDir) -> FakeSystemd {
         for _ in 0..2 {
-            run_against(&failing(), state, false);
+            run_against(&healing(), state, false);
         }
         let stopped = failing();
         let report = run_against(&stopped, state, false);
@@ -985,7 +1165,7 @@ mod tests {
     fn a_dry_run_says_when_loop_protection_would_stop_the_real_run() {
         let (_dir, state) = state();
         for _ in 0..2 {
-            run_against(&failing(), &state, false);
+            run_against(&healing(), &state, false);
         }
         let dry = failing();
         let report = run_against(&dry, &state, true);
@@ -1020,11 +1200,69 @@ mod tests {
             "{reason}"
         );
         assert!(reason.contains("activating/start-pre"), "{reason}");
-        assert!(
-            systemd.calls().is_empty(),
-            "no second start: {:?}",
-            systemd.calls()
+        assert_eq!(
+            systemd.calls(),
+            ["start_later web-self-heal.timer 900s"],
+            "no second start, only the retry of a FAILED run"
         );
         assert_eq!(state.history().unwrap()[0].outcome, Outcome::Failed);
+    }
+
+    #[test]
+    fn a_failed_run_schedules_a_retry_and_the_failures_before_it_are_quiet() {
+        let (_dir, state) = state();
+        let first = failing();
+        let report = run_against(&first, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Failed);
+        assert!(reason(&report).contains("not final: selfheal tries again at"));
+        assert!(crate::email::worth_mailing(&report));
+        let episode = state
+            .episode("web")
+            .unwrap()
+            .expect("FAILED opens an episode");
+        assert!(episode.next_retry_at.is_some());
+
+        // It fails again before the retry: part of the episode, no restart, no mail.
+        let again = failing();
+        let report = run_against(&again, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Suppressed);
+        assert!(!crate::email::worth_mailing(&report), "{report:?}");
+        assert!(reason(&report).contains("part of the episode since"));
+        assert_eq!(
+            again.calls().len(),
+            1,
+            "only the retry's timer: {:?}",
+            again.calls()
+        );
+        assert!(again.calls()[0].starts_with("start_later web-self-heal.timer 89"));
+        assert_eq!(
+            state.episode("web").unwrap().unwrap(),
+            episode,
+            "its retry keeps its time"
+        );
+    }
+
+    #[test]
+    fn a_due_retry_leaves_a_unit_a_person_stopped_alone() {
+        let (_dir, state) = state();
+        run_against(&failing(), &state, false);
+        make_retry_due(&state);
+        let mut stopped = unit("inactive", "dead", "b");
+        stopped.result = "success".into();
+        // It ran again after the failure (a person started it), then was stopped.
+        stopped.active_enter_timestamp_us = u64::try_from(
+            (SystemTime::now() + Duration::from_secs(5))
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_micros(),
+        )
+        .unwrap();
+        let systemd = FakeSystemd::new(stopped, FakeJob::Done, vec![]);
+        let report = run_against(&systemd, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Suppressed);
+        assert!(systemd.calls().is_empty(), "{:?}", systemd.calls());
+        assert!(reason(&report).contains("stopped on purpose"), "{report:?}");
+        assert!(state.episode("web").unwrap().is_none());
+        assert!(!crate::email::worth_mailing(&report));
     }
 }

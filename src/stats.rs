@@ -13,6 +13,8 @@ pub(crate) struct ServiceStats {
     pub failed: usize,
     pub suppressed: usize,
     pub healthy: usize,
+    /// Runs that found systemd's own `Restart=` had brought it back.
+    pub restarted_by_systemd: usize,
     /// resolved / (resolved + failed), null without a healing run.
     pub success_rate: Option<f64>,
     /// Mean duration of the resolved runs, in ms (null without one).
@@ -34,6 +36,7 @@ pub(crate) fn per_service(records: &[&HistoryRecord]) -> Vec<ServiceStats> {
                     failed: 0,
                     suppressed: 0,
                     healthy: 0,
+                    restarted_by_systemd: 0,
                     success_rate: None,
                     mean_time_to_heal_ms: None,
                 });
@@ -46,6 +49,7 @@ pub(crate) fn per_service(records: &[&HistoryRecord]) -> Vec<ServiceStats> {
             Outcome::Failed => row.failed += 1,
             Outcome::Suppressed => row.suppressed += 1,
             Outcome::Healthy => row.healthy += 1,
+            Outcome::RestartedBySystemd => row.restarted_by_systemd += 1,
             Outcome::Planned => {}
         }
     }

@@ -3,7 +3,10 @@
 //! 13's 257, where it fires at every failed attempt. The same config behaves the same.
 mod common;
 
+use std::time::Duration;
+
 use common::*;
+use selfheal::outcome::Outcome;
 
 #[test]
 fn the_sandbox_boots_the_systemd_it_was_asked_for() {
@@ -46,4 +49,110 @@ fn selfheal_demo_works_on_a_host_that_runs_this_systemd() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_contains(&stdout, "resolved");
+}
+
+const USER: &str = "alerts@testhost.example";
+const PASSWORD: &str = "pw-restart";
+
+/// An SMTP server and a config with one service `web` (its unit's `[Service]` is `service`)
+/// plus `extra` service keys, installed.
+fn installed(service: &str, extra: &str) -> (TestEnv, SmtpServer) {
+    let env = TestEnv::new();
+    let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), USER, PASSWORD);
+    let email = server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), PASSWORD);
+    env.unit("web", service);
+    env.config(&format!(
+        "system_name: TestHost\n{email}monitored_services:\n  - name: web\n    verify_timeout: 5s\n    stable_for: 500ms\n{extra}"
+    ))
+    .install();
+    (env, server)
+}
+
+/// Waits until nothing is left to happen: web is settled (no job, no pending restart), its
+/// heal unit is not running, and the outbox is empty (every report delivered). Returns the
+/// subjects of the mails that arrived.
+fn settled(env: &TestEnv, server: &SmtpServer) -> Vec<String> {
+    wait_until(
+        Duration::from_secs(40),
+        "web and its heal unit to settle",
+        || {
+            let web = env.property("web.service", "ActiveState");
+            let job = env.property("web.service", "Job");
+            let healing = env.property("web-self-heal.service", "ActiveState");
+            let queued = std::fs::read_dir(env.state_dir.join("outbox")).map_or(0, |dir| {
+                dir.flatten().filter(|e| e.path().is_file()).count()
+            });
+            web != "activating" && job.is_empty() && healing != "activating" && queued == 0
+        },
+    );
+    server
+        .messages()
+        .iter()
+        .map(|raw| Mail::parse(raw).subject)
+        .collect()
+}
+
+#[test]
+fn one_sigkill_that_restart_absorbs_is_systemds_restart_on_both_systemds() {
+    let port = free_port();
+    let (env, server) = installed(
+        &format!(
+            "ExecStart={} serve-demo --port {port}\nRestart=on-failure\nRestartSec=200ms",
+            selfheal_bin().display()
+        ),
+        &format!("    port: {port}\n"),
+    );
+    env.start_listening("web", port);
+    let before = env.property("web.service", "InvocationID");
+
+    env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
+    wait_until(Duration::from_secs(10), "systemd's restart", || {
+        env.property("web.service", "InvocationID") != before
+            && env.property("web.service", "ActiveState") == "active"
+    });
+    let subjects = settled(&env, &server);
+
+    assert_eq!(
+        subjects,
+        Vec::<String>::new(),
+        "no mail for a restart that worked"
+    );
+    assert_eq!(
+        env.property("web.service", "NRestarts"),
+        "1",
+        "systemd's one restart, none of selfheal's"
+    );
+    // systemd >= 254 started the heal unit at the failure; it recorded what systemd did.
+    let history = env.history();
+    let expected = usize::from(systemd_version(&env.sandbox) >= 254);
+    assert_eq!(history.len(), expected, "{history:?}");
+    assert!(
+        history
+            .iter()
+            .all(|r| r.outcome == Outcome::RestartedBySystemd),
+        "{history:?}"
+    );
+}
+
+#[test]
+fn a_crash_loop_that_systemd_gives_up_on_gets_exactly_one_report_on_both_systemds() {
+    let (env, server) = installed(
+        "ExecStart=/bin/sh -c 'echo web: settings missing; exit 3'\nRestart=on-failure\nRestartSec=100ms\nStartLimitBurst=4\nStartLimitIntervalSec=30s",
+        "",
+    );
+    let _ = env.sandbox.systemctl(["start", "web.service"]);
+    server.wait_for_messages(1, Duration::from_secs(40));
+    let subjects = settled(&env, &server);
+
+    let history = env.history();
+    assert_eq!(subjects.len(), 1, "{subjects:?} {history:#?}");
+    assert_contains(&subjects[0], "TestHost: web - FAILED");
+    assert_eq!(env.property("web.service", "ActiveState"), "failed");
+    let failed = history
+        .iter()
+        .filter(|r| r.outcome == Outcome::Failed)
+        .count();
+    assert_eq!(failed, 1, "{history:?}");
+    // The FAILED run is not final: its retry is scheduled.
+    assert_eq!(env.property("web-self-heal.timer", "ActiveState"), "active");
 }

@@ -279,9 +279,13 @@ fn a_pending_automatic_restart_is_awaited_not_raced() {
     let (code, report) = env.run_json("web", &[]);
 
     assert_eq!(code, ExitCode::Success, "{report:?}");
-    assert_eq!(report.outcome, Outcome::Healthy);
+    assert_eq!(report.outcome, Outcome::RestartedBySystemd);
     assert!(
-        report.reason.as_deref().unwrap().contains("waited"),
+        report
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("systemd's own Restart= brought web.service back"),
         "{report:?}"
     );
     assert_eq!(

@@ -184,14 +184,18 @@ fn a_broken_config_is_reported_with_the_validator_output_and_not_restarted() {
     )
     .unwrap();
     std::fs::set_permissions(&validator, std::fs::Permissions::from_mode(0o755)).unwrap();
-    env.config(&config(
-        port,
-        "config_validation, service_restart",
-        &format!(
-            "    config_validation: {{ command: [\"{}\"], timeout: 5s }}\n",
-            validator.display()
-        ),
-    ))
+    // A short retry_after: the FAILED run's retry comes within the test.
+    env.config(
+        &config(
+            port,
+            "config_validation, service_restart",
+            &format!(
+                "    config_validation: {{ command: [\"{}\"], timeout: 5s }}\n",
+                validator.display()
+            ),
+        )
+        .replace("system_name: TestHost\n", "system_name: TestHost\nretry_after: 3s\n"),
+    )
     .unit(
         "web",
         &format!(
@@ -218,13 +222,16 @@ fn a_broken_config_is_reported_with_the_validator_output_and_not_restarted() {
     let start_count = || std::fs::read_to_string(&starts).unwrap().lines().count();
     assert_eq!(start_count(), 1, "no start after the first, failed one");
 
-    // Once the config is fixed, the same chain, run by the installed (hardened) heal unit,
-    // validates and restarts.
+    // Once the config is fixed, the same chain, run by the installed (hardened) heal unit
+    // when the FAILED run's timed retry starts it, validates and restarts.
     std::fs::write(&app_conf, "valid=yes\n").unwrap();
-    env.systemctl(&["start", "web-self-heal.service"]);
-    let history = env.wait_for_history(2, Duration::from_secs(30));
-    assert_eq!(history[1].outcome, Outcome::Resolved, "{history:?}");
-    assert_eq!(history[1].healed_by.as_deref(), Some("config_validation"));
+    wait_until(Duration::from_secs(30), "the retry to heal it", || {
+        env.history().iter().any(|r| r.outcome == Outcome::Resolved)
+    });
+    let history = env.history();
+    let healed = history.last().unwrap();
+    assert_eq!(healed.outcome, Outcome::Resolved, "{history:?}");
+    assert_eq!(healed.healed_by.as_deref(), Some("config_validation"));
     assert_eq!(start_count(), 2);
 }
 
@@ -296,6 +303,9 @@ fn a_missing_env_key_is_named_and_no_secret_value_appears_anywhere() {
         format!("DATABASE_URL=postgres://app:{secret}@db/app\nSECRET_KEY=s3cr3t-key\n"),
     )
     .unwrap();
+    wait_until(Duration::from_secs(10), "the heal unit to finish", || {
+        env.property("web-self-heal.service", "ActiveState") != "activating"
+    });
     let output = env.selfheal(["run", "web", "--json"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(exit_code(&output), ExitCode::Success, "{stdout}");

@@ -172,7 +172,7 @@ fn stats_table(rows: &[ServiceStats]) -> String {
 
 fn paint(outcome: Outcome) -> Paint {
     match outcome {
-        Outcome::Resolved | Outcome::Healthy => Paint::Green,
+        Outcome::Resolved | Outcome::Healthy | Outcome::RestartedBySystemd => Paint::Green,
         Outcome::Failed => Paint::Red,
         Outcome::Suppressed => Paint::Yellow,
         Outcome::Planned => Paint::Blue,

@@ -29,6 +29,7 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
         dry_run: args.dry_run,
         ignore_monitor_facts: false,
         manual: started_by_a_person(),
+        from_hook: std::env::var_os("MONITOR_UNIT").is_some(),
     };
     let mails = !args.dry_run && !args.no_email && config.email.is_some();
     let flush_command = flush_command(paths);

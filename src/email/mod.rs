@@ -49,12 +49,17 @@ pub(crate) fn preflight(email: &EmailConfig) -> Result<Vec<String>, String> {
 /// Whether a run's report is worth a mail: something happened that a person should know.
 /// A healthy service, a dry run and a run that yielded to a concurrent one send nothing.
 pub(crate) fn worth_mailing(report: &Report) -> bool {
+    if report.facts.episode_reported {
+        return false;
+    }
     match report.facts.outcome {
         Outcome::Resolved | Outcome::Failed => true,
         // Loop protection gave up on the service: that needs a person. A concurrent run
         // (no diagnosis) sends its own report.
         Outcome::Suppressed => report.facts.diagnosis.is_some(),
-        Outcome::Healthy | Outcome::Planned => false,
+        // systemd's own restart worked: nothing for a person to do (crashes that keep
+        // coming are reported as such).
+        Outcome::Healthy | Outcome::RestartedBySystemd | Outcome::Planned => false,
     }
 }
 

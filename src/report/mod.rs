@@ -100,6 +100,9 @@ pub(crate) struct RunFacts {
     pub dry_run: bool,
     /// Set when loop protection's timed retry healed it: the subject says RECOVERED.
     pub recovered: Option<Recovery>,
+    /// The run is part of an episode whose owner was already told (its first FAILED or
+    /// SUPPRESSED report): recorded, printed, not mailed again.
+    pub episode_reported: bool,
 }
 
 /// The end of a loop-protection episode by a timed retry that healed the service.
@@ -162,6 +165,7 @@ impl Report {
                 post_status: None,
                 dry_run: false,
                 recovered: None,
+                episode_reported: false,
             },
             recommendations: Vec::new(),
             manual_steps: Vec::new(),
@@ -300,6 +304,7 @@ pub(crate) mod fixture {
             }),
             dry_run: false,
             recovered: None,
+            episode_reported: false,
         };
         Report::new(header, facts)
     }

@@ -208,7 +208,8 @@ pub(crate) fn gather(
         .zip(&units)
         .map(|(service, unit)| row(config, service, unit, &listeners, &history, now, window))
         .collect();
-    for row in rows.iter_mut().filter(|row| row.suppressed) {
+    // A suppressed service, or one whose FAILED run scheduled a retry.
+    for row in &mut rows {
         row.next_retry_at = state
             .episode(&row.name)
             .ok()

@@ -110,11 +110,25 @@ impl UnitSnapshot {
     /// systemd itself is busy with the unit: a queued job or a pending automatic restart.
     pub(crate) fn systemd_is_acting(&self) -> bool {
         self.job_id.is_some()
-            || self.sub_state == "auto-restart"
+            || self.restart_pending()
             || matches!(
                 self.active_state,
                 ActiveState::Activating | ActiveState::Deactivating
             )
+    }
+
+    /// An automatic restart (`Restart=`) is pending: `auto-restart`, or on systemd >= 254 also
+    /// `auto-restart-queued`.
+    pub(crate) fn restart_pending(&self) -> bool {
+        self.sub_state.starts_with("auto-restart")
+    }
+
+    /// Stopped cleanly, not failed: after a failure that is `systemctl stop` (or
+    /// `reset-failed`), a person's doing.
+    pub(crate) fn stopped_on_purpose(&self) -> bool {
+        self.active_state == ActiveState::Inactive
+            && self.result == "success"
+            && !self.systemd_is_acting()
     }
 
     /// `failed/failed (Result=exit-code)`: the state as messages show it.
