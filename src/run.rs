@@ -486,10 +486,13 @@ fn upstream_problems(
     };
     let mut problems = Vec::new();
     for ((unit, relation), state) in asked.iter().zip(&states) {
-        // What it cannot run without must be up; what it merely wants must not have failed.
-        let down = state.load_state == "not-found"
-            || state.active_state == ActiveState::Failed
-            || (*relation == "requires" && state.active_state == ActiveState::Inactive);
+        // What it cannot run without must exist and be up; what it merely wants must not
+        // have failed. A wanted unit that does not exist is no cause: systemd starts the
+        // service without it (Debian ships no tmp.mount, which every PrivateTmp= unit wants).
+        let down = state.active_state == ActiveState::Failed
+            || (*relation == "requires"
+                && (state.load_state == "not-found"
+                    || state.active_state == ActiveState::Inactive));
         if !down {
             continue;
         }

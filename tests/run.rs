@@ -604,3 +604,35 @@ fn a_failed_unit_the_service_requires_is_named_first_and_healed_first_when_monit
         "db's own run is in history: {history:?}"
     );
 }
+
+#[test]
+fn a_wanted_unit_that_does_not_exist_is_not_a_cause() {
+    // Debian's PrivateTmp= services want and wait for tmp.mount, which Debian does not ship.
+    let env = TestEnv::new();
+    let port = free_port();
+    env.config(&web_config(port, "")).sandbox
+        .add_unit(
+            "web.service",
+            &format!(
+                "[Unit]\nDescription=web\nWants=tmp.mount\nAfter=tmp.mount\n[Service]\nExecStart={} serve-demo --port {port}\n",
+                selfheal_bin().display()
+            ),
+        )
+        .unwrap();
+    env.start_listening("web", port);
+    env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
+    wait_until(Duration::from_secs(5), "web to fail", || {
+        env.property("web.service", "ActiveState") == "failed"
+    });
+
+    let (code, report) = env.run_json("web", &[]);
+
+    assert_eq!(code, ExitCode::Success, "{report:?}");
+    let diagnosis = report.diagnosis.unwrap();
+    assert!(diagnosis.upstream.is_empty(), "{diagnosis:?}");
+    assert!(
+        !diagnosis.summary.contains("tmp.mount"),
+        "{}",
+        diagnosis.summary
+    );
+}
