@@ -119,6 +119,7 @@ pub(crate) fn run<U: UnitControl>(
     let restarting = systemd_restarting(&snapshot, monitor.as_ref());
     let restarts_before = snapshot.n_restarts;
     let mut followed = None;
+    let waiting_since = Instant::now();
     if snapshot.systemd_is_acting() || restarting {
         let _waiting = SlowNotice::new(format!(
             "waiting for systemd's own start of {unit} to finish (up to verify_timeout, {})",
@@ -184,7 +185,7 @@ pub(crate) fn run<U: UnitControl>(
             )),
             (false, true) => Some(format!(
                 "systemd was already starting {unit}; selfheal waited {} ms for it instead of racing it",
-                clock.monotonic.elapsed().as_millis()
+                waiting_since.elapsed().as_millis()
             )),
             (false, false) => None,
         };
@@ -242,14 +243,13 @@ pub(crate) fn run<U: UnitControl>(
                 if !options.dry_run {
                     end_episode(state, service, "a person stopped it");
                 }
-                let mut facts = clock
+                let facts = clock
                     .facts(Outcome::Suppressed, options)
                     .diagnosis(diagnosis)
                     .reason(format!(
                         "{unit} was stopped on purpose (systemctl stop) since it failed: selfheal leaves it stopped and its episode is over"
-                    ));
-                facts.episode_reported = true;
-                facts.post_status = Some(PostStatus::from(&snapshot));
+                    ))
+                    .already_reported(&snapshot);
                 return Ok(finish(state, Report::new(header, facts), options));
             }
             // The timed retry: made whatever the count says now (the retries' growing waits
@@ -271,14 +271,13 @@ pub(crate) fn run<U: UnitControl>(
                     Some(episode),
                     options.dry_run,
                 );
-                let mut facts = clock
+                let facts = clock
                     .facts(Outcome::Suppressed, options)
                     .diagnosis(diagnosis)
                     .reason(format!(
                         "part of the episode since {since}, already reported: {next}"
-                    ));
-                facts.episode_reported = true;
-                facts.post_status = Some(PostStatus::from(&snapshot));
+                    ))
+                    .already_reported(&snapshot);
                 return Ok(finish(state, Report::new(header, facts), options));
             }
             episode if stopped => {
@@ -772,6 +771,13 @@ impl RunFacts {
 
     fn reason(mut self, reason: String) -> RunFacts {
         self.reason = Some(reason);
+        self
+    }
+
+    /// A run within an episode whose owner was told already: recorded, not mailed again.
+    fn already_reported(mut self, snapshot: &UnitSnapshot) -> RunFacts {
+        self.episode_reported = true;
+        self.post_status = Some(PostStatus::from(snapshot));
         self
     }
 }
