@@ -1,6 +1,6 @@
 //! A later retry instead of "down forever". When loop protection stops healing a service, an
 //! episode begins (`<state>/episodes/<service>.json`) and a transient systemd timer named like
-//! its heal unit (`web-self-heal.timer` starts `web-self-heal.service`) gives it one more run
+//! its heal unit (`selfheal@web.timer` starts `selfheal@web.service`) gives it one more run
 //! after `retry_after`; each retry that fails doubles the wait, up to `RETRY_CAP`, whatever
 //! loop protection's count says by then. A retry that heals it is reported as RECOVERED and
 //! ends the episode; so does a run that finds it healthy, and a person's `selfheal run` at a
@@ -51,7 +51,7 @@ pub(crate) fn is_due(episode: &Episode, now: SystemTime) -> bool {
 
 /// The transient timer that starts `service`'s heal unit later.
 pub(crate) fn timer_name(service: &ServiceConfig) -> String {
-    format!("{}-self-heal.timer", service.name)
+    format!("selfheal@{}.timer", service.name)
 }
 
 /// Makes sure the next retry of a service that loop protection stopped is scheduled, and

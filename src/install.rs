@@ -79,10 +79,9 @@ pub(crate) fn planned_files(
     for service in &config.monitored_services {
         let unit = service.unit_name();
         let heal_unit = service.heal_unit_name();
-        files.push(UnitFile {
-            path: unit_dir.join(&heal_unit),
-            contents: format!(
-                "{MARKER}\n[Unit]\nDescription=selfheal: heal {unit}\nDocumentation=man:selfheal(1)\n\
+        let contents = |note: &str| {
+            format!(
+                "{MARKER}\n{note}[Unit]\nDescription=selfheal: heal {unit}\nDocumentation=man:selfheal(1)\n\
                  # Never let a healing run be refused by a start limit.\nStartLimitIntervalSec=0\n\
                  # A report that could not be sent is retried from the outbox.\nWants={FLUSH_TIMER}\n\n\
                  [Service]\nType=oneshot\n\
@@ -93,7 +92,20 @@ pub(crate) fn planned_files(
                 command.join(" "),
                 service.name,
                 hardening(config, invocation, Some(service)),
-            ),
+            )
+        };
+        files.push(UnitFile {
+            path: unit_dir.join(&heal_unit),
+            contents: contents(""),
+        });
+        files.push(UnitFile {
+            path: unit_dir.join(service.legacy_heal_unit_name()),
+            contents: contents(&format!(
+                "# The first name of {heal_unit}, kept for whoever starts it by name. OnFailure=\n\
+                 # starts {heal_unit}: systemd would apply drop-ins of other units to this one\n\
+                 # (those in {}).\n",
+                family_drop_in_dirs(&service.legacy_heal_unit_name()).join(", ")
+            )),
         });
         files.push(UnitFile {
             path: unit_dir.join(format!("{unit}.d")).join("50-selfheal.conf"),
@@ -142,6 +154,29 @@ pub(crate) fn planned_files(
         });
     }
     files
+}
+
+/// The drop-in directories besides its own that systemd applies to `unit`: its template's
+/// (`web@.service.d` for `web@blue.service`) and one per `-` in its prefix (`app-.service.d`
+/// for `app-self-heal.service`).
+pub(crate) fn family_drop_in_dirs(unit: &str) -> Vec<String> {
+    let Some((name, suffix)) = unit.rsplit_once('.') else {
+        return Vec::new();
+    };
+    let mut dirs = Vec::new();
+    let prefix = match name.split_once('@') {
+        Some((prefix, _)) => {
+            dirs.push(format!("{prefix}@.{suffix}.d"));
+            prefix
+        }
+        None => name,
+    };
+    dirs.extend(
+        prefix
+            .match_indices('-')
+            .map(|(at, _)| format!("{}-.{suffix}.d", &prefix[..at])),
+    );
+    dirs
 }
 
 /// The sandboxing of the heal, flush and digest units: everything that does not get in the way
@@ -295,6 +330,9 @@ pub(crate) enum Change {
     Remove(PathBuf),
     /// A heal unit masked by a person (`systemctl mask`): healing stays disabled.
     KeepMasked(PathBuf),
+    /// A heal unit masked because a person masked its first name (`<name>-self-heal.service`,
+    /// the one they knew): healing stays disabled under the name `OnFailure=` now starts.
+    Mask { path: PathBuf, as_masked: PathBuf },
 }
 
 /// Compares the planned files with what `unit_dir` holds: what to create or update (only
@@ -307,6 +345,16 @@ pub(crate) fn plan_changes(
 ) -> Result<Vec<Change>, InstallError> {
     let mut changes = Vec::new();
     for file in files {
+        if let Some(legacy) = legacy_heal_unit(&file.path).filter(|legacy| is_masked(legacy))
+            && !is_masked(&file.path)
+        {
+            refuse_unless_ours_or_absent(&file.path)?;
+            changes.push(Change::Mask {
+                path: file.path.clone(),
+                as_masked: legacy,
+            });
+            continue;
+        }
         if is_masked(&file.path) {
             changes.push(Change::KeepMasked(file.path.clone()));
             continue;
@@ -321,15 +369,7 @@ pub(crate) fn plan_changes(
                 file: file.clone(),
             }),
             // Not ours, or not even readable as text: never replaced.
-            _ => {
-                return Err(InstallError {
-                    action: "refusing to overwrite",
-                    path: file.path.clone(),
-                    cause: std::io::Error::other(
-                        "selfheal did not write it (its first line is not selfheal's marker); move it away or remove it, then run install again",
-                    ),
-                });
-            }
+            _ => return Err(not_ours(&file.path)),
         }
     }
     for path in our_files(unit_dir) {
@@ -338,6 +378,31 @@ pub(crate) fn plan_changes(
         }
     }
     Ok(changes)
+}
+
+fn not_ours(path: &Path) -> InstallError {
+    InstallError {
+        action: "refusing to overwrite",
+        path: path.to_owned(),
+        cause: std::io::Error::other(
+            "selfheal did not write it (its first line is not selfheal's marker); move it away or remove it, then run install again",
+        ),
+    }
+}
+
+fn refuse_unless_ours_or_absent(path: &Path) -> Result<(), InstallError> {
+    match std::fs::read_to_string(path) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(text) if text.starts_with(MARKER) => Ok(()),
+        _ => Err(not_ours(path)),
+    }
+}
+
+/// `<dir>/selfheal@web.service` → `<dir>/web-self-heal.service`.
+fn legacy_heal_unit(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let service = name.strip_prefix("selfheal@")?.strip_suffix(".service")?;
+    Some(path.with_file_name(format!("{service}-self-heal.service")))
 }
 
 /// `systemctl mask` puts a symlink to /dev/null where the unit file would be.
@@ -359,9 +424,9 @@ fn our_files(unit_dir: &Path) -> Vec<PathBuf> {
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if (name.ends_with("-self-heal.service") || name == DIGEST_SERVICE || name == DIGEST_TIMER)
-            && ours(&path)
-        {
+        let heal_unit = name.ends_with("-self-heal.service")
+            || (name.starts_with("selfheal@") && name.ends_with(".service"));
+        if (heal_unit || name == DIGEST_SERVICE || name == DIGEST_TIMER) && ours(&path) {
             found.push(path);
         } else if name == "timers.target.d" {
             let drop_in = unit_dir.join(DIGEST_WANTED_BY);
@@ -391,6 +456,15 @@ pub(crate) fn apply(changes: &[Change]) -> Result<bool, InstallError> {
             Change::Remove(path) => {
                 std::fs::remove_file(path).map_err(failed("removing", path))?;
                 remove_empty_drop_in_dir(path);
+                changed = true;
+            }
+            Change::Mask { path, .. } => {
+                if let Err(err) = std::fs::remove_file(path)
+                    && err.kind() != std::io::ErrorKind::NotFound
+                {
+                    return Err(failed("removing", path)(err));
+                }
+                std::os::unix::fs::symlink("/dev/null", path).map_err(failed("masking", path))?;
                 changed = true;
             }
             Change::KeepMasked(_) => {}
@@ -428,6 +502,14 @@ pub(crate) fn describe(changes: &[Change]) -> String {
                     out,
                     "keep {} masked (healing disabled by hand)",
                     path.display()
+                );
+            }
+            Change::Mask { path, as_masked } => {
+                let _ = writeln!(
+                    out,
+                    "mask {} as {} is (healing disabled by hand)",
+                    path.display(),
+                    as_masked.display()
                 );
             }
         }
@@ -531,8 +613,10 @@ mod tests {
         assert_eq!(
             paths,
             [
+                "/etc/systemd/system/selfheal@web.service",
                 "/etc/systemd/system/web-self-heal.service",
                 "/etc/systemd/system/web.service.d/50-selfheal.conf",
+                "/etc/systemd/system/selfheal@db.service",
                 "/etc/systemd/system/db-self-heal.service",
                 "/etc/systemd/system/postgresql.service.d/50-selfheal.conf",
                 "/etc/systemd/system/selfheal-flush.service",
@@ -540,8 +624,28 @@ mod tests {
             ]
         );
         assert!(files[0].contents.contains("Wants=selfheal-flush.timer\n"));
+        // The first spelling runs the same; its comment says which families reach it.
+        assert_eq!(
+            files[1]
+                .contents
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>(),
+            files[0]
+                .contents
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>()
+        );
         assert!(
-            files[4].contents.contains(
+            files[1]
+                .contents
+                .contains("(those in web-.service.d, web-self-.service.d)"),
+            "{}",
+            files[1].contents
+        );
+        assert!(
+            files[6].contents.contains(
                 "ExecStart=/usr/local/bin/selfheal --config=\"/srv/my config.yml\" flush\n"
             )
         );
@@ -554,10 +658,30 @@ mod tests {
             files[0].contents
         );
         assert!(
-            files[3]
+            files[5]
                 .contents
-                .ends_with("[Unit]\nOnFailure=db-self-heal.service\n")
+                .ends_with("[Unit]\nOnFailure=selfheal@db.service\n")
         );
+    }
+
+    #[test]
+    fn the_drop_in_directories_systemd_applies_to_a_unit_are_named() {
+        assert_eq!(
+            family_drop_in_dirs("web@blue-self-heal.service"),
+            ["web@.service.d"]
+        );
+        assert_eq!(
+            family_drop_in_dirs("my-app-self-heal.service"),
+            [
+                "my-.service.d",
+                "my-app-.service.d",
+                "my-app-self-.service.d"
+            ]
+        );
+        // Only selfheal's own template's: the prefix `selfheal` has no `-`.
+        for heal_unit in ["selfheal@my-app.service", "selfheal@web@blue.service"] {
+            assert_eq!(family_drop_in_dirs(heal_unit), ["selfheal@.service.d"]);
+        }
     }
 
     /// `units/example/` shows what `install` writes for the shipped example config (for readers
@@ -577,8 +701,8 @@ mod tests {
         };
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("units/example");
         let mut files = planned_files(&config, &invocation, &root);
-        assert_eq!(files.len(), 10);
-        for file in &mut files[8..] {
+        assert_eq!(files.len(), 14);
+        for file in &mut files[12..] {
             file.path = root.parent().unwrap().join(file.path.file_name().unwrap());
         }
         for file in files {
@@ -608,11 +732,11 @@ mod tests {
         // A person's own drop-in beside ours survives, and so does its directory.
         let own = dir.path().join("web.service.d/10-mine.conf");
         std::fs::write(&own, "[Service]\nRestart=always\n").unwrap();
-        std::fs::write(&files[2].path, "[Unit]\n# hand-written\n").unwrap();
+        std::fs::write(&files[3].path, "[Unit]\n# hand-written\n").unwrap();
         let removed = remove_files(&files).unwrap();
         assert_eq!(removed.len(), files.len() - 1);
         assert!(own.exists());
-        assert!(files[2].path.exists());
+        assert!(files[3].path.exists());
         assert!(!dir.path().join("postgresql.service.d").exists());
     }
 
@@ -661,7 +785,7 @@ mod tests {
         let before = planned_files(&config(), &plain_invocation(), dir.path());
         apply(&plan_changes(&before, dir.path()).unwrap()).unwrap();
         // db leaves the config; web's healing is disabled by hand.
-        let web_heal = dir.path().join("web-self-heal.service");
+        let web_heal = dir.path().join("selfheal@web.service");
         std::fs::remove_file(&web_heal).unwrap();
         std::os::unix::fs::symlink("/dev/null", &web_heal).unwrap();
         let only_web =
@@ -672,6 +796,7 @@ mod tests {
             changes.contains(&Change::KeepMasked(web_heal.clone())),
             "{changes:?}"
         );
+        assert!(changes.contains(&Change::Remove(dir.path().join("selfheal@db.service"))));
         assert!(changes.contains(&Change::Remove(dir.path().join("db-self-heal.service"))));
         let text = describe(&changes);
         assert!(text.contains("keep "), "{text}");
@@ -684,6 +809,36 @@ mod tests {
         assert!(!dir.path().join("db-self-heal.service").exists());
         assert!(!dir.path().join("postgresql.service.d").exists());
         assert!(dir.path().join("web.service.d/50-selfheal.conf").exists());
+    }
+
+    /// Before `selfheal@web.service`, healing was disabled with `systemctl mask
+    /// web-self-heal.service`: an upgrade must not turn it back on under the new name.
+    #[test]
+    fn a_mask_of_the_first_name_carries_over_to_the_heal_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let only_web =
+            Config::parse("monitored_services:\n  - name: web\n", Path::new("t.yml")).unwrap();
+        let legacy = dir.path().join("web-self-heal.service");
+        std::os::unix::fs::symlink("/dev/null", &legacy).unwrap();
+        let files = planned_files(&only_web, &plain_invocation(), dir.path());
+        let changes = plan_changes(&files, dir.path()).unwrap();
+        let heal = dir.path().join("selfheal@web.service");
+        assert!(
+            changes.contains(&Change::Mask {
+                path: heal.clone(),
+                as_masked: legacy.clone()
+            }),
+            "{changes:?}"
+        );
+        assert!(changes.contains(&Change::KeepMasked(legacy.clone())));
+        assert!(describe(&changes).contains("mask "));
+        apply(&changes).unwrap();
+        assert_eq!(std::fs::read_link(&heal).unwrap(), Path::new("/dev/null"));
+        let again = plan_changes(&files, dir.path()).unwrap();
+        assert!(
+            again.iter().all(|c| matches!(c, Change::KeepMasked(_))),
+            "{again:?}"
+        );
     }
 
     #[test]

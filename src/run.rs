@@ -949,7 +949,7 @@ mod tests {
         // Nothing is restarted; one retry is scheduled, after the default retry_after.
         assert_eq!(
             third.calls(),
-            ["start_later web-self-heal.timer 900s"],
+            ["start_later selfheal@web.timer 900s"],
             "{report:?}"
         );
     }
@@ -989,7 +989,7 @@ mod tests {
         let calls = again.calls();
         assert_eq!(calls.len(), 1, "{calls:?}");
         assert!(
-            calls[0].starts_with("start_later web-self-heal.timer 89"),
+            calls[0].starts_with("start_later selfheal@web.timer 89"),
             "{calls:?}"
         );
         assert!(
@@ -1043,7 +1043,7 @@ mod tests {
         assert!(
             retried
                 .calls()
-                .contains(&"start_later web-self-heal.timer 1800s".to_owned()),
+                .contains(&"start_later selfheal@web.timer 1800s".to_owned()),
             "{:?}",
             retried.calls()
         );
@@ -1074,7 +1074,7 @@ mod tests {
         assert_eq!(episode.retries, 4);
         assert!(
             retried.calls().contains(&format!(
-                "start_later web-self-heal.timer {}s",
+                "start_later selfheal@web.timer {}s",
                 episode::RETRY_CAP.as_secs()
             )),
             "{:?}",
@@ -1211,7 +1211,7 @@ mod tests {
         assert!(reason.contains("activating/start-pre"), "{reason}");
         assert_eq!(
             systemd.calls(),
-            ["start_later web-self-heal.timer 900s"],
+            ["start_later selfheal@web.timer 900s"],
             "no second start, only the retry of a FAILED run"
         );
         assert_eq!(state.history().unwrap()[0].outcome, Outcome::Failed);
@@ -1243,7 +1243,7 @@ mod tests {
             "only the retry's timer: {:?}",
             again.calls()
         );
-        assert!(again.calls()[0].starts_with("start_later web-self-heal.timer 89"));
+        assert!(again.calls()[0].starts_with("start_later selfheal@web.timer 89"));
         assert_eq!(
             state.episode("web").unwrap().unwrap(),
             episode,

@@ -123,7 +123,7 @@ fn the_playbook_deploys_what_install_writes_changes_nothing_twice_and_heals() {
     );
     assert_eq!(
         env.property("web.service", "OnFailure"),
-        "web-self-heal.service"
+        "selfheal@web.service"
     );
     assert_eq!(
         env.property("selfheal-flush.timer", "ActiveState"),
@@ -160,6 +160,6 @@ fn the_playbook_deploys_what_install_writes_changes_nothing_twice_and_heals() {
     let history = env.wait_for_history(1, Duration::from_secs(30));
     assert_eq!(history[0].outcome, Outcome::Resolved, "{history:?}");
     assert_eq!(env.property("web.service", "ActiveState"), "active");
-    let heal = env.property("web-self-heal.service", "ExecStart");
+    let heal = env.property("selfheal@web.service", "ExecStart");
     assert_contains(&heal, &binary.to_string_lossy());
 }

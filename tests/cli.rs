@@ -143,7 +143,11 @@ fn check_finds_in_the_shipped_example_only_what_this_host_lacks() {
     if !Path::new("/etc/selfheal/smtp-password").exists() {
         expected.push("email: SMTP password: cannot read /etc/selfheal/smtp-password");
     }
-    let problems: Vec<&str> = stderr.lines().collect();
+    // (Where systemd answers, `check` also looks at the heal units; here it says it cannot.)
+    let problems: Vec<&str> = stderr
+        .lines()
+        .filter(|line| !line.starts_with("selfheal: warning: systemd did not answer"))
+        .collect();
     assert_eq!(problems.len(), expected.len(), "{stderr}");
     for (problem, expected) in problems.iter().zip(&expected) {
         assert_contains(problem, expected);

@@ -116,7 +116,7 @@ fn a_failure_while_the_report_is_being_sent_is_healed_too() {
         || server.data_started().exists(),
     );
     assert_eq!(
-        env.property("web-self-heal.service", "ActiveState"),
+        env.property("selfheal@web.service", "ActiveState"),
         "activating"
     );
     env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);

@@ -224,8 +224,8 @@ fn sigterm_from_systemd_mid_run_leaves_the_lock_free_and_history_whole() {
     assert_eq!(report.outcome, Outcome::Suppressed);
 
     // systemd's stop: SIGTERM to selfheal and everything in the heal unit's cgroup.
-    env.systemctl(&["stop", "web-self-heal.service"]);
-    let state = env.property("web-self-heal.service", "ActiveState");
+    env.systemctl(&["stop", "selfheal@web.service"]);
+    let state = env.property("selfheal@web.service", "ActiveState");
     assert!(state == "inactive" || state == "failed", "{state}");
 
     // The lock died with the process: the next run heals.

@@ -63,7 +63,7 @@ fn a_failed_service_is_healed_by_its_timed_retry_with_one_failed_and_one_recover
         // Its report is mailed after the history line: a failure before the heal unit has
         // ended would be merged into that run.
         wait_until(Duration::from_secs(20), "the heal unit to end", || {
-            env.property("web-self-heal.service", "ActiveState") != "activating"
+            env.property("selfheal@web.service", "ActiveState") != "activating"
         });
     }
     let history = env.history();
@@ -72,7 +72,7 @@ fn a_failed_service_is_healed_by_its_timed_retry_with_one_failed_and_one_recover
         outcomes,
         [Outcome::Failed, Outcome::Suppressed, Outcome::Suppressed]
     );
-    assert_eq!(env.property("web-self-heal.timer", "ActiveState"), "active");
+    assert_eq!(env.property("selfheal@web.timer", "ActiveState"), "active");
     let status: serde_json::Value =
         serde_json::from_slice(&env.selfheal(["status", "--json"]).stdout).unwrap();
     let web = &status["services"][0];
@@ -86,7 +86,7 @@ fn a_failed_service_is_healed_by_its_timed_retry_with_one_failed_and_one_recover
 
     let mails = server.wait_for_messages(2, Duration::from_secs(20));
     wait_until(Duration::from_secs(20), "the retry's run to end", || {
-        env.property("web-self-heal.service", "ActiveState") != "activating"
+        env.property("selfheal@web.service", "ActiveState") != "activating"
     });
     let subjects = subjects(&server);
     assert_eq!(mails.len(), 2, "{subjects:?}");
@@ -98,7 +98,7 @@ fn a_failed_service_is_healed_by_its_timed_retry_with_one_failed_and_one_recover
     );
     // The timer was transient: gone once it fired.
     wait_until(Duration::from_secs(5), "the retry timer to unload", || {
-        env.property("web-self-heal.timer", "LoadState") == "not-found"
+        env.property("selfheal@web.timer", "LoadState") == "not-found"
     });
 }
 
@@ -147,9 +147,9 @@ fn kill_together(names: &[&str], cascade: &str) -> (TestEnv, SmtpServer) {
             })
         };
         let (held, queued) = (files("outbox/held"), files("outbox"));
-        let healing = names.iter().any(|n| {
-            env.property(&format!("{n}-self-heal.service"), "ActiveState") == "activating"
-        });
+        let healing = names
+            .iter()
+            .any(|n| env.property(&format!("selfheal@{n}.service"), "ActiveState") == "activating");
         held == 0 && queued == 0 && !healing
     });
     (env, server)

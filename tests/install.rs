@@ -29,7 +29,7 @@ fn install_arms_the_hook_once_and_owns_exactly_its_files() {
     for service in ["web", "db"] {
         assert_eq!(
             env.property(&format!("{service}.service"), "OnFailure"),
-            format!("{service}-self-heal.service")
+            format!("selfheal@{service}.service")
         );
     }
 
@@ -41,21 +41,22 @@ fn install_arms_the_hook_once_and_owns_exactly_its_files() {
 
     // db leaves the config, web's healing is masked by hand: db's units go, the mask stays.
     let units = env.sandbox.unit_dir();
-    let web_heal = units.join("web-self-heal.service");
+    let web_heal = units.join("selfheal@web.service");
     std::fs::remove_file(&web_heal).unwrap();
     std::os::unix::fs::symlink("/dev/null", &web_heal).unwrap();
     env.config("monitored_services:\n  - name: web\n");
     let third = install(&env);
     assert_eq!(exit_code(&third), ExitCode::Success);
+    assert!(!units.join("selfheal@db.service").exists());
     assert!(!units.join("db-self-heal.service").exists());
     assert!(!units.join("db.service.d").exists());
     assert_eq!(env.property("db.service", "OnFailure"), "");
-    assert_eq!(env.property("web-self-heal.service", "LoadState"), "masked");
+    assert_eq!(env.property("selfheal@web.service", "LoadState"), "masked");
 
     // A unit file a person wrote at a path install wants is never replaced.
     env.config("monitored_services:\n  - name: web\n  - name: api\n");
     std::fs::write(
-        units.join("api-self-heal.service"),
+        units.join("selfheal@api.service"),
         "[Service]\nExecStart=/bin/true\n",
     )
     .unwrap();
@@ -64,7 +65,7 @@ fn install_arms_the_hook_once_and_owns_exactly_its_files() {
     assert_eq!(exit_code(&refused), ExitCode::CannotWrite, "{stderr}");
     assert_contains(&stderr, "refusing to overwrite");
     assert_eq!(
-        std::fs::read_to_string(units.join("api-self-heal.service")).unwrap(),
+        std::fs::read_to_string(units.join("selfheal@api.service")).unwrap(),
         "[Service]\nExecStart=/bin/true\n"
     );
     assert!(
@@ -101,7 +102,7 @@ fn the_installed_heal_unit_is_hardened_and_systemd_applies_it() {
     .unit("web", "ExecStart=/bin/sleep 600");
     let installed = install(&env);
     assert_eq!(exit_code(&installed), ExitCode::Success, "{installed:?}");
-    let heal = env.sandbox.unit_dir().join("web-self-heal.service");
+    let heal = env.sandbox.unit_dir().join("selfheal@web.service");
     let flush = env.sandbox.unit_dir().join("selfheal-flush.service");
     // The heal unit goes without a mount namespace (its start is the service's downtime);
     // the mail-only units have the whole set.
@@ -116,9 +117,9 @@ fn the_installed_heal_unit_is_hardened_and_systemd_applies_it() {
     );
     // systemd loaded what install wrote, not just the text.
     for (unit, property, value) in [
-        ("web-self-heal.service", "NoNewPrivileges", "yes"),
-        ("web-self-heal.service", "UMask", "0077"),
-        ("web-self-heal.service", "ProtectSystem", "no"),
+        ("selfheal@web.service", "NoNewPrivileges", "yes"),
+        ("selfheal@web.service", "UMask", "0077"),
+        ("selfheal@web.service", "ProtectSystem", "no"),
         ("selfheal-flush.service", "ProtectSystem", "full"),
         ("selfheal-flush.service", "ProtectHome", "read-only"),
         ("selfheal-flush.service", "NoNewPrivileges", "yes"),
@@ -237,5 +238,101 @@ fn uninstall_in_etc_systemd_system_also_undoes_the_readmes_enable_of_the_flush_t
     assert_ne!(
         env.property("selfheal-flush.timer", "ActiveState"),
         "active"
+    );
+}
+
+/// systemd reads `web@blue-self-heal.service` as an instance of `web@.service` (so it loads
+/// what `systemctl edit web@` wrote) and `app-self-heal.service` as one of the `app-` family
+/// (`app-.service.d/`). The unit `OnFailure=` starts must load only what install wrote.
+#[test]
+fn the_hook_starts_a_heal_unit_no_other_units_drop_ins_reach() {
+    let env = TestEnv::new();
+    env.config("monitored_services:\n  - name: web@blue\n  - name: app\n")
+        .unit("app", "ExecStart=/bin/sleep 600");
+    env.sandbox
+        .add_unit(
+            "web@.service",
+            "[Unit]\nDescription=web %i\n[Service]\nExecStart=/bin/sleep 600\n",
+        )
+        .unwrap();
+    let units = env.sandbox.unit_dir();
+    // What a person writes for the service and its family: harmless to them, fatal to a
+    // healer (it cannot write its state as nobody; a oneshot without ExecStart= never loads).
+    for (dir, text) in [
+        ("web@.service.d", "[Service]\nUser=nobody\n"),
+        ("app-.service.d", "[Service]\nExecStart=\n"),
+    ] {
+        std::fs::create_dir_all(units.join(dir)).unwrap();
+        std::fs::write(units.join(dir).join("override.conf"), text).unwrap();
+    }
+    env.install();
+    for service in ["web@blue", "app"] {
+        let unit = format!("{service}.service");
+        let heal = env.property(&unit, "OnFailure");
+        assert_eq!(env.property(&heal, "LoadState"), "loaded", "{heal}");
+        assert_eq!(env.property(&heal, "DropInPaths"), "", "{heal}");
+        assert_eq!(env.property(&heal, "User"), "", "{heal}");
+        env.systemctl(&["start", &unit]);
+        env.systemctl(&["kill", "--signal=KILL", &unit]);
+    }
+    let history = env.wait_for_history(2, std::time::Duration::from_secs(30));
+    for service in ["web@blue", "app"] {
+        let record = history.iter().find(|r| r.service == service);
+        assert_eq!(
+            record.map(|r| r.outcome.as_str()),
+            Some("resolved"),
+            "{history:?}"
+        );
+    }
+    let status = env.selfheal(["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    for row in status["services"].as_array().unwrap() {
+        assert_eq!(row["hook_armed"], true, "{row}");
+    }
+}
+
+#[test]
+fn check_refuses_a_heal_unit_that_cannot_load_and_warns_of_an_unarmed_hook() {
+    let env = TestEnv::new();
+    env.config("monitored_services:\n  - name: web\n")
+        .unit("web", "ExecStart=/bin/sleep 600");
+    let before = env.selfheal(["check"]);
+    assert_eq!(exit_code(&before), ExitCode::Success, "{before:?}");
+    let stderr = String::from_utf8_lossy(&before.stderr);
+    assert_contains(&stderr, "selfheal@web.service is not installed");
+
+    env.install();
+    let armed = env.selfheal(["check"]);
+    assert_eq!(exit_code(&armed), ExitCode::Success, "{armed:?}");
+    assert!(!String::from_utf8_lossy(&armed.stderr).contains("selfheal@web"));
+    // The hook as an older install left it.
+    let hook = env
+        .sandbox
+        .unit_dir()
+        .join("web.service.d/50-selfheal.conf");
+    let text = std::fs::read_to_string(&hook).unwrap();
+    std::fs::write(
+        &hook,
+        text.replace("selfheal@web.service", "web-self-heal.service"),
+    )
+    .unwrap();
+    env.systemctl(&["daemon-reload"]);
+    let old_hook = env.selfheal(["check"]);
+    assert_eq!(exit_code(&old_hook), ExitCode::Success, "{old_hook:?}");
+    assert_contains(
+        &String::from_utf8_lossy(&old_hook.stderr),
+        "OnFailure= of web.service does not start selfheal@web.service (it starts: web-self-heal.service): run `selfheal install`",
+    );
+    env.install();
+
+    let drop_in = env.sandbox.unit_dir().join("selfheal@.service.d");
+    std::fs::create_dir_all(&drop_in).unwrap();
+    std::fs::write(drop_in.join("broken.conf"), "[Service]\nExecStart=\n").unwrap();
+    env.systemctl(&["daemon-reload"]);
+    let broken = env.selfheal(["check"]);
+    assert_eq!(exit_code(&broken), ExitCode::Usage, "{broken:?}");
+    assert_contains(
+        &String::from_utf8_lossy(&broken.stderr),
+        "selfheal@web.service does not load (bad-setting)",
     );
 }

@@ -78,7 +78,7 @@ fn settled(env: &TestEnv, server: &SmtpServer) -> Vec<String> {
         || {
             let web = env.property("web.service", "ActiveState");
             let job = env.property("web.service", "Job");
-            let healing = env.property("web-self-heal.service", "ActiveState");
+            let healing = env.property("selfheal@web.service", "ActiveState");
             let queued = std::fs::read_dir(env.state_dir.join("outbox")).map_or(0, |dir| {
                 dir.flatten().filter(|e| e.path().is_file()).count()
             });
@@ -154,5 +154,5 @@ fn a_crash_loop_that_systemd_gives_up_on_gets_exactly_one_report_on_both_systemd
         .count();
     assert_eq!(failed, 1, "{history:?}");
     // The FAILED run is not final: its retry is scheduled.
-    assert_eq!(env.property("web-self-heal.timer", "ActiveState"), "active");
+    assert_eq!(env.property("selfheal@web.timer", "ActiveState"), "active");
 }

@@ -592,7 +592,7 @@ fn a_failed_unit_the_service_requires_is_named_first_and_healed_first_when_monit
     assert_eq!(upstream.unit, "db.service");
     assert_contains(
         upstream.action.as_deref().unwrap_or_default(),
-        "selfheal healed db.service first with db-self-heal.service; it is now active/exited",
+        "selfheal healed db.service first with selfheal@db.service; it is now active/exited",
     );
     assert_eq!(env.property("db.service", "ActiveState"), "active");
     assert_eq!(env.property("web.service", "ActiveState"), "active");

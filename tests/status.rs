@@ -35,6 +35,7 @@ struct ServiceJson {
     domain: Option<String>,
     critical: bool,
     hook_armed: bool,
+    heal_unit_load_state: String,
     healing_masked: bool,
     recent_runs: usize,
     suppressed: bool,
@@ -68,7 +69,7 @@ fn status_shows_systemds_truth_for_every_kind_of_service() {
         )
     };
     let names = [
-        "ok", "down", "idle", "ghost", "deaf", "masked", "nohook", "healed", "looping",
+        "ok", "down", "idle", "ghost", "deaf", "masked", "nohook", "healed", "looping", "broken",
     ];
     let mut yaml =
         String::from("system_name: TestHost\nowner: ops@example.org\nmonitored_services:\n");
@@ -96,16 +97,24 @@ fn status_shows_systemds_truth_for_every_kind_of_service() {
         .unit("nohook", "ExecStart=/bin/sleep 600")
         .unit("healed", "ExecStart=/bin/sleep 600")
         .unit("looping", "ExecStart=/bin/sleep 600")
+        .unit("broken", "ExecStart=/bin/sleep 600")
         .install();
     // Healing disabled by hand for one, the hook gone for another (as after a package
     // replaced the unit's drop-ins).
     let units = env.sandbox.unit_dir();
-    std::fs::remove_file(units.join("masked-self-heal.service")).unwrap();
-    std::os::unix::fs::symlink("/dev/null", units.join("masked-self-heal.service")).unwrap();
+    std::fs::remove_file(units.join("selfheal@masked.service")).unwrap();
+    std::os::unix::fs::symlink("/dev/null", units.join("selfheal@masked.service")).unwrap();
+    // A drop-in that leaves the heal unit without ExecStart=: it cannot load.
+    std::fs::create_dir_all(units.join("selfheal@broken.service.d")).unwrap();
+    std::fs::write(
+        units.join("selfheal@broken.service.d/override.conf"),
+        "[Service]\nExecStart=\n",
+    )
+    .unwrap();
     std::fs::remove_dir_all(units.join("nohook.service.d")).unwrap();
     env.systemctl(&["daemon-reload"]);
     env.start_listening("ok", ok_port);
-    for unit in ["deaf", "masked", "nohook", "healed", "looping"] {
+    for unit in ["deaf", "masked", "nohook", "healed", "looping", "broken"] {
         env.systemctl(&["start", &format!("{unit}.service")]);
     }
     // `down` fails; its heal unit would heal it: stop the hook from racing the test.
@@ -174,6 +183,12 @@ fn status_shows_systemds_truth_for_every_kind_of_service() {
     assert!(service("masked").healing_masked);
     assert!(!service("ok").healing_masked);
     assert!(!service("nohook").hook_armed);
+    let broken = service("broken");
+    assert!(
+        !broken.hook_armed,
+        "its heal unit does not load: {broken:?}"
+    );
+    assert_eq!(broken.heal_unit_load_state, "bad-setting");
     assert!(service("healed").last_healing.is_some());
     assert!(service("idle").last_healing.is_none());
     assert_eq!(service("healed").recent_runs, 0, "two hours ago, window 1h");
@@ -203,10 +218,11 @@ fn status_shows_systemds_truth_for_every_kind_of_service() {
         "TestHost self-healing status",
         "Uptime",
         "Memory",
-        "Summary: 5 running, 1 unhealthy, 1 failed, 1 inactive, 1 not found",
+        "Summary: 6 running, 1 unhealthy, 1 failed, 1 inactive, 1 not found",
         &format!(":{deaf_port} not listening"),
-        "NOT ARMED: OnFailure= of nohook.service does not start nohook-self-heal.service",
-        "healing disabled: masked-self-heal.service is masked",
+        "NOT ARMED: OnFailure= of nohook.service does not start selfheal@nohook.service",
+        "NOT ARMED: selfheal@broken.service does not load (bad-setting;",
+        "healing disabled: selfheal@masked.service is masked",
         "4/3 healing runs in the last 1h: SUPPRESSED until",
         "↳ last healing",
         "Loop protection  3 healing runs per 1h",

@@ -211,7 +211,7 @@ fn a_broken_config_is_reported_with_the_validator_output_and_not_restarted() {
     let history = env.wait_for_history(1, Duration::from_secs(30));
     assert_eq!(history[0].outcome, Outcome::Failed, "{history:?}");
     wait_until(Duration::from_secs(10), "the heal unit to finish", || {
-        env.property("web-self-heal.service", "ActiveState") != "activating"
+        env.property("selfheal@web.service", "ActiveState") != "activating"
     });
     let report = env.heal_report("web");
     assert!(
@@ -304,7 +304,7 @@ fn a_missing_env_key_is_named_and_no_secret_value_appears_anywhere() {
     )
     .unwrap();
     wait_until(Duration::from_secs(10), "the heal unit to finish", || {
-        env.property("web-self-heal.service", "ActiveState") != "activating"
+        env.property("selfheal@web.service", "ActiveState") != "activating"
     });
     let output = env.selfheal(["run", "web", "--json"]);
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -2,7 +2,8 @@
 //! the config, renders every template (built-in and overrides) against a sample report, and
 //! checks on this host what the config only names: the SMTP password file (owner, mode), the
 //! CA file (PEM), each validator command (exists, executable), the owners and groups of
-//! `database_check`. Exit 0 when all is well (warnings on stderr), 2 when not.
+//! `database_check`; and, when systemd answers, that each heal unit loads and each hook starts
+//! it. Exit 0 when all is well (warnings on stderr), 2 when not.
 
 use crate::exit_code::ExitCode;
 use crate::report::{Renderer, Report};
@@ -40,6 +41,9 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
             Err(problem) => problems.push(format!("{file}: email: {problem}")),
         },
     }
+    let (found_problems, found_warnings) = heal_units(&config);
+    problems.extend(found_problems);
+    warnings.extend(found_warnings);
     for warning in &warnings {
         eprintln!("selfheal: warning: {warning}");
     }
@@ -60,4 +64,78 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
         );
     }
     Ok(ExitCode::Success)
+}
+
+/// What systemd says of the hooks: a heal unit that is installed but cannot load is a problem
+/// (healing would fail at the next crash); a hook that does not start the heal unit yet is a
+/// warning (`install` has not run since the config changed). Nothing is checked when systemd
+/// does not answer (a build host, a container): that is said, not counted.
+fn heal_units(config: &crate::config::Config) -> (Vec<String>, Vec<String>) {
+    let units: Vec<String> = config
+        .monitored_services
+        .iter()
+        .map(crate::config::ServiceConfig::unit_name)
+        .collect();
+    let heal_units: Vec<String> = config
+        .monitored_services
+        .iter()
+        .map(crate::config::ServiceConfig::heal_unit_name)
+        .collect();
+    if units.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let answer = crate::systemd::Systemd::connect().and_then(|systemd| {
+        systemd.overview(
+            &borrowed(&units),
+            &borrowed(&heal_units),
+            std::time::Duration::from_secs(5),
+        )
+    });
+    let overviews = match answer {
+        Ok(overviews) => overviews,
+        Err(err) => {
+            return (
+                Vec::new(),
+                vec![format!(
+                    "systemd did not answer ({err}): the heal units and hooks are not checked"
+                )],
+            );
+        }
+    };
+    let (unit_rows, heal_rows) = overviews.split_at(units.len());
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    for ((unit, heal_unit), (unit_row, heal_row)) in units
+        .iter()
+        .zip(&heal_units)
+        .zip(unit_rows.iter().zip(heal_rows))
+    {
+        match heal_row.load_state.as_str() {
+            "loaded" | "masked" => {}
+            "not-found" => {
+                warnings.push(format!(
+                    "{heal_unit} is not installed: run `selfheal install`"
+                ));
+                continue;
+            }
+            other => problems.push(format!(
+                "{heal_unit} does not load ({other}): `systemctl status {heal_unit}` says why; a drop-in in /etc/systemd/system/{heal_unit}.d or /etc/systemd/system/selfheal@.service.d is the usual cause"
+            )),
+        }
+        if unit_row.load_state == "loaded" && !unit_row.on_failure.contains(heal_unit) {
+            warnings.push(format!(
+                "OnFailure= of {unit} does not start {heal_unit} (it starts: {}): run `selfheal install`",
+                if unit_row.on_failure.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    unit_row.on_failure.join(" ")
+                }
+            ));
+        }
+    }
+    (problems, warnings)
+}
+
+fn borrowed(names: &[String]) -> Vec<&str> {
+    names.iter().map(String::as_str).collect()
 }

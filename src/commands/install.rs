@@ -25,6 +25,11 @@ pub(super) fn install(paths: &Paths, args: &InstallArgs) -> Result<ExitCode, Err
             Change::Update { file, .. } => println!("updated {}", file.path.display()),
             Change::Remove(path) => println!("removed {} (no longer configured)", path.display()),
             Change::KeepMasked(path) => println!("left {} masked", path.display()),
+            Change::Mask { path, as_masked } => println!(
+                "masked {} as {} is (healing stays disabled)",
+                path.display(),
+                as_masked.display()
+            ),
         }
     }
     if !changed {

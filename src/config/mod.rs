@@ -134,7 +134,7 @@ pub(crate) struct CascadeConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ServiceConfig {
-    /// The name used on the command line, in reports and in `<name>-self-heal.service`.
+    /// The name used on the command line, in reports and in `selfheal@<name>.service`.
     pub name: String,
     /// The systemd unit; defaults to `<name>.service`. Checked when the config is loaded.
     pub unit: Option<UnitName>,
@@ -191,8 +191,17 @@ impl ServiceConfig {
             .map_or_else(|| format!("{}.service", self.name), |unit| unit.0.clone())
     }
 
-    /// The name of the oneshot unit that `OnFailure=` starts.
+    /// The name of the oneshot unit that `OnFailure=` starts: an instance of selfheal's own
+    /// template name, so systemd applies no drop-ins of the service's own family to it
+    /// (`web@.service.d/` reaches `web@blue-self-heal.service`, `app-.service.d/` reaches
+    /// `app-self-heal.service`; the prefix of `selfheal@…` is `selfheal`, which has no `-`).
     pub(crate) fn heal_unit_name(&self) -> String {
+        format!("selfheal@{}.service", self.name)
+    }
+
+    /// The heal unit's first spelling, still installed for people and scripts that start it by
+    /// name; `OnFailure=` no longer starts it.
+    pub(crate) fn legacy_heal_unit_name(&self) -> String {
         format!("{}-self-heal.service", self.name)
     }
 }
@@ -288,19 +297,20 @@ impl Config {
             }
             // `web` and `web-self-heal` cannot both be monitored: web's heal unit would be
             // web-self-heal's own unit file.
-            if let Some(other) = self
-                .monitored_services
-                .iter()
-                .find(|other| other.unit_name() == service.heal_unit_name())
-            {
-                return Err(Problem::at(
-                    &key("name"),
-                    format!(
-                        "{at}: its heal unit {} is {}'s unit: install would write one over the other; rename one of them",
-                        service.heal_unit_name(),
-                        other.name
-                    ),
-                ));
+            for heal_unit in [service.heal_unit_name(), service.legacy_heal_unit_name()] {
+                if let Some(other) = self
+                    .monitored_services
+                    .iter()
+                    .find(|other| other.unit_name() == heal_unit)
+                {
+                    return Err(Problem::at(
+                        &key("name"),
+                        format!(
+                            "{at}: its heal unit {heal_unit} is {}'s unit: install would write one over the other; rename one of them",
+                            other.name
+                        ),
+                    ));
+                }
             }
             if let Some(port) = service.port {
                 // Two services cannot both be healthy on one port: each would be "not
@@ -916,6 +926,15 @@ monitored_services:
             .unwrap_err()
             .to_string();
         assert!(err.contains(":2:11: monitored_services[0] (web): its heal unit web-self-heal.service is web-self-heal's unit"), "{err}");
+        let err = parse(
+            "monitored_services:\n  - name: web\n  - name: x\n    unit: selfheal@web.service\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("its heal unit selfheal@web.service is x's unit"),
+            "{err}"
+        );
     }
 
     #[test]

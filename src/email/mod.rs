@@ -31,7 +31,7 @@ pub(crate) fn preflight(email: &EmailConfig) -> Result<Vec<String>, String> {
         {
             // The credential exists only inside the heal unit; it cannot be checked here.
             warnings.push(format!(
-                "email.smtp.password_file is not set: the heal and flush units must get the password as the systemd credential {}, which install does not write without password_file: add `LoadCredential={0}:<file>` with `systemctl edit <name>-self-heal.service selfheal-flush.service`",
+                "email.smtp.password_file is not set: the heal and flush units must get the password as the systemd credential {}, which install does not write without password_file: add `LoadCredential={0}:<file>` with `systemctl edit selfheal@<name>.service selfheal-flush.service`",
                 transport::PASSWORD_CREDENTIAL
             ));
             smtp.username = None;

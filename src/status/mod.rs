@@ -79,7 +79,12 @@ pub(crate) struct ServiceStatus {
     pub health_detail: Option<String>,
     pub domain: Option<String>,
     pub critical: bool,
-    /// The unit's `OnFailure=` starts its heal unit.
+    /// The unit `OnFailure=` should start (`selfheal@<name>.service`).
+    pub heal_unit: String,
+    /// systemd's LoadState of the heal unit (`loaded`, `not-found`, `masked`, `bad-setting`,
+    /// …; `unknown` when systemd did not answer).
+    pub heal_unit_load_state: String,
+    /// The unit's `OnFailure=` starts its heal unit, and that unit loads as written.
     pub hook_armed: bool,
     /// The heal unit is masked: healing is disabled by hand.
     pub healing_masked: bool,
@@ -356,6 +361,8 @@ fn row(
         health_detail: None,
         domain: service.domain.clone(),
         critical: service.critical,
+        heal_unit: service.heal_unit_name(),
+        heal_unit_load_state: "unknown".into(),
         hook_armed: false,
         healing_masked: false,
         heal_unit_missing: false,
@@ -394,10 +401,12 @@ fn row(
         healthy: active && port_listening != Some(false),
         port_listening,
         port_taken_by_other,
-        hook_armed: unit
-            .on_failure
-            .iter()
-            .any(|u| *u == service.heal_unit_name()),
+        heal_unit_load_state: heal.load_state.clone(),
+        hook_armed: heal.load_state == "loaded"
+            && unit
+                .on_failure
+                .iter()
+                .any(|u| *u == service.heal_unit_name()),
         healing_masked: heal.load_state == "masked",
         heal_unit_missing: heal.load_state == "not-found",
         ..base

@@ -299,12 +299,17 @@ fn notes(row: &ServiceStatus, page: &Page, status: &Status) -> Vec<String> {
     }
     // A unit systemd does not know has no hook to speak of: NOT FOUND says it all.
     if row.unknown_reason.is_none() && row.active_state != "not-found" {
-        let heal = format!("{}-self-heal.service", row.name);
+        let heal = &row.heal_unit;
         if row.heal_unit_missing {
             notes.push(format!(
                 "↳ NOT ARMED: {heal} is not installed (selfheal install)"
             ));
-        } else if !row.hook_armed {
+        } else if !row.healing_masked && row.heal_unit_load_state != "loaded" {
+            notes.push(format!(
+                "↳ NOT ARMED: {heal} does not load ({}; systemctl status {heal} says why)",
+                printable(&row.heal_unit_load_state)
+            ));
+        } else if !row.hook_armed && !row.healing_masked {
             notes.push(format!(
                 "↳ NOT ARMED: OnFailure= of {} does not start {heal} (selfheal install)",
                 row.unit

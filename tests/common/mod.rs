@@ -333,7 +333,7 @@ impl TestEnv {
     /// written before the report is printed, so waiting for history alone races the printing.
     #[track_caller]
     pub(crate) fn heal_report(&self, service: &str) -> String {
-        let unit = format!("{service}-self-heal.service");
+        let unit = format!("selfheal@{service}.service");
         let mut report = String::new();
         wait_until(Duration::from_secs(20), "the whole report", || {
             report = self.journal(&["-u", &unit]);
