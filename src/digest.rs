@@ -137,6 +137,7 @@ impl DigestReport {
             healed_by: None,
             summary: String::new(),
             manual: false,
+            relapse: false,
         };
         let mut digest = DigestReport {
             system_name: report.header.system_name.clone(),
@@ -176,6 +177,7 @@ mod tests {
             healed_by: None,
             summary: String::new(),
             manual: false,
+            relapse: false,
         }
     }
 
@@ -199,6 +201,7 @@ mod tests {
             suppressed_at: "2026-11-29T08:00:00Z".into(),
             retries: 1,
             next_retry_at: Some("2026-11-29T09:00:00Z".into()),
+            ..Episode::default()
         };
         let digest = DigestReport::new(
             &config,

@@ -72,8 +72,7 @@ pub(crate) fn schedule_retry(
     };
     let mut episode = episode.unwrap_or_else(|| Episode {
         suppressed_at: humantime::format_rfc3339_seconds(now).to_string(),
-        retries: 0,
-        next_retry_at: None,
+        ..Episode::default()
     });
     // A retry already scheduled keeps its time, but its timer is set again: a transient timer
     // does not survive a reboot, and setting it replaces the old one.
@@ -111,6 +110,70 @@ pub(crate) fn schedule_retry(
     }
 }
 
+/// The service is healthy again: the episode is watched from now on, or over once it has
+/// been watched for `threshold_window` already. (A retry timer still set finds it healthy and
+/// does nothing.)
+pub(crate) fn watch_or_end(
+    config: &Config,
+    state: &StateDir,
+    service: &ServiceConfig,
+    mut episode: Episode,
+    why: &str,
+) {
+    let now = SystemTime::now();
+    if episode.has_stayed_healthy(Duration::from(config.threshold_window), now) {
+        end(state, service, "it stayed healthy for threshold_window");
+        return;
+    }
+    if episode.is_watching() {
+        return;
+    }
+    episode.recovered_at = Some(humantime::format_rfc3339_seconds(now).to_string());
+    episode.next_retry_at = None;
+    match state.save_episode(&service.name, &episode) {
+        Ok(()) => tracing::info!(
+            selfheal_service = %service.name,
+            "{why}: the episode ends if it stays healthy for {}",
+            config.threshold_window
+        ),
+        Err(err) => {
+            tracing::error!(selfheal_service = %service.name, "the episode cannot be recorded: {err}");
+        }
+    }
+}
+
+/// Closes `service`'s episode, saying why in the journal.
+pub(crate) fn end(state: &StateDir, service: &ServiceConfig, why: &str) {
+    match state.end_episode(&service.name) {
+        Ok(()) => {
+            tracing::info!(selfheal_service = %service.name, "loop protection's episode is over: {why}");
+        }
+        Err(err) => {
+            tracing::error!(selfheal_service = %service.name, "loop protection's episode cannot be closed: {err}");
+        }
+    }
+}
+
+/// What `flush` (every 5 minutes) does for the episodes: one whose service is active again
+/// (a person fixed it, systemd restarted it) is watched, and one watched for
+/// `threshold_window` ends. A service whose run holds its lock is left to that run.
+pub(crate) fn housekeeping(config: &Config, state: &StateDir, units: &dyn UnitControl) {
+    for (name, episode) in state.episodes().unwrap_or_default() {
+        let Some(service) = config.service(&name) else {
+            continue;
+        };
+        let Ok(Some(_lock)) = state.try_lock(&service.name) else {
+            continue;
+        };
+        let active = units.snapshot(&service.unit_name()).is_ok_and(|snapshot| {
+            snapshot.is_active() && !snapshot.restart_pending() && snapshot.job_id.is_none()
+        });
+        if active {
+            watch_or_end(config, state, service, episode, "found active by flush");
+        }
+    }
+}
+
 /// `2026-11-29T10:02:03Z` → `2026-11-29 10:02:03 UTC`.
 pub(crate) fn readable(rfc3339: &str) -> String {
     rfc3339
@@ -122,6 +185,47 @@ pub(crate) fn readable(rfc3339: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::systemd::fake::{FakeJob, FakeSystemd, unit};
+
+    /// A person fixed it (`systemctl start`, no run): the next flush sees it active and the
+    /// episode is only watched; once watched for `threshold_window` it ends. A service still
+    /// down keeps its episode as it is.
+    #[test]
+    fn flush_watches_the_episode_of_a_service_that_is_up_again_and_ends_it_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let config = Config::parse(
+            "monitored_services:\n  - name: web\n",
+            std::path::Path::new("t.yml"),
+        )
+        .unwrap();
+        let open = Episode {
+            suppressed_at: "2026-11-29T08:00:00Z".into(),
+            next_retry_at: Some("2026-11-29T09:00:00Z".into()),
+            ..Episode::default()
+        };
+        state.save_episode("web", &open).unwrap();
+        let down = FakeSystemd::new(unit("failed", "failed", "a"), FakeJob::Done, vec![]);
+        housekeeping(&config, &state, &down);
+        assert_eq!(state.episode("web").unwrap().unwrap(), open);
+
+        let up = FakeSystemd::new(unit("active", "running", "a"), FakeJob::Done, vec![]);
+        housekeeping(&config, &state, &up);
+        let watched = state.episode("web").unwrap().unwrap();
+        assert!(
+            watched.is_watching() && watched.next_retry_at.is_none(),
+            "{watched:?}"
+        );
+
+        let long_ago = SystemTime::now() - Duration::from(config.threshold_window);
+        let stale = Episode {
+            recovered_at: Some(humantime::format_rfc3339_seconds(long_ago).to_string()),
+            ..watched
+        };
+        state.save_episode("web", &stale).unwrap();
+        housekeeping(&config, &state, &up);
+        assert_eq!(state.episode("web").unwrap(), None);
+    }
 
     #[test]
     fn the_wait_doubles_per_retry_and_is_capped() {
@@ -142,6 +246,7 @@ mod tests {
             suppressed_at: String::new(),
             retries: 0,
             next_retry_at: Some(humantime::format_rfc3339_millis(t).to_string()),
+            ..Episode::default()
         };
         assert!(is_due(&at(now - Duration::from_secs(60)), now));
         assert!(is_due(&at(now + Duration::from_secs(1)), now));

@@ -139,6 +139,7 @@ pub fn report(data: &[u8]) {
         reason: Some(String::from_utf8_lossy(data).into_owned()),
         post_status: Some((&facts.snapshot).into()),
         recovered: None,
+        relapse: false,
         episode_reported: false,
         dry_run: false,
     };

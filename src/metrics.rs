@@ -28,7 +28,16 @@ pub(crate) fn update(config: &Config, state: &StateDir) {
         .map_err(|err| err.to_string())
         .and_then(|history| {
             let (queued, _) = crate::email::Outbox::backlog(state);
-            let text = render(config, &history, queued);
+            // Found healthy since (a person or a retry fixed it; `flush` looks every 5
+            // minutes): the episode is only watched, nobody is needed.
+            let watched: Vec<String> = state
+                .episodes()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, episode)| episode.is_watching())
+                .map(|(service, _)| service)
+                .collect();
+            let text = render(config, &history, &watched, queued);
             crate::atomic_file::write(path, text.as_bytes(), 0o644).map_err(|err| err.to_string())
         });
     if let Err(err) = written {
@@ -36,8 +45,14 @@ pub(crate) fn update(config: &Config, state: &StateDir) {
     }
 }
 
-/// The textfile for `history` and `queued` reports in the outbox.
-pub(crate) fn render(config: &Config, history: &[HistoryRecord], queued: usize) -> String {
+/// The textfile for `history`, the services whose episode is only `watched` (healthy again)
+/// and `queued` reports in the outbox.
+pub(crate) fn render(
+    config: &Config,
+    history: &[HistoryRecord],
+    watched: &[String],
+    queued: usize,
+) -> String {
     let mut runs: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut last_run: BTreeMap<&str, f64> = BTreeMap::new();
     let mut last_outcome: BTreeMap<&str, Outcome> = BTreeMap::new();
@@ -120,7 +135,7 @@ pub(crate) fn render(config: &Config, history: &[HistoryRecord], queued: usize) 
         let open = matches!(
             last_outcome.get(service.name.as_str()),
             Some(Outcome::Failed | Outcome::Suppressed)
-        );
+        ) && !watched.contains(&service.name);
         let _ = writeln!(
             out,
             "selfheal_episode_open{{service=\"{}\"}} {}",
@@ -163,6 +178,7 @@ mod tests {
                 format!("{service}.service failed")
             },
             manual: false,
+            relapse: false,
         }
     }
 
@@ -182,7 +198,7 @@ mod tests {
             // web yielded to a concurrent run: no summary, and its episode stays closed.
             record("web", Outcome::Suppressed, 1),
         ];
-        let text = render(&config, &history, 2);
+        let text = render(&config, &history, &[], 2);
         let scrape =
             prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
         let value = |metric: &str, labels: &[(&str, &str)]| {
@@ -218,6 +234,12 @@ mod tests {
         assert_eq!(
             value("selfheal_episode_open", &[("service", "web")]),
             Value::Gauge(0.0)
+        );
+        // A person fixed db since: its episode is watched, nobody is needed.
+        let fixed = render(&config, &history, &["db".to_owned()], 2);
+        assert!(
+            fixed.contains("selfheal_episode_open{service=\"db\"} 0\n"),
+            "{fixed}"
         );
         assert_eq!(
             value("selfheal_episode_open", &[("service", "idle")]),

@@ -190,9 +190,12 @@ pub(crate) fn run<U: UnitControl>(
             (false, false) => None,
         };
         facts.post_status = Some(PostStatus::from(&snapshot));
-        // Healthy again (a person or systemd fixed it): loop protection's episode is over.
-        if !options.dry_run && matches!(state.episode(&service.name), Ok(Some(_))) {
-            end_episode(state, service, "found healthy");
+        // Healthy again (a person or systemd fixed it): the episode is watched until it has
+        // stayed healthy for threshold_window.
+        if !options.dry_run
+            && let Ok(Some(episode)) = state.episode(&service.name)
+        {
+            episode::watch_or_end(config, state, service, episode, "found healthy");
         }
         return Ok(finish(state, Report::new(header, facts), options));
     }
@@ -229,10 +232,21 @@ pub(crate) fn run<U: UnitControl>(
                 0
             }
         };
-        let episode = state.episode(&service.name).unwrap_or_else(|err| {
-            tracing::error!(selfheal_service = %service.name, "loop protection's episode cannot be read: {err}");
-            None
-        });
+        let window = Duration::from(config.threshold_window);
+        let episode = state
+            .episode(&service.name)
+            .unwrap_or_else(|err| {
+                tracing::error!(selfheal_service = %service.name, "loop protection's episode cannot be read: {err}");
+                None
+            })
+            .filter(|episode| {
+                // Healthy for the whole window since it recovered: this failure is a new one.
+                let over = episode.has_stayed_healthy(window, SystemTime::now());
+                if over && !options.dry_run {
+                    episode::end(state, service, "it stayed healthy for threshold_window");
+                }
+                !over
+            });
         let stopped = attempts >= config.failure_threshold as usize && !options.manual;
         match episode {
             // A stopped service is left stopped: `systemctl stop` since it failed is a
@@ -241,7 +255,7 @@ pub(crate) fn run<U: UnitControl>(
                 if !options.manual && stopped_on_purpose_since(&snapshot, episode) =>
             {
                 if !options.dry_run {
-                    end_episode(state, service, "a person stopped it");
+                    episode::end(state, service, "a person stopped it");
                 }
                 let facts = clock
                     .facts(Outcome::Suppressed, options)
@@ -250,6 +264,34 @@ pub(crate) fn run<U: UnitControl>(
                         "{unit} was stopped on purpose (systemctl stop) since it failed: selfheal leaves it stopped and its episode is over"
                     ))
                     .already_reported(&snapshot);
+                return Ok(finish(state, Report::new(header, facts), options));
+            }
+            // Down again within threshold_window of recovering: the healing did not hold. The
+            // episode goes on where it was (the owner was told), with the next, longer wait.
+            Some(mut episode) if !options.manual && episode.is_watching() => {
+                let recovered_at =
+                    episode::readable(episode.recovered_at.as_deref().unwrap_or_default());
+                if !options.dry_run {
+                    episode.recovered_at = None;
+                    episode.relapses += 1;
+                }
+                let next = episode::schedule_retry(
+                    config,
+                    state,
+                    &systemd,
+                    service,
+                    Some(episode),
+                    options.dry_run,
+                );
+                let mut facts = clock
+                    .facts(Outcome::Suppressed, options)
+                    .diagnosis(diagnosis)
+                    .reason(format!(
+                        "{unit} failed again within {} of recovering at {recovered_at}: part of its episode, already reported; {next}",
+                        config.threshold_window
+                    ))
+                    .already_reported(&snapshot);
+                facts.relapse = true;
                 return Ok(finish(state, Report::new(header, facts), options));
             }
             // The timed retry: made whatever the count says now (the retries' growing waits
@@ -312,7 +354,7 @@ pub(crate) fn run<U: UnitControl>(
             Some(episode)
                 if !options.dry_run && (options.manual || episode.next_retry_at.is_none()) =>
             {
-                end_episode(state, service, "a person's run");
+                episode::end(state, service, "a person's run");
             }
             _ => {}
         }
@@ -391,24 +433,20 @@ fn after_retry(
         facts.recovered = Some(Recovery {
             failures,
             since: episode::readable(&episode.suppressed_at),
+            relapses: episode.relapses,
+            watched_for: config.threshold_window.to_string(),
         });
-        end_episode(state, service, "RECOVERED by its timed retry");
+        episode::watch_or_end(
+            config,
+            state,
+            service,
+            episode,
+            "RECOVERED by its timed retry",
+        );
     } else {
         let next = episode::schedule_retry(config, state, systemd, service, Some(episode), false);
         let reason = facts.reason.take().unwrap_or_default();
         facts.reason = Some(format!("{reason}; timed retry of loop protection: {next}"));
-    }
-}
-
-/// Closes `service`'s episode, saying why in the journal.
-fn end_episode(state: &StateDir, service: &ServiceConfig, why: &str) {
-    match state.end_episode(&service.name) {
-        Ok(()) => {
-            tracing::info!(selfheal_service = %service.name, "loop protection's episode is over: {why}");
-        }
-        Err(err) => {
-            tracing::error!(selfheal_service = %service.name, "loop protection's episode cannot be closed: {err}");
-        }
     }
 }
 
@@ -715,6 +753,7 @@ fn finish(state: &StateDir, report: Report, options: RunOptions) -> Report {
                 .map(|d| d.summary.clone())
                 .unwrap_or_default(),
             manual: options.manual,
+            relapse: report.facts.relapse,
         };
         // Recording never blocks telling: the report is still printed and mailed, and only
         // this history line is lost (loop protection then undercounts by one run).
@@ -758,6 +797,7 @@ impl RunClock {
             post_status: None,
             dry_run: options.dry_run,
             recovered: None,
+            relapse: false,
             episode_reported: false,
         }
     }
@@ -1023,14 +1063,98 @@ mod tests {
         let recovered = report.facts.recovered.as_ref().expect("RECOVERED");
         assert_eq!(recovered.failures, 3);
         assert!(
-            state.episode("web").unwrap().is_none(),
-            "RECOVERED ends the episode"
+            state
+                .episode("web")
+                .unwrap()
+                .unwrap()
+                .recovered_at
+                .is_some(),
+            "RECOVERED: the episode is watched until it stays healthy"
         );
         let subject = crate::report::Renderer::new(None).subject(&report).unwrap();
         assert!(
             subject.contains("web - RECOVERED after 3 failures since"),
             "{subject}"
         );
+    }
+
+    /// A service that dies minutes after each recovery gets fewer and fewer restarts and at
+    /// most one mail per back-off step: RECOVERED keeps the episode open (watched), a relapse
+    /// within `threshold_window` is part of it (quiet), and the next retry waits twice as long.
+    #[test]
+    fn a_relapse_after_recovered_continues_the_episode_with_a_doubled_wait() {
+        let (_dir, state) = state();
+        suppress(&state);
+        make_retry_due(&state);
+        let report = run_against(&healing(), &state, false);
+        assert!(report.facts.recovered.is_some(), "{report:?}");
+        assert!(crate::email::worth_mailing(&report));
+        let watched = state
+            .episode("web")
+            .unwrap()
+            .expect("watched after RECOVERED");
+        assert!(watched.recovered_at.is_some(), "{watched:?}");
+        assert_eq!(watched.next_retry_at, None);
+
+        let relapse = failing();
+        let report = run_against(&relapse, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Suppressed, "{report:?}");
+        assert!(report.facts.relapse);
+        assert!(
+            !crate::email::worth_mailing(&report),
+            "the relapse is part of the episode"
+        );
+        assert!(reason(&report).contains("failed again"), "{report:?}");
+        assert_eq!(
+            relapse.calls(),
+            ["start_later selfheal@web.timer 1800s"],
+            "nothing restarted; the retry after twice the wait"
+        );
+        let episode = state.episode("web").unwrap().unwrap();
+        assert_eq!((episode.recovered_at, episode.relapses), (None, 1));
+
+        make_retry_due(&state);
+        let report = run_against(&healing(), &state, false);
+        let recovered = report.facts.recovered.as_ref().expect("RECOVERED again");
+        assert_eq!(recovered.relapses, 1);
+        assert_eq!(state.episode("web").unwrap().unwrap().retries, 2);
+        let renderer = crate::report::Renderer::new(None);
+        let text = renderer.text(&report).unwrap();
+        assert!(
+            text.contains("Relapses:  it failed again 1 time after recovering"),
+            "{text}"
+        );
+        assert!(
+            renderer
+                .html(&report)
+                .unwrap()
+                .contains("once it stays healthy for 1h"),
+            "html"
+        );
+    }
+
+    #[test]
+    fn an_episode_ends_once_the_service_has_stayed_healthy_for_threshold_window() {
+        let (_dir, state) = state();
+        let long_ago = SystemTime::now() - Duration::from(config().threshold_window);
+        state
+            .save_episode(
+                "web",
+                &crate::state::Episode {
+                    suppressed_at: "2026-11-28T08:00:00Z".into(),
+                    retries: 3,
+                    next_retry_at: None,
+                    recovered_at: Some(humantime::format_rfc3339_seconds(long_ago).to_string()),
+                    relapses: 0,
+                },
+            )
+            .unwrap();
+        // A failure now is a new one: healed as a first failure, mailed, no episode.
+        let report = run_against(&healing(), &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Resolved, "{report:?}");
+        assert!(report.facts.recovered.is_none());
+        assert!(!report.facts.relapse);
+        assert!(state.episode("web").unwrap().is_none());
     }
 
     #[test]
@@ -1059,6 +1183,7 @@ mod tests {
                     suppressed_at: "2026-11-28T08:00:00Z".into(),
                     retries: 3,
                     next_retry_at: Some("2026-11-28T12:00:00Z".into()),
+                    ..crate::state::Episode::default()
                 },
             )
             .unwrap();
@@ -1083,7 +1208,7 @@ mod tests {
     }
 
     #[test]
-    fn a_run_that_finds_the_service_healthy_ends_the_episode() {
+    fn a_run_that_finds_the_service_healthy_watches_the_episode() {
         let (_dir, state) = state();
         suppress(&state);
         let healthy = FakeSystemd::new(unit("active", "running", "a"), FakeJob::Done, vec![]);
@@ -1091,7 +1216,8 @@ mod tests {
             run_against(&healthy, &state, false).facts.outcome,
             Outcome::Healthy
         );
-        assert!(state.episode("web").unwrap().is_none());
+        let episode = state.episode("web").unwrap().expect("watched");
+        assert!(episode.is_watching() && episode.next_retry_at.is_none());
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub struct HistoryRecord {
     /// Run by a person at a terminal: loop protection counts only the runs after it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub manual: bool,
+    /// It failed again within `threshold_window` of being healed: the healing before it did
+    /// not hold (the success rate counts that healing as a failure).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relapse: bool,
 }
 
 impl HistoryRecord {
@@ -330,9 +334,10 @@ impl StateDir {
     }
 }
 
-/// A service that loop protection stopped healing, until it stays healthy for
-/// `threshold_window` or a person runs it by hand (`<state>/episodes/<service>.json`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// A service that loop protection stopped healing, or a run left failed, until it stays
+/// healthy for `threshold_window` or a person runs it by hand
+/// (`<state>/episodes/<service>.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Episode {
     /// When loop protection first stopped healing it (RFC 3339).
     pub suppressed_at: String,
@@ -340,6 +345,34 @@ pub struct Episode {
     pub retries: u32,
     /// When the scheduled retry is due (RFC 3339), while one is scheduled.
     pub next_retry_at: Option<String>,
+    /// When it was last found healthy again (RFC 3339): the episode is watched until then +
+    /// `threshold_window`, and a failure before that is a relapse, part of the episode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_at: Option<String>,
+    /// How often it failed again after recovering, in this episode.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub relapses: u32,
+}
+
+// serde's `skip_serializing_if` passes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(count: &u32) -> bool {
+    *count == 0
+}
+
+impl Episode {
+    /// Recovered and watched: no retry is needed, and it is not down.
+    pub fn is_watching(&self) -> bool {
+        self.recovered_at.is_some()
+    }
+
+    /// Watched for `window` already without a relapse: the episode is over.
+    pub fn has_stayed_healthy(&self, window: std::time::Duration, now: SystemTime) -> bool {
+        self.recovered_at
+            .as_deref()
+            .and_then(|at| humantime::parse_rfc3339_weak(at).ok())
+            .is_some_and(|at| at + window <= now)
+    }
 }
 
 /// When the runs loop protection counts started, of one service's `runs` (oldest first):
@@ -411,6 +444,7 @@ mod tests {
             healed_by: None,
             summary: String::new(),
             manual: false,
+            relapse: false,
         }
     }
 

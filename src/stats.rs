@@ -15,7 +15,10 @@ pub(crate) struct ServiceStats {
     pub healthy: usize,
     /// Runs that found systemd's own `Restart=` had brought it back.
     pub restarted_by_systemd: usize,
-    /// resolved / (resolved + failed), null without a healing run.
+    /// Failures within `threshold_window` of a healing: that healing did not hold.
+    pub relapsed: usize,
+    /// Healings that held / (resolved + failed), null without a healing run: a resolved run
+    /// followed by a relapse counts as a failure.
     pub success_rate: Option<f64>,
     /// Mean duration of the resolved runs, in ms (null without one).
     pub mean_time_to_heal_ms: Option<u64>,
@@ -37,6 +40,7 @@ pub(crate) fn per_service(records: &[&HistoryRecord]) -> Vec<ServiceStats> {
                     suppressed: 0,
                     healthy: 0,
                     restarted_by_systemd: 0,
+                    relapsed: 0,
                     success_rate: None,
                     mean_time_to_heal_ms: None,
                 });
@@ -44,6 +48,7 @@ pub(crate) fn per_service(records: &[&HistoryRecord]) -> Vec<ServiceStats> {
             });
         let row = &mut rows[index];
         row.runs += 1;
+        row.relapsed += usize::from(record.relapse);
         match record.outcome {
             Outcome::Resolved => row.resolved += 1,
             Outcome::Failed => row.failed += 1,
@@ -55,7 +60,8 @@ pub(crate) fn per_service(records: &[&HistoryRecord]) -> Vec<ServiceStats> {
     }
     for row in &mut rows {
         let attempts = row.resolved + row.failed;
-        row.success_rate = (attempts > 0).then(|| row.resolved as f64 / attempts as f64);
+        let held = row.resolved.saturating_sub(row.relapsed);
+        row.success_rate = (attempts > 0).then(|| held as f64 / attempts as f64);
         let healed: Vec<u64> = records
             .iter()
             .filter(|r| r.service == row.service && r.outcome == Outcome::Resolved)

@@ -200,6 +200,7 @@ fn history_of(records: &[(&str, &str, std::time::SystemTime)], args: &[&str]) ->
                 healed_by: Some("service_restart".into()),
                 summary: (*summary).to_owned(),
                 manual: false,
+                relapse: false,
             })
             .unwrap();
     }

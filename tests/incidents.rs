@@ -102,6 +102,68 @@ fn a_failed_service_is_healed_by_its_timed_retry_with_one_failed_and_one_recover
     });
 }
 
+/// A service that dies a second after each start: its healing never holds. RECOVERED keeps
+/// the episode watched; each relapse is part of it (no mail, no restart) and waits twice as
+/// long as the last for the next retry; the success rate says it is down.
+#[test]
+fn a_service_that_relapses_after_each_recovery_backs_off_with_one_mail_per_step() {
+    let env = TestEnv::new();
+    let server = smtp(&env);
+    env.unit("web", "ExecStart=/bin/sh -c 'sleep 1; exit 3'");
+    env.config(&format!(
+        "system_name: TestHost\nfailure_threshold: 1\nretry_after: 1s\n{}monitored_services:\n  - name: web\n    verify_timeout: 900ms\n    stable_for: 300ms\n",
+        email_yaml(&env, &server)
+    ))
+    .install();
+    env.systemctl(&["start", "web.service"]);
+    // RESOLVED, SUPPRESSED (loop protection), then three back-off steps: RECOVERED by the
+    // retry, and the relapse a second later.
+    let history = env.wait_for_history(8, Duration::from_secs(60));
+    let steps: Vec<(Outcome, bool)> = history.iter().map(|r| (r.outcome, r.relapse)).collect();
+    assert_eq!(
+        steps[..8],
+        [
+            (Outcome::Resolved, false),
+            (Outcome::Suppressed, false),
+            (Outcome::Resolved, false),
+            (Outcome::Suppressed, true),
+            (Outcome::Resolved, false),
+            (Outcome::Suppressed, true),
+            (Outcome::Resolved, false),
+            (Outcome::Suppressed, true),
+        ],
+        "{history:?}"
+    );
+    // Each wait from a relapse to its retry is about twice the last (1 s, 2 s, 4 s).
+    let at = |index: usize| history[index].started().unwrap();
+    let waits: Vec<Duration> = [(3, 4), (5, 6)]
+        .iter()
+        .map(|&(relapse, retry)| at(retry).duration_since(at(relapse)).unwrap())
+        .collect();
+    assert!(
+        waits[0] >= Duration::from_millis(1_800) && waits[1] >= waits[0] + Duration::from_secs(1),
+        "{waits:?}"
+    );
+    // One mail per step at most: the relapses are not mailed.
+    wait_until(Duration::from_secs(20), "the heal unit to end", || {
+        env.property("selfheal@web.service", "ActiveState") != "activating"
+    });
+    let subjects = subjects(&server);
+    assert_eq!(subjects.len(), 5, "{subjects:?}");
+    assert_contains(&subjects[1], "TestHost: web - SUPPRESSED");
+    for recovered in &subjects[2..] {
+        assert_contains(recovered, "✅ TestHost: web - RECOVERED after ");
+    }
+    let stats = env.selfheal(["history", "--stats", "--json"]);
+    let line = String::from_utf8_lossy(&stats.stdout);
+    let stats: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    let rate = stats["success_rate"].as_f64().unwrap();
+    assert!(
+        rate <= 0.5,
+        "healings that did not hold count as failures: {stats}"
+    );
+}
+
 /// Services named `names`, all healthy, then killed together with SIGKILL; returns once
 /// every one is healed and every report delivered (no heal unit running, nothing held or
 /// queued).
@@ -206,6 +268,7 @@ fn past_run(service: &str, outcome: Outcome, hours_ago: u64, ms: u64) -> History
         healed_by: (outcome == Outcome::Resolved).then(|| "service_restart".into()),
         summary: format!("{service}.service failed"),
         manual: false,
+        relapse: false,
     }
 }
 

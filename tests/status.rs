@@ -53,6 +53,7 @@ fn record(service: &str, outcome: Outcome, minutes_ago: u64) -> HistoryRecord {
         healed_by: (outcome == Outcome::Resolved).then(|| "service_restart".into()),
         summary: format!("{service}.service was killed by SIGKILL"),
         manual: false,
+        relapse: false,
     }
 }
 

@@ -1,4 +1,5 @@
-//! `selfheal flush`: deliver the reports queued in the outbox. Exit 0 when it is empty after.
+//! `selfheal flush`: deliver the reports queued in the outbox, and look after loop
+//! protection's episodes (see `episode::housekeeping`). Exit 0 when the outbox is empty after.
 
 use crate::Error;
 use crate::exit_code::ExitCode;
@@ -22,6 +23,13 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
         Err(err) => eprintln!("selfheal: the held cascade reports stay held: {err}"),
     }
     let summary = crate::email::flush(&config, &paths.state(), None)?;
+    // Episodes of services that are up again are watched, then closed; the metrics say so.
+    if paths.state().episodes().is_ok_and(|open| !open.is_empty()) {
+        match crate::systemd::Systemd::connect() {
+            Ok(systemd) => crate::episode::housekeeping(&config, &paths.state(), &systemd),
+            Err(err) => tracing::warn!("episodes not looked after: {err}"),
+        }
+    }
     crate::metrics::update(&config, &paths.state());
     for meta in &summary.delivered {
         println!(

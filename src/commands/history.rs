@@ -192,6 +192,7 @@ mod tests {
             healed_by: (outcome == Outcome::Resolved).then(|| "service_restart".into()),
             summary: summary.into(),
             manual: false,
+            relapse: false,
         }
     }
 
@@ -282,6 +283,21 @@ mod tests {
             ),
             "{table}"
         );
+    }
+
+    /// A service that dies minutes after each healing is down, not 100 % healed.
+    #[test]
+    fn a_healing_followed_by_a_relapse_counts_as_a_failure() {
+        let healed = record("web", Outcome::Resolved, "2026-11-29T10:00:00Z", "");
+        let relapse = HistoryRecord {
+            relapse: true,
+            ..record("web", Outcome::Suppressed, "2026-11-29T10:05:00Z", "")
+        };
+        let held = record("web", Outcome::Resolved, "2026-11-29T11:00:00Z", "");
+        let records = [&healed, &relapse, &held];
+        let web = &crate::stats::per_service(&records)[0];
+        assert_eq!((web.resolved, web.relapsed), (2, 1));
+        assert_eq!(web.success_rate, Some(0.5));
     }
 
     #[test]

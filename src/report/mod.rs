@@ -100,6 +100,8 @@ pub(crate) struct RunFacts {
     pub dry_run: bool,
     /// Set when loop protection's timed retry healed it: the subject says RECOVERED.
     pub recovered: Option<Recovery>,
+    /// It failed again within `threshold_window` of a healing: part of that episode.
+    pub relapse: bool,
     /// The run is part of an episode whose owner was already told (its first FAILED or
     /// SUPPRESSED report): recorded, printed, not mailed again.
     pub episode_reported: bool,
@@ -112,6 +114,10 @@ pub(crate) struct Recovery {
     pub failures: usize,
     /// When loop protection stopped healing it (UTC, readable).
     pub since: String,
+    /// How often it failed again after recovering, in this episode.
+    pub relapses: u32,
+    /// How long it must stay healthy for the episode to end (`threshold_window`).
+    pub watched_for: String,
 }
 
 impl Report {
@@ -165,6 +171,7 @@ impl Report {
                 post_status: None,
                 dry_run: false,
                 recovered: None,
+                relapse: false,
                 episode_reported: false,
             },
             recommendations: Vec::new(),
@@ -304,6 +311,7 @@ pub(crate) mod fixture {
             }),
             dry_run: false,
             recovered: None,
+            relapse: false,
             episode_reported: false,
         };
         Report::new(header, facts)
