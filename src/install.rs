@@ -411,8 +411,9 @@ fn is_masked(path: &Path) -> bool {
 }
 
 /// The heal units and drop-ins in `unit_dir` that carry our marker (written by an earlier
-/// install, perhaps for a service since removed from the config).
-fn our_files(unit_dir: &Path) -> Vec<PathBuf> {
+/// install, perhaps for a service since removed from the config), and the masks install
+/// carried over from a heal unit's first name.
+pub(crate) fn our_files(unit_dir: &Path) -> Vec<PathBuf> {
     let ours = |path: &Path| {
         std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
             && std::fs::read_to_string(path).is_ok_and(|text| text.starts_with(MARKER))
@@ -426,7 +427,9 @@ fn our_files(unit_dir: &Path) -> Vec<PathBuf> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let heal_unit = name.ends_with("-self-heal.service")
             || (name.starts_with("selfheal@") && name.ends_with(".service"));
-        if (heal_unit || name == DIGEST_SERVICE || name == DIGEST_TIMER) && ours(&path) {
+        if (heal_unit || name == DIGEST_SERVICE || name == DIGEST_TIMER) && ours(&path)
+            || is_carried_mask(&path)
+        {
             found.push(path);
         } else if name == "timers.target.d" {
             let drop_in = unit_dir.join(DIGEST_WANTED_BY);
@@ -567,23 +570,83 @@ pub(crate) fn remove_enablement(unit_dir: &Path, unit: &str) -> Result<Vec<PathB
     Ok(removed)
 }
 
-/// Removes the files install would write, when they carry our marker, and drop-in directories
-/// left empty. Returns the removed paths.
-pub(crate) fn remove_files(files: &[UnitFile]) -> Result<Vec<PathBuf>, InstallError> {
+/// `selfheal@web.service` masked because `web-self-heal.service` is (`Change::Mask`).
+fn is_carried_mask(path: &Path) -> bool {
+    is_masked(path) && legacy_heal_unit(path).is_some_and(|legacy| is_masked(&legacy))
+}
+
+/// Removes `paths` that are ours (they carry our marker, or are a mask install carried over),
+/// and drop-in directories left empty. Returns the removed paths.
+pub(crate) fn remove_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InstallError> {
     let mut removed = Vec::new();
-    for file in files {
-        let Ok(contents) = std::fs::read_to_string(&file.path) else {
-            continue;
-        };
-        if !contents.starts_with(MARKER) {
-            tracing::warn!("leaving {}: not written by selfheal", file.path.display());
-            continue;
+    for path in paths {
+        if !is_carried_mask(path) {
+            let Ok(contents) = std::fs::read_to_string(path) else {
+                continue;
+            };
+            if !contents.starts_with(MARKER) {
+                tracing::warn!("leaving {}: not written by selfheal", path.display());
+                continue;
+            }
         }
-        std::fs::remove_file(&file.path).map_err(failed("removing", &file.path))?;
-        removed.push(file.path.clone());
-        remove_empty_drop_in_dir(&file.path);
+        std::fs::remove_file(path).map_err(failed("removing", path))?;
+        removed.push(path.clone());
+        remove_empty_drop_in_dir(path);
     }
     Ok(removed)
+}
+
+/// Every file installs wrote, in any unit directory (`<state-dir>/installed.json`), so that
+/// `uninstall` removes them all: also those of services the config no longer names, and those
+/// in a unit directory given to an earlier install.
+pub(crate) struct Manifest {
+    path: PathBuf,
+}
+
+impl Manifest {
+    pub(crate) fn new(state_dir: &Path) -> Manifest {
+        Manifest {
+            path: state_dir.join("installed.json"),
+        }
+    }
+
+    /// The recorded paths (none when there is no manifest, or it cannot be read).
+    pub(crate) fn files(&self) -> Vec<PathBuf> {
+        std::fs::read(&self.path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Records what an install in `unit_dir` left: what was recorded, plus every file of ours
+    /// now there, less what it removed.
+    pub(crate) fn record(&self, unit_dir: &Path, changes: &[Change]) -> std::io::Result<()> {
+        let mut files: std::collections::BTreeSet<PathBuf> = self.files().into_iter().collect();
+        files.extend(our_files(unit_dir));
+        for change in changes {
+            match change {
+                Change::Create(file) | Change::Update { file, .. } => {
+                    files.insert(file.path.clone());
+                }
+                Change::Mask { path, .. } => {
+                    files.insert(path.clone());
+                }
+                Change::Remove(path) => {
+                    files.remove(path);
+                }
+                Change::KeepMasked(_) => {}
+            }
+        }
+        let json = serde_json::to_vec_pretty(&files).map_err(std::io::Error::other)?;
+        crate::atomic_file::write(&self.path, &json, 0o640)
+    }
+
+    pub(crate) fn remove(&self) -> std::io::Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -733,7 +796,8 @@ mod tests {
         let own = dir.path().join("web.service.d/10-mine.conf");
         std::fs::write(&own, "[Service]\nRestart=always\n").unwrap();
         std::fs::write(&files[3].path, "[Unit]\n# hand-written\n").unwrap();
-        let removed = remove_files(&files).unwrap();
+        let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+        let removed = remove_files(&paths).unwrap();
         assert_eq!(removed.len(), files.len() - 1);
         assert!(own.exists());
         assert!(files[3].path.exists());

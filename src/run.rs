@@ -450,6 +450,16 @@ fn after_retry(
     }
 }
 
+/// True when `service`'s episode waits for a retry that is due now: its timer fired while a
+/// run of the heal unit went on, and systemd merged that start into the running unit.
+pub(crate) fn retry_came_due(state: &StateDir, service: &ServiceConfig) -> bool {
+    state
+        .episode(&service.name)
+        .ok()
+        .flatten()
+        .is_some_and(|episode| episode::is_due(&episode, SystemTime::now()))
+}
+
 /// True when a run started by the OnFailure= hook healed the service, but it has failed again
 /// since (while the report was printed and mailed). systemd merges that failure's OnFailure=
 /// start into this still-running heal unit, so nobody else will heal it: the caller runs
@@ -1155,6 +1165,22 @@ mod tests {
         assert!(report.facts.recovered.is_none());
         assert!(!report.facts.relapse);
         assert!(state.episode("web").unwrap().is_none());
+    }
+
+    /// The retry's timer fired during a quiet run of the episode: systemd merged that start
+    /// into the running heal unit, so the run that ends finds the retry due and makes it.
+    #[test]
+    fn a_retry_that_came_due_during_a_run_is_not_lost() {
+        let (_dir, state) = state();
+        let service = &config().monitored_services[0];
+        assert!(!retry_came_due(&state, service), "no episode");
+        suppress(&state);
+        assert!(!retry_came_due(&state, service), "due in 15 min");
+        make_retry_due(&state);
+        assert!(retry_came_due(&state, service));
+        // Made: the next is scheduled later, so the run ends there.
+        run_against(&failing(), &state, false);
+        assert!(!retry_came_due(&state, service));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `selfheal install` against a real systemd in a sandbox: the hook as systemd reports it, a
 //! second install that changes and reloads nothing, a foreign unit file left alone, a removed
 //! service's units gone, a masked heal unit kept masked, the heal unit's hardening as systemd
-//! loaded it, and an uninstall that leaves no trace.
+//! loaded it, an uninstall that leaves no trace (also of services the config no longer names,
+//! and no retry timer), heal units no other unit's drop-ins reach, and `check` of them.
 
 mod common;
 
@@ -153,8 +154,9 @@ fn the_installed_heal_unit_is_hardened_and_systemd_applies_it() {
 #[test]
 fn uninstall_leaves_no_trace_of_what_install_wrote() {
     let env = TestEnv::new();
-    env.config("digest: daily\nmonitored_services:\n  - name: web\n")
-        .unit("web", "ExecStart=/bin/sleep 600");
+    env.config("digest: daily\nmonitored_services:\n  - name: web\n  - name: db\n")
+        .unit("web", "ExecStart=/bin/false")
+        .unit("db", "ExecStart=/bin/sleep 600");
     let units = env.sandbox.unit_dir();
     let listing = |dir: &std::path::Path| {
         let mut names: Vec<String> = walk(dir)
@@ -171,11 +173,23 @@ fn uninstall_leaves_no_trace_of_what_install_wrote() {
         "active"
     );
     assert!(listing(&units).len() > before.len());
+    // A run that fails leaves its retry timer; db leaves the config without an install.
+    let (_, report) = env.run_json("web", &[]);
+    assert_eq!(report.outcome, selfheal::outcome::Outcome::Failed);
+    assert_eq!(env.property("selfheal@web.timer", "ActiveState"), "active");
+    env.config("digest: daily\nmonitored_services:\n  - name: web\n");
 
     let output = env.selfheal(["uninstall", "--unit-dir", &units.to_string_lossy()]);
     assert_eq!(exit_code(&output), ExitCode::Success, "{output:?}");
     assert_eq!(listing(&units), before, "every file install wrote is gone");
     assert_eq!(env.property("web.service", "OnFailure"), "");
+    assert_eq!(env.property("db.service", "OnFailure"), "");
+    assert_eq!(
+        env.property("selfheal@web.timer", "LoadState"),
+        "not-found",
+        "the retry timer is gone"
+    );
+    assert!(!env.state_dir.join("installed.json").exists());
     assert_ne!(
         env.property("selfheal-digest.timer", "ActiveState"),
         "active"

@@ -19,6 +19,16 @@ pub(super) fn install(paths: &Paths, args: &InstallArgs) -> Result<ExitCode, Err
         return Ok(ExitCode::Success);
     }
     let changed = install::apply(&changes)?;
+    // What uninstall must remove, wherever it was written: recorded before anything else can
+    // fail. A state directory that cannot be written costs uninstall's memory, not the hooks.
+    if let Err(err) = paths
+        .state()
+        .ensure("")
+        .map_err(|err| std::io::Error::other(err.to_string()))
+        .and_then(|dir| install::Manifest::new(&dir).record(&args.unit_dir, &changes))
+    {
+        eprintln!("selfheal: warning: the list of installed files is not kept: {err}");
+    }
     for change in &changes {
         match change {
             Change::Create(file) => println!("wrote {}", file.path.display()),
@@ -73,7 +83,18 @@ fn digest_timer(changes: &[Change]) -> Result<(), Error> {
 }
 
 pub(super) fn uninstall(paths: &Paths, args: &UninstallArgs) -> Result<ExitCode, Error> {
-    let mut removed = install::remove_files(&planned(paths, &args.unit_dir)?)?;
+    // What this config plans, what any install left in this unit directory, and what the
+    // manifest says installs wrote anywhere.
+    let manifest = install::Manifest::new(&paths.state_dir);
+    let mut candidates: Vec<std::path::PathBuf> = planned(paths, &args.unit_dir)?
+        .into_iter()
+        .map(|file| file.path)
+        .chain(install::our_files(&args.unit_dir))
+        .chain(manifest.files())
+        .collect();
+    candidates.sort();
+    candidates.dedup();
+    let mut removed = install::remove_files(&candidates)?;
     // `systemctl enable selfheal-flush.timer` (the README's step) left a link to it.
     removed.extend(install::remove_enablement(
         &args.unit_dir,
@@ -87,8 +108,32 @@ pub(super) fn uninstall(paths: &Paths, args: &UninstallArgs) -> Result<ExitCode,
         // A removed timer that is still running would go on firing a unit that is gone.
         let removed: Vec<Change> = removed.into_iter().map(Change::Remove).collect();
         digest_timer(&removed)?;
+        stop_transient_timers(paths)?;
+    }
+    if let Err(err) = manifest.remove() {
+        eprintln!("selfheal: warning: the list of installed files stays behind: {err}");
     }
     Ok(ExitCode::Success)
+}
+
+/// Stops the retry and cascade timers runs started (transient: stopped, they are gone), so
+/// none fires a heal unit that uninstall removed.
+fn stop_transient_timers(paths: &Paths) -> Result<(), Error> {
+    let systemd = Systemd::connect()?;
+    // The retry timers' first name, of the services configured now.
+    let legacy: Vec<String> = paths
+        .load_config()?
+        .monitored_services
+        .iter()
+        .map(|service| format!("{}-self-heal.timer", service.name))
+        .collect();
+    let mut patterns = vec!["selfheal@*.timer", "selfheal-cascade-*.timer"];
+    patterns.extend(legacy.iter().map(String::as_str));
+    for timer in systemd.units_matching(&patterns)? {
+        systemd.stop(&timer)?;
+        println!("stopped {timer}");
+    }
+    Ok(())
 }
 
 fn planned(paths: &Paths, unit_dir: &Path) -> Result<Vec<UnitFile>, Error> {

@@ -39,6 +39,7 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
         // Joining the cascade ledger writes a file: it happens beside healing, not before it.
         let mut joining =
             mails.then(|| scope.spawn(|| crate::cascade::arrive(&config, &state, &service.name)));
+        let mut made_the_due_retry = false;
         loop {
             let report = run::run(&config, &state, service, options, &run::Host::real())?;
             let renderer =
@@ -70,6 +71,19 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
             // systemd merged this failure's OnFailure= start into this run: nobody else heals it.
             if !args.json && run::failed_again_while_finishing(&report, service)? {
                 options.ignore_monitor_facts = true;
+                continue;
+            }
+            // The episode's retry timer fired while this run went on: systemd merged that start
+            // into this run, so the retry is made now (once: a retry that cannot be recorded
+            // stays due).
+            if !args.dry_run
+                && !args.json
+                && !made_the_due_retry
+                && run::retry_came_due(&state, service)
+            {
+                made_the_due_retry = true;
+                options.ignore_monitor_facts = true;
+                options.from_hook = false;
                 continue;
             }
             return Ok(report.facts.outcome.exit_code());

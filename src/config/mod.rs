@@ -98,9 +98,14 @@ impl TryFrom<String> for RetryAfter {
         if text == "never" {
             return Ok(RetryAfter::Never);
         }
-        text.parse()
-            .map(RetryAfter::After)
-            .map_err(|err| format!("{err}, or never"))
+        let after: HumanDuration = text.parse().map_err(|err| format!("{err}, or never"))?;
+        // Below a second a failed retry would start the next at once: a restart loop.
+        if Duration::from(after) < Duration::from_secs(1) {
+            return Err(format!(
+                "at least 1s, not {text} (a retry at once after a failed one is a restart loop); write never to turn retries off"
+            ));
+        }
+        Ok(RetryAfter::After(after))
     }
 }
 
@@ -907,6 +912,15 @@ monitored_services:
             "{err}"
         );
         assert!(err.contains("or never"), "{err}");
+        for zero in ["0s", "500ms"] {
+            let err = parse(&format!("retry_after: {zero}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(":1:14: retry_after: at least 1s, not "),
+                "{err}"
+            );
+        }
         let err = parse("digest: hourly\n").unwrap_err().to_string();
         assert!(err.contains("daily"), "{err}");
     }

@@ -549,6 +549,13 @@ impl Systemd {
         }
     }
 
+    /// The names of the loaded units that match any of `patterns` (shell globs).
+    pub(crate) fn units_matching(&self, patterns: &[&str]) -> Result<Vec<String>, SystemdError> {
+        zbus::block_on(self.manager.list_units_by_patterns(&[], patterns))
+            .map(|rows| rows.into_iter().map(|row| row.0).collect())
+            .map_err(call_error("ListUnitsByPatterns"))
+    }
+
     /// Queues a job with `queue` (StartUnit, RestartUnit, …) and waits until systemd removes
     /// it, at most `timeout`. The JobRemoved stream is opened first, so the removal of a fast
     /// job cannot slip past.

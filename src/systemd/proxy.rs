@@ -45,6 +45,26 @@ pub trait Manager {
             OwnedObjectPath,
         )>,
     >;
+    /// The same rows for the loaded units whose names match `patterns` (shell globs).
+    #[allow(clippy::type_complexity)]
+    fn list_units_by_patterns(
+        &self,
+        states: &[&str],
+        patterns: &[&str],
+    ) -> zbus::Result<
+        Vec<(
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            OwnedObjectPath,
+            u32,
+            String,
+            OwnedObjectPath,
+        )>,
+    >;
     fn reload(&self) -> zbus::Result<()>;
 
     #[zbus(signal)]
