@@ -128,6 +128,8 @@ pub enum Command {
 }
 
 /// Arguments of `run`.
+// Command-line flags, each its own switch.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The monitored service (its `name`, with or without .service)
@@ -142,6 +144,10 @@ pub struct RunArgs {
     /// Print the result as one JSON object
     #[arg(long)]
     pub json: bool,
+    /// A person's run: heal even under loop protection, end the episode and start its count
+    /// afresh (at a terminal, selfheal asks instead when loop protection holds)
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Arguments of `status`.

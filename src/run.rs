@@ -43,7 +43,8 @@ pub(crate) struct RunOptions {
     pub dry_run: bool,
     /// The `MONITOR_*` variables describe an earlier failure than the one to heal now.
     pub ignore_monitor_facts: bool,
-    /// A person runs it at a terminal: always allowed, and it ends loop protection's episode.
+    /// A person's run (`--force`, or a `y` typed at a terminal when loop protection held it):
+    /// always allowed, and it ends loop protection's episode.
     pub manual: bool,
     /// The `OnFailure=` hook started it (`$MONITOR_UNIT` is set): within an episode such a run
     /// waits for the episode's retry. A run started any other way (the retry's timer, a
@@ -448,6 +449,30 @@ fn after_retry(
         let reason = facts.reason.take().unwrap_or_default();
         facts.reason = Some(format!("{reason}; timed retry of loop protection: {next}"));
     }
+}
+
+/// Why loop protection would stop a run of `service` now (the sentence a person is asked
+/// about at a terminal), or `None` when it would not.
+pub(crate) fn held_by_loop_protection(
+    config: &Config,
+    state: &StateDir,
+    service: &ServiceConfig,
+) -> Option<String> {
+    let window = Duration::from(config.threshold_window);
+    let attempts = state
+        .healing_attempts_since(&service.name, SystemTime::now() - window)
+        .ok()?;
+    let due = state
+        .episode(&service.name)
+        .ok()
+        .flatten()
+        .is_some_and(|episode| episode::is_due(&episode, SystemTime::now()));
+    (attempts >= config.failure_threshold as usize && !due).then(|| {
+        format!(
+            "loop protection holds {}: {attempts} healing runs within {} (failure_threshold {})",
+            service.name, config.threshold_window, config.failure_threshold
+        )
+    })
 }
 
 /// True when `service`'s episode waits for a retry that is due now: its timer fired while a

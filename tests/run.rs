@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
@@ -635,4 +636,72 @@ fn a_wanted_unit_that_does_not_exist_is_not_a_cause() {
         "{}",
         diagnosis.summary
     );
+}
+
+/// Loop protection yields to a person, not to whatever has a terminal: a run inside
+/// `script(1)` (a pty, as `expect` or a loop in tmux have) is only asked, and end of input is
+/// a no; a typed `y` or `--force` is a person's run, after which the count starts afresh.
+#[test]
+fn only_a_person_who_says_so_overrides_loop_protection() {
+    let env = TestEnv::new();
+    env.config("failure_threshold: 1\nmonitored_services:\n  - name: web\n    verify_timeout: 3s\n    stable_for: 200ms\n")
+        .unit("web", "ExecStart=/bin/sleep 600");
+    let kill = || {
+        env.systemctl(&["start", "web.service"]);
+        env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
+        wait_until(Duration::from_secs(10), "web to fail", || {
+            env.property("web.service", "ActiveState") == "failed"
+        });
+    };
+    // `selfheal run web` at a pseudo-terminal, with `input` typed into it.
+    let at_a_terminal = |input: &str| {
+        let command = format!(
+            "{} --config {} --state-dir {} run web",
+            selfheal_bin().display(),
+            env.config_path.display(),
+            env.state_dir.display()
+        );
+        let mut child = env
+            .sandbox
+            .command("script")
+            .args(["-qec", &command, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        drop(stdin);
+        let output = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let last = |env: &TestEnv| env.history().pop().expect("a run recorded");
+
+    kill();
+    assert_eq!(env.run_json("web", &[]).1.outcome, Outcome::Resolved);
+    kill();
+    let asked = at_a_terminal("");
+    assert_contains(
+        &asked,
+        "loop protection holds web: 1 healing runs within 1h",
+    );
+    assert_contains(&asked, "[y/N]");
+    let record = last(&env);
+    assert_eq!(
+        (record.outcome, record.manual),
+        (Outcome::Suppressed, false)
+    );
+    assert_eq!(env.property("web.service", "ActiveState"), "failed");
+
+    at_a_terminal("y\n");
+    let record = last(&env);
+    assert_eq!((record.outcome, record.manual), (Outcome::Resolved, true));
+    // The count starts afresh after a person's run: the next failure is healed.
+    kill();
+    assert_eq!(env.run_json("web", &[]).1.outcome, Outcome::Resolved);
+    kill();
+    assert_eq!(env.run_json("web", &[]).1.outcome, Outcome::Suppressed);
+    let (_, forced) = env.run_json("web", &["--force"]);
+    assert_eq!(forced.outcome, Outcome::Resolved);
+    assert!(last(&env).manual);
 }

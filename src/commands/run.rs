@@ -25,10 +25,15 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
     tracing::debug!("config loaded");
     let state = paths.state();
     let service = find_service(&config, &args.service)?;
+    let manual = args.force
+        || (!args.dry_run
+            && at_a_terminal()
+            && run::held_by_loop_protection(&config, &state, service)
+                .is_some_and(|held| a_person_says_yes(&held)));
     let mut options = RunOptions {
         dry_run: args.dry_run,
         ignore_monitor_facts: false,
-        manual: started_by_a_person(),
+        manual,
         from_hook: std::env::var_os("MONITOR_UNIT").is_some(),
     };
     let mails = !args.dry_run && !args.no_email && config.email.is_some();
@@ -118,11 +123,27 @@ fn flush_command(paths: &Paths) -> Vec<String> {
     ]
 }
 
-/// A person at a terminal (stdin and stdout), not systemd (which sets `$INVOCATION_ID` in
-/// every unit it runs) nor a script: such a run is always allowed and resets loop protection.
-fn started_by_a_person() -> bool {
+/// Run at a terminal (stdin and stdout), not by systemd (which sets `$INVOCATION_ID` in every
+/// unit it runs). A script can have a terminal too (`script(1)`, `expect`, a loop in tmux):
+/// having one only earns the question, never the override.
+fn at_a_terminal() -> bool {
     use std::io::IsTerminal;
     std::env::var_os("INVOCATION_ID").is_none()
         && std::io::stdin().is_terminal()
         && std::io::stdout().is_terminal()
+}
+
+/// Asks on the terminal whether to override loop protection; only a typed `y` or `yes` is a
+/// yes (end of input, as from a script, is a no).
+fn a_person_says_yes(held: &str) -> bool {
+    use std::io::Write as _;
+    eprint!(
+        "selfheal: {held}.\nHeal it anyway, end its episode and start the count afresh? [y/N] "
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
