@@ -94,6 +94,9 @@ pub enum Command {
     History(HistoryArgs),
     /// Deliver reports queued in the outbox
     Flush,
+    /// Look at the restarts systemd made by itself since the last look: record them where
+    /// OnFailure= does not fire for them, report a crash loop once (selfheal-watch.timer)
+    Watch,
     /// Print and mail the summary of the last 24 h: per service runs, success rate, mean time
     /// to heal; loop protection's episodes; the outbox
     Digest(DigestArgs),

@@ -138,6 +138,7 @@ impl DigestReport {
             summary: String::new(),
             manual: false,
             relapse: false,
+            restarts: 0,
         };
         let mut digest = DigestReport {
             system_name: report.header.system_name.clone(),
@@ -178,6 +179,7 @@ mod tests {
             summary: String::new(),
             manual: false,
             relapse: false,
+            restarts: 0,
         }
     }
 
@@ -240,7 +242,9 @@ mod tests {
         );
         let text = renderer.text(&digest).unwrap();
         assert!(
-            text.contains("web         3         2       1           0      67%        400 ms"),
+            text.contains(
+                "web         3         2       1           0           0      67%        400 ms"
+            ),
             "{text}"
         );
         assert!(

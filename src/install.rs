@@ -52,14 +52,20 @@ fn heal_timeout(config: &Config, service: &crate::config::ServiceConfig) -> std:
 pub(crate) const FLUSH_SERVICE: &str = "selfheal-flush.service";
 pub(crate) const FLUSH_TIMER: &str = "selfheal-flush.timer";
 
+/// `selfheal watch` every 30 s (the restarts systemd makes by itself), on every host; the
+/// drop-in makes `timers.target` want the timer, so it runs from boot without an enable.
+pub(crate) const WATCH_SERVICE: &str = "selfheal-watch.service";
+pub(crate) const WATCH_TIMER: &str = "selfheal-watch.timer";
+const WATCH_WANTED_BY: &str = "timers.target.d/50-selfheal-watch.conf";
+
 /// The daily digest's units, written only with `digest: daily`; the drop-in makes
 /// `timers.target` want the timer, as `systemctl enable` would, but in a file install owns.
 pub(crate) const DIGEST_SERVICE: &str = "selfheal-digest.service";
 pub(crate) const DIGEST_TIMER: &str = "selfheal-digest.timer";
 const DIGEST_WANTED_BY: &str = "timers.target.d/50-selfheal-digest.conf";
 
-/// The files for every monitored service, plus the outbox flush service and timer (and the
-/// digest's, when the config asks for one).
+/// The files for every monitored service, plus the outbox flush service and timer, the watch
+/// service and timer (and the digest's, when the config asks for one).
 pub(crate) fn planned_files(
     config: &Config,
     invocation: &Invocation,
@@ -75,49 +81,17 @@ pub(crate) fn planned_files(
             quote_arg(&path.to_string_lossy())
         ));
     }
-    let mut files = Vec::new();
-    for service in &config.monitored_services {
-        let unit = service.unit_name();
-        let heal_unit = service.heal_unit_name();
-        let contents = |note: &str| {
-            format!(
-                "{MARKER}\n{note}[Unit]\nDescription=selfheal: heal {unit}\nDocumentation=man:selfheal(1)\n\
-                 # Never let a healing run be refused by a start limit.\nStartLimitIntervalSec=0\n\
-                 # A report that could not be sent is retried from the outbox.\nWants={FLUSH_TIMER}\n\n\
-                 [Service]\nType=oneshot\n\
-                 # systemd gives a oneshot no start timeout: a hung run would live forever and\n\
-                 # fold every later OnFailure= start into itself. Its worst case, with a margin:\n\
-                 TimeoutStartSec={}s\nExecStart={} run {}\n{}",
-                heal_timeout(config, service).as_secs(),
-                command.join(" "),
-                service.name,
-                hardening(config, invocation, Some(service)),
-            )
-        };
-        files.push(UnitFile {
-            path: unit_dir.join(&heal_unit),
-            contents: contents(""),
-        });
-        files.push(UnitFile {
-            path: unit_dir.join(service.legacy_heal_unit_name()),
-            contents: contents(&format!(
-                "# The first name of {heal_unit}, kept for whoever starts it by name. OnFailure=\n\
-                 # starts {heal_unit}: systemd would apply drop-ins of other units to this one\n\
-                 # (those in {}).\n",
-                family_drop_in_dirs(&service.legacy_heal_unit_name()).join(", ")
-            )),
-        });
-        files.push(UnitFile {
-            path: unit_dir.join(format!("{unit}.d")).join("50-selfheal.conf"),
-            contents: format!("{MARKER}\n[Unit]\nOnFailure={heal_unit}\n"),
-        });
-    }
+    let command = command.join(" ");
+    let mut files: Vec<UnitFile> = config
+        .monitored_services
+        .iter()
+        .flat_map(|service| service_files(config, invocation, &command, unit_dir, service))
+        .collect();
     let mailing_oneshot = |description: &str, verb: &str| {
         format!(
             "{MARKER}\n[Unit]\nDescription=selfheal: {description}\n\
              Documentation=man:selfheal(1)\nWants=network-online.target\nAfter=network-online.target\n\n\
-             [Service]\nType=oneshot\nExecStart={} {verb}\n{}",
-            command.join(" "),
+             [Service]\nType=oneshot\nExecStart={command} {verb}\n{}",
             hardening(config, invocation, None),
         )
     };
@@ -134,6 +108,25 @@ pub(crate) fn planned_files(
              [Timer]\nOnBootSec=1min\nOnUnitInactiveSec=5min\nRandomizedDelaySec=20s\n\n\
              [Install]\nWantedBy=timers.target\n"
         ),
+    });
+    files.push(UnitFile {
+        path: unit_dir.join(WATCH_SERVICE),
+        contents: mailing_oneshot(
+            "look at the restarts systemd made by itself; report a crash loop",
+            "watch",
+        ),
+    });
+    files.push(UnitFile {
+        path: unit_dir.join(WATCH_TIMER),
+        contents: format!(
+            "{MARKER}\n[Unit]\nDescription=selfheal: watch for restarts systemd makes by itself\n\
+             Documentation=man:selfheal(1)\n\n\
+             [Timer]\nOnActiveSec=30s\nOnUnitActiveSec=30s\nAccuracySec=1s\n"
+        ),
+    });
+    files.push(UnitFile {
+        path: unit_dir.join(WATCH_WANTED_BY),
+        contents: format!("{MARKER}\n[Unit]\nWants={WATCH_TIMER}\n"),
     });
     if config.digest == Some(DigestSchedule::Daily) {
         files.push(UnitFile {
@@ -154,6 +147,52 @@ pub(crate) fn planned_files(
         });
     }
     files
+}
+
+/// One service's heal unit (under both its names) and the drop-in that arms its hook.
+/// `command` is selfheal with its paths, quoted for `ExecStart=`.
+fn service_files(
+    config: &Config,
+    invocation: &Invocation,
+    command: &str,
+    unit_dir: &Path,
+    service: &ServiceConfig,
+) -> [UnitFile; 3] {
+    let unit = service.unit_name();
+    let heal_unit = service.heal_unit_name();
+    let contents = |note: &str| {
+        format!(
+            "{MARKER}\n{note}[Unit]\nDescription=selfheal: heal {unit}\nDocumentation=man:selfheal(1)\n\
+             # Never let a healing run be refused by a start limit.\nStartLimitIntervalSec=0\n\
+             # A report that could not be sent is retried from the outbox.\nWants={FLUSH_TIMER}\n\n\
+             [Service]\nType=oneshot\n\
+             # systemd gives a oneshot no start timeout: a hung run would live forever and\n\
+             # fold every later OnFailure= start into itself. Its worst case, with a margin:\n\
+             TimeoutStartSec={}s\nExecStart={command} run {}\n{}",
+            heal_timeout(config, service).as_secs(),
+            service.name,
+            hardening(config, invocation, Some(service)),
+        )
+    };
+    [
+        UnitFile {
+            path: unit_dir.join(&heal_unit),
+            contents: contents(""),
+        },
+        UnitFile {
+            path: unit_dir.join(service.legacy_heal_unit_name()),
+            contents: contents(&format!(
+                "# The first name of {heal_unit}, kept for whoever starts it by name. OnFailure=\n\
+                 # starts {heal_unit}: systemd would apply drop-ins of other units to this one\n\
+                 # (those in {}).\n",
+                family_drop_in_dirs(&service.legacy_heal_unit_name()).join(", ")
+            )),
+        },
+        UnitFile {
+            path: unit_dir.join(format!("{unit}.d")).join("50-selfheal.conf"),
+            contents: format!("{MARKER}\n[Unit]\nOnFailure={heal_unit}\n"),
+        },
+    ]
 }
 
 /// The drop-in directories besides its own that systemd applies to `unit`: its template's
@@ -427,14 +466,16 @@ pub(crate) fn our_files(unit_dir: &Path) -> Vec<PathBuf> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let heal_unit = name.ends_with("-self-heal.service")
             || (name.starts_with("selfheal@") && name.ends_with(".service"));
-        if (heal_unit || name == DIGEST_SERVICE || name == DIGEST_TIMER) && ours(&path)
-            || is_carried_mask(&path)
-        {
+        let timer_unit =
+            [DIGEST_SERVICE, DIGEST_TIMER, WATCH_SERVICE, WATCH_TIMER].contains(&name.as_str());
+        if (heal_unit || timer_unit) && ours(&path) || is_carried_mask(&path) {
             found.push(path);
         } else if name == "timers.target.d" {
-            let drop_in = unit_dir.join(DIGEST_WANTED_BY);
-            if ours(&drop_in) {
-                found.push(drop_in);
+            for drop_in in [DIGEST_WANTED_BY, WATCH_WANTED_BY] {
+                let drop_in = unit_dir.join(drop_in);
+                if ours(&drop_in) {
+                    found.push(drop_in);
+                }
             }
         } else if name.ends_with(".service.d") {
             let drop_in = path.join("50-selfheal.conf");
@@ -684,6 +725,9 @@ mod tests {
                 "/etc/systemd/system/postgresql.service.d/50-selfheal.conf",
                 "/etc/systemd/system/selfheal-flush.service",
                 "/etc/systemd/system/selfheal-flush.timer",
+                "/etc/systemd/system/selfheal-watch.service",
+                "/etc/systemd/system/selfheal-watch.timer",
+                "/etc/systemd/system/timers.target.d/50-selfheal-watch.conf",
             ]
         );
         assert!(files[0].contents.contains("Wants=selfheal-flush.timer\n"));
@@ -764,9 +808,11 @@ mod tests {
         };
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("units/example");
         let mut files = planned_files(&config, &invocation, &root);
-        assert_eq!(files.len(), 14);
+        assert_eq!(files.len(), 17);
+        // The units every host gets are shipped once, in units/.
         for file in &mut files[12..] {
-            file.path = root.parent().unwrap().join(file.path.file_name().unwrap());
+            let relative = file.path.strip_prefix(&root).unwrap().to_owned();
+            file.path = root.parent().unwrap().join(relative);
         }
         for file in files {
             if std::env::var_os("SELFHEAL_WRITE_EXAMPLE_UNITS").is_some() {

@@ -43,6 +43,7 @@ mod strategy;
 mod systemd;
 mod terminal;
 mod verify;
+mod watch;
 mod when;
 
 pub use error::{Error, UsageError};

@@ -179,6 +179,7 @@ mod tests {
             },
             manual: false,
             relapse: false,
+            restarts: 0,
         }
     }
 

@@ -20,6 +20,10 @@ pub enum Outcome {
     RestartedBySystemd,
     /// Still down after every applicable strategy; escalated.
     Failed,
+    /// systemd keeps restarting it (`crash_loop.restarts` automatic restarts within
+    /// `crash_loop.within`): each restart "works" and it crashes again. Seen by `selfheal
+    /// watch` where `OnFailure=` does not fire for such restarts; reported once, not healed.
+    CrashLoop,
     /// Not healed on purpose (loop protection, or a concurrent run).
     Suppressed,
     /// `--dry-run`: the plan was printed, nothing changed.
@@ -34,6 +38,7 @@ impl Outcome {
             Outcome::Healthy => "healthy",
             Outcome::RestartedBySystemd => "restarted_by_systemd",
             Outcome::Failed => "failed",
+            Outcome::CrashLoop => "crash_loop",
             Outcome::Suppressed => "suppressed",
             Outcome::Planned => "planned",
         }
@@ -46,7 +51,7 @@ impl Outcome {
             | Outcome::Healthy
             | Outcome::RestartedBySystemd
             | Outcome::Planned => ExitCode::Success,
-            Outcome::Failed => ExitCode::Failure,
+            Outcome::Failed | Outcome::CrashLoop => ExitCode::Failure,
             Outcome::Suppressed => ExitCode::Suppressed,
         }
     }

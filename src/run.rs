@@ -475,14 +475,59 @@ pub(crate) fn held_by_loop_protection(
     })
 }
 
-/// True when `service`'s episode waits for a retry that is due now: its timer fired while a
-/// run of the heal unit went on, and systemd merged that start into the running unit.
+/// The report of a crash loop `selfheal watch` found: systemd restarted `service` `restarts`
+/// times within `crash_loop.within` (its `Restart=` is `restart_setting`) and it crashed again
+/// each time. Nothing is healed (each restart "worked"); the owner gets the evidence: the last
+/// exit systemd logged and the unit's last journal lines. Recorded like a run.
+pub(crate) fn crash_loop_report(
+    config: &Config,
+    state: &StateDir,
+    service: &ServiceConfig,
+    snapshot: &UnitSnapshot,
+    restarts: usize,
+    restart_setting: &str,
+    journal: Vec<crate::journal::JournalLine>,
+) -> Report {
+    let clock = RunClock::start();
+    let header = ReportHeader::new(config, service);
+    let unit = &snapshot.unit;
+    let last_exit = journal
+        .iter()
+        .rev()
+        .find(|line| line.pid == 1 && line.message.contains("exited, code="))
+        .map(|line| line.message.clone());
+    let mut diagnosis = Diagnosis::new(snapshot, None, journal);
+    diagnosis.summary = format!(
+        "systemd restarted {unit} {restarts} times within {} (Restart={restart_setting}) and it crashed again each time",
+        config.crash_loop.within
+    );
+    if let Some(last_exit) = last_exit {
+        diagnosis.root_cause = format!("its last crash, as systemd logged it: {last_exit}");
+    }
+    let options = RunOptions::default();
+    let mut facts = clock
+        .facts(Outcome::CrashLoop, options)
+        .diagnosis(diagnosis)
+        .reason(format!(
+            "systemd's Restart= keeps {unit} coming back, so nothing failed for selfheal to heal; it is {} now. Find why it crashes (the journal lines below), then fix it",
+            snapshot.state()
+        ));
+    facts.post_status = Some(PostStatus::from(snapshot));
+    finish(state, Report::new(header, facts), options)
+}
+
+/// True when `service`'s episode waits for a retry whose time has passed: its timer fired
+/// while a run of the heal unit went on, and systemd merged that start into the running unit.
+/// (Not `episode::is_due`, which lets a timer that fires early make the retry: a run that has
+/// just scheduled a retry a second or two away must not make it at once.)
 pub(crate) fn retry_came_due(state: &StateDir, service: &ServiceConfig) -> bool {
     state
         .episode(&service.name)
         .ok()
         .flatten()
-        .is_some_and(|episode| episode::is_due(&episode, SystemTime::now()))
+        .and_then(|episode| episode.next_retry_at)
+        .and_then(|at| humantime::parse_rfc3339_weak(&at).ok())
+        .is_some_and(|at| at <= SystemTime::now())
 }
 
 /// True when a run started by the OnFailure= hook healed the service, but it has failed again
@@ -789,6 +834,7 @@ fn finish(state: &StateDir, report: Report, options: RunOptions) -> Report {
                 .unwrap_or_default(),
             manual: options.manual,
             relapse: report.facts.relapse,
+            restarts: 0,
         };
         // Recording never blocks telling: the report is still printed and mailed, and only
         // this history line is lost (loop protection then undercounts by one run).

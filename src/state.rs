@@ -68,6 +68,10 @@ pub struct HistoryRecord {
     /// not hold (the success rate counts that healing as a failure).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub relapse: bool,
+    /// Automatic restarts by systemd this record stands for, when `selfheal watch` saw
+    /// several since its last look (0: one, or none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
 }
 
 impl HistoryRecord {
@@ -281,6 +285,32 @@ impl StateDir {
         Ok(counted_attempts(&runs, since).len())
     }
 
+    /// `<state>/<dir>/<service>.json`, read; `None` when it is missing or torn.
+    pub(crate) fn service_file<T: serde::de::DeserializeOwned>(
+        &self,
+        dir: &str,
+        service: &str,
+    ) -> Result<Option<T>, StateError> {
+        let path = self.ensure(dir)?.join(format!("{service}.json"));
+        match state_file().read(true).open(&path) {
+            Ok(file) => Ok(serde_json::from_reader(file).ok()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(self.error(err)),
+        }
+    }
+
+    /// Writes `<state>/<dir>/<service>.json` atomically.
+    pub(crate) fn save_service_file<T: Serialize>(
+        &self,
+        dir: &str,
+        service: &str,
+        value: &T,
+    ) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| self.error(e.into()))?;
+        let path = self.ensure(dir)?.join(format!("{service}.json"));
+        crate::atomic_file::write(&path, &bytes, 0o640).map_err(|e| self.error(e))
+    }
+
     fn episode_path(&self, service: &str) -> Result<PathBuf, StateError> {
         Ok(self.ensure("episodes")?.join(format!("{service}.json")))
     }
@@ -445,6 +475,7 @@ mod tests {
             summary: String::new(),
             manual: false,
             relapse: false,
+            restarts: 0,
         }
     }
 

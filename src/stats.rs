@@ -17,6 +17,8 @@ pub(crate) struct ServiceStats {
     pub restarted_by_systemd: usize,
     /// Failures within `threshold_window` of a healing: that healing did not hold.
     pub relapsed: usize,
+    /// Crash loops reported (systemd kept restarting it; `selfheal watch`).
+    pub crash_loops: usize,
     /// Healings that held / (resolved + failed), null without a healing run: a resolved run
     /// followed by a relapse counts as a failure.
     pub success_rate: Option<f64>,
@@ -41,6 +43,7 @@ pub(crate) fn per_service(records: &[&HistoryRecord]) -> Vec<ServiceStats> {
                     healthy: 0,
                     restarted_by_systemd: 0,
                     relapsed: 0,
+                    crash_loops: 0,
                     success_rate: None,
                     mean_time_to_heal_ms: None,
                 });
@@ -54,7 +57,11 @@ pub(crate) fn per_service(records: &[&HistoryRecord]) -> Vec<ServiceStats> {
             Outcome::Failed => row.failed += 1,
             Outcome::Suppressed => row.suppressed += 1,
             Outcome::Healthy => row.healthy += 1,
-            Outcome::RestartedBySystemd => row.restarted_by_systemd += 1,
+            // A record of `selfheal watch` may stand for several restarts.
+            Outcome::RestartedBySystemd => {
+                row.restarted_by_systemd += record.restarts.max(1) as usize;
+            }
+            Outcome::CrashLoop => row.crash_loops += 1,
             Outcome::Planned => {}
         }
     }

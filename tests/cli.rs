@@ -201,6 +201,7 @@ fn history_of(records: &[(&str, &str, std::time::SystemTime)], args: &[&str]) ->
                 summary: (*summary).to_owned(),
                 manual: false,
                 relapse: false,
+                restarts: 0,
             })
             .unwrap();
     }

@@ -269,6 +269,7 @@ fn past_run(service: &str, outcome: Outcome, hours_ago: u64, ms: u64) -> History
         summary: format!("{service}.service failed"),
         manual: false,
         relapse: false,
+        restarts: 0,
     }
 }
 
@@ -301,11 +302,11 @@ fn the_daily_digest_mails_the_days_figures_and_install_runs_its_timer_only_when_
     assert_eq!(mail.header("X-Selfheal-Outcome"), "digest");
     assert_contains(
         &mail.text,
-        "web         3         2       1           0      67%        400 ms",
+        "web         3         2       1           0           0      67%        400 ms",
     );
     assert_contains(
         &mail.text,
-        "db          1         0       1           0       0%             -",
+        "db          1         0       1           0           0       0%             -",
     );
     assert_contains(&mail.text, "Needed nothing: mail");
     assert_contains(&mail.html, "<td>67%</td>");
@@ -333,7 +334,17 @@ fn the_daily_digest_mails_the_days_figures_and_install_runs_its_timer_only_when_
             .join("selfheal-digest.timer")
             .exists()
     );
-    assert!(!env.sandbox.unit_dir().join("timers.target.d").exists());
+    assert!(
+        !env.sandbox
+            .unit_dir()
+            .join("timers.target.d/50-selfheal-digest.conf")
+            .exists()
+    );
+    // The watch timer stays: every host has it.
+    assert_eq!(
+        env.property("selfheal-watch.timer", "ActiveState"),
+        "active"
+    );
     assert_ne!(
         env.property("selfheal-digest.timer", "ActiveState"),
         "active"

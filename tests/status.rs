@@ -54,6 +54,7 @@ fn record(service: &str, outcome: Outcome, minutes_ago: u64) -> HistoryRecord {
         summary: format!("{service}.service was killed by SIGKILL"),
         manual: false,
         relapse: false,
+        restarts: 0,
     }
 }
 

@@ -173,7 +173,7 @@ fn stats_table(rows: &[ServiceStats]) -> String {
 fn paint(outcome: Outcome) -> Paint {
     match outcome {
         Outcome::Resolved | Outcome::Healthy | Outcome::RestartedBySystemd => Paint::Green,
-        Outcome::Failed => Paint::Red,
+        Outcome::Failed | Outcome::CrashLoop => Paint::Red,
         Outcome::Suppressed => Paint::Yellow,
         Outcome::Planned => Paint::Blue,
     }
@@ -193,6 +193,7 @@ mod tests {
             summary: summary.into(),
             manual: false,
             relapse: false,
+            restarts: 0,
         }
     }
 

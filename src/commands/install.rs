@@ -48,28 +48,33 @@ pub(super) fn install(paths: &Paths, args: &InstallArgs) -> Result<ExitCode, Err
     }
     reload_unless(args.no_reload)?;
     if !args.no_reload {
-        digest_timer(&changes)?;
+        start_and_stop_timers(&changes)?;
     }
     Ok(ExitCode::Success)
 }
 
-/// Starts the digest timer install has just written, and stops a timer (digest or flush)
-/// whose file it has just removed: `timers.target` is already active, so a new Wants= takes
-/// effect only at the next boot, and a removed timer that still runs would go on firing a
-/// unit that is gone.
-fn digest_timer(changes: &[Change]) -> Result<(), Error> {
+/// Starts the digest and watch timers install has just written, and stops a timer (digest,
+/// watch or flush) whose file it has just removed: `timers.target` is already active, so a new
+/// Wants= takes effect only at the next boot, and a removed timer that still runs would go on
+/// firing a unit that is gone.
+fn start_and_stop_timers(changes: &[Change]) -> Result<(), Error> {
     let named = |path: &Path, name: &str| path.file_name().is_some_and(|n| n == name);
     for change in changes {
         match change {
             Change::Create(file) | Change::Update { file, .. }
-                if named(&file.path, install::DIGEST_TIMER) =>
+                if named(&file.path, install::DIGEST_TIMER)
+                    || named(&file.path, install::WATCH_TIMER) =>
             {
-                Systemd::connect()?
-                    .start(install::DIGEST_TIMER, std::time::Duration::from_secs(10))?;
-                println!("started {}", install::DIGEST_TIMER);
+                let timer = file.path.file_name().unwrap_or_default().to_string_lossy();
+                Systemd::connect()?.start(&timer, std::time::Duration::from_secs(10))?;
+                println!("started {timer}");
             }
             Change::Remove(path) => {
-                for timer in [install::DIGEST_TIMER, install::FLUSH_TIMER] {
+                for timer in [
+                    install::DIGEST_TIMER,
+                    install::FLUSH_TIMER,
+                    install::WATCH_TIMER,
+                ] {
                     if named(path, timer) {
                         Systemd::connect()?.stop(timer)?;
                         println!("stopped {timer}");
@@ -107,7 +112,7 @@ pub(super) fn uninstall(paths: &Paths, args: &UninstallArgs) -> Result<ExitCode,
     if !args.no_reload {
         // A removed timer that is still running would go on firing a unit that is gone.
         let removed: Vec<Change> = removed.into_iter().map(Change::Remove).collect();
-        digest_timer(&removed)?;
+        start_and_stop_timers(&removed)?;
         stop_transient_timers(paths)?;
     }
     if let Err(err) = manifest.remove() {

@@ -9,6 +9,7 @@ mod history;
 mod install;
 mod run;
 mod test_email;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -50,6 +51,7 @@ pub(crate) fn execute(cli: Cli) -> Result<ExitCode, Error> {
         Command::Install(args) => install::install(&paths, &args),
         Command::Uninstall(args) => install::uninstall(&paths, &args),
         Command::Flush => flush::execute(&paths),
+        Command::Watch => watch::execute(&paths),
         Command::Digest(args) => digest::execute(&paths, &args),
         Command::TestEmail => test_email::execute(&paths),
         Command::Demo => demo(),

@@ -68,6 +68,10 @@ pub(crate) struct Config {
     pub threshold_window: HumanDuration,
     /// A burst of failures like this gets one combined report.
     pub cascade: Option<CascadeConfig>,
+    /// How many automatic restarts by systemd within how long make a crash loop worth a
+    /// report (default 5 within 10 min).
+    #[serde(default)]
+    pub crash_loop: CrashLoopConfig,
     /// A service suppressed by loop protection is tried again after this (doubling, capped at
     /// 2 h), or `never`; default 15 min.
     pub retry_after: Option<RetryAfter>,
@@ -123,6 +127,25 @@ impl From<RetryAfter> for String {
 #[serde(rename_all = "snake_case")]
 pub(crate) enum DigestSchedule {
     Daily,
+}
+
+/// `crash_loop:` what `selfheal watch` reports of the restarts systemd makes by itself.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CrashLoopConfig {
+    /// Automatic restarts ...
+    pub restarts: u32,
+    /// ... within this window make a crash loop.
+    pub within: HumanDuration,
+}
+
+impl Default for CrashLoopConfig {
+    fn default() -> CrashLoopConfig {
+        CrashLoopConfig {
+            restarts: 5,
+            within: HumanDuration(Duration::from_secs(600)),
+        }
+    }
 }
 
 /// Grouping of simultaneous failures into one report.

@@ -53,7 +53,7 @@ pub(crate) fn worth_mailing(report: &Report) -> bool {
         return false;
     }
     match report.facts.outcome {
-        Outcome::Resolved | Outcome::Failed => true,
+        Outcome::Resolved | Outcome::Failed | Outcome::CrashLoop => true,
         // Loop protection gave up on the service: that needs a person. A concurrent run
         // (no diagnosis) sends its own report.
         Outcome::Suppressed => report.facts.diagnosis.is_some(),

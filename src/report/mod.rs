@@ -123,12 +123,14 @@ pub(crate) struct Recovery {
 impl Report {
     pub(crate) fn new(header: ReportHeader, facts: RunFacts) -> Report {
         let recommendations = recommendations(&header, &facts);
-        let manual_steps =
-            if facts.outcome == Outcome::Failed || facts.outcome == Outcome::Suppressed {
-                manual_steps(&header)
-            } else {
-                Vec::new()
-            };
+        let manual_steps = if matches!(
+            facts.outcome,
+            Outcome::Failed | Outcome::Suppressed | Outcome::CrashLoop
+        ) {
+            manual_steps(&header)
+        } else {
+            Vec::new()
+        };
         Report {
             header,
             facts,

@@ -92,6 +92,9 @@ pub(crate) struct ServiceStatus {
     pub heal_unit_missing: bool,
     /// Healing runs within `threshold_window`.
     pub recent_runs: usize,
+    /// Automatic restarts systemd made in the last 24 h (`Restart=`), as runs and
+    /// `selfheal watch` recorded them.
+    pub restarts_by_systemd_24h: usize,
     /// The next failure would not be healed (loop protection).
     pub suppressed: bool,
     /// RFC 3339: when loop protection lets a run through again.
@@ -337,6 +340,13 @@ fn row(
         })
         .flatten()
         .map(|t| humantime::format_rfc3339_seconds(t).to_string());
+    let day_ago = now - Duration::from_secs(86_400);
+    let restarts_by_systemd_24h = runs
+        .iter()
+        .filter(|r| r.outcome == Outcome::RestartedBySystemd)
+        .filter(|r| r.started().is_some_and(|t| t >= day_ago))
+        .map(|r| r.restarts.max(1) as usize)
+        .sum();
     let last_healing = runs
         .iter()
         .rev()
@@ -367,6 +377,7 @@ fn row(
         healing_masked: false,
         heal_unit_missing: false,
         recent_runs: counted.len(),
+        restarts_by_systemd_24h,
         suppressed,
         suppressed_until,
         next_retry_at: None,

@@ -321,6 +321,17 @@ fn notes(row: &ServiceStatus, page: &Page, status: &Status) -> Vec<String> {
             ));
         }
     }
+    if row.restarts_by_systemd_24h > 0 {
+        notes.push(format!(
+            "↳ restarted by systemd (Restart=) {} time{} in 24h",
+            row.restarts_by_systemd_24h,
+            if row.restarts_by_systemd_24h == 1 {
+                ""
+            } else {
+                "s"
+            }
+        ));
+    }
     if row.recent_runs > 0 {
         let mut text = format!(
             "↳ {}/{} healing runs in the last {}",

@@ -549,6 +549,41 @@ impl Systemd {
         }
     }
 
+    /// String properties of the `org.freedesktop.systemd1.Service` interface of `unit`, in
+    /// order; `None` for one this systemd does not have (`RestartMode` before 254).
+    pub(crate) fn service_strings(
+        &self,
+        unit: &str,
+        properties: &[&str],
+    ) -> Result<Vec<Option<String>>, SystemdError> {
+        let calls = properties
+            .iter()
+            .map(|property| get_property(unit, ("org.freedesktop.systemd1.Service", property)))
+            .collect::<zbus::Result<Vec<_>>>()
+            .map_err(call_error("Get"))?;
+        let replies = zbus::block_on(self.call_many(calls, CALLS_IN_FLIGHT));
+        Ok(replies
+            .into_iter()
+            .map(|reply| {
+                reply
+                    .and_then(|reply| reply.body().deserialize::<OwnedValue>())
+                    .ok()
+                    .and_then(|value| String::try_from(value).ok())
+            })
+            .collect())
+    }
+
+    /// systemd's version number (`252` of `252.39-1~deb12u1`).
+    pub(crate) fn version(&self) -> Result<u32, SystemdError> {
+        let version: String =
+            zbus::block_on(self.manager.version()).map_err(call_error("Get Version"))?;
+        Ok(version
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|digits| digits.parse().ok())
+            .unwrap_or(0))
+    }
+
     /// The names of the loaded units that match any of `patterns` (shell globs).
     pub(crate) fn units_matching(&self, patterns: &[&str]) -> Result<Vec<String>, SystemdError> {
         zbus::block_on(self.manager.list_units_by_patterns(&[], patterns))

@@ -66,6 +66,8 @@ pub trait Manager {
         )>,
     >;
     fn reload(&self) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
 
     #[zbus(signal)]
     fn job_removed(

@@ -1,0 +1,100 @@
+//! `selfheal watch`: one round of looking at the restarts systemd made by itself (see
+//! `crate::watch`). Prints one line per service that systemd restarted since the last round.
+//! Exit 0 unless selfheal itself failed (a crash loop is reported by mail, not by exit code:
+//! the timer's unit must not turn failed with every loop).
+
+use std::time::SystemTime;
+
+use crate::Error;
+use crate::exit_code::ExitCode;
+use crate::outcome::Outcome;
+use crate::report::Renderer;
+use crate::state::HistoryRecord;
+use crate::systemd::{Systemd, UnitControl};
+use crate::watch::{self, Seen};
+
+use super::Paths;
+
+/// How long the evidence (the unit's last journal lines) may take.
+const JOURNAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
+    let config = paths.load_config()?;
+    let state = paths.state();
+    let systemd = Systemd::connect()?;
+    let version = systemd.version()?;
+    let renderer = Renderer::new(config.templates_dir.as_deref());
+    for service in &config.monitored_services {
+        // A run of its heal unit is looking at it right now: the next round counts.
+        let Ok(Some(_lock)) = state.try_lock(&service.name) else {
+            continue;
+        };
+        let unit = service.unit_name();
+        let Ok(snapshot) = systemd.snapshot(&unit) else {
+            continue;
+        };
+        let settings = systemd
+            .service_strings(&unit, &["Restart", "RestartMode"])
+            .unwrap_or_default();
+        let restart = settings.first().cloned().flatten().unwrap_or_default();
+        let restart_mode = settings.get(1).cloned().flatten();
+        let mut seen: Seen = state
+            .service_file("watch", &service.name)
+            .unwrap_or_default()
+            .unwrap_or_default();
+        let now = SystemTime::now();
+        let look = watch::look(&mut seen, &snapshot, now, config.crash_loop);
+        state.save_service_file("watch", &service.name, &seen)?;
+        if look.new_restarts > 0 {
+            println!(
+                "{}: systemd restarted {unit} {} time(s) since the last look (Restart={restart})",
+                service.name, look.new_restarts
+            );
+        }
+        // Where the hook fires at each restart, its runs record them.
+        if look.new_restarts > 0 && !watch::hook_sees_restarts(version, restart_mode.as_deref()) {
+            state.append_history(&HistoryRecord {
+                service: service.name.clone(),
+                outcome: Outcome::RestartedBySystemd,
+                started_at: humantime::format_rfc3339_millis(now).to_string(),
+                duration_ms: 0,
+                healed_by: None,
+                summary: format!(
+                    "systemd's Restart={restart} restarted {unit} {} time(s) by itself; seen by selfheal watch",
+                    look.new_restarts
+                ),
+                manual: false,
+                relapse: false,
+                restarts: look.new_restarts,
+            })?;
+        }
+        let Some(restarts) = look.crash_loop else {
+            continue;
+        };
+        // A FAILED or SUPPRESSED report of this episode told the owner already.
+        if state
+            .episode(&service.name)
+            .ok()
+            .flatten()
+            .is_some_and(|episode| !episode.is_watching())
+        {
+            continue;
+        }
+        let journal = crate::journal::start(&unit, None).collect(JOURNAL_TIMEOUT);
+        let report = crate::run::crash_loop_report(
+            &config, &state, service, &snapshot, restarts, &restart, journal,
+        );
+        print!("{}", renderer.text(&report)?);
+        if config.email.is_some() {
+            crate::mailing::Mailing {
+                config: &config,
+                state: &state,
+                renderer: &renderer,
+                flush_command: &[],
+            }
+            .mail(&report, None);
+        }
+    }
+    crate::metrics::update(&config, &state);
+    Ok(ExitCode::Success)
+}
