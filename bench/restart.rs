@@ -40,7 +40,10 @@ fn main() -> anyhow::Result<()> {
             root: root.into(),
             binds: vec![
                 exe.parent().unwrap_or(Path::new("/")).to_owned(),
-                Path::new(SELFHEAL).parent().unwrap_or(Path::new("/")).to_owned(),
+                Path::new(SELFHEAL)
+                    .parent()
+                    .unwrap_or(Path::new("/"))
+                    .to_owned(),
             ],
         },
     };
@@ -50,7 +53,10 @@ fn main() -> anyhow::Result<()> {
         "incident", "systemd", "mails", "by selfheal", "by systemd", "healthy after"
     );
     for (name, incident) in [
-        ("SIGKILL", sigkill as fn(&Sandbox, &Path, u16) -> anyhow::Result<Instant>),
+        (
+            "SIGKILL",
+            sigkill as fn(&Sandbox, &Path, u16) -> anyhow::Result<Instant>,
+        ),
         ("crash loop", crash_loop),
     ] {
         // The sandbox is this build's; only the commands run inside are `exe`.
@@ -100,9 +106,13 @@ fn measure(
             .args(args)
             .output()
     };
-    let install = selfheal(&["install", "--unit-dir", &sandbox.unit_dir().to_string_lossy()])?;
+    let install = selfheal(&[
+        "install",
+        "--unit-dir",
+        &sandbox.unit_dir().to_string_lossy(),
+    ])?;
     anyhow::ensure!(install.status.success(), "install: {install:?}");
-    let started = incident(sandbox, &sandbox.scratch_dir(), port)?;
+    let started = incident(sandbox, sandbox.scratch_dir(), port)?;
     let healthy_after = wait_for(GIVE_UP.saturating_sub(started.elapsed()), || {
         selfheal::ports::is_listening(port)
     })
@@ -112,9 +122,11 @@ fn measure(
     let mut calm_since = Instant::now();
     let _ = wait_for(Duration::from_secs(60), || {
         let busy = sandbox.property("web.service", "Job").unwrap_or_default() != ""
-            || ["selfheal@web.service", "web-self-heal.service"].iter().any(|heal| {
-                sandbox.property(heal, "ActiveState").unwrap_or_default() == "activating"
-            });
+            || ["selfheal@web.service", "web-self-heal.service"]
+                .iter()
+                .any(|heal| {
+                    sandbox.property(heal, "ActiveState").unwrap_or_default() == "activating"
+                });
         if busy {
             calm_since = Instant::now();
         }
@@ -154,10 +166,14 @@ fn sigkill(sandbox: &Sandbox, _scratch: &Path, port: u16) -> anyhow::Result<Inst
         ),
     )?;
     sandbox.systemctl(["start", "web.service"])?;
-    wait_for(Duration::from_secs(10), || selfheal::ports::is_listening(port))?;
+    wait_for(Duration::from_secs(10), || {
+        selfheal::ports::is_listening(port)
+    })?;
     let killed = Instant::now();
     sandbox.systemctl(["kill", "--signal=SIGKILL", "web.service"])?;
-    wait_for(Duration::from_secs(5), || !selfheal::ports::is_listening(port))?;
+    wait_for(Duration::from_secs(5), || {
+        !selfheal::ports::is_listening(port)
+    })?;
     Ok(killed)
 }
 
