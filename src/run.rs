@@ -1,6 +1,7 @@
 //! `selfheal run <service>`: lock, diagnose, leave a healthy service alone, wait for systemd
 //! when it is already acting, run the strategy chain, verify, record.
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::Error;
@@ -10,7 +11,7 @@ use crate::episode;
 use crate::journal::{JournalSource, Journald};
 use crate::outcome::Outcome;
 use crate::report::{PostStatus, Recovery, Report, ReportHeader, RunFacts};
-use crate::state::{HistoryRecord, StateDir, StateError};
+use crate::state::{HistoryRecord, ServiceLock, StateDir, StateError};
 use crate::strategy::{self, Context};
 use crate::systemd::{ActiveState, Systemd, SystemdError, UnitControl, UnitSnapshot};
 use crate::terminal::SlowNotice;
@@ -56,9 +57,10 @@ pub(crate) struct RunOptions {
 /// it has.
 const JOURNAL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Heals `service` and returns the report of what happened. One function on purpose: the
-/// steps of a run read top to bottom in the order they happen, each with its reason.
-#[allow(clippy::too_many_lines)]
+/// Heals `service` and returns the report of what happened. The phases, in the order they
+/// happen: the service's lock; the first look (waiting for systemd's own restart when it is
+/// at work); the diagnosis; loop protection's decision; the chain and its record. Each phase
+/// either hands the next what it found or ends the run with its report.
 pub(crate) fn run<U: UnitControl>(
     config: &Config,
     state: &StateDir,
@@ -66,160 +68,277 @@ pub(crate) fn run<U: UnitControl>(
     options: RunOptions,
     host: &Host<'_, U>,
 ) -> Result<Report, Error> {
-    let clock = RunClock::start();
-    let header = ReportHeader::new(config, service);
-    let unit = service.unit_name();
+    let run = Run {
+        config,
+        state,
+        service,
+        options,
+        clock: RunClock::start(),
+        header: ReportHeader::new(config, service),
+        unit: service.unit_name(),
+    };
+    let _lock = match run.lock()? {
+        ControlFlow::Continue(lock) => lock,
+        ControlFlow::Break(report) => return Ok(report),
+    };
+    tracing::debug!("service lock taken");
+    let mut look = match run.first_look(host)? {
+        ControlFlow::Continue(look) => look,
+        ControlFlow::Break(report) => return Ok(report),
+    };
+    let diagnosis = run.diagnose(host, &mut look);
+    let retry = match run.loop_protection(&look, &diagnosis)? {
+        ControlFlow::Continue(retry) => retry,
+        ControlFlow::Break(report) => return Ok(report),
+    };
+    Ok(run.heal(host, &look, diagnosis, retry))
+}
 
-    let _lock = if options.dry_run {
-        None
-    } else {
-        match state.try_lock(&service.name) {
-            Ok(Some(lock)) => Some(lock),
+/// One run's fixed facts, and how it ends: with one report, recorded.
+struct Run<'a> {
+    config: &'a Config,
+    state: &'a StateDir,
+    service: &'a ServiceConfig,
+    options: RunOptions,
+    clock: RunClock,
+    header: ReportHeader,
+    /// The service's unit.
+    unit: String,
+}
+
+/// What the first look found: the unit as it is now (after systemd's own restart, when it was
+/// at work) and what is wrong with it.
+struct Look<U> {
+    systemd: U,
+    snapshot: UnitSnapshot,
+    monitor: Option<MonitorFacts>,
+    target: HealthTarget,
+    /// "active, but port 5002 is not listening", when it is active but does not serve.
+    unhealthy: Option<String>,
+    /// The journal read started early, when its evidence can change what runs first.
+    pending_journal: Option<crate::journal::PendingJournal>,
+    evidence_matters: bool,
+}
+
+/// A due timed retry: its episode, and the healing runs counted in the window.
+type Retry = (crate::state::Episode, usize);
+
+impl Run<'_> {
+    fn facts(&self, outcome: Outcome) -> RunFacts {
+        self.clock.facts(outcome, self.options)
+    }
+
+    /// The run's report, recorded in history.
+    fn end(&self, facts: RunFacts) -> Report {
+        finish(
+            self.state,
+            Report::new(self.header.clone(), facts),
+            self.options,
+        )
+    }
+
+    /// The service's lock (none on a dry run, or when the state directory cannot hold one);
+    /// another run holding it ends this one.
+    fn lock(&self) -> Result<ControlFlow<Report, Option<ServiceLock>>, Error> {
+        if self.options.dry_run {
+            return Ok(ControlFlow::Continue(None));
+        }
+        match self.state.try_lock(&self.service.name) {
+            Ok(Some(lock)) => Ok(ControlFlow::Continue(Some(lock))),
             // A full or read-only state directory must not stop healing; only another run
             // holding the lock (or a state directory others could tamper with) does.
             Err(err @ StateError::Io { .. }) => {
-                tracing::error!(selfheal_service = %service.name, "healing without the service lock: {err}");
-                None
+                tracing::error!(selfheal_service = %self.service.name, "healing without the service lock: {err}");
+                Ok(ControlFlow::Continue(None))
             }
-            Err(err) => return Err(err.into()),
+            Err(err) => Err(err.into()),
             Ok(None) => {
-                let facts = clock.facts(Outcome::Suppressed, options).reason(format!(
+                let facts = self.facts(Outcome::Suppressed).reason(format!(
                     "another selfheal run is healing {} right now",
-                    service.name
+                    self.service.name
                 ));
-                return Ok(finish(state, Report::new(header, facts), options));
+                Ok(ControlFlow::Break(self.end(facts)))
             }
-        }
-    };
-
-    tracing::debug!("service lock taken");
-    // When the journal's evidence can change what runs first, start reading it right away (with
-    // the OnFailure= facts we know the invocation): journalctl runs while we talk to systemd.
-    // Otherwise it is read after acting, so it does not compete with the restart for the CPU.
-    let monitor = MonitorFacts::from_env(&unit).filter(|_| !options.ignore_monitor_facts);
-    let evidence_matters = strategy::evidence_can_reorder(&service.healing_strategies);
-    let mut pending_journal = monitor
-        .as_ref()
-        .and_then(|facts| facts.invocation_id.as_deref())
-        .filter(|_| evidence_matters)
-        .map(|id| host.journal.start(&unit, Some(id)));
-
-    let asking = SlowNotice::new("waiting for systemd to answer on the D-Bus system bus");
-    let systemd = (host.connect)()?;
-    tracing::debug!(
-        "connected to the system bus after {} µs",
-        clock.elapsed_us()
-    );
-    let target = health_target(service);
-    let mut snapshot = systemd.snapshot(&unit)?;
-    drop(asking);
-    tracing::debug!("unit snapshot after {} µs", clock.elapsed_us());
-    // systemd's own `Restart=` may be at work: it is its turn, not ours. systemd >= 254 starts
-    // the heal unit at every failed attempt of a `Restart=` unit, so most hook runs of such a
-    // unit see this; on 252 a run sees it only when it races a restart.
-    let restarting = systemd_restarting(&snapshot, monitor.as_ref());
-    let restarts_before = snapshot.n_restarts;
-    let mut followed = None;
-    let waiting_since = Instant::now();
-    if snapshot.systemd_is_acting() || restarting {
-        let _waiting = SlowNotice::new(format!(
-            "waiting for systemd's own start of {unit} to finish (up to verify_timeout, {})",
-            service.verify_timeout
-        ));
-        match follow_systemd(&systemd, &target)? {
-            // systemd's own start hangs (an ExecStartPre= waiting on a mount, a lock, …), or
-            // it keeps restarting a service that does not stay up: the run ends `failed` with
-            // what is known, and the owner is told; exit 4 stays for a bus that cannot be
-            // reached.
-            Followed::StillActing(now) => {
-                let lines = host.journal.read_invocation(
-                    &unit,
-                    &now.invocation_id,
-                    pending_journal.take(),
-                    JOURNAL_TIMEOUT,
-                );
-                let reason = still_acting(&now, restarts_before, service);
-                let mut facts = clock
-                    .facts(Outcome::Failed, options)
-                    .diagnosis(Diagnosis::new(&now, monitor.as_ref(), lines))
-                    .reason(reason);
-                facts.post_status = Some(PostStatus::from(&now));
-                retry_after_failure(config, state, &systemd, service, &mut facts);
-                return Ok(finish(state, Report::new(header, facts), options));
-            }
-            other => followed = Some(other),
         }
     }
 
-    // After systemd's own restart it was verified over time, as after our own restart.
-    // Otherwise one look decides. What is wrong with a unit that is active: "active, but port
-    // 5002 is not listening".
-    let waited = followed.is_some();
-    let not_serving = match followed {
-        Some(Followed::Up { now, problem }) => {
-            snapshot = now;
-            problem
+    /// Connects, looks at the unit, lets systemd finish what it is doing, and ends the run when
+    /// the unit serves (healthy, or brought back by systemd's own `Restart=`) or when systemd
+    /// never stops acting.
+    fn first_look<U: UnitControl>(
+        &self,
+        host: &Host<'_, U>,
+    ) -> Result<ControlFlow<Report, Look<U>>, Error> {
+        let (unit, service, options) = (&self.unit, self.service, self.options);
+        // When the journal's evidence can change what runs first, start reading it right away
+        // (with the OnFailure= facts we know the invocation): journalctl runs while we talk to
+        // systemd. Otherwise it is read after acting, so it does not compete with the restart
+        // for the CPU.
+        let monitor = MonitorFacts::from_env(unit).filter(|_| !options.ignore_monitor_facts);
+        let evidence_matters = strategy::evidence_can_reorder(&service.healing_strategies);
+        let mut pending_journal = monitor
+            .as_ref()
+            .and_then(|facts| facts.invocation_id.as_deref())
+            .filter(|_| evidence_matters)
+            .map(|id| host.journal.start(unit, Some(id)));
+
+        let asking = SlowNotice::new("waiting for systemd to answer on the D-Bus system bus");
+        let systemd = (host.connect)()?;
+        tracing::debug!(
+            "connected to the system bus after {} µs",
+            self.clock.elapsed_us()
+        );
+        let target = health_target(service);
+        let mut snapshot = systemd.snapshot(unit)?;
+        drop(asking);
+        tracing::debug!("unit snapshot after {} µs", self.clock.elapsed_us());
+        // systemd's own `Restart=` may be at work: it is its turn, not ours. systemd >= 254
+        // starts the heal unit at every failed attempt of a `Restart=` unit, so most hook runs
+        // of such a unit see this; on 252 a run sees it only when it races a restart.
+        let restarting = systemd_restarting(&snapshot, monitor.as_ref());
+        let restarts_before = snapshot.n_restarts;
+        let mut followed = None;
+        let waiting_since = Instant::now();
+        if snapshot.systemd_is_acting() || restarting {
+            let _waiting = SlowNotice::new(format!(
+                "waiting for systemd's own start of {unit} to finish (up to verify_timeout, {})",
+                service.verify_timeout
+            ));
+            match follow_systemd(&systemd, &target)? {
+                // systemd's own start hangs (an ExecStartPre= waiting on a mount, a lock, …), or
+                // it keeps restarting a service that does not stay up: the run ends `failed`
+                // with what is known, and the owner is told; exit 4 stays for a bus that cannot
+                // be reached.
+                Followed::StillActing(now) => {
+                    let lines = host.journal.read_invocation(
+                        unit,
+                        &now.invocation_id,
+                        pending_journal.take(),
+                        JOURNAL_TIMEOUT,
+                    );
+                    let reason = still_acting(&now, restarts_before, service);
+                    let mut facts = self
+                        .facts(Outcome::Failed)
+                        .diagnosis(Diagnosis::new(&now, monitor.as_ref(), lines))
+                        .reason(reason);
+                    facts.post_status = Some(PostStatus::from(&now));
+                    retry_after_failure(self.config, self.state, &systemd, service, &mut facts);
+                    return Ok(ControlFlow::Break(self.end(facts)));
+                }
+                other => followed = Some(other),
+            }
         }
-        Some(Followed::Down(now)) => {
-            snapshot = now;
-            Some(String::new())
-        }
-        Some(Followed::StillActing(_)) | None => verify::check_now(&snapshot, &target, false).err(),
-    };
-    let unhealthy = not_serving
-        .as_ref()
-        .filter(|_| snapshot.is_active())
-        .map(|missing| format!("active, but {missing}"));
-    if not_serving.is_none() {
-        let diagnosis = Diagnosis::new(&snapshot, monitor.as_ref(), Vec::new());
-        let by_systemd = restarting || snapshot.n_restarts > restarts_before;
+
+        // After systemd's own restart it was verified over time, as after our own restart.
+        // Otherwise one look decides. What is wrong with a unit that is active: "active, but
+        // port 5002 is not listening".
+        let waited = followed.is_some();
+        let not_serving = match followed {
+            Some(Followed::Up { now, problem }) => {
+                snapshot = now;
+                problem
+            }
+            Some(Followed::Down(now)) => {
+                snapshot = now;
+                Some(String::new())
+            }
+            Some(Followed::StillActing(_)) | None => {
+                verify::check_now(&snapshot, &target, false).err()
+            }
+        };
+        let Some(not_serving) = not_serving else {
+            let by_systemd = restarting || snapshot.n_restarts > restarts_before;
+            let waited_ms = waited.then(|| waiting_since.elapsed().as_millis());
+            return Ok(ControlFlow::Break(self.serving(
+                &snapshot,
+                monitor.as_ref(),
+                by_systemd,
+                waited_ms,
+            )));
+        };
+        let unhealthy = Some(not_serving)
+            .filter(|_| snapshot.is_active())
+            .map(|missing| format!("active, but {missing}"));
+        Ok(ControlFlow::Continue(Look {
+            systemd,
+            snapshot,
+            monitor,
+            target,
+            unhealthy,
+            pending_journal,
+            evidence_matters,
+        }))
+    }
+
+    /// The report of a run that found the unit serving: healthy, or brought back by systemd's
+    /// own restart (`waited_ms`: how long selfheal waited for systemd's start).
+    fn serving(
+        &self,
+        snapshot: &UnitSnapshot,
+        monitor: Option<&MonitorFacts>,
+        by_systemd: bool,
+        waited_ms: Option<u128>,
+    ) -> Report {
+        let unit = &self.unit;
+        let diagnosis = Diagnosis::new(snapshot, monitor, Vec::new());
         let outcome = if by_systemd {
             Outcome::RestartedBySystemd
         } else {
             Outcome::Healthy
         };
-        let mut facts = clock.facts(outcome, options).diagnosis(diagnosis);
-        facts.reason = match (by_systemd, waited) {
+        let mut facts = self.facts(outcome).diagnosis(diagnosis);
+        facts.reason = match (by_systemd, waited_ms) {
             (true, _) => Some(format!(
                 "systemd's own Restart= brought {unit} back ({} automatic restart(s)); selfheal restarted nothing",
                 snapshot.n_restarts
             )),
-            (false, true) => Some(format!(
-                "systemd was already starting {unit}; selfheal waited {} ms for it instead of racing it",
-                waiting_since.elapsed().as_millis()
+            (false, Some(ms)) => Some(format!(
+                "systemd was already starting {unit}; selfheal waited {ms} ms for it instead of racing it"
             )),
-            (false, false) => None,
+            (false, None) => None,
         };
-        facts.post_status = Some(PostStatus::from(&snapshot));
+        facts.post_status = Some(PostStatus::from(snapshot));
         // Healthy again (a person or systemd fixed it): the episode is watched until it has
         // stayed healthy for threshold_window.
-        if !options.dry_run
-            && let Ok(Some(episode)) = state.episode(&service.name)
+        if !self.options.dry_run
+            && let Ok(Some(episode)) = self.state.episode(&self.service.name)
         {
-            episode::watch_or_end(config, state, service, episode, "found healthy");
+            episode::watch_or_end(
+                self.config,
+                self.state,
+                self.service,
+                episode,
+                "found healthy",
+            );
         }
-        return Ok(finish(state, Report::new(header, facts), options));
+        self.end(facts)
     }
 
-    let invocation = monitor
-        .as_ref()
-        .and_then(|facts| facts.invocation_id.clone())
-        .unwrap_or_else(|| snapshot.invocation_id.clone());
-    let journal_lines = if evidence_matters {
-        host.journal
-            .read_invocation(&unit, &invocation, pending_journal.take(), JOURNAL_TIMEOUT)
-    } else {
-        Vec::new()
-    };
-    tracing::debug!("ready to act after {} µs", clock.elapsed_us());
-    let mut diagnosis =
-        Diagnosis::new(&snapshot, monitor.as_ref(), journal_lines).not_serving(unhealthy.clone());
-    tracing::info!(selfheal_service = %service.name, "diagnosis: {}", diagnosis.summary);
+    /// What systemd's facts and, when its evidence matters before acting, the failed run's
+    /// journal say.
+    fn diagnose<U: UnitControl>(&self, host: &Host<'_, U>, look: &mut Look<U>) -> Diagnosis {
+        let journal_lines = if look.evidence_matters {
+            host.journal.read_invocation(
+                &self.unit,
+                &look.invocation(),
+                look.pending_journal.take(),
+                JOURNAL_TIMEOUT,
+            )
+        } else {
+            Vec::new()
+        };
+        tracing::debug!("ready to act after {} µs", self.clock.elapsed_us());
+        let diagnosis = Diagnosis::new(&look.snapshot, look.monitor.as_ref(), journal_lines)
+            .not_serving(look.unhealthy.clone());
+        tracing::info!(selfheal_service = %self.service.name, "diagnosis: {}", diagnosis.summary);
+        diagnosis
+    }
 
-    // A dry run asks too (reading history changes nothing): it must tell the whole truth, and
-    // "suppressed" is what the real run would say.
-    let mut retry = None;
-    {
+    /// Loop protection's facts: the healing runs it counts in the window, and the episode
+    /// (one that has stayed healthy for the whole window is over, and ended here).
+    fn loop_state(&self) -> Result<(usize, Option<crate::state::Episode>), Error> {
+        let (config, state, service, options) =
+            (self.config, self.state, self.service, self.options);
         let window = Duration::from(config.threshold_window);
         let attempts = match state.healing_attempts_since(&service.name, SystemTime::now() - window)
         {
@@ -233,7 +352,6 @@ pub(crate) fn run<U: UnitControl>(
                 0
             }
         };
-        let window = Duration::from(config.threshold_window);
         let episode = state
             .episode(&service.name)
             .unwrap_or_else(|err| {
@@ -248,24 +366,50 @@ pub(crate) fn run<U: UnitControl>(
                 }
                 !over
             });
-        let stopped = attempts >= config.failure_threshold as usize && !options.manual;
-        match episode {
+        Ok((attempts, episode))
+    }
+
+    /// Loop protection's decision, made by a dry run too (reading history changes nothing: it
+    /// must tell the whole truth, and "suppressed" is what the real run would say). Ends the
+    /// run when it must not heal; otherwise says whether this run is the episode's timed retry.
+    fn loop_protection<U: UnitControl>(
+        &self,
+        look: &Look<U>,
+        diagnosis: &Diagnosis,
+    ) -> Result<ControlFlow<Report, Option<Retry>>, Error> {
+        let (config, state, service, options) =
+            (self.config, self.state, self.service, self.options);
+        let (attempts, episode) = self.loop_state()?;
+        let stopped = config.loop_protection_holds(attempts) && !options.manual;
+        let unit = &self.unit;
+        let snapshot = &look.snapshot;
+        let schedule = |episode| {
+            episode::schedule_retry(
+                config,
+                state,
+                &look.systemd,
+                service,
+                episode,
+                options.dry_run,
+            )
+        };
+        // A run within an episode whose owner was told already: recorded, not mailed again.
+        let quiet = |reason: String| {
+            self.facts(Outcome::Suppressed)
+                .diagnosis(diagnosis.clone())
+                .reason(reason)
+                .already_reported(snapshot)
+        };
+        let facts = match episode {
             // A stopped service is left stopped: `systemctl stop` since it failed is a
             // person's decision, and the timed retry does not overrule it.
-            Some(ref episode)
-                if !options.manual && stopped_on_purpose_since(&snapshot, episode) =>
-            {
+            Some(ref episode) if !options.manual && stopped_on_purpose_since(snapshot, episode) => {
                 if !options.dry_run {
                     episode::end(state, service, "a person stopped it");
                 }
-                let facts = clock
-                    .facts(Outcome::Suppressed, options)
-                    .diagnosis(diagnosis)
-                    .reason(format!(
-                        "{unit} was stopped on purpose (systemctl stop) since it failed: selfheal leaves it stopped and its episode is over"
-                    ))
-                    .already_reported(&snapshot);
-                return Ok(finish(state, Report::new(header, facts), options));
+                quiet(format!(
+                    "{unit} was stopped on purpose (systemctl stop) since it failed: selfheal leaves it stopped and its episode is over"
+                ))
             }
             // Down again within threshold_window of recovering: the healing did not hold. The
             // episode goes on where it was (the owner was told), with the next, longer wait.
@@ -276,52 +420,29 @@ pub(crate) fn run<U: UnitControl>(
                     episode.recovered_at = None;
                     episode.relapses += 1;
                 }
-                let next = episode::schedule_retry(
-                    config,
-                    state,
-                    &systemd,
-                    service,
-                    Some(episode),
-                    options.dry_run,
-                );
-                let mut facts = clock
-                    .facts(Outcome::Suppressed, options)
-                    .diagnosis(diagnosis)
-                    .reason(format!(
-                        "{unit} failed again within {} of recovering at {recovered_at}: part of its episode, already reported; {next}",
-                        config.threshold_window
-                    ))
-                    .already_reported(&snapshot);
+                let next = schedule(Some(episode));
+                let mut facts = quiet(format!(
+                    "{unit} failed again within {} of recovering at {recovered_at}: part of its episode, already reported; {next}",
+                    config.threshold_window
+                ));
                 facts.relapse = true;
-                return Ok(finish(state, Report::new(header, facts), options));
+                facts
             }
             // The timed retry: made whatever the count says now (the retries' growing waits
             // let older runs leave the window, and the episode must go on until it heals).
             Some(episode) if !options.manual && episode::is_due(&episode, SystemTime::now()) => {
                 tracing::info!(selfheal_service = %service.name, "the timed retry of loop protection's episode since {}", episode.suppressed_at);
-                retry = Some((episode, attempts));
+                return Ok(ControlFlow::Continue(Some((episode, attempts))));
             }
             // A failure within an episode whose retry is still to come is part of it: the
             // retry heals it, this run heals nothing and mails nothing (the owner was told
             // when the episode began). Restarts slow down to the retries' doubling pace.
             Some(episode) if options.from_hook && episode.next_retry_at.is_some() => {
                 let since = episode::readable(&episode.suppressed_at);
-                let next = episode::schedule_retry(
-                    config,
-                    state,
-                    &systemd,
-                    service,
-                    Some(episode),
-                    options.dry_run,
-                );
-                let facts = clock
-                    .facts(Outcome::Suppressed, options)
-                    .diagnosis(diagnosis)
-                    .reason(format!(
-                        "part of the episode since {since}, already reported: {next}"
-                    ))
-                    .already_reported(&snapshot);
-                return Ok(finish(state, Report::new(header, facts), options));
+                let next = schedule(Some(episode));
+                quiet(format!(
+                    "part of the episode since {since}, already reported: {next}"
+                ))
             }
             episode if stopped => {
                 let reported = episode.is_some();
@@ -330,25 +451,18 @@ pub(crate) fn run<U: UnitControl>(
                 } else {
                     ""
                 };
-                let next = episode::schedule_retry(
-                    config,
-                    state,
-                    &systemd,
-                    service,
-                    episode,
-                    options.dry_run,
-                );
+                let next = schedule(episode);
                 let reason = format!(
                     "{would}loop protection: {attempts} healing runs within {} (failure_threshold {}); {next}",
                     config.threshold_window, config.failure_threshold
                 );
-                let mut facts = clock
-                    .facts(Outcome::Suppressed, options)
-                    .diagnosis(diagnosis)
+                let mut facts = self
+                    .facts(Outcome::Suppressed)
+                    .diagnosis(diagnosis.clone())
                     .reason(reason);
                 facts.episode_reported = reported;
-                facts.post_status = Some(PostStatus::from(&snapshot));
-                return Ok(finish(state, Report::new(header, facts), options));
+                facts.post_status = Some(PostStatus::from(snapshot));
+                facts
             }
             // A person took over: the episode is over. (One with a retry still to come goes on:
             // that retry is made when it is due.)
@@ -356,64 +470,89 @@ pub(crate) fn run<U: UnitControl>(
                 if !options.dry_run && (options.manual || episode.next_retry_at.is_none()) =>
             {
                 episode::end(state, service, "a person's run");
+                return Ok(ControlFlow::Continue(None));
             }
-            _ => {}
+            _ => return Ok(ControlFlow::Continue(None)),
+        };
+        Ok(ControlFlow::Break(self.end(facts)))
+    }
+
+    /// Heals: what it depends on first, then the strategy chain; records the outcome in the
+    /// episode (a retry's RECOVERED, or the next retry after a failure) and ends the run.
+    fn heal<U: UnitControl>(
+        &self,
+        host: &Host<'_, U>,
+        look: &Look<U>,
+        mut diagnosis: Diagnosis,
+        retry: Option<Retry>,
+    ) -> Report {
+        let (config, state, service, options) =
+            (self.config, self.state, self.service, self.options);
+        let systemd = &look.systemd;
+        // What it depends on comes first: a monitored upstream unit that is down is healed (by
+        // its own heal unit, or that run is awaited) before this one is restarted into the
+        // same wall.
+        let upstream = upstream_problems(config, systemd, &look.snapshot, &look.target, options);
+        diagnosis = diagnosis.upstream(upstream.clone());
+
+        let order = strategy::plan(&service.healing_strategies, &diagnosis);
+        let context = Context {
+            service,
+            diagnosis: &diagnosis,
+            snapshot: &look.snapshot,
+            units: systemd,
+            target: &look.target,
+            dry_run: options.dry_run,
+        };
+        let chain = strategy::run_chain(&order, &context);
+        if !look.evidence_matters {
+            let lines =
+                host.journal
+                    .read_invocation(&self.unit, &look.invocation(), None, JOURNAL_TIMEOUT);
+            diagnosis = Diagnosis::new(&look.snapshot, look.monitor.as_ref(), lines)
+                .not_serving(look.unhealthy.clone())
+                .upstream(upstream);
         }
+        let outcome = match (options.dry_run, chain.healed_by) {
+            (true, _) => Outcome::Planned,
+            (false, Some(_)) => Outcome::Resolved,
+            (false, None) => Outcome::Failed,
+        };
+        let post = systemd.snapshot(&self.unit).ok();
+        let reason = chain.escalation.clone().or_else(|| {
+            (outcome == Outcome::Failed).then(|| {
+                chain
+                    .steps
+                    .last()
+                    .map_or("no strategy applied".to_owned(), |step| {
+                        format!("{}: {}", step.strategy, step.detail)
+                    })
+            })
+        });
+        let mut facts = self.facts(outcome).diagnosis(diagnosis);
+        facts.steps = chain.steps;
+        facts.healed_by = chain.healed_by.map(|name| name.to_string());
+        facts.reason = reason;
+        facts.post_status = post.as_ref().map(PostStatus::from);
+        if let Some((episode, failures)) = retry.filter(|_| !options.dry_run) {
+            after_retry(
+                config, state, systemd, service, episode, failures, &mut facts,
+            );
+        } else {
+            retry_after_failure(config, state, systemd, service, &mut facts);
+        }
+        self.end(facts)
     }
+}
 
-    // What it depends on comes first: a monitored upstream unit that is down is healed (by
-    // its own heal unit, or that run is awaited) before this one is restarted into the same
-    // wall.
-    let upstream = upstream_problems(config, &systemd, &snapshot, &target, options);
-    diagnosis = diagnosis.upstream(upstream.clone());
-
-    let order = strategy::plan(&service.healing_strategies, &diagnosis);
-    let context = Context {
-        service,
-        diagnosis: &diagnosis,
-        snapshot: &snapshot,
-        units: &systemd,
-        target: &target,
-        dry_run: options.dry_run,
-    };
-    let chain = strategy::run_chain(&order, &context);
-    if !evidence_matters {
-        let lines = host
-            .journal
-            .read_invocation(&unit, &invocation, None, JOURNAL_TIMEOUT);
-        diagnosis = Diagnosis::new(&snapshot, monitor.as_ref(), lines)
-            .not_serving(unhealthy)
-            .upstream(upstream);
+impl<U> Look<U> {
+    /// The failed run's invocation: the hook's, else the unit's current (or last) one.
+    fn invocation(&self) -> String {
+        self.monitor
+            .as_ref()
+            .and_then(|facts| facts.invocation_id.clone())
+            .unwrap_or_else(|| self.snapshot.invocation_id.clone())
     }
-    let outcome = match (options.dry_run, chain.healed_by) {
-        (true, _) => Outcome::Planned,
-        (false, Some(_)) => Outcome::Resolved,
-        (false, None) => Outcome::Failed,
-    };
-    let post = systemd.snapshot(&unit).ok();
-    let reason = chain.escalation.clone().or_else(|| {
-        (outcome == Outcome::Failed).then(|| {
-            chain
-                .steps
-                .last()
-                .map_or("no strategy applied".to_owned(), |step| {
-                    format!("{}: {}", step.strategy, step.detail)
-                })
-        })
-    });
-    let mut facts = clock.facts(outcome, options).diagnosis(diagnosis);
-    facts.steps = chain.steps;
-    facts.healed_by = chain.healed_by.map(|name| name.to_string());
-    facts.reason = reason;
-    facts.post_status = post.as_ref().map(PostStatus::from);
-    if let Some((episode, failures)) = retry.filter(|_| !options.dry_run) {
-        after_retry(
-            config, state, &systemd, service, episode, failures, &mut facts,
-        );
-    } else {
-        retry_after_failure(config, state, &systemd, service, &mut facts);
-    }
-    Ok(finish(state, Report::new(header, facts), options))
 }
 
 /// Records a timed retry in its episode: healed, the report says RECOVERED and the episode
@@ -467,7 +606,7 @@ pub(crate) fn held_by_loop_protection(
         .ok()
         .flatten()
         .is_some_and(|episode| episode::is_due(&episode, SystemTime::now()));
-    (attempts >= config.failure_threshold as usize && !due).then(|| {
+    (config.loop_protection_holds(attempts) && !due).then(|| {
         format!(
             "loop protection holds {}: {attempts} healing runs within {} (failure_threshold {})",
             service.name, config.threshold_window, config.failure_threshold

@@ -235,6 +235,12 @@ impl ServiceConfig {
 }
 
 impl Config {
+    /// Loop protection's rule, in one place: with this many healing runs counted in
+    /// `threshold_window`, the next failure is not healed.
+    pub(crate) fn loop_protection_holds(&self, counted_runs: usize) -> bool {
+        counted_runs >= self.failure_threshold as usize
+    }
+
     /// Reads, parses and validates the config at `path`. The file is opened once: the
     /// ownership check and the read are of the same descriptor, a FIFO or device is refused
     /// without blocking, and the size is capped.

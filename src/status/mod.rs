@@ -329,7 +329,7 @@ fn row(
         .collect();
     let counted = crate::state::counted_attempts(&runs, now - window);
     let threshold = config.failure_threshold as usize;
-    let suppressed = counted.len() >= threshold;
+    let suppressed = config.loop_protection_holds(counted.len());
     // Loop protection lets a run through once the run that filled the threshold leaves the
     // window: the (len - threshold + 1)-th oldest of the counted runs.
     let suppressed_until = suppressed
