@@ -125,6 +125,21 @@ fn scaled(number: &str, per_unit: u128) -> Option<u128> {
     Some(value)
 }
 
+/// A wait as a person reads it, to the second: `14min 59s`, `2h`, `1h 30min`, `45s` (the
+/// exact `Display` of a `HumanDuration` is for config values: `899478978057ns` is exact, and
+/// unreadable).
+pub(crate) fn approx(wait: Duration) -> String {
+    let secs = wait.as_secs() + u64::from(wait.subsec_millis() >= 500);
+    let (hours, minutes, seconds) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (hours, minutes, seconds) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}min"),
+        (0, m, s) => format!("{m}min {s}s"),
+        (h, 0, _) => format!("{h}h"),
+        (h, m, _) => format!("{h}h {m}min"),
+    }
+}
+
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.0.is_zero() && !self.0.subsec_nanos().is_multiple_of(1_000_000) {
@@ -266,5 +281,16 @@ mod tests {
                 text
             );
         }
+    }
+
+    #[test]
+    fn waits_read_to_the_second() {
+        let approx = |secs: f64| super::approx(Duration::from_secs_f64(secs));
+        assert_eq!(approx(899.478_978_057), "14min 59s");
+        assert_eq!(approx(900.0), "15min");
+        assert_eq!(approx(0.4), "0s");
+        assert_eq!(approx(45.6), "46s");
+        assert_eq!(approx(7200.0), "2h");
+        assert_eq!(approx(5400.0), "1h 30min");
     }
 }

@@ -86,11 +86,7 @@ pub(crate) fn schedule_retry(
         |at| at.duration_since(now).unwrap_or_default(),
     );
     let at = humantime::format_rfc3339_seconds(now + delay).to_string();
-    let when = format!(
-        "{} (in {})",
-        readable(&at),
-        crate::duration::HumanDuration(delay)
-    );
+    let when = format!("{} (in {})", readable(&at), crate::duration::approx(delay));
     if dry_run {
         return format!("a real run would schedule a retry at {when}");
     }
