@@ -5,6 +5,8 @@
 //!
 //! Prints a table; no assertions.
 
+#[path = "common.rs"]
+mod bench;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -13,10 +15,7 @@ use std::time::{Duration, Instant};
 use common::{SmtpServer, TestEnv, free_port};
 
 fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(9);
+    let runs = bench::runs();
     let env = TestEnv::new();
     let server = SmtpServer::start(
         &env.sandbox.scratch_dir().join("smtp"),
@@ -66,34 +65,19 @@ fn main() {
         to_listening.push(listening.unwrap_or_default());
         // The next kill must find the heal unit finished, or its OnFailure= start merges.
         common::wait_until(Duration::from_secs(10), "the heal unit to finish", || {
-            env.property("web-self-heal.service", "ActiveState") != "activating"
+            env.property("selfheal@web.service", "ActiveState") != "activating"
         });
     }
 
-    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
-    let stats = |samples: &mut Vec<Duration>| {
-        samples.sort();
-        (
-            samples[samples.len() / 2],
-            samples[0],
-            samples[samples.len() - 1],
-        )
-    };
-    let (mail_median, mail_min, mail_max) = stats(&mut to_mail);
-    let (up_median, up_min, up_max) = stats(&mut to_listening);
     println!("selfheal crash → mail, {runs} runs (stable_for 200ms is part of every heal)\n");
     println!("| metric | median | min | max |");
     println!("|---|---|---|---|");
     println!(
-        "| SIGKILL → listening again | {} | {} | {} |",
-        ms(up_median),
-        ms(up_min),
-        ms(up_max)
+        "{}",
+        bench::Spread::of(&to_listening).row("SIGKILL → listening again", &[])
     );
     println!(
-        "| SIGKILL → RESOLVED mail accepted by the SMTP server | {} | {} | {} |",
-        ms(mail_median),
-        ms(mail_min),
-        ms(mail_max)
+        "{}",
+        bench::Spread::of(&to_mail).row("SIGKILL → RESOLVED mail accepted by the SMTP server", &[])
     );
 }

@@ -17,8 +17,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use selfheal::sandbox::{Sandbox, SandboxSystemd, free_port, wait_for};
+use selfheal::sandbox::{Sandbox, free_port, wait_for};
 use selfheal::state::StateDir;
+
+#[path = "common.rs"]
+mod bench;
 
 const SELFHEAL: &str = env!("CARGO_BIN_EXE_selfheal");
 /// How long an incident is given to end healthy.
@@ -34,19 +37,7 @@ struct Figures {
 fn main() -> anyhow::Result<()> {
     let exe = std::env::var_os("SELFHEAL_BENCH_BIN")
         .map_or_else(|| PathBuf::from(SELFHEAL), PathBuf::from);
-    let systemd = match std::env::var_os("SELFHEAL_TEST_ROOT") {
-        None => SandboxSystemd::Host,
-        Some(root) => SandboxSystemd::Tree {
-            root: root.into(),
-            binds: vec![
-                exe.parent().unwrap_or(Path::new("/")).to_owned(),
-                Path::new(SELFHEAL)
-                    .parent()
-                    .unwrap_or(Path::new("/"))
-                    .to_owned(),
-            ],
-        },
-    };
+    let systemd = bench::sandbox_systemd(&[&exe, Path::new(SELFHEAL)]);
     println!("selfheal: {}", exe.display());
     println!(
         "{:<12} {:>8} {:>6} {:>11} {:>10} {:>16}",

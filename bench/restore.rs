@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use selfheal::ports;
 use selfheal::sandbox::{Sandbox, free_port, wait_for};
+
+#[path = "common.rs"]
+mod bench;
 use selfheal::state::StateDir;
 
 const SELFHEAL: &str = env!("CARGO_BIN_EXE_selfheal");
@@ -24,12 +27,9 @@ const SELFHEAL: &str = env!("CARGO_BIN_EXE_selfheal");
 // The benchmark's steps in order, each printed as it runs: one function on purpose.
 #[allow(clippy::too_many_lines)]
 fn main() -> anyhow::Result<()> {
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(9);
+    let runs = bench::runs();
     let exe = Path::new(SELFHEAL);
-    let sandbox = Sandbox::boot(exe)?;
+    let sandbox = Sandbox::boot_with(exe, &bench::sandbox_systemd(&[exe]))?;
     let [healed_port, systemd_port, victim_port] = [free_port()?, free_port()?, free_port()?];
     let state_dir = sandbox.scratch_dir().join("state");
     let service = |name: &str, port: u16| {
@@ -209,7 +209,7 @@ fn main() -> anyhow::Result<()> {
         heal_rss = heal_rss.max(rss);
     }
 
-    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    let ms = bench::ms;
     let mb = |kib: i64| format!("{:.1} MB", kib as f64 / 1024.0);
     let ratio = median(&by_selfheal).as_secs_f64() / median(&by_systemd).as_secs_f64();
     let added = |selfheal: &[Duration], systemd: &[Duration]| {
@@ -222,12 +222,7 @@ fn main() -> anyhow::Result<()> {
     println!("| metric | median | min | max | target |");
     println!("|---|---|---|---|---|");
     let row = |name: &str, samples: &[Duration], target: &str| {
-        println!(
-            "| {name} | {} | {} | {} | {target} |",
-            ms(median(samples)),
-            ms(min(samples)),
-            ms(max(samples))
-        );
+        println!("{}", bench::Spread::of(samples).row(name, &[target]));
     };
     row(
         "(a) kill → new holder of the port, healed by selfheal (OnFailure=)",
@@ -474,17 +469,6 @@ fn systemd_version() -> String {
         .unwrap_or_default()
 }
 
-fn sorted(samples: &[Duration]) -> Vec<Duration> {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    sorted
-}
 fn median(samples: &[Duration]) -> Duration {
-    sorted(samples)[samples.len() / 2]
-}
-fn min(samples: &[Duration]) -> Duration {
-    sorted(samples)[0]
-}
-fn max(samples: &[Duration]) -> Duration {
-    sorted(samples)[samples.len() - 1]
+    bench::Spread::of(samples).median
 }

@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 
 use selfheal::sandbox::{Sandbox, free_port, wait_for};
 
+#[path = "common.rs"]
+mod bench;
+
 const SELFHEAL: &str = env!("CARGO_BIN_EXE_selfheal");
 
 fn main() -> anyhow::Result<()> {
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(9);
+    let runs = bench::runs();
     let exe = Path::new(SELFHEAL);
-    let sandbox = Sandbox::boot(exe)?;
+    let sandbox = Sandbox::boot_with(exe, &bench::sandbox_systemd(&[exe]))?;
     let mut rows = Vec::new();
     let mut created = 0;
     let mut ports = std::collections::HashMap::new();
@@ -163,6 +163,5 @@ fn time(runs: usize, make: impl Fn() -> Command) -> anyhow::Result<Duration> {
         // status exits 1 when a service is down, which half of them are.
         anyhow::ensure!(status.code().is_some(), "killed: {status}");
     }
-    samples.sort();
-    Ok(samples[samples.len() / 2])
+    Ok(bench::Spread::of(&samples).median)
 }
