@@ -242,9 +242,7 @@ impl Run<'_> {
                 snapshot = now;
                 Some(String::new())
             }
-            Some(Followed::StillActing(_)) | None => {
-                verify::check_now(&snapshot, &target, false).err()
-            }
+            Some(Followed::StillActing(_)) | None => verify::check_now(&snapshot, &target).err(),
         };
         let Some(not_serving) = not_serving else {
             let by_systemd = restarting || snapshot.n_restarts > restarts_before;
@@ -873,7 +871,7 @@ fn follow_systemd(
             return Ok(Followed::Down(now));
         }
         // It may have failed again while it was verified: say how it is now.
-        let problem = verify::check_now(&now, target, false)
+        let problem = verify::check_now(&now, target)
             .err()
             .unwrap_or(verification.detail);
         return Ok(Followed::Up {

@@ -45,36 +45,33 @@ impl Backoff {
     }
 }
 
-/// One look, without waiting: is the service healthy right now?
-pub(crate) fn check_now(
-    snapshot: &UnitSnapshot,
-    target: &HealthTarget,
-    require_own_port: bool,
-) -> Result<String, String> {
+/// One look, without waiting: is the service healthy right now? Its port counts only when
+/// the unit's own process listens on it (the rule `status` applies too): another unit's
+/// listener is a port conflict, not health.
+pub(crate) fn check_now(snapshot: &UnitSnapshot, target: &HealthTarget) -> Result<String, String> {
     if !snapshot.is_active() {
         return Err(format!("{} is {}", snapshot.unit, snapshot.state()));
     }
     let mut passed = vec![format!("{} active/{}", snapshot.unit, snapshot.sub_state)];
     if let Some(port) = target.port {
-        if require_own_port {
-            let holders = ports::holders(port);
-            if holders.is_empty() {
-                return Err(format!("port {port} is not listening"));
-            }
-            if !holders
+        let holders = ports::holders(port);
+        if holders.is_empty() && !ports::is_listening(port) {
+            return Err(format!("port {port} is not listening"));
+        }
+        // Listening, but no holder could be read (not root, `hidepid`): as `status`, the port
+        // counts as the unit's own rather than as a problem nobody can see.
+        if !holders.is_empty()
+            && !holders
                 .iter()
                 .any(|h| ports::is_within(&h.cgroup, &snapshot.control_group))
-            {
-                let holder = &holders[0];
-                return Err(format!(
-                    "port {port} is held by pid {} ({}), not by {}",
-                    holder.pid,
-                    holder.cmdline.join(" "),
-                    snapshot.unit
-                ));
-            }
-        } else if !ports::is_listening(port) {
-            return Err(format!("port {port} is not listening"));
+        {
+            let holder = &holders[0];
+            return Err(format!(
+                "port {port} is held by pid {} ({}), not by {}",
+                holder.pid,
+                holder.cmdline.join(" "),
+                snapshot.unit
+            ));
         }
         passed.push(format!("port {port} listening"));
     }
@@ -113,7 +110,7 @@ pub(crate) fn verify(
         if snapshot.is_down() {
             return failed(format!("{} went {}", snapshot.unit, snapshot.state()));
         }
-        match check_now(&snapshot, target, true) {
+        match check_now(&snapshot, target) {
             Ok(passed) => {
                 tracing::debug!("healthy: {passed}");
                 break (snapshot, passed);

@@ -705,3 +705,33 @@ fn only_a_person_who_says_so_overrides_loop_protection() {
     assert_eq!(forced.outcome, Outcome::Resolved);
     assert!(last(&env).manual);
 }
+
+/// "It serves its port" is one rule: the unit's own process listens on it. A run that finds
+/// the unit active while another unit holds its port does not call it healthy (`status` calls
+/// the same `port_taken_by_other`).
+#[test]
+fn an_active_service_whose_port_another_unit_holds_is_not_healthy() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.config(&format!(
+        "monitored_services:\n  - name: web\n    port: {port}\n    verify_timeout: 2s\n    stable_for: 200ms\n    healing_strategies: [service_restart]\n"
+    ))
+    .unit("web", "ExecStart=/bin/sleep 600")
+    .web_unit("squatter", port, "squatting");
+    env.start_listening("squatter", port);
+    env.systemctl(&["start", "web.service"]);
+
+    let (_, report) = env.run_json("web", &["--dry-run"]);
+    assert_ne!(report.outcome, Outcome::Healthy, "{report:?}");
+    let diagnosis = report.diagnosis.as_ref().unwrap();
+    assert_contains(
+        diagnosis.unhealthy.as_deref().unwrap_or_default(),
+        &format!("port {port} is held by pid"),
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&env.selfheal(["status", "--json"]).stdout).unwrap();
+    assert_eq!(
+        status["services"][0]["port_taken_by_other"], true,
+        "{status}"
+    );
+}
