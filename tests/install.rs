@@ -298,10 +298,8 @@ fn the_hook_starts_a_heal_unit_no_other_units_drop_ins_reach() {
             "{history:?}"
         );
     }
-    let status = env.selfheal(["status", "--json"]);
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    for row in status["services"].as_array().unwrap() {
-        assert_eq!(row["hook_armed"], true, "{row}");
+    for row in env.status().services {
+        assert!(row.hook_armed, "{row:?}");
     }
 }
 

@@ -134,12 +134,8 @@ fn one_sigkill_that_restart_absorbs_is_systemds_restart_on_both_systemds() {
         Outcome::RestartedBySystemd,
         "{history:?}"
     );
-    let status: serde_json::Value =
-        serde_json::from_slice(&env.selfheal(["status", "--json"]).stdout).unwrap();
-    assert_eq!(
-        status["services"][0]["restarts_by_systemd_24h"], 1,
-        "{status}"
-    );
+    let status = env.status();
+    assert_eq!(status.services[0].restarts_by_systemd_24h, 1, "{status:?}");
 }
 
 /// One round of `selfheal watch`, as its timer runs it.

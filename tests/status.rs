@@ -7,41 +7,10 @@ mod common;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use common::{TestEnv, assert_contains, exit_code, free_port, selfheal_bin};
+use common::{StatusJson, TestEnv, assert_contains, exit_code, free_port, selfheal_bin};
 use selfheal::exit_code::ExitCode;
 use selfheal::outcome::Outcome;
 use selfheal::state::{HistoryRecord, StateDir};
-
-#[derive(Debug, serde::Deserialize)]
-struct StatusJson {
-    system: serde_json::Value,
-    services: Vec<ServiceJson>,
-    recent: Vec<serde_json::Value>,
-    config: serde_json::Value,
-}
-
-// The JSON interface's own booleans.
-#[allow(clippy::struct_excessive_bools)]
-#[derive(Debug, serde::Deserialize)]
-struct ServiceJson {
-    name: String,
-    unit: String,
-    active_state: String,
-    sub_state: String,
-    healthy: bool,
-    port: Option<u16>,
-    port_listening: Option<bool>,
-    health_ok: Option<bool>,
-    domain: Option<String>,
-    critical: bool,
-    hook_armed: bool,
-    heal_unit_load_state: String,
-    healing_masked: bool,
-    recent_runs: usize,
-    suppressed: bool,
-    suppressed_until: Option<String>,
-    last_healing: Option<serde_json::Value>,
-}
 
 fn record(service: &str, outcome: Outcome, minutes_ago: u64) -> HistoryRecord {
     let at = SystemTime::now() - Duration::from_secs(minutes_ago * 60);
@@ -137,13 +106,7 @@ fn status_shows_systemds_truth_for_every_kind_of_service() {
 
     let output = env.selfheal(["status", "--json"]);
     assert_eq!(exit_code(&output), ExitCode::Failure, "not all are healthy");
-    let status: StatusJson = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
-        panic!(
-            "{err}: {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
+    let status = StatusJson::parse(&output);
     let service = |name: &str| {
         status
             .services
@@ -267,7 +230,7 @@ fn status_lists_300_services() {
     env.start_listening("svc299", port);
 
     let output = env.selfheal(["status", "--json"]);
-    let status: StatusJson = serde_json::from_slice(&output.stdout).unwrap();
+    let status = StatusJson::parse(&output);
     assert_eq!(status.services.len(), 300);
     let active: Vec<&str> = status
         .services
@@ -306,7 +269,7 @@ fn a_unit_named_by_its_alias_is_found_and_its_port_is_its_own() {
     env.start_listening("db-real", port);
 
     let output = env.selfheal(["status", "--json"]);
-    let status: StatusJson = serde_json::from_slice(&output.stdout).unwrap();
+    let status = StatusJson::parse(&output);
     let db = &status.services[0];
     assert_eq!(db.active_state, "active", "{db:?}");
     assert_eq!(db.port_listening, Some(true), "{db:?}");

@@ -179,6 +179,58 @@ pub(crate) fn systemd_version(sandbox: &Sandbox) -> u32 {
         .expect("systemctl --version names a version")
 }
 
+/// What `status --json` prints, parsed from the outside: the fields the tests pin.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct StatusJson {
+    pub system: serde_json::Value,
+    pub summary: serde_json::Value,
+    pub services: Vec<ServiceJson>,
+    pub recent: Vec<serde_json::Value>,
+    pub config: serde_json::Value,
+}
+
+/// One service of `status --json`.
+// The JSON interface's own booleans.
+#[allow(clippy::struct_excessive_bools)]
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ServiceJson {
+    pub name: String,
+    pub unit: String,
+    pub active_state: String,
+    pub sub_state: String,
+    pub healthy: bool,
+    pub port: Option<u16>,
+    pub port_listening: Option<bool>,
+    pub port_taken_by_other: bool,
+    pub health_ok: Option<bool>,
+    pub domain: Option<String>,
+    pub critical: bool,
+    pub hook_armed: bool,
+    pub heal_unit_load_state: String,
+    pub healing_masked: bool,
+    pub recent_runs: usize,
+    pub restarts_by_systemd_24h: usize,
+    pub suppressed: bool,
+    pub suppressed_until: Option<String>,
+    pub next_retry_at: Option<String>,
+    pub last_healing: Option<serde_json::Value>,
+    pub unknown_reason: Option<String>,
+}
+
+impl StatusJson {
+    /// Parses `status --json` output, saying what it was when it is not that.
+    #[track_caller]
+    pub(crate) fn parse(output: &Output) -> StatusJson {
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+            panic!(
+                "{err}: {}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+    }
+}
+
 /// One test's world: a sandboxed systemd, a config file and a state directory.
 pub(crate) struct TestEnv {
     pub sandbox: Sandbox,
@@ -340,6 +392,12 @@ impl TestEnv {
             report.contains("End of report:")
         });
         report
+    }
+
+    /// `status --json`, parsed.
+    #[track_caller]
+    pub(crate) fn status(&self) -> StatusJson {
+        StatusJson::parse(&self.selfheal(["status", "--json"]))
     }
 
     pub(crate) fn history(&self) -> Vec<HistoryRecord> {
