@@ -219,8 +219,8 @@ impl Strategy for PortConflict {
         Ok(())
     }
 
-    // Find, classify, refuse or stop, restart: one decision read top to bottom.
-    #[allow(clippy::too_many_lines)]
+    // Find, classify, refuse or stop, restart: one decision read top to bottom (the sorting
+    // and the stopping are their own functions).
     fn attempt(&self, context: &Context<'_>) -> Attempt {
         let Some(port) = context.service.port else {
             return Attempt::new(
@@ -255,29 +255,11 @@ impl Strategy for PortConflict {
             }
         };
 
-        let self_pid = std::process::id();
-        let mut to_stop = Vec::new();
-        let mut blocking = Vec::new();
-        let mut live = Vec::new();
-        for holder in holders {
-            let owner = holder_unit(context, holder.pid);
-            match may_signal(classify(&holder, &owner, &unit, self_pid), &settings) {
-                Ok(why) => to_stop.push((holder, why)),
-                Err(Ownership::Live) => live.push(holder),
-                Err(Ownership::Foreign { unit }) => {
-                    let whose = unit.map_or("outside any systemd unit".to_owned(), |u| {
-                        format!("of unit {u}")
-                    });
-                    blocking.push(format!("{} {whose}", describe(&holder)));
-                }
-                Err(Ownership::Protected { why }) => {
-                    blocking.push(format!("{} is {why}", describe(&holder)));
-                }
-                Err(Ownership::Stale { .. }) => {
-                    unreachable!("may_signal accepts every stale holder")
-                }
-            }
-        }
+        let Sorted {
+            to_stop,
+            blocking,
+            live,
+        } = sort_holders(context, holders, &unit, &settings);
 
         if !blocking.is_empty() {
             let mut detail = format!("port {port} is held by {}", blocking.join(", "));
@@ -327,45 +309,110 @@ impl Strategy for PortConflict {
             }
             return then_restart(context, "stop the stale holder", &found, changes);
         }
-        // Asked again right before each signal: the unit may have come up meanwhile.
-        let still_signallable = |holder: &PortHolder| -> Result<(), String> {
-            let unit = context
-                .units
-                .snapshot(&unit.unit)
-                .map_err(|err| format!("the unit's state cannot be read ({err})"))?;
-            let owner = holder_unit(context, holder.pid);
-            may_signal(classify(holder, &owner, &unit, self_pid), &settings)
-                .map(drop)
-                .map_err(|now| {
-                    format!(
-                        "it is no longer a stale holder ({now:?}, unit {})",
-                        unit.state()
-                    )
-                })
-        };
-        let holders: Vec<PortHolder> = to_stop.into_iter().map(|(holder, _)| holder).collect();
-        let stopped = stop(&holders, settings.grace, &still_signallable);
-        let (changes, left_alone) = match stopped {
-            Ok(stopped) => stopped,
-            Err(err) => {
-                return Attempt::new(
-                    StepResult::NoFix,
-                    action,
-                    format!("{found}; stopping them failed: {err}"),
-                );
-            }
-        };
-        if !left_alone.is_empty() {
-            // Restarting now would race whatever changed: a person should look.
-            return Attempt::new(
-                StepResult::NeedsHuman,
-                action,
-                format!("{found}; {}", left_alone.join("; ")),
-            )
-            .with_changes(changes);
-        }
-        then_restart(context, "stop the stale holder", &found, changes)
+        stop_then_restart(context, &unit, to_stop, &settings, &found, action)
     }
+}
+
+/// The port's holders, by what selfheal may do about each.
+struct Sorted {
+    /// This service's stale processes (or, with `kill_foreign`, other units'), and why each
+    /// may be stopped.
+    to_stop: Vec<(PortHolder, String)>,
+    /// Why the others must not be signalled: "pid 812 (nginx) of unit nginx.service".
+    blocking: Vec<String>,
+    /// The unit's own live processes: no conflict.
+    live: Vec<PortHolder>,
+}
+
+/// Classifies every holder (`classify`, then `may_signal` with the settings).
+fn sort_holders(
+    context: &Context<'_>,
+    holders: Vec<PortHolder>,
+    unit: &crate::systemd::UnitSnapshot,
+    settings: &PortConflictConfig,
+) -> Sorted {
+    let self_pid = std::process::id();
+    let mut sorted = Sorted {
+        to_stop: Vec::new(),
+        blocking: Vec::new(),
+        live: Vec::new(),
+    };
+    for holder in holders {
+        let owner = holder_unit(context, holder.pid);
+        match may_signal(classify(&holder, &owner, unit, self_pid), settings) {
+            Ok(why) => sorted.to_stop.push((holder, why)),
+            Err(Ownership::Live) => sorted.live.push(holder),
+            Err(Ownership::Foreign { unit }) => {
+                let whose = unit.map_or("outside any systemd unit".to_owned(), |u| {
+                    format!("of unit {u}")
+                });
+                sorted
+                    .blocking
+                    .push(format!("{} {whose}", describe(&holder)));
+            }
+            Err(Ownership::Protected { why }) => {
+                sorted
+                    .blocking
+                    .push(format!("{} is {why}", describe(&holder)));
+            }
+            Err(Ownership::Stale { .. }) => {
+                unreachable!("may_signal accepts every stale holder")
+            }
+        }
+    }
+    sorted
+}
+
+/// Stops the stale holders `found` describes (each asked again right before its signal),
+/// then restarts and verifies the service; a holder that is no longer stale stops the step
+/// for a person.
+fn stop_then_restart(
+    context: &Context<'_>,
+    unit: &crate::systemd::UnitSnapshot,
+    to_stop: Vec<(PortHolder, String)>,
+    settings: &PortConflictConfig,
+    found: &str,
+    action: String,
+) -> Attempt {
+    let self_pid = std::process::id();
+    // Asked again right before each signal: the unit may have come up meanwhile.
+    let still_signallable = |holder: &PortHolder| -> Result<(), String> {
+        let unit = context
+            .units
+            .snapshot(&unit.unit)
+            .map_err(|err| format!("the unit's state cannot be read ({err})"))?;
+        let owner = holder_unit(context, holder.pid);
+        may_signal(classify(holder, &owner, &unit, self_pid), settings)
+            .map(drop)
+            .map_err(|now| {
+                format!(
+                    "it is no longer a stale holder ({now:?}, unit {})",
+                    unit.state()
+                )
+            })
+    };
+    let holders: Vec<PortHolder> = to_stop.into_iter().map(|(holder, _)| holder).collect();
+    let stopped = stop(&holders, settings.grace, &still_signallable);
+    let (changes, left_alone) = match stopped {
+        Ok(stopped) => stopped,
+        Err(err) => {
+            return Attempt::new(
+                StepResult::NoFix,
+                action,
+                format!("{found}; stopping them failed: {err}"),
+            );
+        }
+    };
+    if !left_alone.is_empty() {
+        // Restarting now would race whatever changed: a person should look.
+        return Attempt::new(
+            StepResult::NeedsHuman,
+            action,
+            format!("{found}; {}", left_alone.join("; ")),
+        )
+        .with_changes(changes);
+    }
+    then_restart(context, "stop the stale holder", found, changes)
 }
 
 /// More holders than this is not a stale instance but something a person must look at (and
