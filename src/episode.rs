@@ -51,7 +51,7 @@ pub(crate) fn is_due(episode: &Episode, now: SystemTime) -> bool {
 
 /// The transient timer that starts `service`'s heal unit later.
 pub(crate) fn timer_name(service: &ServiceConfig) -> String {
-    format!("selfheal@{}.timer", service.name)
+    service.retry_timer_name(false)
 }
 
 /// Makes sure the next retry of a service that loop protection stopped is scheduled, and

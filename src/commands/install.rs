@@ -130,7 +130,7 @@ fn stop_transient_timers(paths: &Paths) -> Result<(), Error> {
         .load_config()?
         .monitored_services
         .iter()
-        .map(|service| format!("{}-self-heal.timer", service.name))
+        .map(|service| service.retry_timer_name(true))
         .collect();
     let mut patterns = vec!["selfheal@*.timer", "selfheal-cascade-*.timer"];
     patterns.extend(legacy.iter().map(String::as_str));

@@ -232,6 +232,17 @@ impl ServiceConfig {
     pub(crate) fn legacy_heal_unit_name(&self) -> String {
         format!("{}-self-heal.service", self.name)
     }
+
+    /// The transient timer that starts the heal unit later (a timed retry): the heal unit's
+    /// name with `.timer`, which systemd starts by default. `legacy`: its first spelling.
+    pub(crate) fn retry_timer_name(&self, legacy: bool) -> String {
+        let heal_unit = if legacy {
+            self.legacy_heal_unit_name()
+        } else {
+            self.heal_unit_name()
+        };
+        format!("{}.timer", heal_unit.trim_end_matches(".service"))
+    }
 }
 
 impl Config {
