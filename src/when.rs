@@ -1,6 +1,6 @@
 //! Points in time as people write and read them: `--since` as journalctl takes it
 //! (`yesterday`, `2026-11-18 10:00`, `-2h`, `24h`), and a record's time shown in local time
-//! with how long ago it was (`2026-11-29 10:04 (2h ago)`).
+//! with how far from now it is (`2026-11-29 10:04 (2h ago)`, `(in 58min)`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -97,19 +97,25 @@ impl Since {
     }
 }
 
-/// How long ago `then` was, in the largest whole unit: `just now`, `45s ago`, `12min ago`,
-/// `2h ago`, `3d ago`.
-pub(crate) fn ago(then: SystemTime, now: SystemTime) -> String {
-    let Ok(elapsed) = now.duration_since(then) else {
-        return "just now".to_owned();
+/// How far `then` is from `now`, in the largest whole unit: `just now`, `45s ago`,
+/// `12min ago`, `2h ago`, `3d ago`; a time to come reads `in 45s`, `in 58min`, `in 2h`.
+pub(crate) fn relative(then: SystemTime, now: SystemTime) -> String {
+    let (distance, future) = match now.duration_since(then) {
+        Ok(elapsed) => (elapsed, false),
+        Err(ahead) => (ahead.duration(), true),
     };
-    let secs = elapsed.as_secs();
-    match secs {
-        0..5 => "just now".to_owned(),
-        5..60 => format!("{secs}s ago"),
-        60..3600 => format!("{}min ago", secs / 60),
-        3600..86_400 => format!("{}h ago", secs / 3600),
-        _ => format!("{}d ago", secs / 86_400),
+    let secs = distance.as_secs();
+    let amount = match secs {
+        0..5 => return "just now".to_owned(),
+        5..60 => format!("{secs}s"),
+        60..3600 => format!("{}min", secs / 60),
+        3600..86_400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    };
+    if future {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
     }
 }
 
@@ -185,9 +191,16 @@ mod tests {
             (3 * 86_400, "3d ago"),
         ];
         for (secs, expected) in table {
-            assert_eq!(ago(now - Duration::from_secs(secs), now), expected);
+            assert_eq!(relative(now - Duration::from_secs(secs), now), expected);
         }
-        assert_eq!(ago(now + Duration::from_secs(9), now), "just now");
+        assert_eq!(relative(now + Duration::from_secs(3), now), "just now");
+        // A time to come (loop protection's end, a retry) is not "just now".
+        assert_eq!(relative(now + Duration::from_secs(42), now), "in 42s");
+        assert_eq!(
+            relative(now + Duration::from_secs(58 * 60 + 30), now),
+            "in 58min"
+        );
+        assert_eq!(relative(now + Duration::from_secs(2 * 3600), now), "in 2h");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::outcome::Outcome;
 use crate::state::HistoryRecord;
 use crate::stats::ServiceStats;
 use crate::terminal::{Paint, Terminal, fit, printable};
-use crate::when::{LocalTime, ago};
+use crate::when::{LocalTime, relative};
 
 use super::Paths;
 
@@ -76,7 +76,7 @@ fn table(
         return "-- no healing runs --\n".to_owned();
     }
     let time = |record: &HistoryRecord| match record.started() {
-        Some(at) if terminal.is_tty => format!("{} ({})", LocalTime(at, zone), ago(at, now)),
+        Some(at) if terminal.is_tty => format!("{} ({})", LocalTime(at, zone), relative(at, now)),
         Some(at) => LocalTime(at, zone).to_string(),
         None => record.started_at.clone(),
     };

@@ -8,7 +8,7 @@ use super::{Category, ServiceStatus, Status};
 use crate::outcome::Outcome;
 use crate::report::human_bytes as bytes;
 use crate::terminal::{Paint, Terminal, fit, printable};
-use crate::when::{LocalTime, ago};
+use crate::when::{LocalTime, relative};
 
 /// How a service is doing, for its mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,7 @@ impl Page {
             |_| rfc3339.to_owned(),
             |at| {
                 if self.terminal.is_tty {
-                    format!("{} ({})", LocalTime(at, &self.zone), ago(at, self.now))
+                    format!("{} ({})", LocalTime(at, &self.zone), relative(at, self.now))
                 } else {
                     LocalTime(at, &self.zone).to_string()
                 }
