@@ -173,7 +173,7 @@ pub struct HistoryArgs {
     /// Only runs since this time, as journalctl takes it: 24h, -2h, "2h ago", today,
     /// yesterday, 2026-11-18, "2026-11-18 10:00", 10:00
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
-    pub since: Option<crate::when::Since>,
+    pub since: Option<crate::ui::when::Since>,
     /// Print JSON lines
     #[arg(long)]
     pub json: bool,

@@ -7,9 +7,9 @@
 //! error once prints every cause once.
 
 use crate::config::ConfigError;
-use crate::email::{EmailError, OutboxError};
+use crate::deploy::InstallError;
 use crate::exit_code::ExitCode;
-use crate::install::InstallError;
+use crate::notify::email::{EmailError, OutboxError};
 use crate::report::RenderError;
 use crate::state::StateError;
 use crate::systemd::SystemdError;
@@ -149,7 +149,7 @@ mod tests {
     fn a_cause_is_printed_once() {
         let error = Error::from(ConfigError::Read {
             path: PathBuf::from("/nonexistent.yml"),
-            cause: crate::bounded_read::ReadError::Io(std::io::Error::from_raw_os_error(2)),
+            cause: crate::host::bounded_read::ReadError::Io(std::io::Error::from_raw_os_error(2)),
         });
         let text = error.to_string();
         assert_eq!(

@@ -6,11 +6,11 @@
 use std::path::Path;
 
 use crate::config::Config;
-use crate::diagnose::{Diagnosis, MonitorFacts};
-use crate::journal::{JournalLine, parse_json_lines};
+use crate::heal::diagnose::{Diagnosis, MonitorFacts};
+use crate::heal::strategy::{Step, StepResult};
+use crate::host::journal::{JournalLine, parse_json_lines};
 use crate::outcome::Outcome;
 use crate::report::{Renderer, Report, ReportHeader, RunFacts};
-use crate::strategy::{Step, StepResult};
 use crate::systemd::UnitSnapshot;
 
 /// The config loader and validator: any text is accepted or refused, never a panic or hang.
@@ -21,7 +21,7 @@ pub fn config(data: &[u8]) {
 
 /// The env-file parser keeps key names only, and only names that are valid shell names.
 pub fn env_file(data: &[u8]) {
-    for key in crate::strategy::env_file_keys(data) {
+    for key in crate::heal::strategy::env_file_keys(data) {
         assert!(
             key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
             "{key:?}"
@@ -128,7 +128,7 @@ pub fn report(data: &[u8]) {
             facts.journal,
         )),
         steps: vec![Step {
-            strategy: crate::strategy::StrategyName::ServiceRestart,
+            strategy: crate::heal::strategy::StrategyName::ServiceRestart,
             action: detail.clone(),
             result: StepResult::NoFix,
             detail: detail.clone(),

@@ -34,7 +34,7 @@ pub fn init(verbosity: i8) {
     });
     // A person who asks for -v at a terminal reads the log there too; a pipe or a file never
     // gets escape codes.
-    let terminal = crate::terminal::Terminal::stderr();
+    let terminal = crate::ui::terminal::Terminal::stderr();
     let on_stderr = journald.is_none() || (verbosity > 0 && terminal.is_tty);
     let stderr = on_stderr.then(|| {
         tracing_subscriber::fmt::layer()

@@ -20,7 +20,7 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
     let file = paths.config.display();
     for (index, service) in config.monitored_services.iter().enumerate() {
         problems.extend(
-            crate::strategy::preflight(service)
+            crate::heal::strategy::preflight(service)
                 .into_iter()
                 .map(|problem| {
                     format!(
@@ -36,7 +36,7 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
             "there is no `email:` section: reports are printed and logged, but nobody is mailed"
                 .to_owned(),
         ),
-        Some(email) => match crate::email::preflight(email) {
+        Some(email) => match crate::notify::email::preflight(email) {
             Ok(found) => warnings.extend(found),
             Err(problem) => problems.push(format!("{file}: email: {problem}")),
         },

@@ -5,10 +5,10 @@ use std::time::SystemTime;
 
 use crate::Error;
 use crate::cli::DigestArgs;
-use crate::digest::DigestReport;
-use crate::email::{Delivery, EmailError, Outbox, compose, deliver_composed};
 use crate::exit_code::ExitCode;
+use crate::notify::email::{Delivery, EmailError, Outbox, compose, deliver_composed};
 use crate::report::Renderer;
+use crate::report::digest::DigestReport;
 
 use super::Paths;
 

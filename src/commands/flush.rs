@@ -10,7 +10,7 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
     let config = paths.load_config()?;
     // Bursts whose window has closed first: their held reports join the outbox.
     let renderer = crate::report::Renderer::new(config.templates_dir.as_deref());
-    let bursts = crate::cascade::Bursts {
+    let bursts = crate::notify::cascade::Bursts {
         config: &config,
         state: &paths.state(),
         renderer: &renderer,
@@ -22,15 +22,15 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
         // The reports already queued go out all the same.
         Err(err) => eprintln!("selfheal: the held cascade reports stay held: {err}"),
     }
-    let summary = crate::email::flush(&config, &paths.state(), None)?;
+    let summary = crate::notify::email::flush(&config, &paths.state(), None)?;
     // Episodes of services that are up again are watched, then closed; the metrics say so.
     if paths.state().episodes().is_ok_and(|open| !open.is_empty()) {
         match crate::systemd::Systemd::connect() {
-            Ok(systemd) => crate::episode::housekeeping(&config, &paths.state(), &systemd),
+            Ok(systemd) => crate::heal::episode::housekeeping(&config, &paths.state(), &systemd),
             Err(err) => tracing::warn!("episodes not looked after: {err}"),
         }
     }
-    crate::metrics::update(&config, &paths.state());
+    crate::status::metrics::update(&config, &paths.state());
     for meta in &summary.delivered {
         println!(
             "delivered {} ({})",

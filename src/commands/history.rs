@@ -10,9 +10,9 @@ use crate::cli::HistoryArgs;
 use crate::exit_code::ExitCode;
 use crate::outcome::Outcome;
 use crate::state::HistoryRecord;
-use crate::stats::ServiceStats;
-use crate::terminal::{Paint, Terminal, fit, printable};
-use crate::when::{LocalTime, relative};
+use crate::state::stats::ServiceStats;
+use crate::ui::terminal::{Paint, Terminal, fit, printable};
+use crate::ui::when::{LocalTime, relative};
 
 use super::Paths;
 
@@ -38,7 +38,7 @@ pub(super) fn execute(paths: &Paths, args: &HistoryArgs) -> Result<ExitCode, Err
         })
         .collect();
     if args.stats {
-        let stats = crate::stats::per_service(&shown);
+        let stats = crate::state::stats::per_service(&shown);
         if args.json {
             for row in &stats {
                 println!("{}", serde_json::to_string(row)?);
@@ -261,7 +261,7 @@ mod tests {
         again.duration_ms = 1_448;
         records.push(again);
         let refs: Vec<&HistoryRecord> = records.iter().collect();
-        let stats = crate::stats::per_service(&refs);
+        let stats = crate::state::stats::per_service(&refs);
         assert_eq!(stats.len(), 2);
         let web = &stats[0];
         assert_eq!((web.runs, web.resolved, web.failed), (2, 2, 0));
@@ -296,7 +296,7 @@ mod tests {
         };
         let held = record("web", Outcome::Resolved, "2026-11-29T11:00:00Z", "");
         let records = [&healed, &relapse, &held];
-        let web = &crate::stats::per_service(&records)[0];
+        let web = &crate::state::stats::per_service(&records)[0];
         assert_eq!((web.resolved, web.relapsed), (2, 1));
         assert_eq!(web.success_rate, Some(0.5));
     }

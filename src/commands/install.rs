@@ -4,8 +4,8 @@ use std::path::Path;
 
 use crate::Error;
 use crate::cli::{InstallArgs, UninstallArgs};
+use crate::deploy::{self, Change, Invocation, UnitFile};
 use crate::exit_code::ExitCode;
-use crate::install::{self, Change, Invocation, UnitFile};
 use crate::systemd::{Systemd, UnitControl};
 
 use super::Paths;
@@ -13,19 +13,19 @@ use super::Paths;
 pub(super) fn install(paths: &Paths, args: &InstallArgs) -> Result<ExitCode, Error> {
     let files = planned(paths, &args.unit_dir)?;
     // Every file is checked before any is written: a foreign file stops the whole install.
-    let changes = install::plan_changes(&files, &args.unit_dir)?;
+    let changes = deploy::plan_changes(&files, &args.unit_dir)?;
     if args.dry_run {
-        print!("{}", install::describe(&changes));
+        print!("{}", deploy::describe(&changes));
         return Ok(ExitCode::Success);
     }
-    let changed = install::apply(&changes)?;
+    let changed = deploy::apply(&changes)?;
     // What uninstall must remove, wherever it was written: recorded before anything else can
     // fail. A state directory that cannot be written costs uninstall's memory, not the hooks.
     if let Err(err) = paths
         .state()
         .ensure("")
         .map_err(|err| std::io::Error::other(err.to_string()))
-        .and_then(|dir| install::Manifest::new(&dir).record(&args.unit_dir, &changes))
+        .and_then(|dir| deploy::Manifest::new(&dir).record(&args.unit_dir, &changes))
     {
         eprintln!("selfheal: warning: the list of installed files is not kept: {err}");
     }
@@ -62,8 +62,8 @@ fn start_and_stop_timers(changes: &[Change]) -> Result<(), Error> {
     for change in changes {
         match change {
             Change::Create(file) | Change::Update { file, .. }
-                if named(&file.path, install::DIGEST_TIMER)
-                    || named(&file.path, install::WATCH_TIMER) =>
+                if named(&file.path, deploy::DIGEST_TIMER)
+                    || named(&file.path, deploy::WATCH_TIMER) =>
             {
                 let timer = file.path.file_name().unwrap_or_default().to_string_lossy();
                 Systemd::connect()?.start(&timer, std::time::Duration::from_secs(10))?;
@@ -71,9 +71,9 @@ fn start_and_stop_timers(changes: &[Change]) -> Result<(), Error> {
             }
             Change::Remove(path) => {
                 for timer in [
-                    install::DIGEST_TIMER,
-                    install::FLUSH_TIMER,
-                    install::WATCH_TIMER,
+                    deploy::DIGEST_TIMER,
+                    deploy::FLUSH_TIMER,
+                    deploy::WATCH_TIMER,
                 ] {
                     if named(path, timer) {
                         Systemd::connect()?.stop(timer)?;
@@ -90,20 +90,20 @@ fn start_and_stop_timers(changes: &[Change]) -> Result<(), Error> {
 pub(super) fn uninstall(paths: &Paths, args: &UninstallArgs) -> Result<ExitCode, Error> {
     // What this config plans, what any install left in this unit directory, and what the
     // manifest says installs wrote anywhere.
-    let manifest = install::Manifest::new(&paths.state_dir);
+    let manifest = deploy::Manifest::new(&paths.state_dir);
     let mut candidates: Vec<std::path::PathBuf> = planned(paths, &args.unit_dir)?
         .into_iter()
         .map(|file| file.path)
-        .chain(install::our_files(&args.unit_dir))
+        .chain(deploy::our_files(&args.unit_dir))
         .chain(manifest.files())
         .collect();
     candidates.sort();
     candidates.dedup();
-    let mut removed = install::remove_files(&candidates)?;
+    let mut removed = deploy::remove_files(&candidates)?;
     // `systemctl enable selfheal-flush.timer` (the README's step) left a link to it.
-    removed.extend(install::remove_enablement(
+    removed.extend(deploy::remove_enablement(
         &args.unit_dir,
-        install::FLUSH_TIMER,
+        deploy::FLUSH_TIMER,
     )?);
     for path in &removed {
         println!("removed {}", path.display());
@@ -143,7 +143,7 @@ fn stop_transient_timers(paths: &Paths) -> Result<(), Error> {
 
 fn planned(paths: &Paths, unit_dir: &Path) -> Result<Vec<UnitFile>, Error> {
     let config = paths.load_config()?;
-    Ok(install::planned_files(
+    Ok(deploy::planned_files(
         &config,
         &invocation(paths)?,
         unit_dir,

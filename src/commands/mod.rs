@@ -7,6 +7,7 @@ mod digest;
 mod flush;
 mod history;
 mod install;
+mod manual;
 mod run;
 mod test_email;
 mod watch;
@@ -74,7 +75,7 @@ fn status(paths: &Paths, args: &crate::cli::StatusArgs) -> Result<ExitCode, Erro
 
 fn man(args: &crate::cli::ManArgs) -> Result<ExitCode, Error> {
     use std::io::Write as _;
-    let pages = crate::manual::pages()?;
+    let pages = crate::commands::manual::pages()?;
     if let Some(dir) = &args.dir {
         for page in &pages {
             let section = dir.join(format!("man{}", page.section()));
@@ -109,13 +110,13 @@ fn man(args: &crate::cli::ManArgs) -> Result<ExitCode, Error> {
 }
 
 fn serve_demo(port: u16, say: Option<&str>, status: u16) -> Result<ExitCode, Error> {
-    crate::demo_service::serve(port, say, status).map_err(Error::Internal)?;
+    crate::sandbox::demo_service::serve(port, say, status).map_err(Error::Internal)?;
     Ok(ExitCode::Success)
 }
 
 fn demo() -> Result<ExitCode, Error> {
     let exe = std::env::current_exe().map_err(Error::Output)?;
-    crate::demo::run(&exe).map_err(Error::Internal)?;
+    crate::sandbox::demo::run(&exe).map_err(Error::Internal)?;
     Ok(ExitCode::Success)
 }
 

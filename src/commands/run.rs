@@ -4,8 +4,8 @@
 use crate::Error;
 use crate::cli::RunArgs;
 use crate::exit_code::ExitCode;
+use crate::heal::run::{self, RunOptions};
 use crate::report::Renderer;
-use crate::run::{self, RunOptions};
 
 use super::{Paths, find_service};
 
@@ -42,8 +42,9 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
     let mut renderer = None;
     std::thread::scope(|scope| {
         // Joining the cascade ledger writes a file: it happens beside healing, not before it.
-        let mut joining =
-            mails.then(|| scope.spawn(|| crate::cascade::arrive(&config, &state, &service.name)));
+        let mut joining = mails.then(|| {
+            scope.spawn(|| crate::notify::cascade::arrive(&config, &state, &service.name))
+        });
         let mut made_the_due_retry = false;
         loop {
             let report = run::run(&config, &state, service, options, &run::Host::real())?;
@@ -58,20 +59,20 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
             let arrival = joining
                 .take()
                 .and_then(|thread| thread.join().ok().flatten());
-            let outbox = crate::mailing::Mailing {
+            let outbox = crate::notify::mailing::Mailing {
                 config: &config,
                 state: &state,
                 renderer,
                 flush_command: &flush_command,
             };
-            if mails && crate::email::worth_mailing(&report) {
+            if mails && crate::notify::email::worth_mailing(&report) {
                 outbox.mail(&report, arrival.as_ref());
             } else if let Some(arrival) = &arrival {
                 outbox.quiet(arrival);
             }
             if !args.dry_run {
                 // After the mail, so the outbox figure is what the run left behind.
-                crate::metrics::update(&config, &state);
+                crate::status::metrics::update(&config, &state);
             }
             // systemd merged this failure's OnFailure= start into this run: nobody else heals it.
             if !args.json && run::failed_again_while_finishing(&report, service)? {

@@ -1,8 +1,8 @@
 //! `selfheal test-email`: a test report through the configured transport, straight away.
 
 use crate::Error;
-use crate::email::{EmailError, Sender, compose};
 use crate::exit_code::ExitCode;
+use crate::notify::email::{EmailError, Sender, compose};
 use crate::report::{Renderer, Report};
 
 use super::Paths;

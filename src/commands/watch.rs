@@ -1,5 +1,5 @@
 //! `selfheal watch`: one round of looking at the restarts systemd made by itself (see
-//! `crate::watch`). Prints one line per service that systemd restarted since the last round.
+//! `crate::heal::watch`). Prints one line per service that systemd restarted since the last round.
 //! Exit 0 unless selfheal itself failed (a crash loop is reported by mail, not by exit code:
 //! the timer's unit must not turn failed with every loop).
 
@@ -7,11 +7,11 @@ use std::time::SystemTime;
 
 use crate::Error;
 use crate::exit_code::ExitCode;
+use crate::heal::watch::{self, Seen};
 use crate::outcome::Outcome;
 use crate::report::Renderer;
 use crate::state::HistoryRecord;
 use crate::systemd::{Systemd, UnitControl};
-use crate::watch::{self, Seen};
 
 use super::Paths;
 
@@ -80,13 +80,13 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
         {
             continue;
         }
-        let journal = crate::journal::start(&unit, None).collect(JOURNAL_TIMEOUT);
-        let report = crate::run::crash_loop_report(
+        let journal = crate::host::journal::start(&unit, None).collect(JOURNAL_TIMEOUT);
+        let report = crate::heal::run::crash_loop_report(
             &config, &state, service, &snapshot, restarts, &restart, journal,
         );
         print!("{}", renderer.text(&report)?);
         if config.email.is_some() {
-            crate::mailing::Mailing {
+            crate::notify::mailing::Mailing {
                 config: &config,
                 state: &state,
                 renderer: &renderer,
@@ -95,6 +95,6 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
             .mail(&report, None);
         }
     }
-    crate::metrics::update(&config, &state);
+    crate::status::metrics::update(&config, &state);
     Ok(ExitCode::Success)
 }

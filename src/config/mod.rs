@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::duration::HumanDuration;
-use crate::email::EmailConfig;
-use crate::strategy::{
+use crate::heal::strategy::{
     ConfigValidationConfig, DatabaseCheckConfig, EnvironmentCheckConfig, PortConflictConfig,
     StrategyName,
 };
-use crate::verify::HealthUrl;
+use crate::heal::verify::HealthUrl;
+use crate::notify::email::EmailConfig;
+use crate::ui::duration::HumanDuration;
 
 use locate::{Located, Position, Seg};
 
@@ -33,7 +33,7 @@ pub enum ConfigError {
     #[error("cannot read config {path}: {cause}")]
     Read {
         path: PathBuf,
-        cause: crate::bounded_read::ReadError,
+        cause: crate::host::bounded_read::ReadError,
     },
     /// A problem at a place in the file: YAML syntax, a value of the wrong type, or a
     /// semantic problem found after parsing (placed at the key it is about).
@@ -257,12 +257,11 @@ impl Config {
     /// without blocking, and the size is capped.
     pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
         let (bytes, metadata) =
-            crate::bounded_read::read(path, crate::bounded_read::MAX_FILE_BYTES).map_err(
-                |cause| ConfigError::Read {
+            crate::host::bounded_read::read(path, crate::host::bounded_read::MAX_FILE_BYTES)
+                .map_err(|cause| ConfigError::Read {
                     path: path.to_owned(),
                     cause,
-                },
-            )?;
+                })?;
         refuse_if_writable_by_others(path, &metadata)?;
         let text = String::from_utf8(bytes).map_err(|err| ConfigError::Invalid {
             path: path.to_owned(),
@@ -379,13 +378,15 @@ impl Config {
             })?;
         }
         if let Some(email) = &self.email {
-            crate::email::validate(email, self.owner.as_deref()).map_err(|(keys, message)| {
-                let key: Vec<Seg> = std::iter::once("email")
-                    .chain(keys.iter().copied())
-                    .map(Seg::from)
-                    .collect();
-                Problem::at(&key, format!("email: {message}"))
-            })?;
+            crate::notify::email::validate(email, self.owner.as_deref()).map_err(
+                |(keys, message)| {
+                    let key: Vec<Seg> = std::iter::once("email")
+                        .chain(keys.iter().copied())
+                        .map(Seg::from)
+                        .collect();
+                    Problem::at(&key, format!("email: {message}"))
+                },
+            )?;
         }
         Ok(())
     }
@@ -496,7 +497,7 @@ fn validate_service(service: &ServiceConfig) -> Result<(), (Keys, String)> {
     }
     // A strategy's settings live under the key of its own name; a strategy listed without
     // them is placed at that list.
-    crate::strategy::validate(service).map_err(|(strategy, message)| {
+    crate::heal::strategy::validate(service).map_err(|(strategy, message)| {
         let placed = [strategy.as_str(), "healing_strategies"];
         (placed, message)
     })?;
@@ -548,7 +549,7 @@ fn yaml_options() -> serde_saphyr::Options {
     budget.max_anchors = 1_000;
     budget.max_documents = 1;
     budget.max_total_scalar_bytes =
-        usize::try_from(crate::bounded_read::MAX_FILE_BYTES).unwrap_or(usize::MAX);
+        usize::try_from(crate::host::bounded_read::MAX_FILE_BYTES).unwrap_or(usize::MAX);
     let mut alias_limits = serde_saphyr::options::AliasLimits::default();
     alias_limits.max_total_replayed_events = 100_000;
     serde_saphyr::options! {
@@ -564,7 +565,7 @@ fn syntax_error(path: &Path, text: &str, err: &serde_saphyr::Error) -> ConfigErr
         let _ = write!(
             message,
             " (selfheal refuses configs nested deeper than {YAML_DEPTH} levels or larger than {} bytes of text once aliases are expanded)",
-            crate::bounded_read::MAX_FILE_BYTES
+            crate::host::bounded_read::MAX_FILE_BYTES
         );
     }
     match err.location() {

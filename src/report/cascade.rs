@@ -66,8 +66,8 @@ impl CascadeReport {
                 .len()
                 + already_reported.len(),
             started_at: first_at.to_owned(),
-            first_at: crate::episode::readable(first_at),
-            last_at: crate::episode::readable(last_at),
+            first_at: crate::heal::episode::readable(first_at),
+            last_at: crate::heal::episode::readable(last_at),
             tally,
             shared: shared(&services),
             services,
@@ -138,7 +138,7 @@ fn shared(services: &[Value]) -> Vec<String> {
         let span = last.duration_since(*first).unwrap_or_default();
         findings.push(format!(
             "their healing runs began within {} of each other",
-            crate::duration::HumanDuration(span)
+            crate::ui::duration::HumanDuration(span)
         ));
     }
     if upstream.is_empty() {

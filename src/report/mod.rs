@@ -2,14 +2,15 @@
 //! elsewhere. Nothing here performs I/O except reading template overrides.
 
 mod cascade;
+pub(crate) mod digest;
 mod render;
 
 use serde::Serialize;
 
 use crate::config::{Config, ServiceConfig};
-use crate::diagnose::{Diagnosis, Termination};
+use crate::heal::diagnose::{Diagnosis, Termination};
+use crate::heal::strategy::Step;
 use crate::outcome::Outcome;
-use crate::strategy::Step;
 use crate::systemd::{ActiveState, UnitSnapshot};
 
 pub(crate) use cascade::CascadeReport;
@@ -238,10 +239,10 @@ fn manual_steps(header: &ReportHeader) -> Vec<String> {
 #[cfg(test)]
 pub(crate) mod fixture {
     use super::*;
-    use crate::diagnose::{FactSource, Symptom};
-    use crate::journal::JournalLine;
-    use crate::strategy::StepResult;
-    use crate::strategy::StrategyName;
+    use crate::heal::diagnose::{FactSource, Symptom};
+    use crate::heal::strategy::StepResult;
+    use crate::heal::strategy::StrategyName;
+    use crate::host::journal::JournalLine;
 
     pub(crate) fn report(outcome: Outcome) -> Report {
         let healed = outcome == Outcome::Resolved;
@@ -274,7 +275,7 @@ pub(crate) mod fixture {
             unhealthy: None,
             upstream: Vec::new(),
         };
-        let step = crate::strategy::Step {
+        let step = crate::heal::strategy::Step {
             strategy: StrategyName::ServiceRestart,
             action: "restart story-stages.service and verify".into(),
             result: if healed {

@@ -9,7 +9,7 @@ use minijinja::{Environment, Value};
 
 use super::Report;
 use super::cascade::CascadeReport;
-use crate::digest::DigestReport;
+use crate::report::digest::DigestReport;
 
 /// Where template overrides are looked for when the config names no `templates_dir`.
 pub(super) const DEFAULT_TEMPLATES_DIR: &str = "/etc/selfheal/templates";

@@ -5,6 +5,7 @@
 //! protection and the last healing (one read of the history), the host's vital signs and the
 //! configuration. Exit 0 when every shown service is active and healthy, 1 otherwise.
 
+pub(crate) mod metrics;
 mod render;
 mod system;
 
@@ -14,11 +15,11 @@ use serde::Serialize;
 
 use crate::config::{Config, ServiceConfig};
 use crate::exit_code::ExitCode;
+use crate::host::ports::Listeners;
 use crate::outcome::Outcome;
-use crate::ports::Listeners;
 use crate::state::{HistoryRecord, StateDir};
 use crate::systemd::{ActiveState, Systemd, UnitOverview};
-use crate::terminal::{SlowNotice, Terminal};
+use crate::ui::terminal::{SlowNotice, Terminal};
 
 pub(crate) use system::SystemOverview;
 
@@ -238,7 +239,7 @@ pub(crate) fn gather(
         .filter(|r| r.outcome != Outcome::Planned)
         .cloned()
         .collect();
-    let (queued, oldest) = crate::email::Outbox::backlog(state);
+    let (queued, oldest) = crate::notify::email::Outbox::backlog(state);
     Ok(Status {
         system: SystemInfo {
             name: config.system_name(),
@@ -264,7 +265,7 @@ pub(crate) fn gather(
                 .and_then(|email| email.smtp.as_ref())
                 .filter(|_| {
                     config.email.as_ref().map(|e| e.transport)
-                        == Some(crate::email::Transport::Smtp)
+                        == Some(crate::notify::email::Transport::Smtp)
                 })
                 .map(|smtp| format!("{}:{}", smtp.host, smtp.port())),
             outbox_queued: queued,
@@ -427,7 +428,7 @@ fn row(
 /// Checks the health URLs of the active services, `HEALTH_CONCURRENCY` at a time, each within
 /// `HEALTH_TIMEOUT`.
 fn check_health(services: &[&ServiceConfig], rows: &mut [ServiceStatus]) {
-    let mut pending: Vec<(usize, &crate::verify::HealthUrl)> = services
+    let mut pending: Vec<(usize, &crate::heal::verify::HealthUrl)> = services
         .iter()
         .enumerate()
         .filter(|(index, _)| rows[*index].active_state == "active")

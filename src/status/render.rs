@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use super::{Category, ServiceStatus, Status};
 use crate::outcome::Outcome;
 use crate::report::human_bytes as bytes;
-use crate::terminal::{Paint, Terminal, fit, printable};
-use crate::when::{LocalTime, relative};
+use crate::ui::terminal::{Paint, Terminal, fit, printable};
+use crate::ui::when::{LocalTime, relative};
 
 /// How a service is doing, for its mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,505 @@
+//! Diagnosis: systemd's facts about the failed run (from the `MONITOR_*` variables of the
+//! OnFailure= handler, else from the unit's properties) plus the run's journal lines, turned
+//! into a root cause a person can act on. Pure functions; no I/O here.
+
+use serde::Serialize;
+
+use crate::host::journal::JournalLine;
+use crate::systemd::{ActiveState, UnitSnapshot};
+
+/// Where the facts about the failed run came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum FactSource {
+    /// The `MONITOR_*` variables systemd (>= 251) passes to OnFailure= units.
+    Monitor,
+    /// The unit's D-Bus properties (older systemd, or a manual run).
+    Properties,
+}
+
+/// How the main process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum Termination {
+    /// It exited with this status.
+    Exited { status: i32 },
+    /// A signal killed it.
+    Killed { signal: String },
+    /// A signal killed it and it dumped core.
+    Dumped { signal: String },
+    /// Not known (never started, or no facts).
+    Unknown,
+}
+
+/// The `MONITOR_*` variables, when they describe our unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MonitorFacts {
+    pub result: String,
+    pub exit_code: String,
+    pub exit_status: String,
+    pub invocation_id: Option<String>,
+}
+
+impl MonitorFacts {
+    /// Reads the variables of this process' environment, if systemd set them for `unit`.
+    pub(crate) fn from_env(unit: &str) -> Option<MonitorFacts> {
+        Self::from_lookup(unit, |key| std::env::var(key).ok())
+    }
+
+    /// As [`MonitorFacts::from_env`], from any lookup (for tests).
+    pub(crate) fn from_lookup(
+        unit: &str,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Option<MonitorFacts> {
+        // MONITOR_UNIT is only set when exactly one unit triggered the handler; without it
+        // the facts may be another unit's.
+        if get("MONITOR_UNIT")? != unit {
+            return None;
+        }
+        Some(MonitorFacts {
+            result: get("MONITOR_SERVICE_RESULT")?,
+            exit_code: get("MONITOR_EXIT_CODE").unwrap_or_default(),
+            exit_status: get("MONITOR_EXIT_STATUS").unwrap_or_default(),
+            invocation_id: get("MONITOR_INVOCATION_ID").filter(|id| !id.is_empty()),
+        })
+    }
+
+    fn termination(&self) -> Termination {
+        let signal = || signal_name_from_monitor(&self.exit_status);
+        match self.exit_code.as_str() {
+            "exited" => self
+                .exit_status
+                .parse()
+                .map_or(Termination::Unknown, |status| Termination::Exited {
+                    status,
+                }),
+            "killed" => Termination::Killed { signal: signal() },
+            "dumped" => Termination::Dumped { signal: signal() },
+            _ => Termination::Unknown,
+        }
+    }
+}
+
+/// `MONITOR_EXIT_STATUS` names signals without the `SIG` prefix ("KILL").
+fn signal_name_from_monitor(status: &str) -> String {
+    match status.parse::<i32>() {
+        Ok(number) => signal_name(number),
+        Err(_) if status.starts_with("SIG") => status.to_owned(),
+        Err(_) => format!("SIG{status}"),
+    }
+}
+
+/// "SIGKILL" for 9; "signal 64" for numbers without a name.
+pub(crate) fn signal_name(number: i32) -> String {
+    nix::sys::signal::Signal::try_from(number)
+        .map_or_else(|_| format!("signal {number}"), |s| s.as_str().to_owned())
+}
+
+fn termination_from_properties(snapshot: &UnitSnapshot) -> Termination {
+    // CLD_EXITED = 1, CLD_KILLED = 2, CLD_DUMPED = 3 (waitid(2)).
+    match snapshot.exec_main_code {
+        1 => Termination::Exited {
+            status: snapshot.exec_main_status,
+        },
+        2 => Termination::Killed {
+            signal: signal_name(snapshot.exec_main_status),
+        },
+        3 => Termination::Dumped {
+            signal: signal_name(snapshot.exec_main_status),
+        },
+        _ => Termination::Unknown,
+    }
+}
+
+/// A well-known failure message recognised in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Symptom {
+    /// "Address already in use": something else holds the port.
+    AddressInUse,
+    /// "Permission denied": ownership or mode of a file it needs.
+    PermissionDenied,
+    /// "No such file or directory": a file, symlink or directory is missing.
+    MissingFile,
+    /// "Killed", "Out of memory", oom-kill: memory exhaustion.
+    OutOfMemory,
+}
+
+impl Symptom {
+    /// Every symptom.
+    pub(crate) const ALL: [Symptom; 4] = [
+        Symptom::AddressInUse,
+        Symptom::PermissionDenied,
+        Symptom::MissingFile,
+        Symptom::OutOfMemory,
+    ];
+
+    const PATTERNS: [(&'static str, Symptom); 7] = [
+        ("address already in use", Symptom::AddressInUse),
+        ("eaddrinuse", Symptom::AddressInUse),
+        ("permission denied", Symptom::PermissionDenied),
+        ("no such file or directory", Symptom::MissingFile),
+        ("out of memory", Symptom::OutOfMemory),
+        ("oom-kill", Symptom::OutOfMemory),
+        ("memory cgroup out of memory", Symptom::OutOfMemory),
+    ];
+
+    /// The symptoms found in `lines`, each once, in order of first appearance.
+    pub(crate) fn detect(lines: &[JournalLine]) -> Vec<Symptom> {
+        let mut found = Vec::new();
+        for line in lines {
+            let text = line.message.to_ascii_lowercase();
+            let mut hit = |symptom| {
+                if !found.contains(&symptom) {
+                    found.push(symptom);
+                }
+            };
+            for (pattern, symptom) in Self::PATTERNS {
+                if text.contains(pattern) {
+                    hit(symptom);
+                }
+            }
+            // A bare "Killed" line is what shells and runtimes print after the OOM killer.
+            if text.trim() == "killed" || text.ends_with(": killed") {
+                hit(Symptom::OutOfMemory);
+            }
+        }
+        found
+    }
+
+    /// What this symptom means for the person reading the report.
+    pub(crate) fn explanation(self) -> &'static str {
+        match self {
+            Symptom::AddressInUse => {
+                "its port was already taken by another process (\"Address already in use\")"
+            }
+            Symptom::PermissionDenied => {
+                "it was refused access to a file or socket (\"Permission denied\")"
+            }
+            Symptom::MissingFile => {
+                "a file or directory it needs is missing (\"No such file or directory\")"
+            }
+            Symptom::OutOfMemory => "it ran out of memory and was killed",
+        }
+    }
+}
+
+/// A unit the service depends on that is down: the likelier cause, upstream.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub(crate) struct Upstream {
+    pub unit: String,
+    /// `requires` (`Requires=`/`BindsTo=`: it cannot run without it) or `wants` (`Wants=` and
+    /// `After=`: it pulls it in and waits for it).
+    pub relation: &'static str,
+    /// `failed/failed`, `inactive/dead`, or `not-found`.
+    pub state: String,
+    /// What selfheal did about it, when it did something.
+    pub action: Option<String>,
+}
+
+/// Everything selfheal established about the failure.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Diagnosis {
+    /// The unit.
+    pub unit: String,
+    /// State when selfheal looked: `failed`, `active`, …
+    pub active_state: ActiveState,
+    /// Sub-state when selfheal looked.
+    pub sub_state: String,
+    /// systemd's `Result` of the failed run.
+    pub result: String,
+    /// How the main process ended.
+    pub termination: Termination,
+    /// Automatic restarts systemd already did.
+    pub restarts: u32,
+    /// Memory the unit uses now, when known.
+    pub memory_bytes: Option<u64>,
+    /// The failed run's invocation ID.
+    pub invocation_id: Option<String>,
+    /// Where `result`/`termination` came from.
+    pub source: FactSource,
+    /// Failure messages recognised in the journal.
+    pub symptoms: Vec<Symptom>,
+    /// The failed run's last journal lines.
+    pub journal: Vec<JournalLine>,
+    /// One sentence: what systemd's facts say happened.
+    pub summary: String,
+    /// The root cause as far as the facts show it.
+    pub root_cause: String,
+    /// Set when the unit is active but does not serve: "active, but port 5002 is not
+    /// listening", "active, but health URL http://… answered HTTP 503".
+    pub unhealthy: Option<String>,
+    /// Units it depends on that are down, first the ones it cannot run without.
+    pub upstream: Vec<Upstream>,
+}
+
+impl Diagnosis {
+    /// Combines systemd's facts and the journal into a diagnosis.
+    pub(crate) fn new(
+        snapshot: &UnitSnapshot,
+        monitor: Option<&MonitorFacts>,
+        journal: Vec<JournalLine>,
+    ) -> Diagnosis {
+        let (source, result, termination, invocation_id) = match monitor {
+            Some(facts) => (
+                FactSource::Monitor,
+                facts.result.clone(),
+                facts.termination(),
+                facts.invocation_id.clone(),
+            ),
+            None => (
+                FactSource::Properties,
+                snapshot.result.clone(),
+                termination_from_properties(snapshot),
+                Some(snapshot.invocation_id.clone()).filter(|id| !id.is_empty()),
+            ),
+        };
+        let symptoms = Symptom::detect(&journal);
+        let summary = summarize(&result, &termination, snapshot);
+        let root_cause = root_cause(&result, &termination, &symptoms);
+        Diagnosis {
+            unit: snapshot.unit.clone(),
+            active_state: snapshot.active_state.clone(),
+            sub_state: snapshot.sub_state.clone(),
+            result,
+            termination,
+            restarts: snapshot.n_restarts,
+            memory_bytes: snapshot.memory_current,
+            invocation_id,
+            source,
+            symptoms,
+            journal,
+            summary,
+            root_cause,
+            unhealthy: None,
+            upstream: Vec::new(),
+        }
+    }
+
+    /// The units it depends on that are down come first in the summary and the root cause:
+    /// restarting a service into the same wall heals nothing.
+    pub(crate) fn upstream(mut self, upstream: Vec<Upstream>) -> Diagnosis {
+        if let Some(first) = upstream.first() {
+            let verb = if first.relation == "requires" {
+                "requires"
+            } else {
+                "wants and waits for"
+            };
+            self.summary = format!(
+                "{} {verb} {}, which is {}; {}",
+                self.unit, first.unit, first.state, self.summary
+            );
+            let mut cause = format!(
+                "{}, which {} {verb}, is {}: {} cannot run as it should until it runs. Fix {} first (systemctl status {}).",
+                first.unit, self.unit, first.state, self.unit, first.unit, first.unit
+            );
+            for up in &upstream {
+                if let Some(action) = &up.action {
+                    cause.push(' ');
+                    cause.push_str(action);
+                    cause.push('.');
+                }
+            }
+            self.root_cause = format!("{cause} {}", self.root_cause);
+        }
+        self.upstream = upstream;
+        self
+    }
+
+    /// The unit is active but does not serve (`unhealthy`, when set, says how): that is the
+    /// failure, whatever `Result=` says of the unit's last stop.
+    pub(crate) fn not_serving(mut self, unhealthy: Option<String>) -> Diagnosis {
+        let Some(unhealthy) = unhealthy else {
+            return self;
+        };
+        let missing = unhealthy.strip_prefix("active, but ").unwrap_or(&unhealthy);
+        self.summary = format!(
+            "{} is {unhealthy} ({}/{})",
+            self.unit, self.active_state, self.sub_state
+        );
+        self.root_cause = format!(
+            "The service runs but does not serve: {missing}. Its process is alive but hung, still starting or serving elsewhere; a restart gives it a fresh start."
+        );
+        self.unhealthy = Some(unhealthy);
+        self
+    }
+}
+
+fn summarize(result: &str, termination: &Termination, snapshot: &UnitSnapshot) -> String {
+    let how = match termination {
+        Termination::Exited { status } => format!("the main process exited with status {status}"),
+        Termination::Killed { signal } => format!("the main process was killed by {signal}"),
+        Termination::Dumped { signal } => format!("the main process dumped core on {signal}"),
+        Termination::Unknown => "the main process left no exit status".to_owned(),
+    };
+    format!(
+        "{} is {}/{} (Result={result}); {how}",
+        snapshot.unit, snapshot.active_state, snapshot.sub_state
+    )
+}
+
+/// The root cause as far as the facts go. Never a list of guesses: when the facts do not
+/// say, the sentence says so.
+pub(crate) fn root_cause(result: &str, termination: &Termination, symptoms: &[Symptom]) -> String {
+    // An oom-kill Result outranks journal evidence of anything else.
+    if let Some(symptom) = symptoms
+        .first()
+        .filter(|s| result != "oom-kill" || **s == Symptom::OutOfMemory)
+    {
+        return format!("The service failed because {}.", symptom.explanation());
+    }
+    match (result, termination) {
+        ("oom-kill", _) => "The kernel's OOM killer ended the service: it ran out of memory (check MemoryMax= and the service's usage).".into(),
+        ("signal", Termination::Killed { signal }) if signal == "SIGKILL" => {
+            "The main process was killed with SIGKILL from outside the service (an operator, a script or the OOM killer); it did not exit by itself.".into()
+        }
+        ("signal", Termination::Killed { signal }) => {
+            format!("The main process was terminated by {signal}, not by systemd.")
+        }
+        ("core-dump" | _, Termination::Dumped { signal }) => {
+            format!("The service crashed ({signal}) and dumped core: a bug in the program; see coredumpctl.")
+        }
+        ("exit-code", Termination::Exited { status }) => format!(
+            "The service exited with status {status} by itself: the program reported an error; its last journal lines say why."
+        ),
+        ("timeout", _) => "The service did not start or stop within its timeout (TimeoutStartSec=/TimeoutStopSec=).".into(),
+        ("watchdog", _) => "The service stopped answering its watchdog (WatchdogSec=): it hung.".into(),
+        ("start-limit-hit", _) => "The service was restarted too often in a short time; systemd's start limit stopped it.".into(),
+        ("resources", _) => "systemd could not set up the service's resources (a missing EnvironmentFile=, user, directory or similar) before starting it.".into(),
+        ("exec-condition" | "condition", _) => "A start condition of the unit was not met.".into(),
+        ("success", _) => "The service stopped cleanly (a stop request, or it exited 0); nothing crashed.".into(),
+        (other, _) => format!("systemd reports Result={other}; the journal lines below are the best evidence."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(message: &str) -> JournalLine {
+        JournalLine {
+            timestamp_us: 0,
+            pid: 0,
+            message: message.to_owned(),
+            invocation_id: None,
+        }
+    }
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |key| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn monitor_facts_of_a_sigkill() {
+        let vars = [
+            ("MONITOR_UNIT", "web.service"),
+            ("MONITOR_SERVICE_RESULT", "signal"),
+            ("MONITOR_EXIT_CODE", "killed"),
+            ("MONITOR_EXIT_STATUS", "KILL"),
+            ("MONITOR_INVOCATION_ID", "abc"),
+        ];
+        let facts = MonitorFacts::from_lookup("web.service", env(&vars)).unwrap();
+        assert_eq!(
+            facts.termination(),
+            Termination::Killed {
+                signal: "SIGKILL".into()
+            }
+        );
+        assert_eq!(facts.invocation_id.as_deref(), Some("abc"));
+        assert!(MonitorFacts::from_lookup("other.service", env(&vars)).is_none());
+    }
+
+    #[test]
+    fn properties_are_the_fallback() {
+        let snapshot = UnitSnapshot {
+            unit: "web.service".into(),
+            active_state: ActiveState::Failed,
+            sub_state: "failed".into(),
+            result: "exit-code".into(),
+            exec_main_code: 1,
+            exec_main_status: 3,
+            invocation_id: "ff".into(),
+            ..UnitSnapshot::default()
+        };
+        let diagnosis = Diagnosis::new(&snapshot, None, vec![]);
+        assert_eq!(diagnosis.termination, Termination::Exited { status: 3 });
+        assert_eq!(diagnosis.source, FactSource::Properties);
+        assert!(
+            diagnosis.summary.contains("exited with status 3"),
+            "{}",
+            diagnosis.summary
+        );
+        assert!(
+            diagnosis.root_cause.contains("status 3"),
+            "{}",
+            diagnosis.root_cause
+        );
+    }
+
+    #[test]
+    fn recognises_journal_symptoms() {
+        let table: [(&str, Symptom); 5] = [
+            (
+                "OSError: [Errno 98] Address already in use",
+                Symptom::AddressInUse,
+            ),
+            (
+                "open /srv/app.db: permission denied",
+                Symptom::PermissionDenied,
+            ),
+            (
+                "FATAL: /srv/app/.env: No such file or directory",
+                Symptom::MissingFile,
+            ),
+            ("Killed", Symptom::OutOfMemory),
+            (
+                "web.service: A process of this unit has been killed by the OOM killer. oom-kill",
+                Symptom::OutOfMemory,
+            ),
+        ];
+        for (message, symptom) in table {
+            assert_eq!(
+                Symptom::detect(&[line(message)]),
+                vec![symptom],
+                "{message}"
+            );
+        }
+        assert!(Symptom::detect(&[line("all good")]).is_empty());
+    }
+
+    #[test]
+    fn root_cause_prefers_evidence_over_the_generic_sentence() {
+        let exited = Termination::Exited { status: 1 };
+        let cause = root_cause("exit-code", &exited, &[Symptom::AddressInUse]);
+        assert!(cause.contains("port was already taken"), "{cause}");
+        let cause = root_cause(
+            "oom-kill",
+            &Termination::Killed {
+                signal: "SIGKILL".into(),
+            },
+            &[],
+        );
+        assert!(cause.contains("OOM"), "{cause}");
+        let cause = root_cause(
+            "signal",
+            &Termination::Killed {
+                signal: "SIGKILL".into(),
+            },
+            &[],
+        );
+        assert!(cause.contains("SIGKILL"), "{cause}");
+    }
+
+    #[test]
+    fn names_signals() {
+        assert_eq!(signal_name(9), "SIGKILL");
+        assert_eq!(signal_name(15), "SIGTERM");
+        assert_eq!(signal_name_from_monitor("KILL"), "SIGKILL");
+        assert_eq!(signal_name_from_monitor("9"), "SIGKILL");
+    }
+}

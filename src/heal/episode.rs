@@ -1,0 +1,265 @@
+//! A later retry instead of "down forever". When loop protection stops healing a service, an
+//! episode begins (`<state>/episodes/<service>.json`) and a transient systemd timer named like
+//! its heal unit (`selfheal@web.timer` starts `selfheal@web.service`) gives it one more run
+//! after `retry_after`; each retry that fails doubles the wait, up to `RETRY_CAP`, whatever
+//! loop protection's count says by then. A retry that heals it is reported as RECOVERED and
+//! ends the episode; so does a run that finds it healthy, and a person's `selfheal run` at a
+//! terminal (always allowed, and it resets the count).
+//!
+//! Transient timers do not survive a reboot: a retry that is overdue is made by the next run
+//! of the service's heal unit, whatever started it.
+
+use std::time::{Duration, SystemTime};
+
+use crate::config::{Config, RetryAfter, ServiceConfig};
+use crate::state::{Episode, StateDir};
+use crate::systemd::UnitControl;
+
+/// `retry_after` when the config does not say.
+pub(crate) const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+/// The longest wait between two retries (unless `retry_after` itself is longer).
+pub(crate) const RETRY_CAP: Duration = Duration::from_secs(2 * 60 * 60);
+/// A timer may fire this much before its time (its accuracy) and still make the retry.
+const EARLY: Duration = Duration::from_secs(2);
+
+/// The first wait, or `None` for `retry_after: never`.
+pub(crate) fn retry_after(config: &Config) -> Option<Duration> {
+    match config.retry_after {
+        None => Some(DEFAULT_RETRY_AFTER),
+        Some(RetryAfter::After(after)) => Some(after.into()),
+        Some(RetryAfter::Never) => None,
+    }
+}
+
+/// The wait before retry number `retries + 1`: `retry_after`, doubled per earlier retry,
+/// capped.
+pub(crate) fn retry_delay(retry_after: Duration, retries: u32) -> Duration {
+    let cap = RETRY_CAP.max(retry_after);
+    retry_after
+        .checked_mul(1 << retries.min(16))
+        .map_or(cap, |delay| delay.min(cap))
+}
+
+/// Whether the episode's scheduled retry is due at `now`.
+pub(crate) fn is_due(episode: &Episode, now: SystemTime) -> bool {
+    episode
+        .next_retry_at
+        .as_deref()
+        .and_then(|at| humantime::parse_rfc3339_weak(at).ok())
+        .is_some_and(|at| at <= now + EARLY)
+}
+
+/// The transient timer that starts `service`'s heal unit later.
+pub(crate) fn timer_name(service: &ServiceConfig) -> String {
+    service.retry_timer_name(false)
+}
+
+/// Makes sure the next retry of a service that loop protection stopped is scheduled, and
+/// returns the sentence the report ends with. Starts the episode when there is none; a retry
+/// already waiting is left as it is. A dry run schedules and writes nothing.
+pub(crate) fn schedule_retry(
+    config: &Config,
+    state: &StateDir,
+    units: &dyn UnitControl,
+    service: &ServiceConfig,
+    episode: Option<Episode>,
+    dry_run: bool,
+) -> String {
+    let now = SystemTime::now();
+    let Some(first) = retry_after(config) else {
+        return "retry_after is never: it stays down until a person runs `selfheal run` for it"
+            .to_owned();
+    };
+    let mut episode = episode.unwrap_or_else(|| Episode {
+        suppressed_at: humantime::format_rfc3339_seconds(now).to_string(),
+        ..Episode::default()
+    });
+    // A retry already scheduled keeps its time, but its timer is set again: a transient timer
+    // does not survive a reboot, and setting it replaces the old one.
+    let scheduled = episode
+        .next_retry_at
+        .as_deref()
+        .and_then(|at| humantime::parse_rfc3339_weak(at).ok())
+        .filter(|at| *at > now);
+    let delay = scheduled.map_or_else(
+        || retry_delay(first, episode.retries),
+        |at| at.duration_since(now).unwrap_or_default(),
+    );
+    let at = humantime::format_rfc3339_seconds(now + delay).to_string();
+    let when = format!(
+        "{} (in {})",
+        readable(&at),
+        crate::ui::duration::approx(delay)
+    );
+    if dry_run {
+        return format!("a real run would schedule a retry at {when}");
+    }
+    episode.next_retry_at = Some(at);
+    if let Err(err) = state.save_episode(&service.name, &episode) {
+        tracing::error!(selfheal_service = %service.name, "the retry cannot be recorded: {err}");
+    }
+    match units.start_later(&timer_name(service), delay, None) {
+        Ok(()) => format!("selfheal tries again at {when}"),
+        Err(err) => {
+            tracing::error!(selfheal_service = %service.name, "the retry timer cannot be started: {err}");
+            format!(
+                "the retry timer could not be started ({err}); the next run of {} after {when} makes the retry",
+                service.heal_unit_name()
+            )
+        }
+    }
+}
+
+/// The service is healthy again: the episode is watched from now on, or over once it has
+/// been watched for `threshold_window` already. (A retry timer still set finds it healthy and
+/// does nothing.)
+pub(crate) fn watch_or_end(
+    config: &Config,
+    state: &StateDir,
+    service: &ServiceConfig,
+    mut episode: Episode,
+    why: &str,
+) {
+    let now = SystemTime::now();
+    if episode.has_stayed_healthy(Duration::from(config.threshold_window), now) {
+        end(state, service, "it stayed healthy for threshold_window");
+        return;
+    }
+    if episode.is_watching() {
+        return;
+    }
+    episode.recovered_at = Some(humantime::format_rfc3339_seconds(now).to_string());
+    episode.next_retry_at = None;
+    match state.save_episode(&service.name, &episode) {
+        Ok(()) => tracing::info!(
+            selfheal_service = %service.name,
+            "{why}: the episode ends if it stays healthy for {}",
+            config.threshold_window
+        ),
+        Err(err) => {
+            tracing::error!(selfheal_service = %service.name, "the episode cannot be recorded: {err}");
+        }
+    }
+}
+
+/// Closes `service`'s episode, saying why in the journal.
+pub(crate) fn end(state: &StateDir, service: &ServiceConfig, why: &str) {
+    match state.end_episode(&service.name) {
+        Ok(()) => {
+            tracing::info!(selfheal_service = %service.name, "loop protection's episode is over: {why}");
+        }
+        Err(err) => {
+            tracing::error!(selfheal_service = %service.name, "loop protection's episode cannot be closed: {err}");
+        }
+    }
+}
+
+/// What `flush` (every 5 minutes) does for the episodes: one whose service is active again
+/// (a person fixed it, systemd restarted it) is watched, and one watched for
+/// `threshold_window` ends. A service whose run holds its lock is left to that run.
+pub(crate) fn housekeeping(config: &Config, state: &StateDir, units: &dyn UnitControl) {
+    for (name, episode) in state.episodes().unwrap_or_default() {
+        let Some(service) = config.service(&name) else {
+            continue;
+        };
+        let Ok(Some(_lock)) = state.try_lock(&service.name) else {
+            continue;
+        };
+        let active = units.snapshot(&service.unit_name()).is_ok_and(|snapshot| {
+            snapshot.is_active() && !snapshot.restart_pending() && snapshot.job_id.is_none()
+        });
+        if active {
+            watch_or_end(config, state, service, episode, "found active by flush");
+        }
+    }
+}
+
+/// `2026-11-29T10:02:03Z` → `2026-11-29 10:02:03 UTC`.
+pub(crate) fn readable(rfc3339: &str) -> String {
+    rfc3339
+        .replacen('T', " ", 1)
+        .strip_suffix('Z')
+        .map_or_else(|| rfc3339.to_owned(), |time| format!("{time} UTC"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::systemd::fake::{FakeJob, FakeSystemd, unit};
+
+    /// A person fixed it (`systemctl start`, no run): the next flush sees it active and the
+    /// episode is only watched; once watched for `threshold_window` it ends. A service still
+    /// down keeps its episode as it is.
+    #[test]
+    fn flush_watches_the_episode_of_a_service_that_is_up_again_and_ends_it_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let config = Config::parse(
+            "monitored_services:\n  - name: web\n",
+            std::path::Path::new("t.yml"),
+        )
+        .unwrap();
+        let open = Episode {
+            suppressed_at: "2026-11-29T08:00:00Z".into(),
+            next_retry_at: Some("2026-11-29T09:00:00Z".into()),
+            ..Episode::default()
+        };
+        state.save_episode("web", &open).unwrap();
+        let down = FakeSystemd::new(unit("failed", "failed", "a"), FakeJob::Done, vec![]);
+        housekeeping(&config, &state, &down);
+        assert_eq!(state.episode("web").unwrap().unwrap(), open);
+
+        let up = FakeSystemd::new(unit("active", "running", "a"), FakeJob::Done, vec![]);
+        housekeeping(&config, &state, &up);
+        let watched = state.episode("web").unwrap().unwrap();
+        assert!(
+            watched.is_watching() && watched.next_retry_at.is_none(),
+            "{watched:?}"
+        );
+
+        let long_ago = SystemTime::now() - Duration::from(config.threshold_window);
+        let stale = Episode {
+            recovered_at: Some(humantime::format_rfc3339_seconds(long_ago).to_string()),
+            ..watched
+        };
+        state.save_episode("web", &stale).unwrap();
+        housekeeping(&config, &state, &up);
+        assert_eq!(state.episode("web").unwrap(), None);
+    }
+
+    #[test]
+    fn the_wait_doubles_per_retry_and_is_capped() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(retry_delay(15 * minute, 0), 15 * minute);
+        assert_eq!(retry_delay(15 * minute, 1), 30 * minute);
+        assert_eq!(retry_delay(15 * minute, 2), 60 * minute);
+        assert_eq!(retry_delay(15 * minute, 3), RETRY_CAP);
+        assert_eq!(retry_delay(15 * minute, 400), RETRY_CAP);
+        // A retry_after longer than the cap is kept as it is.
+        assert_eq!(retry_delay(300 * minute, 2), 300 * minute);
+    }
+
+    #[test]
+    fn a_retry_is_due_from_just_before_its_time() {
+        let now = SystemTime::now();
+        let at = |t: SystemTime| Episode {
+            suppressed_at: String::new(),
+            retries: 0,
+            next_retry_at: Some(humantime::format_rfc3339_millis(t).to_string()),
+            ..Episode::default()
+        };
+        assert!(is_due(&at(now - Duration::from_secs(60)), now));
+        assert!(is_due(&at(now + Duration::from_secs(1)), now));
+        assert!(!is_due(&at(now + Duration::from_secs(30)), now));
+        let unscheduled = Episode {
+            next_retry_at: None,
+            ..at(now)
+        };
+        assert!(!is_due(&unscheduled, now));
+    }
+
+    #[test]
+    fn times_read_as_utc() {
+        assert_eq!(readable("2026-11-29T10:02:03Z"), "2026-11-29 10:02:03 UTC");
+    }
+}

@@ -1,0 +1,10 @@
+//! One healing run and what it rests on: the run's phases (`run`), the diagnosis from
+//! systemd's facts, verification, loop protection's episodes, the strategies, and the watch of
+//! the restarts systemd makes by itself.
+
+pub(crate) mod diagnose;
+pub(crate) mod episode;
+pub(crate) mod run;
+pub(crate) mod strategy;
+pub(crate) mod verify;
+pub(crate) mod watch;

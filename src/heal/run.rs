@@ -1,0 +1,1637 @@
+//! `selfheal run <service>`: lock, diagnose, leave a healthy service alone, wait for systemd
+//! when it is already acting, run the strategy chain, verify, record.
+
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::Error;
+use crate::config::{Config, ServiceConfig};
+use crate::heal::diagnose::{Diagnosis, MonitorFacts, Upstream};
+use crate::heal::episode;
+use crate::heal::strategy::{self, Context};
+use crate::heal::verify::{self, HealthTarget};
+use crate::host::journal::{JournalSource, Journald};
+use crate::outcome::Outcome;
+use crate::report::{PostStatus, Recovery, Report, ReportHeader, RunFacts};
+use crate::state::{HistoryRecord, ServiceLock, StateDir, StateError};
+use crate::systemd::{ActiveState, Systemd, SystemdError, UnitControl, UnitSnapshot};
+use crate::ui::terminal::SlowNotice;
+
+/// The outside world a run acts on. `connect` is called after the service lock is taken (a
+/// run that yields to another never needs the bus).
+pub(crate) struct Host<'a, U: UnitControl> {
+    pub connect: &'a dyn Fn() -> Result<U, SystemdError>,
+    pub journal: &'a dyn JournalSource,
+}
+
+impl Host<'static, Systemd> {
+    /// systemd over the system bus, and journald.
+    pub(crate) fn real() -> Host<'static, Systemd> {
+        Host {
+            connect: &Systemd::connect,
+            journal: &Journald,
+        }
+    }
+}
+
+/// How `run` was asked to behave.
+#[derive(Debug, Clone, Copy, Default)]
+// Four independent facts about one run; `manual` and `from_hook` could become one "started by"
+// enum when a third starter (the probe) arrives.
+#[allow(clippy::struct_excessive_bools)]
+pub(crate) struct RunOptions {
+    /// Decide and print the plan, change nothing (no restart, kill, file change, mail, state).
+    pub dry_run: bool,
+    /// The `MONITOR_*` variables describe an earlier failure than the one to heal now.
+    pub ignore_monitor_facts: bool,
+    /// A person's run (`--force`, or a `y` typed at a terminal when loop protection held it):
+    /// always allowed, and it ends loop protection's episode.
+    pub manual: bool,
+    /// The `OnFailure=` hook started it (`$MONITOR_UNIT` is set): within an episode such a run
+    /// waits for the episode's retry. A run started any other way (the retry's timer, a
+    /// person's `systemctl start` of the heal unit, an upstream heal) heals.
+    pub from_hook: bool,
+}
+
+/// How long the journal of the failed run may take to read before the report goes with what
+/// it has.
+const JOURNAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Heals `service` and returns the report of what happened. The phases, in the order they
+/// happen: the service's lock; the first look (waiting for systemd's own restart when it is
+/// at work); the diagnosis; loop protection's decision; the chain and its record. Each phase
+/// either hands the next what it found or ends the run with its report.
+pub(crate) fn run<U: UnitControl>(
+    config: &Config,
+    state: &StateDir,
+    service: &ServiceConfig,
+    options: RunOptions,
+    host: &Host<'_, U>,
+) -> Result<Report, Error> {
+    let run = Run {
+        config,
+        state,
+        service,
+        options,
+        clock: RunClock::start(),
+        header: ReportHeader::new(config, service),
+        unit: service.unit_name(),
+    };
+    let _lock = match run.lock()? {
+        ControlFlow::Continue(lock) => lock,
+        ControlFlow::Break(report) => return Ok(report),
+    };
+    tracing::debug!("service lock taken");
+    let mut look = match run.first_look(host)? {
+        ControlFlow::Continue(look) => look,
+        ControlFlow::Break(report) => return Ok(report),
+    };
+    let diagnosis = run.diagnose(host, &mut look);
+    let retry = match run.loop_protection(&look, &diagnosis)? {
+        ControlFlow::Continue(retry) => retry,
+        ControlFlow::Break(report) => return Ok(report),
+    };
+    Ok(run.heal(host, &look, diagnosis, retry))
+}
+
+/// One run's fixed facts, and how it ends: with one report, recorded.
+struct Run<'a> {
+    config: &'a Config,
+    state: &'a StateDir,
+    service: &'a ServiceConfig,
+    options: RunOptions,
+    clock: RunClock,
+    header: ReportHeader,
+    /// The service's unit.
+    unit: String,
+}
+
+/// What the first look found: the unit as it is now (after systemd's own restart, when it was
+/// at work) and what is wrong with it.
+struct Look<U> {
+    systemd: U,
+    snapshot: UnitSnapshot,
+    monitor: Option<MonitorFacts>,
+    target: HealthTarget,
+    /// "active, but port 5002 is not listening", when it is active but does not serve.
+    unhealthy: Option<String>,
+    /// The journal read started early, when its evidence can change what runs first.
+    pending_journal: Option<crate::host::journal::PendingJournal>,
+    evidence_matters: bool,
+}
+
+/// A due timed retry: its episode, and the healing runs counted in the window.
+type Retry = (crate::state::Episode, usize);
+
+impl Run<'_> {
+    fn facts(&self, outcome: Outcome) -> RunFacts {
+        self.clock.facts(outcome, self.options)
+    }
+
+    /// The run's report, recorded in history.
+    fn end(&self, facts: RunFacts) -> Report {
+        finish(
+            self.state,
+            Report::new(self.header.clone(), facts),
+            self.options,
+        )
+    }
+
+    /// The service's lock (none on a dry run, or when the state directory cannot hold one);
+    /// another run holding it ends this one.
+    fn lock(&self) -> Result<ControlFlow<Report, Option<ServiceLock>>, Error> {
+        if self.options.dry_run {
+            return Ok(ControlFlow::Continue(None));
+        }
+        match self.state.try_lock(&self.service.name) {
+            Ok(Some(lock)) => Ok(ControlFlow::Continue(Some(lock))),
+            // A full or read-only state directory must not stop healing; only another run
+            // holding the lock (or a state directory others could tamper with) does.
+            Err(err @ StateError::Io { .. }) => {
+                tracing::error!(selfheal_service = %self.service.name, "healing without the service lock: {err}");
+                Ok(ControlFlow::Continue(None))
+            }
+            Err(err) => Err(err.into()),
+            Ok(None) => {
+                let facts = self.facts(Outcome::Suppressed).reason(format!(
+                    "another selfheal run is healing {} right now",
+                    self.service.name
+                ));
+                Ok(ControlFlow::Break(self.end(facts)))
+            }
+        }
+    }
+
+    /// Connects, looks at the unit, lets systemd finish what it is doing, and ends the run when
+    /// the unit serves (healthy, or brought back by systemd's own `Restart=`) or when systemd
+    /// never stops acting.
+    fn first_look<U: UnitControl>(
+        &self,
+        host: &Host<'_, U>,
+    ) -> Result<ControlFlow<Report, Look<U>>, Error> {
+        let (unit, service, options) = (&self.unit, self.service, self.options);
+        // When the journal's evidence can change what runs first, start reading it right away
+        // (with the OnFailure= facts we know the invocation): journalctl runs while we talk to
+        // systemd. Otherwise it is read after acting, so it does not compete with the restart
+        // for the CPU.
+        let monitor = MonitorFacts::from_env(unit).filter(|_| !options.ignore_monitor_facts);
+        let evidence_matters = strategy::evidence_can_reorder(&service.healing_strategies);
+        let mut pending_journal = monitor
+            .as_ref()
+            .and_then(|facts| facts.invocation_id.as_deref())
+            .filter(|_| evidence_matters)
+            .map(|id| host.journal.start(unit, Some(id)));
+
+        let asking = SlowNotice::new("waiting for systemd to answer on the D-Bus system bus");
+        let systemd = (host.connect)()?;
+        tracing::debug!(
+            "connected to the system bus after {} µs",
+            self.clock.elapsed_us()
+        );
+        let target = health_target(service);
+        let mut snapshot = systemd.snapshot(unit)?;
+        drop(asking);
+        tracing::debug!("unit snapshot after {} µs", self.clock.elapsed_us());
+        // systemd's own `Restart=` may be at work: it is its turn, not ours. systemd >= 254
+        // starts the heal unit at every failed attempt of a `Restart=` unit, so most hook runs
+        // of such a unit see this; on 252 a run sees it only when it races a restart.
+        let restarting = systemd_restarting(&snapshot, monitor.as_ref());
+        let restarts_before = snapshot.n_restarts;
+        let mut followed = None;
+        let waiting_since = Instant::now();
+        if snapshot.systemd_is_acting() || restarting {
+            let _waiting = SlowNotice::new(format!(
+                "waiting for systemd's own start of {unit} to finish (up to verify_timeout, {})",
+                service.verify_timeout
+            ));
+            match follow_systemd(&systemd, &target)? {
+                // systemd's own start hangs (an ExecStartPre= waiting on a mount, a lock, …), or
+                // it keeps restarting a service that does not stay up: the run ends `failed`
+                // with what is known, and the owner is told; exit 4 stays for a bus that cannot
+                // be reached.
+                Followed::StillActing(now) => {
+                    let lines = host.journal.read_invocation(
+                        unit,
+                        &now.invocation_id,
+                        pending_journal.take(),
+                        JOURNAL_TIMEOUT,
+                    );
+                    let reason = still_acting(&now, restarts_before, service);
+                    let mut facts = self
+                        .facts(Outcome::Failed)
+                        .diagnosis(Diagnosis::new(&now, monitor.as_ref(), lines))
+                        .reason(reason);
+                    facts.post_status = Some(PostStatus::from(&now));
+                    retry_after_failure(self.config, self.state, &systemd, service, &mut facts);
+                    return Ok(ControlFlow::Break(self.end(facts)));
+                }
+                other => followed = Some(other),
+            }
+        }
+
+        // After systemd's own restart it was verified over time, as after our own restart.
+        // Otherwise one look decides. What is wrong with a unit that is active: "active, but
+        // port 5002 is not listening".
+        let waited = followed.is_some();
+        let not_serving = match followed {
+            Some(Followed::Up { now, problem }) => {
+                snapshot = now;
+                problem
+            }
+            Some(Followed::Down(now)) => {
+                snapshot = now;
+                Some(String::new())
+            }
+            Some(Followed::StillActing(_)) | None => verify::check_now(&snapshot, &target).err(),
+        };
+        let Some(not_serving) = not_serving else {
+            let by_systemd = restarting || snapshot.n_restarts > restarts_before;
+            let waited_ms = waited.then(|| waiting_since.elapsed().as_millis());
+            return Ok(ControlFlow::Break(self.serving(
+                &snapshot,
+                monitor.as_ref(),
+                by_systemd,
+                waited_ms,
+            )));
+        };
+        let unhealthy = Some(not_serving)
+            .filter(|_| snapshot.is_active())
+            .map(|missing| format!("active, but {missing}"));
+        Ok(ControlFlow::Continue(Look {
+            systemd,
+            snapshot,
+            monitor,
+            target,
+            unhealthy,
+            pending_journal,
+            evidence_matters,
+        }))
+    }
+
+    /// The report of a run that found the unit serving: healthy, or brought back by systemd's
+    /// own restart (`waited_ms`: how long selfheal waited for systemd's start).
+    fn serving(
+        &self,
+        snapshot: &UnitSnapshot,
+        monitor: Option<&MonitorFacts>,
+        by_systemd: bool,
+        waited_ms: Option<u128>,
+    ) -> Report {
+        let unit = &self.unit;
+        let diagnosis = Diagnosis::new(snapshot, monitor, Vec::new());
+        let outcome = if by_systemd {
+            Outcome::RestartedBySystemd
+        } else {
+            Outcome::Healthy
+        };
+        let mut facts = self.facts(outcome).diagnosis(diagnosis);
+        facts.reason = match (by_systemd, waited_ms) {
+            (true, _) => Some(format!(
+                "systemd's own Restart= brought {unit} back ({} automatic restart(s)); selfheal restarted nothing",
+                snapshot.n_restarts
+            )),
+            (false, Some(ms)) => Some(format!(
+                "systemd was already starting {unit}; selfheal waited {ms} ms for it instead of racing it"
+            )),
+            (false, None) => None,
+        };
+        facts.post_status = Some(PostStatus::from(snapshot));
+        // Healthy again (a person or systemd fixed it): the episode is watched until it has
+        // stayed healthy for threshold_window.
+        if !self.options.dry_run
+            && let Ok(Some(episode)) = self.state.episode(&self.service.name)
+        {
+            episode::watch_or_end(
+                self.config,
+                self.state,
+                self.service,
+                episode,
+                "found healthy",
+            );
+        }
+        self.end(facts)
+    }
+
+    /// What systemd's facts and, when its evidence matters before acting, the failed run's
+    /// journal say.
+    fn diagnose<U: UnitControl>(&self, host: &Host<'_, U>, look: &mut Look<U>) -> Diagnosis {
+        let journal_lines = if look.evidence_matters {
+            host.journal.read_invocation(
+                &self.unit,
+                &look.invocation(),
+                look.pending_journal.take(),
+                JOURNAL_TIMEOUT,
+            )
+        } else {
+            Vec::new()
+        };
+        tracing::debug!("ready to act after {} µs", self.clock.elapsed_us());
+        let diagnosis = Diagnosis::new(&look.snapshot, look.monitor.as_ref(), journal_lines)
+            .not_serving(look.unhealthy.clone());
+        tracing::info!(selfheal_service = %self.service.name, "diagnosis: {}", diagnosis.summary);
+        diagnosis
+    }
+
+    /// Loop protection's facts: the healing runs it counts in the window, and the episode
+    /// (one that has stayed healthy for the whole window is over, and ended here).
+    fn loop_state(&self) -> Result<(usize, Option<crate::state::Episode>), Error> {
+        let (config, state, service, options) =
+            (self.config, self.state, self.service, self.options);
+        let window = Duration::from(config.threshold_window);
+        let attempts = match state.healing_attempts_since(&service.name, SystemTime::now() - window)
+        {
+            Ok(attempts) => attempts,
+            // History that others could have written decides nothing: stop.
+            Err(err @ StateError::Untrusted { .. }) => return Err(err.into()),
+            // Unreadable history must not stop healing; systemd's own start limit still bounds
+            // a loop, and the journal says loop protection was blind this once.
+            Err(err) => {
+                tracing::error!(selfheal_service = %service.name, "loop protection cannot read the history, healing anyway: {err}");
+                0
+            }
+        };
+        let episode = state
+            .episode(&service.name)
+            .unwrap_or_else(|err| {
+                tracing::error!(selfheal_service = %service.name, "loop protection's episode cannot be read: {err}");
+                None
+            })
+            .filter(|episode| {
+                // Healthy for the whole window since it recovered: this failure is a new one.
+                let over = episode.has_stayed_healthy(window, SystemTime::now());
+                if over && !options.dry_run {
+                    episode::end(state, service, "it stayed healthy for threshold_window");
+                }
+                !over
+            });
+        Ok((attempts, episode))
+    }
+
+    /// Loop protection's decision, made by a dry run too (reading history changes nothing: it
+    /// must tell the whole truth, and "suppressed" is what the real run would say). Ends the
+    /// run when it must not heal; otherwise says whether this run is the episode's timed retry.
+    fn loop_protection<U: UnitControl>(
+        &self,
+        look: &Look<U>,
+        diagnosis: &Diagnosis,
+    ) -> Result<ControlFlow<Report, Option<Retry>>, Error> {
+        let (config, state, service, options) =
+            (self.config, self.state, self.service, self.options);
+        let (attempts, episode) = self.loop_state()?;
+        let stopped = config.loop_protection_holds(attempts) && !options.manual;
+        let unit = &self.unit;
+        let snapshot = &look.snapshot;
+        let schedule = |episode| {
+            episode::schedule_retry(
+                config,
+                state,
+                &look.systemd,
+                service,
+                episode,
+                options.dry_run,
+            )
+        };
+        // A run within an episode whose owner was told already: recorded, not mailed again.
+        let quiet = |reason: String| {
+            self.facts(Outcome::Suppressed)
+                .diagnosis(diagnosis.clone())
+                .reason(reason)
+                .already_reported(snapshot)
+        };
+        let facts = match episode {
+            // A stopped service is left stopped: `systemctl stop` since it failed is a
+            // person's decision, and the timed retry does not overrule it.
+            Some(ref episode) if !options.manual && stopped_on_purpose_since(snapshot, episode) => {
+                if !options.dry_run {
+                    episode::end(state, service, "a person stopped it");
+                }
+                quiet(format!(
+                    "{unit} was stopped on purpose (systemctl stop) since it failed: selfheal leaves it stopped and its episode is over"
+                ))
+            }
+            // Down again within threshold_window of recovering: the healing did not hold. The
+            // episode goes on where it was (the owner was told), with the next, longer wait.
+            Some(mut episode) if !options.manual && episode.is_watching() => {
+                let recovered_at =
+                    episode::readable(episode.recovered_at.as_deref().unwrap_or_default());
+                if !options.dry_run {
+                    episode.recovered_at = None;
+                    episode.relapses += 1;
+                }
+                let next = schedule(Some(episode));
+                let mut facts = quiet(format!(
+                    "{unit} failed again within {} of recovering at {recovered_at}: part of its episode, already reported; {next}",
+                    config.threshold_window
+                ));
+                facts.relapse = true;
+                facts
+            }
+            // The timed retry: made whatever the count says now (the retries' growing waits
+            // let older runs leave the window, and the episode must go on until it heals).
+            Some(episode) if !options.manual && episode::is_due(&episode, SystemTime::now()) => {
+                tracing::info!(selfheal_service = %service.name, "the timed retry of loop protection's episode since {}", episode.suppressed_at);
+                return Ok(ControlFlow::Continue(Some((episode, attempts))));
+            }
+            // A failure within an episode whose retry is still to come is part of it: the
+            // retry heals it, this run heals nothing and mails nothing (the owner was told
+            // when the episode began). Restarts slow down to the retries' doubling pace.
+            Some(episode) if options.from_hook && episode.next_retry_at.is_some() => {
+                let since = episode::readable(&episode.suppressed_at);
+                let next = schedule(Some(episode));
+                quiet(format!(
+                    "part of the episode since {since}, already reported: {next}"
+                ))
+            }
+            episode if stopped => {
+                let reported = episode.is_some();
+                let would = if options.dry_run {
+                    "a real run would stop: "
+                } else {
+                    ""
+                };
+                let next = schedule(episode);
+                let reason = format!(
+                    "{would}loop protection: {attempts} healing runs within {} (failure_threshold {}); {next}",
+                    config.threshold_window, config.failure_threshold
+                );
+                let mut facts = self
+                    .facts(Outcome::Suppressed)
+                    .diagnosis(diagnosis.clone())
+                    .reason(reason);
+                facts.episode_reported = reported;
+                facts.post_status = Some(PostStatus::from(snapshot));
+                facts
+            }
+            // A person took over: the episode is over. (One with a retry still to come goes on:
+            // that retry is made when it is due.)
+            Some(episode)
+                if !options.dry_run && (options.manual || episode.next_retry_at.is_none()) =>
+            {
+                episode::end(state, service, "a person's run");
+                return Ok(ControlFlow::Continue(None));
+            }
+            _ => return Ok(ControlFlow::Continue(None)),
+        };
+        Ok(ControlFlow::Break(self.end(facts)))
+    }
+
+    /// Heals: what it depends on first, then the strategy chain; records the outcome in the
+    /// episode (a retry's RECOVERED, or the next retry after a failure) and ends the run.
+    fn heal<U: UnitControl>(
+        &self,
+        host: &Host<'_, U>,
+        look: &Look<U>,
+        mut diagnosis: Diagnosis,
+        retry: Option<Retry>,
+    ) -> Report {
+        let (config, state, service, options) =
+            (self.config, self.state, self.service, self.options);
+        let systemd = &look.systemd;
+        // What it depends on comes first: a monitored upstream unit that is down is healed (by
+        // its own heal unit, or that run is awaited) before this one is restarted into the
+        // same wall.
+        let upstream = upstream_problems(config, systemd, &look.snapshot, &look.target, options);
+        diagnosis = diagnosis.upstream(upstream.clone());
+
+        let order = strategy::plan(&service.healing_strategies, &diagnosis);
+        let context = Context {
+            service,
+            diagnosis: &diagnosis,
+            snapshot: &look.snapshot,
+            units: systemd,
+            target: &look.target,
+            dry_run: options.dry_run,
+        };
+        let chain = strategy::run_chain(&order, &context);
+        if !look.evidence_matters {
+            let lines =
+                host.journal
+                    .read_invocation(&self.unit, &look.invocation(), None, JOURNAL_TIMEOUT);
+            diagnosis = Diagnosis::new(&look.snapshot, look.monitor.as_ref(), lines)
+                .not_serving(look.unhealthy.clone())
+                .upstream(upstream);
+        }
+        let outcome = match (options.dry_run, chain.healed_by) {
+            (true, _) => Outcome::Planned,
+            (false, Some(_)) => Outcome::Resolved,
+            (false, None) => Outcome::Failed,
+        };
+        let post = systemd.snapshot(&self.unit).ok();
+        let reason = chain.escalation.clone().or_else(|| {
+            (outcome == Outcome::Failed).then(|| {
+                chain
+                    .steps
+                    .last()
+                    .map_or("no strategy applied".to_owned(), |step| {
+                        format!("{}: {}", step.strategy, step.detail)
+                    })
+            })
+        });
+        let mut facts = self.facts(outcome).diagnosis(diagnosis);
+        facts.steps = chain.steps;
+        facts.healed_by = chain.healed_by.map(|name| name.to_string());
+        facts.reason = reason;
+        facts.post_status = post.as_ref().map(PostStatus::from);
+        if let Some((episode, failures)) = retry.filter(|_| !options.dry_run) {
+            after_retry(
+                config, state, systemd, service, episode, failures, &mut facts,
+            );
+        } else {
+            retry_after_failure(config, state, systemd, service, &mut facts);
+        }
+        self.end(facts)
+    }
+}
+
+impl<U> Look<U> {
+    /// The failed run's invocation: the hook's, else the unit's current (or last) one.
+    fn invocation(&self) -> String {
+        self.monitor
+            .as_ref()
+            .and_then(|facts| facts.invocation_id.clone())
+            .unwrap_or_else(|| self.snapshot.invocation_id.clone())
+    }
+}
+
+/// Records a timed retry in its episode: healed, the report says RECOVERED and the episode
+/// ends; still down, the next retry is scheduled (after twice the wait) and the report says
+/// when.
+fn after_retry(
+    config: &Config,
+    state: &StateDir,
+    systemd: &dyn UnitControl,
+    service: &ServiceConfig,
+    mut episode: crate::state::Episode,
+    failures: usize,
+    facts: &mut RunFacts,
+) {
+    episode.retries += 1;
+    episode.next_retry_at = None;
+    if facts.outcome == Outcome::Resolved {
+        facts.recovered = Some(Recovery {
+            failures,
+            since: episode::readable(&episode.suppressed_at),
+            relapses: episode.relapses,
+            watched_for: config.threshold_window.to_string(),
+        });
+        episode::watch_or_end(
+            config,
+            state,
+            service,
+            episode,
+            "RECOVERED by its timed retry",
+        );
+    } else {
+        let next = episode::schedule_retry(config, state, systemd, service, Some(episode), false);
+        let reason = facts.reason.take().unwrap_or_default();
+        facts.reason = Some(format!("{reason}; timed retry of loop protection: {next}"));
+    }
+}
+
+/// Why loop protection would stop a run of `service` now (the sentence a person is asked
+/// about at a terminal), or `None` when it would not.
+pub(crate) fn held_by_loop_protection(
+    config: &Config,
+    state: &StateDir,
+    service: &ServiceConfig,
+) -> Option<String> {
+    let window = Duration::from(config.threshold_window);
+    let attempts = state
+        .healing_attempts_since(&service.name, SystemTime::now() - window)
+        .ok()?;
+    let due = state
+        .episode(&service.name)
+        .ok()
+        .flatten()
+        .is_some_and(|episode| episode::is_due(&episode, SystemTime::now()));
+    (config.loop_protection_holds(attempts) && !due).then(|| {
+        format!(
+            "loop protection holds {}: {attempts} healing runs within {} (failure_threshold {})",
+            service.name, config.threshold_window, config.failure_threshold
+        )
+    })
+}
+
+/// The report of a crash loop `selfheal watch` found: systemd restarted `service` `restarts`
+/// times within `crash_loop.within` (its `Restart=` is `restart_setting`) and it crashed again
+/// each time. Nothing is healed (each restart "worked"); the owner gets the evidence: the last
+/// exit systemd logged and the unit's last journal lines. Recorded like a run.
+pub(crate) fn crash_loop_report(
+    config: &Config,
+    state: &StateDir,
+    service: &ServiceConfig,
+    snapshot: &UnitSnapshot,
+    restarts: usize,
+    restart_setting: &str,
+    journal: Vec<crate::host::journal::JournalLine>,
+) -> Report {
+    let clock = RunClock::start();
+    let header = ReportHeader::new(config, service);
+    let unit = &snapshot.unit;
+    let last_exit = journal
+        .iter()
+        .rev()
+        .find(|line| line.pid == 1 && line.message.contains("exited, code="))
+        .map(|line| line.message.clone());
+    let mut diagnosis = Diagnosis::new(snapshot, None, journal);
+    diagnosis.summary = format!(
+        "systemd restarted {unit} {restarts} times within {} (Restart={restart_setting}) and it crashed again each time",
+        config.crash_loop.within
+    );
+    if let Some(last_exit) = last_exit {
+        diagnosis.root_cause = format!("its last crash, as systemd logged it: {last_exit}");
+    }
+    let options = RunOptions::default();
+    let mut facts = clock
+        .facts(Outcome::CrashLoop, options)
+        .diagnosis(diagnosis)
+        .reason(format!(
+            "systemd's Restart= keeps {unit} coming back, so nothing failed for selfheal to heal; it is {} now. Find why it crashes (the journal lines below), then fix it",
+            snapshot.state()
+        ));
+    facts.post_status = Some(PostStatus::from(snapshot));
+    finish(state, Report::new(header, facts), options)
+}
+
+/// True when `service`'s episode waits for a retry whose time has passed: its timer fired
+/// while a run of the heal unit went on, and systemd merged that start into the running unit.
+/// (Not `episode::is_due`, which lets a timer that fires early make the retry: a run that has
+/// just scheduled a retry a second or two away must not make it at once.)
+pub(crate) fn retry_came_due(state: &StateDir, service: &ServiceConfig) -> bool {
+    state
+        .episode(&service.name)
+        .ok()
+        .flatten()
+        .and_then(|episode| episode.next_retry_at)
+        .and_then(|at| humantime::parse_rfc3339_weak(&at).ok())
+        .is_some_and(|at| at <= SystemTime::now())
+}
+
+/// True when a run started by the OnFailure= hook healed the service, but it has failed again
+/// since (while the report was printed and mailed). systemd merges that failure's OnFailure=
+/// start into this still-running heal unit, so nobody else will heal it: the caller runs
+/// again, and loop protection bounds how often.
+pub(crate) fn failed_again_while_finishing(
+    report: &Report,
+    service: &ServiceConfig,
+) -> Result<bool, Error> {
+    let from_hook = std::env::var_os("MONITOR_UNIT").is_some();
+    if !from_hook || report.facts.outcome != Outcome::Resolved {
+        return Ok(false);
+    }
+    let unit = service.unit_name();
+    let snapshot = Systemd::connect()?.snapshot(&unit)?;
+    let again = snapshot.is_down() && snapshot.active_state == ActiveState::Failed;
+    if again {
+        tracing::warn!(
+            selfheal_service = %service.name,
+            "{unit} failed again while its heal unit was finishing; healing it again"
+        );
+    }
+    Ok(again)
+}
+
+/// The units `snapshot`'s service depends on that are down: a `Requires=`/`BindsTo=` unit
+/// that is failed, inactive or missing, a `Wants=`+`After=` unit that failed. One that is
+/// itself monitored is healed first through its own heal unit (a start of a heal unit that
+/// is already running waits for that run), within twice this service's `verify_timeout`;
+/// the entry says what came of it. Nothing here stops the run: a question systemd cannot
+/// answer leaves the list empty.
+fn upstream_problems(
+    config: &Config,
+    systemd: &dyn UnitControl,
+    snapshot: &UnitSnapshot,
+    target: &HealthTarget,
+    options: RunOptions,
+) -> Vec<Upstream> {
+    // Targets and slices are synchronization points and resource groups, not causes (every
+    // service requires sysinit.target and its slice): leaving them out usually leaves
+    // nothing to ask, and the restart waits for no extra round trip.
+    let cause = |unit: &&String| {
+        !matches!(
+            unit.rsplit_once('.').map(|(_, kind)| kind),
+            Some("target" | "slice")
+        )
+    };
+    let mut asked: Vec<(&str, &'static str)> = Vec::new();
+    for unit in snapshot.requires.iter().filter(cause) {
+        if !asked.iter().any(|(u, _)| u == unit) {
+            asked.push((unit, "requires"));
+        }
+    }
+    for unit in snapshot.ordered_wants.iter().filter(cause) {
+        if !asked.iter().any(|(u, _)| u == unit) {
+            asked.push((unit, "wants"));
+        }
+    }
+    if asked.is_empty() {
+        return Vec::new();
+    }
+    let names: Vec<&str> = asked.iter().map(|(unit, _)| *unit).collect();
+    let states = match systemd.unit_states(&names) {
+        Ok(states) => states,
+        Err(err) => {
+            tracing::warn!(
+                "cannot read the states of {}'s dependencies: {err}",
+                snapshot.unit
+            );
+            return Vec::new();
+        }
+    };
+    let mut problems = Vec::new();
+    for ((unit, relation), state) in asked.iter().zip(&states) {
+        // What it cannot run without must exist and be up; what it merely wants must not
+        // have failed. A wanted unit that does not exist is no cause: systemd starts the
+        // service without it (Debian ships no tmp.mount, which every PrivateTmp= unit wants).
+        let down = state.active_state == ActiveState::Failed
+            || (*relation == "requires"
+                && (state.load_state == "not-found"
+                    || state.active_state == ActiveState::Inactive));
+        if !down {
+            continue;
+        }
+        let described = |state: &crate::systemd::UnitOverview| {
+            if state.load_state == "not-found" {
+                "not-found".to_owned()
+            } else {
+                format!("{}/{}", state.active_state, state.sub_state)
+            }
+        };
+        let monitored = config
+            .monitored_services
+            .iter()
+            .find(|other| other.unit_name() == *unit);
+        let action = monitored.map(|other| {
+            let heal = other.heal_unit_name();
+            if options.dry_run {
+                return format!("A real run would heal {unit} first with {heal}");
+            }
+            tracing::info!("healing {unit} first: {} depends on it", snapshot.unit);
+            let ran = systemd.start(&heal, target.timeout * 2);
+            let now = systemd
+                .unit_states(&[unit])
+                .ok()
+                .and_then(|states| states.into_iter().next());
+            match (ran, now) {
+                (Ok(_), Some(now)) => format!(
+                    "selfheal healed {unit} first with {heal}; it is now {}",
+                    described(&now)
+                ),
+                (Err(err), _) => format!("healing {unit} first with {heal} failed: {err}"),
+                (Ok(_), None) => format!("{heal} ran for {unit}"),
+            }
+        });
+        problems.push(Upstream {
+            unit: (*unit).to_owned(),
+            relation,
+            state: described(state),
+            action,
+        });
+    }
+    problems
+}
+
+fn health_target(service: &ServiceConfig) -> HealthTarget {
+    HealthTarget {
+        unit: service.unit_name(),
+        port: service.port,
+        health_url: service.health_url.clone(),
+        timeout: service.verify_timeout.into(),
+        stable_for: service.stable_for.into(),
+    }
+}
+
+/// Stopped cleanly after it ran again since the episode began: `systemctl stop`, a person's
+/// decision. (A unit that never started again, say because a unit it requires failed, is
+/// inactive with Result=success too, and is not left alone for that.)
+fn stopped_on_purpose_since(snapshot: &UnitSnapshot, episode: &crate::state::Episode) -> bool {
+    let ran_since = humantime::parse_rfc3339_weak(&episode.suppressed_at)
+        .ok()
+        .and_then(|began| began.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .is_some_and(|began| u128::from(snapshot.active_enter_timestamp_us) > began.as_micros());
+    ran_since && snapshot.stopped_on_purpose()
+}
+
+/// systemd's own `Restart=` is at work on the unit: an automatic restart is pending, or has
+/// happened since the failure that started this run (a newer invocation, `NRestarts` > 0).
+fn systemd_restarting(snapshot: &UnitSnapshot, monitor: Option<&MonitorFacts>) -> bool {
+    snapshot.restart_pending()
+        || (snapshot.n_restarts > 0
+            && monitor
+                .and_then(|facts| facts.invocation_id.as_deref())
+                .is_some_and(|failed| failed != snapshot.invocation_id))
+}
+
+/// What came of letting systemd finish what it was doing with the unit.
+enum Followed {
+    /// It is up; `problem` says what is wrong when it is not healthy.
+    Up {
+        now: UnitSnapshot,
+        problem: Option<String>,
+    },
+    /// systemd stopped acting and the unit is down: it gave up (a start limit, no `Restart=`).
+    Down(UnitSnapshot),
+    /// Still acting at `verify_timeout`: a start that hangs, or restarts that never hold.
+    StillActing(UnitSnapshot),
+}
+
+/// Waits for systemd's own start or restart, verifies the result over `stable_for` as after
+/// selfheal's own restart, and keeps waiting while systemd restarts it again: selfheal never
+/// restarts a unit whose automatic restart is pending. Bounded by `verify_timeout`.
+fn follow_systemd(
+    systemd: &dyn UnitControl,
+    target: &HealthTarget,
+) -> Result<Followed, SystemdError> {
+    let started = Instant::now();
+    let deadline = started + target.timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let now = match wait_for_systemd(systemd, &target.unit, left) {
+            Ok(now) => now,
+            Err(SystemdError::Timeout(_)) => {
+                return Ok(Followed::StillActing(systemd.snapshot(&target.unit)?));
+            }
+            Err(other) => return Err(other),
+        };
+        if now.is_down() {
+            return Ok(Followed::Down(now));
+        }
+        let verification = verify::verify(systemd, target, started);
+        let now = systemd.snapshot(&target.unit)?;
+        if verification.healthy {
+            return Ok(Followed::Up { now, problem: None });
+        }
+        if now.systemd_is_acting() {
+            if Instant::now() < deadline {
+                continue;
+            }
+            return Ok(Followed::StillActing(now));
+        }
+        if now.is_down() {
+            return Ok(Followed::Down(now));
+        }
+        // It may have failed again while it was verified: say how it is now.
+        let problem = verify::check_now(&now, target)
+            .err()
+            .unwrap_or(verification.detail);
+        return Ok(Followed::Up {
+            now,
+            problem: Some(problem),
+        });
+    }
+}
+
+/// Why a run that waited for systemd until `verify_timeout` did nothing of its own.
+fn still_acting(now: &UnitSnapshot, restarts_before: u32, service: &ServiceConfig) -> String {
+    let unit = &now.unit;
+    if now.n_restarts > restarts_before || now.restart_pending() {
+        format!(
+            "systemd keeps restarting {unit} ({} automatic restarts so far) and it does not stay up within verify_timeout ({}): selfheal started none of its own. Its journal lines below say why it dies: systemctl status {unit}",
+            now.n_restarts, service.verify_timeout
+        )
+    } else {
+        let job = now
+            .job_id
+            .map_or("automatic restart".to_owned(), |id| format!("job {id}"));
+        format!(
+            "systemd's own {job} for {unit} was still running after verify_timeout ({}); {unit} is {}: selfheal started no second one. Look at what its start waits for (ExecStartPre=, a mount, a lock): systemctl status {unit}",
+            service.verify_timeout,
+            now.state()
+        )
+    }
+}
+
+/// A FAILED run is not final: it opens (or continues) an episode whose timed retry tries again
+/// after `retry_after`, doubling, and says so in the report.
+fn retry_after_failure(
+    config: &Config,
+    state: &StateDir,
+    systemd: &dyn UnitControl,
+    service: &ServiceConfig,
+    facts: &mut RunFacts,
+) {
+    if facts.outcome != Outcome::Failed || facts.dry_run {
+        return;
+    }
+    let episode = state.episode(&service.name).ok().flatten();
+    let next = episode::schedule_retry(config, state, systemd, service, episode, false);
+    let reason = facts.reason.take().unwrap_or_default();
+    facts.reason = Some(format!("{reason}; not final: {next}"));
+}
+
+/// systemd already has a job queued or an automatic restart pending: let it finish rather
+/// than race it, then look again.
+/// Still acting at the deadline is `SystemdError::Timeout`.
+fn wait_for_systemd(
+    systemd: &dyn UnitControl,
+    unit: &str,
+    timeout: Duration,
+) -> Result<UnitSnapshot, SystemdError> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        systemd.wait_for_job(unit, left)?;
+        let snapshot = systemd.snapshot(unit)?;
+        if !snapshot.systemd_is_acting() {
+            return Ok(snapshot);
+        }
+        if left.is_zero() {
+            return Err(SystemdError::Timeout(timeout));
+        }
+        // auto-restart has no job until RestartSec= passes; poll until it does.
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Logs, records and returns the report (records nothing on a dry run).
+fn finish(state: &StateDir, report: Report, options: RunOptions) -> Report {
+    tracing::info!(
+        selfheal_service = %report.header.service,
+        selfheal_outcome = %report.facts.outcome,
+        selfheal_healed_by = report.facts.healed_by.as_deref().unwrap_or(""),
+        "{} {} in {} ms",
+        report.header.service,
+        report.facts.outcome,
+        report.facts.duration_ms
+    );
+    if !options.dry_run {
+        let record = HistoryRecord {
+            service: report.header.service.clone(),
+            outcome: report.facts.outcome,
+            started_at: report.facts.started_at.clone(),
+            duration_ms: report.facts.duration_ms,
+            healed_by: report.facts.healed_by.clone(),
+            summary: report
+                .facts
+                .diagnosis
+                .as_ref()
+                .map(|d| d.summary.clone())
+                .unwrap_or_default(),
+            manual: options.manual,
+            relapse: report.facts.relapse,
+            restarts: 0,
+        };
+        // Recording never blocks telling: the report is still printed and mailed, and only
+        // this history line is lost (loop protection then undercounts by one run).
+        if let Err(err) = state.append_history(&record) {
+            tracing::error!(
+                selfheal_service = %report.header.service,
+                "this run could not be recorded in history.jsonl: {err}"
+            );
+        }
+    }
+    report
+}
+
+/// When the run started, for `started_at` and `duration_ms`.
+struct RunClock {
+    wall: SystemTime,
+    monotonic: Instant,
+}
+
+impl RunClock {
+    fn start() -> RunClock {
+        RunClock {
+            wall: SystemTime::now(),
+            monotonic: Instant::now(),
+        }
+    }
+
+    fn elapsed_us(&self) -> u128 {
+        self.monotonic.elapsed().as_micros()
+    }
+
+    fn facts(&self, outcome: Outcome, options: RunOptions) -> RunFacts {
+        RunFacts {
+            outcome,
+            started_at: humantime::format_rfc3339_millis(self.wall).to_string(),
+            duration_ms: u64::try_from(self.monotonic.elapsed().as_millis()).unwrap_or(u64::MAX),
+            diagnosis: None,
+            steps: Vec::new(),
+            healed_by: None,
+            reason: None,
+            post_status: None,
+            dry_run: options.dry_run,
+            recovered: None,
+            relapse: false,
+            episode_reported: false,
+        }
+    }
+}
+
+impl RunFacts {
+    fn diagnosis(mut self, diagnosis: Diagnosis) -> RunFacts {
+        self.diagnosis = Some(diagnosis);
+        self
+    }
+
+    fn reason(mut self, reason: String) -> RunFacts {
+        self.reason = Some(reason);
+        self
+    }
+
+    /// A run within an episode whose owner was told already: recorded, not mailed again.
+    fn already_reported(mut self, snapshot: &UnitSnapshot) -> RunFacts {
+        self.episode_reported = true;
+        self.post_status = Some(PostStatus::from(snapshot));
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! `run`'s branches against a scripted systemd and an empty journal: the decisions, in
+    //! milliseconds and without root. `tests/run.rs` proves them against a real systemd.
+
+    use std::path::Path;
+
+    use super::*;
+    use crate::host::journal::{JournalLine, PendingJournal};
+    use crate::state::HistoryRecord;
+    use crate::systemd::fake::{FakeJob, FakeSystemd, unit};
+
+    struct NoJournal;
+
+    impl JournalSource for NoJournal {
+        fn start(&self, _unit: &str, _invocation_id: Option<&str>) -> PendingJournal {
+            PendingJournal::ready(Vec::new())
+        }
+        fn read_invocation(
+            &self,
+            _unit: &str,
+            _invocation_id: &str,
+            _pending: Option<PendingJournal>,
+            _timeout: Duration,
+        ) -> Vec<JournalLine> {
+            Vec::new()
+        }
+    }
+
+    fn config() -> Config {
+        Config::parse(
+            "failure_threshold: 2\nmonitored_services:\n  - name: web\n    verify_timeout: 300ms\n    stable_for: 20ms\n",
+            Path::new("test.yml"),
+        )
+        .unwrap()
+    }
+
+    fn run_against(systemd: &FakeSystemd, state: &StateDir, dry_run: bool) -> Report {
+        let options = RunOptions {
+            dry_run,
+            ignore_monitor_facts: true,
+            manual: false,
+            from_hook: true,
+        };
+        run_with(&config(), systemd, state, options)
+    }
+
+    /// Why the run stopped where it did ("" without a reason).
+    fn reason(report: &Report) -> &str {
+        report.facts.reason.as_deref().unwrap_or_default()
+    }
+
+    /// `run` of the config's first service against `systemd` and no journal.
+    fn run_with(
+        config: &Config,
+        systemd: &FakeSystemd,
+        state: &StateDir,
+        options: RunOptions,
+    ) -> Report {
+        let connect = || Ok(systemd);
+        let host = Host {
+            connect: &connect,
+            journal: &NoJournal,
+        };
+        run(config, state, &config.monitored_services[0], options, &host).unwrap()
+    }
+
+    /// A unit that failed, and whose restart job fails too.
+    fn failing() -> FakeSystemd {
+        FakeSystemd::new(
+            unit("failed", "failed", "a"),
+            FakeJob::Ended("failed"),
+            vec![],
+        )
+    }
+
+    /// A failed unit that a restart heals (a run that ends `resolved`).
+    fn healing() -> FakeSystemd {
+        FakeSystemd::new(
+            unit("failed", "failed", "a"),
+            FakeJob::Done,
+            vec![unit("active", "running", "b")],
+        )
+    }
+
+    fn state() -> (tempfile::TempDir, StateDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        (dir, state)
+    }
+
+    #[test]
+    fn a_healthy_service_is_left_alone() {
+        let (_dir, state) = state();
+        let systemd = FakeSystemd::new(unit("active", "running", "a"), FakeJob::Done, vec![]);
+        let report = run_against(&systemd, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Healthy);
+        assert!(systemd.calls().is_empty());
+        assert_eq!(state.history().unwrap()[0].outcome, Outcome::Healthy);
+    }
+
+    #[test]
+    fn a_restart_systemd_already_runs_is_awaited_not_raced() {
+        let (_dir, state) = state();
+        let mut restarting = unit("activating", "auto-restart", "a");
+        restarting.job_id = Some(7);
+        let systemd = FakeSystemd::scripted(
+            vec![restarting, unit("active", "running", "b")],
+            FakeJob::Done,
+        );
+        let report = run_against(&systemd, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::RestartedBySystemd);
+        assert!(
+            reason(&report).contains("systemd's own Restart= brought web.service back"),
+            "{report:?}"
+        );
+        assert!(
+            systemd.calls().is_empty(),
+            "no restart of our own: {:?}",
+            systemd.calls()
+        );
+    }
+
+    #[test]
+    fn a_failed_service_is_healed_and_recorded() {
+        let (_dir, state) = state();
+        let systemd = FakeSystemd::new(
+            unit("failed", "failed", "a"),
+            FakeJob::Done,
+            vec![unit("active", "running", "b")],
+        );
+        let report = run_against(&systemd, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Resolved);
+        assert_eq!(report.facts.healed_by.as_deref(), Some("service_restart"));
+        let history: Vec<HistoryRecord> = state.history().unwrap();
+        assert_eq!(history[0].healed_by.as_deref(), Some("service_restart"));
+    }
+
+    #[test]
+    fn a_service_that_stays_down_is_escalated_with_the_reason() {
+        let (_dir, state) = state();
+        let systemd = failing();
+        let report = run_against(&systemd, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Failed);
+        assert!(
+            reason(&report).contains("restart job ended `failed`"),
+            "{report:?}"
+        );
+        assert!(!report.manual_steps.is_empty());
+    }
+
+    #[test]
+    fn loop_protection_stops_at_the_threshold_without_acting() {
+        let (_dir, state) = state();
+        for _ in 0..2 {
+            assert_eq!(
+                run_against(&healing(), &state, false).facts.outcome,
+                Outcome::Resolved
+            );
+        }
+        let third = failing();
+        let report = run_against(&third, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Suppressed);
+        assert!(reason(&report).contains("loop protection"));
+        // Nothing is restarted; one retry is scheduled, after the default retry_after.
+        assert_eq!(
+            third.calls(),
+            ["start_later selfheal@web.timer 900s"],
+            "{report:?}"
+        );
+    }
+
+    /// Runs `web` until loop protection stops it (threshold 2), returning the suppressed run's
+    /// systemd.
+    fn suppress(state: &StateDir) -> FakeSystemd {
+        for _ in 0..2 {
+            run_against(&healing(), state, false);
+        }
+        let stopped = failing();
+        let report = run_against(&stopped, state, false);
+        assert_eq!(report.facts.outcome, Outcome::Suppressed);
+        stopped
+    }
+
+    /// Makes the episode's scheduled retry due now, as its timer would.
+    fn make_retry_due(state: &StateDir) {
+        let mut episode = state.episode("web").unwrap().expect("an episode");
+        episode.next_retry_at =
+            Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
+        state.save_episode("web", &episode).unwrap();
+    }
+
+    #[test]
+    fn a_suppressed_service_keeps_its_retry_time_and_its_timer_is_set_again() {
+        let (_dir, state) = state();
+        suppress(&state);
+        let episode = state.episode("web").unwrap().expect("an episode began");
+        assert_eq!(episode.retries, 0);
+        assert!(episode.next_retry_at.is_some());
+        let again = failing();
+        let report = run_against(&again, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Suppressed);
+        // The same time, not a later one; the timer set again (a reboot loses it).
+        assert_eq!(state.episode("web").unwrap().unwrap(), episode);
+        let calls = again.calls();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert!(
+            calls[0].starts_with("start_later selfheal@web.timer 89"),
+            "{calls:?}"
+        );
+        assert!(
+            reason(&report).contains("selfheal tries again at"),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn a_due_retry_that_heals_reports_recovered_and_one_that_fails_doubles_the_wait() {
+        let (_dir, state) = state();
+        suppress(&state);
+        make_retry_due(&state);
+        let report = run_against(&failing(), &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Failed);
+        assert!(
+            reason(&report).contains("timed retry of loop protection: selfheal tries again at"),
+            "{report:?}"
+        );
+        let episode = state.episode("web").unwrap().unwrap();
+        assert_eq!(episode.retries, 1);
+
+        make_retry_due(&state);
+        let healing = FakeSystemd::new(
+            unit("failed", "failed", "a"),
+            FakeJob::Done,
+            vec![unit("active", "running", "b")],
+        );
+        let report = run_against(&healing, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Resolved);
+        let recovered = report.facts.recovered.as_ref().expect("RECOVERED");
+        assert_eq!(recovered.failures, 3);
+        assert!(
+            state
+                .episode("web")
+                .unwrap()
+                .unwrap()
+                .recovered_at
+                .is_some(),
+            "RECOVERED: the episode is watched until it stays healthy"
+        );
+        let subject = crate::report::Renderer::new(None).subject(&report).unwrap();
+        assert!(
+            subject.contains("web - RECOVERED after 3 failures since"),
+            "{subject}"
+        );
+    }
+
+    /// A service that dies minutes after each recovery gets fewer and fewer restarts and at
+    /// most one mail per back-off step: RECOVERED keeps the episode open (watched), a relapse
+    /// within `threshold_window` is part of it (quiet), and the next retry waits twice as long.
+    #[test]
+    fn a_relapse_after_recovered_continues_the_episode_with_a_doubled_wait() {
+        let (_dir, state) = state();
+        suppress(&state);
+        make_retry_due(&state);
+        let report = run_against(&healing(), &state, false);
+        assert!(report.facts.recovered.is_some(), "{report:?}");
+        assert!(crate::notify::email::worth_mailing(&report));
+        let watched = state
+            .episode("web")
+            .unwrap()
+            .expect("watched after RECOVERED");
+        assert!(watched.recovered_at.is_some(), "{watched:?}");
+        assert_eq!(watched.next_retry_at, None);
+
+        let relapse = failing();
+        let report = run_against(&relapse, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Suppressed, "{report:?}");
+        assert!(report.facts.relapse);
+        assert!(
+            !crate::notify::email::worth_mailing(&report),
+            "the relapse is part of the episode"
+        );
+        assert!(reason(&report).contains("failed again"), "{report:?}");
+        assert_eq!(
+            relapse.calls(),
+            ["start_later selfheal@web.timer 1800s"],
+            "nothing restarted; the retry after twice the wait"
+        );
+        let episode = state.episode("web").unwrap().unwrap();
+        assert_eq!((episode.recovered_at, episode.relapses), (None, 1));
+
+        make_retry_due(&state);
+        let report = run_against(&healing(), &state, false);
+        let recovered = report.facts.recovered.as_ref().expect("RECOVERED again");
+        assert_eq!(recovered.relapses, 1);
+        assert_eq!(state.episode("web").unwrap().unwrap().retries, 2);
+        let renderer = crate::report::Renderer::new(None);
+        let text = renderer.text(&report).unwrap();
+        assert!(
+            text.contains("Relapses:  it failed again 1 time after recovering"),
+            "{text}"
+        );
+        assert!(
+            renderer
+                .html(&report)
+                .unwrap()
+                .contains("once it stays healthy for 1h"),
+            "html"
+        );
+    }
+
+    #[test]
+    fn an_episode_ends_once_the_service_has_stayed_healthy_for_threshold_window() {
+        let (_dir, state) = state();
+        let long_ago = SystemTime::now() - Duration::from(config().threshold_window);
+        state
+            .save_episode(
+                "web",
+                &crate::state::Episode {
+                    suppressed_at: "2026-11-28T08:00:00Z".into(),
+                    retries: 3,
+                    next_retry_at: None,
+                    recovered_at: Some(humantime::format_rfc3339_seconds(long_ago).to_string()),
+                    relapses: 0,
+                },
+            )
+            .unwrap();
+        // A failure now is a new one: healed as a first failure, mailed, no episode.
+        let report = run_against(&healing(), &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Resolved, "{report:?}");
+        assert!(report.facts.recovered.is_none());
+        assert!(!report.facts.relapse);
+        assert!(state.episode("web").unwrap().is_none());
+    }
+
+    /// The retry's timer fired during a quiet run of the episode: systemd merged that start
+    /// into the running heal unit, so the run that ends finds the retry due and makes it.
+    #[test]
+    fn a_retry_that_came_due_during_a_run_is_not_lost() {
+        let (_dir, state) = state();
+        let service = &config().monitored_services[0];
+        assert!(!retry_came_due(&state, service), "no episode");
+        suppress(&state);
+        assert!(!retry_came_due(&state, service), "due in 15 min");
+        make_retry_due(&state);
+        assert!(retry_came_due(&state, service));
+        // Made: the next is scheduled later, so the run ends there.
+        run_against(&failing(), &state, false);
+        assert!(!retry_came_due(&state, service));
+    }
+
+    #[test]
+    fn a_failed_retry_schedules_the_next_after_twice_the_wait() {
+        let (_dir, state) = state();
+        suppress(&state);
+        make_retry_due(&state);
+        let retried = failing();
+        run_against(&retried, &state, false);
+        assert!(
+            retried
+                .calls()
+                .contains(&"start_later selfheal@web.timer 1800s".to_owned()),
+            "{:?}",
+            retried.calls()
+        );
+    }
+
+    #[test]
+    fn a_due_retry_is_made_even_when_older_runs_have_left_the_window() {
+        let (_dir, state) = state();
+        state
+            .save_episode(
+                "web",
+                &crate::state::Episode {
+                    suppressed_at: "2026-11-28T08:00:00Z".into(),
+                    retries: 3,
+                    next_retry_at: Some("2026-11-28T12:00:00Z".into()),
+                    ..crate::state::Episode::default()
+                },
+            )
+            .unwrap();
+        // No run in the window: loop protection alone would heal it as a first failure.
+        let retried = failing();
+        let report = run_against(&retried, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Failed);
+        assert!(
+            reason(&report).contains("timed retry of loop protection"),
+            "{report:?}"
+        );
+        let episode = state.episode("web").unwrap().expect("the episode goes on");
+        assert_eq!(episode.retries, 4);
+        assert!(
+            retried.calls().contains(&format!(
+                "start_later selfheal@web.timer {}s",
+                episode::RETRY_CAP.as_secs()
+            )),
+            "{:?}",
+            retried.calls()
+        );
+    }
+
+    #[test]
+    fn a_run_that_finds_the_service_healthy_watches_the_episode() {
+        let (_dir, state) = state();
+        suppress(&state);
+        let healthy = FakeSystemd::new(unit("active", "running", "a"), FakeJob::Done, vec![]);
+        assert_eq!(
+            run_against(&healthy, &state, false).facts.outcome,
+            Outcome::Healthy
+        );
+        let episode = state.episode("web").unwrap().expect("watched");
+        assert!(episode.is_watching() && episode.next_retry_at.is_none());
+    }
+
+    #[test]
+    fn a_person_at_a_terminal_always_heals_and_resets_loop_protection() {
+        let (_dir, state) = state();
+        suppress(&state);
+        let healing = FakeSystemd::new(
+            unit("failed", "failed", "a"),
+            FakeJob::Done,
+            vec![unit("active", "running", "b")],
+        );
+        let manual = RunOptions {
+            manual: true,
+            ignore_monitor_facts: true,
+            ..RunOptions::default()
+        };
+        let report = run_with(&config(), &healing, &state, manual);
+        assert_eq!(report.facts.outcome, Outcome::Resolved);
+        assert!(state.episode("web").unwrap().is_none(), "the episode ended");
+        // The automatic runs after it start counting from zero.
+        let report = run_against(&failing(), &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Failed);
+    }
+
+    #[test]
+    fn with_retry_after_never_nothing_is_scheduled() {
+        let (_dir, state) = state();
+        let config = Config::parse(
+            "failure_threshold: 1\nretry_after: never\nmonitored_services:\n  - name: web\n    verify_timeout: 300ms\n    stable_for: 20ms\n",
+            Path::new("test.yml"),
+        )
+        .unwrap();
+        let options = RunOptions {
+            ignore_monitor_facts: true,
+            ..RunOptions::default()
+        };
+        for expected in [Outcome::Failed, Outcome::Suppressed] {
+            let systemd = failing();
+            let report = run_with(&config, &systemd, &state, options);
+            assert_eq!(report.facts.outcome, expected);
+            if expected == Outcome::Suppressed {
+                assert!(systemd.calls().is_empty(), "{:?}", systemd.calls());
+                assert!(reason(&report).contains("retry_after is never"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_dry_run_changes_nothing_and_records_nothing() {
+        let (_dir, state) = state();
+        let systemd = FakeSystemd::new(unit("failed", "failed", "a"), FakeJob::Done, vec![]);
+        let report = run_against(&systemd, &state, true);
+        assert_eq!(report.facts.outcome, Outcome::Planned);
+        assert!(systemd.calls().is_empty());
+        assert!(state.history().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_run_that_finds_the_lock_taken_yields_without_the_bus() {
+        let (_dir, state) = state();
+        let _held = state.try_lock("web").unwrap().unwrap();
+        let config = config();
+        let connect = || -> Result<&FakeSystemd, SystemdError> { panic!("connected to the bus") };
+        let host = Host {
+            connect: &connect,
+            journal: &NoJournal,
+        };
+        let report = run(
+            &config,
+            &state,
+            &config.monitored_services[0],
+            RunOptions::default(),
+            &host,
+        )
+        .unwrap();
+        assert_eq!(report.facts.outcome, Outcome::Suppressed);
+    }
+
+    #[test]
+    fn a_dry_run_says_when_loop_protection_would_stop_the_real_run() {
+        let (_dir, state) = state();
+        for _ in 0..2 {
+            run_against(&healing(), &state, false);
+        }
+        let dry = failing();
+        let report = run_against(&dry, &state, true);
+        assert_eq!(report.facts.outcome, Outcome::Suppressed);
+        assert_eq!(
+            report.facts.outcome.exit_code(),
+            crate::exit_code::ExitCode::Suppressed
+        );
+        assert!(
+            reason(&report).starts_with("a real run would stop: loop protection"),
+            "{report:?}"
+        );
+        assert!(dry.calls().is_empty());
+        assert_eq!(
+            state.history().unwrap().len(),
+            2,
+            "a dry run records nothing"
+        );
+    }
+
+    #[test]
+    fn a_start_job_that_hangs_ends_failed_with_the_job_named_not_exit_4() {
+        let (_dir, state) = state();
+        let mut hanging = unit("activating", "start-pre", "a");
+        hanging.job_id = Some(42);
+        let systemd = FakeSystemd::scripted(vec![hanging], FakeJob::Done);
+        let report = run_against(&systemd, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Failed);
+        let reason = reason(&report);
+        assert!(
+            reason.contains("job 42 for web.service was still running"),
+            "{reason}"
+        );
+        assert!(reason.contains("activating/start-pre"), "{reason}");
+        assert_eq!(
+            systemd.calls(),
+            ["start_later selfheal@web.timer 900s"],
+            "no second start, only the retry of a FAILED run"
+        );
+        assert_eq!(state.history().unwrap()[0].outcome, Outcome::Failed);
+    }
+
+    #[test]
+    fn a_failed_run_schedules_a_retry_and_the_failures_before_it_are_quiet() {
+        let (_dir, state) = state();
+        let first = failing();
+        let report = run_against(&first, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Failed);
+        assert!(reason(&report).contains("not final: selfheal tries again at"));
+        assert!(crate::notify::email::worth_mailing(&report));
+        let episode = state
+            .episode("web")
+            .unwrap()
+            .expect("FAILED opens an episode");
+        assert!(episode.next_retry_at.is_some());
+
+        // It fails again before the retry: part of the episode, no restart, no mail.
+        let again = failing();
+        let report = run_against(&again, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Suppressed);
+        assert!(!crate::notify::email::worth_mailing(&report), "{report:?}");
+        assert!(reason(&report).contains("part of the episode since"));
+        assert_eq!(
+            again.calls().len(),
+            1,
+            "only the retry's timer: {:?}",
+            again.calls()
+        );
+        assert!(again.calls()[0].starts_with("start_later selfheal@web.timer 89"));
+        assert_eq!(
+            state.episode("web").unwrap().unwrap(),
+            episode,
+            "its retry keeps its time"
+        );
+    }
+
+    #[test]
+    fn a_due_retry_leaves_a_unit_a_person_stopped_alone() {
+        let (_dir, state) = state();
+        run_against(&failing(), &state, false);
+        make_retry_due(&state);
+        let mut stopped = unit("inactive", "dead", "b");
+        stopped.result = "success".into();
+        // It ran again after the failure (a person started it), then was stopped.
+        stopped.active_enter_timestamp_us = u64::try_from(
+            (SystemTime::now() + Duration::from_secs(5))
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_micros(),
+        )
+        .unwrap();
+        let systemd = FakeSystemd::new(stopped, FakeJob::Done, vec![]);
+        let report = run_against(&systemd, &state, false);
+        assert_eq!(report.facts.outcome, Outcome::Suppressed);
+        assert!(systemd.calls().is_empty(), "{:?}", systemd.calls());
+        assert!(reason(&report).contains("stopped on purpose"), "{report:?}");
+        assert!(state.episode("web").unwrap().is_none());
+        assert!(!crate::notify::email::worth_mailing(&report));
+    }
+}

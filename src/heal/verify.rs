@@ -1,0 +1,291 @@
+//! Verification that a service is really back: the unit is active, its own process listens on
+//! the port, the health URL answers 2xx, and all of that still holds after `stable_for`.
+//! Short polls with a growing interval, bounded by `verify_timeout`; no fixed sleeps.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::host::ports;
+use crate::systemd::{UnitControl, UnitSnapshot};
+
+/// What "healthy" means for one service.
+#[derive(Debug, Clone)]
+pub(crate) struct HealthTarget {
+    pub unit: String,
+    pub port: Option<u16>,
+    pub health_url: Option<HealthUrl>,
+    pub timeout: Duration,
+    pub stable_for: Duration,
+}
+
+/// The result of a verification.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub(crate) struct Verification {
+    /// Active, listening, answering, and stayed so.
+    pub healthy: bool,
+    /// What was checked, or what was missing.
+    pub detail: String,
+}
+
+/// Polls start fast, since a restarted service is often ready within milliseconds, and back
+/// off so that a slow one does not cost CPU.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(Duration::from_millis(2))
+    }
+    fn pause(&mut self, deadline: Instant) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        std::thread::sleep(self.0.min(left));
+        self.0 = (self.0 * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// One look, without waiting: is the service healthy right now? Its port counts only when
+/// the unit's own process listens on it (the rule `status` applies too): another unit's
+/// listener is a port conflict, not health.
+pub(crate) fn check_now(snapshot: &UnitSnapshot, target: &HealthTarget) -> Result<String, String> {
+    if !snapshot.is_active() {
+        return Err(format!("{} is {}", snapshot.unit, snapshot.state()));
+    }
+    let mut passed = vec![format!("{} active/{}", snapshot.unit, snapshot.sub_state)];
+    if let Some(port) = target.port {
+        let holders = ports::holders(port);
+        if holders.is_empty() && !ports::is_listening(port) {
+            return Err(format!("port {port} is not listening"));
+        }
+        // Listening, but no holder could be read (not root, `hidepid`): as `status`, the port
+        // counts as the unit's own rather than as a problem nobody can see.
+        if !holders.is_empty()
+            && !holders
+                .iter()
+                .any(|h| ports::is_within(&h.cgroup, &snapshot.control_group))
+        {
+            let holder = &holders[0];
+            return Err(format!(
+                "port {port} is held by pid {} ({}), not by {}",
+                holder.pid,
+                holder.cmdline.join(" "),
+                snapshot.unit
+            ));
+        }
+        passed.push(format!("port {port} listening"));
+    }
+    if let Some(url) = &target.health_url {
+        let status = url
+            .check(Duration::from_secs(2))
+            .map_err(|failed| format!("health URL {failed}"))?;
+        passed.push(format!("{} answered {status}", url.raw));
+    }
+    Ok(passed.join(", "))
+}
+
+/// Waits until the service is healthy and has stayed so for `stable_for`, or `timeout` has
+/// passed since `started`.
+pub(crate) fn verify(
+    units: &dyn UnitControl,
+    target: &HealthTarget,
+    started: Instant,
+) -> Verification {
+    let deadline = started + target.timeout;
+    let _waiting = crate::ui::terminal::SlowNotice::new(format!(
+        "waiting for {} to be healthy and stay up (up to {:?})",
+        target.unit, target.timeout
+    ));
+    let mut backoff = Backoff::new();
+    let failed = |detail: String| Verification {
+        healthy: false,
+        detail,
+    };
+    // Phase 1: until every check passes once.
+    let (ready_snapshot, passed) = loop {
+        let snapshot = match units.snapshot(&target.unit) {
+            Ok(snapshot) => snapshot,
+            Err(err) => return failed(format!("cannot read the unit: {err}")),
+        };
+        if snapshot.is_down() {
+            return failed(format!("{} went {}", snapshot.unit, snapshot.state()));
+        }
+        match check_now(&snapshot, target) {
+            Ok(passed) => {
+                tracing::debug!("healthy: {passed}");
+                break (snapshot, passed);
+            }
+            Err(missing) if Instant::now() >= deadline => {
+                return failed(format!(
+                    "not healthy within {:?}: {missing}",
+                    target.timeout
+                ));
+            }
+            Err(_) => backoff.pause(deadline),
+        }
+    };
+    // Phase 2: it must stay up (same invocation, still active) for `stable_for`.
+    let stable_until = Instant::now() + target.stable_for;
+    let mut backoff = Backoff::new();
+    while Instant::now() < stable_until {
+        backoff.pause(stable_until);
+        match units.snapshot(&target.unit) {
+            Ok(now) if now.is_active() && now.invocation_id == ready_snapshot.invocation_id => {}
+            Ok(now) => {
+                return failed(format!(
+                    "came up, then went {} within stable_for {:?}",
+                    now.state(),
+                    target.stable_for
+                ));
+            }
+            Err(err) => return failed(format!("cannot read the unit: {err}")),
+        }
+    }
+    Verification {
+        healthy: true,
+        detail: format!("{passed}; stayed up for {:?}", target.stable_for),
+    }
+}
+
+/// A plain-HTTP health URL (`http://host[:port]/path`), parsed once, when the config is
+/// loaded; it serializes back to what the config said.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub(crate) struct HealthUrl {
+    pub raw: String,
+    host: String,
+    port: u16,
+    path: String,
+}
+
+impl TryFrom<String> for HealthUrl {
+    type Error = String;
+    fn try_from(url: String) -> Result<HealthUrl, String> {
+        HealthUrl::parse(&url).map_err(|err| format!("health_url: {err}"))
+    }
+}
+
+impl Serialize for HealthUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.raw)
+    }
+}
+
+impl HealthUrl {
+    /// Parses the URL; only `http://` is supported (health endpoints listen on loopback).
+    pub(crate) fn parse(url: &str) -> Result<HealthUrl, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
+        let (authority, path) = rest
+            .split_once('/')
+            .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+        if authority.is_empty() || path.contains(char::is_whitespace) {
+            return Err(format!("{url:?} is not a valid URL"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
+                let port = port.parse().map_err(|_| format!("{url:?}: bad port"))?;
+                (host.to_owned(), port)
+            }
+            _ => (authority.to_owned(), 80),
+        };
+        Ok(HealthUrl {
+            raw: url.to_owned(),
+            host,
+            port,
+            path,
+        })
+    }
+
+    /// Sends one GET; Ok with the status when it is 2xx.
+    pub(crate) fn check(&self, timeout: Duration) -> Result<u16, String> {
+        let fail = |what: String| format!("{}: {what}", self.raw);
+        let address = (self.host.trim_matches(['[', ']']), self.port)
+            .to_socket_addrs()
+            .map_err(|e| fail(e.to_string()))?
+            .next()
+            .ok_or_else(|| fail("host does not resolve".into()))?;
+        let mut stream =
+            TcpStream::connect_timeout(&address, timeout).map_err(|e| fail(e.to_string()))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| fail(e.to_string()))?;
+        stream
+            .set_write_timeout(Some(timeout))
+            .map_err(|e| fail(e.to_string()))?;
+        let request = format!(
+            "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: selfheal\r\nConnection: close\r\n\r\n",
+            self.path, self.host
+        );
+        stream
+            .write_all(request.as_bytes())
+            .map_err(|e| fail(e.to_string()))?;
+        let mut head = [0u8; 64];
+        let read = stream.read(&mut head).map_err(|e| fail(e.to_string()))?;
+        let status =
+            parse_status_line(&head[..read]).ok_or_else(|| fail("no HTTP status line".into()))?;
+        if (200..300).contains(&status) {
+            Ok(status)
+        } else {
+            Err(fail(format!("answered HTTP {status}")))
+        }
+    }
+}
+
+fn parse_status_line(head: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut words = text.split_whitespace();
+    words.next().filter(|v| v.starts_with("HTTP/"))?;
+    words.next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_health_urls() {
+        let url = HealthUrl::parse("http://127.0.0.1:5002/health").unwrap();
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("127.0.0.1", 5002, "/health")
+        );
+        let url = HealthUrl::parse("http://localhost").unwrap();
+        assert_eq!((url.port, url.path.as_str()), (80, "/"));
+        let url = HealthUrl::parse("http://[::1]:8080/x?y=1").unwrap();
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("[::1]", 8080, "/x?y=1")
+        );
+        for bad in ["https://x/", "ftp://x", "http://", "http://h:notaport/"] {
+            assert!(HealthUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reads_status_lines() {
+        assert_eq!(parse_status_line(b"HTTP/1.1 204 No Content\r\n"), Some(204));
+        assert_eq!(parse_status_line(b"SSH-2.0-OpenSSH"), None);
+    }
+
+    #[test]
+    fn checks_a_real_listener() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            for status in ["200 OK", "503 Service Unavailable"] {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 512];
+                let _ = conn.read(&mut buf).unwrap();
+                conn.write_all(format!("HTTP/1.0 {status}\r\n\r\n").as_bytes())
+                    .unwrap();
+            }
+        });
+        let url = HealthUrl::parse(&format!("http://127.0.0.1:{port}/health")).unwrap();
+        assert_eq!(url.check(Duration::from_secs(2)), Ok(200));
+        let err = url.check(Duration::from_secs(2)).unwrap_err();
+        assert!(err.contains("HTTP 503"), "{err}");
+        server.join().unwrap();
+    }
+}

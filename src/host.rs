@@ -1,9 +1,0 @@
-//! Facts about this host that reports and defaults need.
-
-/// The host name, or "localhost" when it cannot be read.
-pub(crate) fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_owned())
-}

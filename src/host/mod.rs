@@ -1,0 +1,16 @@
+//! Facts about this host that reports and defaults need.
+
+pub(crate) mod atomic_file;
+pub(crate) mod bounded_read;
+pub(crate) mod journal;
+pub(crate) mod nofollow;
+pub mod ports;
+pub(crate) mod process;
+
+/// The host name, or "localhost" when it cannot be read.
+pub(crate) fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}

@@ -1,0 +1,657 @@
+//! Cascades: when `cascade.services` monitored services fail within `cascade.within` (default
+//! 3 within 60 s), each one is still healed at once, but their reports go out as one mail.
+//!
+//! Every run that may mail joins the ledger (`<state>/cascade.json`, under a lock) while it
+//! heals, in a background thread: the burst whose window is open, or a new one. When its
+//! report is ready:
+//! - alone in its burst so far, the report is mailed at once (a lone failure never waits);
+//! - otherwise it is held: composed into `outbox/held/` and named in the ledger.
+//!
+//! A burst is complete when its window has closed and none of its runs is still running (a run
+//! whose process is gone counts as finished). Whoever sees it complete delivers it: the last
+//! run to finish, the transient timer set for the window's end, or the periodic `flush`. With
+//! at least `cascade.services` services it becomes one cascade mail; with fewer, the held
+//! mails go out one by one. A held report therefore waits until the window closes and the
+//! burst's slowest run has ended (bounded by that heal unit's `TimeoutStartSec=`), or, when no
+//! timer could be set, until the next flush (every 5 minutes).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::notify::email::{Composed, Outbox};
+use crate::report::{CascadeReport, Renderer, Report};
+use crate::state::StateDir;
+use crate::systemd::UnitControl;
+
+/// `cascade:` when the config does not say: 3 services within 60 s.
+pub(crate) const DEFAULT_SERVICES: u32 = 3;
+pub(crate) const DEFAULT_WITHIN: Duration = Duration::from_secs(60);
+/// Bursts older than this leave the ledger whatever their state.
+const FORGET_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+const LEDGER: &str = "cascade.json";
+const LOCK: &str = ".cascade.lock";
+
+/// The cascade rule in force; `None` when a burst can never fold (`services` below 2).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rule {
+    pub services: usize,
+    pub within: Duration,
+}
+
+impl Rule {
+    pub(crate) fn of(config: &Config) -> Option<Rule> {
+        let (services, within) = config
+            .cascade
+            .as_ref()
+            .map_or((DEFAULT_SERVICES, DEFAULT_WITHIN), |cascade| {
+                (cascade.services, cascade.within.into())
+            });
+        (services >= 2).then_some(Rule {
+            services: services as usize,
+            within,
+        })
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Ledger {
+    bursts: Vec<Burst>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Burst {
+    /// RFC 3339 (ms): when its first run joined; also its name.
+    started_at: String,
+    members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Member {
+    service: String,
+    pid: u32,
+    /// The process' start time (clock ticks after boot): a reused PID is not this run.
+    since: u64,
+    #[serde(flatten)]
+    state: MemberState,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum MemberState {
+    /// Healing; its report is not ready.
+    Running,
+    /// Finished with nothing to mail (healthy, dry run, mail off).
+    Quiet,
+    /// Its mail waits in `outbox/held/<stem>.eml`, its report's JSON beside it.
+    Held { stem: String },
+    /// Its report went out (on its own, or in the cascade mail).
+    Mailed,
+}
+
+/// A run's place in the ledger.
+#[derive(Debug, Clone)]
+pub(crate) struct Arrival {
+    burst: String,
+    pid: u32,
+}
+
+/// What became of a report that was ready.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// Alone in its burst: the caller mails it now.
+    MailNow,
+    /// Held; the burst is delivered later (the timer, the last run, or flush).
+    Held { deliver_in: Option<Duration> },
+    /// Held, and this run completed the burst: these messages went into the outbox.
+    Delivered(Vec<String>),
+}
+
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+fn parse(at: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(at).ok()
+}
+
+/// When `pid` started, in clock ticks after boot (`/proc/<pid>/stat` field 22).
+fn started_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn alive(member: &Member) -> bool {
+    started_ticks(member.pid) == Some(member.since)
+}
+
+impl Burst {
+    fn window_end(&self, rule: Rule) -> Option<SystemTime> {
+        parse(&self.started_at).map(|start| start + rule.within)
+    }
+
+    /// Its window has closed and none of its runs is still healing.
+    fn complete(&self, rule: Rule, now: SystemTime, alive: &dyn Fn(&Member) -> bool) -> bool {
+        self.window_end(rule).is_none_or(|end| now >= end)
+            && !self
+                .members
+                .iter()
+                .any(|m| matches!(m.state, MemberState::Running) && alive(m))
+    }
+
+    /// Services other than the one of run `pid` that failed in this burst: healing still,
+    /// held or mailed. (A service that fails again is no cascade.)
+    fn other_failures(&self, pid: u32, alive: &dyn Fn(&Member) -> bool) -> BTreeSet<&str> {
+        let mine = self
+            .members
+            .iter()
+            .find(|m| m.pid == pid)
+            .map(|m| m.service.as_str());
+        self.members
+            .iter()
+            .filter(|m| Some(m.service.as_str()) != mine)
+            .filter(|m| match m.state {
+                MemberState::Running => alive(m),
+                MemberState::Quiet => false,
+                MemberState::Held { .. } | MemberState::Mailed => true,
+            })
+            .map(|m| m.service.as_str())
+            .collect()
+    }
+
+    /// Whether a report of this burst is still held.
+    fn holds(&self) -> bool {
+        self.members
+            .iter()
+            .any(|m| matches!(m.state, MemberState::Held { .. }))
+    }
+
+    fn member(&mut self, pid: u32) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.pid == pid)
+    }
+}
+
+/// Reads, changes and writes the ledger under its lock.
+fn with_ledger<T>(
+    state: &StateDir,
+    change: impl FnOnce(&mut Ledger) -> Result<T, crate::Error>,
+) -> Result<T, crate::Error> {
+    let _lock = state.lock_exclusive(LOCK)?;
+    let path = state.ensure("")?.join(LEDGER);
+    let read =
+        match crate::host::bounded_read::read(&path, crate::host::bounded_read::MAX_FILE_BYTES) {
+            Ok((bytes, _)) => serde_json::from_slice(&bytes).map_err(|err| err.to_string()),
+            Err(crate::host::bounded_read::ReadError::Io(err))
+                if err.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(Ledger::default())
+            }
+            Err(err) => Err(err.to_string()),
+        };
+    let mut ledger = read.unwrap_or_else(|why| {
+        // A torn or foreign ledger costs a fold, never a report: whatever is held goes out
+        // on its own, and the ledger starts afresh.
+        tracing::error!(
+            "the cascade ledger {} cannot be read ({why}); held reports are released",
+            path.display()
+        );
+        if let Err(err) = release_all_held(state) {
+            tracing::error!("held reports cannot be released: {err}");
+        }
+        Ledger::default()
+    });
+    let result = change(&mut ledger)?;
+    let bytes = serde_json::to_vec(&ledger)?;
+    crate::host::atomic_file::write(&path, &bytes, 0o600).map_err(|cause| {
+        crate::state::StateError::Io {
+            path: path.clone(),
+            cause,
+        }
+    })?;
+    Ok(result)
+}
+
+/// Joins `service`'s run to the open burst, or starts one. `None` when cascades are off or the
+/// ledger cannot be written (logged: the report is then mailed on its own).
+pub(crate) fn arrive(config: &Config, state: &StateDir, service: &str) -> Option<Arrival> {
+    let rule = Rule::of(config)?;
+    let pid = std::process::id();
+    let since = started_ticks(pid)?;
+    let joined = with_ledger(state, |ledger| {
+        let now = now();
+        let forgotten =
+            |burst: &Burst| parse(&burst.started_at).is_none_or(|at| at + FORGET_AFTER < now);
+        // A burst left for a day (its runs long gone) is forgotten, its held reports sent on
+        // their own rather than lost.
+        for burst in ledger.bursts.iter_mut().filter(|b| forgotten(b)) {
+            release_held(state, burst);
+        }
+        ledger.bursts.retain(|burst| {
+            let settled = burst.complete(rule, now, &alive) && !burst.holds();
+            !settled && !forgotten(burst)
+        });
+        let open = ledger
+            .bursts
+            .iter_mut()
+            .find(|burst| burst.window_end(rule).is_some_and(|end| now < end));
+        let burst = if let Some(burst) = open {
+            burst
+        } else {
+            ledger.bursts.push(Burst {
+                started_at: humantime::format_rfc3339_millis(now).to_string(),
+                members: Vec::new(),
+            });
+            ledger.bursts.last_mut().expect("just pushed")
+        };
+        burst.members.push(Member {
+            service: service.to_owned(),
+            pid,
+            since,
+            state: MemberState::Running,
+        });
+        Ok(burst.started_at.clone())
+    });
+    match joined {
+        Ok(burst) => Some(Arrival { burst, pid }),
+        Err(err) => {
+            tracing::error!(selfheal_service = %service, "the cascade ledger cannot be written, this report goes on its own: {err}");
+            None
+        }
+    }
+}
+
+/// The bursts of the ledger, and what delivering them needs: a ready or quiet run settles its
+/// burst, `flush` delivers the complete ones.
+pub(crate) struct Bursts<'a> {
+    pub config: &'a Config,
+    pub state: &'a StateDir,
+    pub renderer: &'a Renderer,
+}
+
+impl Bursts<'_> {
+    /// A run's report is ready (`composed` is its mail): mail it now, hold it, or complete the
+    /// burst with it.
+    pub(crate) fn report_ready(
+        &self,
+        arrival: &Arrival,
+        report: &Report,
+        composed: &Composed,
+    ) -> Result<Fate, crate::Error> {
+        let rule = Rule::of(self.config).expect("an arrival means cascades are on");
+        let json = serde_json::to_vec(report)?;
+        with_ledger(self.state, |ledger| {
+            let now = now();
+            let Some(burst) = ledger
+                .bursts
+                .iter_mut()
+                .find(|b| b.started_at == arrival.burst)
+            else {
+                return Ok(Fate::MailNow);
+            };
+            if burst.other_failures(arrival.pid, &alive).is_empty() {
+                if let Some(me) = burst.member(arrival.pid) {
+                    me.state = MemberState::Mailed;
+                }
+                return Ok(Fate::MailNow);
+            }
+            let held = Outbox::held(self.state)?;
+            held.keep_report(&composed.stem, &json)?;
+            drop(held.queue(composed)?);
+            if let Some(me) = burst.member(arrival.pid) {
+                me.state = MemberState::Held {
+                    stem: composed.stem.clone(),
+                };
+            }
+            if burst.complete(rule, now, &alive) {
+                return Ok(Fate::Delivered(self.deliver(burst, rule)?));
+            }
+            let deliver_in = burst
+                .window_end(rule)
+                .and_then(|end| end.duration_since(now).ok());
+            Ok(Fate::Held { deliver_in })
+        })
+    }
+
+    /// A run that has nothing to mail: it leaves its burst, which may complete with it, or
+    /// leave a report held that is alone after all (it goes out now). Returns the messages it
+    /// put into the outbox.
+    pub(crate) fn quiet(&self, arrival: &Arrival) -> Result<Vec<String>, crate::Error> {
+        let Some(rule) = Rule::of(self.config) else {
+            return Ok(Vec::new());
+        };
+        with_ledger(self.state, |ledger| {
+            let Some(burst) = ledger
+                .bursts
+                .iter_mut()
+                .find(|b| b.started_at == arrival.burst)
+            else {
+                return Ok(Vec::new());
+            };
+            if let Some(me) = burst.member(arrival.pid) {
+                me.state = MemberState::Quiet;
+            }
+            let running = burst
+                .members
+                .iter()
+                .any(|m| matches!(m.state, MemberState::Running) && alive(m));
+            let failed: BTreeSet<&str> = burst
+                .members
+                .iter()
+                .filter(|m| matches!(m.state, MemberState::Held { .. } | MemberState::Mailed))
+                .map(|m| m.service.as_str())
+                .collect();
+            let alone = !running && failed.len() < 2;
+            if burst.holds() && (alone || burst.complete(rule, now(), &alive)) {
+                return self.deliver(burst, rule);
+            }
+            Ok(Vec::new())
+        })
+    }
+
+    /// Delivers every complete burst that holds reports (what `flush` does first); returns
+    /// how many.
+    pub(crate) fn due(&self) -> Result<usize, crate::Error> {
+        let Some(rule) = Rule::of(self.config) else {
+            // Cascades turned off since: what is held goes out on its own.
+            return self.release_all();
+        };
+        if !self.state.root().join(LEDGER).exists() {
+            return Ok(0);
+        }
+        with_ledger(self.state, |ledger| {
+            let now = now();
+            let mut delivered = 0;
+            for burst in &mut ledger.bursts {
+                if burst.holds() && burst.complete(rule, now, &alive) {
+                    match self.deliver(burst, rule) {
+                        Ok(_) => delivered += 1,
+                        Err(err) => tracing::error!(
+                            "the cascade of {} cannot be delivered yet: {err}",
+                            burst.started_at
+                        ),
+                    }
+                }
+            }
+            Ok(delivered)
+        })
+    }
+
+    fn release_all(&self) -> Result<usize, crate::Error> {
+        if !self.state.root().join(LEDGER).exists() {
+            return Ok(0);
+        }
+        with_ledger(self.state, |ledger| {
+            let mut released = 0;
+            for burst in &mut ledger.bursts {
+                released += release_held(self.state, burst);
+            }
+            Ok(released)
+        })
+    }
+
+    /// Puts a complete burst's held reports into the outbox: one cascade mail when it has at
+    /// least `rule.services` services, else each on its own. Returns the stems it queued. The
+    /// caller holds the ledger.
+    fn deliver(&self, burst: &mut Burst, rule: Rule) -> Result<Vec<String>, crate::Error> {
+        let held_outbox = Outbox::held(self.state)?;
+        let outbox = Outbox::open(self.state)?;
+        let mut held = Vec::new();
+        let mut mailed = BTreeSet::new();
+        for member in &burst.members {
+            match &member.state {
+                MemberState::Held { stem } => held.push((stem.clone(), member.service.clone())),
+                MemberState::Mailed => {
+                    mailed.insert(member.service.clone());
+                }
+                _ => {}
+            }
+        }
+        let held_services: BTreeSet<&str> = held.iter().map(|(_, s)| s.as_str()).collect();
+        mailed.retain(|service| !held_services.contains(service.as_str()));
+        let services = held_services.len() + mailed.len();
+        let reports: Vec<Value> = held
+            .iter()
+            .filter_map(|(stem, _)| held_outbox.kept_report(stem))
+            .collect();
+        let mut queued = Vec::new();
+        match self.config.email.as_ref() {
+            // Every held report is readable: they fold into one mail.
+            Some(email) if services >= rule.services && reports.len() == held.len() => {
+                let cascade = CascadeReport::new(
+                    self.config.system_name(),
+                    crate::host::hostname(),
+                    crate::ui::duration::HumanDuration(rule.within).to_string(),
+                    reports,
+                    mailed.into_iter().collect(),
+                );
+                let composed = crate::notify::email::compose(
+                    email,
+                    self.config.owner.as_deref(),
+                    self.renderer,
+                    &cascade,
+                )?;
+                drop(outbox.queue(&composed)?);
+                queued.push(composed.stem.clone());
+                // The cascade mail is queued: a held file that will not go away must not
+                // make the next flush send it a second time.
+                for (stem, _) in &held {
+                    if let Err(err) = held_outbox.discard(stem) {
+                        tracing::error!("a folded report stays in outbox/held: {err}");
+                    }
+                }
+                tracing::info!(
+                    "cascade: one report for {services} services that failed within {}",
+                    cascade.window
+                );
+            }
+            _ => {
+                for (stem, _) in &held {
+                    held_outbox.release(stem, &outbox)?;
+                    queued.push(stem.clone());
+                }
+            }
+        }
+        for member in &mut burst.members {
+            if matches!(member.state, MemberState::Held { .. }) {
+                member.state = MemberState::Mailed;
+            }
+        }
+        Ok(queued)
+    }
+}
+
+/// Sends a burst's held reports on their own (into the outbox); returns how many.
+fn release_held(state: &StateDir, burst: &mut Burst) -> usize {
+    let (Ok(held), Ok(outbox)) = (Outbox::held(state), Outbox::open(state)) else {
+        return 0;
+    };
+    let mut released = 0;
+    for member in &mut burst.members {
+        if let MemberState::Held { stem } = &member.state {
+            match held.release(stem, &outbox) {
+                Ok(()) => {
+                    member.state = MemberState::Mailed;
+                    released += 1;
+                }
+                Err(err) => tracing::error!("a held report cannot be released: {err}"),
+            }
+        }
+    }
+    released
+}
+
+/// Every held message into the outbox: what a broken ledger leaves behind goes out on its own.
+fn release_all_held(state: &StateDir) -> Result<(), crate::Error> {
+    let held = Outbox::held(state)?;
+    let outbox = Outbox::open(state)?;
+    for stem in held.stems() {
+        held.release(&stem, &outbox)?;
+    }
+    Ok(())
+}
+
+/// Sets the transient timer that delivers a held burst when its window closes
+/// (`selfheal-cascade-<time>.timer` running `flush_command`). A timer that cannot be set is
+/// logged: the last run of the burst or the periodic flush delivers it then.
+pub(crate) fn schedule_delivery(
+    units: &dyn UnitControl,
+    arrival: &Arrival,
+    after: Duration,
+    flush_command: &[String],
+) {
+    let id: String = arrival
+        .burst
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    let timer = format!("selfheal-cascade-{id}.timer");
+    // A second past the window, so the flush it starts finds the window closed.
+    let after = after + Duration::from_secs(1);
+    if let Err(err) = units.start_later(&timer, after, Some(flush_command)) {
+        tracing::warn!(
+            "the cascade's delivery timer cannot be set ({err}); the burst goes out when its last run ends or at the next flush"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(service: &str, pid: u32, state: MemberState) -> Member {
+        Member {
+            service: service.into(),
+            pid,
+            since: 1,
+            state,
+        }
+    }
+
+    fn rule() -> Rule {
+        Rule {
+            services: 3,
+            within: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn a_burst_completes_when_its_window_has_closed_and_no_run_still_heals() {
+        let start = SystemTime::now();
+        let burst = Burst {
+            started_at: humantime::format_rfc3339_millis(start).to_string(),
+            members: vec![
+                member("web", 1, MemberState::Mailed),
+                member("api", 2, MemberState::Running),
+            ],
+        };
+        let everyone_alive = |_: &Member| true;
+        let nobody_alive = |_: &Member| false;
+        let later = start + Duration::from_secs(61);
+        assert!(!burst.complete(rule(), start, &nobody_alive), "window open");
+        assert!(!burst.complete(rule(), later, &everyone_alive), "api heals");
+        assert!(
+            burst.complete(rule(), later, &nobody_alive),
+            "api's process is gone"
+        );
+    }
+
+    #[test]
+    fn only_runs_that_failed_count_as_other_failures() {
+        let burst = Burst {
+            started_at: String::new(),
+            members: vec![
+                member("web", 1, MemberState::Running),
+                member("api", 2, MemberState::Quiet),
+                member("db", 3, MemberState::Running),
+                member("jobs", 4, MemberState::Mailed),
+                member("web", 5, MemberState::Mailed),
+            ],
+        };
+        let alive = |m: &Member| m.pid != 3;
+        assert_eq!(
+            burst
+                .other_failures(1, &alive)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["jobs"]
+        );
+    }
+
+    fn held_message(state: &StateDir, stem: &str) {
+        let composed = Composed {
+            stem: stem.to_owned(),
+            envelope: crate::notify::email::Envelope {
+                message_id: format!("<{stem}@test>"),
+                subject: "s".into(),
+                service: "web".into(),
+                outcome: "resolved".into(),
+                from: "a@b".into(),
+                to: vec!["c@d".into()],
+            },
+            bytes: b"Subject: s\r\n\r\nbody".to_vec(),
+        };
+        let held = Outbox::held(state).unwrap();
+        held.keep_report(stem, br#"{"service":"web"}"#).unwrap();
+        drop(held.queue(&composed).unwrap());
+    }
+
+    #[test]
+    fn a_torn_ledger_sends_what_it_held_instead_of_losing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        held_message(&state, "r1");
+        std::fs::write(state.root().join(LEDGER), b"{\"bursts\": [torn").unwrap();
+        with_ledger(&state, |_| Ok(())).unwrap();
+        assert!(Outbox::held(&state).unwrap().stems().is_empty());
+        assert_eq!(Outbox::open(&state).unwrap().stems(), ["r1"]);
+    }
+
+    #[test]
+    fn a_held_report_whose_companions_turned_out_healthy_goes_out_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        let config = Config::parse(
+            "monitored_services:\n  - name: web\n  - name: db\n",
+            std::path::Path::new("t.yml"),
+        )
+        .unwrap();
+        held_message(&state, "r1");
+        let me = std::process::id();
+        let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        with_ledger(&state, |ledger| {
+            ledger.bursts.push(Burst {
+                started_at: started_at.clone(),
+                members: vec![
+                    member("web", u32::MAX, MemberState::Held { stem: "r1".into() }),
+                    member("db", me, MemberState::Running),
+                ],
+            });
+            Ok(())
+        })
+        .unwrap();
+        let renderer = Renderer::new(None);
+        let bursts = Bursts {
+            config: &config,
+            state: &state,
+            renderer: &renderer,
+        };
+        let arrival = Arrival {
+            burst: started_at,
+            pid: me,
+        };
+        // db's run found db healthy: web's report is alone, its window still open.
+        assert_eq!(bursts.quiet(&arrival).unwrap(), ["r1"]);
+        assert_eq!(Outbox::open(&state).unwrap().stems(), ["r1"]);
+    }
+
+    #[test]
+    fn a_process_start_time_is_read_even_with_parentheses_in_the_name() {
+        assert!(started_ticks(std::process::id()).is_some());
+        assert_eq!(started_ticks(u32::MAX), None);
+    }
+}

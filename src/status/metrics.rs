@@ -1,0 +1,279 @@
+//! The Prometheus textfile for node_exporter's textfile collector (`metrics_file:`), rewritten
+//! atomically (a temporary file renamed over it in the same directory) after every run and
+//! every flush. Figures come from the history and the outbox, so they never disagree with
+//! `selfheal history`; labels are only `service` and `outcome` (no high-cardinality values).
+//!
+//! History is compacted past 1 MiB to the last runs of each service: a counter may then go
+//! down, which Prometheus' `rate()`/`increase()` read as a counter reset.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::config::Config;
+use crate::outcome::Outcome;
+use crate::state::{HistoryRecord, StateDir};
+
+/// Upper bounds (seconds) of the heal-duration histogram: a restart verified with the
+/// default `stable_for` takes a few seconds; a chain that ends in an escalation, minutes.
+const DURATION_BUCKETS: [f64; 9] = [0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+/// Rewrites the metrics file when the config asks for one. A failure is logged, never fatal:
+/// metrics must not cost a heal or a report.
+pub(crate) fn update(config: &Config, state: &StateDir) {
+    let Some(path) = &config.metrics_file else {
+        return;
+    };
+    let written = state
+        .history()
+        .map_err(|err| err.to_string())
+        .and_then(|history| {
+            let (queued, _) = crate::notify::email::Outbox::backlog(state);
+            // Found healthy since (a person or a retry fixed it; `flush` looks every 5
+            // minutes): the episode is only watched, nobody is needed.
+            let watched: Vec<String> = state
+                .episodes()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, episode)| episode.is_watching())
+                .map(|(service, _)| service)
+                .collect();
+            let text = render(config, &history, &watched, queued);
+            crate::host::atomic_file::write(path, text.as_bytes(), 0o644)
+                .map_err(|err| err.to_string())
+        });
+    if let Err(err) = written {
+        tracing::error!("metrics file {} not written: {err}", path.display());
+    }
+}
+
+/// The textfile for `history`, the services whose episode is only `watched` (healthy again)
+/// and `queued` reports in the outbox.
+pub(crate) fn render(
+    config: &Config,
+    history: &[HistoryRecord],
+    watched: &[String],
+    queued: usize,
+) -> String {
+    let mut runs: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut last_run: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut last_outcome: BTreeMap<&str, Outcome> = BTreeMap::new();
+    let mut durations = Vec::new();
+    for record in history {
+        *runs
+            .entry((&record.service, record.outcome.as_str()))
+            .or_default() += 1;
+        if let Some(at) = record.started() {
+            let seconds = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let latest = last_run.entry(&record.service).or_insert(seconds);
+            *latest = latest.max(seconds);
+        }
+        // A run that yielded to a concurrent one is `suppressed` too, but has no diagnosis
+        // (no summary): the other run's outcome is the one that counts.
+        let yielded = record.outcome == Outcome::Suppressed && record.summary.is_empty();
+        if record.outcome.is_healing_attempt()
+            || (record.outcome == Outcome::Suppressed && !yielded)
+        {
+            last_outcome.insert(&record.service, record.outcome);
+        }
+        if record.outcome.is_healing_attempt() {
+            durations.push(record.duration_ms as f64 / 1000.0);
+        }
+    }
+    let mut out = String::new();
+    family(
+        &mut out,
+        "selfheal_runs_total",
+        "counter",
+        "selfheal runs by service and outcome (from the history).",
+    );
+    for ((service, outcome), count) in &runs {
+        let _ = writeln!(
+            out,
+            "selfheal_runs_total{{service=\"{service}\",outcome=\"{outcome}\"}} {count}"
+        );
+    }
+    family(
+        &mut out,
+        "selfheal_last_run_timestamp_seconds",
+        "gauge",
+        "When the service's last selfheal run started (Unix time).",
+    );
+    for (service, seconds) in &last_run {
+        let _ = writeln!(
+            out,
+            "selfheal_last_run_timestamp_seconds{{service=\"{service}\"}} {seconds:.3}"
+        );
+    }
+    family(
+        &mut out,
+        "selfheal_heal_duration_seconds",
+        "histogram",
+        "How long healing runs (resolved or failed) took.",
+    );
+    for bound in DURATION_BUCKETS {
+        let below = durations.iter().filter(|d| **d <= bound).count();
+        let _ = writeln!(
+            out,
+            "selfheal_heal_duration_seconds_bucket{{le=\"{bound}\"}} {below}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "selfheal_heal_duration_seconds_bucket{{le=\"+Inf\"}} {}\nselfheal_heal_duration_seconds_sum {:.3}\nselfheal_heal_duration_seconds_count {}",
+        durations.len(),
+        durations.iter().sum::<f64>(),
+        durations.len()
+    );
+    family(
+        &mut out,
+        "selfheal_episode_open",
+        "gauge",
+        "1 while the service's last healing run failed or was suppressed (a person is needed), else 0.",
+    );
+    for service in &config.monitored_services {
+        let open = matches!(
+            last_outcome.get(service.name.as_str()),
+            Some(Outcome::Failed | Outcome::Suppressed)
+        ) && !watched.contains(&service.name);
+        let _ = writeln!(
+            out,
+            "selfheal_episode_open{{service=\"{}\"}} {}",
+            service.name,
+            u8::from(open)
+        );
+    }
+    family(
+        &mut out,
+        "selfheal_outbox_messages",
+        "gauge",
+        "Reports waiting in the outbox for `selfheal flush`.",
+    );
+    let _ = writeln!(out, "selfheal_outbox_messages {queued}");
+    out
+}
+
+/// The `# HELP` and `# TYPE` lines of a metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_parse::Value;
+
+    use super::*;
+
+    fn record(service: &str, outcome: Outcome, duration_ms: u64) -> HistoryRecord {
+        HistoryRecord {
+            service: service.into(),
+            outcome,
+            started_at: "2026-11-29T10:00:00.000Z".into(),
+            duration_ms,
+            healed_by: None,
+            // A yielded run (a web suppressed run of 1 ms here) has no diagnosis.
+            summary: if duration_ms == 1 {
+                String::new()
+            } else {
+                format!("{service}.service failed")
+            },
+            manual: false,
+            relapse: false,
+            restarts: 0,
+        }
+    }
+
+    #[test]
+    fn counts_runs_and_durations_in_prometheus_text_format() {
+        let config = Config::parse(
+            "monitored_services:\n  - name: web\n  - name: db\n  - name: idle\n",
+            std::path::Path::new("x.yml"),
+        )
+        .unwrap();
+        let history = [
+            record("web", Outcome::Resolved, 400),
+            record("web", Outcome::Resolved, 2_000),
+            record("db", Outcome::Failed, 40_000),
+            record("db", Outcome::Suppressed, 5),
+            record("web", Outcome::Healthy, 3),
+            // web yielded to a concurrent run: no summary, and its episode stays closed.
+            record("web", Outcome::Suppressed, 1),
+        ];
+        let text = render(&config, &history, &[], 2);
+        let scrape =
+            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        let value = |metric: &str, labels: &[(&str, &str)]| {
+            scrape
+                .samples
+                .iter()
+                .find(|s| {
+                    s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+                })
+                .map_or_else(
+                    || panic!("{metric} {labels:?} missing in\n{text}"),
+                    |s| s.value.clone(),
+                )
+        };
+        assert_eq!(
+            value(
+                "selfheal_runs_total",
+                &[("service", "web"), ("outcome", "resolved")]
+            ),
+            Value::Counter(2.0)
+        );
+        assert_eq!(
+            value(
+                "selfheal_runs_total",
+                &[("service", "db"), ("outcome", "suppressed")]
+            ),
+            Value::Counter(1.0)
+        );
+        assert_eq!(
+            value("selfheal_episode_open", &[("service", "db")]),
+            Value::Gauge(1.0)
+        );
+        assert_eq!(
+            value("selfheal_episode_open", &[("service", "web")]),
+            Value::Gauge(0.0)
+        );
+        // A person fixed db since: its episode is watched, nobody is needed.
+        let fixed = render(&config, &history, &["db".to_owned()], 2);
+        assert!(
+            fixed.contains("selfheal_episode_open{service=\"db\"} 0\n"),
+            "{fixed}"
+        );
+        assert_eq!(
+            value("selfheal_episode_open", &[("service", "idle")]),
+            Value::Gauge(0.0)
+        );
+        assert_eq!(value("selfheal_outbox_messages", &[]), Value::Gauge(2.0));
+        assert_eq!(
+            value("selfheal_last_run_timestamp_seconds", &[("service", "web")]),
+            Value::Gauge(1_795_946_400.0)
+        );
+        let Value::Histogram(buckets) = value("selfheal_heal_duration_seconds", &[]) else {
+            panic!("no histogram in\n{text}");
+        };
+        let count_at = |bound: f64| {
+            buckets
+                .iter()
+                .find(|b| (b.less_than - bound).abs() < 1e-9)
+                .map(|b| b.count)
+        };
+        // 0.4 s, 2 s and 40 s: three healing runs (healthy and suppressed ones are not).
+        assert_eq!(count_at(0.5), Some(1.0));
+        assert_eq!(count_at(2.5), Some(2.0));
+        assert_eq!(count_at(60.0), Some(3.0));
+        for family in [
+            "selfheal_runs_total",
+            "selfheal_last_run_timestamp_seconds",
+            "selfheal_heal_duration_seconds",
+            "selfheal_episode_open",
+            "selfheal_outbox_messages",
+        ] {
+            assert!(text.contains(&format!("# HELP {family} ")), "{family}");
+            assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! How things read for people: terminals (colour, width, "waiting for …"), durations, and
+//! points in time.
+
+pub(crate) mod duration;
+pub(crate) mod terminal;
+pub(crate) mod when;
