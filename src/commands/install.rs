@@ -91,11 +91,18 @@ pub(super) fn uninstall(paths: &Paths, args: &UninstallArgs) -> Result<ExitCode,
     // What this config plans, what any install left in this unit directory, and what the
     // manifest says installs wrote anywhere.
     let manifest = deploy::Manifest::new(&paths.state_dir);
+    // The manifest is believed only in a state directory nobody else can write.
+    let recorded = if paths.state_dir.exists() {
+        paths.state().ensure("")?;
+        manifest.files()
+    } else {
+        Vec::new()
+    };
     let mut candidates: Vec<std::path::PathBuf> = planned(paths, &args.unit_dir)?
         .into_iter()
         .map(|file| file.path)
         .chain(deploy::our_files(&args.unit_dir))
-        .chain(manifest.files())
+        .chain(recorded)
         .collect();
     candidates.sort();
     candidates.dedup();

@@ -622,7 +622,14 @@ pub(crate) fn remove_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InstallErr
     let mut removed = Vec::new();
     for path in paths {
         if !is_carried_mask(path) {
-            let Ok(contents) = std::fs::read_to_string(path) else {
+            // A regular file of unit-file size only: a path from the manifest is never a FIFO
+            // or a device to block on.
+            let regular = std::fs::symlink_metadata(path)
+                .is_ok_and(|meta| meta.is_file() && meta.len() <= MAX_UNIT_FILE_BYTES);
+            let Some(contents) = regular
+                .then(|| std::fs::read_to_string(path).ok())
+                .flatten()
+            else {
                 continue;
             };
             if !contents.starts_with(MARKER) {
@@ -636,6 +643,9 @@ pub(crate) fn remove_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InstallErr
     }
     Ok(removed)
 }
+
+/// Larger than any file install writes.
+const MAX_UNIT_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Every file installs wrote, in any unit directory (`<state-dir>/installed.json`), so that
 /// `uninstall` removes them all: also those of services the config no longer names, and those
@@ -848,6 +858,20 @@ mod tests {
         assert!(own.exists());
         assert!(files[3].path.exists());
         assert!(!dir.path().join("postgresql.service.d").exists());
+    }
+
+    /// A path from the manifest that is not a regular file (a FIFO would block the read) is
+    /// left alone, and so is a file without the marker.
+    #[test]
+    fn uninstall_reads_only_regular_files_and_removes_only_marked_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("web.service");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let foreign = dir.path().join("db.service");
+        std::fs::write(&foreign, "[Service]\nExecStart=/bin/true\n").unwrap();
+        let removed = remove_files(&[fifo.clone(), foreign.clone()]).unwrap();
+        assert!(removed.is_empty());
+        assert!(fifo.exists() && foreign.exists());
     }
 
     fn plain_invocation() -> Invocation {
