@@ -328,6 +328,12 @@ impl Config {
                 "failure_threshold must be at least 1",
             ));
         }
+        if self.crash_loop.restarts == 0 || Duration::from(self.crash_loop.within).is_zero() {
+            return Err(Problem::at(
+                &["crash_loop".into()],
+                "crash_loop needs restarts of at least 1 and a window longer than 0s (e.g. { restarts: 5, within: 10m })",
+            ));
+        }
         let mut seen = HashSet::new();
         let mut ports: Vec<(u16, &str)> = Vec::new();
         for (index, service) in self.monitored_services.iter().enumerate() {
@@ -953,6 +959,18 @@ monitored_services:
             "{err}"
         );
         assert!(err.contains("or never"), "{err}");
+        for bad in [
+            "{ restarts: 0, within: 10m }",
+            "{ restarts: 3, within: 0s }",
+        ] {
+            let err = parse(&format!("crash_loop: {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("crash_loop needs restarts of at least 1"),
+                "{err}"
+            );
+        }
         for zero in ["0s", "500ms"] {
             let err = parse(&format!("retry_after: {zero}\n"))
                 .unwrap_err()
