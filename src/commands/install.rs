@@ -13,7 +13,7 @@ use super::Paths;
 pub(super) fn install(paths: &Paths, args: &InstallArgs) -> Result<ExitCode, Error> {
     let files = planned(paths, &args.unit_dir)?;
     // Every file is checked before any is written: a foreign file stops the whole install.
-    let changes = deploy::plan_changes(&files, &args.unit_dir)?;
+    let changes = deploy::plan_changes(&files, &args.unit_dir, &recorded(paths)?.masks())?;
     if args.dry_run {
         print!("{}", deploy::describe(&changes));
         return Ok(ExitCode::Success);
@@ -90,23 +90,16 @@ fn start_and_stop_timers(changes: &[Change]) -> Result<(), Error> {
 pub(super) fn uninstall(paths: &Paths, args: &UninstallArgs) -> Result<ExitCode, Error> {
     // What this config plans, what any install left in this unit directory, and what the
     // manifest says installs wrote anywhere.
-    let manifest = deploy::Manifest::new(&paths.state_dir);
-    // The manifest is believed only in a state directory nobody else can write.
-    let recorded = if paths.state_dir.exists() {
-        paths.state().ensure("")?;
-        manifest.files()
-    } else {
-        Vec::new()
-    };
+    let manifest = recorded(paths)?;
     let mut candidates: Vec<std::path::PathBuf> = planned(paths, &args.unit_dir)?
         .into_iter()
         .map(|file| file.path)
         .chain(deploy::our_files(&args.unit_dir))
-        .chain(recorded)
+        .chain(manifest.files())
         .collect();
     candidates.sort();
     candidates.dedup();
-    let mut removed = deploy::remove_files(&candidates)?;
+    let mut removed = deploy::remove_files(&candidates, &manifest.masks())?;
     // `systemctl enable selfheal-flush.timer` (the README's step) left a link to it.
     removed.extend(deploy::remove_enablement(
         &args.unit_dir,
@@ -146,6 +139,15 @@ fn stop_transient_timers(paths: &Paths) -> Result<(), Error> {
         println!("stopped {timer}");
     }
     Ok(())
+}
+
+/// The manifest of what installs wrote, believed only in a state directory nobody else can
+/// write (an empty one when there is no state directory yet).
+fn recorded(paths: &Paths) -> Result<deploy::Manifest, Error> {
+    if paths.state_dir.exists() {
+        paths.state().ensure("")?;
+    }
+    Ok(deploy::Manifest::new(&paths.state_dir))
 }
 
 fn planned(paths: &Paths, unit_dir: &Path) -> Result<Vec<UnitFile>, Error> {

@@ -376,14 +376,23 @@ pub(crate) enum Change {
 
 /// Compares the planned files with what `unit_dir` holds: what to create or update (only
 /// files that carry our marker are ever replaced), which of our files belong to services no
-/// longer configured, and which heal units a person masked. Unchanged files are left out: a
-/// second install changes nothing.
+/// longer configured, and which heal units a person masked. `carried_masks` (from the
+/// manifest) are the masks install put on heal units (`Change::Mask`): one goes once its first
+/// name is unmasked. Unchanged files are left out: a second install changes nothing.
 pub(crate) fn plan_changes(
     files: &[UnitFile],
     unit_dir: &Path,
+    carried_masks: &[PathBuf],
 ) -> Result<Vec<Change>, InstallError> {
     let mut changes = Vec::new();
     for file in files {
+        let carried_mask_released = is_masked(&file.path)
+            && legacy_heal_unit(&file.path).is_some_and(|legacy| !is_masked(&legacy))
+            && std::path::absolute(&file.path).is_ok_and(|path| carried_masks.contains(&path));
+        if carried_mask_released {
+            changes.push(Change::Create(file.clone()));
+            continue;
+        }
         if let Some(legacy) = legacy_heal_unit(&file.path).filter(|legacy| is_masked(legacy))
             && !is_masked(&file.path)
         {
@@ -616,12 +625,18 @@ fn is_carried_mask(path: &Path) -> bool {
     is_masked(path) && legacy_heal_unit(path).is_some_and(|legacy| is_masked(&legacy))
 }
 
-/// Removes `paths` that are ours (they carry our marker, or are a mask install carried over),
-/// and drop-in directories left empty. Returns the removed paths.
-pub(crate) fn remove_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InstallError> {
+/// Removes `paths` that are ours (they carry our marker, or are a mask install carried over:
+/// one whose first name is masked too, or one of `carried_masks` from the manifest), and
+/// drop-in directories left empty. Returns the removed paths.
+pub(crate) fn remove_files(
+    paths: &[PathBuf],
+    carried_masks: &[PathBuf],
+) -> Result<Vec<PathBuf>, InstallError> {
     let mut removed = Vec::new();
     for path in paths {
-        if !is_carried_mask(path) {
+        let our_mask = is_masked(path)
+            && std::path::absolute(path).is_ok_and(|path| carried_masks.contains(&path));
+        if !is_carried_mask(path) && !our_mask {
             // A regular file of unit-file size only: a path from the manifest is never a FIFO
             // or a device to block on.
             let regular = std::fs::symlink_metadata(path)
@@ -654,6 +669,18 @@ pub(crate) struct Manifest {
     path: PathBuf,
 }
 
+/// `<state-dir>/installed.json`.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Recorded {
+    /// Every file installs wrote (absolute paths).
+    files: std::collections::BTreeSet<PathBuf>,
+    /// The masks install carried over from a heal unit's first name (`Change::Mask`): install
+    /// lifts one once its first name is unmasked, `uninstall` removes them. A mask a person
+    /// put on a heal unit is never in this list.
+    #[serde(default)]
+    masks: std::collections::BTreeSet<PathBuf>,
+}
+
 impl Manifest {
     pub(crate) fn new(state_dir: &Path) -> Manifest {
         Manifest {
@@ -661,34 +688,60 @@ impl Manifest {
         }
     }
 
-    /// The recorded paths (none when there is no manifest, or it cannot be read).
-    pub(crate) fn files(&self) -> Vec<PathBuf> {
-        std::fs::read(&self.path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+    /// What was recorded (nothing when there is no manifest, or it cannot be read).
+    fn read(&self) -> Recorded {
+        let Ok(bytes) = std::fs::read(&self.path) else {
+            return Recorded::default();
+        };
+        serde_json::from_slice(&bytes)
+            // Before install carried masks, the manifest was a bare list of files.
+            .or_else(|_| {
+                serde_json::from_slice(&bytes).map(|files| Recorded {
+                    files,
+                    masks: std::collections::BTreeSet::default(),
+                })
+            })
             .unwrap_or_default()
+    }
+
+    /// The recorded files, masks included.
+    pub(crate) fn files(&self) -> Vec<PathBuf> {
+        let recorded = self.read();
+        recorded.files.into_iter().chain(recorded.masks).collect()
+    }
+
+    /// The masks install carried over.
+    pub(crate) fn masks(&self) -> Vec<PathBuf> {
+        self.read().masks.into_iter().collect()
     }
 
     /// Records what an install in `unit_dir` left: what was recorded, plus every file of ours
     /// now there, less what it removed.
     pub(crate) fn record(&self, unit_dir: &Path, changes: &[Change]) -> std::io::Result<()> {
-        let mut files: std::collections::BTreeSet<PathBuf> = self.files().into_iter().collect();
-        files.extend(our_files(unit_dir));
+        let mut recorded = self.read();
+        // Absolute: an uninstall run from another directory must find the same files.
+        let unit_dir = std::path::absolute(unit_dir)?;
+        recorded.files.extend(our_files(&unit_dir));
         for change in changes {
             match change {
                 Change::Create(file) | Change::Update { file, .. } => {
-                    files.insert(file.path.clone());
+                    let path = std::path::absolute(&file.path)?;
+                    recorded.masks.remove(&path);
+                    recorded.files.insert(path);
                 }
                 Change::Mask { path, .. } => {
-                    files.insert(path.clone());
+                    recorded.masks.insert(std::path::absolute(path)?);
                 }
                 Change::Remove(path) => {
-                    files.remove(path);
+                    let path = std::path::absolute(path)?;
+                    recorded.files.remove(&path);
+                    recorded.masks.remove(&path);
                 }
                 Change::KeepMasked(_) => {}
             }
         }
-        let json = serde_json::to_vec_pretty(&files).map_err(std::io::Error::other)?;
+        recorded.files.retain(|path| !recorded.masks.contains(path));
+        let json = serde_json::to_vec_pretty(&recorded).map_err(std::io::Error::other)?;
         crate::host::atomic_file::write(&self.path, &json, 0o640)
     }
 
@@ -853,7 +906,7 @@ mod tests {
         std::fs::write(&own, "[Service]\nRestart=always\n").unwrap();
         std::fs::write(&files[3].path, "[Unit]\n# hand-written\n").unwrap();
         let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
-        let removed = remove_files(&paths).unwrap();
+        let removed = remove_files(&paths, &[]).unwrap();
         assert_eq!(removed.len(), files.len() - 1);
         assert!(own.exists());
         assert!(files[3].path.exists());
@@ -869,7 +922,7 @@ mod tests {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let foreign = dir.path().join("db.service");
         std::fs::write(&foreign, "[Service]\nExecStart=/bin/true\n").unwrap();
-        let removed = remove_files(&[fifo.clone(), foreign.clone()]).unwrap();
+        let removed = remove_files(&[fifo.clone(), foreign.clone()], &[]).unwrap();
         assert!(removed.is_empty());
         assert!(fifo.exists() && foreign.exists());
     }
@@ -886,11 +939,11 @@ mod tests {
     fn a_second_install_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let files = planned_files(&config(), &plain_invocation(), dir.path());
-        let changes = plan_changes(&files, dir.path()).unwrap();
+        let changes = plan_changes(&files, dir.path(), &[]).unwrap();
         assert_eq!(changes.len(), files.len());
         assert!(changes.iter().all(|c| matches!(c, Change::Create(_))));
         assert!(apply(&changes).unwrap());
-        let again = plan_changes(&files, dir.path()).unwrap();
+        let again = plan_changes(&files, dir.path(), &[]).unwrap();
         assert!(again.is_empty(), "{again:?}");
         assert!(!apply(&again).unwrap(), "nothing written, so no reload");
         assert_eq!(describe(&again), "nothing to change\n");
@@ -902,7 +955,9 @@ mod tests {
         let files = planned_files(&config(), &plain_invocation(), dir.path());
         let foreign = &files[0].path;
         std::fs::write(foreign, "[Service]\nExecStart=/usr/bin/my-own-healer\n").unwrap();
-        let err = plan_changes(&files, dir.path()).unwrap_err().to_string();
+        let err = plan_changes(&files, dir.path(), &[])
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with(&format!("refusing to overwrite {}", foreign.display())),
             "{err}"
@@ -917,7 +972,7 @@ mod tests {
     fn units_of_a_removed_service_are_removed_and_a_masked_heal_unit_stays_masked() {
         let dir = tempfile::tempdir().unwrap();
         let before = planned_files(&config(), &plain_invocation(), dir.path());
-        apply(&plan_changes(&before, dir.path()).unwrap()).unwrap();
+        apply(&plan_changes(&before, dir.path(), &[]).unwrap()).unwrap();
         // db leaves the config; web's healing is disabled by hand.
         let web_heal = dir.path().join("selfheal@web.service");
         std::fs::remove_file(&web_heal).unwrap();
@@ -925,7 +980,7 @@ mod tests {
         let only_web =
             Config::parse("monitored_services:\n  - name: web\n", Path::new("t.yml")).unwrap();
         let after = planned_files(&only_web, &plain_invocation(), dir.path());
-        let changes = plan_changes(&after, dir.path()).unwrap();
+        let changes = plan_changes(&after, dir.path(), &[]).unwrap();
         assert!(
             changes.contains(&Change::KeepMasked(web_heal.clone())),
             "{changes:?}"
@@ -955,7 +1010,7 @@ mod tests {
         let legacy = dir.path().join("web-self-heal.service");
         std::os::unix::fs::symlink("/dev/null", &legacy).unwrap();
         let files = planned_files(&only_web, &plain_invocation(), dir.path());
-        let changes = plan_changes(&files, dir.path()).unwrap();
+        let changes = plan_changes(&files, dir.path(), &[]).unwrap();
         let heal = dir.path().join("selfheal@web.service");
         assert!(
             changes.contains(&Change::Mask {
@@ -968,24 +1023,46 @@ mod tests {
         assert!(describe(&changes).contains("mask "));
         apply(&changes).unwrap();
         assert_eq!(std::fs::read_link(&heal).unwrap(), Path::new("/dev/null"));
-        let again = plan_changes(&files, dir.path()).unwrap();
+        let again = plan_changes(&files, dir.path(), &[]).unwrap();
         assert!(
             again.iter().all(|c| matches!(c, Change::KeepMasked(_))),
             "{again:?}"
         );
+        // `systemctl unmask web-self-heal.service`: the carried mask (in the manifest) goes;
+        // a mask a person put on the new name (not in it) stays.
+        std::fs::remove_file(&legacy).unwrap();
+        let person_s = plan_changes(&files, dir.path(), &[]).unwrap();
+        assert!(
+            person_s.contains(&Change::KeepMasked(heal.clone())),
+            "{person_s:?}"
+        );
+        let recorded = [std::path::absolute(&heal).unwrap()];
+        let released = plan_changes(&files, dir.path(), &recorded).unwrap();
+        assert!(
+            released
+                .iter()
+                .any(|c| matches!(c, Change::Create(file) if file.path == heal)),
+            "{released:?}"
+        );
+        apply(&released).unwrap();
+        assert!(std::fs::read_to_string(&heal).unwrap().starts_with(MARKER));
     }
 
     #[test]
     fn a_dry_run_shows_an_update_as_a_diff() {
         let dir = tempfile::tempdir().unwrap();
         let files = planned_files(&config(), &plain_invocation(), dir.path());
-        apply(&plan_changes(&files, dir.path()).unwrap()).unwrap();
+        apply(&plan_changes(&files, dir.path(), &[]).unwrap()).unwrap();
         let moved = Invocation {
             executable: "/usr/local/bin/selfheal".into(),
             ..plain_invocation()
         };
-        let changes =
-            plan_changes(&planned_files(&config(), &moved, dir.path()), dir.path()).unwrap();
+        let changes = plan_changes(
+            &planned_files(&config(), &moved, dir.path()),
+            dir.path(),
+            &[],
+        )
+        .unwrap();
         let text = describe(&changes);
         assert!(
             text.contains("-ExecStart=/bin/selfheal run web\n"),
