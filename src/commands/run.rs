@@ -135,16 +135,24 @@ fn at_a_terminal() -> bool {
 }
 
 /// Asks on the terminal whether to override loop protection; only a typed `y` or `yes` is a
-/// yes (end of input, as from a script, is a no).
+/// yes (end of input, as from a script, or no answer within a minute, is a no).
 fn a_person_says_yes(held: &str) -> bool {
     use std::io::Write as _;
     eprint!(
         "selfheal: {held}.\nHeal it anyway, end its episode and start the count afresh? [y/N] "
     );
     let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    if std::io::stdin().read_line(&mut answer).is_err() {
+    // Nobody answering (a loop that never sends end of input) is a no, after a minute.
+    let (answer_to, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::stdin()
+            .read_line(&mut line)
+            .map(|_| answer_to.send(line));
+    });
+    let Ok(answer) = answer.recv_timeout(std::time::Duration::from_secs(60)) else {
+        eprintln!();
         return false;
-    }
+    };
     matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }

@@ -25,8 +25,10 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
     let version = systemd.version()?;
     let renderer = Renderer::new(config.templates_dir.as_deref());
     for service in &config.monitored_services {
-        // A run of its heal unit is looking at it right now: the next round counts.
-        let Ok(Some(_lock)) = state.try_lock(&service.name) else {
+        // Its own lock, not the service's: a heal run must never find the service taken by
+        // the watch (and yield to it). Two rounds at once (a person's beside the timer's) do
+        // not count the same restarts twice.
+        let Ok(Some(_lock)) = state.try_lock(&format!("{}.watch", service.name)) else {
             continue;
         };
         let unit = service.unit_name();

@@ -154,22 +154,32 @@ pub(crate) fn end(state: &StateDir, service: &ServiceConfig, why: &str) {
     }
 }
 
-/// What `flush` (every 5 minutes) does for the episodes: one whose service is active again
+/// What `flush` (every 5 minutes) does for the episodes: one whose service is healthy again
 /// (a person fixed it, systemd restarted it) is watched, and one watched for
 /// `threshold_window` ends. A service whose run holds its lock is left to that run.
 pub(crate) fn housekeeping(config: &Config, state: &StateDir, units: &dyn UnitControl) {
-    for (name, episode) in state.episodes().unwrap_or_default() {
+    for (name, _) in state.episodes().unwrap_or_default() {
         let Some(service) = config.service(&name) else {
             continue;
         };
         let Ok(Some(_lock)) = state.try_lock(&service.name) else {
             continue;
         };
-        let active = units.snapshot(&service.unit_name()).is_ok_and(|snapshot| {
-            snapshot.is_active() && !snapshot.restart_pending() && snapshot.job_id.is_none()
+        // Read again under the lock: a run may have changed it since the listing.
+        let Ok(Some(episode)) = state.episode(&service.name) else {
+            continue;
+        };
+        // Healthy as a run would judge it: active, its own port, its health URL.
+        let healthy = units.snapshot(&service.unit_name()).is_ok_and(|snapshot| {
+            !snapshot.systemd_is_acting()
+                && crate::heal::verify::check_now(
+                    &snapshot,
+                    &crate::heal::verify::HealthTarget::of(service),
+                )
+                .is_ok()
         });
-        if active {
-            watch_or_end(config, state, service, episode, "found active by flush");
+        if healthy {
+            watch_or_end(config, state, service, episode, "found healthy by flush");
         }
     }
 }

@@ -143,7 +143,7 @@ impl Run<'_> {
         if self.options.dry_run {
             return Ok(ControlFlow::Continue(None));
         }
-        match self.state.try_lock(&self.service.name) {
+        match lock_within(self.state, &self.service.name, LOCK_PATIENCE) {
             Ok(Some(lock)) => Ok(ControlFlow::Continue(Some(lock))),
             // A full or read-only state directory must not stop healing; only another run
             // holding the lock (or a state directory others could tamper with) does.
@@ -188,7 +188,7 @@ impl Run<'_> {
             "connected to the system bus after {} µs",
             self.clock.elapsed_us()
         );
-        let target = health_target(service);
+        let target = HealthTarget::of(service);
         let mut snapshot = systemd.snapshot(unit)?;
         drop(asking);
         tracing::debug!("unit snapshot after {} µs", self.clock.elapsed_us());
@@ -599,11 +599,17 @@ pub(crate) fn held_by_loop_protection(
     let attempts = state
         .healing_attempts_since(&service.name, SystemTime::now() - window)
         .ok()?;
-    let due = state
-        .episode(&service.name)
-        .ok()
-        .flatten()
-        .is_some_and(|episode| episode::is_due(&episode, SystemTime::now()));
+    let episode = state.episode(&service.name).ok().flatten();
+    // Watched after recovering: a failure now is a relapse, which a run does not heal.
+    if let Some(recovered_at) = episode.as_ref().and_then(|e| e.recovered_at.as_deref()) {
+        return Some(format!(
+            "{} recovered at {} and is watched for {}: a failure now is part of its episode, and not healed",
+            service.name,
+            episode::readable(recovered_at),
+            config.threshold_window
+        ));
+    }
+    let due = episode.is_some_and(|episode| episode::is_due(&episode, SystemTime::now()));
     (config.loop_protection_holds(attempts) && !due).then(|| {
         format!(
             "loop protection holds {}: {attempts} healing runs within {} (failure_threshold {})",
@@ -791,13 +797,24 @@ fn upstream_problems(
     problems
 }
 
-fn health_target(service: &ServiceConfig) -> HealthTarget {
-    HealthTarget {
-        unit: service.unit_name(),
-        port: service.port,
-        health_url: service.health_url.clone(),
-        timeout: service.verify_timeout.into(),
-        stable_for: service.stable_for.into(),
+/// How long a run waits for its service's lock: `flush` holds it for a look at the unit (a few
+/// ms); another run holds it for its whole heal, and this one then yields to it.
+const LOCK_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The service's lock, waiting up to `patience` for it (flock has no timed wait: it is tried
+/// again every 20 ms); `None` when it stays held.
+fn lock_within(
+    state: &StateDir,
+    service: &str,
+    patience: Duration,
+) -> Result<Option<ServiceLock>, StateError> {
+    let until = Instant::now() + patience;
+    loop {
+        match state.try_lock(service)? {
+            Some(lock) => return Ok(Some(lock)),
+            None if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
+            None => return Ok(None),
+        }
     }
 }
 

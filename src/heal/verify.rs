@@ -21,6 +21,19 @@ pub(crate) struct HealthTarget {
     pub stable_for: Duration,
 }
 
+impl HealthTarget {
+    /// What "healthy" means for `service`, from its config.
+    pub(crate) fn of(service: &crate::config::ServiceConfig) -> HealthTarget {
+        HealthTarget {
+            unit: service.unit_name(),
+            port: service.port,
+            health_url: service.health_url.clone(),
+            timeout: service.verify_timeout.into(),
+            stable_for: service.stable_for.into(),
+        }
+    }
+}
+
 /// The result of a verification.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub(crate) struct Verification {
