@@ -7,10 +7,11 @@ use std::path::Path;
 
 use crate::config::Config;
 use crate::heal::diagnose::{Diagnosis, MonitorFacts};
+use crate::heal::facts::RunFacts;
 use crate::heal::strategy::{Step, StepResult};
 use crate::host::journal::{JournalLine, parse_json_lines};
 use crate::outcome::Outcome;
-use crate::report::{Renderer, Report, ReportHeader, RunFacts};
+use crate::report::{Renderer, Report, ReportHeader};
 use crate::systemd::UnitSnapshot;
 
 /// The config loader and validator: any text is accepted or refused, never a panic or hang.

@@ -28,11 +28,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "the strategies' settings move into config/",
     ),
     ("config", "notify", "the email settings move into config/"),
-    (
-        "heal",
-        "report",
-        "commands/run.rs builds the Report from the run's facts",
-    ),
     ("heal", "error", "heal returns its own error type"),
     ("notify", "error", "notify returns its own error type"),
     ("status", "error", "status returns its own error type"),

@@ -5,7 +5,7 @@ use crate::Error;
 use crate::cli::RunArgs;
 use crate::exit_code::ExitCode;
 use crate::heal::run::{self, RunOptions};
-use crate::report::Renderer;
+use crate::report::{Renderer, Report, ReportHeader};
 
 use super::{Paths, find_service};
 
@@ -47,7 +47,8 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
         });
         let mut made_the_due_retry = false;
         loop {
-            let report = run::run(&config, &state, service, options, &run::Host::real())?;
+            let facts = run::run(&config, &state, service, options, &run::Host::real())?;
+            let report = Report::new(ReportHeader::new(&config, service), facts);
             let renderer =
                 renderer.get_or_insert_with(|| Renderer::new(config.templates_dir.as_deref()));
             if args.json {
@@ -75,7 +76,7 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
                 crate::status::metrics::update(&config, &state);
             }
             // systemd merged this failure's OnFailure= start into this run: nobody else heals it.
-            if !args.json && run::failed_again_while_finishing(&report, service)? {
+            if !args.json && run::failed_again_while_finishing(&report.facts, service)? {
                 options.ignore_monitor_facts = true;
                 continue;
             }

@@ -9,7 +9,7 @@ use crate::Error;
 use crate::exit_code::ExitCode;
 use crate::heal::watch::{self, Seen};
 use crate::outcome::Outcome;
-use crate::report::Renderer;
+use crate::report::{Renderer, Report, ReportHeader};
 use crate::state::HistoryRecord;
 use crate::systemd::{Systemd, UnitControl};
 
@@ -83,9 +83,10 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
             continue;
         }
         let journal = crate::host::journal::start(&unit, None).collect(JOURNAL_TIMEOUT);
-        let report = crate::heal::run::crash_loop_report(
+        let facts = crate::heal::run::crash_loop(
             &config, &state, service, &snapshot, restarts, &restart, journal,
         );
+        let report = Report::new(ReportHeader::new(&config, service), facts);
         print!("{}", renderer.text(&report)?);
         if config.email.is_some() {
             crate::notify::mailing::Mailing {

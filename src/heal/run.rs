@@ -8,11 +8,11 @@ use crate::Error;
 use crate::config::{Config, ServiceConfig};
 use crate::heal::diagnose::{Diagnosis, MonitorFacts, Upstream};
 use crate::heal::episode;
+use crate::heal::facts::{PostStatus, Recovery, RunFacts};
 use crate::heal::strategy::{self, Context};
 use crate::heal::verify::{self, HealthTarget};
 use crate::host::journal::{JournalSource, Journald};
 use crate::outcome::Outcome;
-use crate::report::{PostStatus, Recovery, Report, ReportHeader, RunFacts};
 use crate::state::{HistoryRecord, ServiceLock, StateDir, StateError};
 use crate::systemd::{ActiveState, Systemd, SystemdError, UnitControl, UnitSnapshot};
 use crate::ui::terminal::SlowNotice;
@@ -57,7 +57,7 @@ pub(crate) struct RunOptions {
 /// it has.
 const JOURNAL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Heals `service` and returns the report of what happened. The phases, in the order they
+/// Heals `service` and returns what happened (recorded in history). The phases, in the order they
 /// happen: the service's lock; the first look (waiting for systemd's own restart when it is
 /// at work); the diagnosis; loop protection's decision; the chain and its record. Each phase
 /// either hands the next what it found or ends the run with its report.
@@ -67,14 +67,13 @@ pub(crate) fn run<U: UnitControl>(
     service: &ServiceConfig,
     options: RunOptions,
     host: &Host<'_, U>,
-) -> Result<Report, Error> {
+) -> Result<RunFacts, Error> {
     let run = Run {
         config,
         state,
         service,
         options,
         clock: RunClock::start(),
-        header: ReportHeader::new(config, service),
         unit: service.unit_name(),
     };
     let _lock = match run.lock()? {
@@ -101,7 +100,6 @@ struct Run<'a> {
     service: &'a ServiceConfig,
     options: RunOptions,
     clock: RunClock,
-    header: ReportHeader,
     /// The service's unit.
     unit: String,
 }
@@ -129,17 +127,13 @@ impl Run<'_> {
     }
 
     /// The run's report, recorded in history.
-    fn end(&self, facts: RunFacts) -> Report {
-        finish(
-            self.state,
-            Report::new(self.header.clone(), facts),
-            self.options,
-        )
+    fn end(&self, facts: RunFacts) -> RunFacts {
+        finish(self.state, &self.service.name, facts, self.options)
     }
 
     /// The service's lock (none on a dry run, or when the state directory cannot hold one);
     /// another run holding it ends this one.
-    fn lock(&self) -> Result<ControlFlow<Report, Option<ServiceLock>>, Error> {
+    fn lock(&self) -> Result<ControlFlow<RunFacts, Option<ServiceLock>>, Error> {
         if self.options.dry_run {
             return Ok(ControlFlow::Continue(None));
         }
@@ -168,7 +162,7 @@ impl Run<'_> {
     fn first_look<U: UnitControl>(
         &self,
         host: &Host<'_, U>,
-    ) -> Result<ControlFlow<Report, Look<U>>, Error> {
+    ) -> Result<ControlFlow<RunFacts, Look<U>>, Error> {
         let (unit, service, options) = (&self.unit, self.service, self.options);
         // When the journal's evidence can change what runs first, start reading it right away
         // (with the OnFailure= facts we know the invocation): journalctl runs while we talk to
@@ -276,7 +270,7 @@ impl Run<'_> {
         monitor: Option<&MonitorFacts>,
         by_systemd: bool,
         waited_ms: Option<u128>,
-    ) -> Report {
+    ) -> RunFacts {
         let unit = &self.unit;
         let diagnosis = Diagnosis::new(snapshot, monitor, Vec::new());
         let outcome = if by_systemd {
@@ -374,7 +368,7 @@ impl Run<'_> {
         &self,
         look: &Look<U>,
         diagnosis: &Diagnosis,
-    ) -> Result<ControlFlow<Report, Option<Retry>>, Error> {
+    ) -> Result<ControlFlow<RunFacts, Option<Retry>>, Error> {
         let (config, state, service, options) =
             (self.config, self.state, self.service, self.options);
         let (attempts, episode) = self.loop_state()?;
@@ -483,7 +477,7 @@ impl Run<'_> {
         look: &Look<U>,
         mut diagnosis: Diagnosis,
         retry: Option<Retry>,
-    ) -> Report {
+    ) -> RunFacts {
         let (config, state, service, options) =
             (self.config, self.state, self.service, self.options);
         let systemd = &look.systemd;
@@ -618,11 +612,11 @@ pub(crate) fn held_by_loop_protection(
     })
 }
 
-/// The report of a crash loop `selfheal watch` found: systemd restarted `service` `restarts`
+/// The facts of a crash loop `selfheal watch` found: systemd restarted `service` `restarts`
 /// times within `crash_loop.within` (its `Restart=` is `restart_setting`) and it crashed again
 /// each time. Nothing is healed (each restart "worked"); the owner gets the evidence: the last
 /// exit systemd logged and the unit's last journal lines. Recorded like a run.
-pub(crate) fn crash_loop_report(
+pub(crate) fn crash_loop(
     config: &Config,
     state: &StateDir,
     service: &ServiceConfig,
@@ -630,9 +624,8 @@ pub(crate) fn crash_loop_report(
     restarts: usize,
     restart_setting: &str,
     journal: Vec<crate::host::journal::JournalLine>,
-) -> Report {
+) -> RunFacts {
     let clock = RunClock::start();
-    let header = ReportHeader::new(config, service);
     let unit = &snapshot.unit;
     let last_exit = journal
         .iter()
@@ -656,7 +649,7 @@ pub(crate) fn crash_loop_report(
             snapshot.state()
         ));
     facts.post_status = Some(PostStatus::from(snapshot));
-    finish(state, Report::new(header, facts), options)
+    finish(state, &service.name, facts, options)
 }
 
 /// True when `service`'s episode waits for a retry whose time has passed: its timer fired
@@ -678,11 +671,11 @@ pub(crate) fn retry_came_due(state: &StateDir, service: &ServiceConfig) -> bool 
 /// start into this still-running heal unit, so nobody else will heal it: the caller runs
 /// again, and loop protection bounds how often.
 pub(crate) fn failed_again_while_finishing(
-    report: &Report,
+    facts: &RunFacts,
     service: &ServiceConfig,
 ) -> Result<bool, Error> {
     let from_hook = std::env::var_os("MONITOR_UNIT").is_some();
-    if !from_hook || report.facts.outcome != Outcome::Resolved {
+    if !from_hook || facts.outcome != Outcome::Resolved {
         return Ok(false);
     }
     let unit = service.unit_name();
@@ -962,44 +955,43 @@ fn wait_for_systemd(
     }
 }
 
-/// Logs, records and returns the report (records nothing on a dry run).
-fn finish(state: &StateDir, report: Report, options: RunOptions) -> Report {
+/// Logs, records and returns the run's facts (records nothing on a dry run).
+fn finish(state: &StateDir, service: &str, facts: RunFacts, options: RunOptions) -> RunFacts {
     tracing::info!(
-        selfheal_service = %report.header.service,
-        selfheal_outcome = %report.facts.outcome,
-        selfheal_healed_by = report.facts.healed_by.as_deref().unwrap_or(""),
+        selfheal_service = %service,
+        selfheal_outcome = %facts.outcome,
+        selfheal_healed_by = facts.healed_by.as_deref().unwrap_or(""),
         "{} {} in {} ms",
-        report.header.service,
-        report.facts.outcome,
-        report.facts.duration_ms
+        service,
+        facts.outcome,
+        facts.duration_ms
     );
     if !options.dry_run {
         let record = HistoryRecord {
-            service: report.header.service.clone(),
-            outcome: report.facts.outcome,
-            started_at: report.facts.started_at.clone(),
-            duration_ms: report.facts.duration_ms,
-            healed_by: report.facts.healed_by.clone(),
-            summary: report
-                .facts
+            service: service.to_owned(),
+            outcome: facts.outcome,
+            started_at: facts.started_at.clone(),
+            duration_ms: facts.duration_ms,
+            healed_by: facts.healed_by.clone(),
+            summary: facts
                 .diagnosis
                 .as_ref()
                 .map(|d| d.summary.clone())
                 .unwrap_or_default(),
             manual: options.manual,
-            relapse: report.facts.relapse,
+            relapse: facts.relapse,
             restarts: 0,
         };
         // Recording never blocks telling: the report is still printed and mailed, and only
         // this history line is lost (loop protection then undercounts by one run).
         if let Err(err) = state.append_history(&record) {
             tracing::error!(
-                selfheal_service = %report.header.service,
+                selfheal_service = %service,
                 "this run could not be recorded in history.jsonl: {err}"
             );
         }
     }
-    report
+    facts
 }
 
 /// When the run started, for `started_at` and `duration_ms`.
@@ -1064,6 +1056,8 @@ mod tests {
 
     use std::path::Path;
 
+    use crate::report::{Report, ReportHeader};
+
     use super::*;
     use crate::host::journal::{JournalLine, PendingJournal};
     use crate::state::HistoryRecord;
@@ -1121,7 +1115,9 @@ mod tests {
             connect: &connect,
             journal: &NoJournal,
         };
-        run(config, state, &config.monitored_services[0], options, &host).unwrap()
+        let service = &config.monitored_services[0];
+        let facts = run(config, state, service, options, &host).unwrap();
+        Report::new(ReportHeader::new(config, service), facts)
     }
 
     /// A unit that failed, and whose restart job fails too.
@@ -1536,7 +1532,7 @@ mod tests {
             connect: &connect,
             journal: &NoJournal,
         };
-        let report = run(
+        let facts = run(
             &config,
             &state,
             &config.monitored_services[0],
@@ -1544,7 +1540,7 @@ mod tests {
             &host,
         )
         .unwrap();
-        assert_eq!(report.facts.outcome, Outcome::Suppressed);
+        assert_eq!(facts.outcome, Outcome::Suppressed);
     }
 
     #[test]

@@ -8,41 +8,13 @@ mod render;
 use serde::Serialize;
 
 use crate::config::{Config, ServiceConfig};
-use crate::heal::diagnose::{Diagnosis, Termination};
-use crate::heal::strategy::Step;
+use crate::heal::diagnose::Termination;
 use crate::outcome::Outcome;
-use crate::systemd::{ActiveState, UnitSnapshot};
+
+use crate::heal::facts::RunFacts;
 
 pub(crate) use cascade::CascadeReport;
 pub(crate) use render::{RenderError, Renderer, Templated, human_bytes};
-
-/// The unit's state after healing.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct PostStatus {
-    pub active_state: ActiveState,
-    pub sub_state: String,
-    pub main_pid: u32,
-    pub memory_bytes: Option<u64>,
-    /// RFC 3339, when it last became active.
-    pub active_since: Option<String>,
-}
-
-impl From<&UnitSnapshot> for PostStatus {
-    fn from(snapshot: &UnitSnapshot) -> PostStatus {
-        let since = (snapshot.active_enter_timestamp_us > 0).then(|| {
-            let time = std::time::UNIX_EPOCH
-                + std::time::Duration::from_micros(snapshot.active_enter_timestamp_us);
-            humantime::format_rfc3339_seconds(time).to_string()
-        });
-        PostStatus {
-            active_state: snapshot.active_state.clone(),
-            sub_state: snapshot.sub_state.clone(),
-            main_pid: snapshot.main_pid,
-            memory_bytes: snapshot.memory_current,
-            active_since: since,
-        }
-    }
-}
 
 /// Everything a report says about one run: where (from the config), what happened (from the
 /// run), and the advice derived from both. The JSON and the templates see one flat object.
@@ -83,42 +55,6 @@ impl ReportHeader {
             critical: service.critical,
         }
     }
-}
-
-/// What a run established, to be turned into a report.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct RunFacts {
-    pub outcome: Outcome,
-    /// RFC 3339.
-    pub started_at: String,
-    pub duration_ms: u64,
-    pub diagnosis: Option<Diagnosis>,
-    pub steps: Vec<Step>,
-    pub healed_by: Option<String>,
-    /// Why the run stopped without healing (escalation reason, suppression reason).
-    pub reason: Option<String>,
-    pub post_status: Option<PostStatus>,
-    pub dry_run: bool,
-    /// Set when loop protection's timed retry healed it: the subject says RECOVERED.
-    pub recovered: Option<Recovery>,
-    /// It failed again within `threshold_window` of a healing: part of that episode.
-    pub relapse: bool,
-    /// The run is part of an episode whose owner was already told (its first FAILED or
-    /// SUPPRESSED report): recorded, printed, not mailed again.
-    pub episode_reported: bool,
-}
-
-/// The end of a loop-protection episode by a timed retry that healed the service.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Recovery {
-    /// Healing runs in the episode's window before this one.
-    pub failures: usize,
-    /// When loop protection stopped healing it (UTC, readable).
-    pub since: String,
-    /// How often it failed again after recovering, in this episode.
-    pub relapses: u32,
-    /// How long it must stay healthy for the episode to end (`threshold_window`).
-    pub watched_for: String,
 }
 
 impl Report {
@@ -239,10 +175,12 @@ fn manual_steps(header: &ReportHeader) -> Vec<String> {
 #[cfg(test)]
 pub(crate) mod fixture {
     use super::*;
-    use crate::heal::diagnose::{FactSource, Symptom};
+    use crate::heal::diagnose::{Diagnosis, FactSource, Symptom};
+    use crate::heal::facts::PostStatus;
     use crate::heal::strategy::StepResult;
     use crate::heal::strategy::StrategyName;
     use crate::host::journal::JournalLine;
+    use crate::systemd::ActiveState;
 
     pub(crate) fn report(outcome: Outcome) -> Report {
         let healed = outcome == Outcome::Resolved;
