@@ -62,6 +62,29 @@ impl Error {
     }
 }
 
+// A layer's error becomes the variant of what it wraps: `exit_code` stays one exhaustive match.
+impl From<crate::heal::HealError> for Error {
+    fn from(err: crate::heal::HealError) -> Error {
+        match err {
+            crate::heal::HealError::Systemd(err) => Error::Systemd(err),
+            crate::heal::HealError::State(err) => Error::State(err),
+        }
+    }
+}
+
+impl From<crate::notify::NotifyError> for Error {
+    fn from(err: crate::notify::NotifyError) -> Error {
+        use crate::notify::NotifyError;
+        match err {
+            NotifyError::Email(err) => Error::Email(err),
+            NotifyError::Outbox(err) => Error::Outbox(err),
+            NotifyError::State(err) => Error::State(err),
+            NotifyError::Template(err) => Error::Template(err),
+            NotifyError::Encode(err) => Error::Output(err.into()),
+        }
+    }
+}
+
 impl From<serde_json::Error> for Error {
     fn from(err: serde_json::Error) -> Error {
         Error::Output(err.into())

@@ -28,15 +28,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "the strategies' settings move into config/",
     ),
     ("config", "notify", "the email settings move into config/"),
-    ("heal", "error", "heal returns its own error type"),
-    ("notify", "error", "notify returns its own error type"),
-    ("status", "error", "status returns its own error type"),
-    ("sandbox", "error", "sandbox returns its own error type"),
-    (
-        "sandbox",
-        "cli",
-        "sandbox-init takes plain values, not its clap arguments",
-    ),
 ];
 
 fn layer(module: &str) -> Option<usize> {

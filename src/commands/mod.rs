@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command};
-use crate::config::Config;
+use crate::config::{Config, ServiceConfig};
 use crate::exit_code::ExitCode;
 use crate::state::StateDir;
 use crate::{Error, UsageError};
@@ -59,7 +59,24 @@ pub(crate) fn execute(cli: Cli) -> Result<ExitCode, Error> {
         Command::Completions { shell } => print_completions(shell),
         Command::Man(args) => man(&args),
         Command::ServeDemo { port, say, status } => serve_demo(port, say.as_deref(), status),
-        Command::SandboxInit(args) => crate::sandbox::init(&args).map(|()| ExitCode::Success),
+        Command::SandboxInit(args) => sandbox_init(args),
+    }
+}
+
+fn sandbox_init(args: crate::cli::SandboxInitArgs) -> Result<ExitCode, Error> {
+    let boot = crate::sandbox::Boot {
+        units: args.units,
+        unified_only: args.unified_only,
+        root: args.root,
+        bind: args.bind,
+    };
+    match crate::sandbox::init(&boot) {
+        Ok(()) => Ok(ExitCode::Success),
+        // Anywhere but PID 1 it is a wrong use (exit 2), not a failure of the machinery.
+        Err(err) => Err(match err.downcast::<crate::sandbox::NotPidOne>() {
+            Ok(refusal) => crate::UsageError(refusal.to_string()).into(),
+            Err(err) => Error::Internal(err),
+        }),
     }
 }
 
@@ -70,7 +87,31 @@ fn status(paths: &Paths, args: &crate::cli::StatusArgs) -> Result<ExitCode, Erro
         .iter()
         .map(|name| find_service(&config, name))
         .collect::<Result<Vec<_>, _>>()?;
-    crate::status::show(&config, &paths.state(), &only, args.json)
+    // All monitored services when none is named.
+    let services: Vec<&ServiceConfig> = if only.is_empty() {
+        config.monitored_services.iter().collect()
+    } else {
+        only
+    };
+    let status = crate::status::gather(&config, &paths.state(), &services)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!(
+            "{}",
+            crate::status::dashboard(
+                &status,
+                crate::ui::terminal::Terminal::stdout(),
+                std::time::SystemTime::now()
+            )
+        );
+    }
+    // 0 when every shown service is active and healthy.
+    Ok(if status.services.iter().all(|s| s.healthy) {
+        ExitCode::Success
+    } else {
+        ExitCode::Failure
+    })
 }
 
 fn man(args: &crate::cli::ManArgs) -> Result<ExitCode, Error> {

@@ -9,3 +9,16 @@ pub(crate) mod run;
 pub(crate) mod strategy;
 pub(crate) mod verify;
 pub(crate) mod watch;
+
+use crate::state::StateError;
+use crate::systemd::SystemdError;
+
+/// What stops a run before it can heal: systemd cannot be asked, or the state directory
+/// cannot be trusted. (Everything else a run meets is a fact of its report.)
+#[derive(Debug, thiserror::Error)]
+pub enum HealError {
+    #[error(transparent)]
+    Systemd(#[from] SystemdError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}

@@ -4,8 +4,8 @@
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::Error;
 use crate::config::{Config, ServiceConfig};
+use crate::heal::HealError;
 use crate::heal::diagnose::{Diagnosis, MonitorFacts, Upstream};
 use crate::heal::episode;
 use crate::heal::facts::{PostStatus, Recovery, RunFacts};
@@ -67,7 +67,7 @@ pub(crate) fn run<U: UnitControl>(
     service: &ServiceConfig,
     options: RunOptions,
     host: &Host<'_, U>,
-) -> Result<RunFacts, Error> {
+) -> Result<RunFacts, HealError> {
     let run = Run {
         config,
         state,
@@ -133,7 +133,7 @@ impl Run<'_> {
 
     /// The service's lock (none on a dry run, or when the state directory cannot hold one);
     /// another run holding it ends this one.
-    fn lock(&self) -> Result<ControlFlow<RunFacts, Option<ServiceLock>>, Error> {
+    fn lock(&self) -> Result<ControlFlow<RunFacts, Option<ServiceLock>>, HealError> {
         if self.options.dry_run {
             return Ok(ControlFlow::Continue(None));
         }
@@ -162,7 +162,7 @@ impl Run<'_> {
     fn first_look<U: UnitControl>(
         &self,
         host: &Host<'_, U>,
-    ) -> Result<ControlFlow<RunFacts, Look<U>>, Error> {
+    ) -> Result<ControlFlow<RunFacts, Look<U>>, HealError> {
         let (unit, service, options) = (&self.unit, self.service, self.options);
         // When the journal's evidence can change what runs first, start reading it right away
         // (with the OnFailure= facts we know the invocation): journalctl runs while we talk to
@@ -328,7 +328,7 @@ impl Run<'_> {
 
     /// Loop protection's facts: the healing runs it counts in the window, and the episode
     /// (one that has stayed healthy for the whole window is over, and ended here).
-    fn loop_state(&self) -> Result<(usize, Option<crate::state::Episode>), Error> {
+    fn loop_state(&self) -> Result<(usize, Option<crate::state::Episode>), HealError> {
         let (config, state, service, options) =
             (self.config, self.state, self.service, self.options);
         let window = Duration::from(config.threshold_window);
@@ -368,7 +368,7 @@ impl Run<'_> {
         &self,
         look: &Look<U>,
         diagnosis: &Diagnosis,
-    ) -> Result<ControlFlow<RunFacts, Option<Retry>>, Error> {
+    ) -> Result<ControlFlow<RunFacts, Option<Retry>>, HealError> {
         let (config, state, service, options) =
             (self.config, self.state, self.service, self.options);
         let (attempts, episode) = self.loop_state()?;
@@ -673,7 +673,7 @@ pub(crate) fn retry_came_due(state: &StateDir, service: &ServiceConfig) -> bool 
 pub(crate) fn failed_again_while_finishing(
     facts: &RunFacts,
     service: &ServiceConfig,
-) -> Result<bool, Error> {
+) -> Result<bool, HealError> {
     let from_hook = std::env::var_os("MONITOR_UNIT").is_some();
     if !from_hook || facts.outcome != Outcome::Resolved {
         return Ok(false);

@@ -179,8 +179,8 @@ impl Burst {
 /// Reads, changes and writes the ledger under its lock.
 fn with_ledger<T>(
     state: &StateDir,
-    change: impl FnOnce(&mut Ledger) -> Result<T, crate::Error>,
-) -> Result<T, crate::Error> {
+    change: impl FnOnce(&mut Ledger) -> Result<T, crate::notify::NotifyError>,
+) -> Result<T, crate::notify::NotifyError> {
     let _lock = state.lock_exclusive(LOCK)?;
     let path = state.ensure("")?.join(LEDGER);
     let read =
@@ -281,7 +281,7 @@ impl Bursts<'_> {
         arrival: &Arrival,
         report: &Report,
         composed: &Composed,
-    ) -> Result<Fate, crate::Error> {
+    ) -> Result<Fate, crate::notify::NotifyError> {
         let rule = Rule::of(self.config).expect("an arrival means cascades are on");
         let json = serde_json::to_vec(report)?;
         with_ledger(self.state, |ledger| {
@@ -320,7 +320,10 @@ impl Bursts<'_> {
     /// A run that has nothing to mail: it leaves its burst, which may complete with it, or
     /// leave a report held that is alone after all (it goes out now). Returns the messages it
     /// put into the outbox.
-    pub(crate) fn quiet(&self, arrival: &Arrival) -> Result<Vec<String>, crate::Error> {
+    pub(crate) fn quiet(
+        &self,
+        arrival: &Arrival,
+    ) -> Result<Vec<String>, crate::notify::NotifyError> {
         let Some(rule) = Rule::of(self.config) else {
             return Ok(Vec::new());
         };
@@ -355,7 +358,7 @@ impl Bursts<'_> {
 
     /// Delivers every complete burst that holds reports (what `flush` does first); returns
     /// how many.
-    pub(crate) fn due(&self) -> Result<usize, crate::Error> {
+    pub(crate) fn due(&self) -> Result<usize, crate::notify::NotifyError> {
         let Some(rule) = Rule::of(self.config) else {
             // Cascades turned off since: what is held goes out on its own.
             return self.release_all();
@@ -381,7 +384,7 @@ impl Bursts<'_> {
         })
     }
 
-    fn release_all(&self) -> Result<usize, crate::Error> {
+    fn release_all(&self) -> Result<usize, crate::notify::NotifyError> {
         if !self.state.root().join(LEDGER).exists() {
             return Ok(0);
         }
@@ -397,7 +400,11 @@ impl Bursts<'_> {
     /// Puts a complete burst's held reports into the outbox: one cascade mail when it has at
     /// least `rule.services` services, else each on its own. Returns the stems it queued. The
     /// caller holds the ledger.
-    fn deliver(&self, burst: &mut Burst, rule: Rule) -> Result<Vec<String>, crate::Error> {
+    fn deliver(
+        &self,
+        burst: &mut Burst,
+        rule: Rule,
+    ) -> Result<Vec<String>, crate::notify::NotifyError> {
         let held_outbox = Outbox::held(self.state)?;
         let outbox = Outbox::open(self.state)?;
         let mut held = Vec::new();
@@ -486,7 +493,7 @@ fn release_held(state: &StateDir, burst: &mut Burst) -> usize {
 }
 
 /// Every held message into the outbox: what a broken ledger leaves behind goes out on its own.
-fn release_all_held(state: &StateDir) -> Result<(), crate::Error> {
+fn release_all_held(state: &StateDir) -> Result<(), crate::notify::NotifyError> {
     let held = Outbox::held(state)?;
     let outbox = Outbox::open(state)?;
     for stem in held.stems() {

@@ -130,7 +130,7 @@ impl Mailing<'_> {
 /// Logs what became of one report.
 fn log_delivery(
     service: &str,
-    delivery: Result<Option<crate::notify::email::Delivery>, crate::Error>,
+    delivery: Result<Option<crate::notify::email::Delivery>, crate::notify::NotifyError>,
 ) {
     use crate::notify::email::Delivery;
     match delivery {

@@ -19,8 +19,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::cli::SandboxInitArgs;
-
 const STUB_TARGETS: [&str; 8] = [
     "sysinit", "basic", "shutdown", "local-fs", "sockets", "timers", "paths", "slices",
 ];
@@ -418,23 +416,38 @@ fn write_base_units(system_units: &Path, units: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `sandbox-init` boots (its arguments, as plain values).
+pub struct Boot {
+    /// The unit directory systemd loads (and nothing else).
+    pub units: PathBuf,
+    /// Mount only cgroup2 (pure cgroup v2 host).
+    pub unified_only: bool,
+    /// Boot the systemd of this Debian tree, chrooted into it (cgroup2 only).
+    pub root: Option<PathBuf>,
+    /// Host directories that appear at the same path inside the tree.
+    pub bind: Vec<PathBuf>,
+}
+
+/// The refusal of `sandbox-init` anywhere but as PID 1 of a fresh PID namespace.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "sandbox-init is internal to `selfheal demo` and the tests: it must be PID 1 of a fresh PID namespace, and is PID {0} here; refusing to mount over /run and /sys/fs/cgroup"
+)]
+pub struct NotPidOne(pub u32);
+
 /// PID 1 of the new namespaces, before systemd: private mounts, then exec systemd.
 ///
 /// It mounts over `/run` and `/sys/fs/cgroup`: run by hand on a real host it would break the
 /// host. Only the first process of a new PID namespace has PID 1 (the host's init never runs
 /// selfheal), so anything else is refused before the first mount.
-pub fn init(args: &SandboxInitArgs) -> Result<(), crate::Error> {
+pub fn init(boot: &Boot) -> anyhow::Result<()> {
     if std::process::id() != 1 {
-        return Err(crate::UsageError(format!(
-            "sandbox-init is internal to `selfheal demo` and the tests: it must be PID 1 of a fresh PID namespace, and is PID {} here; refusing to mount over /run and /sys/fs/cgroup",
-            std::process::id()
-        ))
-        .into());
+        return Err(NotPidOne(std::process::id()).into());
     }
-    mount_and_exec_systemd(args).map_err(crate::Error::Internal)
+    mount_and_exec_systemd(boot)
 }
 
-fn mount_and_exec_systemd(args: &SandboxInitArgs) -> anyhow::Result<()> {
+fn mount_and_exec_systemd(args: &Boot) -> anyhow::Result<()> {
     use nix::mount::{MsFlags, mount};
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)

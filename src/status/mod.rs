@@ -9,17 +9,18 @@ pub(crate) mod metrics;
 mod render;
 mod system;
 
+pub(crate) use render::dashboard;
+
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use crate::config::{Config, ServiceConfig};
-use crate::exit_code::ExitCode;
 use crate::host::ports::Listeners;
 use crate::outcome::Outcome;
 use crate::state::{HistoryRecord, StateDir};
 use crate::systemd::{ActiveState, Systemd, UnitOverview};
-use crate::ui::terminal::{SlowNotice, Terminal};
+use crate::ui::terminal::SlowNotice;
 
 pub(crate) use system::SystemOverview;
 
@@ -147,42 +148,12 @@ pub(crate) struct ConfigInfo {
     pub metrics_file: Option<String>,
 }
 
-/// Gathers the dashboard for `services` (all monitored services when empty), prints it (or
-/// JSON), and returns 0 when every shown service is active and healthy.
-pub(crate) fn show(
-    config: &Config,
-    state: &StateDir,
-    only: &[&ServiceConfig],
-    json: bool,
-) -> Result<ExitCode, crate::Error> {
-    let services: Vec<&ServiceConfig> = if only.is_empty() {
-        config.monitored_services.iter().collect()
-    } else {
-        only.to_vec()
-    };
-    let status = gather(config, state, &services)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
-    } else {
-        print!(
-            "{}",
-            render::dashboard(&status, Terminal::stdout(), SystemTime::now())
-        );
-    }
-    let all_healthy = status.services.iter().all(|s| s.healthy);
-    Ok(if all_healthy {
-        ExitCode::Success
-    } else {
-        ExitCode::Failure
-    })
-}
-
 /// Everything the dashboard shows, read now.
 pub(crate) fn gather(
     config: &Config,
     state: &StateDir,
     services: &[&ServiceConfig],
-) -> Result<Status, crate::Error> {
+) -> Result<Status, crate::state::StateError> {
     let now = SystemTime::now();
     // systemd, sockets, history and the host in parallel: none waits for another.
     let started = std::time::Instant::now();

@@ -81,7 +81,7 @@ impl Page {
 }
 
 /// The whole dashboard.
-pub(super) fn dashboard(status: &Status, terminal: Terminal, now: SystemTime) -> String {
+pub(crate) fn dashboard(status: &Status, terminal: Terminal, now: SystemTime) -> String {
     let mut page = Page {
         terminal,
         width: terminal.width.unwrap_or(usize::MAX),

@@ -42,7 +42,7 @@ pub(crate) fn compose<T: Templated>(
     owner: Option<&str>,
     renderer: &Renderer,
     report: &T,
-) -> Result<Composed, crate::Error> {
+) -> Result<Composed, crate::notify::NotifyError> {
     let facts = report.mail_facts();
     let from = email
         .from

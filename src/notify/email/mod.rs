@@ -90,7 +90,7 @@ pub(crate) fn deliver_report(
     state: &StateDir,
     renderer: &Renderer,
     report: &Report,
-) -> Result<Option<Delivery>, crate::Error> {
+) -> Result<Option<Delivery>, crate::notify::NotifyError> {
     let Some(email) = config.email.as_ref() else {
         return Ok(None);
     };
@@ -103,11 +103,11 @@ pub(crate) fn deliver_composed(
     email: &EmailConfig,
     state: &StateDir,
     composed: &Composed,
-) -> Result<Delivery, crate::Error> {
+) -> Result<Delivery, crate::notify::NotifyError> {
     let message_id = composed.envelope.message_id.clone();
     let stored = Outbox::open(state).and_then(|outbox| {
         let (queued, claim) = outbox.queue(composed)?;
-        Ok::<_, crate::Error>((outbox, queued, claim))
+        Ok::<_, crate::notify::NotifyError>((outbox, queued, claim))
     });
     let (outbox, queued, _claim) = match stored {
         Ok(stored) => stored,
@@ -148,7 +148,7 @@ pub(crate) fn flush(
     config: &Config,
     state: &StateDir,
     only: Option<&[String]>,
-) -> Result<FlushSummary, crate::Error> {
+) -> Result<FlushSummary, crate::notify::NotifyError> {
     let outbox = Outbox::open(state)?;
     let sender = config.email.as_ref().map(Sender::from_config);
     Ok(outbox.flush(only, |queued| {

@@ -101,7 +101,7 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    pub(crate) fn open(state: &StateDir) -> Result<Outbox, crate::Error> {
+    pub(crate) fn open(state: &StateDir) -> Result<Outbox, crate::notify::NotifyError> {
         Ok(Outbox {
             dir: state.ensure("outbox")?,
         })
@@ -110,7 +110,7 @@ impl Outbox {
     /// The outbox's `held/` directory: reports kept back while a cascade may still fold them
     /// into one mail. `flush` does not send them; the cascade's delivery releases or discards
     /// them.
-    pub(crate) fn held(state: &StateDir) -> Result<Outbox, crate::Error> {
+    pub(crate) fn held(state: &StateDir) -> Result<Outbox, crate::notify::NotifyError> {
         state.ensure("outbox")?;
         Ok(Outbox {
             dir: state.ensure("outbox/held")?,
