@@ -3,7 +3,10 @@
 //!
 //! Everything below `Config` is plain data; nothing here talks to systemd or the network.
 
+pub(crate) mod email;
+pub(crate) mod health_url;
 mod locate;
+pub(crate) mod strategies;
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -13,13 +16,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::heal::strategy::{
+use crate::ui::duration::HumanDuration;
+use email::EmailConfig;
+use health_url::HealthUrl;
+use strategies::{
     ConfigValidationConfig, DatabaseCheckConfig, EnvironmentCheckConfig, PortConflictConfig,
     StrategyName,
 };
-use crate::heal::verify::HealthUrl;
-use crate::notify::email::EmailConfig;
-use crate::ui::duration::HumanDuration;
 
 use locate::{Located, Position, Seg};
 
@@ -384,15 +387,13 @@ impl Config {
             })?;
         }
         if let Some(email) = &self.email {
-            crate::notify::email::validate(email, self.owner.as_deref()).map_err(
-                |(keys, message)| {
-                    let key: Vec<Seg> = std::iter::once("email")
-                        .chain(keys.iter().copied())
-                        .map(Seg::from)
-                        .collect();
-                    Problem::at(&key, format!("email: {message}"))
-                },
-            )?;
+            email::validate(email, self.owner.as_deref()).map_err(|(keys, message)| {
+                let key: Vec<Seg> = std::iter::once("email")
+                    .chain(keys.iter().copied())
+                    .map(Seg::from)
+                    .collect();
+                Problem::at(&key, format!("email: {message}"))
+            })?;
         }
         Ok(())
     }
@@ -503,7 +504,7 @@ fn validate_service(service: &ServiceConfig) -> Result<(), (Keys, String)> {
     }
     // A strategy's settings live under the key of its own name; a strategy listed without
     // them is placed at that list.
-    crate::heal::strategy::validate(service).map_err(|(strategy, message)| {
+    strategies::validate(service).map_err(|(strategy, message)| {
         let placed = [strategy.as_str(), "healing_strategies"];
         (placed, message)
     })?;

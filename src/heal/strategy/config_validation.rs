@@ -5,29 +5,11 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::{Attempt, Context, StepResult, Strategy, restart_and_verify, then_restart};
 use crate::config::ServiceConfig;
 use crate::host::process;
-use crate::ui::duration::HumanDuration;
 
 pub(super) struct ConfigValidation;
-
-/// `config_validation`: a validator command.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ConfigValidationConfig {
-    /// argv of the validator; never run through a shell.
-    pub command: Vec<String>,
-    /// How long the validator may run.
-    #[serde(default = "default_validation_timeout")]
-    pub timeout: HumanDuration,
-}
-
-fn default_validation_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(10))
-}
 
 /// Most of a validator's output fits; more is cut so a runaway checker cannot flood the
 /// report or memory.
@@ -41,17 +23,6 @@ impl Strategy for ConfigValidation {
             .config_validation
             .as_ref()
             .map_or(Duration::ZERO, |settings| settings.timeout.into())
-    }
-
-    fn validate(&self, service: &ServiceConfig, listed: bool) -> Result<(), String> {
-        let command = service
-            .config_validation
-            .as_ref()
-            .map(|c| c.command.as_slice());
-        if listed && command.is_none_or(<[String]>::is_empty) {
-            return Err("config_validation needs `config_validation: { command: [...] }`".into());
-        }
-        Ok(())
     }
 
     fn preflight(&self, service: &ServiceConfig) -> Vec<String> {

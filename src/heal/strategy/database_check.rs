@@ -13,94 +13,10 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{FileStat, SFlag};
 
-use serde::{Deserialize, Serialize};
-
 use super::{Attempt, Context, StepResult, Strategy, then_restart};
-use crate::config::{ServiceConfig, require_absolute};
+use crate::config::ServiceConfig;
+use crate::config::strategies::{FileExpectation, FileMode, SymlinkExpectation};
 use crate::host::nofollow::{self, Parent, PathError, file_type};
-
-/// `database_check`: files and symlinks the service depends on.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DatabaseCheckConfig {
-    /// Files that must exist, with their expected ownership and mode.
-    #[serde(default)]
-    pub files: Vec<FileExpectation>,
-    /// Symlinks that must exist and point at `target`.
-    #[serde(default)]
-    pub symlinks: Vec<SymlinkExpectation>,
-}
-
-/// A file that must exist.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct FileExpectation {
-    /// Absolute path.
-    pub path: PathBuf,
-    /// Expected owner (user name).
-    pub owner: Option<String>,
-    /// Expected group (group name).
-    pub group: Option<String>,
-    /// Expected mode, octal ("0640").
-    pub mode: Option<FileMode>,
-}
-
-/// A symlink that must exist.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SymlinkExpectation {
-    /// Absolute path of the link.
-    pub path: PathBuf,
-    /// What it must point to.
-    pub target: PathBuf,
-}
-
-/// A file mode as the config writes it, octal: `"0640"` (a bare `0640` is read the same way).
-/// Parsed once, when the config is loaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FileMode(pub u32);
-
-impl FileMode {
-    fn parse(text: &str) -> Result<FileMode, String> {
-        let mode = u32::from_str_radix(text, 8)
-            .ok()
-            .filter(|mode| *mode <= 0o7777)
-            .ok_or_else(|| format!("mode {text:?} is not an octal mode like \"0640\""))?;
-        // Data files are never set-id: root setting that bit on a file a service user wrote
-        // (and may still hold open) would hand out root.
-        if mode & 0o6000 != 0 {
-            return Err(format!(
-                "mode {text:?} sets setuid/setgid bits; selfheal never sets them on data files"
-            ));
-        }
-        Ok(FileMode(mode))
-    }
-}
-
-impl<'de> Deserialize<'de> for FileMode {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Octal;
-        impl serde::de::Visitor<'_> for Octal {
-            type Value = FileMode;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an octal mode like \"0640\"")
-            }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<FileMode, E> {
-                FileMode::parse(text).map_err(E::custom)
-            }
-            fn visit_u64<E: serde::de::Error>(self, digits: u64) -> Result<FileMode, E> {
-                FileMode::parse(&digits.to_string()).map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_any(Octal)
-    }
-}
-
-impl Serialize for FileMode {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&format!("{:04o}", self.0))
-    }
-}
 
 pub(super) struct DatabaseCheck;
 
@@ -184,23 +100,6 @@ impl Fix {
 }
 
 impl Strategy for DatabaseCheck {
-    fn validate(&self, service: &ServiceConfig, listed: bool) -> Result<(), String> {
-        let Some(settings) = &service.database_check else {
-            return if listed {
-                Err(
-                    "database_check needs `database_check: { files: [...], symlinks: [...] }`"
-                        .into(),
-                )
-            } else {
-                Ok(())
-            };
-        };
-        let paths = settings.files.iter().map(|f| &f.path);
-        paths
-            .chain(settings.symlinks.iter().map(|l| &l.path))
-            .try_for_each(|path| require_absolute(path))
-    }
-
     fn preflight(&self, service: &ServiceConfig) -> Vec<String> {
         let Some(settings) = &service.database_check else {
             return Vec::new();

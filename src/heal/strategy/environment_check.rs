@@ -5,22 +5,8 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
 use super::{Attempt, Context, StepResult, Strategy};
-use crate::config::{ServiceConfig, require_absolute};
 use crate::host::bounded_read;
-
-/// `environment_check`: the env file and its required keys.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct EnvironmentCheckConfig {
-    /// The env file; defaults to the unit's `EnvironmentFile=`.
-    pub file: Option<PathBuf>,
-    /// Keys that must be present and non-empty.
-    #[serde(default)]
-    pub required: Vec<String>,
-}
 
 pub(super) struct EnvironmentCheck;
 
@@ -32,17 +18,6 @@ struct EnvFile {
 }
 
 impl Strategy for EnvironmentCheck {
-    fn validate(&self, service: &ServiceConfig, _listed: bool) -> Result<(), String> {
-        match service
-            .environment_check
-            .as_ref()
-            .and_then(|env| env.file.as_ref())
-        {
-            Some(file) => require_absolute(file),
-            None => Ok(()),
-        }
-    }
-
     fn attempt(&self, context: &Context<'_>) -> Attempt {
         let settings = context
             .service

@@ -1,7 +1,7 @@
 //! The strategy seam: one small trait, a registry, and the chain runner. The runner knows
-//! nothing about any single strategy. Adding one is a file (the `Strategy`, its settings and
-//! their validation) and one line in `strategies!` below, which makes its config name, its
-//! place in `StrategyName` and its registry entry.
+//! nothing about any single strategy. Adding one is a file here (the `Strategy`), its name and
+//! settings (with their load-time checks) in `config/strategies.rs`, and its line in
+//! `registry` below, which the compiler asks for once the name exists.
 
 mod config_validation;
 mod database_check;
@@ -11,16 +11,13 @@ mod mock_tests;
 mod port_conflict;
 mod service_restart;
 
-pub(crate) use config_validation::ConfigValidationConfig;
-pub(crate) use database_check::DatabaseCheckConfig;
-pub(crate) use environment_check::EnvironmentCheckConfig;
+pub(crate) use crate::config::strategies::StrategyName;
 /// The env-file parser, for the fuzz target.
 pub(crate) use environment_check::keys_with_values as env_file_keys;
-pub(crate) use port_conflict::PortConflictConfig;
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use std::fmt;
 
@@ -123,12 +120,6 @@ pub(crate) struct Context<'a> {
 
 /// A healing strategy.
 pub(crate) trait Strategy: Sync {
-    /// Checks the service's settings for this strategy when the config is loaded; `listed`
-    /// says whether the service's `healing_strategies` names it.
-    fn validate(&self, _service: &ServiceConfig, _listed: bool) -> Result<(), String> {
-        Ok(())
-    }
-
     /// What would make this strategy fail on this host at run time although the config is
     /// valid (a validator that is not installed, an owner that does not exist): what
     /// `selfheal check` reports, like `nginx -t`. Each problem names its key.
@@ -146,49 +137,14 @@ pub(crate) trait Strategy: Sync {
     fn attempt(&self, context: &Context<'_>) -> Attempt;
 }
 
-/// One line per strategy: its `StrategyName` variant, and its module and type. The module's
-/// name is the strategy's name in the config.
-macro_rules! strategies {
-    ($($variant:ident => $module:ident :: $strategy:ident),+ $(,)?) => {
-        /// The healing strategies selfheal knows, in the spelling the config uses.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-        #[serde(rename_all = "snake_case")]
-        pub(crate) enum StrategyName {
-            $($variant),+
-        }
-
-        impl StrategyName {
-            /// Every strategy, in the order the seed documents them.
-            pub(crate) const ALL: &[StrategyName] = &[$(StrategyName::$variant),+];
-
-            /// The config spelling.
-            pub(crate) fn as_str(self) -> &'static str {
-                match self {
-                    $(StrategyName::$variant => stringify!($module)),+
-                }
-            }
-        }
-
-        /// The implementation of a strategy name.
-        fn registry(name: StrategyName) -> &'static dyn Strategy {
-            match name {
-                $(StrategyName::$variant => &$module::$strategy),+
-            }
-        }
-    };
-}
-
-strategies! {
-    ServiceRestart => service_restart::ServiceRestart,
-    PortConflict => port_conflict::PortConflict,
-    ConfigValidation => config_validation::ConfigValidation,
-    DatabaseCheck => database_check::DatabaseCheck,
-    EnvironmentCheck => environment_check::EnvironmentCheck,
-}
-
-impl fmt::Display for StrategyName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// The implementation of a strategy name.
+fn registry(name: StrategyName) -> &'static dyn Strategy {
+    match name {
+        StrategyName::ServiceRestart => &service_restart::ServiceRestart,
+        StrategyName::PortConflict => &port_conflict::PortConflict,
+        StrategyName::ConfigValidation => &config_validation::ConfigValidation,
+        StrategyName::DatabaseCheck => &database_check::DatabaseCheck,
+        StrategyName::EnvironmentCheck => &environment_check::EnvironmentCheck,
     }
 }
 
@@ -201,16 +157,6 @@ pub(crate) fn worst_case(service: &ServiceConfig) -> Duration {
         .iter()
         .map(|name| verify + registry(*name).extra_time(service))
         .sum()
-}
-
-/// Every strategy's check of `service`'s settings (config load time); an error names the
-/// strategy whose settings (under the key of its name) are wrong or missing.
-pub(crate) fn validate(service: &ServiceConfig) -> Result<(), (StrategyName, String)> {
-    StrategyName::ALL.iter().try_for_each(|name| {
-        registry(*name)
-            .validate(service, service.healing_strategies.contains(name))
-            .map_err(|message| (*name, message))
-    })
 }
 
 /// What would fail at run time for `service`'s listed strategies on this host.

@@ -6,43 +6,15 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::{Attempt, Context, StepResult, Strategy, then_restart};
 use crate::config::ServiceConfig;
+use crate::config::strategies::PortConflictConfig;
 use crate::host::ports::{self, PortHolder};
 use crate::host::process::{self, Pidfd, Termination};
 use crate::systemd::{ActiveState, UnitSnapshot};
 use crate::ui::duration::HumanDuration;
 
 pub(super) struct PortConflict;
-
-/// `port_conflict` settings.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PortConflictConfig {
-    /// Allow killing a holder that is not this service's own process.
-    #[serde(default)]
-    pub kill_foreign: bool,
-    /// How long a SIGTERMed holder gets before SIGKILL.
-    #[serde(default = "default_kill_grace")]
-    pub grace: HumanDuration,
-}
-
-/// Without a `port_conflict:` section the serde defaults apply (a derived `Default` would
-/// give a grace of zero: SIGKILL right after SIGTERM).
-impl Default for PortConflictConfig {
-    fn default() -> PortConflictConfig {
-        PortConflictConfig {
-            kill_foreign: false,
-            grace: default_kill_grace(),
-        }
-    }
-}
-
-fn default_kill_grace() -> HumanDuration {
-    HumanDuration(Duration::from_secs(5))
-}
 
 /// What systemd's `GetUnitByPID` said about a port holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,13 +182,6 @@ impl Strategy for PortConflict {
         // One shared grace for all holders, then at most 3 s for SIGKILL to land.
         let grace = service.port_conflict.clone().unwrap_or_default().grace;
         Duration::from(grace) + Duration::from_secs(3)
-    }
-
-    fn validate(&self, service: &ServiceConfig, listed: bool) -> Result<(), String> {
-        if listed && service.port.is_none() {
-            return Err("port_conflict needs `port`".into());
-        }
-        Ok(())
     }
 
     // Find, classify, refuse or stop, restart: one decision read top to bottom (the sorting

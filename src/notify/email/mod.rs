@@ -4,14 +4,13 @@
 
 mod compose;
 mod outbox;
-mod settings;
 mod transport;
 
+pub(crate) use crate::config::email::{EmailConfig, SmtpConfig, SmtpSecurity, Transport};
 #[cfg(test)]
 pub(crate) use compose::Envelope;
 pub(crate) use compose::{Composed, compose};
 pub(crate) use outbox::{FlushSummary, Outbox, OutboxError};
-pub(crate) use settings::{EmailConfig, SmtpConfig, SmtpSecurity, Transport, validate};
 pub(crate) use transport::{EmailError, Sender};
 
 use crate::config::Config;
