@@ -97,6 +97,10 @@ pub enum Command {
     /// Look at the restarts systemd made by itself since the last look: record them where
     /// OnFailure= does not fire for them, report a crash loop once (selfheal-watch.timer)
     Watch,
+    /// One round of health probes: look at every probed, active service as its clients do
+    /// and start the heal unit of one that failed `probe.failures` rounds in a row
+    /// (selfheal-probe.timer); exit 1 when a probed service failed
+    Probe(ProbeArgs),
     /// Print and mail the summary of the last 24 h: per service runs, success rate, mean time
     /// to heal; loop protection's episodes; the outbox
     Digest(DigestArgs),
@@ -160,6 +164,18 @@ pub struct StatusArgs {
     #[arg(add = ArgValueCandidates::new(service_names))]
     pub services: Vec<String>,
     /// Print one JSON object instead of the dashboard
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Only these monitored services (their `name`, with or without .service)
+    #[arg(add = ArgValueCandidates::new(service_names))]
+    pub services: Vec<String>,
+    /// Print one JSON object per service (name, ok, judged, failures, detail,
+    /// healing_started), as a JSON array
     #[arg(long)]
     pub json: bool,
 }

@@ -53,8 +53,8 @@ pub(super) fn install(paths: &Paths, args: &InstallArgs) -> Result<ExitCode, Err
     Ok(ExitCode::Success)
 }
 
-/// Starts the digest and watch timers install has just written, and stops a timer (digest,
-/// watch or flush) whose file it has just removed: `timers.target` is already active, so a new
+/// Starts the digest, watch and probe timers install has just written, and stops a timer
+/// (digest, watch, probe or flush) whose file it has just removed: `timers.target` is already active, so a new
 /// Wants= takes effect only at the next boot, and a removed timer that still runs would go on
 /// firing a unit that is gone.
 fn start_and_stop_timers(changes: &[Change]) -> Result<(), Error> {
@@ -63,7 +63,8 @@ fn start_and_stop_timers(changes: &[Change]) -> Result<(), Error> {
         match change {
             Change::Create(file) | Change::Update { file, .. }
                 if named(&file.path, deploy::DIGEST_TIMER)
-                    || named(&file.path, deploy::WATCH_TIMER) =>
+                    || named(&file.path, deploy::WATCH_TIMER)
+                    || named(&file.path, deploy::PROBE_TIMER) =>
             {
                 let timer = file.path.file_name().unwrap_or_default().to_string_lossy();
                 Systemd::connect()?.start(&timer, std::time::Duration::from_secs(10))?;
@@ -74,6 +75,7 @@ fn start_and_stop_timers(changes: &[Change]) -> Result<(), Error> {
                     deploy::DIGEST_TIMER,
                     deploy::FLUSH_TIMER,
                     deploy::WATCH_TIMER,
+                    deploy::PROBE_TIMER,
                 ] {
                     if named(path, timer) {
                         Systemd::connect()?.stop(timer)?;

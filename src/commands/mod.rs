@@ -8,6 +8,7 @@ mod flush;
 mod history;
 mod install;
 mod manual;
+mod probe;
 mod run;
 mod test_email;
 mod watch;
@@ -53,6 +54,7 @@ pub(crate) fn execute(cli: Cli) -> Result<ExitCode, Error> {
         Command::Uninstall(args) => install::uninstall(&paths, &args),
         Command::Flush => flush::execute(&paths),
         Command::Watch => watch::execute(&paths),
+        Command::Probe(args) => probe::execute(&paths, &args),
         Command::Digest(args) => digest::execute(&paths, &args),
         Command::TestEmail => test_email::execute(&paths),
         Command::Demo => demo(),

@@ -53,3 +53,27 @@ impl HealthUrl {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_health_urls() {
+        let url = HealthUrl::parse("http://127.0.0.1:5002/health").unwrap();
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("127.0.0.1", 5002, "/health")
+        );
+        let url = HealthUrl::parse("http://localhost").unwrap();
+        assert_eq!((url.port, url.path.as_str()), (80, "/"));
+        let url = HealthUrl::parse("http://[::1]:8080/x?y=1").unwrap();
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("[::1]", 8080, "/x?y=1")
+        );
+        for bad in ["https://x/", "ftp://x", "http://", "http://h:notaport/"] {
+            assert!(HealthUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -6,6 +6,7 @@
 pub(crate) mod email;
 pub(crate) mod health_url;
 mod locate;
+pub(crate) mod probe;
 pub(crate) mod strategies;
 
 use std::collections::HashSet;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::ui::duration::HumanDuration;
 use email::EmailConfig;
 use health_url::HealthUrl;
+use probe::{ProbeConfig, ServiceProbe};
 use strategies::{
     ConfigValidationConfig, DatabaseCheckConfig, EnvironmentCheckConfig, PortConflictConfig,
     StrategyName,
@@ -80,6 +82,9 @@ pub(crate) struct Config {
     pub retry_after: Option<RetryAfter>,
     /// `daily`: `selfheal digest` by timer. Accepted and validated; not acted on yet.
     pub digest: Option<DigestSchedule>,
+    /// Health probes of the services that stay `active` while they hang (`selfheal probe`
+    /// by timer); absent means none.
+    pub probe: Option<ProbeConfig>,
     /// Optional Prometheus textfile for node_exporter.
     pub metrics_file: Option<PathBuf>,
     /// Optional directory whose templates override the built-in ones.
@@ -196,6 +201,8 @@ pub(crate) struct ServiceConfig {
     pub environment_check: Option<EnvironmentCheckConfig>,
     /// Settings of `port_conflict`.
     pub port_conflict: Option<PortConflictConfig>,
+    /// Its probe settings over the top-level `probe:`, or `false` to leave it unprobed.
+    pub probe: Option<ServiceProbe>,
 }
 
 fn default_failure_threshold() -> u32 {
@@ -379,6 +386,29 @@ impl Config {
             validate_service(service).map_err(|(keys, message)| Problem {
                 keys: keys.iter().map(|name| key(name)).collect(),
                 message: format!("{at}: {message}"),
+            })?;
+            probe::validate_service(service, self.probe.as_ref()).map_err(|(name, message)| {
+                Problem {
+                    keys: vec![
+                        vec![
+                            Seg::from("monitored_services"),
+                            index.into(),
+                            "probe".into(),
+                            name.into(),
+                        ],
+                        key("probe"),
+                    ],
+                    message: format!("{at}: {message}"),
+                }
+            })?;
+        }
+        if let Some(probe) = &self.probe {
+            probe::validate(probe).map_err(|(name, message)| Problem {
+                keys: vec![
+                    vec![Seg::from("probe"), name.into()],
+                    vec![Seg::from("probe")],
+                ],
+                message,
             })?;
         }
         if let Some(path) = &self.metrics_file {

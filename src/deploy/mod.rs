@@ -58,6 +58,12 @@ pub(crate) const WATCH_SERVICE: &str = "selfheal-watch.service";
 pub(crate) const WATCH_TIMER: &str = "selfheal-watch.timer";
 const WATCH_WANTED_BY: &str = "timers.target.d/50-selfheal-watch.conf";
 
+/// The probe round's units, written only with a top-level `probe:`; the timer runs it every
+/// `probe.interval`, from boot (the drop-in).
+pub(crate) const PROBE_SERVICE: &str = "selfheal-probe.service";
+pub(crate) const PROBE_TIMER: &str = "selfheal-probe.timer";
+const PROBE_WANTED_BY: &str = "timers.target.d/50-selfheal-probe.conf";
+
 /// The daily digest's units, written only with `digest: daily`; the drop-in makes
 /// `timers.target` want the timer, as `systemctl enable` would, but in a file install owns.
 pub(crate) const DIGEST_SERVICE: &str = "selfheal-digest.service";
@@ -128,6 +134,7 @@ pub(crate) fn planned_files(
         path: unit_dir.join(WATCH_WANTED_BY),
         contents: format!("{MARKER}\n[Unit]\nWants={WATCH_TIMER}\n"),
     });
+    files.extend(probe_files(config, invocation, &command, unit_dir));
     if config.digest == Some(DigestSchedule::Daily) {
         files.push(UnitFile {
             path: unit_dir.join(DIGEST_SERVICE),
@@ -147,6 +154,47 @@ pub(crate) fn planned_files(
         });
     }
     files
+}
+
+/// The probe round's service, its timer (every `probe.interval`) and the drop-in that makes
+/// `timers.target` want it; none without a top-level `probe:`.
+fn probe_files(
+    config: &Config,
+    invocation: &Invocation,
+    command: &str,
+    unit_dir: &Path,
+) -> Vec<UnitFile> {
+    let Some(probe) = &config.probe else {
+        return Vec::new();
+    };
+    let interval = std::time::Duration::from(probe.interval);
+    vec![
+        UnitFile {
+            path: unit_dir.join(PROBE_SERVICE),
+            contents: format!(
+                "{MARKER}\n[Unit]\nDescription=selfheal: probe the services that hang while systemd sees them active\n\
+                 Documentation=man:selfheal(1)\n\n\
+                 [Service]\nType=oneshot\n\
+                 # A round ends within probe.timeout; systemd's answers and the records add little.\n\
+                 TimeoutStartSec={}s\nExecStart={command} probe\n{}",
+                interval.as_secs() + 30,
+                hardening(config, invocation, None),
+            ),
+        },
+        UnitFile {
+            path: unit_dir.join(PROBE_TIMER),
+            contents: format!(
+                "{MARKER}\n[Unit]\nDescription=selfheal: a probe round every {}\nDocumentation=man:selfheal(1)\n\n\
+                 # From the start of the last round; a round that outlasts it is followed at once.\n\
+                 [Timer]\nOnActiveSec={0}\nOnUnitActiveSec={0}\nAccuracySec=100ms\n",
+                probe.interval
+            ),
+        },
+        UnitFile {
+            path: unit_dir.join(PROBE_WANTED_BY),
+            contents: format!("{MARKER}\n[Unit]\nWants={PROBE_TIMER}\n"),
+        },
+    ]
 }
 
 /// One service's heal unit (under both its names) and the drop-in that arms its hook.
@@ -475,12 +523,19 @@ pub(crate) fn our_files(unit_dir: &Path) -> Vec<PathBuf> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let heal_unit = name.ends_with("-self-heal.service")
             || (name.starts_with("selfheal@") && name.ends_with(".service"));
-        let timer_unit =
-            [DIGEST_SERVICE, DIGEST_TIMER, WATCH_SERVICE, WATCH_TIMER].contains(&name.as_str());
+        let timer_unit = [
+            DIGEST_SERVICE,
+            DIGEST_TIMER,
+            WATCH_SERVICE,
+            WATCH_TIMER,
+            PROBE_SERVICE,
+            PROBE_TIMER,
+        ]
+        .contains(&name.as_str());
         if (heal_unit || timer_unit) && ours(&path) || is_carried_mask(&path) {
             found.push(path);
         } else if name == "timers.target.d" {
-            for drop_in in [DIGEST_WANTED_BY, WATCH_WANTED_BY] {
+            for drop_in in [DIGEST_WANTED_BY, WATCH_WANTED_BY, PROBE_WANTED_BY] {
                 let drop_in = unit_dir.join(drop_in);
                 if ours(&drop_in) {
                     found.push(drop_in);

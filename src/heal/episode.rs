@@ -174,7 +174,7 @@ pub(crate) fn housekeeping(config: &Config, state: &StateDir, units: &dyn UnitCo
             !snapshot.systemd_is_acting()
                 && crate::heal::verify::check_now(
                     &snapshot,
-                    &crate::heal::verify::HealthTarget::of(service),
+                    &crate::heal::verify::HealthTarget::of(config, service),
                 )
                 .is_ok()
         });

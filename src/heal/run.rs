@@ -182,7 +182,7 @@ impl Run<'_> {
             "connected to the system bus after {} µs",
             self.clock.elapsed_us()
         );
-        let target = HealthTarget::of(service);
+        let target = HealthTarget::of(self.config, service);
         let mut snapshot = systemd.snapshot(unit)?;
         drop(asking);
         tracing::debug!("unit snapshot after {} µs", self.clock.elapsed_us());
@@ -248,9 +248,15 @@ impl Run<'_> {
                 waited_ms,
             )));
         };
+        // Started by the probes: what they saw over several rounds says more than one look.
         let unhealthy = Some(not_serving)
             .filter(|_| snapshot.is_active())
-            .map(|missing| format!("active, but {missing}"));
+            .map(|missing| {
+                match crate::heal::probe::account_for_run(self.state, &self.service.name) {
+                    Some(seen) => format!("active, but {missing} (the probes: {seen})"),
+                    None => format!("active, but {missing}"),
+                }
+            });
         Ok(ControlFlow::Continue(Look {
             systemd,
             snapshot,

@@ -2,15 +2,15 @@
 //! the port, the health URL answers 2xx, and all of that still holds after `stable_for`.
 //! Short polls with a growing interval, bounded by `verify_timeout`; no fixed sleeps.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 pub(crate) use crate::config::health_url::HealthUrl;
 
-use crate::host::ports;
+use crate::config::probe::Exchange;
+use crate::config::{Config, ServiceConfig};
+use crate::host::{net, ports};
 use crate::systemd::{UnitControl, UnitSnapshot};
 
 /// What "healthy" means for one service.
@@ -21,17 +21,27 @@ pub(crate) struct HealthTarget {
     pub health_url: Option<HealthUrl>,
     pub timeout: Duration,
     pub stable_for: Duration,
+    /// The probe's exchange on the port, when it has one: a run judges as the probes do.
+    pub exchange: Option<Exchange>,
+    /// How long one look at the port's answer or the health URL may take.
+    pub check_timeout: Duration,
 }
 
+/// A look at a health URL without a probe's own timeout.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl HealthTarget {
-    /// What "healthy" means for `service`, from its config.
-    pub(crate) fn of(service: &crate::config::ServiceConfig) -> HealthTarget {
+    /// What "healthy" means for `service`, from its config (and its probe settings).
+    pub(crate) fn of(config: &Config, service: &ServiceConfig) -> HealthTarget {
+        let probe = config.probe_of(service);
         HealthTarget {
             unit: service.unit_name(),
             port: service.port,
             health_url: service.health_url.clone(),
             timeout: service.verify_timeout.into(),
             stable_for: service.stable_for.into(),
+            check_timeout: probe.as_ref().map_or(CHECK_TIMEOUT, |probe| probe.timeout),
+            exchange: probe.and_then(|probe| probe.exchange),
         }
     }
 }
@@ -89,10 +99,20 @@ pub(crate) fn check_now(snapshot: &UnitSnapshot, target: &HealthTarget) -> Resul
             ));
         }
         passed.push(format!("port {port} listening"));
+        if let Some(exchange) = &target.exchange {
+            let heard = net::exchange(
+                &net::loopback(port),
+                &exchange.send,
+                &exchange.expect,
+                target.check_timeout,
+            )
+            .map_err(|failed| format!("port {port}: {failed}"))?;
+            passed.push(format!("port {port} answered {heard:?}"));
+        }
     }
     if let Some(url) = &target.health_url {
         let status = url
-            .check(Duration::from_secs(2))
+            .check(target.check_timeout)
             .map_err(|failed| format!("health URL {failed}"))?;
         passed.push(format!("{} answered {status}", url.raw));
     }
@@ -163,76 +183,19 @@ pub(crate) fn verify(
 }
 
 impl HealthUrl {
-    /// Sends one GET; Ok with the status when it is 2xx.
+    /// Sends one GET within `timeout` (every address the host resolves to, resolution
+    /// included); Ok with the status when it is 2xx, else what went wrong after the URL.
     pub(crate) fn check(&self, timeout: Duration) -> Result<u16, String> {
-        let fail = |what: String| format!("{}: {what}", self.raw);
-        let address = (self.host.trim_matches(['[', ']']), self.port)
-            .to_socket_addrs()
-            .map_err(|e| fail(e.to_string()))?
-            .next()
-            .ok_or_else(|| fail("host does not resolve".into()))?;
-        let mut stream =
-            TcpStream::connect_timeout(&address, timeout).map_err(|e| fail(e.to_string()))?;
-        stream
-            .set_read_timeout(Some(timeout))
-            .map_err(|e| fail(e.to_string()))?;
-        stream
-            .set_write_timeout(Some(timeout))
-            .map_err(|e| fail(e.to_string()))?;
-        let request = format!(
-            "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: selfheal\r\nConnection: close\r\n\r\n",
-            self.path, self.host
-        );
-        stream
-            .write_all(request.as_bytes())
-            .map_err(|e| fail(e.to_string()))?;
-        let mut head = [0u8; 64];
-        let read = stream.read(&mut head).map_err(|e| fail(e.to_string()))?;
-        let status =
-            parse_status_line(&head[..read]).ok_or_else(|| fail("no HTTP status line".into()))?;
-        if (200..300).contains(&status) {
-            Ok(status)
-        } else {
-            Err(fail(format!("answered HTTP {status}")))
-        }
+        crate::host::net::http_get(&self.host, self.port, &self.path, timeout)
+            .map_err(|failure| format!("{}: {failure}", self.raw))
     }
-}
-
-fn parse_status_line(head: &[u8]) -> Option<u16> {
-    let text = std::str::from_utf8(head).ok()?;
-    let mut words = text.split_whitespace();
-    words.next().filter(|v| v.starts_with("HTTP/"))?;
-    words.next()?.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+
     use super::*;
-
-    #[test]
-    fn parses_health_urls() {
-        let url = HealthUrl::parse("http://127.0.0.1:5002/health").unwrap();
-        assert_eq!(
-            (url.host.as_str(), url.port, url.path.as_str()),
-            ("127.0.0.1", 5002, "/health")
-        );
-        let url = HealthUrl::parse("http://localhost").unwrap();
-        assert_eq!((url.port, url.path.as_str()), (80, "/"));
-        let url = HealthUrl::parse("http://[::1]:8080/x?y=1").unwrap();
-        assert_eq!(
-            (url.host.as_str(), url.port, url.path.as_str()),
-            ("[::1]", 8080, "/x?y=1")
-        );
-        for bad in ["https://x/", "ftp://x", "http://", "http://h:notaport/"] {
-            assert!(HealthUrl::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn reads_status_lines() {
-        assert_eq!(parse_status_line(b"HTTP/1.1 204 No Content\r\n"), Some(204));
-        assert_eq!(parse_status_line(b"SSH-2.0-OpenSSH"), None);
-    }
 
     #[test]
     fn checks_a_real_listener() {

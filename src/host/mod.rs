@@ -3,6 +3,7 @@
 pub(crate) mod atomic_file;
 pub(crate) mod bounded_read;
 pub(crate) mod journal;
+pub(crate) mod net;
 pub(crate) mod nofollow;
 pub mod ports;
 pub(crate) mod process;

@@ -104,8 +104,27 @@ pub(crate) struct ServiceStatus {
     /// RFC 3339: when loop protection's timed retry runs, while one is scheduled.
     pub next_retry_at: Option<String>,
     pub last_healing: Option<LastHealing>,
+    /// What the probes saw last (null when it is not probed).
+    pub probe: Option<ProbeStatus>,
     /// Why the state is not known (systemd did not answer in time).
     pub unknown_reason: Option<String>,
+}
+
+/// A probed service's last probe round (`selfheal probe`).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ProbeStatus {
+    /// The last judged round passed (null before the first, or when it was not judged).
+    pub ok: Option<bool>,
+    /// Failed rounds in a row ...
+    pub failures: u32,
+    /// ... and how many start its heal unit.
+    pub failures_to_heal: u32,
+    /// What the last round saw, or why it did not judge.
+    pub detail: String,
+    /// RFC 3339: the last round.
+    pub checked_at: Option<String>,
+    /// RFC 3339: the last failed round.
+    pub last_failed_at: Option<String>,
 }
 
 /// The service's last healing run.
@@ -148,6 +167,20 @@ pub(crate) struct ConfigInfo {
     pub metrics_file: Option<String>,
 }
 
+/// What the probes last saw of `service` (`None` when it is not probed).
+fn probe_status(config: &Config, state: &StateDir, service: &ServiceConfig) -> Option<ProbeStatus> {
+    let probe = config.probe_of(service)?;
+    let record = crate::heal::probe::last_record(state, &service.name).unwrap_or_default();
+    Some(ProbeStatus {
+        ok: record.ok,
+        failures: record.failures,
+        failures_to_heal: probe.failures,
+        detail: record.detail,
+        checked_at: record.checked_at,
+        last_failed_at: record.last_failed_at,
+    })
+}
+
 /// Everything the dashboard shows, read now.
 pub(crate) fn gather(
     config: &Config,
@@ -188,19 +221,30 @@ pub(crate) fn gather(
         .zip(&units)
         .map(|(service, unit)| row(config, service, unit, &listeners, &history, now, window))
         .collect();
-    // A suppressed service, or one whose FAILED run scheduled a retry.
-    for row in &mut rows {
+    for (row, service) in rows.iter_mut().zip(services) {
+        // A suppressed service, or one whose FAILED run scheduled a retry.
         row.next_retry_at = state
             .episode(&row.name)
             .ok()
             .flatten()
             .and_then(|episode| episode.next_retry_at);
+        row.probe = probe_status(config, state, service);
     }
     tracing::debug!(
         "units, sockets, history and host read after {:?}",
         started.elapsed()
     );
     check_health(services, &mut rows);
+    // A hang the probes see (a port that accepts but never answers) is not healthy either.
+    for row in &mut rows {
+        if row
+            .probe
+            .as_ref()
+            .is_some_and(|probe| probe.ok == Some(false))
+        {
+            row.healthy = false;
+        }
+    }
     tracing::debug!("health URLs checked after {:?}", started.elapsed());
     let day_ago = now - Duration::from_secs(86_400);
     let recent: Vec<HistoryRecord> = history
@@ -354,6 +398,7 @@ fn row(
         suppressed_until,
         next_retry_at: None,
         last_healing,
+        probe: None,
         unknown_reason: None,
     };
     let (unit, heal) = match answer {

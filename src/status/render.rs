@@ -321,6 +321,26 @@ fn notes(row: &ServiceStatus, page: &Page, status: &Status) -> Vec<String> {
             ));
         }
     }
+    if let Some(probe) = &row.probe {
+        let last_failure = probe
+            .last_failed_at
+            .as_deref()
+            .map(|at| format!(" (last failure {})", when(at)))
+            .unwrap_or_default();
+        notes.push(match probe.ok {
+            Some(false) => format!(
+                "↳ probe FAILING {}/{}: {}{last_failure}",
+                probe.failures,
+                probe.failures_to_heal,
+                printable(&probe.detail)
+            ),
+            Some(true) => format!("↳ probe ok: {}{last_failure}", printable(&probe.detail)),
+            None if probe.checked_at.is_none() && probe.detail.is_empty() => {
+                "↳ probe: no round yet".to_owned()
+            }
+            None => format!("↳ probe: {}{last_failure}", printable(&probe.detail)),
+        });
+    }
     if row.restarts_by_systemd_24h > 0 {
         notes.push(format!(
             "↳ restarted by systemd (Restart=) {} time{} in 24h",

@@ -538,6 +538,52 @@ impl Systemd {
 }
 
 impl Systemd {
+    /// When each of `units` last became active (`ActiveEnterTimestamp`, µs since the epoch;
+    /// `None` when never or unknown), in one batch of `Get`s, at most `timeout` in all.
+    pub(crate) fn active_since(
+        &self,
+        units: &[&str],
+        timeout: Duration,
+    ) -> Result<Vec<Option<u64>>, SystemdError> {
+        let calls = units
+            .iter()
+            .map(|unit| {
+                get_property(
+                    unit,
+                    ("org.freedesktop.systemd1.Unit", "ActiveEnterTimestamp"),
+                )
+            })
+            .collect::<zbus::Result<Vec<_>>>()
+            .map_err(call_error("Get ActiveEnterTimestamp"))?;
+        let replies = zbus::block_on(with_timeout(timeout, async {
+            Ok(self.call_many(calls, CALLS_IN_FLIGHT).await)
+        }))?;
+        Ok(replies
+            .into_iter()
+            .map(|reply| {
+                reply
+                    .and_then(|reply| reply.body().deserialize::<OwnedValue>())
+                    .ok()
+                    .and_then(|value| u64::try_from(value).ok())
+                    .filter(|since| *since > 0)
+            })
+            .collect())
+    }
+
+    /// Queues a start of `unit` and returns without waiting for it (a heal unit's run takes
+    /// seconds; the probe round that starts it goes on).
+    pub(crate) fn start_no_wait(&self, unit: &str) -> Result<(), SystemdError> {
+        zbus::block_on(with_timeout(METHOD_TIMEOUT, async {
+            self.manager
+                .start_unit(unit, "replace")
+                .await
+                .map_err(call_error("StartUnit"))
+        }))
+        .map(|_job| ())
+    }
+}
+
+impl Systemd {
     /// Stops `unit` and waits for the job; a unit systemd does not know is already stopped.
     pub(crate) fn stop(&self, unit: &str) -> Result<(), SystemdError> {
         match self.run_job("StopUnit", METHOD_TIMEOUT, || {

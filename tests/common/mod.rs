@@ -214,7 +214,18 @@ pub(crate) struct ServiceJson {
     pub suppressed_until: Option<String>,
     pub next_retry_at: Option<String>,
     pub last_healing: Option<serde_json::Value>,
+    pub probe: Option<ProbeJson>,
     pub unknown_reason: Option<String>,
+}
+
+/// A probed service's last round, in `status --json`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ProbeJson {
+    pub ok: Option<bool>,
+    pub failures: u32,
+    pub failures_to_heal: u32,
+    pub detail: String,
+    pub last_failed_at: Option<String>,
 }
 
 impl StatusJson {

@@ -28,6 +28,8 @@ fn target() -> HealthTarget {
         health_url: None,
         timeout: Duration::from_millis(300),
         stable_for: Duration::from_millis(30),
+        exchange: None,
+        check_timeout: Duration::from_secs(2),
     }
 }
 

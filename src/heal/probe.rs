@@ -1,0 +1,384 @@
+//! The probe round: what systemd cannot see. A service that hangs, deadlocks or answers 500
+//! stays `active`, so `OnFailure=` never fires; a round looks at every probed, active service
+//! at once (its port's answer, its health URL), counts failed rounds in a row in
+//! `<state>/probes/<name>.json`, and at `failures` starts the service's heal unit: the run
+//! that follows has the same lock, loop protection and hardening as one `OnFailure=` starts,
+//! and its report says what the probes saw.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::probe::Probe;
+use crate::config::{Config, ServiceConfig};
+use crate::heal::HealError;
+use crate::host::net;
+use crate::host::ports::Listeners;
+use crate::state::StateDir;
+use crate::systemd::{ActiveState, Systemd, UnitOverview};
+
+/// How long a round waits for systemd's answers.
+const SYSTEMD_TIMEOUT: Duration = Duration::from_secs(5);
+/// The probes' account is part of a run's report while the run it started may still be going.
+const ACCOUNT_FRESH_FOR: Duration = Duration::from_secs(600);
+/// Each check runs on its own thread; a check needs little stack.
+const CHECK_STACK: usize = 256 * 1024;
+
+/// What the probes remember of one service between rounds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ProbeRecord {
+    /// Failed rounds in a row (a passing round resets it, and so does starting the heal unit).
+    pub failures: u32,
+    /// The last judged round passed.
+    pub ok: Option<bool>,
+    /// What the last round saw (or why it did not judge).
+    pub detail: String,
+    /// RFC 3339: the last round that looked at it.
+    pub checked_at: Option<String>,
+    /// RFC 3339: the first failure of the current run of failures.
+    pub first_failed_at: Option<String>,
+    /// RFC 3339: the last failed round.
+    pub last_failed_at: Option<String>,
+    /// RFC 3339: when the probes last started its heal unit, and what they had seen.
+    pub healing_started_at: Option<String>,
+    pub healing_because: Option<String>,
+}
+
+/// One service in one round.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ProbeOutcome {
+    pub name: String,
+    /// Passed, or not judged (not active, or inside its start grace).
+    pub ok: bool,
+    /// Looked at this round (active and past its start grace).
+    pub judged: bool,
+    /// Failed rounds in a row.
+    pub failures: u32,
+    pub detail: String,
+    /// The heal unit this round started.
+    pub healing_started: Option<String>,
+}
+
+/// What one look at a service found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Look {
+    Passed(String),
+    Failed(String),
+    NotJudged(String),
+}
+
+/// Advances `record` by one round's `look`; true when it has now failed `probe.failures`
+/// rounds in a row, so its heal unit is due.
+pub(crate) fn advance(
+    record: &mut ProbeRecord,
+    look: &Look,
+    probe: &Probe,
+    now: SystemTime,
+) -> bool {
+    let now = humantime::format_rfc3339_seconds(now).to_string();
+    match look {
+        Look::NotJudged(why) => {
+            // A service that is down is systemd's to report (OnFailure=); one still starting
+            // gets its grace. Neither counts, and a run of failures before it is over.
+            record.failures = 0;
+            record.first_failed_at = None;
+            record.ok = None;
+            record.detail.clone_from(why);
+            record.checked_at = Some(now);
+            false
+        }
+        Look::Passed(what) => {
+            *record = ProbeRecord {
+                ok: Some(true),
+                detail: what.clone(),
+                checked_at: Some(now),
+                last_failed_at: record.last_failed_at.take(),
+                healing_started_at: record.healing_started_at.take(),
+                healing_because: record.healing_because.take(),
+                ..ProbeRecord::default()
+            };
+            false
+        }
+        Look::Failed(what) => {
+            record.failures += 1;
+            record.ok = Some(false);
+            record.detail.clone_from(what);
+            record.checked_at = Some(now.clone());
+            record.first_failed_at.get_or_insert_with(|| now.clone());
+            record.last_failed_at = Some(now);
+            record.failures >= probe.failures
+        }
+    }
+}
+
+/// What the probes saw, in words for a report: "health URL … timed out after 2s, 3 rounds in
+/// a row since 12:00:01 UTC".
+fn account(record: &ProbeRecord) -> String {
+    let since = record
+        .first_failed_at
+        .as_deref()
+        .map(|at| format!(" since {}", crate::heal::episode::readable(at)))
+        .unwrap_or_default();
+    let rounds = if record.failures == 1 {
+        "in 1 round".to_owned()
+    } else {
+        format!("{} rounds in a row", record.failures)
+    };
+    format!("{}, {rounds}{since}", record.detail)
+}
+
+/// What the probes last recorded of `service`; read without creating anything (a dry run and
+/// the dashboard change nothing).
+pub(crate) fn last_record(state: &StateDir, service: &str) -> Option<ProbeRecord> {
+    if !state.root().join("probes").is_dir() {
+        return None;
+    }
+    state.service_file("probes", service).ok().flatten()
+}
+
+/// The probes' account of `service`, when they started the run that is reading it (within
+/// the last minutes).
+pub(crate) fn account_for_run(state: &StateDir, service: &str) -> Option<String> {
+    let record = last_record(state, service)?;
+    let started = humantime::parse_rfc3339_weak(record.healing_started_at.as_deref()?).ok()?;
+    let age = SystemTime::now().duration_since(started).ok()?;
+    (age <= ACCOUNT_FRESH_FOR).then(|| record.healing_because.unwrap_or_default())
+}
+
+/// One round over `services` (every probed one when empty): look at each active service at
+/// once, record, and start the heal unit of each that reached its `failures`.
+pub(crate) fn round(
+    config: &Config,
+    state: &StateDir,
+    only: &[&ServiceConfig],
+) -> Result<Vec<ProbeOutcome>, HealError> {
+    let probed: Vec<(&ServiceConfig, Probe)> = config
+        .monitored_services
+        .iter()
+        .filter(|service| only.is_empty() || only.iter().any(|o| o.name == service.name))
+        .filter_map(|service| config.probe_of(service).map(|probe| (service, probe)))
+        .collect();
+    if probed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let systemd = Systemd::connect()?;
+    let units: Vec<String> = probed.iter().map(|(s, _)| s.unit_name()).collect();
+    let heal_units: Vec<String> = probed.iter().map(|(s, _)| s.heal_unit_name()).collect();
+    let unit_names: Vec<&str> = units.iter().map(String::as_str).collect();
+    let heal_names: Vec<&str> = heal_units.iter().map(String::as_str).collect();
+    let overview = systemd.overview(&unit_names, &heal_names, SYSTEMD_TIMEOUT)?;
+    let (unit_views, heal_views) = overview.split_at(probed.len());
+    let since = systemd.active_since(&unit_names, SYSTEMD_TIMEOUT)?;
+    let listeners = if probed.iter().any(|(s, _)| s.port.is_some()) {
+        Listeners::read()
+    } else {
+        Listeners::default()
+    };
+    let now = SystemTime::now();
+    let looks: Vec<Look> = std::thread::scope(|scope| {
+        let handles: Vec<_> = probed
+            .iter()
+            .enumerate()
+            .map(|(index, (service, probe))| {
+                let (unit, since, listeners) = (&unit_views[index], since[index], &listeners);
+                std::thread::Builder::new()
+                    .stack_size(CHECK_STACK)
+                    .spawn_scoped(scope, move || {
+                        look(service, probe, unit, since, listeners, now)
+                    })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| match handle {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|_| Look::NotJudged("the check panicked".into())),
+                Err(err) => Look::NotJudged(format!("no thread for the check: {err}")),
+            })
+            .collect()
+    });
+    let mut outcomes = Vec::with_capacity(probed.len());
+    for (((service, probe), look), heal) in probed.iter().zip(looks).zip(heal_views) {
+        let mut record: ProbeRecord = state
+            .service_file("probes", &service.name)?
+            .unwrap_or_default();
+        let due = advance(&mut record, &look, probe, now);
+        let mut healing_started = None;
+        if due {
+            if let Some(why) = hold(state, service, heal) {
+                record.detail = format!("{}; not healed: {why}", record.detail);
+            } else {
+                let because = account(&record);
+                systemd.start_no_wait(&heal.id)?;
+                tracing::warn!(
+                    selfheal_service = %service.name,
+                    "{} is active but does not serve ({because}): {} started",
+                    service.unit_name(),
+                    heal.id
+                );
+                record.healing_started_at =
+                    Some(humantime::format_rfc3339_seconds(now).to_string());
+                record.healing_because = Some(because);
+                // The next start needs as many failed rounds again.
+                record.failures = 0;
+                record.first_failed_at = None;
+                healing_started = Some(heal.id.clone());
+            }
+        }
+        state.save_service_file("probes", &service.name, &record)?;
+        outcomes.push(ProbeOutcome {
+            name: service.name.clone(),
+            ok: !matches!(look, Look::Failed(_)),
+            judged: !matches!(look, Look::NotJudged(_)),
+            failures: record.failures,
+            detail: record.detail.clone(),
+            healing_started,
+        });
+    }
+    Ok(outcomes)
+}
+
+/// Why the heal unit is not started although the probes say so: it is not installed (or
+/// masked), it is running already, or loop protection holds the service until its retry.
+fn hold(state: &StateDir, service: &ServiceConfig, heal: &UnitOverview) -> Option<String> {
+    if heal.load_state != "loaded" {
+        return Some(format!(
+            "{} is {} (selfheal install writes it)",
+            heal.id, heal.load_state
+        ));
+    }
+    if matches!(
+        heal.active_state,
+        ActiveState::Active | ActiveState::Activating
+    ) {
+        return Some(format!("{} is running", heal.id));
+    }
+    let episode = state.episode(&service.name).ok().flatten()?;
+    (!episode.is_watching()).then(|| {
+        let retry = episode
+            .next_retry_at
+            .as_deref()
+            .map(|at| {
+                format!(
+                    ", until its retry at {}",
+                    crate::heal::episode::readable(at)
+                )
+            })
+            .unwrap_or_default();
+        format!("loop protection holds it{retry}")
+    })
+}
+
+/// One look at one service, as its clients would see it.
+fn look(
+    service: &ServiceConfig,
+    probe: &Probe,
+    unit: &UnitOverview,
+    active_since_us: Option<u64>,
+    listeners: &Listeners,
+    now: SystemTime,
+) -> Look {
+    if unit.active_state != ActiveState::Active {
+        return Look::NotJudged(format!(
+            "not judged: {} is {}/{}",
+            unit.id, unit.active_state, unit.sub_state
+        ));
+    }
+    let up_for = active_since_us
+        .map(|us| std::time::UNIX_EPOCH + Duration::from_micros(us))
+        .and_then(|since| now.duration_since(since).ok());
+    if let Some(up_for) = up_for.filter(|up_for| *up_for < probe.start_grace) {
+        return Look::NotJudged(format!(
+            "not judged: active for {}, within its start_grace of {}",
+            crate::ui::duration::approx(up_for),
+            crate::ui::duration::HumanDuration(probe.start_grace)
+        ));
+    }
+    let mut passed = Vec::new();
+    if let Some(port) = service.port {
+        if listeners.held_by_unit(port, &unit.id) == Some(false) {
+            return Look::Failed(if listeners.is_listening(port) {
+                format!("port {port} is held by a process outside {}", unit.id)
+            } else {
+                format!("port {port} is not listening")
+            });
+        }
+        let deadline = std::time::Instant::now() + probe.timeout;
+        match (&probe.exchange, &service.health_url) {
+            (Some(exchange), _) => {
+                match net::exchange(
+                    &net::loopback(port),
+                    &exchange.send,
+                    &exchange.expect,
+                    probe.timeout,
+                ) {
+                    Ok(heard) => passed.push(format!("port {port} answered {heard:?}")),
+                    Err(failure) => return Look::Failed(format!("port {port}: {failure}")),
+                }
+            }
+            // Without an exchange, a connection accepted within the timeout (a hung process
+            // with a full backlog accepts none); the URL below says more when there is one.
+            (None, None) => match net::connect(&net::loopback(port), deadline) {
+                Ok(_) => passed.push(format!("port {port} accepts connections")),
+                Err(failure) => return Look::Failed(format!("port {port}: {failure}")),
+            },
+            (None, Some(_)) => {}
+        }
+    }
+    if let Some(url) = &service.health_url {
+        match url.check(probe.timeout) {
+            Ok(status) => passed.push(format!("health URL answered {status}")),
+            Err(failure) => return Look::Failed(format!("health URL {failure}")),
+        }
+    }
+    Look::Passed(passed.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(failures: u32) -> Probe {
+        Probe {
+            timeout: Duration::from_secs(1),
+            failures,
+            start_grace: Duration::from_secs(30),
+            exchange: None,
+        }
+    }
+
+    #[test]
+    fn only_failed_rounds_in_a_row_make_a_run_due() {
+        let mut record = ProbeRecord::default();
+        let now = SystemTime::now();
+        let failed = Look::Failed("health URL timed out".into());
+        assert!(!advance(&mut record, &failed, &probe(3), now));
+        assert!(!advance(&mut record, &failed, &probe(3), now));
+        // One good answer between two bad ones: the count starts again.
+        assert!(!advance(
+            &mut record,
+            &Look::Passed("ok".into()),
+            &probe(3),
+            now
+        ));
+        assert_eq!((record.failures, record.ok), (0, Some(true)));
+        assert!(
+            record.last_failed_at.is_some(),
+            "the last failure is remembered"
+        );
+        assert!(!advance(&mut record, &failed, &probe(3), now));
+        assert!(!advance(&mut record, &failed, &probe(3), now));
+        assert!(advance(&mut record, &failed, &probe(3), now));
+        assert_eq!(record.failures, 3);
+        assert!(account(&record).starts_with("health URL timed out, 3 rounds in a row since "));
+        // A restart by systemd (not active, or within the grace) is no failure.
+        assert!(!advance(
+            &mut record,
+            &Look::NotJudged("inactive".into()),
+            &probe(3),
+            now
+        ));
+        assert_eq!(record.failures, 0);
+    }
+}

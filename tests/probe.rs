@@ -1,0 +1,255 @@
+//! Probes: the hangs systemd cannot see, against a real systemd and real services (selfheal's
+//! demo HTTP service, Debian's memcached). Rounds are run by hand (`selfheal probe`) where a
+//! test counts them, and by the installed timer where the whole path is the point.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use selfheal::exit_code::ExitCode;
+use selfheal::outcome::Outcome;
+
+/// `selfheal probe --json`, parsed, with its exit code.
+#[track_caller]
+fn round(env: &TestEnv) -> (ExitCode, Vec<serde_json::Value>) {
+    let output = env.selfheal(["probe", "--json"]);
+    let outcomes = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!(
+            "{err}: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (exit_code(&output), outcomes)
+}
+
+/// A config with `probe` as its top-level probe section and one service `web` on `port`
+/// with `extra` keys.
+fn config(env: &TestEnv, probe: &str, port: u16, extra: &str) {
+    env.config(&format!(
+        "system_name: TestHost\nprobe: {probe}\nmonitored_services:\n  - name: web\n    port: {port}\n    verify_timeout: 5s\n    stable_for: 300ms\n{extra}"
+    ));
+}
+
+/// Waits until web's heal unit has run and gone, and returns history.
+#[track_caller]
+fn after_the_heal_unit(env: &TestEnv, runs: usize) -> Vec<selfheal::state::HistoryRecord> {
+    let history = env.wait_for_history(runs, Duration::from_secs(30));
+    wait_until(Duration::from_secs(20), "the heal unit to end", || {
+        env.property("selfheal@web.service", "ActiveState") != "activating"
+    });
+    history
+}
+
+#[test]
+fn a_sigstopped_http_service_is_healed_by_the_probe_timer() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.web_unit("web", port, "serving");
+    config(
+        &env,
+        "{ interval: 1s, timeout: 1s, failures: 2, start_grace: 1s }",
+        port,
+        &format!("    health_url: http://127.0.0.1:{port}/health\n"),
+    );
+    env.start_listening("web", port).install();
+    assert_eq!(
+        env.property("selfheal-probe.timer", "ActiveState"),
+        "active"
+    );
+    let before = env.property("web.service", "InvocationID");
+
+    // Hung: systemd still says active/running, and the port still completes handshakes.
+    env.systemctl(&["kill", "--signal=SIGSTOP", "web.service"]);
+    assert_eq!(env.property("web.service", "ActiveState"), "active");
+    let history = after_the_heal_unit(&env, 1);
+
+    assert_eq!(history[0].outcome, Outcome::Resolved, "{history:?}");
+    assert_contains(&history[0].summary, "the probes: health URL");
+    assert_contains(&history[0].summary, "timed out after 1s, 2 rounds in a row");
+    assert_ne!(
+        env.property("web.service", "InvocationID"),
+        before,
+        "restarted"
+    );
+    let report = env.heal_report("web");
+    assert!(!report.contains("crashed"), "{report}");
+    // Served again, and the next rounds say so.
+    wait_until(Duration::from_secs(10), "a passing round", || {
+        let status = env.status();
+        status.services[0].healthy
+            && status.services[0]
+                .probe
+                .as_ref()
+                .is_some_and(|probe| probe.ok == Some(true))
+    });
+}
+
+#[test]
+fn a_slow_start_is_not_judged_inside_its_grace_and_a_single_bad_answer_is_not_acted_on() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.web_unit("web", port, "serving");
+    // An interval of an hour: the timer stays out of the way, the rounds are the test's.
+    config(
+        &env,
+        "{ interval: 1h, timeout: 1s, failures: 2, start_grace: 1h }",
+        port,
+        &format!("    health_url: http://127.0.0.1:{port}/health\n"),
+    );
+    env.start_listening("web", port).install();
+    env.systemctl(&["kill", "--signal=SIGSTOP", "web.service"]);
+
+    // Active for less than start_grace: not judged, whatever it answers.
+    let (code, outcomes) = round(&env);
+    assert_eq!(code, ExitCode::Success, "{outcomes:?}");
+    assert_eq!(outcomes[0]["judged"], false, "{outcomes:?}");
+    assert_eq!(outcomes[0]["failures"], 0);
+    assert_contains(
+        outcomes[0]["detail"].as_str().unwrap(),
+        "within its start_grace of 1h",
+    );
+
+    // Past its grace: hung for one round, answering in the next, hung again. Never two in a
+    // row, so never healed.
+    config(
+        &env,
+        "{ interval: 1h, timeout: 1s, failures: 2, start_grace: 0s }",
+        port,
+        &format!("    health_url: http://127.0.0.1:{port}/health\n"),
+    );
+    for hung in [true, false, true] {
+        let signal = if hung { "SIGSTOP" } else { "SIGCONT" };
+        env.systemctl(&["kill", &format!("--signal={signal}"), "web.service"]);
+        let (code, outcomes) = round(&env);
+        let expected = if hung {
+            ExitCode::Failure
+        } else {
+            ExitCode::Success
+        };
+        assert_eq!(code, expected, "{outcomes:?}");
+        assert_eq!(outcomes[0]["failures"], u64::from(hung), "{outcomes:?}");
+        assert!(outcomes[0]["healing_started"].is_null(), "{outcomes:?}");
+    }
+    assert_contains(
+        env.status().services[0]
+            .probe
+            .as_ref()
+            .unwrap()
+            .detail
+            .as_str(),
+        "no answer: timed out after 1s",
+    );
+    assert!(env.history().is_empty(), "{:?}", env.history());
+    assert_eq!(
+        env.property("selfheal@web.service", "ActiveState"),
+        "inactive"
+    );
+    env.systemctl(&["kill", "--signal=SIGCONT", "web.service"]);
+}
+
+#[test]
+fn a_service_that_keeps_failing_its_probe_is_escalated_once_without_a_run_storm() {
+    let env = TestEnv::new();
+    let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), "a@b.example", "pw");
+    let email = server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), "pw");
+    let port = free_port();
+    // Listening, but every health answer is a 503, restart or not.
+    env.unit(
+        "web",
+        &format!(
+            "ExecStart={} serve-demo --port {port} --status 503",
+            selfheal_bin().display()
+        ),
+    );
+    env.config(&format!(
+        "system_name: TestHost\n{email}failure_threshold: 2\nprobe: {{ interval: 1h, timeout: 1s, failures: 1, start_grace: 0s }}\nmonitored_services:\n  - name: web\n    port: {port}\n    health_url: http://127.0.0.1:{port}/health\n    verify_timeout: 2s\n    stable_for: 200ms\n"
+    ));
+    env.start_listening("web", port).install();
+
+    let (_, first) = round(&env);
+    assert_eq!(
+        first[0]["healing_started"], "selfheal@web.service",
+        "{first:?}"
+    );
+    let history = after_the_heal_unit(&env, 1);
+    assert_eq!(history[0].outcome, Outcome::Failed, "{history:?}");
+    // The FAILED run scheduled its retry: the probes leave it to that, round after round.
+    for _ in 0..3 {
+        let (code, outcomes) = round(&env);
+        assert_eq!(code, ExitCode::Failure);
+        assert!(outcomes[0]["healing_started"].is_null(), "{outcomes:?}");
+        assert_contains(
+            outcomes[0]["detail"].as_str().unwrap(),
+            "not healed: loop protection holds it, until its retry at",
+        );
+    }
+    assert_eq!(env.history().len(), 1, "one run: {:?}", env.history());
+    let mails = server.wait_for_messages(1, Duration::from_secs(20));
+    assert_eq!(mails.len(), 1);
+    let mail = Mail::parse(&mails[0]);
+    assert_contains(&mail.subject, "web - FAILED");
+    assert_contains(&mail.text, "the probes: health URL");
+    assert_contains(&mail.text, "answered HTTP 503");
+}
+
+#[test]
+fn a_send_expect_probe_catches_a_hung_memcached() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.unit(
+        "web",
+        &format!("ExecStart=/usr/bin/memcached -u nobody -l 127.0.0.1 -p {port} -U 0"),
+    );
+    config(
+        &env,
+        "{ interval: 1h, timeout: 1s, failures: 2, start_grace: 0s }",
+        port,
+        "    probe: { send: \"version\\r\\n\", expect: VERSION }\n",
+    );
+    env.start_listening("web", port).install();
+    let (code, outcomes) = round(&env);
+    assert_eq!(code, ExitCode::Success, "{outcomes:?}");
+    assert_contains(
+        outcomes[0]["detail"].as_str().unwrap(),
+        "answered \"VERSION 1.",
+    );
+
+    // Stopped, memcached's port still accepts connections; only the answer is missing.
+    env.systemctl(&["kill", "--signal=SIGSTOP", "web.service"]);
+    let (_, outcomes) = round(&env);
+    assert_eq!(outcomes[0]["failures"], 1, "{outcomes:?}");
+    assert_contains(
+        outcomes[0]["detail"].as_str().unwrap(),
+        &format!("port {port}: no answer: timed out after 1s"),
+    );
+    let (_, outcomes) = round(&env);
+    assert_eq!(outcomes[0]["healing_started"], "selfheal@web.service");
+    let history = after_the_heal_unit(&env, 1);
+    assert_eq!(history[0].outcome, Outcome::Resolved, "{history:?}");
+    assert_contains(
+        &history[0].summary,
+        &format!("the probes: port {port}: no answer: timed out after 1s, 2 rounds in a row"),
+    );
+    let (code, outcomes) = round(&env);
+    assert_eq!(code, ExitCode::Success, "{outcomes:?}");
+}
+
+#[test]
+fn a_localhost_health_url_reaches_a_service_on_127_0_0_1_alone() {
+    let env = TestEnv::new();
+    let port = free_port();
+    // serve-demo binds 127.0.0.1 only; `localhost` may resolve to ::1 first.
+    env.web_unit("web", port, "serving");
+    config(
+        &env,
+        "{ interval: 1h, timeout: 1s, failures: 1, start_grace: 0s }",
+        port,
+        &format!("    health_url: http://localhost:{port}/health\n"),
+    );
+    env.start_listening("web", port).install();
+    let (code, outcomes) = round(&env);
+    assert_eq!(code, ExitCode::Success, "{outcomes:?}");
+    assert_eq!(outcomes[0]["detail"], "health URL answered 200");
+    assert!(env.history().is_empty());
+}
