@@ -17,7 +17,7 @@ pub(super) fn execute(paths: &Paths, args: &ProbeArgs) -> Result<ExitCode, Error
         .map(|name| find_service(&config, name))
         .collect::<Result<Vec<_>, _>>()?;
     // One round at a time: a slow round and the timer's next must not count a failure twice.
-    let Some(_round) = state.try_lock("probe-round")? else {
+    let Some(_round) = state.try_lock(".probe-round")? else {
         eprintln!("selfheal: another probe round is running; this one is skipped");
         return Ok(ExitCode::Success);
     };
@@ -29,8 +29,13 @@ pub(super) fn execute(paths: &Paths, args: &ProbeArgs) -> Result<ExitCode, Error
             "nothing to probe: probing needs a top-level probe: section and services with a port or health_url"
         );
     } else {
+        // Under its timer (every few seconds), the journal gets what needs a look, not every
+        // passing service.
+        let under_systemd = std::env::var_os("INVOCATION_ID").is_some();
         for outcome in &outcomes {
-            println!("{}", line(outcome));
+            if !under_systemd || !outcome.ok || outcome.healing_started.is_some() {
+                println!("{}", line(outcome));
+            }
         }
     }
     crate::status::metrics::update(&config, &state);

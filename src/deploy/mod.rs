@@ -176,7 +176,10 @@ fn probe_files(
                  Documentation=man:selfheal(1)\n\n\
                  [Service]\nType=oneshot\n\
                  # A round ends within probe.timeout; systemd's answers and the records add little.\n\
-                 TimeoutStartSec={}s\nExecStart={command} probe\n{}",
+                 TimeoutStartSec={}s\nExecStart={command} probe\n\
+                 # 1: a service failed its probe, which the round handled; not a failure of the unit\n\
+                 # (that would make the host \"degraded\" at every round).\n\
+                 SuccessExitStatus=1\n{}",
                 interval.as_secs() + 30,
                 hardening(config, invocation, None),
             ),

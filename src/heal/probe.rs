@@ -5,6 +5,7 @@
 //! that follows has the same lock, loop protection and hardening as one `OnFailure=` starts,
 //! and its report says what the probes saw.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -12,15 +13,17 @@ use serde::{Deserialize, Serialize};
 use crate::config::probe::Probe;
 use crate::config::{Config, ServiceConfig};
 use crate::heal::HealError;
-use crate::host::net;
 use crate::host::ports::Listeners;
-use crate::state::StateDir;
+use crate::state::{StateDir, StateError};
 use crate::systemd::{ActiveState, Systemd, UnitOverview};
 
 /// How long a round waits for systemd's answers.
 const SYSTEMD_TIMEOUT: Duration = Duration::from_secs(5);
-/// The probes' account is part of a run's report while the run it started may still be going.
-const ACCOUNT_FRESH_FOR: Duration = Duration::from_secs(600);
+/// The probes' account is the run's evidence when they started it this recently (a run starts
+/// within milliseconds of its start job).
+const ACCOUNT_FRESH_FOR: Duration = Duration::from_secs(60);
+/// `<state>/probes.json`.
+const RECORDS: &str = "probes.json";
 /// Each check runs on its own thread; a check needs little stack.
 const CHECK_STACK: usize = 256 * 1024;
 
@@ -127,22 +130,28 @@ fn account(record: &ProbeRecord) -> String {
     format!("{}, {rounds}{since}", record.detail)
 }
 
-/// What the probes last recorded of `service`; read without creating anything (a dry run and
-/// the dashboard change nothing).
-pub(crate) fn last_record(state: &StateDir, service: &str) -> Option<ProbeRecord> {
-    if !state.root().join("probes").is_dir() {
-        return None;
+/// What the probes last recorded, read without creating anything (a dry run and the
+/// dashboard change nothing); none when it cannot be read.
+pub(crate) fn last_records(state: &StateDir) -> BTreeMap<String, ProbeRecord> {
+    if !state.root().join(RECORDS).is_file() {
+        return BTreeMap::new();
     }
-    state.service_file("probes", service).ok().flatten()
+    records(state).unwrap_or_default()
 }
 
-/// The probes' account of `service`, when they started the run that is reading it (within
-/// the last minutes).
-pub(crate) fn account_for_run(state: &StateDir, service: &str) -> Option<String> {
-    let record = last_record(state, service)?;
+/// The probes' account of `service` for the run reading it: when they started its heal unit a
+/// moment ago and the instance they saw failing (`active_since`, when it last became active)
+/// is still the one running.
+pub(crate) fn account_for_run(
+    state: &StateDir,
+    service: &str,
+    active_since: SystemTime,
+) -> Option<String> {
+    let record = last_records(state).remove(service)?;
     let started = humantime::parse_rfc3339_weak(record.healing_started_at.as_deref()?).ok()?;
     let age = SystemTime::now().duration_since(started).ok()?;
-    (age <= ACCOUNT_FRESH_FOR).then(|| record.healing_because.unwrap_or_default())
+    (age <= ACCOUNT_FRESH_FOR && active_since < started)
+        .then(|| record.healing_because.unwrap_or_default())
 }
 
 /// One round over `services` (every probed one when empty): look at each active service at
@@ -152,6 +161,7 @@ pub(crate) fn round(
     state: &StateDir,
     only: &[&ServiceConfig],
 ) -> Result<Vec<ProbeOutcome>, HealError> {
+    let started = std::time::Instant::now();
     let probed: Vec<(&ServiceConfig, Probe)> = config
         .monitored_services
         .iter()
@@ -169,22 +179,94 @@ pub(crate) fn round(
     let overview = systemd.overview(&unit_names, &heal_names, SYSTEMD_TIMEOUT)?;
     let (unit_views, heal_views) = overview.split_at(probed.len());
     let since = systemd.active_since(&unit_names, SYSTEMD_TIMEOUT)?;
+    let now = SystemTime::now();
+    let looks = look_at_all(&probed, unit_views, &since);
+    tracing::debug!(
+        "looked at {} services after {:?}",
+        probed.len(),
+        started.elapsed()
+    );
+    // One file for all: a round reads it once and writes it once (300 services, 300 files
+    // and their fsyncs were most of a round).
+    let mut records = records(state)?;
+    records.retain(|name, _| config.service(name).is_some());
+    let mut due = Vec::new();
+    for (index, ((service, probe), look)) in probed.iter().zip(&looks).enumerate() {
+        let record = records.entry(service.name.clone()).or_default();
+        if advance(record, look, probe, now) {
+            if let Some(why) = hold(config, state, service, &heal_views[index]) {
+                held(record, &why, &heal_views[index]);
+            } else {
+                mark_started(record, &heal_views[index].id, now);
+                due.push(index);
+            }
+        }
+    }
+    // Recorded before the start: the run reads what the probes saw.
+    save_records(state, &records);
+    let mut started_units = vec![false; probed.len()];
+    for index in due {
+        let (service, heal) = (probed[index].0, &heal_views[index]);
+        let record = records.entry(service.name.clone()).or_default();
+        match systemd.start_no_wait(&heal.id) {
+            Ok(()) => {
+                started_units[index] = true;
+                tracing::warn!(
+                    selfheal_service = %service.name,
+                    "{} is active but does not serve: {} started ({})",
+                    service.unit_name(),
+                    heal.id,
+                    record.healing_because.as_deref().unwrap_or_default()
+                );
+            }
+            Err(err) => {
+                record.detail = format!("starting {} failed: {err}", heal.id);
+                record.healing_started_at = None;
+                save_records(state, &records);
+            }
+        }
+    }
+    tracing::debug!("round over after {:?}", started.elapsed());
+    Ok(probed
+        .iter()
+        .zip(looks)
+        .enumerate()
+        .map(|(index, ((service, _), look))| {
+            let record = records.get(&service.name).cloned().unwrap_or_default();
+            ProbeOutcome {
+                name: service.name.clone(),
+                ok: !matches!(look, Look::Failed(_)),
+                judged: !matches!(look, Look::NotJudged(_)),
+                failures: record.failures,
+                detail: record.detail,
+                healing_started: started_units[index].then(|| heal_views[index].id.clone()),
+            }
+        })
+        .collect())
+}
+
+/// One look at each of `probed` (whose units are `units`, active since `since`), all at once.
+fn look_at_all(
+    probed: &[(&ServiceConfig, Probe)],
+    units: &[UnitOverview],
+    since: &[Option<u64>],
+) -> Vec<Look> {
     let listeners = if probed.iter().any(|(s, _)| s.port.is_some()) {
         Listeners::read()
     } else {
         Listeners::default()
     };
-    let now = SystemTime::now();
-    let looks: Vec<Look> = std::thread::scope(|scope| {
+    let now_us = monotonic_us();
+    std::thread::scope(|scope| {
         let handles: Vec<_> = probed
             .iter()
             .enumerate()
             .map(|(index, (service, probe))| {
-                let (unit, since, listeners) = (&unit_views[index], since[index], &listeners);
+                let (unit, since, listeners) = (&units[index], since[index], &listeners);
                 std::thread::Builder::new()
                     .stack_size(CHECK_STACK)
                     .spawn_scoped(scope, move || {
-                        look(service, probe, unit, since, listeners, now)
+                        look(service, probe, unit, since, listeners, now_us)
                     })
             })
             .collect();
@@ -194,54 +276,62 @@ pub(crate) fn round(
                 Ok(handle) => handle
                     .join()
                     .unwrap_or_else(|_| Look::NotJudged("the check panicked".into())),
-                Err(err) => Look::NotJudged(format!("no thread for the check: {err}")),
+                Err(err) => Look::NotJudged(format!(
+                    "no thread for the check: {}",
+                    crate::host::net::words(&err, Duration::ZERO)
+                )),
             })
             .collect()
-    });
-    let mut outcomes = Vec::with_capacity(probed.len());
-    for (((service, probe), look), heal) in probed.iter().zip(looks).zip(heal_views) {
-        let mut record: ProbeRecord = state
-            .service_file("probes", &service.name)?
-            .unwrap_or_default();
-        let due = advance(&mut record, &look, probe, now);
-        let mut healing_started = None;
-        if due {
-            if let Some(why) = hold(state, service, heal) {
-                record.detail = format!("{}; not healed: {why}", record.detail);
-            } else {
-                let because = account(&record);
-                systemd.start_no_wait(&heal.id)?;
-                tracing::warn!(
-                    selfheal_service = %service.name,
-                    "{} is active but does not serve ({because}): {} started",
-                    service.unit_name(),
-                    heal.id
-                );
-                record.healing_started_at =
-                    Some(humantime::format_rfc3339_seconds(now).to_string());
-                record.healing_because = Some(because);
-                // The next start needs as many failed rounds again.
-                record.failures = 0;
-                record.first_failed_at = None;
-                healing_started = Some(heal.id.clone());
-            }
-        }
-        state.save_service_file("probes", &service.name, &record)?;
-        outcomes.push(ProbeOutcome {
-            name: service.name.clone(),
-            ok: !matches!(look, Look::Failed(_)),
-            judged: !matches!(look, Look::NotJudged(_)),
-            failures: record.failures,
-            detail: record.detail.clone(),
-            healing_started,
-        });
+    })
+}
+
+/// `<state>/probes.json`: every probed service's record (none when it is missing or torn).
+pub(crate) fn records(state: &StateDir) -> Result<BTreeMap<String, ProbeRecord>, StateError> {
+    Ok(state.file(RECORDS)?.unwrap_or_default())
+}
+
+/// Writes the records; records that cannot be written are logged, never the end of a round
+/// (its heal units are still started).
+fn save_records(state: &StateDir, records: &BTreeMap<String, ProbeRecord>) {
+    if let Err(err) = state.save_file(RECORDS, records) {
+        tracing::error!("the probes' records cannot be written: {err}");
     }
-    Ok(outcomes)
+}
+
+/// A due heal unit that something holds: said in the record. A run under way judges for
+/// itself, and once it is over failures count afresh.
+fn held(record: &mut ProbeRecord, why: &str, heal: &UnitOverview) {
+    record.detail = format!("{}; not healed: {why}", record.detail);
+    if matches!(
+        heal.active_state,
+        ActiveState::Active | ActiveState::Activating
+    ) {
+        record.failures = 0;
+        record.first_failed_at = None;
+    }
+}
+
+/// Records that the probes start `heal_unit` now, and what they saw: the run judges from here,
+/// and the next start needs as many failed rounds again.
+fn mark_started(record: &mut ProbeRecord, heal_unit: &str, now: SystemTime) {
+    let because = account(record);
+    record.healing_started_at = Some(humantime::format_rfc3339_millis(now).to_string());
+    record.detail = format!("{heal_unit} started: {because}");
+    record.healing_because = Some(because);
+    record.ok = None;
+    record.failures = 0;
+    record.first_failed_at = None;
 }
 
 /// Why the heal unit is not started although the probes say so: it is not installed (or
-/// masked), it is running already, or loop protection holds the service until its retry.
-fn hold(state: &StateDir, service: &ServiceConfig, heal: &UnitOverview) -> Option<String> {
+/// masked), it is running already, or loop protection holds the service (until its retry, or
+/// with `retry_after: never` until the window has room).
+fn hold(
+    config: &Config,
+    state: &StateDir,
+    service: &ServiceConfig,
+    heal: &UnitOverview,
+) -> Option<String> {
     if heal.load_state != "loaded" {
         return Some(format!(
             "{} is {} (selfheal install writes it)",
@@ -254,8 +344,9 @@ fn hold(state: &StateDir, service: &ServiceConfig, heal: &UnitOverview) -> Optio
     ) {
         return Some(format!("{} is running", heal.id));
     }
-    let episode = state.episode(&service.name).ok().flatten()?;
-    (!episode.is_watching()).then(|| {
+    if let Some(episode) = state.episode(&service.name).ok().flatten()
+        && !episode.is_watching()
+    {
         let retry = episode
             .next_retry_at
             .as_deref()
@@ -266,7 +357,26 @@ fn hold(state: &StateDir, service: &ServiceConfig, heal: &UnitOverview) -> Optio
                 )
             })
             .unwrap_or_default();
-        format!("loop protection holds it{retry}")
+        return Some(format!("loop protection holds it{retry}"));
+    }
+    let window = Duration::from(config.threshold_window);
+    let attempts = state
+        .healing_attempts_since(&service.name, SystemTime::now() - window)
+        .ok()?;
+    config.loop_protection_holds(attempts).then(|| {
+        format!(
+            "loop protection holds it: {attempts} healing runs within {}",
+            config.threshold_window
+        )
+    })
+}
+
+/// CLOCK_MONOTONIC in µs, the clock of systemd's `…TimestampMonotonic` (0 if unreadable,
+/// which judges every service as just started: no verdict rather than a wrong one).
+fn monotonic_us() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |now| {
+        u64::try_from(now.tv_sec()).unwrap_or(0) * 1_000_000
+            + u64::try_from(now.tv_nsec()).unwrap_or(0) / 1_000
     })
 }
 
@@ -277,7 +387,7 @@ fn look(
     unit: &UnitOverview,
     active_since_us: Option<u64>,
     listeners: &Listeners,
-    now: SystemTime,
+    now_us: u64,
 ) -> Look {
     if unit.active_state != ActiveState::Active {
         return Look::NotJudged(format!(
@@ -285,9 +395,8 @@ fn look(
             unit.id, unit.active_state, unit.sub_state
         ));
     }
-    let up_for = active_since_us
-        .map(|us| std::time::UNIX_EPOCH + Duration::from_micros(us))
-        .and_then(|since| now.duration_since(since).ok());
+    // Monotonic, as systemd counts it: a wall clock stepped back must not end a grace early.
+    let up_for = active_since_us.map(|since| Duration::from_micros(now_us.saturating_sub(since)));
     if let Some(up_for) = up_for.filter(|up_for| *up_for < probe.start_grace) {
         return Look::NotJudged(format!(
             "not judged: active for {}, within its start_grace of {}",
@@ -295,44 +404,24 @@ fn look(
             crate::ui::duration::HumanDuration(probe.start_grace)
         ));
     }
-    let mut passed = Vec::new();
-    if let Some(port) = service.port {
-        if listeners.held_by_unit(port, &unit.id) == Some(false) {
-            return Look::Failed(if listeners.is_listening(port) {
-                format!("port {port} is held by a process outside {}", unit.id)
-            } else {
-                format!("port {port} is not listening")
-            });
-        }
-        let deadline = std::time::Instant::now() + probe.timeout;
-        match (&probe.exchange, &service.health_url) {
-            (Some(exchange), _) => {
-                match net::exchange(
-                    &net::loopback(port),
-                    &exchange.send,
-                    &exchange.expect,
-                    probe.timeout,
-                ) {
-                    Ok(heard) => passed.push(format!("port {port} answered {heard:?}")),
-                    Err(failure) => return Look::Failed(format!("port {port}: {failure}")),
-                }
-            }
-            // Without an exchange, a connection accepted within the timeout (a hung process
-            // with a full backlog accepts none); the URL below says more when there is one.
-            (None, None) => match net::connect(&net::loopback(port), deadline) {
-                Ok(_) => passed.push(format!("port {port} accepts connections")),
-                Err(failure) => return Look::Failed(format!("port {port}: {failure}")),
-            },
-            (None, Some(_)) => {}
-        }
+    if let Some(port) = service.port
+        && listeners.held_by_unit(port, &unit.id) == Some(false)
+    {
+        return Look::Failed(if listeners.is_listening(port) {
+            format!("port {port} is held by a process outside {}", unit.id)
+        } else {
+            format!("port {port} is not listening")
+        });
     }
-    if let Some(url) = &service.health_url {
-        match url.check(probe.timeout) {
-            Ok(status) => passed.push(format!("health URL answered {status}")),
-            Err(failure) => return Look::Failed(format!("health URL {failure}")),
-        }
+    match crate::heal::verify::answers(
+        service.port,
+        service.health_url.as_ref(),
+        probe.exchange.as_ref(),
+        probe.timeout,
+    ) {
+        Ok(answered) => Look::Passed(answered.join(", ")),
+        Err(failed) => Look::Failed(failed),
     }
-    Look::Passed(passed.join(", "))
 }
 
 #[cfg(test)]

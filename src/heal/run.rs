@@ -227,6 +227,16 @@ impl Run<'_> {
         // Otherwise one look decides. What is wrong with a unit that is active: "active, but
         // port 5002 is not listening".
         let waited = followed.is_some();
+        // Started by the probes a moment ago, on the instance still running: what they saw
+        // over several rounds is the evidence, and one more look (which may pass by chance,
+        // or take the whole timeout of a hang) adds nothing but its wait.
+        let probes_saw = (followed.is_none() && snapshot.is_active())
+            .then(|| {
+                let active_since = std::time::UNIX_EPOCH
+                    + Duration::from_micros(snapshot.active_enter_timestamp_us);
+                crate::heal::probe::account_for_run(self.state, &self.service.name, active_since)
+            })
+            .flatten();
         let not_serving = match followed {
             Some(Followed::Up { now, problem }) => {
                 snapshot = now;
@@ -236,6 +246,7 @@ impl Run<'_> {
                 snapshot = now;
                 Some(String::new())
             }
+            None if probes_saw.is_some() => Some(String::new()),
             Some(Followed::StillActing(_)) | None => verify::check_now(&snapshot, &target).err(),
         };
         let Some(not_serving) = not_serving else {
@@ -248,14 +259,11 @@ impl Run<'_> {
                 waited_ms,
             )));
         };
-        // Started by the probes: what they saw over several rounds says more than one look.
         let unhealthy = Some(not_serving)
             .filter(|_| snapshot.is_active())
-            .map(|missing| {
-                match crate::heal::probe::account_for_run(self.state, &self.service.name) {
-                    Some(seen) => format!("active, but {missing} (the probes: {seen})"),
-                    None => format!("active, but {missing}"),
-                }
+            .map(|missing| match &probes_saw {
+                Some(seen) => format!("active, but the probes saw it fail: {seen}"),
+                None => format!("active, but {missing}"),
             });
         Ok(ControlFlow::Continue(Look {
             systemd,

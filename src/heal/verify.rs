@@ -99,24 +99,58 @@ pub(crate) fn check_now(snapshot: &UnitSnapshot, target: &HealthTarget) -> Resul
             ));
         }
         passed.push(format!("port {port} listening"));
-        if let Some(exchange) = &target.exchange {
-            let heard = net::exchange(
-                &net::loopback(port),
-                &exchange.send,
-                &exchange.expect,
-                target.check_timeout,
-            )
-            .map_err(|failed| format!("port {port}: {failed}"))?;
-            passed.push(format!("port {port} answered {heard:?}"));
+    }
+    passed.extend(answers(
+        target.port,
+        target.health_url.as_ref(),
+        target.exchange.as_ref(),
+        target.check_timeout,
+    )?);
+    Ok(passed.join(", "))
+}
+
+/// What the service's clients would see, all within `timeout`: the exchange on its port (or,
+/// with neither an exchange nor a health URL, a connection accepted: a hung process with a full
+/// backlog accepts none), then its health URL. What passed, or what failed. The probes and a
+/// run judge by this one function.
+pub(crate) fn answers(
+    port: Option<u16>,
+    health_url: Option<&HealthUrl>,
+    exchange: Option<&Exchange>,
+    timeout: Duration,
+) -> Result<Vec<String>, String> {
+    let deadline = Instant::now() + timeout;
+    let mut passed = Vec::new();
+    if let Some(port) = port {
+        match (exchange, health_url) {
+            (Some(exchange), _) => {
+                let heard = net::exchange(
+                    &net::loopback(port),
+                    &exchange.send,
+                    &exchange.expect,
+                    timeout,
+                )
+                .map_err(|failed| format!("port {port}: {failed}"))?;
+                passed.push(format!("port {port} answered {heard:?}"));
+            }
+            (None, None) => {
+                net::connect(&net::loopback(port), deadline, timeout)
+                    .map_err(|failed| format!("port {port}: {failed}"))?;
+                passed.push(format!("port {port} accepts connections"));
+            }
+            (None, Some(_)) => {}
         }
     }
-    if let Some(url) = &target.health_url {
+    if let Some(url) = health_url {
+        // What the port's check left of the time, to the millisecond.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let left = Duration::from_millis(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
         let status = url
-            .check(target.check_timeout)
+            .check(if exchange.is_some() { left } else { timeout })
             .map_err(|failed| format!("health URL {failed}"))?;
         passed.push(format!("{} answered {status}", url.raw));
     }
-    Ok(passed.join(", "))
+    Ok(passed)
 }
 
 /// Waits until the service is healthy and has stayed so for `stable_for`, or `timeout` has

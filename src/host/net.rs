@@ -50,18 +50,23 @@ pub(crate) fn resolve(
         Ok(Ok(addresses)) if !addresses.is_empty() => Ok(addresses),
         Ok(Ok(_)) => Err(NetFailure(format!("{host} does not resolve"))),
         Ok(Err(err)) => Err(NetFailure(format!("{host} does not resolve: {err}"))),
-        Err(_) => Err(NetFailure(format!(
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err(NetFailure(format!("resolving {host} failed")))
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(NetFailure(format!(
             "resolving {host} timed out after {}",
             seconds(timeout)
         ))),
     }
 }
 
-/// Connects to the first of `addresses` that accepts, all within `deadline`. The error names
-/// each address and what it said.
+/// Connects to the first of `addresses` that accepts, all within `deadline` (`timeout` from
+/// the start of the check: what a timeout says it waited). The error names each address and
+/// what it said.
 pub(crate) fn connect(
     addresses: &[SocketAddr],
     deadline: Instant,
+    timeout: Duration,
 ) -> Result<TcpStream, NetFailure> {
     let mut failures = Vec::new();
     for address in addresses {
@@ -72,7 +77,7 @@ pub(crate) fn connect(
         }
         match TcpStream::connect_timeout(address, left) {
             Ok(stream) => return Ok(stream),
-            Err(err) => failures.push(format!("{address}: {}", words(&err, left))),
+            Err(err) => failures.push(format!("{address}: {}", words(&err, timeout))),
         }
     }
     Err(NetFailure(format!(
@@ -107,13 +112,13 @@ fn converse(
         }
         stream
             .set_read_timeout(Some(left))
-            .map_err(|err| NetFailure(err.to_string()))?;
+            .map_err(|err| NetFailure(words(&err, timeout)))?;
         match stream.read(&mut buffer) {
             Ok(0) => break,
             Ok(read) => answer.extend_from_slice(&buffer[..read]),
             Err(err) if is_timeout(&err) => return Err(timed_out()),
             Err(err) if err.kind() == ErrorKind::Interrupted => {}
-            Err(err) => return Err(NetFailure(format!("reading: {err}"))),
+            Err(err) => return Err(NetFailure(format!("reading: {}", words(&err, timeout)))),
         }
     }
     Ok(answer)
@@ -129,7 +134,7 @@ pub(crate) fn http_get(
 ) -> Result<u16, NetFailure> {
     let deadline = Instant::now() + timeout;
     let addresses = resolve(host, port, timeout)?;
-    let mut stream = connect(&addresses, deadline)?;
+    let mut stream = connect(&addresses, deadline, timeout)?;
     let request = format!(
         "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: selfheal\r\nConnection: close\r\n\r\n"
     );
@@ -159,7 +164,7 @@ pub(crate) fn exchange(
     timeout: Duration,
 ) -> Result<String, NetFailure> {
     let deadline = Instant::now() + timeout;
-    let mut stream = connect(addresses, deadline)?;
+    let mut stream = connect(addresses, deadline, timeout)?;
     let answer = converse(&mut stream, send, deadline, timeout, |got| {
         got.len() >= expect.len()
     })?;
@@ -194,8 +199,8 @@ fn is_timeout(err: &std::io::Error) -> bool {
     matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
-/// An I/O error in words: a timeout says how long was waited.
-fn words(err: &std::io::Error, waited: Duration) -> String {
+/// An I/O error in words, without its errno: a timeout says how long was waited.
+pub(crate) fn words(err: &std::io::Error, waited: Duration) -> String {
     if is_timeout(err) {
         format!("timed out after {}", seconds(waited))
     } else {
@@ -263,7 +268,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut addresses = loopback(listener.local_addr().unwrap().port());
         addresses.reverse();
-        let stream = connect(&addresses, Instant::now() + Duration::from_secs(2));
+        let stream = connect(
+            &addresses,
+            Instant::now() + Duration::from_secs(2),
+            Duration::from_secs(2),
+        );
         assert!(stream.is_ok(), "{stream:?}");
         let (port, thread) = server(vec![Some("HTTP/1.0 204 No Content\r\n\r\n")]);
         assert_eq!(
@@ -299,7 +308,12 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         };
-        let err = connect(&loopback(port), Instant::now() + Duration::from_secs(1)).unwrap_err();
+        let err = connect(
+            &loopback(port),
+            Instant::now() + Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
         assert!(err.0.starts_with("cannot connect (127.0.0.1:"), "{err}");
         assert!(err.0.contains("connection refused"), "{err}");
     }

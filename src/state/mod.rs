@@ -293,12 +293,7 @@ impl StateDir {
         dir: &str,
         service: &str,
     ) -> Result<Option<T>, StateError> {
-        let path = self.ensure(dir)?.join(format!("{service}.json"));
-        match state_file().read(true).open(&path) {
-            Ok(file) => Ok(serde_json::from_reader(file).ok()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(self.error(err)),
-        }
+        self.read_json(&self.ensure(dir)?.join(format!("{service}.json")))
     }
 
     /// Writes `<state>/<dir>/<service>.json` atomically.
@@ -308,9 +303,36 @@ impl StateDir {
         service: &str,
         value: &T,
     ) -> Result<(), StateError> {
+        self.write_json(&self.ensure(dir)?.join(format!("{service}.json")), value)
+    }
+
+    /// `<state>/<name>`, read; `None` when it is missing or torn.
+    pub(crate) fn file<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, StateError> {
+        self.read_json(&self.ensure("")?.join(name))
+    }
+
+    /// Writes `<state>/<name>` atomically.
+    pub(crate) fn save_file<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StateError> {
+        self.write_json(&self.ensure("")?.join(name), value)
+    }
+
+    fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &Path,
+    ) -> Result<Option<T>, StateError> {
+        match state_file().read(true).open(path) {
+            Ok(file) => Ok(serde_json::from_reader(std::io::BufReader::new(file)).ok()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(self.error(err)),
+        }
+    }
+
+    fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), StateError> {
         let bytes = serde_json::to_vec(value).map_err(|e| self.error(e.into()))?;
-        let path = self.ensure(dir)?.join(format!("{service}.json"));
-        crate::host::atomic_file::write(&path, &bytes, 0o640).map_err(|e| self.error(e))
+        crate::host::atomic_file::write(path, &bytes, 0o640).map_err(|e| self.error(e))
     }
 
     fn episode_path(&self, service: &str) -> Result<PathBuf, StateError> {

@@ -15,7 +15,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use std::collections::BTreeMap;
+
 use crate::config::{Config, ServiceConfig};
+use crate::heal::probe::ProbeRecord;
 use crate::host::ports::Listeners;
 use crate::outcome::Outcome;
 use crate::state::{HistoryRecord, StateDir};
@@ -113,7 +116,8 @@ pub(crate) struct ServiceStatus {
 /// A probed service's last probe round (`selfheal probe`).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ProbeStatus {
-    /// The last judged round passed (null before the first, or when it was not judged).
+    /// The last judged round passed (null before the first, when it was not judged, or when
+    /// it is older than two intervals: no longer current).
     pub ok: Option<bool>,
     /// Failed rounds in a row ...
     pub failures: u32,
@@ -167,12 +171,47 @@ pub(crate) struct ConfigInfo {
     pub metrics_file: Option<String>,
 }
 
+/// What the state directory adds to each row: loop protection's retry and the probes' last
+/// round.
+fn follow_ups(
+    config: &Config,
+    state: &StateDir,
+    services: &[&ServiceConfig],
+    rows: &mut [ServiceStatus],
+) {
+    let probe_records = crate::heal::probe::last_records(state);
+    for (row, service) in rows.iter_mut().zip(services) {
+        // A suppressed service, or one whose FAILED run scheduled a retry.
+        row.next_retry_at = state
+            .episode(&row.name)
+            .ok()
+            .flatten()
+            .and_then(|episode| episode.next_retry_at);
+        row.probe = probe_status(config, &probe_records, service);
+    }
+}
+
 /// What the probes last saw of `service` (`None` when it is not probed).
-fn probe_status(config: &Config, state: &StateDir, service: &ServiceConfig) -> Option<ProbeStatus> {
+fn probe_status(
+    config: &Config,
+    records: &BTreeMap<String, ProbeRecord>,
+    service: &ServiceConfig,
+) -> Option<ProbeStatus> {
     let probe = config.probe_of(service)?;
-    let record = crate::heal::probe::last_record(state, &service.name).unwrap_or_default();
+    let record = records.get(&service.name).cloned().unwrap_or_default();
+    // A verdict is current while the next rounds could still have changed it: with its timer
+    // stopped, an old failure says nothing about now.
+    let current = config.probe.as_ref().is_some_and(|top| {
+        let stale_after = Duration::from(top.interval) * 2 + probe.timeout;
+        record
+            .checked_at
+            .as_deref()
+            .and_then(|at| humantime::parse_rfc3339_weak(at).ok())
+            .and_then(|at| SystemTime::now().duration_since(at).ok())
+            .is_some_and(|age| age <= stale_after)
+    });
     Some(ProbeStatus {
-        ok: record.ok,
+        ok: record.ok.filter(|_| current),
         failures: record.failures,
         failures_to_heal: probe.failures,
         detail: record.detail,
@@ -221,15 +260,7 @@ pub(crate) fn gather(
         .zip(&units)
         .map(|(service, unit)| row(config, service, unit, &listeners, &history, now, window))
         .collect();
-    for (row, service) in rows.iter_mut().zip(services) {
-        // A suppressed service, or one whose FAILED run scheduled a retry.
-        row.next_retry_at = state
-            .episode(&row.name)
-            .ok()
-            .flatten()
-            .and_then(|episode| episode.next_retry_at);
-        row.probe = probe_status(config, state, service);
-    }
+    follow_ups(config, state, services, &mut rows);
     tracing::debug!(
         "units, sockets, history and host read after {:?}",
         started.elapsed()

@@ -335,10 +335,14 @@ fn notes(row: &ServiceStatus, page: &Page, status: &Status) -> Vec<String> {
                 printable(&probe.detail)
             ),
             Some(true) => format!("↳ probe ok: {}{last_failure}", printable(&probe.detail)),
-            None if probe.checked_at.is_none() && probe.detail.is_empty() => {
-                "↳ probe: no round yet".to_owned()
-            }
-            None => format!("↳ probe: {}{last_failure}", printable(&probe.detail)),
+            None => match &probe.checked_at {
+                None => "↳ probe: no round yet".to_owned(),
+                Some(at) => format!(
+                    "↳ probe: {} ({}){last_failure}",
+                    printable(&probe.detail),
+                    when(at)
+                ),
+            },
         });
     }
     if row.restarts_by_systemd_24h > 0 {

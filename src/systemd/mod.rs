@@ -538,8 +538,9 @@ impl Systemd {
 }
 
 impl Systemd {
-    /// When each of `units` last became active (`ActiveEnterTimestamp`, µs since the epoch;
-    /// `None` when never or unknown), in one batch of `Get`s, at most `timeout` in all.
+    /// When each of `units` last became active (`ActiveEnterTimestampMonotonic`, µs of
+    /// CLOCK_MONOTONIC; `None` when never or unknown), in one batch of `Get`s, at most
+    /// `timeout` in all.
     pub(crate) fn active_since(
         &self,
         units: &[&str],
@@ -550,11 +551,14 @@ impl Systemd {
             .map(|unit| {
                 get_property(
                     unit,
-                    ("org.freedesktop.systemd1.Unit", "ActiveEnterTimestamp"),
+                    (
+                        "org.freedesktop.systemd1.Unit",
+                        "ActiveEnterTimestampMonotonic",
+                    ),
                 )
             })
             .collect::<zbus::Result<Vec<_>>>()
-            .map_err(call_error("Get ActiveEnterTimestamp"))?;
+            .map_err(call_error("Get ActiveEnterTimestampMonotonic"))?;
         let replies = zbus::block_on(with_timeout(timeout, async {
             Ok(self.call_many(calls, CALLS_IN_FLIGHT).await)
         }))?;
