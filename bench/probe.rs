@@ -67,7 +67,8 @@ fn config(
     (prefix, ports): (&str, &[u16]),
     http: usize,
 ) -> anyhow::Result<PathBuf> {
-    let mut yaml = String::new();
+    // Every hang is healed: loop protection would stop that after 3 (the default).
+    let mut yaml = String::from("failure_threshold: 1000\n");
     if let Some(probe) = probe {
         let _ = writeln!(yaml, "probe: {probe}");
     }

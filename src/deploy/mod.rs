@@ -173,7 +173,9 @@ fn probe_files(
             path: unit_dir.join(PROBE_SERVICE),
             contents: format!(
                 "{MARKER}\n[Unit]\nDescription=selfheal: probe the services that hang while systemd sees them active\n\
-                 Documentation=man:selfheal(1)\n\n\
+                 Documentation=man:selfheal(1)\n\
+                 # A round every interval (1s at least) must never meet a start limit.\n\
+                 StartLimitIntervalSec=0\n\n\
                  [Service]\nType=oneshot\n\
                  # A round ends within probe.timeout; systemd's answers and the records add little.\n\
                  TimeoutStartSec={}s\nExecStart={command} probe\n\
