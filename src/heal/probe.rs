@@ -176,9 +176,12 @@ pub(crate) fn round(
     let heal_units: Vec<String> = probed.iter().map(|(s, _)| s.heal_unit_name()).collect();
     let unit_names: Vec<&str> = units.iter().map(String::as_str).collect();
     let heal_names: Vec<&str> = heal_units.iter().map(String::as_str).collect();
-    let overview = systemd.overview(&unit_names, &heal_names, SYSTEMD_TIMEOUT)?;
+    // States alone (one ListUnitsByNames): the probes need no unit's OnFailure=.
+    let all: Vec<&str> = unit_names.iter().chain(&heal_names).copied().collect();
+    let overview = systemd.overview(&[], &all, SYSTEMD_TIMEOUT)?;
     let (unit_views, heal_views) = overview.split_at(probed.len());
     let since = systemd.active_since(&unit_names, SYSTEMD_TIMEOUT)?;
+    tracing::debug!("systemd answered after {:?}", started.elapsed());
     let now = SystemTime::now();
     let looks = look_at_all(&probed, unit_views, &since);
     tracing::debug!(
@@ -251,11 +254,13 @@ fn look_at_all(
     units: &[UnitOverview],
     since: &[Option<u64>],
 ) -> Vec<Look> {
+    let read_at = std::time::Instant::now();
     let listeners = if probed.iter().any(|(s, _)| s.port.is_some()) {
         Listeners::read()
     } else {
         Listeners::default()
     };
+    tracing::debug!("listening sockets read in {:?}", read_at.elapsed());
     let now_us = monotonic_us();
     std::thread::scope(|scope| {
         let handles: Vec<_> = probed
