@@ -71,3 +71,20 @@ impl Spread {
 pub fn ms(duration: Duration) -> String {
     format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
 }
+
+/// `BENCH_DEBUG=1`: runs `command` once more at debug level and returns selfheal's last
+/// `lines` journal lines (where its time went).
+pub fn debug_timings(
+    sandbox: &selfheal::sandbox::Sandbox,
+    mut command: std::process::Command,
+    lines: usize,
+) -> anyhow::Result<String> {
+    command.env("SELFHEAL_LOG", "debug").output()?;
+    let journal = sandbox
+        .command("journalctl")
+        .args(["--no-pager", "-o", "cat", "-n"])
+        .arg(lines.to_string())
+        .arg("SYSLOG_IDENTIFIER=selfheal")
+        .output()?;
+    Ok(String::from_utf8_lossy(&journal.stdout).into_owned())
+}

@@ -311,22 +311,9 @@ fn round_at_300(
         command
     })?;
     if std::env::var_os("BENCH_DEBUG").is_some() {
-        selfheal(sandbox, &config)
-            .arg("probe")
-            .env("SELFHEAL_LOG", "debug")
-            .output()?;
-        let journal = sandbox
-            .command("journalctl")
-            .args([
-                "--no-pager",
-                "-o",
-                "cat",
-                "-n",
-                "8",
-                "SYSLOG_IDENTIFIER=selfheal",
-            ])
-            .output()?;
-        println!("{}", String::from_utf8_lossy(&journal.stdout));
+        let mut command = selfheal(sandbox, &config);
+        command.arg("probe");
+        println!("{}", bench::debug_timings(sandbox, command, 8)?);
     }
     let mut rows = vec![("`selfheal probe`", selfheal_round.0, selfheal_round.1)];
     if monit {

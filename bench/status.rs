@@ -130,24 +130,8 @@ fn wait_until_serving(sandbox: &Sandbox, config: &Path) -> anyhow::Result<()> {
 
 /// `BENCH_DEBUG=1`: one more run at debug level, and where its time went (from the journal).
 fn print_timings(sandbox: &Sandbox, count: usize, config: &Path) -> anyhow::Result<()> {
-    status_command(sandbox, config)
-        .env("SELFHEAL_LOG", "debug")
-        .output()?;
-    let journal = sandbox
-        .command("journalctl")
-        .args([
-            "--no-pager",
-            "-o",
-            "cat",
-            "-n",
-            "4",
-            "SYSLOG_IDENTIFIER=selfheal",
-        ])
-        .output()?;
-    println!(
-        "{count} services:\n{}",
-        String::from_utf8_lossy(&journal.stdout)
-    );
+    let timings = bench::debug_timings(sandbox, status_command(sandbox, config), 4)?;
+    println!("{count} services:\n{timings}");
     Ok(())
 }
 

@@ -41,6 +41,25 @@ fn after_the_heal_unit(env: &TestEnv, runs: usize) -> Vec<selfheal::state::Histo
     history
 }
 
+/// `web`: listening on `port`, but every health answer is a 503, restart or not.
+fn deaf_web(env: &TestEnv, port: u16) {
+    env.unit(
+        "web",
+        &format!(
+            "ExecStart={} serve-demo --port {port} --status 503",
+            selfheal_bin().display()
+        ),
+    );
+}
+
+/// The config for `deaf_web`: every round fails and starts healing at once (failures 1), two
+/// healing runs fill loop protection's window; `top` adds top-level keys.
+fn deaf_config(env: &TestEnv, top: &str, port: u16) {
+    env.config(&format!(
+        "{top}failure_threshold: 2\nprobe: {{ interval: 1h, timeout: 1s, failures: 1, start_grace: 0s }}\nmonitored_services:\n  - name: web\n    port: {port}\n    health_url: http://127.0.0.1:{port}/health\n    verify_timeout: 1s\n    stable_for: 100ms\n"
+    ));
+}
+
 #[test]
 fn a_sigstopped_http_service_is_healed_by_the_probe_timer() {
     let env = TestEnv::new();
@@ -164,17 +183,8 @@ fn a_service_that_keeps_failing_its_probe_is_escalated_once_without_a_run_storm(
     let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), "a@b.example", "pw");
     let email = server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), "pw");
     let port = free_port();
-    // Listening, but every health answer is a 503, restart or not.
-    env.unit(
-        "web",
-        &format!(
-            "ExecStart={} serve-demo --port {port} --status 503",
-            selfheal_bin().display()
-        ),
-    );
-    env.config(&format!(
-        "system_name: TestHost\n{email}failure_threshold: 2\nprobe: {{ interval: 1h, timeout: 1s, failures: 1, start_grace: 0s }}\nmonitored_services:\n  - name: web\n    port: {port}\n    health_url: http://127.0.0.1:{port}/health\n    verify_timeout: 2s\n    stable_for: 200ms\n"
-    ));
+    deaf_web(&env, port);
+    deaf_config(&env, &format!("system_name: TestHost\n{email}"), port);
     env.start_listening("web", port).install();
 
     let (_, first) = round(&env);
@@ -208,17 +218,9 @@ fn a_service_that_keeps_failing_its_probe_is_escalated_once_without_a_run_storm(
 fn without_timed_retries_loop_protection_still_holds_the_probes_back() {
     let env = TestEnv::new();
     let port = free_port();
-    env.unit(
-        "web",
-        &format!(
-            "ExecStart={} serve-demo --port {port} --status 503",
-            selfheal_bin().display()
-        ),
-    );
+    deaf_web(&env, port);
     // No episode file to look at: only the count of healing runs says "enough".
-    env.config(&format!(
-        "failure_threshold: 2\nretry_after: never\nprobe: {{ interval: 1h, timeout: 1s, failures: 1, start_grace: 0s }}\nmonitored_services:\n  - name: web\n    port: {port}\n    health_url: http://127.0.0.1:{port}/health\n    verify_timeout: 1s\n    stable_for: 100ms\n"
-    ));
+    deaf_config(&env, "retry_after: never\n", port);
     env.start_listening("web", port).install();
     let mut started = 0;
     for _ in 0..5 {

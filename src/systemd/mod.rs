@@ -546,19 +546,39 @@ impl Systemd {
         units: &[&str],
         timeout: Duration,
     ) -> Result<Vec<Option<u64>>, SystemdError> {
-        let calls = units
+        let gets: Vec<(&str, &str, &str)> = units
             .iter()
             .map(|unit| {
-                get_property(
-                    unit,
-                    (
-                        "org.freedesktop.systemd1.Unit",
-                        "ActiveEnterTimestampMonotonic",
-                    ),
+                (
+                    *unit,
+                    "org.freedesktop.systemd1.Unit",
+                    "ActiveEnterTimestampMonotonic",
                 )
             })
+            .collect();
+        Ok(self
+            .get_many(&gets, timeout)?
+            .into_iter()
+            .map(|value| {
+                value
+                    .and_then(|value| u64::try_from(value).ok())
+                    .filter(|since| *since > 0)
+            })
+            .collect())
+    }
+
+    /// `Get`s of (unit, interface, property), sent as one batch and answered in order; `None`
+    /// for one that could not be read. At most `timeout` in all.
+    fn get_many(
+        &self,
+        gets: &[(&str, &str, &str)],
+        timeout: Duration,
+    ) -> Result<Vec<Option<OwnedValue>>, SystemdError> {
+        let calls = gets
+            .iter()
+            .map(|(unit, interface, property)| get_property(unit, (interface, property)))
             .collect::<zbus::Result<Vec<_>>>()
-            .map_err(call_error("Get ActiveEnterTimestampMonotonic"))?;
+            .map_err(call_error("Get"))?;
         let replies = zbus::block_on(with_timeout(timeout, async {
             Ok(self.call_many(calls, CALLS_IN_FLIGHT).await)
         }))?;
@@ -568,8 +588,6 @@ impl Systemd {
                 reply
                     .and_then(|reply| reply.body().deserialize::<OwnedValue>())
                     .ok()
-                    .and_then(|value| u64::try_from(value).ok())
-                    .filter(|since| *since > 0)
             })
             .collect())
     }
@@ -606,20 +624,14 @@ impl Systemd {
         unit: &str,
         properties: &[&str],
     ) -> Result<Vec<Option<String>>, SystemdError> {
-        let calls = properties
+        let gets: Vec<(&str, &str, &str)> = properties
             .iter()
-            .map(|property| get_property(unit, ("org.freedesktop.systemd1.Service", property)))
-            .collect::<zbus::Result<Vec<_>>>()
-            .map_err(call_error("Get"))?;
-        let replies = zbus::block_on(self.call_many(calls, CALLS_IN_FLIGHT));
-        Ok(replies
+            .map(|property| (unit, "org.freedesktop.systemd1.Service", *property))
+            .collect();
+        Ok(self
+            .get_many(&gets, METHOD_TIMEOUT)?
             .into_iter()
-            .map(|reply| {
-                reply
-                    .and_then(|reply| reply.body().deserialize::<OwnedValue>())
-                    .ok()
-                    .and_then(|value| String::try_from(value).ok())
-            })
+            .map(|value| value.and_then(|value| String::try_from(value).ok()))
             .collect())
     }
 
