@@ -1,7 +1,7 @@
 //! The probe round: what systemd cannot see. A service that hangs, deadlocks or answers 500
 //! stays `active`, so `OnFailure=` never fires; a round looks at every probed, active service
 //! at once (its port's answer, its health URL), counts failed rounds in a row in
-//! `<state>/probes/<name>.json`, and at `failures` starts the service's heal unit: the run
+//! `<state>/probes.json`, and at `failures` starts the service's heal unit: the run
 //! that follows has the same lock, loop protection and hardening as one `OnFailure=` starts,
 //! and its report says what the probes saw.
 
