@@ -174,8 +174,8 @@ pub struct ProbeArgs {
     /// Only these monitored services (their `name`, with or without .service)
     #[arg(add = ArgValueCandidates::new(service_names))]
     pub services: Vec<String>,
-    /// Print one JSON object per service (name, ok, judged, failures, detail,
-    /// healing_started), as a JSON array
+    /// Print one JSON object per service (name, ok, judged, failures, failures_to_heal,
+    /// detail, healing_started), as a JSON array
     #[arg(long)]
     pub json: bool,
 }

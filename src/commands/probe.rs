@@ -38,7 +38,6 @@ pub(super) fn execute(paths: &Paths, args: &ProbeArgs) -> Result<ExitCode, Error
             }
         }
     }
-    crate::status::metrics::update(&config, &state);
     Ok(if outcomes.iter().all(|outcome| outcome.ok) {
         ExitCode::Success
     } else {
@@ -46,20 +45,13 @@ pub(super) fn execute(paths: &Paths, args: &ProbeArgs) -> Result<ExitCode, Error
     })
 }
 
-/// `web  FAIL 2/3  health URL http://…: no answer: timed out after 2s`.
+/// `web  FAIL 2/3  health URL http://…: no answer: timed out after 2s` (the detail says when
+/// the round started the heal unit).
 fn line(outcome: &ProbeOutcome) -> String {
     let verdict = match (outcome.judged, outcome.ok) {
         (false, _) => "-".to_owned(),
         (true, true) => "ok".to_owned(),
-        (true, false) => format!("FAIL {}", outcome.failures),
+        (true, false) => format!("FAIL {}/{}", outcome.failures, outcome.failures_to_heal),
     };
-    let healing = outcome
-        .healing_started
-        .as_deref()
-        .map(|unit| format!(" → {unit} started"))
-        .unwrap_or_default();
-    format!(
-        "{:<20} {verdict:<8} {}{healing}",
-        outcome.name, outcome.detail
-    )
+    format!("{:<20} {verdict:<8} {}", outcome.name, outcome.detail)
 }

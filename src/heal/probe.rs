@@ -55,8 +55,10 @@ pub(crate) struct ProbeOutcome {
     pub ok: bool,
     /// Looked at this round (active and past its start grace).
     pub judged: bool,
-    /// Failed rounds in a row.
+    /// Failed rounds in a row ...
     pub failures: u32,
+    /// ... and how many start its heal unit.
+    pub failures_to_heal: u32,
     pub detail: String,
     /// The heal unit this round started.
     pub healing_started: Option<String>,
@@ -234,13 +236,14 @@ pub(crate) fn round(
         .iter()
         .zip(looks)
         .enumerate()
-        .map(|(index, ((service, _), look))| {
+        .map(|(index, ((service, probe), look))| {
             let record = records.get(&service.name).cloned().unwrap_or_default();
             ProbeOutcome {
                 name: service.name.clone(),
                 ok: !matches!(look, Look::Failed(_)),
                 judged: !matches!(look, Look::NotJudged(_)),
                 failures: record.failures,
+                failures_to_heal: probe.failures,
                 detail: record.detail,
                 healing_started: started_units[index].then(|| heal_views[index].id.clone()),
             }
