@@ -478,4 +478,42 @@ mod tests {
         ));
         assert_eq!(record.failures, 0);
     }
+
+    #[test]
+    fn the_grace_counts_on_the_monotonic_clock_and_a_start_in_the_future_is_within_it() {
+        let config = Config::parse(
+            "probe: {}\nmonitored_services:\n  - name: web\n    health_url: http://127.0.0.1:9/\n",
+            std::path::Path::new("t.yml"),
+        )
+        .unwrap();
+        let service = &config.monitored_services[0];
+        let unit = UnitOverview {
+            id: "web.service".into(),
+            load_state: "loaded".into(),
+            active_state: ActiveState::Active,
+            sub_state: "running".into(),
+            on_failure: Vec::new(),
+        };
+        let now_us = 1_000_000_000;
+        let look_at = |since_us: u64| {
+            look(
+                service,
+                &probe(3),
+                &unit,
+                Some(since_us),
+                &Listeners::default(),
+                now_us,
+            )
+        };
+        // Active for 10 s of a 30 s grace: no verdict.
+        assert!(
+            matches!(look_at(now_us - 10_000_000), Look::NotJudged(why) if why.contains("within its start_grace of 30s"))
+        );
+        // A start stamped after now (a clock that went back): still within the grace.
+        assert!(matches!(look_at(now_us + 5_000_000), Look::NotJudged(_)));
+        // Past the grace it is judged: nothing answers on port 9.
+        assert!(
+            matches!(look_at(now_us - 60_000_000), Look::Failed(why) if why.starts_with("health URL http://127.0.0.1:9/"))
+        );
+    }
 }
