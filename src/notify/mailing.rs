@@ -21,15 +21,7 @@ impl Mailing<'_> {
     pub(crate) fn mail(&self, report: &Report, arrival: Option<&Arrival>) {
         let service = &report.header.service;
         let Some(arrival) = arrival else {
-            log_delivery(
-                service,
-                crate::notify::email::deliver_report(
-                    self.config,
-                    self.state,
-                    self.renderer,
-                    report,
-                ),
-            );
+            self.mail_alone(report);
             return;
         };
         let Some(email) = self.config.email.as_ref() else {
@@ -73,17 +65,17 @@ impl Mailing<'_> {
             Ok((Fate::Delivered(stems), _)) => self.flush(&stems),
             Err(err) => {
                 tracing::error!(selfheal_service = %service, "the cascade ledger failed ({err}); this report goes on its own");
-                log_delivery(
-                    service,
-                    crate::notify::email::deliver_report(
-                        self.config,
-                        self.state,
-                        self.renderer,
-                        report,
-                    ),
-                );
+                self.mail_alone(report);
             }
         }
+    }
+
+    /// Mails `report` on its own, now (through the outbox).
+    fn mail_alone(&self, report: &Report) {
+        log_delivery(
+            &report.header.service,
+            crate::notify::email::deliver_report(self.config, self.state, self.renderer, report),
+        );
     }
 
     /// A run with nothing to mail leaves its burst, and sends what that releases.
