@@ -122,7 +122,7 @@ fn account(record: &ProbeRecord) -> String {
     let since = record
         .first_failed_at
         .as_deref()
-        .map(|at| format!(" since {}", crate::heal::episode::readable(at)))
+        .map(|at| format!(" since {}", crate::ui::when::readable(at)))
         .unwrap_or_default();
     let rounds = if record.failures == 1 {
         "in 1 round".to_owned()
@@ -358,12 +358,7 @@ fn hold(
         let retry = episode
             .next_retry_at
             .as_deref()
-            .map(|at| {
-                format!(
-                    ", until its retry at {}",
-                    crate::heal::episode::readable(at)
-                )
-            })
+            .map(|at| format!(", until its retry at {}", crate::ui::when::readable(at)))
             .unwrap_or_default();
         return Some(format!("loop protection holds it{retry}"));
     }

@@ -421,7 +421,7 @@ impl Run<'_> {
             // episode goes on where it was (the owner was told), with the next, longer wait.
             Some(mut episode) if !options.manual && episode.is_watching() => {
                 let recovered_at =
-                    episode::readable(episode.recovered_at.as_deref().unwrap_or_default());
+                    crate::ui::when::readable(episode.recovered_at.as_deref().unwrap_or_default());
                 if !options.dry_run {
                     episode.recovered_at = None;
                     episode.relapses += 1;
@@ -444,7 +444,7 @@ impl Run<'_> {
             // retry heals it, this run heals nothing and mails nothing (the owner was told
             // when the episode began). Restarts slow down to the retries' doubling pace.
             Some(episode) if options.from_hook && episode.next_retry_at.is_some() => {
-                let since = episode::readable(&episode.suppressed_at);
+                let since = crate::ui::when::readable(&episode.suppressed_at);
                 let next = schedule(Some(episode));
                 quiet(format!(
                     "part of the episode since {since}, already reported: {next}"
@@ -578,7 +578,7 @@ fn after_retry(
     if facts.outcome == Outcome::Resolved {
         facts.recovered = Some(Recovery {
             failures,
-            since: episode::readable(&episode.suppressed_at),
+            since: crate::ui::when::readable(&episode.suppressed_at),
             relapses: episode.relapses,
             watched_for: config.threshold_window.to_string(),
         });
@@ -613,7 +613,7 @@ pub(crate) fn held_by_loop_protection(
         return Some(format!(
             "{} recovered at {} and is watched for {}: a failure now is part of its episode, and not healed",
             service.name,
-            episode::readable(recovered_at),
+            crate::ui::when::readable(recovered_at),
             config.threshold_window
         ));
     }

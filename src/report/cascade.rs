@@ -66,8 +66,8 @@ impl CascadeReport {
                 .len()
                 + already_reported.len(),
             started_at: first_at.to_owned(),
-            first_at: crate::heal::episode::readable(first_at),
-            last_at: crate::heal::episode::readable(last_at),
+            first_at: crate::ui::when::readable(first_at),
+            last_at: crate::ui::when::readable(last_at),
             tally,
             shared: shared(&services),
             services,

@@ -96,7 +96,7 @@ impl DigestReport {
             .filter(|name| !services.iter().any(|row| &row.stats.service == name))
             .collect();
         let readable = |at: SystemTime| {
-            crate::heal::episode::readable(&humantime::format_rfc3339_seconds(at).to_string())
+            crate::ui::when::readable(&humantime::format_rfc3339_seconds(at).to_string())
         };
         DigestReport {
             system_name: config.system_name(),
@@ -111,12 +111,12 @@ impl DigestReport {
                 .into_iter()
                 .map(|(service, episode)| OpenEpisode {
                     service,
-                    since: crate::heal::episode::readable(&episode.suppressed_at),
+                    since: crate::ui::when::readable(&episode.suppressed_at),
                     retries: episode.retries,
                     next_retry_at: episode
                         .next_retry_at
                         .as_deref()
-                        .map(crate::heal::episode::readable),
+                        .map(crate::ui::when::readable),
                 })
                 .collect(),
             outbox,

@@ -137,6 +137,14 @@ impl fmt::Display for LocalTime<'_> {
     }
 }
 
+/// `2026-11-29T10:02:03Z` → `2026-11-29 10:02:03 UTC`.
+pub(crate) fn readable(rfc3339: &str) -> String {
+    rfc3339
+        .replacen('T', " ", 1)
+        .strip_suffix('Z')
+        .map_or_else(|| rfc3339.to_owned(), |time| format!("{time} UTC"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +216,11 @@ mod tests {
         let zone = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
         let at = SystemTime::from("2026-11-18T09:06:59Z".parse::<Timestamp>().unwrap());
         assert_eq!(LocalTime(at, &zone).to_string(), "2026-11-18 10:06");
+    }
+
+    #[test]
+    fn an_rfc3339_time_reads_as_utc() {
+        assert_eq!(readable("2026-11-29T10:02:03Z"), "2026-11-29 10:02:03 UTC");
+        assert_eq!(readable("not a time"), "not a time");
     }
 }
