@@ -790,12 +790,13 @@ impl UnitControl for Systemd {
         } else {
             Vec::new()
         };
-        zbus::block_on(
+        // Waited for: once this returns the timer is active, so the run that says "timed retry
+        // at …" (and `status`, and `uninstall`'s stop) finds it.
+        self.run_job("StartTransientUnit", METHOD_TIMEOUT, || {
             self.manager
-                .start_transient_unit(timer, "replace", &properties, &aux),
-        )
-        .map(|_| ())
-        .map_err(call_error("StartTransientUnit"))
+                .start_transient_unit(timer, "replace", &properties, &aux)
+        })
+        .map(drop)
     }
 }
 
