@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{TestEnv, assert_contains, exit_code};
+use common::{TestEnv, assert_contains, exit_code, wait_until};
 use selfheal::exit_code::ExitCode;
 
 fn install(env: &TestEnv) -> std::process::Output {
@@ -176,7 +176,20 @@ fn uninstall_leaves_no_trace_of_what_install_wrote() {
     // A run that fails leaves its retry timer; db leaves the config without an install.
     let (_, report) = env.run_json("web", &[]);
     assert_eq!(report.outcome, selfheal::outcome::Outcome::Failed);
-    assert_eq!(env.property("selfheal@web.timer", "ActiveState"), "active");
+    // The restart's failure also started the hook, whose run sets the same retry again (it
+    // stops and restarts the timer): the timer is looked at once that run is over.
+    env.wait_for_history(2, std::time::Duration::from_secs(20));
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "the hook's run to end",
+        || env.property("selfheal@web.service", "ActiveState") != "activating",
+    );
+    assert_eq!(
+        env.property("selfheal@web.timer", "ActiveState"),
+        "active",
+        "{report:?}\n{}",
+        env.journal(&["-n", "30"])
+    );
     env.config("digest: daily\nmonitored_services:\n  - name: web\n");
 
     let output = env.selfheal(["uninstall", "--unit-dir", &units.to_string_lossy()]);
