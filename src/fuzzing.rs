@@ -121,7 +121,7 @@ pub fn report(data: &[u8]) {
     };
     let run = RunFacts {
         outcome,
-        started_at: "2026-11-23T00:00:00Z".into(),
+        started_at: "2026-11-23T00:00:00Z".parse().expect("a valid time"),
         duration_ms: 1,
         diagnosis: Some(Diagnosis::new(
             &facts.snapshot,

@@ -195,7 +195,7 @@ fn history_of(records: &[(&str, &str, std::time::SystemTime)], args: &[&str]) ->
             .append_history(&selfheal::state::HistoryRecord {
                 service: (*service).to_owned(),
                 outcome: selfheal::outcome::Outcome::Resolved,
-                started_at: humantime::format_rfc3339_millis(*at).to_string(),
+                started_at: selfheal::state::Timestamp::millis(*at),
                 duration_ms: 41,
                 healed_by: Some("service_restart".into()),
                 summary: (*summary).to_owned(),

@@ -134,7 +134,7 @@ fn a_service_that_relapses_after_each_recovery_backs_off_with_one_mail_per_step(
         "{history:?}"
     );
     // Each wait from a relapse to its retry is about twice the last (1 s, 2 s, 4 s).
-    let at = |index: usize| history[index].started().unwrap();
+    let at = |index: usize| history[index].started();
     let waits: Vec<Duration> = [(3, 4), (5, 6)]
         .iter()
         .map(|&(relapse, retry)| at(retry).duration_since(at(relapse)).unwrap())
@@ -262,7 +262,7 @@ fn past_run(service: &str, outcome: Outcome, hours_ago: u64, ms: u64) -> History
     HistoryRecord {
         service: service.into(),
         outcome,
-        started_at: humantime::format_rfc3339_millis(at).to_string(),
+        started_at: selfheal::state::Timestamp::millis(at),
         duration_ms: ms,
         healed_by: (outcome == Outcome::Resolved).then(|| "service_restart".into()),
         summary: format!("{service}.service failed"),

@@ -17,7 +17,7 @@ fn record(service: &str, outcome: Outcome, minutes_ago: u64) -> HistoryRecord {
     HistoryRecord {
         service: service.into(),
         outcome,
-        started_at: humantime::format_rfc3339_millis(at).to_string(),
+        started_at: selfheal::state::Timestamp::millis(at),
         duration_ms: 40,
         healed_by: (outcome == Outcome::Resolved).then(|| "service_restart".into()),
         summary: format!("{service}.service was killed by SIGKILL"),

@@ -33,8 +33,7 @@ pub(super) fn execute(paths: &Paths, args: &HistoryArgs) -> Result<ExitCode, Err
     let shown: Vec<&HistoryRecord> = records
         .iter()
         .filter(|r| {
-            service.is_none_or(|s| r.service == s)
-                && since.is_none_or(|since| r.started().is_some_and(|t| t >= since))
+            service.is_none_or(|s| r.service == s) && since.is_none_or(|since| r.started() >= since)
         })
         .collect();
     if args.stats {
@@ -75,10 +74,13 @@ fn table(
     if records.is_empty() {
         return "-- no healing runs --\n".to_owned();
     }
-    let time = |record: &HistoryRecord| match record.started() {
-        Some(at) if terminal.is_tty => format!("{} ({})", LocalTime(at, zone), relative(at, now)),
-        Some(at) => LocalTime(at, zone).to_string(),
-        None => record.started_at.clone(),
+    let time = |record: &HistoryRecord| {
+        let at = record.started();
+        if terminal.is_tty {
+            format!("{} ({})", LocalTime(at, zone), relative(at, now))
+        } else {
+            LocalTime(at, zone).to_string()
+        }
     };
     let rows: Vec<[String; 5]> = records
         .iter()
@@ -187,7 +189,7 @@ mod tests {
         HistoryRecord {
             service: service.into(),
             outcome,
-            started_at: at.into(),
+            started_at: at.parse().unwrap(),
             duration_ms: 552,
             healed_by: (outcome == Outcome::Resolved).then(|| "service_restart".into()),
             summary: summary.into(),

@@ -12,6 +12,7 @@ use crate::outcome::Outcome;
 use crate::report::{Renderer, Report, ReportHeader};
 use crate::state::HistoryRecord;
 use crate::systemd::{Systemd, UnitControl};
+use crate::ui::when::Timestamp;
 
 use super::Paths;
 
@@ -58,7 +59,7 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
             state.append_history(&HistoryRecord {
                 service: service.name.clone(),
                 outcome: Outcome::RestartedBySystemd,
-                started_at: humantime::format_rfc3339_millis(now).to_string(),
+                started_at: Timestamp::millis(now),
                 duration_ms: 0,
                 healed_by: None,
                 summary: format!(

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::{Config, RetryAfter, ServiceConfig};
 use crate::state::{Episode, StateDir};
 use crate::systemd::UnitControl;
+use crate::ui::when::Timestamp;
 
 /// `retry_after` when the config does not say.
 pub(crate) const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
@@ -44,9 +45,7 @@ pub(crate) fn retry_delay(retry_after: Duration, retries: u32) -> Duration {
 pub(crate) fn is_due(episode: &Episode, now: SystemTime) -> bool {
     episode
         .next_retry_at
-        .as_deref()
-        .and_then(|at| humantime::parse_rfc3339_weak(at).ok())
-        .is_some_and(|at| at <= now + EARLY)
+        .is_some_and(|at| at.time() <= now + EARLY)
 }
 
 /// The transient timer that starts `service`'s heal unit later.
@@ -70,25 +69,21 @@ pub(crate) fn schedule_retry(
         return "retry_after is never: it stays down until a person runs `selfheal run` for it"
             .to_owned();
     };
-    let mut episode = episode.unwrap_or_else(|| Episode {
-        suppressed_at: humantime::format_rfc3339_seconds(now).to_string(),
-        ..Episode::default()
-    });
+    let mut episode = episode.unwrap_or_else(|| Episode::opened(Timestamp::seconds(now)));
     // A retry already scheduled keeps its time, but its timer is set again: a transient timer
     // does not survive a reboot, and setting it replaces the old one.
     let scheduled = episode
         .next_retry_at
-        .as_deref()
-        .and_then(|at| humantime::parse_rfc3339_weak(at).ok())
+        .map(Timestamp::time)
         .filter(|at| *at > now);
     let delay = scheduled.map_or_else(
         || retry_delay(first, episode.retries),
         |at| at.duration_since(now).unwrap_or_default(),
     );
-    let at = humantime::format_rfc3339_seconds(now + delay).to_string();
+    let at = Timestamp::seconds(now + delay);
     let when = format!(
         "{} (in {})",
-        crate::ui::when::readable(&at),
+        at.readable(),
         crate::ui::duration::approx(delay)
     );
     if dry_run {
@@ -128,7 +123,7 @@ pub(crate) fn watch_or_end(
     if episode.is_watching() {
         return;
     }
-    episode.recovered_at = Some(humantime::format_rfc3339_seconds(now).to_string());
+    episode.recovered_at = Some(Timestamp::seconds(now));
     episode.next_retry_at = None;
     match state.save_episode(&service.name, &episode) {
         Ok(()) => tracing::info!(
@@ -202,9 +197,8 @@ mod tests {
         )
         .unwrap();
         let open = Episode {
-            suppressed_at: "2026-11-29T08:00:00Z".into(),
-            next_retry_at: Some("2026-11-29T09:00:00Z".into()),
-            ..Episode::default()
+            next_retry_at: Some("2026-11-29T09:00:00Z".parse().unwrap()),
+            ..Episode::opened("2026-11-29T08:00:00Z".parse().unwrap())
         };
         state.save_episode("web", &open).unwrap();
         let down = FakeSystemd::new(unit("failed", "failed", "a"), FakeJob::Done, vec![]);
@@ -221,7 +215,7 @@ mod tests {
 
         let long_ago = SystemTime::now() - Duration::from(config.threshold_window);
         let stale = Episode {
-            recovered_at: Some(humantime::format_rfc3339_seconds(long_ago).to_string()),
+            recovered_at: Some(Timestamp::seconds(long_ago)),
             ..watched
         };
         state.save_episode("web", &stale).unwrap();
@@ -245,10 +239,8 @@ mod tests {
     fn a_retry_is_due_from_just_before_its_time() {
         let now = SystemTime::now();
         let at = |t: SystemTime| Episode {
-            suppressed_at: String::new(),
-            retries: 0,
-            next_retry_at: Some(humantime::format_rfc3339_millis(t).to_string()),
-            ..Episode::default()
+            next_retry_at: Some(Timestamp::millis(t)),
+            ..Episode::opened(Timestamp::seconds(t))
         };
         assert!(is_due(&at(now - Duration::from_secs(60)), now));
         assert!(is_due(&at(now + Duration::from_secs(1)), now));

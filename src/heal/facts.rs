@@ -7,6 +7,7 @@ use crate::heal::diagnose::Diagnosis;
 use crate::heal::strategy::Step;
 use crate::outcome::Outcome;
 use crate::systemd::{ActiveState, UnitSnapshot};
+use crate::ui::when::Timestamp;
 
 /// The unit's state after healing.
 #[derive(Debug, Clone, Serialize)]
@@ -15,8 +16,8 @@ pub(crate) struct PostStatus {
     pub sub_state: String,
     pub main_pid: u32,
     pub memory_bytes: Option<u64>,
-    /// RFC 3339, when it last became active.
-    pub active_since: Option<String>,
+    /// When it last became active.
+    pub active_since: Option<Timestamp>,
 }
 
 impl From<&UnitSnapshot> for PostStatus {
@@ -24,7 +25,7 @@ impl From<&UnitSnapshot> for PostStatus {
         let since = (snapshot.active_enter_timestamp_us > 0).then(|| {
             let time = std::time::UNIX_EPOCH
                 + std::time::Duration::from_micros(snapshot.active_enter_timestamp_us);
-            humantime::format_rfc3339_seconds(time).to_string()
+            Timestamp::seconds(time)
         });
         PostStatus {
             active_state: snapshot.active_state.clone(),
@@ -40,8 +41,8 @@ impl From<&UnitSnapshot> for PostStatus {
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct RunFacts {
     pub outcome: Outcome,
-    /// RFC 3339.
-    pub started_at: String,
+    /// To the millisecond.
+    pub started_at: Timestamp,
     pub duration_ms: u64,
     pub diagnosis: Option<Diagnosis>,
     pub steps: Vec<Step>,

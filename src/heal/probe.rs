@@ -16,6 +16,7 @@ use crate::heal::HealError;
 use crate::host::ports::Listeners;
 use crate::state::{StateDir, StateError};
 use crate::systemd::{ActiveState, Systemd, UnitOverview};
+use crate::ui::when::Timestamp;
 
 /// How long a round waits for systemd's answers.
 const SYSTEMD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,14 +37,14 @@ pub(crate) struct ProbeRecord {
     pub ok: Option<bool>,
     /// What the last round saw (or why it did not judge).
     pub detail: String,
-    /// RFC 3339: the last round that looked at it.
-    pub checked_at: Option<String>,
-    /// RFC 3339: the first failure of the current run of failures.
-    pub first_failed_at: Option<String>,
-    /// RFC 3339: the last failed round.
-    pub last_failed_at: Option<String>,
-    /// RFC 3339: when the probes last started its heal unit, and what they had seen.
-    pub healing_started_at: Option<String>,
+    /// The last round that looked at it.
+    pub checked_at: Option<Timestamp>,
+    /// The first failure of the current run of failures.
+    pub first_failed_at: Option<Timestamp>,
+    /// The last failed round.
+    pub last_failed_at: Option<Timestamp>,
+    /// When the probes last started its heal unit (to the millisecond), and what they had seen.
+    pub healing_started_at: Option<Timestamp>,
     pub healing_because: Option<String>,
 }
 
@@ -80,7 +81,7 @@ pub(crate) fn advance(
     probe: &Probe,
     now: SystemTime,
 ) -> bool {
-    let now = humantime::format_rfc3339_seconds(now).to_string();
+    let now = Timestamp::seconds(now);
     match look {
         Look::NotJudged(why) => {
             // A service that is down is systemd's to report (OnFailure=); one still starting
@@ -108,8 +109,8 @@ pub(crate) fn advance(
             record.failures += 1;
             record.ok = Some(false);
             record.detail.clone_from(what);
-            record.checked_at = Some(now.clone());
-            record.first_failed_at.get_or_insert_with(|| now.clone());
+            record.checked_at = Some(now);
+            record.first_failed_at.get_or_insert(now);
             record.last_failed_at = Some(now);
             record.failures >= probe.failures
         }
@@ -121,8 +122,7 @@ pub(crate) fn advance(
 fn account(record: &ProbeRecord) -> String {
     let since = record
         .first_failed_at
-        .as_deref()
-        .map(|at| format!(" since {}", crate::ui::when::readable(at)))
+        .map(|at| format!(" since {}", at.readable()))
         .unwrap_or_default();
     let rounds = if record.failures == 1 {
         "in 1 round".to_owned()
@@ -150,7 +150,7 @@ pub(crate) fn account_for_run(
     active_since: SystemTime,
 ) -> Option<String> {
     let record = last_records(state).remove(service)?;
-    let started = humantime::parse_rfc3339_weak(record.healing_started_at.as_deref()?).ok()?;
+    let started = record.healing_started_at?.time();
     let age = SystemTime::now().duration_since(started).ok()?;
     (age <= ACCOUNT_FRESH_FOR && active_since < started)
         .then(|| record.healing_because.unwrap_or_default())
@@ -323,7 +323,7 @@ fn held(record: &mut ProbeRecord, why: &str, heal: &UnitOverview) {
 /// and the next start needs as many failed rounds again.
 fn mark_started(record: &mut ProbeRecord, heal_unit: &str, now: SystemTime) {
     let because = account(record);
-    record.healing_started_at = Some(humantime::format_rfc3339_millis(now).to_string());
+    record.healing_started_at = Some(Timestamp::millis(now));
     record.detail = format!("{heal_unit} started: {because}");
     record.healing_because = Some(because);
     record.ok = None;
@@ -357,8 +357,7 @@ fn hold(
     {
         let retry = episode
             .next_retry_at
-            .as_deref()
-            .map(|at| format!(", until its retry at {}", crate::ui::when::readable(at)))
+            .map(|at| format!(", until its retry at {}", at.readable()))
             .unwrap_or_default();
         return Some(format!("loop protection holds it{retry}"));
     }

@@ -16,6 +16,7 @@ use crate::outcome::Outcome;
 use crate::state::{HistoryRecord, ServiceLock, StateDir, StateError};
 use crate::systemd::{ActiveState, Systemd, SystemdError, UnitControl, UnitSnapshot};
 use crate::ui::terminal::SlowNotice;
+use crate::ui::when::Timestamp;
 
 /// The outside world a run acts on. `connect` is called after the service lock is taken (a
 /// run that yields to another never needs the bus).
@@ -420,8 +421,10 @@ impl Run<'_> {
             // Down again within threshold_window of recovering: the healing did not hold. The
             // episode goes on where it was (the owner was told), with the next, longer wait.
             Some(mut episode) if !options.manual && episode.is_watching() => {
-                let recovered_at =
-                    crate::ui::when::readable(episode.recovered_at.as_deref().unwrap_or_default());
+                let recovered_at = episode
+                    .recovered_at
+                    .map(Timestamp::readable)
+                    .unwrap_or_default();
                 if !options.dry_run {
                     episode.recovered_at = None;
                     episode.relapses += 1;
@@ -444,7 +447,7 @@ impl Run<'_> {
             // retry heals it, this run heals nothing and mails nothing (the owner was told
             // when the episode began). Restarts slow down to the retries' doubling pace.
             Some(episode) if options.from_hook && episode.next_retry_at.is_some() => {
-                let since = crate::ui::when::readable(&episode.suppressed_at);
+                let since = episode.suppressed_at.readable();
                 let next = schedule(Some(episode));
                 quiet(format!(
                     "part of the episode since {since}, already reported: {next}"
@@ -578,7 +581,7 @@ fn after_retry(
     if facts.outcome == Outcome::Resolved {
         facts.recovered = Some(Recovery {
             failures,
-            since: crate::ui::when::readable(&episode.suppressed_at),
+            since: episode.suppressed_at.readable(),
             relapses: episode.relapses,
             watched_for: config.threshold_window.to_string(),
         });
@@ -609,11 +612,11 @@ pub(crate) fn held_by_loop_protection(
         .ok()?;
     let episode = state.episode(&service.name).ok().flatten();
     // Watched after recovering: a failure now is a relapse, which a run does not heal.
-    if let Some(recovered_at) = episode.as_ref().and_then(|e| e.recovered_at.as_deref()) {
+    if let Some(recovered_at) = episode.as_ref().and_then(|e| e.recovered_at) {
         return Some(format!(
             "{} recovered at {} and is watched for {}: a failure now is part of its episode, and not healed",
             service.name,
-            crate::ui::when::readable(recovered_at),
+            recovered_at.readable(),
             config.threshold_window
         ));
     }
@@ -676,8 +679,7 @@ pub(crate) fn retry_came_due(state: &StateDir, service: &ServiceConfig) -> bool 
         .ok()
         .flatten()
         .and_then(|episode| episode.next_retry_at)
-        .and_then(|at| humantime::parse_rfc3339_weak(&at).ok())
-        .is_some_and(|at| at <= SystemTime::now())
+        .is_some_and(|at| at.time() <= SystemTime::now())
 }
 
 /// True when a run started by the OnFailure= hook healed the service, but it has failed again
@@ -829,9 +831,11 @@ fn lock_within(
 /// decision. (A unit that never started again, say because a unit it requires failed, is
 /// inactive with Result=success too, and is not left alone for that.)
 fn stopped_on_purpose_since(snapshot: &UnitSnapshot, episode: &crate::state::Episode) -> bool {
-    let ran_since = humantime::parse_rfc3339_weak(&episode.suppressed_at)
+    let ran_since = episode
+        .suppressed_at
+        .time()
+        .duration_since(SystemTime::UNIX_EPOCH)
         .ok()
-        .and_then(|began| began.duration_since(SystemTime::UNIX_EPOCH).ok())
         .is_some_and(|began| u128::from(snapshot.active_enter_timestamp_us) > began.as_micros());
     ran_since && snapshot.stopped_on_purpose()
 }
@@ -984,7 +988,7 @@ fn finish(state: &StateDir, service: &str, facts: RunFacts, options: RunOptions)
         let record = HistoryRecord {
             service: service.to_owned(),
             outcome: facts.outcome,
-            started_at: facts.started_at.clone(),
+            started_at: facts.started_at,
             duration_ms: facts.duration_ms,
             healed_by: facts.healed_by.clone(),
             summary: facts
@@ -1029,7 +1033,7 @@ impl RunClock {
     fn facts(&self, outcome: Outcome, options: RunOptions) -> RunFacts {
         RunFacts {
             outcome,
-            started_at: humantime::format_rfc3339_millis(self.wall).to_string(),
+            started_at: Timestamp::millis(self.wall),
             duration_ms: u64::try_from(self.monotonic.elapsed().as_millis()).unwrap_or(u64::MAX),
             diagnosis: None,
             steps: Vec::new(),
@@ -1254,8 +1258,7 @@ mod tests {
     /// Makes the episode's scheduled retry due now, as its timer would.
     fn make_retry_due(state: &StateDir) {
         let mut episode = state.episode("web").unwrap().expect("an episode");
-        episode.next_retry_at =
-            Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
+        episode.next_retry_at = Some(Timestamp::now());
         state.save_episode("web", &episode).unwrap();
     }
 
@@ -1386,10 +1389,10 @@ mod tests {
             .save_episode(
                 "web",
                 &crate::state::Episode {
-                    suppressed_at: "2026-11-28T08:00:00Z".into(),
+                    suppressed_at: "2026-11-28T08:00:00Z".parse().unwrap(),
                     retries: 3,
                     next_retry_at: None,
-                    recovered_at: Some(humantime::format_rfc3339_seconds(long_ago).to_string()),
+                    recovered_at: Some(Timestamp::seconds(long_ago)),
                     relapses: 0,
                 },
             )
@@ -1441,10 +1444,9 @@ mod tests {
             .save_episode(
                 "web",
                 &crate::state::Episode {
-                    suppressed_at: "2026-11-28T08:00:00Z".into(),
                     retries: 3,
-                    next_retry_at: Some("2026-11-28T12:00:00Z".into()),
-                    ..crate::state::Episode::default()
+                    next_retry_at: Some("2026-11-28T12:00:00Z".parse().unwrap()),
+                    ..crate::state::Episode::opened("2026-11-28T08:00:00Z".parse().unwrap())
                 },
             )
             .unwrap();

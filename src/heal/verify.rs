@@ -162,8 +162,9 @@ pub(crate) fn verify(
 ) -> Verification {
     let deadline = started + target.timeout;
     let _waiting = crate::ui::terminal::SlowNotice::new(format!(
-        "waiting for {} to be healthy and stay up (up to {:?})",
-        target.unit, target.timeout
+        "waiting for {} to be healthy and stay up (up to {})",
+        target.unit,
+        crate::ui::duration::HumanDuration(target.timeout)
     ));
     let mut backoff = Backoff::new();
     let failed = |detail: String| Verification {

@@ -13,16 +13,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::CrashLoopConfig;
 use crate::systemd::UnitSnapshot;
+use crate::ui::when::Timestamp;
 
 /// What the last round saw of one service (`<state>/watch/<service>.json`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Seen {
     pub invocation_id: String,
     pub n_restarts: u32,
-    /// When restarts were seen (RFC 3339, one entry per restart), within the window.
-    pub restarts_at: Vec<String>,
+    /// When restarts were seen (one entry per restart), within the window.
+    pub restarts_at: Vec<Timestamp>,
     /// When its crash loop was reported; cleared once a whole window passes without a restart.
-    pub reported_at: Option<String>,
+    pub reported_at: Option<Timestamp>,
 }
 
 /// What one round found for one service.
@@ -54,12 +55,10 @@ pub(crate) fn look(
     };
     seen.invocation_id.clone_from(&snapshot.invocation_id);
     seen.n_restarts = snapshot.n_restarts;
-    let stamp = humantime::format_rfc3339_seconds(now).to_string();
-    seen.restarts_at
-        .extend((0..new_restarts).map(|_| stamp.clone()));
+    let stamp = Timestamp::seconds(now);
+    seen.restarts_at.extend((0..new_restarts).map(|_| stamp));
     let window = Duration::from(rule.within);
-    seen.restarts_at
-        .retain(|at| humantime::parse_rfc3339_weak(at).is_ok_and(|at| at + window > now));
+    seen.restarts_at.retain(|at| at.time() + window > now);
     if seen.restarts_at.is_empty() {
         seen.reported_at = None;
     }

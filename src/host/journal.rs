@@ -188,7 +188,8 @@ impl PendingJournal {
             lines
         } else {
             tracing::warn!(
-                "journalctl did not answer within {timeout:?}; the report goes without journal lines"
+                "journalctl did not answer within {}; the report goes without journal lines",
+                crate::ui::duration::HumanDuration(timeout)
             );
             Vec::new()
         }

@@ -26,6 +26,7 @@ use crate::notify::email::{Composed, Outbox};
 use crate::report::{CascadeReport, Renderer, Report};
 use crate::state::StateDir;
 use crate::systemd::UnitControl;
+use crate::ui::when::Timestamp;
 
 /// `cascade:` when the config does not say: 3 services within 60 s.
 pub(crate) const DEFAULT_SERVICES: u32 = 3;
@@ -64,8 +65,8 @@ struct Ledger {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Burst {
-    /// RFC 3339 (ms): when its first run joined; also its name.
-    started_at: String,
+    /// When its first run joined (to the millisecond); also its name.
+    started_at: Timestamp,
     members: Vec<Member>,
 }
 
@@ -95,7 +96,7 @@ enum MemberState {
 /// A run's place in the ledger.
 #[derive(Debug, Clone)]
 pub(crate) struct Arrival {
-    burst: String,
+    burst: Timestamp,
     pid: u32,
 }
 
@@ -114,10 +115,6 @@ fn now() -> SystemTime {
     SystemTime::now()
 }
 
-fn parse(at: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(at).ok()
-}
-
 /// When `pid` started, in clock ticks after boot (`/proc/<pid>/stat` field 22).
 fn started_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -131,13 +128,13 @@ fn alive(member: &Member) -> bool {
 }
 
 impl Burst {
-    fn window_end(&self, rule: Rule) -> Option<SystemTime> {
-        parse(&self.started_at).map(|start| start + rule.within)
+    fn window_end(&self, rule: Rule) -> SystemTime {
+        self.started_at.time() + rule.within
     }
 
     /// Its window has closed and none of its runs is still healing.
     fn complete(&self, rule: Rule, now: SystemTime, alive: &dyn Fn(&Member) -> bool) -> bool {
-        self.window_end(rule).is_none_or(|end| now >= end)
+        now >= self.window_end(rule)
             && !self
                 .members
                 .iter()
@@ -224,8 +221,7 @@ pub(crate) fn arrive(config: &Config, state: &StateDir, service: &str) -> Option
     let since = started_ticks(pid)?;
     let joined = with_ledger(state, |ledger| {
         let now = now();
-        let forgotten =
-            |burst: &Burst| parse(&burst.started_at).is_none_or(|at| at + FORGET_AFTER < now);
+        let forgotten = |burst: &Burst| burst.started_at.time() + FORGET_AFTER < now;
         // A burst left for a day (its runs long gone) is forgotten, its held reports sent on
         // their own rather than lost.
         for burst in ledger.bursts.iter_mut().filter(|b| forgotten(b)) {
@@ -238,12 +234,12 @@ pub(crate) fn arrive(config: &Config, state: &StateDir, service: &str) -> Option
         let open = ledger
             .bursts
             .iter_mut()
-            .find(|burst| burst.window_end(rule).is_some_and(|end| now < end));
+            .find(|burst| now < burst.window_end(rule));
         let burst = if let Some(burst) = open {
             burst
         } else {
             ledger.bursts.push(Burst {
-                started_at: humantime::format_rfc3339_millis(now).to_string(),
+                started_at: Timestamp::millis(now),
                 members: Vec::new(),
             });
             ledger.bursts.last_mut().expect("just pushed")
@@ -254,7 +250,7 @@ pub(crate) fn arrive(config: &Config, state: &StateDir, service: &str) -> Option
             since,
             state: MemberState::Running,
         });
-        Ok(burst.started_at.clone())
+        Ok(burst.started_at)
     });
     match joined {
         Ok(burst) => Some(Arrival { burst, pid }),
@@ -310,9 +306,7 @@ impl Bursts<'_> {
             if burst.complete(rule, now, &alive) {
                 return Ok(Fate::Delivered(self.deliver(burst, rule)?));
             }
-            let deliver_in = burst
-                .window_end(rule)
-                .and_then(|end| end.duration_since(now).ok());
+            let deliver_in = burst.window_end(rule).duration_since(now).ok();
             Ok(Fate::Held { deliver_in })
         })
     }
@@ -511,11 +505,7 @@ pub(crate) fn schedule_delivery(
     after: Duration,
     flush_command: &[String],
 ) {
-    let id: String = arrival
-        .burst
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect();
+    let id = arrival.burst.compact();
     let timer = format!("selfheal-cascade-{id}.timer");
     // A second past the window, so the flush it starts finds the window closed.
     let after = after + Duration::from_secs(1);
@@ -550,7 +540,7 @@ mod tests {
     fn a_burst_completes_when_its_window_has_closed_and_no_run_still_heals() {
         let start = SystemTime::now();
         let burst = Burst {
-            started_at: humantime::format_rfc3339_millis(start).to_string(),
+            started_at: Timestamp::millis(start),
             members: vec![
                 member("web", 1, MemberState::Mailed),
                 member("api", 2, MemberState::Running),
@@ -570,7 +560,7 @@ mod tests {
     #[test]
     fn only_runs_that_failed_count_as_other_failures() {
         let burst = Burst {
-            started_at: String::new(),
+            started_at: Timestamp::now_millis(),
             members: vec![
                 member("web", 1, MemberState::Running),
                 member("api", 2, MemberState::Quiet),
@@ -629,10 +619,10 @@ mod tests {
         .unwrap();
         held_message(&state, "r1");
         let me = std::process::id();
-        let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let started_at = Timestamp::now_millis();
         with_ledger(&state, |ledger| {
             ledger.bursts.push(Burst {
-                started_at: started_at.clone(),
+                started_at,
                 members: vec![
                     member("web", u32::MAX, MemberState::Held { stem: "r1".into() }),
                     member("db", me, MemberState::Running),

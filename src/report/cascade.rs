@@ -9,6 +9,8 @@ use std::time::SystemTime;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::ui::when::Timestamp;
+
 /// One mail for a burst of failures.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct CascadeReport {
@@ -18,8 +20,8 @@ pub(crate) struct CascadeReport {
     pub window: String,
     /// Services that failed in the burst (those mailed on their own included), each once.
     pub count: usize,
-    /// RFC 3339: when the first of these runs started.
-    pub started_at: String,
+    /// When the first of these runs started.
+    pub started_at: Option<Timestamp>,
     /// When the first and the last of these runs started (UTC, readable).
     pub first_at: String,
     pub last_at: String,
@@ -43,9 +45,12 @@ impl CascadeReport {
         already_reported: Vec<String>,
     ) -> CascadeReport {
         services.sort_by(|a, b| text(a, "started_at").cmp(text(b, "started_at")));
-        let started: Vec<&str> = services.iter().map(|s| text(s, "started_at")).collect();
-        let first_at = started.first().copied().unwrap_or_default();
-        let last_at = started.last().copied().unwrap_or_default();
+        let started: Vec<Timestamp> = services
+            .iter()
+            .filter_map(|s| text(s, "started_at").parse().ok())
+            .collect();
+        let first_at = started.iter().min().copied();
+        let last_at = started.iter().max().copied();
         let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
         for service in &services {
             *tally.entry(text(service, "outcome")).or_default() += 1;
@@ -65,9 +70,9 @@ impl CascadeReport {
                 .collect::<std::collections::BTreeSet<_>>()
                 .len()
                 + already_reported.len(),
-            started_at: first_at.to_owned(),
-            first_at: crate::ui::when::readable(first_at),
-            last_at: crate::ui::when::readable(last_at),
+            started_at: first_at,
+            first_at: first_at.map(Timestamp::readable).unwrap_or_default(),
+            last_at: last_at.map(Timestamp::readable).unwrap_or_default(),
             tally,
             shared: shared(&services),
             services,
@@ -132,7 +137,7 @@ fn shared(services: &[Value]) -> Vec<String> {
 
     let times: Vec<SystemTime> = services
         .iter()
-        .filter_map(|s| humantime::parse_rfc3339_weak(text(s, "started_at")).ok())
+        .filter_map(|s| text(s, "started_at").parse().ok().map(Timestamp::time))
         .collect();
     if let (Some(first), Some(last)) = (times.iter().min(), times.iter().max()) {
         let span = last.duration_since(*first).unwrap_or_default();

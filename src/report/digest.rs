@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::outcome::Outcome;
 use crate::state::stats::ServiceStats;
 use crate::state::{Episode, HistoryRecord};
+use crate::ui::when::Timestamp;
 
 /// What a digest covers.
 pub(crate) const PERIOD: Duration = Duration::from_secs(24 * 60 * 60);
@@ -20,8 +21,8 @@ pub(crate) const PERIOD: Duration = Duration::from_secs(24 * 60 * 60);
 pub(crate) struct DigestReport {
     pub system_name: String,
     pub host: String,
-    /// RFC 3339: when it was made (the end of the period).
-    pub generated_at: String,
+    /// When it was made (the end of the period).
+    pub generated_at: Timestamp,
     /// The period, UTC, readable.
     pub since: String,
     pub until: String,
@@ -83,7 +84,7 @@ impl DigestReport {
         let shown: Vec<&HistoryRecord> = history
             .iter()
             .filter(|r| !matches!(r.outcome, Outcome::Healthy | Outcome::Planned))
-            .filter(|r| r.started().is_some_and(|t| t >= since && t <= now))
+            .filter(|r| (since..=now).contains(&r.started()))
             .collect();
         let services: Vec<DigestRow> = crate::state::stats::per_service(&shown)
             .into_iter()
@@ -95,13 +96,11 @@ impl DigestReport {
             .map(|s| s.name.clone())
             .filter(|name| !services.iter().any(|row| &row.stats.service == name))
             .collect();
-        let readable = |at: SystemTime| {
-            crate::ui::when::readable(&humantime::format_rfc3339_seconds(at).to_string())
-        };
+        let readable = |at: SystemTime| Timestamp::seconds(at).readable();
         DigestReport {
             system_name: config.system_name(),
             host: crate::host::hostname(),
-            generated_at: humantime::format_rfc3339_seconds(now).to_string(),
+            generated_at: Timestamp::seconds(now),
             since: readable(since),
             until: readable(now),
             runs: shown.len(),
@@ -111,12 +110,9 @@ impl DigestReport {
                 .into_iter()
                 .map(|(service, episode)| OpenEpisode {
                     service,
-                    since: crate::ui::when::readable(&episode.suppressed_at),
+                    since: episode.suppressed_at.readable(),
                     retries: episode.retries,
-                    next_retry_at: episode
-                        .next_retry_at
-                        .as_deref()
-                        .map(crate::ui::when::readable),
+                    next_retry_at: episode.next_retry_at.map(Timestamp::readable),
                 })
                 .collect(),
             outbox,
@@ -132,7 +128,7 @@ impl DigestReport {
         let record = HistoryRecord {
             service: report.header.service.clone(),
             outcome: Outcome::Resolved,
-            started_at: humantime::format_rfc3339_millis(now).to_string(),
+            started_at: Timestamp::millis(now),
             duration_ms: 400,
             healed_by: None,
             summary: String::new(),
@@ -143,7 +139,7 @@ impl DigestReport {
         let mut digest = DigestReport {
             system_name: report.header.system_name.clone(),
             host: report.header.host.clone(),
-            generated_at: humantime::format_rfc3339_seconds(now).to_string(),
+            generated_at: Timestamp::seconds(now),
             since: String::new(),
             until: String::new(),
             runs: 0,
@@ -173,7 +169,7 @@ mod tests {
         HistoryRecord {
             service: service.into(),
             outcome,
-            started_at: humantime::format_rfc3339_millis(at).to_string(),
+            started_at: Timestamp::millis(at),
             duration_ms: ms,
             healed_by: None,
             summary: String::new(),
@@ -200,10 +196,9 @@ mod tests {
             record("db", Outcome::Suppressed, 2, 3),
         ];
         let episode = Episode {
-            suppressed_at: "2026-11-29T08:00:00Z".into(),
             retries: 1,
-            next_retry_at: Some("2026-11-29T09:00:00Z".into()),
-            ..Episode::default()
+            next_retry_at: Some("2026-11-29T09:00:00Z".parse().unwrap()),
+            ..Episode::opened("2026-11-29T08:00:00Z".parse().unwrap())
         };
         let digest = DigestReport::new(
             &config,

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::config::{Config, ServiceConfig};
 use crate::heal::diagnose::Termination;
 use crate::outcome::Outcome;
+use crate::ui::when::Timestamp;
 
 use crate::heal::facts::RunFacts;
 
@@ -98,8 +99,7 @@ impl Report {
             },
             facts: RunFacts {
                 outcome: Outcome::Healthy,
-                started_at: humantime::format_rfc3339_millis(std::time::SystemTime::now())
-                    .to_string(),
+                started_at: Timestamp::now_millis(),
                 duration_ms: 0,
                 diagnosis: None,
                 steps: Vec::new(),
@@ -231,7 +231,7 @@ pub(crate) mod fixture {
         };
         let facts = RunFacts {
             outcome,
-            started_at: "2025-11-18T02:45:23.300Z".into(),
+            started_at: "2025-11-18T02:45:23.300Z".parse().unwrap(),
             duration_ms: if healed { 2087 } else { 402 },
             diagnosis: Some(diagnosis),
             steps: vec![step],
@@ -248,7 +248,7 @@ pub(crate) mod fixture {
                 sub_state: if healed { "running" } else { "failed" }.into(),
                 main_pid: if healed { 845 } else { 0 },
                 memory_bytes: healed.then_some(44_040_192),
-                active_since: Some("2025-11-18T02:45:23Z".into()),
+                active_since: Some("2025-11-18T02:45:23Z".parse().unwrap()),
             }),
             dry_run: false,
             recovered: None,

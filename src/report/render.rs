@@ -10,6 +10,7 @@ use minijinja::{Environment, Value};
 use super::Report;
 use super::cascade::CascadeReport;
 use crate::report::digest::DigestReport;
+use crate::ui::when::Timestamp;
 
 /// Where template overrides are looked for when the config names no `templates_dir`.
 pub(super) const DEFAULT_TEMPLATES_DIR: &str = "/etc/selfheal/templates";
@@ -70,8 +71,8 @@ pub(crate) struct MailFacts {
     pub service: String,
     /// `X-Selfheal-Outcome`.
     pub outcome: String,
-    /// RFC 3339: the mail's Date.
-    pub started_at: String,
+    /// The mail's Date.
+    pub started_at: Timestamp,
     /// Part of the outbox file name: `web-resolved`, `cascade-5`.
     pub label: String,
 }
@@ -85,7 +86,7 @@ impl Templated for Report {
             host: self.header.host.clone(),
             service: self.header.service.clone(),
             outcome: self.facts.outcome.to_string(),
-            started_at: self.facts.started_at.clone(),
+            started_at: self.facts.started_at,
             label: format!("{}-{}", self.header.service, self.facts.outcome),
         }
     }
@@ -109,7 +110,7 @@ impl Templated for DigestReport {
                 names.join(", ")
             },
             outcome: "digest".to_owned(),
-            started_at: self.generated_at.clone(),
+            started_at: self.generated_at,
             label: "digest".to_owned(),
         }
     }
@@ -129,7 +130,7 @@ impl Templated for CascadeReport {
             host: self.host.clone(),
             service: names.join(", "),
             outcome: "cascade".to_owned(),
-            started_at: self.started_at.clone(),
+            started_at: self.started_at.unwrap_or_else(Timestamp::now_millis),
             label: format!("cascade-{}", self.count),
         }
     }
@@ -382,7 +383,7 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
 /// µs since the epoch → "21:45:23.120" (UTC).
 fn clock_time(micros: u64) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros);
-    let text = humantime::format_rfc3339_millis(time).to_string();
+    let text = Timestamp::millis(time).to_string();
     text.get(11..23).unwrap_or(&text).to_owned()
 }
 

@@ -24,6 +24,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::outcome::Outcome;
+pub use crate::ui::when::Timestamp;
 
 /// Where state lives when neither `--state-dir` nor `$SELFHEAL_STATE_DIR` is given.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/selfheal";
@@ -55,8 +56,8 @@ pub enum StateError {
 pub struct HistoryRecord {
     pub service: String,
     pub outcome: Outcome,
-    /// RFC 3339, UTC.
-    pub started_at: String,
+    /// To the millisecond.
+    pub started_at: Timestamp,
     pub duration_ms: u64,
     /// The strategy that healed it, or null.
     pub healed_by: Option<String>,
@@ -77,9 +78,9 @@ pub struct HistoryRecord {
 }
 
 impl HistoryRecord {
-    /// When the run started; `None` for an unreadable timestamp.
-    pub fn started(&self) -> Option<SystemTime> {
-        humantime::parse_rfc3339_weak(&self.started_at).ok()
+    /// When the run started.
+    pub fn started(&self) -> SystemTime {
+        self.started_at.time()
     }
 }
 
@@ -391,18 +392,18 @@ impl StateDir {
 /// A service that loop protection stopped healing, or a run left failed, until it stays
 /// healthy for `threshold_window` or a person runs it by hand
 /// (`<state>/episodes/<service>.json`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Episode {
-    /// When loop protection first stopped healing it (RFC 3339).
-    pub suppressed_at: String,
+    /// When loop protection first stopped healing it.
+    pub suppressed_at: Timestamp,
     /// Timed retries made so far; each doubles the wait before the next.
     pub retries: u32,
-    /// When the scheduled retry is due (RFC 3339), while one is scheduled.
-    pub next_retry_at: Option<String>,
-    /// When it was last found healthy again (RFC 3339): the episode is watched until then +
+    /// When the scheduled retry is due, while one is scheduled.
+    pub next_retry_at: Option<Timestamp>,
+    /// When it was last found healthy again: the episode is watched until then +
     /// `threshold_window`, and a failure before that is a relapse, part of the episode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recovered_at: Option<String>,
+    pub recovered_at: Option<Timestamp>,
     /// How often it failed again after recovering, in this episode.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub relapses: u32,
@@ -415,6 +416,17 @@ fn is_zero(count: &u32) -> bool {
 }
 
 impl Episode {
+    /// An episode that starts at `suppressed_at`, with no retry made or scheduled yet.
+    pub fn opened(suppressed_at: Timestamp) -> Episode {
+        Episode {
+            suppressed_at,
+            retries: 0,
+            next_retry_at: None,
+            recovered_at: None,
+            relapses: 0,
+        }
+    }
+
     /// Recovered and watched: no retry is needed, and it is not down.
     pub fn is_watching(&self) -> bool {
         self.recovered_at.is_some()
@@ -423,9 +435,7 @@ impl Episode {
     /// Watched for `window` already without a relapse: the episode is over.
     pub fn has_stayed_healthy(&self, window: std::time::Duration, now: SystemTime) -> bool {
         self.recovered_at
-            .as_deref()
-            .and_then(|at| humantime::parse_rfc3339_weak(at).ok())
-            .is_some_and(|at| at + window <= now)
+            .is_some_and(|at| at.time() + window <= now)
     }
 }
 
@@ -437,7 +447,7 @@ pub(crate) fn counted_attempts(runs: &[&HistoryRecord], since: SystemTime) -> Ve
     runs[after_manual..]
         .iter()
         .filter(|r| r.outcome.is_healing_attempt())
-        .filter_map(|r| r.started())
+        .map(|r| r.started())
         .filter(|t| *t >= since)
         .collect()
 }
@@ -493,7 +503,7 @@ mod tests {
         HistoryRecord {
             service: service.into(),
             outcome,
-            started_at: started_at.into(),
+            started_at: started_at.parse().unwrap(),
             duration_ms: 5,
             healed_by: None,
             summary: String::new(),
@@ -508,7 +518,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path().join("state"));
         assert!(state.history().unwrap().is_empty());
-        let now = humantime::format_rfc3339(SystemTime::now()).to_string();
+        let now = Timestamp::now().to_string();
         state
             .append_history(&record("web", Outcome::Resolved, "2020-01-01T00:00:00Z"))
             .unwrap();
@@ -632,7 +642,7 @@ mod tests {
         );
         assert!(
             state
-                .append_history(&record("web", Outcome::Failed, "x"))
+                .append_history(&record("web", Outcome::Failed, "2020-01-01T00:00:00Z"))
                 .is_err()
         );
         assert!(!open.join("history.jsonl").exists());
@@ -682,7 +692,7 @@ mod tests {
         assert!(!created.exists());
         assert!(
             state
-                .append_history(&record("web", Outcome::Failed, "x"))
+                .append_history(&record("web", Outcome::Failed, "2020-01-01T00:00:00Z"))
                 .is_err()
         );
         assert!(state.history().is_err());
@@ -738,6 +748,9 @@ mod tests {
             .unwrap();
         let history = state.history().unwrap();
         assert_eq!(history.last().unwrap().outcome, Outcome::Failed);
-        assert_eq!(history.last().unwrap().started_at, "2030-01-01T00:00:00Z");
+        assert_eq!(
+            history.last().unwrap().started_at.to_string(),
+            "2030-01-01T00:00:00Z"
+        );
     }
 }

@@ -62,13 +62,12 @@ pub(crate) fn render(
         *runs
             .entry((&record.service, record.outcome.as_str()))
             .or_default() += 1;
-        if let Some(at) = record.started() {
-            let seconds = at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
-            let latest = last_run.entry(&record.service).or_insert(seconds);
-            *latest = latest.max(seconds);
-        }
+        let seconds = record
+            .started()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let latest = last_run.entry(&record.service).or_insert(seconds);
+        *latest = latest.max(seconds);
         // A run that yielded to a concurrent one is `suppressed` too, but has no diagnosis
         // (no summary): the other run's outcome is the one that counts.
         let yielded = record.outcome == Outcome::Suppressed && record.summary.is_empty();
@@ -169,7 +168,7 @@ mod tests {
         HistoryRecord {
             service: service.into(),
             outcome,
-            started_at: "2026-11-29T10:00:00.000Z".into(),
+            started_at: "2026-11-29T10:00:00.000Z".parse().unwrap(),
             duration_ms,
             healed_by: None,
             // A yielded run (a web suppressed run of 1 ms here) has no diagnosis.

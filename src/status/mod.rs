@@ -24,6 +24,7 @@ use crate::outcome::Outcome;
 use crate::state::{HistoryRecord, StateDir};
 use crate::systemd::{ActiveState, Systemd, UnitOverview};
 use crate::ui::terminal::SlowNotice;
+use crate::ui::when::Timestamp;
 
 pub(crate) use system::SystemOverview;
 
@@ -51,8 +52,7 @@ pub(crate) struct SystemInfo {
     pub name: String,
     pub host: String,
     pub owner: Option<String>,
-    /// RFC 3339, UTC.
-    pub time: String,
+    pub time: Timestamp,
     #[serde(flatten)]
     pub overview: SystemOverview,
 }
@@ -102,10 +102,10 @@ pub(crate) struct ServiceStatus {
     pub restarts_by_systemd_24h: usize,
     /// The next failure would not be healed (loop protection).
     pub suppressed: bool,
-    /// RFC 3339: when loop protection lets a run through again.
-    pub suppressed_until: Option<String>,
-    /// RFC 3339: when loop protection's timed retry runs, while one is scheduled.
-    pub next_retry_at: Option<String>,
+    /// When loop protection lets a run through again.
+    pub suppressed_until: Option<Timestamp>,
+    /// When loop protection's timed retry runs, while one is scheduled.
+    pub next_retry_at: Option<Timestamp>,
     pub last_healing: Option<LastHealing>,
     /// What the probes saw last (null when it is not probed).
     pub probe: Option<ProbeStatus>,
@@ -125,17 +125,17 @@ pub(crate) struct ProbeStatus {
     pub failures_to_heal: u32,
     /// What the last round saw, or why it did not judge.
     pub detail: String,
-    /// RFC 3339: the last round.
-    pub checked_at: Option<String>,
-    /// RFC 3339: the last failed round.
-    pub last_failed_at: Option<String>,
+    /// The last round.
+    pub checked_at: Option<Timestamp>,
+    /// The last failed round.
+    pub last_failed_at: Option<Timestamp>,
 }
 
 /// The service's last healing run.
 #[derive(Debug, Serialize)]
 pub(crate) struct LastHealing {
     pub outcome: Outcome,
-    pub started_at: String,
+    pub started_at: Timestamp,
     pub healed_by: Option<String>,
     pub summary: String,
 }
@@ -166,8 +166,8 @@ pub(crate) struct ConfigInfo {
     /// Where SMTP goes (`host:port`), when it does.
     pub email_relay: Option<String>,
     pub outbox_queued: usize,
-    /// RFC 3339: when the oldest queued report was queued.
-    pub outbox_oldest: Option<String>,
+    /// When the oldest queued report was queued.
+    pub outbox_oldest: Option<Timestamp>,
     pub metrics_file: Option<String>,
 }
 
@@ -205,9 +205,7 @@ fn probe_status(
         let stale_after = Duration::from(top.interval) * 2 + probe.timeout;
         record
             .checked_at
-            .as_deref()
-            .and_then(|at| humantime::parse_rfc3339_weak(at).ok())
-            .and_then(|at| SystemTime::now().duration_since(at).ok())
+            .and_then(|at| SystemTime::now().duration_since(at.time()).ok())
             .is_some_and(|age| age <= stale_after)
     });
     Some(ProbeStatus {
@@ -281,7 +279,7 @@ pub(crate) fn gather(
     let recent: Vec<HistoryRecord> = history
         .iter()
         .rev()
-        .filter(|r| r.started().is_some_and(|t| t >= day_ago))
+        .filter(|r| r.started() >= day_ago)
         .filter(|r| r.outcome != Outcome::Planned)
         .cloned()
         .collect();
@@ -291,7 +289,7 @@ pub(crate) fn gather(
             name: config.system_name(),
             host: crate::host::hostname(),
             owner: config.owner.clone(),
-            time: humantime::format_rfc3339_seconds(now).to_string(),
+            time: Timestamp::seconds(now),
             overview,
         },
         summary: summarize(&rows),
@@ -315,7 +313,7 @@ pub(crate) fn gather(
                 })
                 .map(|smtp| format!("{}:{}", smtp.host, smtp.port())),
             outbox_queued: queued,
-            outbox_oldest: oldest.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+            outbox_oldest: oldest.map(Timestamp::seconds),
             metrics_file: config
                 .metrics_file
                 .as_ref()
@@ -386,12 +384,12 @@ fn row(
             sorted.get(counted.len() - threshold).map(|t| *t + window)
         })
         .flatten()
-        .map(|t| humantime::format_rfc3339_seconds(t).to_string());
+        .map(Timestamp::seconds);
     let day_ago = now - Duration::from_secs(86_400);
     let restarts_by_systemd_24h = runs
         .iter()
         .filter(|r| r.outcome == Outcome::RestartedBySystemd)
-        .filter(|r| r.started().is_some_and(|t| t >= day_ago))
+        .filter(|r| r.started() >= day_ago)
         .map(|r| r.restarts.max(1) as usize)
         .sum();
     let last_healing = runs
@@ -400,7 +398,7 @@ fn row(
         .find(|r| r.outcome != Outcome::Planned && r.outcome != Outcome::Healthy)
         .map(|r| LastHealing {
             outcome: r.outcome,
-            started_at: r.started_at.clone(),
+            started_at: r.started_at,
             healed_by: r.healed_by.clone(),
             summary: r.summary.clone(),
         });

@@ -8,7 +8,7 @@ use super::{Category, ServiceStatus, Status};
 use crate::outcome::Outcome;
 use crate::report::human_bytes as bytes;
 use crate::ui::terminal::{Paint, Terminal, fit, printable};
-use crate::ui::when::{LocalTime, relative};
+use crate::ui::when::{LocalTime, Timestamp, relative};
 
 /// How a service is doing, for its mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,18 +65,14 @@ impl Page {
         self.line(&text);
     }
 
-    /// An RFC 3339 time as local time, with how long ago on a terminal.
-    fn when(&self, rfc3339: &str) -> String {
-        humantime::parse_rfc3339_weak(rfc3339).map_or_else(
-            |_| rfc3339.to_owned(),
-            |at| {
-                if self.terminal.is_tty {
-                    format!("{} ({})", LocalTime(at, &self.zone), relative(at, self.now))
-                } else {
-                    LocalTime(at, &self.zone).to_string()
-                }
-            },
-        )
+    /// A time as local time, with how far from now on a terminal.
+    fn when(&self, at: Timestamp) -> String {
+        let at = at.time();
+        if self.terminal.is_tty {
+            format!("{} ({})", LocalTime(at, &self.zone), relative(at, self.now))
+        } else {
+            LocalTime(at, &self.zone).to_string()
+        }
     }
 }
 
@@ -236,7 +232,7 @@ fn recent(page: &mut Page, status: &Status) {
         page.line("  -- no healing runs --");
     }
     for record in events {
-        let at = page.when(&record.started_at);
+        let at = page.when(record.started_at);
         page.line(&format!(
             "  {at}  {}  {}  {}",
             record.service,
@@ -267,7 +263,7 @@ fn configuration(page: &mut Page, status: &Status) {
         (_, 0) => "empty".to_owned(),
         (Some(oldest), queued) => format!(
             "{queued} report(s) queued, oldest {} (selfheal flush retries them)",
-            page.when(oldest)
+            page.when(*oldest)
         ),
         (None, queued) => format!("{queued} report(s) queued"),
     };
@@ -278,7 +274,7 @@ fn configuration(page: &mut Page, status: &Status) {
 
 /// The lines under a service: last healing, loop protection, hook, health detail.
 fn notes(row: &ServiceStatus, page: &Page, status: &Status) -> Vec<String> {
-    let when = |at: &str| page.when(at);
+    let when = |at: Timestamp| page.when(at);
     let mut notes = Vec::new();
     if let Some(last) = &row.last_healing {
         let by = last
@@ -287,7 +283,7 @@ fn notes(row: &ServiceStatus, page: &Page, status: &Status) -> Vec<String> {
             .map_or(String::new(), |strategy| format!(" by {strategy}"));
         notes.push(format!(
             "↳ last healing {}: {}{by} — {}",
-            when(&last.started_at),
+            when(last.started_at),
             last.outcome.as_str().to_uppercase(),
             printable(&last.summary)
         ));
@@ -324,7 +320,6 @@ fn notes(row: &ServiceStatus, page: &Page, status: &Status) -> Vec<String> {
     if let Some(probe) = &row.probe {
         let last_failure = probe
             .last_failed_at
-            .as_deref()
             .map(|at| format!(" (last failure {})", when(at)))
             .unwrap_or_default();
         notes.push(match probe.ok {
@@ -340,7 +335,7 @@ fn notes(row: &ServiceStatus, page: &Page, status: &Status) -> Vec<String> {
                 Some(at) => format!(
                     "↳ probe: {} ({}){last_failure}",
                     printable(&probe.detail),
-                    when(at)
+                    when(*at)
                 ),
             },
         });
@@ -362,10 +357,10 @@ fn notes(row: &ServiceStatus, page: &Page, status: &Status) -> Vec<String> {
             row.recent_runs, status.config.failure_threshold, status.config.threshold_window
         );
         if let Some(until) = &row.suppressed_until {
-            let _ = write!(text, ": SUPPRESSED until {}", when(until));
+            let _ = write!(text, ": SUPPRESSED until {}", when(*until));
         }
         if let Some(retry) = &row.next_retry_at {
-            let _ = write!(text, ", timed retry at {}", when(retry));
+            let _ = write!(text, ", timed retry at {}", when(*retry));
         }
         notes.push(text);
     }

@@ -42,7 +42,7 @@ pub enum SystemdError {
     },
     #[error("unit {0} is not known to systemd (LoadState={1})")]
     UnitNotFound(String, String),
-    #[error("timed out after {0:?} waiting for systemd")]
+    #[error("timed out after {} waiting for systemd", crate::ui::duration::HumanDuration(*.0))]
     Timeout(Duration),
 }
 

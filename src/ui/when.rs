@@ -6,8 +6,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
+use jiff::Timestamp as Instant;
+use jiff::Zoned;
 use jiff::civil::{DateTime, Time};
-use jiff::{Timestamp, Zoned};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ui::duration::HumanDuration;
 
@@ -23,7 +25,7 @@ pub enum Since {
     /// `10:00`: today at this local time.
     TodayAt(Time),
     /// `2026-11-18T10:00:00Z`: an exact instant.
-    Exact(Timestamp),
+    Exact(Instant),
 }
 
 /// Why a `--since` did not parse.
@@ -52,7 +54,7 @@ impl FromStr for Since {
         if let Ok(duration) = ago.parse::<HumanDuration>() {
             return Ok(Since::Ago(duration.0));
         }
-        if let Ok(exact) = text.parse::<Timestamp>() {
+        if let Ok(exact) = text.parse::<Instant>() {
             return Ok(Since::Exact(exact));
         }
         // A date alone is its midnight; jiff's DateTime parser reads both forms.
@@ -73,7 +75,7 @@ impl Since {
         let local = |datetime: DateTime| {
             datetime
                 .to_zoned(now.time_zone().clone())
-                .map_or(Timestamp::MIN, |zoned| zoned.timestamp())
+                .map_or(Instant::MIN, |zoned| zoned.timestamp())
         };
         let timestamp = match self {
             Since::Ago(duration) => {
@@ -85,9 +87,7 @@ impl Since {
                 let day = now
                     .date()
                     .checked_sub(jiff::Span::new().days(i64::from(days)));
-                day.map_or(Timestamp::MIN, |day| {
-                    local(day.to_datetime(Time::midnight()))
-                })
+                day.map_or(Instant::MIN, |day| local(day.to_datetime(Time::midnight())))
             }
             Since::Local(datetime) => local(datetime),
             Since::TodayAt(time) => local(now.date().to_datetime(time)),
@@ -124,7 +124,7 @@ pub(crate) struct LocalTime<'z>(pub SystemTime, pub &'z jiff::tz::TimeZone);
 
 impl fmt::Display for LocalTime<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match Timestamp::try_from(self.0) {
+        match Instant::try_from(self.0) {
             Ok(timestamp) => write!(
                 f,
                 "{}",
@@ -137,12 +137,143 @@ impl fmt::Display for LocalTime<'_> {
     }
 }
 
-/// `2026-11-29T10:02:03Z` → `2026-11-29 10:02:03 UTC`.
-pub(crate) fn readable(rfc3339: &str) -> String {
-    rfc3339
-        .replacen('T', " ", 1)
-        .strip_suffix('Z')
-        .map_or_else(|| rfc3339.to_owned(), |time| format!("{time} UTC"))
+/// A point in time as selfheal records it: a `SystemTime` in code, RFC 3339 UTC text in every
+/// file and JSON document (`2026-11-29T10:02:03Z`, or `…03.120Z` where milliseconds matter).
+/// The precision is part of the value, and the time is cut to it, so a value equals itself
+/// read back from its text, and a record read and written again keeps its text.
+#[derive(Debug, Clone, Copy)]
+pub struct Timestamp {
+    at: SystemTime,
+    millis: bool,
+}
+
+impl Timestamp {
+    /// `at`, to the second.
+    pub fn seconds(at: SystemTime) -> Timestamp {
+        Timestamp {
+            at: cut(at, 1_000_000_000),
+            millis: false,
+        }
+    }
+
+    /// `at`, to the millisecond (run starts, which order a burst of runs).
+    pub fn millis(at: SystemTime) -> Timestamp {
+        Timestamp {
+            at: cut(at, 1_000_000),
+            millis: true,
+        }
+    }
+
+    /// Now, to the second.
+    pub fn now() -> Timestamp {
+        Timestamp::seconds(SystemTime::now())
+    }
+
+    /// Now, to the millisecond.
+    pub fn now_millis() -> Timestamp {
+        Timestamp::millis(SystemTime::now())
+    }
+
+    pub fn time(self) -> SystemTime {
+        self.at
+    }
+
+    /// `2026-11-29 10:02:03 UTC`: for reports, which are read on other hosts and time zones.
+    pub fn readable(self) -> String {
+        let text = self.to_string();
+        text.replacen('T', " ", 1)
+            .strip_suffix('Z')
+            .map_or(text.clone(), |time| format!("{time} UTC"))
+    }
+
+    /// Letters and digits only (`20261129T100203120Z`): for file names and message ids.
+    pub fn compact(self) -> String {
+        self.to_string()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect()
+    }
+
+    /// How far from `now`: `12min ago`, `in 58min` (see [`relative`]).
+    pub fn relative_to(self, now: SystemTime) -> String {
+        relative(self.at, now)
+    }
+}
+
+/// `at` without what is below `nanos` (times before 1970 are not cut: selfheal writes none).
+fn cut(at: SystemTime, nanos: u32) -> SystemTime {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(at, |since| {
+            let kept = since.subsec_nanos() / nanos * nanos;
+            SystemTime::UNIX_EPOCH + Duration::new(since.as_secs(), kept)
+        })
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(at: SystemTime) -> Timestamp {
+        Timestamp::seconds(at)
+    }
+}
+
+impl PartialEq for Timestamp {
+    fn eq(&self, other: &Timestamp) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Timestamp {}
+
+impl PartialOrd for Timestamp {
+    fn partial_cmp(&self, other: &Timestamp) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Timestamp {
+    fn cmp(&self, other: &Timestamp) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.millis {
+            write!(f, "{}", humantime::format_rfc3339_millis(self.at))
+        } else {
+            write!(f, "{}", humantime::format_rfc3339_seconds(self.at))
+        }
+    }
+}
+
+/// Why a recorded time did not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?} is not an RFC 3339 UTC time like 2026-11-29T10:02:03Z")]
+pub struct TimestampError(String);
+
+impl FromStr for Timestamp {
+    type Err = TimestampError;
+
+    fn from_str(text: &str) -> Result<Timestamp, TimestampError> {
+        let at = humantime::parse_rfc3339_weak(text.trim())
+            .map_err(|_| TimestampError(text.to_owned()))?;
+        Ok(Timestamp {
+            at,
+            millis: text.contains('.'),
+        })
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Timestamp, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 #[cfg(test)]
@@ -156,7 +287,7 @@ mod tests {
 
     fn resolved(text: &str) -> String {
         let at = text.parse::<Since>().unwrap().resolve(&now());
-        Timestamp::try_from(at).unwrap().to_string()
+        Instant::try_from(at).unwrap().to_string()
     }
 
     #[test]
@@ -214,13 +345,34 @@ mod tests {
     #[test]
     fn shows_local_time_to_the_minute() {
         let zone = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
-        let at = SystemTime::from("2026-11-18T09:06:59Z".parse::<Timestamp>().unwrap());
+        let at = SystemTime::from("2026-11-18T09:06:59Z".parse::<Instant>().unwrap());
         assert_eq!(LocalTime(at, &zone).to_string(), "2026-11-18 10:06");
     }
 
     #[test]
-    fn an_rfc3339_time_reads_as_utc() {
-        assert_eq!(readable("2026-11-29T10:02:03Z"), "2026-11-29 10:02:03 UTC");
-        assert_eq!(readable("not a time"), "not a time");
+    fn a_timestamp_reads_as_utc() {
+        let at: Timestamp = "2026-11-29T10:02:03Z".parse().unwrap();
+        assert_eq!(at.readable(), "2026-11-29 10:02:03 UTC");
+        assert!("not a time".parse::<Timestamp>().is_err());
+    }
+
+    #[test]
+    fn a_timestamp_keeps_its_text_through_json() {
+        for text in ["2026-11-29T10:02:03Z", "2026-11-29T10:02:03.120Z"] {
+            let json = format!("{text:?}");
+            let at: Timestamp = serde_json::from_str(&json).unwrap();
+            assert_eq!(serde_json::to_string(&at).unwrap(), json);
+        }
+        let made = Timestamp::millis(SystemTime::UNIX_EPOCH + Duration::from_millis(1_500));
+        assert_eq!(made.to_string(), "1970-01-01T00:00:01.500Z");
+        assert_eq!(
+            Timestamp::seconds(made.time()).to_string(),
+            "1970-01-01T00:00:01Z"
+        );
+        // Cut to its precision, a time equals itself read back.
+        let now = Timestamp::now_millis();
+        assert_eq!(now.to_string().parse::<Timestamp>().unwrap(), now);
+        let err = serde_json::from_str::<Timestamp>("\"soon\"").unwrap_err();
+        assert!(err.to_string().contains("RFC 3339"), "{err}");
     }
 }

@@ -1,8 +1,6 @@
 //! A report as a mail: subject, text and HTML from the templates, the contract's headers, and a
 //! Message-ID fixed at composition, so every resend of the stored message carries the same one.
 
-use std::time::SystemTime;
-
 use lettre::Message;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
@@ -57,15 +55,10 @@ pub(crate) fn compose<T: Templated>(
     let text = renderer.text(report)?;
     let html = renderer.html(report)?;
 
-    let compact_time: String = facts
-        .started_at
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect();
+    let compact_time = facts.started_at.compact();
     let stem = format!("{compact_time}-{}-{}", facts.label, std::process::id());
     let message_id = format!("<selfheal.{stem}@{}>", facts.host);
-    let date =
-        humantime::parse_rfc3339_weak(&facts.started_at).unwrap_or_else(|_| SystemTime::now());
+    let date = facts.started_at.time();
 
     let mut builder = Message::builder()
         .from(from.parse::<Mailbox>().map_err(|err| {

@@ -44,8 +44,8 @@ fn failed(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> O
 pub(crate) struct QueueMeta {
     #[serde(flatten)]
     pub envelope: Envelope,
-    /// RFC 3339.
-    pub queued_at: String,
+    /// To the millisecond.
+    pub queued_at: crate::ui::when::Timestamp,
     pub attempts: u32,
     pub last_error: Option<String>,
 }
@@ -185,8 +185,7 @@ impl Outbox {
             eml: self.dir.join(format!("{}.eml", composed.stem)),
             meta: QueueMeta {
                 envelope: composed.envelope.clone(),
-                queued_at: humantime::format_rfc3339_millis(std::time::SystemTime::now())
-                    .to_string(),
+                queued_at: crate::ui::when::Timestamp::now_millis(),
                 attempts: 0,
                 last_error: None,
             },
