@@ -300,6 +300,24 @@ fn check_catches_what_would_fail_at_run_time() {
             format!("{}{}", email(&format!("    ca_file: {not_a_certificate}\n")), service("")),
             "holds no PEM certificate".to_owned(),
         ),
+        // What loads today and breaks later: no report sent, no loop protection, a window
+        // no report waits out, a file the kernel owns.
+        (
+            format!("email:\n  to: [ops@example.org]\n  from: \"@\"\n{}", service("")),
+            "email: \"@\" is not an email address".to_owned(),
+        ),
+        (
+            format!("threshold_window: 0s\n{}", service("")),
+            "threshold_window must be longer than 0s".to_owned(),
+        ),
+        (
+            format!("cascade: {{services: 3, within: 3650d}}\n{}", service("")),
+            "cascade.within must be between 1s and 10m".to_owned(),
+        ),
+        (
+            format!("metrics_file: /proc/selfheal.prom\n{}", service("")),
+            "metrics_file: /proc/selfheal.prom is under /proc".to_owned(),
+        ),
     ];
     for (config, expected) in table {
         let (output, _dir) = selfheal_with(&config, &["check"]);

@@ -317,6 +317,23 @@ fn the_hook_starts_a_heal_unit_no_other_units_drop_ins_reach() {
 }
 
 #[test]
+fn check_refuses_a_service_whose_unit_systemd_does_not_know() {
+    let env = TestEnv::new();
+    env.config("monitored_services:\n  - name: web\n  - name: memcache\n")
+        .unit("web", "ExecStart=/bin/sleep 600");
+
+    let output = env.selfheal(["check"]);
+
+    assert_eq!(exit_code(&output), ExitCode::Usage, "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_contains(
+        &stderr,
+        "memcache.service is not known to systemd (LoadState=not-found)",
+    );
+    assert!(!stderr.contains("web.service is not known"), "{stderr}");
+}
+
+#[test]
 fn check_refuses_a_heal_unit_that_cannot_load_and_warns_of_an_unarmed_hook() {
     let env = TestEnv::new();
     env.config("monitored_services:\n  - name: web\n")

@@ -2,8 +2,8 @@
 //! the config, renders every template (built-in and overrides) against a sample report, and
 //! checks on this host what the config only names: the SMTP password file (owner, mode), the
 //! CA file (PEM), each validator command (exists, executable), the owners and groups of
-//! `database_check`; and, when systemd answers, that each heal unit loads and each hook starts
-//! it. Exit 0 when all is well (warnings on stderr), 2 when not.
+//! `database_check`; and, when systemd answers, that each service's unit exists, each heal
+//! unit loads and each hook starts it. Exit 0 when all is well (warnings on stderr), 2 when not.
 
 use crate::exit_code::ExitCode;
 use crate::report::{Renderer, Report};
@@ -97,7 +97,7 @@ fn heal_units(config: &crate::config::Config) -> (Vec<String>, Vec<String>) {
             return (
                 Vec::new(),
                 vec![format!(
-                    "systemd did not answer ({err}): the heal units and hooks are not checked"
+                    "systemd did not answer ({err}): whether each service's unit exists, and its heal unit and hook, is not checked"
                 )],
             );
         }
@@ -110,6 +110,13 @@ fn heal_units(config: &crate::config::Config) -> (Vec<String>, Vec<String>) {
         .zip(&heal_units)
         .zip(unit_rows.iter().zip(heal_rows))
     {
+        if unit_row.load_state == "not-found" {
+            problems.push(format!(
+                "{unit} is not known to systemd (LoadState=not-found): a typo in `name:`, or its package is not installed (`systemctl list-unit-files '{}*'` lists what there is)",
+                unit.trim_end_matches(".service")
+            ));
+            continue;
+        }
         match heal_row.load_state.as_str() {
             "loaded" | "masked" => {}
             "not-found" => {

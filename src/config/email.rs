@@ -97,6 +97,23 @@ fn default_smtp_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
 }
 
+/// `user@host` (a display name and angle brackets around it allowed): a local part and a
+/// domain, neither empty nor holding spaces. What SMTP would refuse later is refused here.
+fn is_address(text: &str) -> bool {
+    let address = match (text.rfind('<'), text.strip_suffix('>')) {
+        (Some(open), Some(inner)) => &inner[open + 1..],
+        _ => text.trim(),
+    };
+    address.rsplit_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && !domain.is_empty()
+            && !address.contains(char::is_whitespace)
+            && !domain.contains('@')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+    })
+}
+
 /// Checks the `email:` section when the config is loaded. An error names the key (below
 /// `email:`) it is about.
 pub(crate) fn validate(
@@ -107,9 +124,17 @@ pub(crate) fn validate(
         return Err((&["to"], "no recipient: set `email.to` or `owner`".into()));
     }
     for address in email.to.iter().map(String::as_str).chain(owner) {
-        if !address.contains('@') {
+        if !is_address(address) {
             return Err((&["to"], format!("{address:?} is not an email address")));
         }
+    }
+    if let Some(from) = email.from.as_deref().filter(|from| !is_address(from)) {
+        return Err((
+            &["from"],
+            format!(
+                "{from:?} is not an email address (like selfheal@host.example): no report could be sent from it"
+            ),
+        ));
     }
     if let Some(smtp) = &email.smtp {
         let credentials = smtp.username.is_some() || smtp.password_file.is_some();

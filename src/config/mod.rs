@@ -338,12 +338,7 @@ impl Config {
                 "failure_threshold must be at least 1",
             ));
         }
-        if self.crash_loop.restarts == 0 || Duration::from(self.crash_loop.within).is_zero() {
-            return Err(Problem::at(
-                &["crash_loop".into()],
-                "crash_loop needs restarts of at least 1 and a window longer than 0s (e.g. { restarts: 5, within: 10m })",
-            ));
-        }
+        self.validate_windows()?;
         let mut seen = HashSet::new();
         let mut ports: Vec<(u16, &str)> = Vec::new();
         for (index, service) in self.monitored_services.iter().enumerate() {
@@ -412,9 +407,11 @@ impl Config {
             })?;
         }
         if let Some(path) = &self.metrics_file {
-            require_absolute(path).map_err(|message| {
-                Problem::at(&["metrics_file".into()], format!("metrics_file: {message}"))
-            })?;
+            require_absolute(path)
+                .and_then(|()| writable_place(path))
+                .map_err(|message| {
+                    Problem::at(&["metrics_file".into()], format!("metrics_file: {message}"))
+                })?;
         }
         if let Some(email) = &self.email {
             email::validate(email, self.owner.as_deref()).map_err(|(keys, message)| {
@@ -426,6 +423,55 @@ impl Config {
             })?;
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The top-level windows: each longer than 0, and a cascade's short enough to wait out.
+    fn validate_windows(&self) -> Result<(), Problem> {
+        if self.crash_loop.restarts == 0 || Duration::from(self.crash_loop.within).is_zero() {
+            return Err(Problem::at(
+                &["crash_loop".into()],
+                "crash_loop needs restarts of at least 1 and a window longer than 0s (e.g. { restarts: 5, within: 10m })",
+            ));
+        }
+        if Duration::from(self.threshold_window).is_zero() {
+            return Err(Problem::at(
+                &["threshold_window".into()],
+                "threshold_window must be longer than 0s: loop protection counts the healing runs within it (e.g. 1h)",
+            ));
+        }
+        if let Some(cascade) = &self.cascade
+            && !(Duration::from_secs(1)..=MAX_CASCADE_WINDOW)
+                .contains(&Duration::from(cascade.within))
+        {
+            return Err(Problem::at(
+                &["cascade".into(), "within".into()],
+                format!(
+                    "cascade.within must be between 1s and {}: reports wait for the window to close (e.g. 60s)",
+                    HumanDuration(MAX_CASCADE_WINDOW)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The longest `cascade.within`: a report held longer than this is late, not grouped.
+const MAX_CASCADE_WINDOW: Duration = Duration::from_secs(600);
+
+/// A file selfheal writes must be on a real file system: not under the kernel's /proc, /sys
+/// or /dev, where a write fails or, worse, sets something.
+fn writable_place(path: &Path) -> Result<(), String> {
+    let kernel = ["/proc", "/sys", "/dev"]
+        .iter()
+        .find(|dir| path.starts_with(dir));
+    match kernel {
+        Some(dir) => Err(format!(
+            "{} is under {dir}, which is the kernel's, not a file system a file can be written to (node_exporter's textfile directory, e.g. /var/lib/prometheus/node-exporter, is the usual place)",
+            path.display()
+        )),
+        None => Ok(()),
     }
 }
 
