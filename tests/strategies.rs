@@ -110,8 +110,8 @@ fn a_port_held_by_another_unit_is_left_alone_and_named() {
     let step = report.step("port_conflict");
     assert_eq!(step.result, "needs_human", "{step:?}");
     let detail = &step.detail;
-    assert_contains(detail, &format!("pid {squatter_pid}"));
-    assert_contains(detail, "unit squatter.service");
+    // The unit first, by name, then its process.
+    assert_contains(detail, &format!("squatter.service: pid {squatter_pid} ("));
     assert!(
         report
             .reason
@@ -479,8 +479,7 @@ fn another_unit_running_the_same_command_line_is_never_signalled() {
     let step = report.step("port_conflict");
     assert_eq!(step.result, "needs_human", "{step:?}");
     let detail = &step.detail;
-    assert_contains(detail, &format!("pid {green_pid}"));
-    assert_contains(detail, "unit web-green.service");
+    assert_contains(detail, &format!("web-green.service: pid {green_pid} ("));
     assert_eq!(env.property("web-green.service", "ActiveState"), "active");
     assert_eq!(env.property("web-green.service", "MainPID"), green_pid);
 }

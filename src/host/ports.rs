@@ -104,10 +104,11 @@ impl Listeners {
     }
 
     /// Whether a process of the system unit `unit` listens on `port`: one whose cgroup is
-    /// the unit's own (systemd names a unit's cgroup after the unit, under its slice) or below
-    /// it, and not inside a user's service manager (`user@1000.service/…/web.service` is a
-    /// user's unit of the same name). `None` when something listens but its owner could not
-    /// be read (not root, `hidepid`).
+    /// the unit's own or below it. systemd puts a unit's cgroup under its slices and nothing
+    /// else, so only slices may come before it: `user@1000.service/…/web.service` is a user's
+    /// unit of the same name, `outer.service/payload/web.service` a cgroup that a delegated
+    /// unit named so. `None` when something listens but its owner could not be read (not
+    /// root, `hidepid`).
     pub(crate) fn held_by_unit(&self, port: u16, unit: &str) -> Option<bool> {
         let Some(cgroups) = self.by_port.get(&port) else {
             return Some(false);
@@ -115,15 +116,25 @@ impl Listeners {
         if cgroups.is_empty() {
             return None;
         }
-        let own = |cgroup: &String| {
-            let parts: Vec<&str> = cgroup.split('/').collect();
-            parts
-                .iter()
-                .position(|part| *part == unit)
-                .is_some_and(|at| !parts[..at].iter().any(|part| part.starts_with("user@")))
-        };
-        Some(cgroups.iter().any(own))
+        Some(cgroups.iter().any(|cgroup| unit_owns(cgroup, unit)))
     }
+}
+
+/// Whether `cgroup` is system unit `unit`'s own cgroup or below it: `unit` comes after the
+/// root and slices alone (`/system.slice/web.service/…`).
+pub(crate) fn unit_owns(cgroup: &str, unit: &str) -> bool {
+    let parts: Vec<&str> = cgroup.split('/').filter(|part| !part.is_empty()).collect();
+    parts
+        .iter()
+        .position(|part| *part == unit)
+        .is_some_and(|at| {
+            parts[..at].iter().all(|part| {
+                // systemd spells unit types in lower case: `.slice` is exact.
+                std::path::Path::new(part)
+                    .extension()
+                    .is_some_and(|suffix| suffix == "slice")
+            })
+        })
 }
 
 /// A minimal netlink sock_diag client: one dump request per address family.
@@ -369,6 +380,31 @@ mod tests {
             Some("/user.slice")
         );
         assert_eq!(parse_cgroup("garbage"), None);
+    }
+
+    #[test]
+    fn a_unit_owns_its_cgroup_under_its_slices_and_nothing_else() {
+        assert!(unit_owns("/system.slice/web.service", "web.service"));
+        assert!(unit_owns("/system.slice/web.service/worker", "web.service"));
+        assert!(unit_owns("/web.service", "web.service"));
+        assert!(unit_owns(
+            "/system.slice/app.slice/web.service",
+            "web.service"
+        ));
+        // A cgroup a delegated unit named after it, and a user's unit of the same name.
+        assert!(!unit_owns(
+            "/system.slice/outer.service/payload/web.service",
+            "web.service"
+        ));
+        assert!(!unit_owns(
+            "/system.slice/outer.service/web.service",
+            "web.service"
+        ));
+        assert!(!unit_owns(
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/web.service",
+            "web.service"
+        ));
+        assert!(!unit_owns("/system.slice/webx.service", "web.service"));
     }
 
     #[test]

@@ -77,7 +77,7 @@ fn is_core_unit(unit: &str) -> bool {
 fn handed_the_socket(holder: &PortHolder) -> Option<String> {
     match (holder.uid, holder.socket_uid) {
         (Some(uid), Some(creator)) if uid != creator => Some(format!(
-            "holding a socket that uid {creator} created, not its own uid {uid} (it may have been handed the port)"
+            "not signalled: its socket was created by uid {creator} and it runs as uid {uid}, so it may have been handed the port"
         )),
         _ => None,
     }
@@ -283,7 +283,7 @@ struct Sorted {
     /// This service's stale processes (or, with `kill_foreign`, other units'), and why each
     /// may be stopped.
     to_stop: Vec<(PortHolder, String)>,
-    /// Why the others must not be signalled: "pid 812 (nginx) of unit nginx.service".
+    /// Why the others must not be signalled: "nginx.service: pid 812 (nginx)".
     blocking: Vec<String>,
     /// The unit's own live processes: no conflict.
     live: Vec<PortHolder>,
@@ -304,21 +304,24 @@ fn sort_holders(
     };
     for holder in holders {
         let owner = holder_unit(context, holder.pid);
+        // "haproxy.service: pid 812 (/usr/sbin/haproxy -f …)": the unit first, as a person
+        // would look for it.
+        let who = match &owner {
+            HolderUnit::Unit(name) => format!("{name}: {}", describe(&holder)),
+            HolderUnit::NoUnit => format!("{}, outside any systemd unit", describe(&holder)),
+            HolderUnit::Unknown(_) => describe(&holder),
+        };
         match may_signal(classify(&holder, &owner, unit, self_pid), settings) {
             Ok(why) => sorted.to_stop.push((holder, why)),
             Err(Ownership::Live) => sorted.live.push(holder),
-            Err(Ownership::Foreign { unit }) => {
-                let whose = unit.map_or("outside any systemd unit".to_owned(), |u| {
-                    format!("of unit {u}")
-                });
-                sorted
-                    .blocking
-                    .push(format!("{} {whose}", describe(&holder)));
-            }
+            Err(Ownership::Foreign { .. }) => sorted.blocking.push(who),
             Err(Ownership::Protected { why }) => {
-                sorted
-                    .blocking
-                    .push(format!("{} is {why}", describe(&holder)));
+                let why = if why.starts_with("not signalled") {
+                    why
+                } else {
+                    format!("not signalled: it is {why}")
+                };
+                sorted.blocking.push(format!("{who}, {why}"));
             }
             Err(Ownership::Stale { .. }) => {
                 unreachable!("may_signal accepts every stale holder")
