@@ -4,8 +4,11 @@
 
 use serde::Serialize;
 
+use crate::host::disk::DiskUsage;
 use crate::host::journal::JournalLine;
-use crate::systemd::{ActiveState, UnitSnapshot};
+use crate::host::kernel_log::OomKill;
+use crate::systemd::{ActiveState, FailedCommand, UnitSnapshot};
+use crate::ui::size::{human_bytes, systemd_size};
 
 /// Where the facts about the failed run came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -123,18 +126,25 @@ pub(crate) enum Symptom {
     MissingFile,
     /// "Killed", "Out of memory", oom-kill: memory exhaustion.
     OutOfMemory,
+    /// "No space left on device" (ENOSPC), "Disk quota exceeded": a full file system.
+    DiskFull,
 }
 
 impl Symptom {
     /// Every symptom.
-    pub(crate) const ALL: [Symptom; 4] = [
+    pub(crate) const ALL: [Symptom; 5] = [
         Symptom::AddressInUse,
         Symptom::PermissionDenied,
         Symptom::MissingFile,
         Symptom::OutOfMemory,
+        Symptom::DiskFull,
     ];
 
-    const PATTERNS: [(&'static str, Symptom); 7] = [
+    const PATTERNS: [(&'static str, Symptom); 11] = [
+        ("no space left on device", Symptom::DiskFull),
+        ("enospc", Symptom::DiskFull),
+        ("disk quota exceeded", Symptom::DiskFull),
+        ("edquot", Symptom::DiskFull),
         ("address already in use", Symptom::AddressInUse),
         ("eaddrinuse", Symptom::AddressInUse),
         ("permission denied", Symptom::PermissionDenied),
@@ -180,6 +190,7 @@ impl Symptom {
                 "a file or directory it needs is missing (\"No such file or directory\")"
             }
             Symptom::OutOfMemory => "it ran out of memory and was killed",
+            Symptom::DiskFull => "a file system it writes to is full (\"No space left on device\")",
         }
     }
 }
@@ -214,6 +225,19 @@ pub(crate) struct Diagnosis {
     pub restarts: u32,
     /// Memory the unit uses now, when known.
     pub memory_bytes: Option<u64>,
+    /// `MemoryMax=` and `MemoryHigh=`, when set.
+    pub memory_max: Option<u64>,
+    pub memory_high: Option<u64>,
+    /// `Type=` of the service.
+    pub service_type: String,
+    /// The start command that failed (`ExecStartPre=`, or the `ExecStart=` of a unit whose
+    /// start command is not its long-running process), when one did.
+    pub failed_command: Option<FailedCommand>,
+    /// A file system it writes to that is full.
+    pub full_disk: Option<DiskUsage>,
+    /// The directories its unit says it writes to.
+    #[serde(skip)]
+    pub write_paths: Vec<std::path::PathBuf>,
     /// The failed run's invocation ID.
     pub invocation_id: Option<String>,
     /// Where `result`/`termination` came from.
@@ -256,7 +280,18 @@ impl Diagnosis {
         };
         let symptoms = Symptom::detect(&journal);
         let summary = summarize(&result, &termination, snapshot);
-        let root_cause = root_cause(&result, &termination, &symptoms);
+        let mut root_cause = root_cause(&result, &termination, &symptoms);
+        let oom = result == "oom-kill" || symptoms.first() == Some(&Symptom::OutOfMemory);
+        if oom && let Some(cause) = oom_cause(snapshot) {
+            root_cause = cause;
+        } else if let Some(command) = &snapshot.failed_command
+            && !oom
+        {
+            root_cause = format!(
+                "{} The program reported the error; its last journal lines say why.",
+                command_failure(command, &snapshot.service_type)
+            );
+        }
         Diagnosis {
             unit: snapshot.unit.clone(),
             active_state: snapshot.active_state.clone(),
@@ -265,6 +300,12 @@ impl Diagnosis {
             termination,
             restarts: snapshot.n_restarts,
             memory_bytes: snapshot.memory_current,
+            memory_max: snapshot.memory_max,
+            memory_high: snapshot.memory_high,
+            service_type: snapshot.service_type.clone(),
+            failed_command: snapshot.failed_command.clone(),
+            full_disk: None,
+            write_paths: snapshot.write_paths.clone(),
             invocation_id,
             source,
             symptoms,
@@ -306,6 +347,60 @@ impl Diagnosis {
         self
     }
 
+    /// The kernel logged an OOM kill in the unit (`task`, `pid`): where systemd could not tell
+    /// (it says SIGKILL), this is who sent it.
+    pub(crate) fn killed_by_oom(
+        mut self,
+        snapshot: &UnitSnapshot,
+        kill: Option<OomKill>,
+    ) -> Diagnosis {
+        let Some(OomKill { task, pid }) = kill else {
+            return self;
+        };
+        self.root_cause = oom_cause(snapshot).unwrap_or_else(|| {
+            "The kernel's OOM killer ended it: the host ran out of memory (the unit sets no MemoryMax=).".to_owned()
+        });
+        self.summary = format!(
+            "{}; the kernel's OOM killer killed {task} (pid {pid})",
+            self.summary
+        );
+        if !self.symptoms.contains(&Symptom::OutOfMemory) {
+            self.symptoms.insert(0, Symptom::OutOfMemory);
+        }
+        self
+    }
+
+    /// A file system it writes to is full: that is the cause, and no restart fixes it.
+    pub(crate) fn full_disk(mut self, full: Option<DiskUsage>) -> Diagnosis {
+        let Some(full) = full else {
+            return self;
+        };
+        let on = if full.path == full.mount {
+            full.mount.display().to_string()
+        } else {
+            format!("{} (on {})", full.path.display(), full.mount.display())
+        };
+        let what = if full.available_bytes == 0 {
+            format!(
+                "{} of {}, {} %",
+                human_bytes(full.used_bytes),
+                human_bytes(full.size_bytes),
+                full.percent_used()
+            )
+        } else {
+            "no inode left".to_owned()
+        };
+        self.root_cause = format!(
+            "{on} is full ({what}): No space left on device. A restart cannot free space; free some on {} (du -xh {} | sort -h | tail), then restart {}.",
+            full.mount.display(),
+            full.mount.display(),
+            self.unit
+        );
+        self.summary = format!("{}; {} is full", self.summary, full.mount.display());
+        self.full_disk = Some(full);
+        self
+    }
+
     /// The unit is active but does not serve (`unhealthy`, when set, says how): that is the
     /// failure, whatever `Result=` says of the unit's last stop.
     pub(crate) fn not_serving(mut self, unhealthy: Option<String>) -> Diagnosis {
@@ -325,7 +420,64 @@ impl Diagnosis {
     }
 }
 
+/// The OOM killer's part, with the unit's limit when it has one.
+fn oom_cause(snapshot: &UnitSnapshot) -> Option<String> {
+    memory_limit(snapshot).map(|limit| format!(
+        "The kernel's OOM killer ended it at its {limit}: the service needs more memory than its unit allows, or leaks. Raise the limit (systemctl edit {}) or find what grows.",
+        snapshot.unit
+    ))
+}
+
+/// `MemoryMax=40M`, or `MemoryHigh=…` when only that is set.
+fn memory_limit(snapshot: &UnitSnapshot) -> Option<String> {
+    snapshot
+        .memory_max
+        .map(|max| format!("MemoryMax={}", systemd_size(max)))
+        .or_else(|| {
+            snapshot
+                .memory_high
+                .map(|high| format!("MemoryHigh={}", systemd_size(high)))
+        })
+}
+
+/// "The start command /usr/sbin/apachectl start (ExecStart= of a Type=forking unit) exited with
+/// status 1."
+fn command_failure(command: &FailedCommand, service_type: &str) -> String {
+    let line = if command.argv.is_empty() {
+        command.path.clone()
+    } else {
+        command.argv.join(" ")
+    };
+    let stage = match (command.stage, service_type) {
+        ("ExecStart", "forking") => {
+            "ExecStart= of a Type=forking unit, which starts the daemon and exits".to_owned()
+        }
+        (stage, _) => format!("{stage}=, before the service itself starts"),
+    };
+    format!("The start command {line} ({stage}) {}.", ended(command))
+}
+
+/// `exited with status 1`, `was killed by SIGKILL`.
+fn ended(command: &FailedCommand) -> String {
+    match command.code {
+        2 => format!("was killed by {}", signal_name(command.status)),
+        3 => format!("dumped core on {}", signal_name(command.status)),
+        _ => format!("exited with status {}", command.status),
+    }
+}
+
 fn summarize(result: &str, termination: &Termination, snapshot: &UnitSnapshot) -> String {
+    if let Some(command) = &snapshot.failed_command {
+        let line = command.argv.first().unwrap_or(&command.path);
+        return format!(
+            "{} is {}/{} (Result={result}); its {}= command {line} {}",
+            snapshot.unit,
+            snapshot.active_state,
+            snapshot.sub_state,
+            command.stage,
+            ended(command)
+        );
+    }
     let how = match termination {
         Termination::Exited { status } => format!("the main process exited with status {status}"),
         Termination::Killed { signal } => format!("the main process was killed by {signal}"),

@@ -337,6 +337,7 @@ impl Run<'_> {
         tracing::debug!("ready to act after {} µs", self.clock.elapsed_us());
         let diagnosis = Diagnosis::new(&look.snapshot, look.monitor.as_ref(), journal_lines)
             .not_serving(look.unhealthy.clone());
+        let diagnosis = host_facts(self.service, &look.snapshot, diagnosis);
         tracing::info!(selfheal_service = %self.service.name, "diagnosis: {}", diagnosis.summary);
         diagnosis
     }
@@ -513,7 +514,14 @@ impl Run<'_> {
             target: &look.target,
             dry_run: options.dry_run,
         };
-        let chain = strategy::run_chain(&order, &context);
+        // A full file system is not healed by restarting into it: a person frees space.
+        let chain = match &diagnosis.full_disk {
+            Some(_) if look.unhealthy.is_none() => strategy::ChainResult {
+                escalation: Some(diagnosis.root_cause.clone()),
+                ..strategy::ChainResult::default()
+            },
+            _ => strategy::run_chain(&order, &context),
+        };
         if !look.evidence_matters {
             let lines =
                 host.journal
@@ -521,6 +529,7 @@ impl Run<'_> {
             diagnosis = Diagnosis::new(&look.snapshot, look.monitor.as_ref(), lines)
                 .not_serving(look.unhealthy.clone())
                 .upstream(upstream);
+            diagnosis = host_facts(self.service, &look.snapshot, diagnosis);
         }
         let outcome = match (options.dry_run, chain.healed_by) {
             (true, _) => Outcome::Planned,
@@ -529,14 +538,8 @@ impl Run<'_> {
         };
         let post = systemd.snapshot(&self.unit).ok();
         let reason = chain.escalation.clone().or_else(|| {
-            (outcome == Outcome::Failed).then(|| {
-                chain
-                    .steps
-                    .last()
-                    .map_or("no strategy applied".to_owned(), |step| {
-                        format!("{}: {}", step.strategy, step.detail)
-                    })
-            })
+            (outcome == Outcome::Failed)
+                .then(|| still_down(&self.unit, post.as_ref(), &chain, &diagnosis))
         });
         let mut facts = self.facts(outcome).diagnosis(diagnosis);
         facts.steps = chain.steps;
@@ -552,6 +555,69 @@ impl Run<'_> {
         }
         self.end(facts)
     }
+}
+
+/// Why a FAILED run left the service down: its state now, and what the last strategy that
+/// acted found (a strategy that did not apply says nothing about it), else the root cause.
+fn still_down(
+    unit: &str,
+    post: Option<&UnitSnapshot>,
+    chain: &strategy::ChainResult,
+    diagnosis: &Diagnosis,
+) -> String {
+    let state = post.map_or_else(|| "down".to_owned(), UnitSnapshot::state);
+    let acted = chain
+        .steps
+        .iter()
+        .rev()
+        .find(|step| step.result == strategy::StepResult::NoFix);
+    match acted {
+        Some(step) => format!(
+            "{unit} is still {state}; {}: {}",
+            step.strategy, step.detail
+        ),
+        None => format!("{unit} is still {state}: {}", diagnosis.root_cause),
+    }
+}
+
+/// What the host adds to systemd's facts: a full file system the service writes to, and the
+/// kernel's account of an OOM kill where systemd saw only a SIGKILL.
+fn host_facts(service: &ServiceConfig, snapshot: &UnitSnapshot, diagnosis: Diagnosis) -> Diagnosis {
+    let full = full_disk(service, &diagnosis);
+    let sigkill = matches!(
+        &diagnosis.termination,
+        crate::heal::diagnose::Termination::Killed { signal } if signal == "SIGKILL"
+    );
+    let oom = (sigkill && diagnosis.result != "oom-kill")
+        .then(|| {
+            crate::host::kernel_log::oom_kill_in(&snapshot.unit, snapshot.main_started_monotonic_us)
+        })
+        .flatten();
+    diagnosis.full_disk(full).killed_by_oom(snapshot, oom)
+}
+
+/// A full file system among those the service writes to: its unit's directories, the files
+/// `database_check` looks after, and the paths its ENOSPC messages name.
+fn full_disk(
+    service: &ServiceConfig,
+    diagnosis: &Diagnosis,
+) -> Option<crate::host::disk::DiskUsage> {
+    let mut paths: Vec<std::path::PathBuf> = diagnosis.write_paths.clone();
+    if let Some(check) = &service.database_check {
+        paths.extend(check.files.iter().map(|file| file.path.clone()));
+    }
+    if diagnosis
+        .symptoms
+        .contains(&crate::heal::diagnose::Symptom::DiskFull)
+    {
+        for line in &diagnosis.journal {
+            let text = line.message.to_ascii_lowercase();
+            if text.contains("no space left") || text.contains("enospc") || text.contains("quota") {
+                paths.extend(crate::host::disk::paths_in(&line.message));
+            }
+        }
+    }
+    crate::host::disk::first_full(paths.iter().map(std::path::PathBuf::as_path))
 }
 
 impl<U> Look<U> {

@@ -2,7 +2,9 @@
 
 pub(crate) mod atomic_file;
 pub(crate) mod bounded_read;
+pub(crate) mod disk;
 pub(crate) mod journal;
+pub(crate) mod kernel_log;
 pub(crate) mod net;
 pub(crate) mod nofollow;
 pub mod ports;

@@ -15,7 +15,7 @@ use crate::ui::when::Timestamp;
 use crate::heal::facts::RunFacts;
 
 pub(crate) use cascade::CascadeReport;
-pub(crate) use render::{RenderError, Renderer, Templated, human_bytes};
+pub(crate) use render::{RenderError, Renderer, Templated};
 
 /// Everything a report says about one run: where (from the config), what happened (from the
 /// run), and the advice derived from both. The JSON and the templates see one flat object.
@@ -201,6 +201,12 @@ pub(crate) mod fixture {
             termination: Termination::Exited { status: 1 },
             restarts: 2,
             memory_bytes: Some(47_185_920),
+            memory_max: None,
+            memory_high: None,
+            service_type: "simple".into(),
+            failed_command: None,
+            full_disk: None,
+            write_paths: Vec::new(),
             invocation_id: Some("0f1e2d3c4b5a69788796a5b4c3d2e1f0".into()),
             source: FactSource::Monitor,
             symptoms: vec![Symptom::AddressInUse],

@@ -10,6 +10,7 @@ use minijinja::{Environment, Value};
 use super::Report;
 use super::cascade::CascadeReport;
 use crate::report::digest::DigestReport;
+use crate::ui::size::human_bytes;
 use crate::ui::when::Timestamp;
 
 /// Where template overrides are looked for when the config names no `templates_dir`.
@@ -184,6 +185,21 @@ fn environment() -> Environment<'static> {
         } else {
             minijinja::AutoEscape::None
         }
+    });
+    // A value in a text template is whatever a service or a local user wrote (journal lines,
+    // command lines, unit descriptions): its control characters are escaped, so none of them
+    // reaches a terminal or a mail reader as a command ("\x1b]0;…" sets a terminal's title).
+    env.set_formatter(|out, state, value| {
+        if matches!(state.auto_escape(), minijinja::AutoEscape::None)
+            && let Some(text) = value.as_str()
+        {
+            return out
+                .write_str(&crate::ui::terminal::printable_text(text))
+                .map_err(|_| {
+                    minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "writing a value")
+                });
+        }
+        minijinja::escape_formatter(out, state, value)
     });
     env.add_filter("bytes", human_bytes);
     env.add_filter("clock", clock_time);
@@ -363,23 +379,6 @@ fn escape_html(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// 47185920 → "45.0 MiB".
-/// A byte count as people read it: `47.0 MiB`.
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 /// µs since the epoch → "21:45:23.120" (UTC).
 fn clock_time(micros: u64) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros);
@@ -443,8 +442,6 @@ mod tests {
 
     #[test]
     fn formats_sizes_times_and_durations() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(47_185_920), "45.0 MiB");
         assert_eq!(clock_time(1_700_000_000_123_000), "22:13:20.123");
         assert_eq!(human_millis(85), "85 ms");
         assert_eq!(human_millis(1234), "1.23 s");

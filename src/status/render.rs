@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use super::{Category, ServiceStatus, Status};
 use crate::outcome::Outcome;
-use crate::report::human_bytes as bytes;
+use crate::ui::size::human_bytes as bytes;
 use crate::ui::terminal::{Paint, Terminal, fit, printable};
 use crate::ui::when::{LocalTime, Timestamp, relative};
 

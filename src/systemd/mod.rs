@@ -19,7 +19,7 @@ use zbus::Connection;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 
 use proxy::{ManagerProxy, UnitProxy};
-pub(crate) use snapshot::{ActiveState, UnitSnapshot};
+pub(crate) use snapshot::{ActiveState, FailedCommand, UnitSnapshot};
 
 /// Method calls `call_many` keeps waiting for at once: well below dbus-daemon's default
 /// `max_replies_per_connection` (128 on the system bus, which refuses the rest) and below the
@@ -247,6 +247,10 @@ impl Systemd {
         let service = service_properties(&mut next).map_err(call_error("Get Service property"))?;
         let job_id = props.job.map_or(0, |(id, _)| id);
         let memory = service.memory_current.unwrap_or(u64::MAX);
+        let exec_start = service.exec_start.clone().unwrap_or_default();
+        // systemd says "no limit" with u64::MAX.
+        let limit = |bytes: u64| (bytes != u64::MAX).then_some(bytes);
+        let writes = write_paths(&service);
         Ok(UnitSnapshot {
             unit: props.id.unwrap_or_else(|| unit.to_owned()),
             load_state,
@@ -263,12 +267,17 @@ impl Systemd {
             active_enter_timestamp_us: props.active_enter_timestamp.unwrap_or(0),
             job_id: (job_id != 0).then_some(job_id),
             control_group: service.control_group.unwrap_or_default(),
-            exec_start: service
-                .exec_start
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(_, argv, ..)| argv)
-                .collect(),
+            failed_command: failed_command(
+                &service.exec_start_pre,
+                &exec_start,
+                &service.service_type,
+            ),
+            exec_start: exec_start.into_iter().map(|(_, argv, ..)| argv).collect(),
+            service_type: service.service_type.clone(),
+            memory_max: limit(service.memory_max),
+            memory_high: limit(service.memory_high),
+            write_paths: writes,
+            main_started_monotonic_us: service.main_started_monotonic_us,
             environment_files: service.environment_files.unwrap_or_default(),
             // What it cannot run without, and what it waits for and pulls in.
             requires: props
@@ -343,7 +352,7 @@ type ExecCommand = (String, Vec<String>, bool, u64, u64, u64, u64, u32, i32, i32
 
 /// The Service interface properties selfheal reads, in the order `service_properties` takes
 /// them.
-const SERVICE_PROPERTIES: [&str; 9] = [
+const SERVICE_PROPERTIES: [&str; 18] = [
     "Result",
     "ExecMainCode",
     "ExecMainStatus",
@@ -353,6 +362,15 @@ const SERVICE_PROPERTIES: [&str; 9] = [
     "ControlGroup",
     "EnvironmentFiles",
     "ExecStart",
+    "ExecStartPre",
+    "Type",
+    "MemoryMax",
+    "MemoryHigh",
+    "WorkingDirectory",
+    "StateDirectory",
+    "ReadWritePaths",
+    "LogsDirectory",
+    "ExecMainStartTimestampMonotonic",
 ];
 
 /// The Service interface properties selfheal reads.
@@ -367,6 +385,15 @@ struct ServiceProperties {
     control_group: Option<String>,
     environment_files: Option<Vec<(String, bool)>>,
     exec_start: Option<Vec<ExecCommand>>,
+    exec_start_pre: Vec<ExecCommand>,
+    service_type: String,
+    memory_max: u64,
+    memory_high: u64,
+    working_directory: String,
+    state_directory: Vec<String>,
+    read_write_paths: Vec<String>,
+    logs_directory: Vec<String>,
+    main_started_monotonic_us: u64,
 }
 
 /// `SERVICE_PROPERTIES` from the replies, in that order.
@@ -381,7 +408,76 @@ fn service_properties(next: &mut Next<'_>) -> zbus::Result<ServiceProperties> {
         control_group: Some(String::try_from(next()?)?),
         environment_files: Some(<Vec<(String, bool)>>::try_from(next()?)?),
         exec_start: Some(<Vec<ExecCommand>>::try_from(next()?)?),
+        exec_start_pre: <Vec<ExecCommand>>::try_from(next()?)?,
+        service_type: String::try_from(next()?)?,
+        memory_max: u64::try_from(next()?)?,
+        memory_high: u64::try_from(next()?)?,
+        working_directory: String::try_from(next()?)?,
+        state_directory: <Vec<String>>::try_from(next()?)?,
+        read_write_paths: <Vec<String>>::try_from(next()?)?,
+        logs_directory: <Vec<String>>::try_from(next()?)?,
+        main_started_monotonic_us: u64::try_from(next()?)?,
     })
+}
+
+/// The first start command that failed: `ExecStartPre=` ones, in order, then the `ExecStart=`
+/// of a `Type=forking` unit (elsewhere that process is the main process, which the exit status
+/// already describes). A failure the unit tolerates (`-` prefixed) is not one.
+fn failed_command(
+    pre: &[ExecCommand],
+    start: &[ExecCommand],
+    service_type: &str,
+) -> Option<FailedCommand> {
+    let start = if service_type == "forking" {
+        start
+    } else {
+        &[]
+    };
+    let stages = pre
+        .iter()
+        .map(|command| ("ExecStartPre", command))
+        .chain(start.iter().map(|command| ("ExecStart", command)));
+    for (stage, (path, argv, ignore, _, _, _, _, pid, code, status)) in stages {
+        // CLD_EXITED = 1 with a status other than 0, CLD_KILLED = 2, CLD_DUMPED = 3.
+        let failed = (*code == 1 && *status != 0) || *code == 2 || *code == 3;
+        if failed && !ignore {
+            return Some(FailedCommand {
+                stage,
+                path: path.clone(),
+                argv: argv.clone(),
+                pid: *pid,
+                code: *code,
+                status: *status,
+            });
+        }
+    }
+    None
+}
+
+/// The directories a service writes to, as its unit declares them: `WorkingDirectory=` (without
+/// its `-`/`!` prefixes; `~` is the user's home, left out), `StateDirectory=` and
+/// `LogsDirectory=` (below /var/lib and /var/log), `ReadWritePaths=`.
+fn write_paths(service: &ServiceProperties) -> Vec<std::path::PathBuf> {
+    let mut paths = Vec::new();
+    let working = service
+        .working_directory
+        .trim_start_matches(['-', '!', '+']);
+    if working.starts_with('/') {
+        paths.push(working.into());
+    }
+    for dir in &service.state_directory {
+        paths.push(std::path::Path::new("/var/lib").join(dir));
+    }
+    for dir in &service.logs_directory {
+        paths.push(std::path::Path::new("/var/log").join(dir));
+    }
+    for path in &service.read_write_paths {
+        let path = path.trim_start_matches(['-', '+']);
+        if path.starts_with('/') {
+            paths.push(path.into());
+        }
+    }
+    paths
 }
 
 /// A `Get` of `(interface, property)` on `unit`'s object, for `call_many`.

@@ -90,12 +90,38 @@ pub(crate) struct UnitSnapshot {
     pub control_group: String,
     /// `ExecStart=` command lines (argv).
     pub exec_start: Vec<Vec<String>>,
+    /// The start command that failed in its last start, when one did.
+    pub failed_command: Option<FailedCommand>,
+    /// `Type=`: `simple`, `exec`, `forking`, `oneshot`, `notify`, …
+    pub service_type: String,
+    /// `MemoryMax=` and `MemoryHigh=`, when set.
+    pub memory_max: Option<u64>,
+    pub memory_high: Option<u64>,
+    /// The directories it writes to, as its unit declares them.
+    pub write_paths: Vec<std::path::PathBuf>,
+    /// When its last main process started, µs of CLOCK_MONOTONIC (0: never).
+    pub main_started_monotonic_us: u64,
     /// `EnvironmentFile=` entries: path and whether a missing file is tolerated (`-` prefix).
     pub environment_files: Vec<(String, bool)>,
     /// Units it cannot run without: `Requires=` and `BindsTo=`.
     pub requires: Vec<String>,
     /// Units it pulls in and waits for: in both `Wants=` and `After=`.
     pub ordered_wants: Vec<String>,
+}
+
+/// A start command (`ExecStartPre=`, or `ExecStart=` of a `forking`/`oneshot` unit, where it is
+/// not the long-running process) that failed.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub(crate) struct FailedCommand {
+    /// `ExecStartPre` or `ExecStart`.
+    pub stage: &'static str,
+    pub path: String,
+    pub argv: Vec<String>,
+    pub pid: u32,
+    /// CLD_* code: 1 exited, 2 killed, 3 dumped.
+    pub code: i32,
+    /// The exit status, or the signal number.
+    pub status: i32,
 }
 
 impl UnitSnapshot {

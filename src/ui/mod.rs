@@ -2,5 +2,6 @@
 //! points in time.
 
 pub(crate) mod duration;
+pub(crate) mod size;
 pub(crate) mod terminal;
 pub(crate) mod when;

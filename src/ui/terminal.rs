@@ -155,6 +155,26 @@ pub(crate) fn printable(text: &str) -> Cow<'_, str> {
     )
 }
 
+/// `text` with every control character escaped except line breaks and tabs: for whole
+/// texts (a report, a journal excerpt) whose lines are meant to stay lines.
+pub(crate) fn printable_text(text: &str) -> Cow<'_, str> {
+    let escaped = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(escaped) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if escaped(c) {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
 /// Says on stderr what selfheal is waiting for, once it has waited `after`, when stderr is a
 /// terminal; says nothing when the wait ends sooner (drop it then) or nobody is watching.
 pub(crate) struct SlowNotice {

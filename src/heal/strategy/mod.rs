@@ -200,7 +200,7 @@ fn promoted_by(symptom: Symptom) -> Option<StrategyName> {
     match symptom {
         Symptom::AddressInUse => Some(StrategyName::PortConflict),
         Symptom::PermissionDenied | Symptom::MissingFile => Some(StrategyName::DatabaseCheck),
-        Symptom::OutOfMemory => None,
+        Symptom::OutOfMemory | Symptom::DiskFull => None,
     }
 }
 
