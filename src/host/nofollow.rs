@@ -186,11 +186,93 @@ impl Parent {
             io::Error::from(errno)
         })
     }
+
+    /// Replaces the last component with a regular file holding `bytes` (mode `mode`), written
+    /// under a temporary name in the same directory and renamed into place, all relative to
+    /// the directory's descriptor: a directory swapped for a symlink after the check cannot
+    /// redirect the write. A symlink at the name itself is replaced, never followed.
+    pub(crate) fn replace_file(&self, bytes: &[u8], mode: u32) -> io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut temporary = OsString::from(".");
+        temporary.push(&self.name);
+        temporary.push(format!(".tmp{}", std::process::id()));
+        // A leftover of a run killed with this PID long ago; ours to replace.
+        let _ = nix::unistd::unlinkat(
+            &self.dir,
+            temporary.as_os_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(
+            &self.dir,
+            temporary.as_os_str(),
+            flags,
+            Mode::from_bits_truncate(mode),
+        )?;
+        let mut file = File::from(fd);
+        let remove = || {
+            let _ = nix::unistd::unlinkat(
+                &self.dir,
+                temporary.as_os_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        };
+        let written = file
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .and_then(|()| file.write_all(bytes))
+            .and_then(|()| file.sync_all())
+            .and_then(|()| {
+                nix::fcntl::renameat(
+                    &self.dir,
+                    temporary.as_os_str(),
+                    &self.dir,
+                    self.name.as_os_str(),
+                )
+                .map_err(io::Error::from)
+            });
+        if written.is_err() {
+            remove();
+        }
+        written
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_is_replaced_through_its_directory_and_never_through_a_swapped_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("textfile");
+        std::fs::create_dir(&real).unwrap();
+        let parent = open_parent(&real.join("selfheal.prom")).unwrap();
+        parent.replace_file(b"one\n", 0o644).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(real.join("selfheal.prom")).unwrap(),
+            "one\n"
+        );
+        // The directory is swapped for a symlink to a root-only place after it was opened:
+        // the write still lands in the directory that was opened, never in the other one.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let moved = dir.path().join("moved");
+        std::fs::rename(&real, &moved).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &real).unwrap();
+        parent.replace_file(b"two\n", 0o644).unwrap();
+        assert!(!elsewhere.join("selfheal.prom").exists());
+        assert_eq!(
+            std::fs::read_to_string(moved.join("selfheal.prom")).unwrap(),
+            "two\n"
+        );
+        // Opened anew, the symlinked directory is refused.
+        assert!(matches!(
+            open_parent(&real.join("selfheal.prom")),
+            Err(PathError::Symlink(_))
+        ));
+    }
 
     #[test]
     fn a_symlink_anywhere_on_the_way_is_refused() {

@@ -38,7 +38,12 @@ pub(crate) fn update(config: &Config, state: &StateDir) {
                 .map(|(service, _)| service)
                 .collect();
             let text = render(config, &history, &watched, queued);
-            crate::host::atomic_file::write(path, text.as_bytes(), 0o644)
+            // Through the directory's descriptor, reached without following a link: the
+            // directory is often another user's (Debian chowns /var/lib/prometheus to
+            // prometheus), who could otherwise swap a part of it for a symlink.
+            crate::host::nofollow::open_parent(path)
+                .map_err(|err| err.to_string())?
+                .replace_file(text.as_bytes(), 0o644)
                 .map_err(|err| err.to_string())
         });
     if let Err(err) = written {
