@@ -53,5 +53,10 @@ fn line(outcome: &ProbeOutcome) -> String {
         (true, true) => "ok".to_owned(),
         (true, false) => format!("FAIL {}/{}", outcome.failures, outcome.failures_to_heal),
     };
-    format!("{:<20} {verdict:<8} {}", outcome.name, outcome.detail)
+    // The detail quotes what a service answered: never raw to a terminal.
+    format!(
+        "{:<20} {verdict:<8} {}",
+        outcome.name,
+        crate::ui::terminal::printable(&outcome.detail)
+    )
 }

@@ -647,6 +647,160 @@ mod tests {
         assert!(cause.contains("SIGKILL"), "{cause}");
     }
 
+    /// A failed unit's facts as systemd gives them for each kind of failure.
+    fn failed(result: &str, code: i32, status: i32) -> UnitSnapshot {
+        UnitSnapshot {
+            unit: "web.service".into(),
+            load_state: "loaded".into(),
+            active_state: ActiveState::Failed,
+            sub_state: "failed".into(),
+            result: result.into(),
+            exec_main_code: code,
+            exec_main_status: status,
+            service_type: "simple".into(),
+            ..UnitSnapshot::default()
+        }
+    }
+
+    fn sentences(diagnosis: &Diagnosis) -> String {
+        format!("{}\n{}", diagnosis.summary, diagnosis.root_cause)
+    }
+
+    /// Failures whose cause is beside the main process: a start command, a full disk.
+    fn beside_the_main_process() -> Vec<(&'static str, Diagnosis)> {
+        let command = |stage, path: &str, argv: &[&str]| FailedCommand {
+            stage,
+            path: path.into(),
+            argv: argv.iter().map(|arg| (*arg).to_owned()).collect(),
+            pid: 812,
+            code: 1,
+            status: 1,
+        };
+        let forking = UnitSnapshot {
+            service_type: "forking".into(),
+            failed_command: Some(command(
+                "ExecStart",
+                "/usr/sbin/apachectl",
+                &["/usr/sbin/apachectl", "start"],
+            )),
+            ..failed("exit-code", 0, 0)
+        };
+        let pre = UnitSnapshot {
+            failed_command: Some(command(
+                "ExecStartPre",
+                "/usr/sbin/nginx",
+                &["/usr/sbin/nginx", "-t"],
+            )),
+            ..failed("exit-code", 0, 0)
+        };
+        let full = DiskUsage {
+            path: "/srv/data".into(),
+            mount: "/srv/data".into(),
+            size_bytes: 262_144,
+            used_bytes: 262_144,
+            available_bytes: 0,
+            available_inodes: Some(100),
+        };
+        let enospc = line("OSError: [Errno 28] No space left on device: '/srv/data/x'");
+        vec![
+            (
+                "forking_start_command",
+                Diagnosis::new(&forking, None, vec![]),
+            ),
+            ("exec_start_pre", Diagnosis::new(&pre, None, vec![])),
+            (
+                "full_disk",
+                Diagnosis::new(&failed("exit-code", 1, 1), None, vec![enospc])
+                    .full_disk(Some(full)),
+            ),
+        ]
+    }
+
+    /// The first sentence and the root cause of each kind of diagnosis, pinned: a change to
+    /// one is a visible diff in review.
+    #[test]
+    fn each_kind_reads_as_pinned() {
+        let limited = UnitSnapshot {
+            memory_max: Some(40 << 20),
+            ..failed("oom-kill", 2, 9)
+        };
+        let kernel_saw = OomKill {
+            task: "reportgen".into(),
+            pid: 4242,
+        };
+        let mut kinds: Vec<(&str, Diagnosis)> = vec![
+            (
+                "exit_code",
+                Diagnosis::new(&failed("exit-code", 1, 3), None, vec![]),
+            ),
+            (
+                "address_in_use",
+                Diagnosis::new(
+                    &failed("exit-code", 1, 1),
+                    None,
+                    vec![line("OSError: [Errno 98] Address already in use")],
+                ),
+            ),
+            (
+                "sigkill",
+                Diagnosis::new(&failed("signal", 2, 9), None, vec![]),
+            ),
+            (
+                "sigterm",
+                Diagnosis::new(&failed("signal", 2, 15), None, vec![]),
+            ),
+            (
+                "core_dump",
+                Diagnosis::new(&failed("core-dump", 3, 11), None, vec![]),
+            ),
+            (
+                "oom_kill_at_memory_max",
+                Diagnosis::new(&limited, None, vec![]),
+            ),
+            (
+                "oom_kill_seen_by_the_kernel_only",
+                Diagnosis::new(&failed("signal", 2, 9), None, vec![])
+                    .killed_by_oom(&failed("signal", 2, 9), Some(kernel_saw)),
+            ),
+            (
+                "timeout",
+                Diagnosis::new(&failed("timeout", 2, 15), None, vec![]),
+            ),
+            (
+                "start_limit",
+                Diagnosis::new(&failed("start-limit-hit", 0, 0), None, vec![]),
+            ),
+            (
+                "not_serving",
+                Diagnosis::new(
+                    &UnitSnapshot {
+                        active_state: ActiveState::Active,
+                        sub_state: "running".into(),
+                        ..failed("success", 0, 0)
+                    },
+                    None,
+                    vec![],
+                )
+                .not_serving(Some(
+                    "active, but health URL http://127.0.0.1:8080/health timed out after 2s".into(),
+                )),
+            ),
+            (
+                "upstream_down",
+                Diagnosis::new(&failed("exit-code", 1, 1), None, vec![]).upstream(vec![Upstream {
+                    unit: "postgresql.service".into(),
+                    relation: "requires",
+                    state: "failed/failed".into(),
+                    action: None,
+                }]),
+            ),
+        ];
+        kinds.extend(beside_the_main_process());
+        for (kind, diagnosis) in kinds {
+            insta::assert_snapshot!(kind, sentences(&diagnosis));
+        }
+    }
+
     #[test]
     fn names_signals() {
         assert_eq!(signal_name(9), "SIGKILL");
