@@ -257,6 +257,26 @@ fn a_burst_smaller_than_the_cascade_rule_gets_a_mail_per_service() {
     );
 }
 
+#[test]
+fn a_cascade_is_delivered_by_the_installed_flush_unit() {
+    // The installed unit carries the hardening and the SMTP credential; a transient unit
+    // running `selfheal flush` had neither, so a password given only as a credential kept the
+    // cascade mail waiting for the periodic flush.
+    let names = ["alpha", "bravo", "charlie"];
+    let (env, server) = kill_together(&names, "{ services: 3, within: 3s }");
+
+    let subjects = subjects(&server);
+    assert_eq!(subjects.len(), 1, "{subjects:?}");
+    assert_contains(&subjects[0], "cascade - 3 services failed");
+    let flush = env.journal(&["-u", "selfheal-flush.service"]);
+    assert_contains(&flush, "cascade: one report for 3 services");
+    let transient = env.journal(&["-u", "selfheal-cascade-*.service"]);
+    assert!(
+        !transient.contains("cascade: one report"),
+        "a transient unit delivered it: {transient}"
+    );
+}
+
 fn past_run(service: &str, outcome: Outcome, hours_ago: u64, ms: u64) -> HistoryRecord {
     let at = std::time::SystemTime::now() - Duration::from_secs(hours_ago * 3600);
     HistoryRecord {

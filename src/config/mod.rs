@@ -31,6 +31,9 @@ use locate::{Located, Position, Seg};
 /// Where the config is read from when neither `--config` nor `$SELFHEAL_CONFIG` is given.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/selfheal/selfheal.yml";
 
+/// The unit that delivers the outbox (installed with a timer; a cascade's delivery starts it).
+pub(crate) const FLUSH_SERVICE: &str = "selfheal-flush.service";
+
 /// A configuration problem, always phrased so the user can find and fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

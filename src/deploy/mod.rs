@@ -49,7 +49,7 @@ fn heal_timeout(config: &Config, service: &crate::config::ServiceConfig) -> std:
 }
 
 /// The oneshot unit that delivers queued reports, and the timer that runs it.
-pub(crate) const FLUSH_SERVICE: &str = "selfheal-flush.service";
+pub(crate) use crate::config::FLUSH_SERVICE;
 pub(crate) const FLUSH_TIMER: &str = "selfheal-flush.timer";
 
 /// `selfheal watch` every 30 s (the restarts systemd makes by itself), on every host; the

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, RetryAfter, ServiceConfig};
 use crate::state::{Episode, StateDir};
-use crate::systemd::UnitControl;
+use crate::systemd::{Fires, UnitControl};
 use crate::ui::when::Timestamp;
 
 /// `retry_after` when the config does not say.
@@ -93,7 +93,7 @@ pub(crate) fn schedule_retry(
     if let Err(err) = state.save_episode(&service.name, &episode) {
         tracing::error!(selfheal_service = %service.name, "the retry cannot be recorded: {err}");
     }
-    match units.start_later(&timer_name(service), delay, None) {
+    match units.start_later(&timer_name(service), delay, Fires::ItsService) {
         Ok(()) => format!("selfheal tries again at {when}"),
         Err(err) => {
             tracing::error!(selfheal_service = %service.name, "the retry timer cannot be started: {err}");

@@ -4,11 +4,14 @@
 //! Every run that may mail joins the ledger (`<state>/cascade.json`, under a lock) while it
 //! heals, in a background thread: the burst whose window is open, or a new one. When its
 //! report is ready:
-//! - alone in its burst so far, the report is mailed at once (a lone failure never waits);
+//! - alone in its burst so far, or with companions that are already over (their runs ended,
+//!   their reports went out on their own), the report is mailed at once: a lone failure never
+//!   waits, and only services failing together now hold a report;
 //! - otherwise it is held: composed into `outbox/held/` and named in the ledger.
 //!
 //! A burst is complete when its window has closed and none of its runs is still running (a run
-//! whose process is gone counts as finished). Whoever sees it complete delivers it: the last
+//! whose process is gone counts as finished). A burst dated in the future (the clock was
+//! stepped back) has its window closed. Whoever sees it complete delivers it: the last
 //! run to finish, the transient timer set for the window's end, or the periodic `flush`. With
 //! at least `cascade.services` services it becomes one cascade mail; with fewer, the held
 //! mails go out one by one. A held report therefore waits until the window closes and the
@@ -16,16 +19,17 @@
 //! timer could be set, until the next flush (every 5 minutes).
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::Config;
+use crate::config::{Config, FLUSH_SERVICE};
 use crate::notify::email::{Composed, Outbox};
 use crate::report::{CascadeReport, Renderer, Report};
 use crate::state::StateDir;
-use crate::systemd::UnitControl;
+use crate::systemd::{Fires, UnitControl};
 use crate::ui::when::Timestamp;
 
 /// `cascade:` when the config does not say: 3 services within 60 s.
@@ -111,6 +115,10 @@ pub(crate) enum Fate {
     Delivered(Vec<String>),
 }
 
+/// How far in the future a burst's start may be and still count as now: runs on one host
+/// read one clock, so anything beyond a moment is a clock that was stepped back.
+const CLOCK_SLACK: Duration = Duration::from_secs(2);
+
 fn now() -> SystemTime {
     SystemTime::now()
 }
@@ -132,18 +140,36 @@ impl Burst {
         self.started_at.time() + rule.within
     }
 
+    /// Its window is open at `now`. A burst that started in the future was written before the
+    /// clock was stepped back: its window is over, or it would hold every report for as long
+    /// as the step.
+    fn window_open(&self, rule: Rule, now: SystemTime) -> bool {
+        let start = self.started_at.time();
+        start <= now + CLOCK_SLACK && now < start + rule.within
+    }
+
+    /// How long until its window closes, at most the window itself.
+    fn closes_in(&self, rule: Rule, now: SystemTime) -> Option<Duration> {
+        self.window_open(rule, now)
+            .then(|| self.window_end(rule).duration_since(now).ok())
+            .flatten()
+            .map(|left| left.min(rule.within))
+    }
+
     /// Its window has closed and none of its runs is still healing.
     fn complete(&self, rule: Rule, now: SystemTime, alive: &dyn Fn(&Member) -> bool) -> bool {
-        now >= self.window_end(rule)
+        !self.window_open(rule, now)
             && !self
                 .members
                 .iter()
                 .any(|m| matches!(m.state, MemberState::Running) && alive(m))
     }
 
-    /// Services other than the one of run `pid` that failed in this burst: healing still,
-    /// held or mailed. (A service that fails again is no cascade.)
-    fn other_failures(&self, pid: u32, alive: &dyn Fn(&Member) -> bool) -> BTreeSet<&str> {
+    /// Services other than the one of run `pid` failing together with it now: still healing,
+    /// or held waiting for the burst. One whose report already went out on its own is over:
+    /// it is counted in the cascade mail if one forms, but holds nobody's report for one that
+    /// may never form. (A service that fails again is no cascade.)
+    fn failing_now(&self, pid: u32, alive: &dyn Fn(&Member) -> bool) -> BTreeSet<&str> {
         let mine = self
             .members
             .iter()
@@ -154,8 +180,8 @@ impl Burst {
             .filter(|m| Some(m.service.as_str()) != mine)
             .filter(|m| match m.state {
                 MemberState::Running => alive(m),
-                MemberState::Quiet => false,
-                MemberState::Held { .. } | MemberState::Mailed => true,
+                MemberState::Quiet | MemberState::Mailed => false,
+                MemberState::Held { .. } => true,
             })
             .map(|m| m.service.as_str())
             .collect()
@@ -234,7 +260,7 @@ pub(crate) fn arrive(config: &Config, state: &StateDir, service: &str) -> Option
         let open = ledger
             .bursts
             .iter_mut()
-            .find(|burst| now < burst.window_end(rule));
+            .find(|burst| burst.window_open(rule, now));
         let burst = if let Some(burst) = open {
             burst
         } else {
@@ -289,7 +315,7 @@ impl Bursts<'_> {
             else {
                 return Ok(Fate::MailNow);
             };
-            if burst.other_failures(arrival.pid, &alive).is_empty() {
+            if burst.failing_now(arrival.pid, &alive).is_empty() {
                 if let Some(me) = burst.member(arrival.pid) {
                     me.state = MemberState::Mailed;
                 }
@@ -306,7 +332,7 @@ impl Bursts<'_> {
             if burst.complete(rule, now, &alive) {
                 return Ok(Fate::Delivered(self.deliver(burst, rule)?));
             }
-            let deliver_in = burst.window_end(rule).duration_since(now).ok();
+            let deliver_in = burst.closes_in(rule, now);
             Ok(Fate::Held { deliver_in })
         })
     }
@@ -505,20 +531,105 @@ pub(crate) fn schedule_delivery(
     after: Duration,
     flush_command: &[String],
 ) {
+    let fires = delivery(units, flush_command);
     let id = arrival.burst.compact();
     let timer = format!("selfheal-cascade-{id}.timer");
     // A second past the window, so the flush it starts finds the window closed.
     let after = after + Duration::from_secs(1);
-    if let Err(err) = units.start_later(&timer, after, Some(flush_command)) {
+    if let Err(err) = units.start_later(&timer, after, fires) {
         tracing::warn!(
             "the cascade's delivery timer cannot be set ({err}); the burst goes out when its last run ends or at the next flush"
         );
     }
 }
 
+/// What delivers a held burst: the installed flush unit when it flushes this config's and this
+/// state directory's outbox (its hardening and its SMTP credential come with it, so a password
+/// given only as a credential works here too), else a transient unit running `flush_command`
+/// (a run by hand on another config, or before `install`).
+fn delivery<'a>(units: &dyn UnitControl, flush_command: &'a [String]) -> Fires<'a> {
+    let installed = units
+        .snapshot(FLUSH_SERVICE)
+        .ok()
+        .filter(|unit| unit.load_state == "loaded")
+        .and_then(|unit| unit.exec_start.into_iter().next());
+    match installed {
+        Some(argv) if flushes_the_same(&argv, flush_command) => Fires::Unit(FLUSH_SERVICE),
+        _ => Fires::Command(flush_command),
+    }
+}
+
+/// Both command lines run `flush` on the same config and state directory (an option left out
+/// is its default).
+fn flushes_the_same(a: &[String], b: &[String]) -> bool {
+    let files = |argv: &[String]| {
+        let mut config = PathBuf::from(crate::config::DEFAULT_CONFIG_PATH);
+        let mut state = PathBuf::from(crate::state::DEFAULT_STATE_DIR);
+        let mut args = argv.iter().skip(1);
+        while let Some(arg) = args.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((name, value)) => (name, Some(value.to_owned())),
+                None => (arg.as_str(), None),
+            };
+            let target = match name {
+                "--config" => &mut config,
+                "--state-dir" => &mut state,
+                _ => continue,
+            };
+            if let Some(value) = inline.or_else(|| args.next().cloned()) {
+                *target = PathBuf::from(value);
+            }
+        }
+        (
+            config,
+            state,
+            argv.last().is_some_and(|verb| verb == "flush"),
+        )
+    };
+    let (a, b) = (files(a), files(b));
+    a.2 && b.2 && a == b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_installed_flush_unit_delivers_when_it_flushes_the_same_outbox() {
+        let argv = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+        let run = argv(&[
+            "/usr/bin/selfheal",
+            "--config",
+            "/etc/selfheal/selfheal.yml",
+            "--state-dir",
+            "/var/lib/selfheal",
+            "flush",
+        ]);
+        assert!(flushes_the_same(
+            &argv(&["/usr/bin/selfheal", "flush"]),
+            &run
+        ));
+        assert!(flushes_the_same(
+            &argv(&[
+                "/usr/local/bin/selfheal",
+                "--config=/etc/selfheal/selfheal.yml",
+                "flush"
+            ]),
+            &run
+        ));
+        assert!(!flushes_the_same(
+            &argv(&["/usr/bin/selfheal", "--config=/srv/other.yml", "flush"]),
+            &run
+        ));
+        assert!(!flushes_the_same(
+            &argv(&["/usr/bin/selfheal", "--state-dir=/tmp/state", "flush"]),
+            &run
+        ));
+        assert!(!flushes_the_same(
+            &argv(&["/usr/bin/selfheal", "digest"]),
+            &run
+        ));
+    }
 
     fn member(service: &str, pid: u32, state: MemberState) -> Member {
         Member {
@@ -558,25 +669,98 @@ mod tests {
     }
 
     #[test]
-    fn only_runs_that_failed_count_as_other_failures() {
+    fn a_burst_dated_in_the_future_holds_nothing() {
+        // Written an hour before the clock was stepped back by an hour.
+        let now = SystemTime::now();
+        let burst = Burst {
+            started_at: Timestamp::millis(now + Duration::from_secs(3600)),
+            members: vec![member("web", 1, MemberState::Held { stem: "w".into() })],
+        };
+        let nobody_alive = |_: &Member| false;
+        assert!(!burst.window_open(rule(), now));
+        assert!(burst.complete(rule(), now, &nobody_alive), "delivered now");
+        assert_eq!(burst.closes_in(rule(), now), None);
+        // A start a moment ahead (another run's clock read) is still now.
+        let just_ahead = Burst {
+            started_at: Timestamp::millis(now + Duration::from_millis(500)),
+            ..burst
+        };
+        assert!(just_ahead.window_open(rule(), now));
+        assert!(just_ahead.closes_in(rule(), now).unwrap() <= rule().within);
+    }
+
+    #[test]
+    fn only_runs_failing_now_hold_a_report() {
         let burst = Burst {
             started_at: Timestamp::now_millis(),
             members: vec![
                 member("web", 1, MemberState::Running),
                 member("api", 2, MemberState::Quiet),
                 member("db", 3, MemberState::Running),
-                member("jobs", 4, MemberState::Mailed),
-                member("web", 5, MemberState::Mailed),
+                member("jobs", 4, MemberState::Held { stem: "j".into() }),
+                member("mail", 5, MemberState::Mailed),
+                member("cache", 6, MemberState::Running),
+                member("web", 7, MemberState::Held { stem: "w".into() }),
             ],
         };
+        // db's process is gone; mail's report went out on its own; web failing again is web.
         let alive = |m: &Member| m.pid != 3;
         assert_eq!(
-            burst
-                .other_failures(1, &alive)
-                .into_iter()
-                .collect::<Vec<_>>(),
-            ["jobs"]
+            burst.failing_now(1, &alive).into_iter().collect::<Vec<_>>(),
+            ["cache", "jobs"]
         );
+    }
+
+    #[test]
+    fn a_report_goes_out_at_once_when_the_others_of_its_burst_are_already_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        let config = Config::parse(
+            "owner: ops@example.org\nemail: {transport: file, file_dir: /nonexistent}\nmonitored_services:\n  - name: web\n  - name: db\n",
+            std::path::Path::new("t.yml"),
+        )
+        .unwrap();
+        let me = std::process::id();
+        let started_at = Timestamp::now_millis();
+        with_ledger(&state, |ledger| {
+            ledger.bursts.push(Burst {
+                started_at,
+                members: vec![
+                    // web failed half a minute ago; its report went out on its own.
+                    member("web", u32::MAX, MemberState::Mailed),
+                    Member {
+                        since: started_ticks(me).unwrap(),
+                        ..member("db", me, MemberState::Running)
+                    },
+                ],
+            });
+            Ok(())
+        })
+        .unwrap();
+        let renderer = Renderer::new(None);
+        let bursts = Bursts {
+            config: &config,
+            state: &state,
+            renderer: &renderer,
+        };
+        let report = Report::test_email(&config);
+        let email = config.email.as_ref().unwrap();
+        let composed =
+            crate::notify::email::compose(email, config.owner.as_deref(), &renderer, &report)
+                .unwrap();
+        let arrival = Arrival {
+            burst: started_at,
+            pid: me,
+        };
+
+        let fate = bursts.report_ready(&arrival, &report, &composed).unwrap();
+
+        assert_eq!(
+            fate,
+            Fate::MailNow,
+            "a lone escalation waits for no cascade"
+        );
+        assert!(Outbox::held(&state).unwrap().stems().is_empty());
     }
 
     fn held_message(state: &StateDir, stem: &str) {

@@ -120,7 +120,7 @@ impl UnitControl for FakeSystemd {
         &self,
         timer: &str,
         after: Duration,
-        _command: Option<&[String]>,
+        _fires: crate::systemd::Fires<'_>,
     ) -> Result<(), SystemdError> {
         self.calls
             .borrow_mut()

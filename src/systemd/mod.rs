@@ -57,6 +57,18 @@ impl JobResult {
     }
 }
 
+/// What a timer `start_later` sets starts when it elapses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fires<'a> {
+    /// The existing service of the timer's name (`x.timer` starts `x.service`).
+    ItsService,
+    /// An existing unit of another name (the installed `selfheal-flush.service`, with its
+    /// hardening and credentials).
+    Unit(&'a str),
+    /// A transient oneshot of the timer's name, running this argv.
+    Command(&'a [String]),
+}
+
 /// What selfheal needs from the service manager. The D-Bus implementation is [`Systemd`];
 /// tests of pure logic can substitute their own.
 pub(crate) trait UnitControl {
@@ -85,15 +97,13 @@ pub(crate) trait UnitControl {
             "not-found".into(),
         ))
     }
-    /// Starts the service `timer` triggers (`x.timer` starts `x.service`) once, `after` from
-    /// now, through a transient timer that unloads when it has elapsed. With `command`, that
-    /// service is a transient oneshot running this argv; without, it is an existing unit. A
-    /// waiting timer of the same name is replaced.
+    /// Starts what `fires` says once, `after` from now, through a transient timer that
+    /// unloads when it has elapsed. A waiting timer of the same name is replaced.
     fn start_later(
         &self,
         timer: &str,
         _after: Duration,
-        _command: Option<&[String]>,
+        _fires: Fires<'_>,
     ) -> Result<(), SystemdError> {
         Err(SystemdError::UnitNotFound(
             timer.to_owned(),
@@ -132,9 +142,9 @@ impl<T: UnitControl + ?Sized> UnitControl for &T {
         &self,
         timer: &str,
         after: Duration,
-        command: Option<&[String]>,
+        fires: Fires<'_>,
     ) -> Result<(), SystemdError> {
-        (**self).start_later(timer, after, command)
+        (**self).start_later(timer, after, fires)
     }
 }
 
@@ -848,43 +858,53 @@ impl UnitControl for Systemd {
         &self,
         timer: &str,
         after: Duration,
-        command: Option<&[String]>,
+        fires: Fires<'_>,
     ) -> Result<(), SystemdError> {
         // A timer still waiting from an earlier schedule is replaced: stopping it (and waiting
         // for the stop) unloads it, so its name is free again.
         self.stop(timer)?;
         let after_us = u64::try_from(after.as_micros()).unwrap_or(u64::MAX);
+        let service = service_of(timer);
         let properties = [
             (
                 "Description",
-                Value::from(format!("selfheal: start {} later", service_of(timer))),
+                Value::from(format!("selfheal: start {service} later")),
             ),
             ("OnActiveSec", Value::from(after_us)),
             // The default accuracy is a minute: a retry due in 5 s must not wait for one.
             ("AccuracyUSec", Value::from(1_000_000_u64)),
             ("RemainAfterElapse", Value::from(false)),
         ];
-        let service = service_of(timer);
+        // A timer starts the service of its own name (systemd 252 cannot set a transient
+        // timer's Unit=). For another unit, that service is a oneshot that pulls it in with
+        // Wants=, so the unit runs as installed, with its own hardening and credentials.
+        let (command, wants): (Vec<String>, Vec<String>) = match fires {
+            Fires::ItsService => (Vec::new(), Vec::new()),
+            Fires::Command(argv) => (argv.to_vec(), Vec::new()),
+            Fires::Unit(unit) => (vec![TRUE.to_owned()], vec![unit.to_owned()]),
+        };
+        let description = match fires {
+            Fires::Unit(unit) => format!("selfheal: start {unit}"),
+            _ => format!("selfheal: {}", command.join(" ")),
+        };
         let exec: Vec<(String, Vec<String>, bool)> = command
-            .map(|argv| vec![(argv[0].clone(), argv.to_vec(), false)])
+            .first()
+            .map(|program| vec![(program.clone(), command.clone(), false)])
             .unwrap_or_default();
-        let service_properties = [
-            (
-                "Description",
-                Value::from(format!(
-                    "selfheal: {}",
-                    command.map(|argv| argv.join(" ")).unwrap_or_default()
-                )),
-            ),
+        let mut service_properties = vec![
+            ("Description", Value::from(description)),
             ("Type", Value::from("oneshot")),
             ("ExecStart", Value::from(exec)),
             // Gone once it ran, also when it failed: no failed unit is left behind.
             ("CollectMode", Value::from("inactive-or-failed")),
         ];
-        let aux: Vec<(&str, &[(&str, Value<'_>)])> = if command.is_some() {
-            vec![(service.as_str(), &service_properties[..])]
-        } else {
+        if !wants.is_empty() {
+            service_properties.push(("Wants", Value::from(wants)));
+        }
+        let aux: Vec<(&str, &[(&str, Value<'_>)])> = if fires == Fires::ItsService {
             Vec::new()
+        } else {
+            vec![(service.as_str(), &service_properties[..])]
         };
         // Waited for: once this returns the timer is active, so the run that says "timed retry
         // at …" (and `status`, and `uninstall`'s stop) finds it.
@@ -895,6 +915,9 @@ impl UnitControl for Systemd {
         .map(drop)
     }
 }
+
+/// A program that does nothing, for a transient service that only pulls in another unit.
+const TRUE: &str = "/usr/bin/true";
 
 /// `x.timer` → `x.service`.
 fn service_of(timer: &str) -> String {
