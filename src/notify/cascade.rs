@@ -721,22 +721,17 @@ mod tests {
         )
         .unwrap();
         let me = std::process::id();
-        let started_at = Timestamp::now_millis();
-        with_ledger(&state, |ledger| {
-            ledger.bursts.push(Burst {
-                started_at,
-                members: vec![
-                    // web failed half a minute ago; its report went out on its own.
-                    member("web", u32::MAX, MemberState::Mailed),
-                    Member {
-                        since: started_ticks(me).unwrap(),
-                        ..member("db", me, MemberState::Running)
-                    },
-                ],
-            });
-            Ok(())
-        })
-        .unwrap();
+        let arrival = one_burst(
+            &state,
+            vec![
+                // web failed half a minute ago; its report went out on its own.
+                member("web", u32::MAX, MemberState::Mailed),
+                Member {
+                    since: started_ticks(me).unwrap(),
+                    ..member("db", me, MemberState::Running)
+                },
+            ],
+        );
         let renderer = Renderer::new(None);
         let bursts = Bursts {
             config: &config,
@@ -748,10 +743,6 @@ mod tests {
         let composed =
             crate::notify::email::compose(email, config.owner.as_deref(), &renderer, &report)
                 .unwrap();
-        let arrival = Arrival {
-            burst: started_at,
-            pid: me,
-        };
 
         let fate = bursts.report_ready(&arrival, &report, &composed).unwrap();
 
@@ -761,6 +752,23 @@ mod tests {
             "a lone escalation waits for no cascade"
         );
         assert!(Outbox::held(&state).unwrap().stems().is_empty());
+    }
+
+    /// A ledger of one burst, open now, with `members`; this process' arrival in it.
+    fn one_burst(state: &StateDir, members: Vec<Member>) -> Arrival {
+        let started_at = Timestamp::now_millis();
+        with_ledger(state, |ledger| {
+            ledger.bursts.push(Burst {
+                started_at,
+                members,
+            });
+            Ok(())
+        })
+        .unwrap();
+        Arrival {
+            burst: started_at,
+            pid: std::process::id(),
+        }
     }
 
     fn held_message(state: &StateDir, stem: &str) {
@@ -802,28 +810,18 @@ mod tests {
         )
         .unwrap();
         held_message(&state, "r1");
-        let me = std::process::id();
-        let started_at = Timestamp::now_millis();
-        with_ledger(&state, |ledger| {
-            ledger.bursts.push(Burst {
-                started_at,
-                members: vec![
-                    member("web", u32::MAX, MemberState::Held { stem: "r1".into() }),
-                    member("db", me, MemberState::Running),
-                ],
-            });
-            Ok(())
-        })
-        .unwrap();
+        let arrival = one_burst(
+            &state,
+            vec![
+                member("web", u32::MAX, MemberState::Held { stem: "r1".into() }),
+                member("db", std::process::id(), MemberState::Running),
+            ],
+        );
         let renderer = Renderer::new(None);
         let bursts = Bursts {
             config: &config,
             state: &state,
             renderer: &renderer,
-        };
-        let arrival = Arrival {
-            burst: started_at,
-            pid: me,
         };
         // db's run found db healthy: web's report is alone, its window still open.
         assert_eq!(bursts.quiet(&arrival).unwrap(), ["r1"]);
