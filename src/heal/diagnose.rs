@@ -235,6 +235,9 @@ pub(crate) struct Diagnosis {
     pub failed_command: Option<FailedCommand>,
     /// A file system it writes to that is full.
     pub full_disk: Option<DiskUsage>,
+    /// The kernel's OOM kill in the unit, where systemd saw only a SIGKILL.
+    #[serde(skip)]
+    pub oom_kill: Option<OomKill>,
     /// The directories its unit says it writes to.
     #[serde(skip)]
     pub write_paths: Vec<std::path::PathBuf>,
@@ -305,6 +308,7 @@ impl Diagnosis {
             service_type: snapshot.service_type.clone(),
             failed_command: snapshot.failed_command.clone(),
             full_disk: None,
+            oom_kill: None,
             write_paths: snapshot.write_paths.clone(),
             invocation_id,
             source,
@@ -354,9 +358,10 @@ impl Diagnosis {
         snapshot: &UnitSnapshot,
         kill: Option<OomKill>,
     ) -> Diagnosis {
-        let Some(OomKill { task, pid }) = kill else {
+        let Some(OomKill { task, pid }) = kill.clone() else {
             return self;
         };
+        self.oom_kill = kill;
         self.root_cause = oom_cause(snapshot).unwrap_or_else(|| {
             "The kernel's OOM killer ended it: the host ran out of memory (the unit sets no MemoryMax=).".to_owned()
         });

@@ -526,10 +526,13 @@ impl Run<'_> {
             let lines =
                 host.journal
                     .read_invocation(&self.unit, &look.invocation(), None, JOURNAL_TIMEOUT);
+            // What the host said before acting still holds; only the journal is new.
+            let (full, oom) = (diagnosis.full_disk.take(), diagnosis.oom_kill.take());
             diagnosis = Diagnosis::new(&look.snapshot, look.monitor.as_ref(), lines)
                 .not_serving(look.unhealthy.clone())
                 .upstream(upstream);
-            diagnosis = host_facts(self.service, &look.snapshot, diagnosis);
+            let full = full.or_else(|| full_disk(self.service, &diagnosis));
+            diagnosis = diagnosis.full_disk(full).killed_by_oom(&look.snapshot, oom);
         }
         let outcome = match (options.dry_run, chain.healed_by) {
             (true, _) => Outcome::Planned,
@@ -606,15 +609,12 @@ fn full_disk(
     if let Some(check) = &service.database_check {
         paths.extend(check.files.iter().map(|file| file.path.clone()));
     }
-    if diagnosis
-        .symptoms
-        .contains(&crate::heal::diagnose::Symptom::DiskFull)
-    {
-        for line in &diagnosis.journal {
-            let text = line.message.to_ascii_lowercase();
-            if text.contains("no space left") || text.contains("enospc") || text.contains("quota") {
-                paths.extend(crate::host::disk::paths_in(&line.message));
-            }
+    for line in &diagnosis.journal {
+        let one = std::slice::from_ref(line);
+        if crate::heal::diagnose::Symptom::detect(one)
+            .contains(&crate::heal::diagnose::Symptom::DiskFull)
+        {
+            paths.extend(crate::host::disk::paths_in(&line.message));
         }
     }
     crate::host::disk::first_full(paths.iter().map(std::path::PathBuf::as_path))
