@@ -90,6 +90,39 @@ fn a_stale_instance_holding_the_port_is_terminated_and_the_service_comes_back() 
 }
 
 #[test]
+fn a_port_holders_command_line_reaches_the_terminal_escaped() {
+    let env = TestEnv::new();
+    let port = free_port();
+    // systemd turns \x1b and \x07 into the bytes: the squatter's argv carries a sequence that
+    // would set a terminal's title and clear its line.
+    env.config(&config(port, "port_conflict", ""))
+        .unit(
+            "squatter",
+            &format!(
+                "ExecStart={}",
+                serve(port, "\"\\x1b]0;pwned\\x07\\x1b[2K\"")
+            ),
+        )
+        .unit("web", &format!("ExecStart={}", serve(port, "web")));
+    env.start_listening("squatter", port);
+    env.start_failing("web");
+
+    let output = env.selfheal(["run", "web", "--force"]);
+
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_contains(&text, "squatter.service: pid");
+    assert_contains(&text, "\\u{1b}]0;pwned\\u{7}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "a raw ESC reached stdout: {text:?}"
+    );
+    assert!(
+        !text.contains('\u{7}'),
+        "a raw BEL reached stdout: {text:?}"
+    );
+}
+
+#[test]
 fn a_port_held_by_another_unit_is_left_alone_and_named() {
     let env = TestEnv::new();
     let port = free_port();
