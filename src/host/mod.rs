@@ -9,6 +9,7 @@ pub(crate) mod net;
 pub(crate) mod nofollow;
 pub mod ports;
 pub(crate) mod process;
+pub(crate) mod secret;
 
 /// The host name, or "localhost" when it cannot be read.
 pub(crate) fn hostname() -> String {

@@ -5,7 +5,6 @@
 //! for `LoadCredential=`) or from `password_file`, which must be owned by the user selfheal runs
 //! as and unreadable by group and others. It is never part of any message or error text.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -182,34 +181,11 @@ fn password(password_file: Option<&Path>) -> Result<String, EmailError> {
             "email.smtp.username is set but there is no password: set email.smtp.password_file or pass the systemd credential {PASSWORD_CREDENTIAL}"
         ))
     })?;
-    let metadata = std::fs::metadata(path)
-        .map_err(|err| EmailError::Password(format!("cannot read {}: {err}", path.display())))?;
-    let euid = nix::unistd::geteuid().as_raw();
-    if metadata.uid() != euid {
-        return Err(EmailError::Password(format!(
-            "refusing {}: it is owned by uid {}, not by uid {euid} that selfheal runs as (chown root {0})",
-            path.display(),
-            metadata.uid()
-        )));
-    }
-    if metadata.mode() & 0o077 != 0 {
-        return Err(EmailError::Password(format!(
-            "refusing {}: its mode {:04o} lets group or others read it (chmod 600 {0})",
-            path.display(),
-            metadata.mode() & 0o7777
-        )));
-    }
-    read_secret(path)
+    crate::host::secret::read_root_only(path).map_err(EmailError::Password)
 }
 
 fn read_secret(path: &Path) -> Result<String, EmailError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| EmailError::Password(format!("cannot read {}: {err}", path.display())))?;
-    let secret = text.trim_end_matches(['\n', '\r']).to_owned();
-    if secret.is_empty() {
-        return Err(EmailError::Password(format!("{} is empty", path.display())));
-    }
-    Ok(secret)
+    crate::host::secret::read(path).map_err(EmailError::Password)
 }
 
 /// What rustls' certificate verdicts (as its messages spell them) mean, and what to do.
