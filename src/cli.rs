@@ -104,8 +104,11 @@ pub enum Command {
     /// Print and mail the summary of the last 24 h: per service runs, success rate, mean time
     /// to heal; loop protection's episodes; the outbox
     Digest(DigestArgs),
-    /// Send a test report through the configured transport
+    /// Send a test report through the configured mail transport
     TestEmail,
+    /// Send a test through every channel (the mail, each webhook, each Alertmanager) and say
+    /// what each answered; exit 1 when one failed
+    TestNotify,
     /// Heal an example service in a throwaway systemd (needs root; touches nothing of the host)
     Demo,
     /// Print the shell code that completes selfheal's commands, options and the service names
@@ -145,8 +148,8 @@ pub struct RunArgs {
     /// Decide and print the plan, change nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Do not send the report by email
-    #[arg(long)]
+    /// Send the report nowhere: no mail, no webhook, no alert
+    #[arg(long, alias = "no-notify")]
     pub no_email: bool,
     /// Print the result as one JSON object
     #[arg(long)]

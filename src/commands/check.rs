@@ -1,6 +1,7 @@
 //! `selfheal check`: what would fail at 3 a.m., found now, like `nginx -t`. Loads and validates
 //! the config, renders every template (built-in and overrides) against a sample report, and
-//! checks on this host what the config only names: the SMTP password file (owner, mode), the
+//! checks on this host what the config only names: the SMTP password file and each webhook's
+//! URL file (owner, mode), the
 //! CA file (PEM), each validator command (exists, executable), the owners and groups of
 //! `database_check`; and, when systemd answers, that each service's unit exists, each heal
 //! unit loads and each hook starts it. Exit 0 when all is well (warnings on stderr), 2 when not.
@@ -41,6 +42,11 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
             Err(problem) => problems.push(format!("{file}: email: {problem}")),
         },
     }
+    problems.extend(
+        crate::notify::channel::preflight(&config)
+            .into_iter()
+            .map(|problem| format!("{file}: {problem}")),
+    );
     let (found_problems, found_warnings) = heal_units(&config);
     problems.extend(found_problems);
     warnings.extend(found_warnings);

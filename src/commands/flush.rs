@@ -30,6 +30,7 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
             Err(err) => tracing::warn!("episodes not looked after: {err}"),
         }
     }
+    let channels = flush_channels(&config, &paths.state());
     crate::status::metrics::update(&config, &paths.state());
     for meta in &summary.delivered {
         println!(
@@ -58,11 +59,82 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
             summary.busy
         );
     }
-    if !summary.failed.is_empty() || summary.busy > 0 || !summary.unreadable.is_empty() {
+    let channels_ok = report_channels(&channels);
+    if !summary.failed.is_empty()
+        || summary.busy > 0
+        || !summary.unreadable.is_empty()
+        || !channels_ok
+    {
         return Ok(ExitCode::Failure);
     }
-    if summary.delivered.is_empty() {
+    if summary.delivered.is_empty() && config.notify.is_empty() {
         println!("outbox empty: nothing to deliver");
     }
     Ok(ExitCode::Success)
+}
+
+/// Delivers every channel's queue; an open alert whose service is up again is resolved
+/// first (systemd is asked only when there is one).
+fn flush_channels(
+    config: &crate::config::Config,
+    state: &crate::state::StateDir,
+) -> Vec<crate::notify::channel::ChannelRound> {
+    if config.notify.is_empty() {
+        return Vec::new();
+    }
+    let systemd = std::cell::OnceCell::new();
+    crate::notify::channel::flush(config, state, |name| {
+        let Some(service) = config.service(name) else {
+            // No longer monitored: nobody will resolve it later.
+            return true;
+        };
+        let systemd = systemd.get_or_init(crate::systemd::Systemd::connect);
+        systemd
+            .as_ref()
+            .is_ok_and(|systemd| crate::heal::episode::healthy_now(config, service, systemd))
+    })
+}
+
+/// Prints what each channel did; false when a channel kept messages.
+fn report_channels(rounds: &[crate::notify::channel::ChannelRound]) -> bool {
+    let mut all_delivered = true;
+    for crate::notify::channel::ChannelRound {
+        channel,
+        round,
+        refreshed,
+    } in rounds
+    {
+        let round = match round {
+            Ok(round) => round,
+            Err(error) => {
+                eprintln!("{channel}: its queue cannot be used: {error}");
+                all_delivered = false;
+                continue;
+            }
+        };
+        for message in &round.delivered {
+            println!(
+                "{channel}: delivered {} of {} (queued {})",
+                message.what, message.service, message.queued_at
+            );
+        }
+        if *refreshed > 0 {
+            println!("{channel}: sent {refreshed} open alert(s) again");
+        }
+        if let Some((message, error)) = &round.failed {
+            all_delivered = false;
+            eprintln!(
+                "{channel}: still queued {} of {} ({} attempt(s)), {} more behind it: {error}",
+                message.what, message.service, message.attempts, round.waiting
+            );
+        }
+        for path in &round.unreadable {
+            all_delivered = false;
+            eprintln!(
+                "{channel}: skipped {}: not a readable message; deliver or remove it by hand",
+                path.display()
+            );
+        }
+    }
+    all_delivered
 }

@@ -11,6 +11,7 @@ mod manual;
 mod probe;
 mod run;
 mod test_email;
+mod test_notify;
 mod watch;
 
 use std::path::PathBuf;
@@ -57,6 +58,7 @@ pub(crate) fn execute(cli: Cli) -> Result<ExitCode, Error> {
         Command::Probe(args) => probe::execute(&paths, &args),
         Command::Digest(args) => digest::execute(&paths, &args),
         Command::TestEmail => test_email::execute(&paths),
+        Command::TestNotify => test_notify::execute(&paths),
         Command::Demo => demo(),
         Command::Completions { shell } => print_completions(shell),
         Command::Man(args) => man(&args),

@@ -37,6 +37,7 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
         from_hook: std::env::var_os("MONITOR_UNIT").is_some(),
     };
     let mails = !args.dry_run && !args.no_email && config.email.is_some();
+    let posts = !args.dry_run && !args.no_email && !config.notify.is_empty();
     let flush_command = flush_command(paths);
     // Templates are compiled after healing: the service must not wait for its report.
     let mut renderer = None;
@@ -66,11 +67,23 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
                 renderer,
                 flush_command: &flush_command,
             };
-            if mails && crate::notify::email::worth_mailing(&report) {
-                outbox.mail(&report, arrival.as_ref());
-            } else if let Some(arrival) = &arrival {
-                outbox.quiet(arrival);
-            }
+            let subject = renderer.subject(&report)?;
+            // The channels beside email are served while the mail goes out.
+            std::thread::scope(|posting| {
+                let posted = posts.then(|| {
+                    posting.spawn(|| {
+                        crate::notify::channel::deliver(&config, &state, &report, &subject)
+                    })
+                });
+                if mails && crate::notify::email::worth_mailing(&report) {
+                    outbox.mail(&report, arrival.as_ref());
+                } else if let Some(arrival) = &arrival {
+                    outbox.quiet(arrival);
+                }
+                if let Some(rounds) = posted.and_then(|thread| thread.join().ok()) {
+                    crate::notify::channel::log_rounds(&report.header.service, &rounds);
+                }
+            });
             if !args.dry_run {
                 // After the mail, so the outbox figure is what the run left behind.
                 crate::status::metrics::update(&config, &state);

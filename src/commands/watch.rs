@@ -89,6 +89,11 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
         );
         let report = Report::new(ReportHeader::new(&config, service), facts);
         print!("{}", renderer.text(&report)?);
+        if !config.notify.is_empty() {
+            let subject = renderer.subject(&report)?;
+            let rounds = crate::notify::channel::deliver(&config, &state, &report, &subject);
+            crate::notify::channel::log_rounds(&service.name, &rounds);
+        }
         if config.email.is_some() {
             crate::notify::mailing::Mailing {
                 config: &config,

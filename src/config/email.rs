@@ -99,7 +99,7 @@ fn default_smtp_timeout() -> HumanDuration {
 
 /// `user@host` (a display name and angle brackets around it allowed): a local part and a
 /// domain, neither empty nor holding spaces. What SMTP would refuse later is refused here.
-fn is_address(text: &str) -> bool {
+pub(crate) fn is_address(text: &str) -> bool {
     let address = match (text.rfind('<'), text.strip_suffix('>')) {
         (Some(open), Some(inner)) => &inner[open + 1..],
         _ => text.trim(),

@@ -6,6 +6,7 @@
 pub(crate) mod email;
 pub(crate) mod health_url;
 mod locate;
+pub(crate) mod notify;
 pub(crate) mod probe;
 pub(crate) mod strategies;
 
@@ -94,6 +95,9 @@ pub(crate) struct Config {
     pub templates_dir: Option<PathBuf>,
     /// How reports are delivered; absent means reports are only printed and logged.
     pub email: Option<EmailConfig>,
+    /// Channels beside email: webhooks, Alertmanager.
+    #[serde(default)]
+    pub notify: Vec<notify::ChannelConfig>,
     /// The services selfheal heals.
     #[serde(default)]
     pub monitored_services: Vec<ServiceConfig>,
@@ -185,6 +189,11 @@ pub(crate) struct ServiceConfig {
     /// Critical services get the critical marker in reports.
     #[serde(default)]
     pub critical: bool,
+    /// Where a person finds what to do when it fails: in its reports and alerts.
+    pub runbook: Option<String>,
+    /// Who gets its reports, in place of `email.to` (a cascade mail goes to both).
+    #[serde(default)]
+    pub to: Vec<String>,
     /// URL that must answer 2xx once healthy (http only); parsed when the config is loaded.
     pub health_url: Option<HealthUrl>,
     /// Strategies, tried in this order.
@@ -416,6 +425,7 @@ impl Config {
                     Problem::at(&["metrics_file".into()], format!("metrics_file: {message}"))
                 })?;
         }
+        self.validate_channels()?;
         if let Some(email) = &self.email {
             email::validate(email, self.owner.as_deref()).map_err(|(keys, message)| {
                 let key: Vec<Seg> = std::iter::once("email")
@@ -430,6 +440,26 @@ impl Config {
 }
 
 impl Config {
+    /// Each entry of `notify:`.
+    fn validate_channels(&self) -> Result<(), Problem> {
+        for (index, channel) in self.notify.iter().enumerate() {
+            notify::validate(channel).map_err(|(name, message)| {
+                let kind = match channel {
+                    notify::ChannelConfig::Webhook(_) => "webhook",
+                    notify::ChannelConfig::Alertmanager(_) => "alertmanager",
+                };
+                Problem {
+                    keys: vec![
+                        vec![Seg::from("notify"), index.into(), kind.into(), name.into()],
+                        vec![Seg::from("notify"), index.into()],
+                    ],
+                    message: format!("notify[{index}]: {message}"),
+                }
+            })?;
+        }
+        Ok(())
+    }
+
     /// The top-level windows: each longer than 0, and a cascade's short enough to wait out.
     fn validate_windows(&self) -> Result<(), Problem> {
         if self.crash_loop.restarts == 0 || Duration::from(self.crash_loop.within).is_zero() {
@@ -587,6 +617,13 @@ fn validate_service(service: &ServiceConfig) -> Result<(), (Keys, String)> {
         let placed = [strategy.as_str(), "healing_strategies"];
         (placed, message)
     })?;
+    if let Some(runbook) = &service.runbook {
+        notify::check_url(runbook)
+            .map_err(|why| (["runbook"; 2], format!("runbook {runbook:?}: {why}")))?;
+    }
+    if let Some(address) = service.to.iter().find(|to| !email::is_address(to)) {
+        return Err((["to"; 2], format!("{address:?} is not an email address")));
+    }
     if service.verify_timeout.0.is_zero() {
         return Err((
             ["verify_timeout"; 2],

@@ -152,6 +152,23 @@ pub(crate) fn end(state: &StateDir, service: &ServiceConfig, why: &str) {
 /// What `flush` (every 5 minutes) does for the episodes: one whose service is healthy again
 /// (a person fixed it, systemd restarted it) is watched, and one watched for
 /// `threshold_window` ends. A service whose run holds its lock is left to that run.
+/// Healthy as a run would judge it: active, its own port, its health URL, and systemd not in
+/// the middle of a restart.
+pub(crate) fn healthy_now(
+    config: &Config,
+    service: &crate::config::ServiceConfig,
+    units: &dyn UnitControl,
+) -> bool {
+    units.snapshot(&service.unit_name()).is_ok_and(|snapshot| {
+        !snapshot.systemd_is_acting()
+            && crate::heal::verify::check_now(
+                &snapshot,
+                &crate::heal::verify::HealthTarget::of(config, service),
+            )
+            .is_ok()
+    })
+}
+
 pub(crate) fn housekeeping(config: &Config, state: &StateDir, units: &dyn UnitControl) {
     for (name, _) in state.episodes().unwrap_or_default() {
         let Some(service) = config.service(&name) else {
@@ -164,16 +181,7 @@ pub(crate) fn housekeeping(config: &Config, state: &StateDir, units: &dyn UnitCo
         let Ok(Some(episode)) = state.episode(&service.name) else {
             continue;
         };
-        // Healthy as a run would judge it: active, its own port, its health URL.
-        let healthy = units.snapshot(&service.unit_name()).is_ok_and(|snapshot| {
-            !snapshot.systemd_is_acting()
-                && crate::heal::verify::check_now(
-                    &snapshot,
-                    &crate::heal::verify::HealthTarget::of(config, service),
-                )
-                .is_ok()
-        });
-        if healthy {
+        if healthy_now(config, service, units) {
             watch_or_end(config, state, service, episode, "found healthy by flush");
         }
     }

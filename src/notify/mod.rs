@@ -1,7 +1,9 @@
 //! Where a report goes: mailed now through the outbox (`email`: compose, queue, transports),
-//! or held for the cascade its run joined (`cascade`, `mailing`).
+//! or held for the cascade its run joined (`cascade`, `mailing`); and posted on the channels
+//! beside email, webhooks and Alertmanager (`channel`).
 
 pub(crate) mod cascade;
+pub(crate) mod channel;
 pub(crate) mod email;
 pub(crate) mod mailing;
 

@@ -36,6 +36,23 @@ pub(crate) struct CascadeReport {
 }
 
 impl CascadeReport {
+    /// Every member's own recipients (`to:`), each once.
+    pub(crate) fn recipients(&self) -> Vec<String> {
+        let mut recipients: Vec<String> = Vec::new();
+        let addresses = self
+            .services
+            .iter()
+            .filter_map(|s| s.get("to").and_then(serde_json::Value::as_array))
+            .flatten()
+            .filter_map(serde_json::Value::as_str);
+        for address in addresses {
+            if !recipients.iter().any(|known| known == address) {
+                recipients.push(address.to_owned());
+            }
+        }
+        recipients
+    }
+
     /// The report for `services` (their `Report` JSON) and the names mailed earlier.
     pub(crate) fn new(
         system_name: String,

@@ -15,7 +15,7 @@ use crate::ui::when::Timestamp;
 use crate::heal::facts::RunFacts;
 
 pub(crate) use cascade::CascadeReport;
-pub(crate) use render::{RenderError, Renderer, Templated};
+pub(crate) use render::{Recipients, RenderError, Renderer, Templated};
 
 /// Everything a report says about one run: where (from the config), what happened (from the
 /// run), and the advice derived from both. The JSON and the templates see one flat object.
@@ -42,6 +42,11 @@ pub(crate) struct ReportHeader {
     pub domain: Option<String>,
     pub port: Option<u16>,
     pub critical: bool,
+    /// The service's `runbook:`.
+    pub runbook: Option<String>,
+    /// The service's own recipients (`to:`), in place of `email.to`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
 }
 
 impl ReportHeader {
@@ -54,6 +59,8 @@ impl ReportHeader {
             domain: service.domain.clone(),
             port: service.port,
             critical: service.critical,
+            runbook: service.runbook.clone(),
+            to: service.to.clone(),
         }
     }
 }
@@ -96,6 +103,8 @@ impl Report {
                 domain: None,
                 port: None,
                 critical: false,
+                runbook: None,
+                to: Vec::new(),
             },
             facts: RunFacts {
                 outcome: Outcome::Healthy,
@@ -192,6 +201,8 @@ pub(crate) mod fixture {
             domain: Some("books.jbyrd.org".into()),
             port: Some(5002),
             critical: true,
+            runbook: Some("https://wiki.example.org/story-stages".into()),
+            to: Vec::new(),
         };
         let diagnosis = Diagnosis {
             unit: "story-stages.service".into(),
@@ -320,9 +331,14 @@ mod tests {
         for html in [&resolved, &failed] {
             assert!(!html.contains("<script>"), "unescaped journal line");
             assert!(html.contains("&lt;script&gt;alert(1)"));
-            assert!(
-                !html.contains("src=\"http") && !html.contains("href=\"http"),
-                "external resource"
+            // Nothing is loaded from elsewhere; the one link is the runbook a person follows
+            // (escaped as every value is; a browser reads the entities in an attribute).
+            assert!(!html.contains("src=\"http"), "external resource");
+            assert_eq!(
+                html.matches("href=").count(),
+                html.matches("href=\"https:&#x2f;&#x2f;wiki.example.org&#x2f;story-stages\"")
+                    .count(),
+                "a link other than the runbook"
             );
         }
         assert!(

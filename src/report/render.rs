@@ -76,6 +76,21 @@ pub(crate) struct MailFacts {
     pub started_at: Timestamp,
     /// Part of the outbox file name: `web-resolved`, `cascade-5`.
     pub label: String,
+    /// The services' own recipients: in place of `email.to` for one service's report, beside
+    /// it for a cascade's.
+    pub recipients: Recipients,
+}
+
+/// Who a mail goes to besides (or instead of) `email.to`.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Recipients {
+    /// `email.to` (or the owner).
+    #[default]
+    Default,
+    /// The service's `to:` alone.
+    Instead(Vec<String>),
+    /// `email.to` and these.
+    Also(Vec<String>),
 }
 
 impl Templated for Report {
@@ -89,6 +104,11 @@ impl Templated for Report {
             outcome: self.facts.outcome.to_string(),
             started_at: self.facts.started_at,
             label: format!("{}-{}", self.header.service, self.facts.outcome),
+            recipients: if self.header.to.is_empty() {
+                Recipients::Default
+            } else {
+                Recipients::Instead(self.header.to.clone())
+            },
         }
     }
 }
@@ -113,6 +133,7 @@ impl Templated for DigestReport {
             outcome: "digest".to_owned(),
             started_at: self.generated_at,
             label: "digest".to_owned(),
+            recipients: Recipients::Default,
         }
     }
 }
@@ -133,6 +154,7 @@ impl Templated for CascadeReport {
             outcome: "cascade".to_owned(),
             started_at: self.started_at.unwrap_or_else(Timestamp::now_millis),
             label: format!("cascade-{}", self.count),
+            recipients: Recipients::Also(self.recipients()),
         }
     }
 }

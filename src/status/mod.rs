@@ -168,7 +168,23 @@ pub(crate) struct ConfigInfo {
     pub outbox_queued: usize,
     /// When the oldest queued report was queued.
     pub outbox_oldest: Option<Timestamp>,
+    /// The channels beside email, each with its backlog.
+    pub channels: Vec<ChannelStatus>,
+    /// Services whose Alertmanager alert is firing.
+    pub open_alerts: Vec<String>,
     pub metrics_file: Option<String>,
+}
+
+/// One channel of `notify:` and what waits for it.
+#[derive(Debug, Serialize)]
+pub(crate) struct ChannelStatus {
+    /// `webhook (slack, URL in …)`, `alertmanager http://…`.
+    pub channel: String,
+    pub queued: usize,
+    /// When the first waiting message was queued, its attempts and last error.
+    pub oldest: Option<Timestamp>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
 }
 
 /// What the state directory adds to each row: loop protection's retry and the probes' last
@@ -314,12 +330,35 @@ pub(crate) fn gather(
                 .map(|smtp| format!("{}:{}", smtp.host, smtp.port())),
             outbox_queued: queued,
             outbox_oldest: oldest.map(Timestamp::seconds),
+            channels: channels(config, state),
+            open_alerts: crate::notify::channel::alerts::open_alerts(state)
+                .into_iter()
+                .map(|alert| alert.service)
+                .collect(),
             metrics_file: config
                 .metrics_file
                 .as_ref()
                 .map(|path| path.display().to_string()),
         },
     })
+}
+
+/// Each channel of `notify:` and its backlog.
+fn channels(config: &Config, state: &StateDir) -> Vec<ChannelStatus> {
+    config
+        .notify
+        .iter()
+        .map(|channel| {
+            let (queued, first) = crate::notify::channel::Queue::backlog(state, &channel.id());
+            ChannelStatus {
+                channel: channel.describe(),
+                queued,
+                oldest: first.as_ref().map(|message| message.queued_at),
+                attempts: first.as_ref().map_or(0, |message| message.attempts),
+                last_error: first.and_then(|message| message.last_error),
+            }
+        })
+        .collect()
 }
 
 /// What systemd says of each service's unit and heal unit, or why it said nothing.

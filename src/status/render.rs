@@ -268,6 +268,31 @@ fn configuration(page: &mut Page, status: &Status) {
         (None, queued) => format!("{queued} report(s) queued"),
     };
     page.line(&format!("  Outbox           {outbox}"));
+    for channel in &config.channels {
+        let backlog = match (&channel.oldest, channel.queued) {
+            (_, 0) => "delivered".to_owned(),
+            (Some(oldest), queued) => format!(
+                "{queued} waiting, oldest {}, {} attempt(s){}",
+                page.when(*oldest),
+                channel.attempts,
+                channel
+                    .last_error
+                    .as_deref()
+                    .map_or(String::new(), |error| format!(": {}", printable(error)))
+            ),
+            (None, queued) => format!("{queued} waiting"),
+        };
+        page.line(&format!(
+            "  Channel          {}: {backlog}",
+            printable(&channel.channel)
+        ));
+    }
+    if !config.open_alerts.is_empty() {
+        page.line(&format!(
+            "  Alerts firing    {} (resolved by the run that heals each)",
+            config.open_alerts.join(", ")
+        ));
+    }
     let metrics = config.metrics_file.as_deref().unwrap_or("not written");
     page.line(&format!("  Metrics          {metrics}"));
 }

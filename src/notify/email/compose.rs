@@ -7,7 +7,7 @@ use lettre::message::{Mailbox, MultiPart};
 
 use super::EmailConfig;
 use super::EmailError;
-use crate::report::{Renderer, Templated};
+use crate::report::{Recipients, Renderer, Templated};
 
 /// A rendered message, ready for the outbox.
 #[derive(Debug, Clone)]
@@ -46,10 +46,24 @@ pub(crate) fn compose<T: Templated>(
         .from
         .clone()
         .unwrap_or_else(|| format!("selfheal@{}", facts.host));
-    let to: Vec<String> = if email.to.is_empty() {
+    let default_to: Vec<String> = if email.to.is_empty() {
         owner.map(str::to_owned).into_iter().collect()
     } else {
         email.to.clone()
+    };
+    let to = match &facts.recipients {
+        Recipients::Default => default_to,
+        Recipients::Instead(own) => own.clone(),
+        Recipients::Also(more) => {
+            let mut all = default_to;
+            all.extend(
+                more.iter()
+                    .filter(|a| !all.contains(a))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+            all
+        }
     };
     let subject = renderer.subject(report)?;
     let text = renderer.text(report)?;

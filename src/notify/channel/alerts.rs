@@ -1,0 +1,149 @@
+//! Alertmanager's alerts as selfheal keeps them: one open alert per service that a run left
+//! down (`<state>/alerts/<service>.json`), fired when a run ends `failed` or `suppressed` and
+//! resolved by the next run that finds it up. Alertmanager forgets a firing alert at its
+//! `endsAt`, so a firing alert is sent with one a few flush intervals ahead, and `flush`
+//! sends the open ones again.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::payload::Brief;
+use crate::outcome::Outcome;
+use crate::report::Report;
+use crate::state::StateDir;
+use crate::ui::when::Timestamp;
+
+/// How long a firing alert lasts unless sent again: four intervals of the flush timer (5 min),
+/// as Prometheus sends `endsAt` four resend intervals ahead. A host that goes silent lets its
+/// alerts end within this.
+pub(crate) const ALERT_LIFETIME: Duration = Duration::from_secs(20 * 60);
+
+/// The alert's name in Alertmanager.
+pub(crate) const ALERT_NAME: &str = "SelfhealFailed";
+
+/// The alert `selfheal test-notify` sends.
+pub(crate) const TEST_ALERT_NAME: &str = "SelfhealTest";
+
+/// An open alert: its labels (before a channel's own `labels:`), annotations and start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Alert {
+    pub alertname: String,
+    pub service: String,
+    pub host: String,
+    /// `critical` for a critical service, else `warning`.
+    pub severity: String,
+    pub summary: String,
+    pub description: String,
+    pub runbook_url: Option<String>,
+    pub starts_at: Timestamp,
+}
+
+/// Whether an alert is sent firing (until when) or resolved (since when).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AlertState {
+    Firing { until: Timestamp },
+    Resolved { at: Timestamp },
+}
+
+impl AlertState {
+    pub(crate) fn firing_now() -> AlertState {
+        AlertState::Firing {
+            until: Timestamp::seconds(std::time::SystemTime::now() + ALERT_LIFETIME),
+        }
+    }
+}
+
+/// What a run's report does to its service's alert.
+#[derive(Debug, Clone)]
+pub(crate) enum Change {
+    Fire(Alert),
+    Resolve(Alert),
+}
+
+/// The alert change `report` makes, recorded: a `failed` or `suppressed` run opens (or keeps
+/// open) its service's alert; a run that finds the service up (`resolved`, `healthy`, or
+/// systemd's own restart) resolves the open one. Nothing changes for the rest.
+pub(crate) fn change_for(state: &StateDir, report: &Report, subject: &str) -> Option<Change> {
+    let service = &report.header.service;
+    match report.facts.outcome {
+        Outcome::Failed | Outcome::Suppressed if report.facts.diagnosis.is_some() => {
+            let open = open_alert(state, service);
+            let brief = Brief::of(report, subject);
+            let alert = Alert {
+                alertname: ALERT_NAME.to_owned(),
+                service: service.clone(),
+                host: report.header.host.clone(),
+                severity: if report.header.critical {
+                    "critical"
+                } else {
+                    "warning"
+                }
+                .to_owned(),
+                summary: subject.to_owned(),
+                description: brief.lines.join("\n"),
+                runbook_url: report.header.runbook.clone(),
+                // The same alert for as long as the service stays down.
+                starts_at: open.map_or(report.facts.started_at, |open| open.starts_at),
+            };
+            if let Err(err) = save(state, &alert) {
+                tracing::warn!(selfheal_service = %service, "the open alert cannot be recorded ({err}): flush will not send it again");
+            }
+            Some(Change::Fire(alert))
+        }
+        Outcome::Resolved | Outcome::Healthy | Outcome::RestartedBySystemd => {
+            let open = open_alert(state, service)?;
+            close(state, service);
+            Some(Change::Resolve(open))
+        }
+        _ => None,
+    }
+}
+
+/// Every open alert.
+pub(crate) fn open_alerts(state: &StateDir) -> Vec<Alert> {
+    let Ok(entries) = std::fs::read_dir(state.root().join("alerts")) else {
+        return Vec::new();
+    };
+    let mut alerts: Vec<Alert> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            open_alert(state, name.strip_suffix(".json")?)
+        })
+        .collect();
+    alerts.sort_by(|a, b| a.service.cmp(&b.service));
+    alerts
+}
+
+/// `service`'s open alert; a torn file is none.
+fn open_alert(state: &StateDir, service: &str) -> Option<Alert> {
+    let (bytes, _) = crate::host::bounded_read::read(
+        &path(state, service),
+        crate::host::bounded_read::MAX_FILE_BYTES,
+    )
+    .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Forgets `service`'s open alert (it has been resolved).
+pub(crate) fn close(state: &StateDir, service: &str) {
+    match std::fs::remove_file(path(state, service)) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(selfheal_service = %service, "the resolved alert cannot be forgotten: {err}");
+        }
+        _ => {}
+    }
+}
+
+fn save(state: &StateDir, alert: &Alert) -> Result<(), String> {
+    state.ensure("alerts").map_err(|err| err.to_string())?;
+    let bytes = serde_json::to_vec_pretty(alert).map_err(|err| err.to_string())?;
+    crate::host::atomic_file::write(&path(state, &alert.service), &bytes, 0o640)
+        .map_err(|err| err.to_string())
+}
+
+fn path(state: &StateDir, service: &str) -> PathBuf {
+    state.root().join("alerts").join(format!("{service}.json"))
+}

@@ -1,0 +1,359 @@
+//! The channels beside email (`notify:`): webhooks (JSON, Slack, ntfy) and Alertmanager.
+//! Every message goes through its channel's queue in the outbox, so a channel that is down
+//! keeps it for `selfheal flush`; channels are served each in its own thread, every attempt
+//! bounded, so one that hangs delays neither the others nor the mail.
+
+pub(crate) mod alerts;
+mod http;
+pub(crate) mod payload;
+mod queue;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::config::notify::ChannelConfig;
+use crate::report::Report;
+use crate::state::StateDir;
+use crate::ui::when::Timestamp;
+use alerts::{Alert, AlertState, Change};
+pub(crate) use queue::{Queue, Round};
+
+/// An HTTP request as queued: everything but the channel's URL, which is read from the
+/// config (or its secret file) at each attempt and never written down.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Request {
+    /// Appended to the channel's URL (`/api/v2/alerts`); empty for a webhook.
+    pub path: String,
+    pub content_type: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Request {
+    fn json(body: String, headers: Vec<(String, String)>) -> Request {
+        Request {
+            path: String::new(),
+            content_type: "application/json".to_owned(),
+            headers,
+            body,
+        }
+    }
+}
+
+/// One queued message of a channel, with its delivery record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Message {
+    pub service: String,
+    /// What it is, for people: `report failed`, `alert firing`, `alert resolved`, `test`.
+    pub what: String,
+    /// To the millisecond.
+    pub queued_at: Timestamp,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub request: Request,
+}
+
+impl Message {
+    fn new(service: &str, what: String, request: Request) -> Message {
+        Message {
+            service: service.to_owned(),
+            what,
+            queued_at: Timestamp::now_millis(),
+            attempts: 0,
+            last_error: None,
+            request,
+        }
+    }
+}
+
+/// What one channel did in a delivery: its round, or why its queue could not be used.
+#[derive(Debug)]
+pub(crate) struct ChannelRound {
+    /// `ChannelConfig::describe`.
+    pub channel: String,
+    pub round: Result<Round, String>,
+    /// Open alerts sent again (flush, Alertmanager only).
+    pub refreshed: usize,
+}
+
+/// The URL a channel posts to: a webhook's from its root-only file, Alertmanager's from the
+/// config. An error names the file, never what is in it.
+fn base_url(channel: &ChannelConfig) -> Result<String, String> {
+    match channel {
+        ChannelConfig::Webhook(webhook) => {
+            let url = crate::host::secret::read_root_only(&webhook.url_file)?;
+            crate::config::notify::check_url(&url).map_err(|why| {
+                format!(
+                    "the URL in {} is not usable: {why}",
+                    webhook.url_file.display()
+                )
+            })?;
+            Ok(url)
+        }
+        ChannelConfig::Alertmanager(alertmanager) => {
+            Ok(alertmanager.url.trim_end_matches('/').to_owned())
+        }
+    }
+}
+
+/// One attempt to deliver `request` on `channel`.
+fn send(channel: &ChannelConfig, request: &Request) -> Result<(), String> {
+    let base = base_url(channel)?;
+    http::post(
+        &format!("{base}{}", request.path),
+        request,
+        channel.timeout(),
+    )
+}
+
+/// What `selfheal check` can find out without sending: each webhook's URL file (owner, mode,
+/// an http(s) URL in it).
+pub(crate) fn preflight(config: &Config) -> Vec<String> {
+    config
+        .notify
+        .iter()
+        .enumerate()
+        .filter(|(_, channel)| matches!(channel, ChannelConfig::Webhook(_)))
+        .filter_map(|(index, channel)| {
+            base_url(channel)
+                .err()
+                .map(|why| format!("notify[{index}] {}: {why}", channel.describe()))
+        })
+        .collect()
+}
+
+/// The message a channel gets for a run's report and its alert change, if any: webhooks get
+/// the reports worth a mail, Alertmanager the alert changes.
+fn message_for(
+    channel: &ChannelConfig,
+    report: &Report,
+    subject: &str,
+    change: Option<&Change>,
+) -> Option<Message> {
+    let service = &report.header.service;
+    match channel {
+        ChannelConfig::Webhook(webhook) => crate::notify::email::worth_mailing(report).then(|| {
+            Message::new(
+                service,
+                format!("report {}", report.facts.outcome),
+                payload::webhook(webhook.format, report, subject),
+            )
+        }),
+        ChannelConfig::Alertmanager(alertmanager) => change.map(|change| match change {
+            Change::Fire(alert) => {
+                alert_message(alert, &alertmanager.labels, AlertState::firing_now())
+            }
+            Change::Resolve(alert) => alert_message(
+                alert,
+                &alertmanager.labels,
+                AlertState::Resolved {
+                    at: Timestamp::now(),
+                },
+            ),
+        }),
+    }
+}
+
+fn alert_message(
+    alert: &Alert,
+    labels: &std::collections::BTreeMap<String, String>,
+    state: AlertState,
+) -> Message {
+    let what = match state {
+        AlertState::Firing { .. } => "alert firing",
+        AlertState::Resolved { .. } => "alert resolved",
+    };
+    Message::new(
+        &alert.service,
+        what.to_owned(),
+        payload::alert(alert, labels, state),
+    )
+}
+
+/// Sends a run's report on every channel: each channel's message is queued, then the
+/// channel's queue is delivered in order, all channels at once. Returns what each did.
+pub(crate) fn deliver(
+    config: &Config,
+    state: &StateDir,
+    report: &Report,
+    subject: &str,
+) -> Vec<ChannelRound> {
+    let alerting = config
+        .notify
+        .iter()
+        .any(|channel| matches!(channel, ChannelConfig::Alertmanager(_)));
+    let change = alerting
+        .then(|| alerts::change_for(state, report, subject))
+        .flatten();
+    let work: Vec<(&ChannelConfig, Vec<Message>)> = config
+        .notify
+        .iter()
+        .filter_map(|channel| {
+            message_for(channel, report, subject, change.as_ref()).map(|m| (channel, vec![m]))
+        })
+        .collect();
+    serve(state, work, false)
+}
+
+/// Delivers every channel's queue (what `selfheal flush` does), first queueing the resolve of
+/// each open alert whose service `is_up` says is up again; then sends the other open alerts
+/// again on each Alertmanager channel that has nothing left queued.
+pub(crate) fn flush(
+    config: &Config,
+    state: &StateDir,
+    is_up: impl Fn(&str) -> bool,
+) -> Vec<ChannelRound> {
+    let mut resolved = Vec::new();
+    for alert in alerts::open_alerts(state) {
+        if is_up(&alert.service) {
+            alerts::close(state, &alert.service);
+            resolved.push(alert);
+        }
+    }
+    let work: Vec<(&ChannelConfig, Vec<Message>)> = config
+        .notify
+        .iter()
+        .map(|channel| {
+            let messages = match channel {
+                ChannelConfig::Alertmanager(alertmanager) => resolved
+                    .iter()
+                    .map(|alert| {
+                        alert_message(
+                            alert,
+                            &alertmanager.labels,
+                            AlertState::Resolved {
+                                at: Timestamp::now(),
+                            },
+                        )
+                    })
+                    .collect(),
+                ChannelConfig::Webhook(_) => Vec::new(),
+            };
+            (channel, messages)
+        })
+        .collect();
+    serve(state, work, true)
+}
+
+/// Queues each channel's messages and delivers its queue, every channel in its own thread.
+/// With `refresh`, an Alertmanager channel whose queue emptied also gets the open alerts
+/// again (not queued: the next flush sends them anyway).
+fn serve(
+    state: &StateDir,
+    work: Vec<(&ChannelConfig, Vec<Message>)>,
+    refresh: bool,
+) -> Vec<ChannelRound> {
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = work
+            .into_iter()
+            .map(|(channel, messages)| {
+                scope.spawn(move || {
+                    let round = Queue::open(state, &channel.id()).and_then(|queue| {
+                        for message in &messages {
+                            queue.push(message)?;
+                        }
+                        queue.deliver(|message| send(channel, &message.request))
+                    });
+                    let mut refreshed = 0;
+                    if let (true, ChannelConfig::Alertmanager(alertmanager), Ok(round)) =
+                        (refresh, channel, &round)
+                        && round.failed.is_none()
+                    {
+                        for alert in alerts::open_alerts(state) {
+                            let message = alert_message(
+                                &alert,
+                                &alertmanager.labels,
+                                AlertState::firing_now(),
+                            );
+                            if send(channel, &message.request).is_ok() {
+                                refreshed += 1;
+                            }
+                        }
+                    }
+                    ChannelRound {
+                        channel: channel.describe(),
+                        round,
+                        refreshed,
+                    }
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .filter_map(|thread| thread.join().ok())
+            .collect()
+    })
+}
+
+/// Logs what each channel did with a run's messages.
+pub(crate) fn log_rounds(service: &str, rounds: &[ChannelRound]) {
+    for ChannelRound { channel, round, .. } in rounds {
+        match round {
+            Ok(round) => {
+                for message in &round.delivered {
+                    tracing::info!(selfheal_service = %service, "{channel}: {} sent", message.what);
+                }
+                if let Some((message, error)) = &round.failed {
+                    tracing::warn!(selfheal_service = %service, "{channel}: {} kept in the outbox for `selfheal flush` ({} queued): {error}", message.what, round.waiting + 1);
+                }
+            }
+            Err(error) => {
+                tracing::error!(selfheal_service = %service, "{channel}: the message could not even be queued: {error}");
+            }
+        }
+    }
+}
+
+/// `selfheal test-notify`: one test message straight to each channel (not queued); what each
+/// channel answered.
+pub(crate) fn test(
+    config: &Config,
+    report: &Report,
+    subject: &str,
+) -> Vec<(String, Result<(), String>)> {
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = config
+            .notify
+            .iter()
+            .map(|channel| {
+                scope.spawn(move || {
+                    let request = match channel {
+                        ChannelConfig::Webhook(webhook) => {
+                            payload::webhook(webhook.format, report, subject)
+                        }
+                        ChannelConfig::Alertmanager(alertmanager) => {
+                            let alert = Alert {
+                                alertname: alerts::TEST_ALERT_NAME.to_owned(),
+                                service: report.header.service.clone(),
+                                host: report.header.host.clone(),
+                                severity: "info".to_owned(),
+                                summary: subject.to_owned(),
+                                description: format!(
+                                    "A test alert sent by `selfheal test-notify` on {}: it ends by itself in 5 minutes.",
+                                    report.header.host
+                                ),
+                                runbook_url: None,
+                                starts_at: Timestamp::now(),
+                            };
+                            payload::alert(
+                                &alert,
+                                &alertmanager.labels,
+                                AlertState::Firing {
+                                    until: Timestamp::seconds(
+                                        std::time::SystemTime::now()
+                                            + std::time::Duration::from_secs(300),
+                                    ),
+                                },
+                            )
+                        }
+                    };
+                    (channel.describe(), send(channel, &request))
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .filter_map(|thread| thread.join().ok())
+            .collect()
+    })
+}

@@ -1,0 +1,152 @@
+//! A channel's queue in the outbox: `<state>/outbox/<channel id>/<stem>.json`, one message
+//! per file (the request and its delivery attempts; never the URL). A message is written
+//! before the first attempt and removed once the channel accepted it. Messages go out oldest
+//! first and stop at the first failure, so a channel never sees a resolve before its fire.
+//! One sender at a time per channel (an flock on `.lock`).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use super::Message;
+use crate::host::atomic_file;
+use crate::state::StateDir;
+
+/// Requests carry reports: only root reads them.
+const MODE: u32 = 0o600;
+
+/// One channel's directory in the outbox.
+pub(crate) struct Queue {
+    dir: PathBuf,
+}
+
+/// What one delivery round of a channel did.
+#[derive(Debug, Default)]
+pub(crate) struct Round {
+    /// What was delivered, oldest first.
+    pub delivered: Vec<Message>,
+    /// The message the channel refused or did not answer, and why; the round stopped there.
+    pub failed: Option<(Message, String)>,
+    /// Messages behind the failed one, still queued.
+    pub waiting: usize,
+    /// Files that are not a readable message: left in place, skipped.
+    pub unreadable: Vec<PathBuf>,
+}
+
+impl Queue {
+    /// The queue of channel `id`, created when `create` (a reader must not create it).
+    pub(crate) fn open(state: &StateDir, id: &str) -> Result<Queue, String> {
+        let dir = state.root().join("outbox").join(id);
+        state
+            .ensure("outbox")
+            .and_then(|_| state.ensure(&format!("outbox/{id}")))
+            .map_err(|err| err.to_string())?;
+        Ok(Queue { dir })
+    }
+
+    /// How many messages wait in channel `id`'s queue, and the first of them (its attempts
+    /// and last error say why they wait), without creating the queue.
+    pub(crate) fn backlog(state: &StateDir, id: &str) -> (usize, Option<Message>) {
+        let Ok(entries) = std::fs::read_dir(state.root().join("outbox").join(id)) else {
+            return (0, None);
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        (paths.len(), paths.first().and_then(|path| read(path)))
+    }
+
+    /// Adds `message` at the end of the queue.
+    pub(crate) fn push(&self, message: &Message) -> Result<PathBuf, String> {
+        static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let stem = format!(
+            "{nanos:020}-{:07}-{:04}",
+            std::process::id(),
+            SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = self.dir.join(format!("{stem}.json"));
+        write(&path, message)?;
+        Ok(path)
+    }
+
+    /// Sends the queued messages with `send`, oldest first, until one fails. Waits for
+    /// another sender of this channel to finish first (each of its attempts is bounded).
+    pub(crate) fn deliver(
+        &self,
+        send: impl Fn(&Message) -> Result<(), String>,
+    ) -> Result<Round, String> {
+        let _sender = self.lock()?;
+        let mut round = Round::default();
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map_err(|err| format!("reading {}: {err}", self.dir.display()))?
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        let mut paths = paths.into_iter();
+        for path in paths.by_ref() {
+            let Some(mut message) = read(&path) else {
+                round.unreadable.push(path);
+                continue;
+            };
+            match send(&message) {
+                Ok(()) => {
+                    remove(&path)?;
+                    round.delivered.push(message);
+                }
+                Err(error) => {
+                    message.attempts += 1;
+                    message.last_error = Some(error.clone());
+                    write(&path, &message)?;
+                    round.failed = Some((message, error));
+                    break;
+                }
+            }
+        }
+        round.waiting = paths.count();
+        Ok(round)
+    }
+
+    fn lock(&self) -> Result<Flock<File>, String> {
+        let path = self.dir.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|err| format!("opening {}: {err}", path.display()))?;
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| format!("locking {}: {errno}", path.display()))
+    }
+}
+
+fn read(path: &Path) -> Option<Message> {
+    let (bytes, _) =
+        crate::host::bounded_read::read(path, crate::host::bounded_read::MAX_FILE_BYTES).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn write(path: &Path, message: &Message) -> Result<(), String> {
+    let bytes = serde_json::to_vec_pretty(message).map_err(|err| err.to_string())?;
+    atomic_file::write(path, &bytes, MODE)
+        .map_err(|err| format!("writing {}: {err}", path.display()))
+}
+
+fn remove(path: &Path) -> Result<(), String> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("removing {}: {err}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}

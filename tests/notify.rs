@@ -1,0 +1,531 @@
+//! The channels beside email, against real receivers from a real systemd in a sandbox:
+//! webhooks (JSON, Slack, ntfy) posted to a Python HTTP server, alerts to Debian's
+//! `prometheus-alertmanager`. A failed run posts every channel and fires an alert; the run
+//! that heals resolves it; a channel that is down keeps its messages for `flush`, which sends
+//! them once and in order; the webhook URL (a secret) is nowhere selfheal writes.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{TestEnv, assert_contains, exit_code, free_port, wait_until};
+use selfheal::exit_code::ExitCode;
+use selfheal::outcome::Outcome;
+
+/// Part of every webhook URL: it stands for a Slack or ntfy token, and must never be written.
+const TOKEN: &str = "tok-5f2a9c-never-shown";
+
+/// A webhook receiver (`tests/webhook_server.py`): every accepted POST is a JSON file.
+struct WebhookServer {
+    child: std::process::Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+/// One POST the receiver accepted.
+#[derive(Debug, serde::Deserialize)]
+struct Post {
+    path: String,
+    headers: std::collections::HashMap<String, String>,
+    body: String,
+}
+
+impl Post {
+    /// A header, by its name in any case (HTTP's names are case-insensitive).
+    #[track_caller]
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map_or_else(
+                || panic!("no {name} header in {:?}", self.headers),
+                |(_, value)| value.as_str(),
+            )
+    }
+}
+
+impl WebhookServer {
+    fn start(dir: &Path) -> WebhookServer {
+        use std::io::BufRead as _;
+        let port = free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webhook_server.py");
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .arg(script)
+            .args(["--port", &port.to_string(), "--dir"])
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the webhook receiver did not start");
+        WebhookServer {
+            child,
+            port,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Answers every POST with 503 (down) or accepts them again.
+    fn set_down(&self, down: bool) {
+        let status = self.dir.join("status");
+        if down {
+            std::fs::write(status, "503").unwrap();
+        } else {
+            let _ = std::fs::remove_file(status);
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}/{TOKEN}", self.port)
+    }
+
+    /// What it accepted, in arrival order.
+    fn posts(&self) -> Vec<Post> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+            .collect()
+    }
+
+    #[track_caller]
+    fn wait_for_posts(&self, count: usize) -> Vec<Post> {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{count} webhook post(s)"),
+            || self.posts().len() >= count,
+        );
+        self.posts()
+    }
+}
+
+impl Drop for WebhookServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Debian's Alertmanager on a port of its own, routing every alert nowhere.
+struct Alertmanager {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Alertmanager {
+    /// A port for it, not listening yet.
+    fn reserve(dir: &Path) -> Alertmanager {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            dir.join("alertmanager.yml"),
+            "route:\n  receiver: nowhere\nreceivers:\n  - name: nowhere\n",
+        )
+        .unwrap();
+        Alertmanager {
+            child: None,
+            port: free_port(),
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn start(&mut self) {
+        let child = std::process::Command::new("/usr/bin/prometheus-alertmanager")
+            .arg(format!(
+                "--config.file={}",
+                self.dir.join("alertmanager.yml").display()
+            ))
+            .arg(format!(
+                "--storage.path={}",
+                self.dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .arg("--cluster.listen-address=")
+            .stderr(std::fs::File::create(self.dir.join("log")).unwrap())
+            .spawn()
+            .expect("starting prometheus-alertmanager (apt install prometheus-alertmanager)");
+        self.child = Some(child);
+        wait_until(Duration::from_secs(30), "Alertmanager to be ready", || {
+            self.get("/-/ready")
+                .is_some_and(|body| body.starts_with("OK"))
+        });
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn get(&self, path: &str) -> Option<String> {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        answer
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+    }
+
+    /// The alerts it holds active (resolved ones are not listed).
+    fn active_alerts(&self) -> Vec<serde_json::Value> {
+        let body = self.get("/api/v2/alerts?active=true").unwrap_or_default();
+        serde_json::from_str(&body).unwrap_or_default()
+    }
+
+    fn active_for(&self, service: &str) -> Option<serde_json::Value> {
+        self.active_alerts()
+            .into_iter()
+            .find(|alert| alert["labels"]["service"] == service)
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Writes a webhook URL file as selfheal requires it: root's, mode 0600.
+fn url_file(env: &TestEnv, name: &str, url: &str) -> PathBuf {
+    let path = env.sandbox.scratch_dir().join(name);
+    std::fs::write(&path, format!("{url}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// `web`: fails at once (exit 3) until `ok` exists, then serves `port`.
+fn flaky_web(env: &TestEnv, port: u16) -> PathBuf {
+    let ok = env.sandbox.scratch_dir().join("web-ok");
+    env.unit(
+        "web",
+        &format!(
+            "ExecStart=/bin/sh -c 'test -e {} || {{ echo \"web: <b>config</b> & key missing\"; exit 3; }}; exec {} serve-demo --port {port}'",
+            ok.display(),
+            common::selfheal_bin().display()
+        ),
+    );
+    ok
+}
+
+fn config(port: u16, channels: &str) -> String {
+    format!(
+        "system_name: TestHost\nnotify:\n{channels}monitored_services:\n  - name: web\n    port: {port}\n    critical: true\n    runbook: https://wiki.example.org/web\n    verify_timeout: 5s\n    stable_for: 300ms\n"
+    )
+}
+
+/// Every file under `dir`, with its content.
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(path) = todo.pop() {
+        if path.is_dir() {
+            todo.extend(
+                std::fs::read_dir(&path)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            found.push((path, bytes));
+        }
+    }
+    found
+}
+
+#[track_caller]
+fn assert_token_nowhere(env: &TestEnv, outputs: &[&std::process::Output]) {
+    let mut places = files_under(&env.state_dir);
+    places.push(("journal".into(), env.journal(&[]).into_bytes()));
+    for output in outputs {
+        places.push(("stdout".into(), output.stdout.clone()));
+        places.push(("stderr".into(), output.stderr.clone()));
+    }
+    for (place, bytes) in places {
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(TOKEN),
+            "the webhook URL leaked into {}",
+            place.display()
+        );
+    }
+}
+
+#[test]
+fn a_failed_run_posts_every_channel_and_fires_an_alert_that_the_healing_run_resolves() {
+    let env = TestEnv::new();
+    let receiver = WebhookServer::start(&env.sandbox.scratch_dir().join("hooks"));
+    let mut alertmanager = Alertmanager::reserve(&env.sandbox.scratch_dir().join("am"));
+    alertmanager.start();
+    let port = free_port();
+    let channels = format!(
+        "  - webhook: {{ url_file: {}, format: json }}\n  - webhook: {{ url_file: {}, format: slack }}\n  - webhook: {{ url_file: {}, format: ntfy }}\n  - alertmanager: {{ url: {}, labels: {{ team: ops }} }}\n",
+        url_file(&env, "json-url", &receiver.url("json")).display(),
+        url_file(&env, "slack-url", &receiver.url("slack")).display(),
+        url_file(&env, "ntfy-url", &receiver.url("ntfy")).display(),
+        alertmanager.url(),
+    );
+    env.config(&config(port, &channels));
+    let ok = flaky_web(&env, port);
+    env.install();
+
+    env.systemctl(&["start", "web.service"]);
+    let history = env.wait_for_history(1, Duration::from_secs(30));
+    assert_eq!(history[0].outcome, Outcome::Failed);
+    let posts = receiver.wait_for_posts(3);
+    let post = |kind: &str| {
+        posts
+            .iter()
+            .find(|post| post.path.starts_with(&format!("/{kind}/")))
+            .unwrap_or_else(|| panic!("no {kind} post in {posts:?}"))
+    };
+    // json: the run report, as `run --json` prints it.
+    let report: serde_json::Value = serde_json::from_str(&post("json").body).unwrap();
+    assert_eq!(report["service"], "web");
+    assert_eq!(report["outcome"], "failed");
+    assert_eq!(report["runbook"], "https://wiki.example.org/web");
+    assert_eq!(post("json").header("Content-Type"), "application/json");
+    // slack: the subject, what failed, the root cause, the runbook; the service's own text
+    // cannot become Slack markup.
+    let slack: serde_json::Value = serde_json::from_str(&post("slack").body).unwrap();
+    let text = slack["text"].as_str().unwrap();
+    assert_contains(text, "*❌ TestHost: web - FAILED*");
+    assert_contains(text, "Root cause: ");
+    assert_contains(text, "Runbook: https://wiki.example.org/web");
+    assert!(!text.contains("<b>"), "unescaped service text: {text}");
+    // ntfy: urgent for a critical service that stays down.
+    let ntfy = post("ntfy");
+    assert_eq!(ntfy.header("Priority"), "5");
+    assert_contains(ntfy.header("Tags"), "rotating_light");
+    assert_eq!(ntfy.header("Click"), "https://wiki.example.org/web");
+    assert!(ntfy.header("Title").starts_with("=?UTF-8?B?"));
+    assert_contains(&ntfy.body, "Runbook: https://wiki.example.org/web");
+
+    wait_until(Duration::from_secs(10), "the alert to fire", || {
+        alertmanager.active_for("web").is_some()
+    });
+    let alert = alertmanager.active_for("web").unwrap();
+    assert_eq!(alert["labels"]["alertname"], "SelfhealFailed");
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert_eq!(alert["labels"]["team"], "ops");
+    assert!(
+        alert["labels"]["host"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty())
+    );
+    assert_eq!(
+        alert["annotations"]["runbook_url"],
+        "https://wiki.example.org/web"
+    );
+    assert_eq!(alert["annotations"]["summary"], "❌ TestHost: web - FAILED");
+
+    // The flush timer sends the open alert again while the service stays down.
+    let flush = env.selfheal(["flush"]);
+    assert_eq!(exit_code(&flush), ExitCode::Success, "{flush:?}");
+    assert_contains(
+        &String::from_utf8_lossy(&flush.stdout),
+        "sent 1 open alert(s) again",
+    );
+    let status = env.status();
+    assert_eq!(status.config["open_alerts"], serde_json::json!(["web"]));
+
+    // Healed by the next run: the alert ends, and every webhook hears of it.
+    std::fs::write(&ok, "").unwrap();
+    let (code, report) = env.run_json("web", &[]);
+    assert_eq!(
+        (code, report.outcome),
+        (ExitCode::Success, Outcome::Resolved)
+    );
+    assert!(
+        alertmanager.active_for("web").is_none(),
+        "the healing run did not resolve the alert: {:?}",
+        alertmanager.active_alerts()
+    );
+    let posts = receiver.wait_for_posts(6);
+    let resolved: serde_json::Value = serde_json::from_str(
+        &posts
+            .iter()
+            .find(|post| post.path.starts_with("/json/") && post.body.contains("\"resolved\""))
+            .expect("a resolved JSON report")
+            .body,
+    )
+    .unwrap();
+    assert_eq!(resolved["healed_by"], "service_restart");
+    assert_eq!(env.status().config["open_alerts"], serde_json::json!([]));
+    assert_token_nowhere(&env, &[&flush]);
+}
+
+#[test]
+fn a_channel_that_is_down_keeps_its_messages_and_flush_sends_them_once_in_order() {
+    let env = TestEnv::new();
+    let down = WebhookServer::start(&env.sandbox.scratch_dir().join("down"));
+    let up = WebhookServer::start(&env.sandbox.scratch_dir().join("up"));
+    down.set_down(true);
+    // Nothing listens on Alertmanager's port yet: its alerts are refused.
+    let mut alertmanager = Alertmanager::reserve(&env.sandbox.scratch_dir().join("am"));
+    let port = free_port();
+    let channels = format!(
+        "  - webhook: {{ url_file: {}, format: json }}\n  - webhook: {{ url_file: {}, format: json }}\n  - alertmanager: {{ url: {} }}\n",
+        url_file(&env, "down-url", &down.url("json")).display(),
+        url_file(&env, "up-url", &up.url("json")).display(),
+        alertmanager.url(),
+    );
+    env.config(&config(port, &channels));
+    let ok = flaky_web(&env, port);
+    env.install();
+
+    env.systemctl(&["start", "web.service"]);
+    env.wait_for_history(1, Duration::from_secs(30));
+    // The channel that is up got its report while the other two were refused.
+    up.wait_for_posts(1);
+    std::fs::write(&ok, "").unwrap();
+    let (_, report) = env.run_json("web", &[]);
+    assert_eq!(report.outcome, Outcome::Resolved);
+    assert_eq!(up.wait_for_posts(2).len(), 2);
+
+    let status = env.status();
+    let queued: Vec<(String, u64)> = status.config["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["channel"]
+                    .as_str()
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+                c["queued"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        queued,
+        [
+            ("webhook".to_owned(), 2),
+            ("webhook".to_owned(), 0),
+            ("alertmanager".to_owned(), 2)
+        ]
+    );
+    let stuck = &status.config["channels"][0];
+    assert_eq!(
+        stuck["last_error"],
+        "HTTP 503 Service Unavailable: down for the test"
+    );
+
+    // Both come back: one flush delivers everything, fire before resolve; a second, nothing.
+    down.set_down(false);
+    alertmanager.start();
+    let flush = env.selfheal(["flush"]);
+    assert_eq!(exit_code(&flush), ExitCode::Success, "{flush:?}");
+    let outcomes: Vec<String> = down
+        .posts()
+        .iter()
+        .map(|post| {
+            let report: serde_json::Value = serde_json::from_str(&post.body).unwrap();
+            report["outcome"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(outcomes, ["failed", "resolved"]);
+    assert!(alertmanager.active_for("web").is_none());
+    let again = env.selfheal(["flush"]);
+    assert_eq!(exit_code(&again), ExitCode::Success);
+    assert_eq!(down.posts().len(), 2, "flush delivered a message twice");
+    assert_token_nowhere(&env, &[&flush, &again]);
+}
+
+#[test]
+fn check_refuses_a_url_file_others_can_read_and_test_notify_says_what_each_channel_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = WebhookServer::start(&dir.path().join("hooks"));
+    let url_path = dir.path().join("hook-url");
+    std::fs::write(&url_path, receiver.url("ntfy")).unwrap();
+    std::fs::set_permissions(&url_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused_port = free_port();
+    let config_path = dir.path().join("selfheal.yml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "notify:\n  - webhook: {{ url_file: {}, format: ntfy }}\n  - alertmanager: {{ url: \"http://127.0.0.1:{refused_port}\" }}\nmonitored_services:\n  - name: web\n",
+            url_path.display()
+        ),
+    )
+    .unwrap();
+    let selfheal = |args: &[&str]| {
+        std::process::Command::new(common::selfheal_bin())
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let check = selfheal(&["check"]);
+    assert_eq!(exit_code(&check), ExitCode::Usage);
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_contains(&stderr, "lets group or others read it (chmod 600");
+    assert!(!stderr.contains(TOKEN));
+
+    std::fs::set_permissions(&url_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let test = selfheal(&["test-notify"]);
+    assert_eq!(exit_code(&test), ExitCode::Failure);
+    let stdout = String::from_utf8_lossy(&test.stdout);
+    assert_contains(&stdout, "webhook (ntfy, URL in ");
+    assert_contains(&stdout, ": accepted");
+    assert_contains(
+        &stdout,
+        &format!("alertmanager http://127.0.0.1:{refused_port}: FAILED: connection refused"),
+    );
+    assert!(!stdout.contains(TOKEN));
+    let posts = receiver.posts();
+    assert_eq!(posts.len(), 1);
+    assert_contains(&posts[0].body, "selfheal test-notify");
+}
+
+#[test]
+fn an_unknown_channel_or_a_reserved_label_is_refused_with_the_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("selfheal.yml");
+    let check = |yaml: &str| {
+        std::fs::write(&config_path, yaml).unwrap();
+        let output = std::process::Command::new(common::selfheal_bin())
+            .arg("--config")
+            .arg(&config_path)
+            .arg("check")
+            .output()
+            .unwrap();
+        assert_eq!(exit_code(&output), ExitCode::Usage);
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let said = check("notify:\n  - slack: { url_file: /etc/x }\n");
+    assert_contains(&said, "selfheal.yml:2:");
+    assert_contains(&said, "webhook");
+    assert_contains(&said, "alertmanager");
+    let said = check(
+        "notify:\n  - alertmanager:\n      url: http://127.0.0.1:9093\n      labels: { severity: page }\n",
+    );
+    assert_contains(&said, "selfheal.yml:4:");
+    assert_contains(&said, "severity is set by selfheal on every alert");
+    let said = check("notify:\n  - webhook: { url_file: hooks/url }\n");
+    assert_contains(&said, "must be an absolute path");
+}
