@@ -386,7 +386,12 @@ fn a_channel_that_is_down_keeps_its_messages_and_flush_sends_them_once_in_order(
         url_file(&env, "up-url", &up.url("json")).display(),
         alertmanager.url(),
     );
-    env.config(&config(port, &channels));
+    let metrics = env.sandbox.scratch_dir().join("selfheal.prom");
+    env.config(&format!(
+        "metrics_file: {}\n{}",
+        metrics.display(),
+        config(port, &channels)
+    ));
     let ok = flaky_web(&env, port);
     env.install();
 
@@ -425,6 +430,19 @@ fn a_channel_that_is_down_keeps_its_messages_and_flush_sends_them_once_in_order(
             ("alertmanager".to_owned(), 2)
         ]
     );
+    let waiting = |kind: &str| {
+        std::fs::read_to_string(&metrics)
+            .unwrap()
+            .lines()
+            .find(|line| {
+                line.starts_with(&format!(
+                    "selfheal_notify_queued_messages{{channel=\"{kind}-"
+                ))
+            })
+            .and_then(|line| line.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(waiting("alertmanager").as_deref(), Some("2"));
     let stuck = &status.config["channels"][0];
     assert_eq!(
         stuck["last_error"],
@@ -445,6 +463,7 @@ fn a_channel_that_is_down_keeps_its_messages_and_flush_sends_them_once_in_order(
         })
         .collect();
     assert_eq!(outcomes, ["failed", "resolved"]);
+    assert_eq!(waiting("alertmanager").as_deref(), Some("0"));
     assert!(alertmanager.active_for("web").is_none());
     let again = env.selfheal(["flush"]);
     assert_eq!(exit_code(&again), ExitCode::Success);

@@ -60,6 +60,12 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
         );
     }
     let channels_ok = report_channels(&channels);
+    for (dir, queued) in crate::notify::channel::orphans(&config, &paths.state()) {
+        eprintln!(
+            "{}: {queued} message(s) for a channel that is no longer in the config: restore the channel to deliver them, or remove the directory",
+            dir.display()
+        );
+    }
     if !summary.failed.is_empty()
         || summary.busy > 0
         || !summary.unreadable.is_empty()
@@ -67,7 +73,14 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
     {
         return Ok(ExitCode::Failure);
     }
-    if summary.delivered.is_empty() && config.notify.is_empty() {
+    let channels_sent = channels.iter().any(|channel| {
+        channel.refreshed > 0
+            || channel
+                .round
+                .as_ref()
+                .is_ok_and(|round| !round.delivered.is_empty())
+    });
+    if summary.delivered.is_empty() && !channels_sent {
         println!("outbox empty: nothing to deliver");
     }
     Ok(ExitCode::Success)

@@ -233,6 +233,23 @@ mod tests {
     }
 
     #[test]
+    fn a_cascade_mail_also_goes_to_each_members_own_recipients_once() {
+        let mut web = service("web", "2026-11-29T10:00:00Z", "failed", &json!([]));
+        web["to"] = json!(["web@example.org", "ops@example.org"]);
+        let mut api = service("api", "2026-11-29T10:00:01Z", "failed", &json!([]));
+        api["to"] = json!(["web@example.org"]);
+        let jobs = service("jobs", "2026-11-29T10:00:02Z", "failed", &json!([]));
+        let report = CascadeReport::new(
+            "Sys".into(),
+            "host".into(),
+            "60s".into(),
+            vec![web, api, jobs],
+            Vec::new(),
+        );
+        assert_eq!(report.recipients(), ["web@example.org", "ops@example.org"]);
+    }
+
+    #[test]
     fn says_when_systemd_knows_no_common_cause() {
         let mut exited = service("b", "2026-11-29T10:00:00Z", "resolved", &json!([]));
         exited["diagnosis"]["termination"] = json!({"kind": "exited", "status": 1});

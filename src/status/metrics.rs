@@ -37,7 +37,8 @@ pub(crate) fn update(config: &Config, state: &StateDir) {
                 .filter(|(_, episode)| episode.is_watching())
                 .map(|(service, _)| service)
                 .collect();
-            let text = render(config, &history, &watched, queued);
+            let mut text = render(config, &history, &watched, queued);
+            channel_backlog(&mut text, config, state);
             // Through the directory's descriptor, reached without following a link: the
             // directory is often another user's (Debian chowns /var/lib/prometheus to
             // prometheus), who could otherwise swap a part of it for a symlink.
@@ -156,6 +157,39 @@ pub(crate) fn render(
     );
     let _ = writeln!(out, "selfheal_outbox_messages {queued}");
     out
+}
+
+/// Messages waiting in each channel's queue (`notify:`), by the channel's outbox directory
+/// (its kind and a digest, never its URL), and the alerts firing.
+fn channel_backlog(out: &mut String, config: &Config, state: &StateDir) {
+    if config.notify.is_empty() {
+        return;
+    }
+    family(
+        out,
+        "selfheal_notify_queued_messages",
+        "gauge",
+        "Messages waiting in a channel's queue for `selfheal flush` (webhooks, Alertmanager).",
+    );
+    for channel in &config.notify {
+        let id = channel.id();
+        let (queued, _) = crate::notify::channel::Queue::backlog(state, &id);
+        let _ = writeln!(
+            out,
+            "selfheal_notify_queued_messages{{channel=\"{id}\"}} {queued}"
+        );
+    }
+    family(
+        out,
+        "selfheal_alerts_firing",
+        "gauge",
+        "Services whose SelfhealFailed alert is firing.",
+    );
+    let _ = writeln!(
+        out,
+        "selfheal_alerts_firing {}",
+        crate::notify::channel::alerts::open_alerts(state).len()
+    );
 }
 
 /// The `# HELP` and `# TYPE` lines of a metric family.

@@ -285,6 +285,29 @@ fn serve(
     })
 }
 
+/// Channel queues in the outbox that no channel of the config owns any more (it was removed
+/// or its URL file or URL changed), with the messages each still holds.
+pub(crate) fn orphans(config: &Config, state: &StateDir) -> Vec<(std::path::PathBuf, usize)> {
+    let known: Vec<String> = config.notify.iter().map(ChannelConfig::id).collect();
+    let Ok(entries) = std::fs::read_dir(state.root().join("outbox")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(std::path::PathBuf, usize)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = name.starts_with("webhook-") || name.starts_with("alertmanager-");
+            if !ours || known.contains(&name) {
+                return None;
+            }
+            let (queued, _) = Queue::backlog(state, &name);
+            (queued > 0).then(|| (entry.path(), queued))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 /// Logs what each channel did with a run's messages.
 pub(crate) fn log_rounds(service: &str, rounds: &[ChannelRound]) {
     for ChannelRound { channel, round, .. } in rounds {

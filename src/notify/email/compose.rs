@@ -113,3 +113,33 @@ pub(crate) fn compose<T: Templated>(
         bytes: message.formatted(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::Outcome;
+
+    fn email(to: &[&str]) -> EmailConfig {
+        let yaml = format!(
+            "to: [{}]\nfrom: selfheal@example.org\ntransport: file\nfile_dir: /tmp\n",
+            to.join(", ")
+        );
+        serde_saphyr::from_str(&yaml).unwrap()
+    }
+
+    #[test]
+    fn a_services_own_recipients_replace_the_default_ones() {
+        let renderer = Renderer::new(Some(std::path::Path::new("/nonexistent")));
+        let mut report = crate::report::fixture::report(Outcome::Failed);
+        let default = compose(&email(&["ops@example.org"]), None, &renderer, &report).unwrap();
+        assert_eq!(default.envelope.to, ["ops@example.org"]);
+
+        report.header.to = vec!["web-team@example.org".into()];
+        let own = compose(&email(&["ops@example.org"]), None, &renderer, &report).unwrap();
+        assert_eq!(own.envelope.to, ["web-team@example.org"]);
+        // Without email.to, the owner is the default.
+        report.header.to.clear();
+        let owner = compose(&email(&[]), Some("me@example.org"), &renderer, &report).unwrap();
+        assert_eq!(owner.envelope.to, ["me@example.org"]);
+    }
+}
