@@ -83,6 +83,7 @@ fn the_playbook_deploys_what_install_writes_changes_nothing_twice_and_heals() {
     let config = scratch.join("etc/selfheal.yml");
     let vars = scratch.join("vars.json");
     let password = scratch.join("etc/smtp-password");
+    let webhook_url = scratch.join("etc/slack-url");
     let json = serde_json::json!({
         "selfheal_hosts": "all",
         "selfheal_binary_src": selfheal_bin(),
@@ -99,6 +100,10 @@ fn the_playbook_deploys_what_install_writes_changes_nothing_twice_and_heals() {
         },
         "selfheal_smtp_password": "pw-from-the-vault",
         "selfheal_smtp_password_file": password,
+        "selfheal_notify": [
+            { "webhook": { "url": "https://hooks.example.org/T0/vaulted-token", "url_file": webhook_url, "format": "slack" } },
+            { "alertmanager": { "url": "http://127.0.0.1:9093", "labels": { "team": "ops" } } }
+        ],
         "selfheal_monitored_services": [
             { "name": "web", "port": port, "critical": true, "verify_timeout": "5s", "stable_for": "300ms" }
         ],
@@ -117,6 +122,23 @@ fn the_playbook_deploys_what_install_writes_changes_nothing_twice_and_heals() {
     );
     let mode = std::fs::metadata(&password).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+    // The webhook URL (a secret) is in its root-only file, and the config names the file.
+    assert_eq!(
+        std::fs::read_to_string(&webhook_url).unwrap(),
+        "https://hooks.example.org/T0/vaulted-token"
+    );
+    let mode = std::fs::metadata(&webhook_url)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_contains(&written, &format!("url_file: {}", webhook_url.display()));
+    assert!(!written.contains("vaulted-token"), "{written}");
+    assert!(
+        !first.contains("vaulted-token"),
+        "the play showed the URL: {first}"
+    );
     assert_eq!(
         env.property("selfheal-digest.timer", "ActiveState"),
         "active"
