@@ -122,23 +122,7 @@ fn the_playbook_deploys_what_install_writes_changes_nothing_twice_and_heals() {
     );
     let mode = std::fs::metadata(&password).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    // The webhook URL (a secret) is in its root-only file, and the config names the file.
-    assert_eq!(
-        std::fs::read_to_string(&webhook_url).unwrap(),
-        "https://hooks.example.org/T0/vaulted-token"
-    );
-    let mode = std::fs::metadata(&webhook_url)
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(mode, 0o600);
-    assert_contains(&written, &format!("url_file: {}", webhook_url.display()));
-    assert!(!written.contains("vaulted-token"), "{written}");
-    assert!(
-        !first.contains("vaulted-token"),
-        "the play showed the URL: {first}"
-    );
+    assert_webhook_url_kept_secret(&webhook_url, &written, &first);
     assert_eq!(
         env.property("selfheal-digest.timer", "ActiveState"),
         "active"
@@ -184,4 +168,22 @@ fn the_playbook_deploys_what_install_writes_changes_nothing_twice_and_heals() {
     assert_eq!(env.property("web.service", "ActiveState"), "active");
     let heal = env.property("selfheal@web.service", "ExecStart");
     assert_contains(&heal, &binary.to_string_lossy());
+}
+
+/// The webhook URL (a secret) is in its root-only file, the config names the file, and neither
+/// the config nor the play's output shows the URL.
+#[track_caller]
+fn assert_webhook_url_kept_secret(url_file: &Path, config: &str, recap: &str) {
+    assert_eq!(
+        std::fs::read_to_string(url_file).unwrap(),
+        "https://hooks.example.org/T0/vaulted-token"
+    );
+    let mode = std::fs::metadata(url_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_contains(config, &format!("url_file: {}", url_file.display()));
+    assert!(!config.contains("vaulted-token"), "{config}");
+    assert!(
+        !recap.contains("vaulted-token"),
+        "the play showed the URL: {recap}"
+    );
 }
