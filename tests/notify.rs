@@ -72,11 +72,16 @@ impl WebhookServer {
 
     /// Answers every POST with 503 (down) or accepts them again.
     fn set_down(&self, down: bool) {
-        let status = self.dir.join("status");
-        if down {
-            std::fs::write(status, "503").unwrap();
+        self.answer(if down { 503 } else { 200 });
+    }
+
+    /// Answers every POST with `status` from now on (200 accepts and records them).
+    fn answer(&self, status: u16) {
+        let file = self.dir.join("status");
+        if status == 200 {
+            let _ = std::fs::remove_file(file);
         } else {
-            let _ = std::fs::remove_file(status);
+            std::fs::write(file, status.to_string()).unwrap();
         }
     }
 
@@ -446,7 +451,7 @@ fn a_channel_that_is_down_keeps_its_messages_and_flush_sends_them_once_in_order(
     let stuck = &status.config["channels"][0];
     assert_eq!(
         stuck["last_error"],
-        "HTTP 503 Service Unavailable: down for the test"
+        "HTTP 503 Service Unavailable: answered 503 for the test"
     );
 
     // Both come back: one flush delivers everything, fire before resolve; a second, nothing.
@@ -469,6 +474,66 @@ fn a_channel_that_is_down_keeps_its_messages_and_flush_sends_them_once_in_order(
     assert_eq!(exit_code(&again), ExitCode::Success);
     assert_eq!(down.posts().len(), 2, "flush delivered a message twice");
     assert_token_nowhere(&env, &[&flush, &again]);
+}
+
+#[test]
+fn a_message_the_channel_refuses_for_good_is_set_aside_and_the_ones_behind_it_go_out() {
+    let env = TestEnv::new();
+    let receiver = WebhookServer::start(&env.sandbox.scratch_dir().join("hooks"));
+    // What a receiver says of a payload it will never take (Alertmanager: an alert that ends
+    // before it starts): retrying it would hold every later message of the channel.
+    receiver.answer(400);
+    let port = free_port();
+    let channels = format!(
+        "  - webhook: {{ url_file: {}, format: json }}\n",
+        url_file(&env, "hook-url", &receiver.url("json")).display()
+    );
+    env.config(&config(port, &channels));
+    let ok = flaky_web(&env, port);
+    env.install();
+
+    env.systemctl(&["start", "web.service"]);
+    env.wait_for_history(1, Duration::from_secs(30));
+    let channel = || env.status().config["channels"][0].clone();
+    wait_until(
+        Duration::from_secs(30),
+        "the refused report to be set aside",
+        || channel()["refused"] == 1,
+    );
+    assert_eq!(channel()["queued"], 0);
+    let queue = files_under(&env.state_dir.join("outbox"))
+        .into_iter()
+        .find(|(path, _)| path.parent().is_some_and(|dir| dir.ends_with("refused")))
+        .expect("the refused message, kept in the outbox");
+    let aside: serde_json::Value = serde_json::from_slice(&queue.1).unwrap();
+    assert_eq!(aside["what"], "report failed");
+    assert_eq!(
+        aside["last_error"],
+        "HTTP 400 Bad Request: answered 400 for the test"
+    );
+    assert_contains(&env.journal(&[]), "refused for good, set aside in");
+
+    // The next report goes out at once; flush has nothing left to send, and does not retry
+    // the refused one.
+    receiver.answer(200);
+    std::fs::write(&ok, "").unwrap();
+    let (_, report) = env.run_json("web", &[]);
+    assert_eq!(report.outcome, Outcome::Resolved);
+    let posts = receiver.wait_for_posts(1);
+    let delivered: serde_json::Value = serde_json::from_str(&posts[0].body).unwrap();
+    assert_eq!(delivered["outcome"], "resolved");
+    let flush = env.selfheal(["flush"]);
+    assert_eq!(exit_code(&flush), ExitCode::Success, "{flush:?}");
+    assert_eq!(
+        receiver.posts().len(),
+        1,
+        "flush sent the refused message again"
+    );
+    assert_contains(
+        &String::from_utf8_lossy(&env.selfheal(["status"]).stdout),
+        "1 refused for good",
+    );
+    assert_token_nowhere(&env, &[&flush]);
 }
 
 #[test]

@@ -42,7 +42,7 @@ class Handler(BaseHTTPRequestHandler):
                 with open(name + ".tmp", "w") as f:
                     json.dump(record, f)
                 os.rename(name + ".tmp", name)
-        answer = b"ok" if status == 200 else b"down for the test"
+        answer = b"ok" if status == 200 else b"answered %d for the test" % status
         self.send_response(status)
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()

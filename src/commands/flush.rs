@@ -141,6 +141,15 @@ fn report_channels(rounds: &[crate::notify::channel::ChannelRound]) -> bool {
                 message.what, message.service, message.attempts, round.waiting
             );
         }
+        for (message, error, aside) in &round.refused {
+            all_delivered = false;
+            eprintln!(
+                "{channel}: refused {} of {} for good, set aside in {}: {error}",
+                message.what,
+                message.service,
+                aside.display()
+            );
+        }
         for path in &round.unreadable {
             all_delivered = false;
             eprintln!(

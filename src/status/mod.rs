@@ -185,6 +185,8 @@ pub(crate) struct ChannelStatus {
     pub oldest: Option<Timestamp>,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// Messages the channel refused for good (HTTP 400, 413, 422), set aside in the outbox.
+    pub refused: usize,
 }
 
 /// What the state directory adds to each row: loop protection's retry and the probes' last
@@ -356,6 +358,7 @@ fn channels(config: &Config, state: &StateDir) -> Vec<ChannelStatus> {
                 oldest: first.as_ref().map(|message| message.queued_at),
                 attempts: first.as_ref().map_or(0, |message| message.attempts),
                 last_error: first.and_then(|message| message.last_error),
+                refused: crate::notify::channel::Queue::refused(state, &channel.id()),
             }
         })
         .collect()

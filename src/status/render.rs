@@ -282,8 +282,12 @@ fn configuration(page: &mut Page, status: &Status) {
             ),
             (None, queued) => format!("{queued} waiting"),
         };
+        let refused = match channel.refused {
+            0 => String::new(),
+            count => format!("; {count} refused for good, in the outbox's refused/"),
+        };
         page.line(&format!(
-            "  Channel          {}: {backlog}",
+            "  Channel          {}: {backlog}{refused}",
             printable(&channel.channel)
         ));
     }

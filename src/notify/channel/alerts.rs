@@ -53,6 +53,13 @@ impl AlertState {
             until: Timestamp::seconds(std::time::SystemTime::now() + ALERT_LIFETIME),
         }
     }
+
+    /// Resolved now, to the millisecond (alerts start to the millisecond).
+    pub(crate) fn resolved_now() -> AlertState {
+        AlertState::Resolved {
+            at: Timestamp::now_millis(),
+        }
+    }
 }
 
 /// What a run's report does to its service's alert.
@@ -99,6 +106,16 @@ pub(crate) fn change_for(state: &StateDir, report: &Report, subject: &str) -> Op
         }
         _ => None,
     }
+}
+
+/// Held while an alert changes and its message is queued (`locks/.alerts.lock`). Without
+/// it (a state directory that cannot be used) the change is made anyway: the flush timer
+/// resolves what a race leaves open.
+pub(crate) fn lock(state: &StateDir) -> Option<nix::fcntl::Flock<std::fs::File>> {
+    state
+        .lock_exclusive(".alerts.lock")
+        .inspect_err(|err| tracing::warn!("the alerts lock cannot be taken: {err}"))
+        .ok()
 }
 
 /// Every open alert.

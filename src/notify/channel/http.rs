@@ -10,9 +10,33 @@ use super::Request;
 /// `{"code":400,"message":"…"}`.
 const ANSWER_BYTES: u64 = 300;
 
+/// Why a message did not go through, in words that never carry the URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The channel is down, slow, misconfigured or refuses everyone (401, 404, 503…): the
+    /// message waits for it.
+    Retry(String),
+    /// The channel refused this request itself (HTTP 400, 413, 422): the same bytes would be
+    /// refused again, so waiting would only hold every message behind it.
+    Refused(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Retry(words) | Failure::Refused(words) => f.write_str(words),
+        }
+    }
+}
+
+/// The answers that refuse a request for what it is, not for when or by whom it was sent.
+fn refuses_the_request(status: ureq::http::StatusCode) -> bool {
+    matches!(status.as_u16(), 400 | 413 | 422)
+}
+
 /// POSTs `request` to `url`; Ok on 2xx. An error is phrased without `url` or any part of its
 /// path (where tokens live).
-pub(crate) fn post(url: &str, request: &Request, timeout: Duration) -> Result<(), String> {
+pub(crate) fn post(url: &str, request: &Request, timeout: Duration) -> Result<(), Failure> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
@@ -33,7 +57,7 @@ pub(crate) fn post(url: &str, request: &Request, timeout: Duration) -> Result<()
     let answer = post.send(request.body.as_bytes());
     let mut response = match answer {
         Ok(response) => response,
-        Err(err) => return Err(redact(&words(&err, timeout), url)),
+        Err(err) => return Err(Failure::Retry(redact(&words(&err, timeout), url))),
     };
     let status = response.status();
     if status.is_success() {
@@ -50,14 +74,19 @@ pub(crate) fn post(url: &str, request: &Request, timeout: Duration) -> Result<()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     let body = body.trim();
-    Err(redact(
+    let words = redact(
         &if body.is_empty() {
             format!("HTTP {status}")
         } else {
             format!("HTTP {status}: {body}")
         },
         url,
-    ))
+    );
+    Err(if refuses_the_request(status) {
+        Failure::Refused(words)
+    } else {
+        Failure::Retry(words)
+    })
 }
 
 /// The CAs this host trusts (`/etc/ssl/certs`, where `update-ca-certificates` puts a private
@@ -156,8 +185,28 @@ mod tests {
         };
         let url = format!("http://127.0.0.1:{port}/topic-s3cret");
         let refused = post(&url, &request, Duration::from_secs(2)).unwrap_err();
-        assert_eq!(refused, "connection refused");
+        assert_eq!(refused, Failure::Retry("connection refused".into()));
 
+        let (url, answer) = answer_once(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 28\r\nConnection: close\r\n\r\nmaintenance on /topic-s3cret");
+        let refused = post(&url, &request, Duration::from_secs(5)).unwrap_err();
+        answer.join().unwrap();
+        assert_eq!(
+            refused,
+            Failure::Retry("HTTP 503 Service Unavailable: maintenance on /<redacted>".into())
+        );
+
+        // Alertmanager's answer to an alert it will never take.
+        let (url, answer) = answer_once(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 43\r\nConnection: close\r\n\r\n{\"message\":\"start time must be before end\"}");
+        let refused = post(&url, &request, Duration::from_secs(5)).unwrap_err();
+        answer.join().unwrap();
+        assert!(
+            matches!(&refused, Failure::Refused(words) if words.starts_with("HTTP 400 Bad Request: {")),
+            "{refused:?}"
+        );
+    }
+
+    /// A server on a port of its own that reads one request and sends `response`; its URL.
+    fn answer_once(response: &'static [u8]) -> (String, std::thread::JoinHandle<()>) {
         let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!(
             "http://127.0.0.1:{}/topic-s3cret",
@@ -172,15 +221,8 @@ mod tests {
                 let n = stream.read(&mut buf).unwrap();
                 seen.extend_from_slice(&buf[..n]);
             }
-            stream
-                .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 28\r\nConnection: close\r\n\r\nmaintenance on /topic-s3cret")
-                .unwrap();
+            stream.write_all(response).unwrap();
         });
-        let refused = post(&url, &request, Duration::from_secs(5)).unwrap_err();
-        answer.join().unwrap();
-        assert_eq!(
-            refused,
-            "HTTP 503 Service Unavailable: maintenance on /<redacted>"
-        );
+        (url, answer)
     }
 }

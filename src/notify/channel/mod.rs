@@ -16,6 +16,7 @@ use crate::report::Report;
 use crate::state::StateDir;
 use crate::ui::when::Timestamp;
 use alerts::{Alert, AlertState, Change};
+use http::Failure;
 pub(crate) use queue::{Queue, Round};
 
 /// An HTTP request as queued: everything but the channel's URL, which is read from the
@@ -97,8 +98,8 @@ fn base_url(channel: &ChannelConfig) -> Result<String, String> {
 }
 
 /// One attempt to deliver `request` on `channel`.
-fn send(channel: &ChannelConfig, request: &Request) -> Result<(), String> {
-    let base = base_url(channel)?;
+fn send(channel: &ChannelConfig, request: &Request) -> Result<(), Failure> {
+    let base = base_url(channel).map_err(Failure::Retry)?;
     http::post(
         &format!("{base}{}", request.path),
         request,
@@ -143,13 +144,9 @@ fn message_for(
             Change::Fire(alert) => {
                 alert_message(alert, &alertmanager.labels, AlertState::firing_now())
             }
-            Change::Resolve(alert) => alert_message(
-                alert,
-                &alertmanager.labels,
-                AlertState::Resolved {
-                    at: Timestamp::now(),
-                },
-            ),
+            Change::Resolve(alert) => {
+                alert_message(alert, &alertmanager.labels, AlertState::resolved_now())
+            }
         }),
     }
 }
@@ -182,6 +179,10 @@ pub(crate) fn deliver(
         .notify
         .iter()
         .any(|channel| matches!(channel, ChannelConfig::Alertmanager(_)));
+    // Two runs of a service can end together (a hook run and a manual one): the alert
+    // change each makes and the message it queues happen as one, so queues hold them in
+    // the order the alert file saw them.
+    let alerts_lock = alerting.then(|| alerts::lock(state)).flatten();
     let change = alerting
         .then(|| alerts::change_for(state, report, subject))
         .flatten();
@@ -192,7 +193,9 @@ pub(crate) fn deliver(
             message_for(channel, report, subject, change.as_ref()).map(|m| (channel, vec![m]))
         })
         .collect();
-    serve(state, work, false)
+    let queued = queue_all(state, work);
+    drop(alerts_lock);
+    serve(state, queued, false)
 }
 
 /// Delivers every channel's queue (what `selfheal flush` does), first queueing the resolve of
@@ -203,6 +206,7 @@ pub(crate) fn flush(
     state: &StateDir,
     is_up: impl Fn(&str) -> bool,
 ) -> Vec<ChannelRound> {
+    let alerts_lock = alerts::lock(state);
     let mut resolved = Vec::new();
     for alert in alerts::open_alerts(state) {
         if is_up(&alert.service) {
@@ -218,13 +222,7 @@ pub(crate) fn flush(
                 ChannelConfig::Alertmanager(alertmanager) => resolved
                     .iter()
                     .map(|alert| {
-                        alert_message(
-                            alert,
-                            &alertmanager.labels,
-                            AlertState::Resolved {
-                                at: Timestamp::now(),
-                            },
-                        )
+                        alert_message(alert, &alertmanager.labels, AlertState::resolved_now())
                     })
                     .collect(),
                 ChannelConfig::Webhook(_) => Vec::new(),
@@ -232,28 +230,44 @@ pub(crate) fn flush(
             (channel, messages)
         })
         .collect();
-    serve(state, work, true)
+    let queued = queue_all(state, work);
+    drop(alerts_lock);
+    serve(state, queued, true)
 }
 
-/// Queues each channel's messages and delivers its queue, every channel in its own thread.
-/// With `refresh`, an Alertmanager channel whose queue emptied also gets the open alerts
-/// again (not queued: the next flush sends them anyway).
+/// Each channel's queue with `work`'s messages added to it, or why that failed.
+fn queue_all<'c>(
+    state: &StateDir,
+    work: Vec<(&'c ChannelConfig, Vec<Message>)>,
+) -> Vec<(&'c ChannelConfig, Result<Queue, String>)> {
+    work.into_iter()
+        .map(|(channel, messages)| {
+            let queue = Queue::open(state, &channel.id()).and_then(|queue| {
+                for message in &messages {
+                    queue.push(message)?;
+                }
+                Ok(queue)
+            });
+            (channel, queue)
+        })
+        .collect()
+}
+
+/// Delivers each channel's queue, every channel in its own thread. With `refresh`, an
+/// Alertmanager channel whose queue emptied also gets the open alerts again (not queued: the
+/// next flush sends them anyway).
 fn serve(
     state: &StateDir,
-    work: Vec<(&ChannelConfig, Vec<Message>)>,
+    queues: Vec<(&ChannelConfig, Result<Queue, String>)>,
     refresh: bool,
 ) -> Vec<ChannelRound> {
     std::thread::scope(|scope| {
-        let threads: Vec<_> = work
+        let threads: Vec<_> = queues
             .into_iter()
-            .map(|(channel, messages)| {
+            .map(|(channel, queue)| {
                 scope.spawn(move || {
-                    let round = Queue::open(state, &channel.id()).and_then(|queue| {
-                        for message in &messages {
-                            queue.push(message)?;
-                        }
-                        queue.deliver(|message| send(channel, &message.request))
-                    });
+                    let round = queue
+                        .and_then(|queue| queue.deliver(|message| send(channel, &message.request)));
                     let mut refreshed = 0;
                     if let (true, ChannelConfig::Alertmanager(alertmanager), Ok(round)) =
                         (refresh, channel, &round)
@@ -319,6 +333,9 @@ pub(crate) fn log_rounds(service: &str, rounds: &[ChannelRound]) {
                 if let Some((message, error)) = &round.failed {
                     tracing::warn!(selfheal_service = %service, "{channel}: {} kept in the outbox for `selfheal flush` ({} queued): {error}", message.what, round.waiting + 1);
                 }
+                for (message, error, aside) in &round.refused {
+                    tracing::error!(selfheal_service = %service, "{channel}: {} of {} refused for good, set aside in {}: {error}", message.what, message.service, aside.display());
+                }
             }
             Err(error) => {
                 tracing::error!(selfheal_service = %service, "{channel}: the message could not even be queued: {error}");
@@ -370,7 +387,8 @@ pub(crate) fn test(
                             )
                         }
                     };
-                    (channel.describe(), send(channel, &request))
+                    let answer = send(channel, &request).map_err(|failure| failure.to_string());
+                    (channel.describe(), answer)
                 })
             })
             .collect();

@@ -122,6 +122,9 @@ pub(crate) fn alert(
         AlertState::Firing { until } => until,
         AlertState::Resolved { at } => at,
     };
+    // Alertmanager refuses for good an alert that ends before it starts: a resolve in the
+    // second of its fire (`at` may be cut to the second) or after the clock stepped back.
+    let ends_at = ends_at.max(alert.starts_at);
     let body = json!([{
         "labels": all_labels,
         "annotations": annotations,
@@ -168,5 +171,48 @@ mod tests {
         let encoded = header_text("❌ web - FAILED\r\nX-Evil: 1");
         assert!(encoded.starts_with("=?UTF-8?B?") && encoded.ends_with("?="));
         assert!(!encoded.contains('\n') && !encoded.contains(' '));
+    }
+
+    fn ends_at(request: &Request) -> (String, String) {
+        let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
+        let field = |name: &str| body[0][name].as_str().unwrap().to_owned();
+        (field("startsAt"), field("endsAt"))
+    }
+
+    /// Alertmanager refuses (HTTP 400) an alert that ends before it starts, and that refusal
+    /// is for good: a resolve in the same second as a fire, or after the clock stepped back,
+    /// must end no earlier than it started.
+    #[test]
+    fn an_alert_never_ends_before_it_starts() {
+        let fired = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_796_000_000_182);
+        let open = Alert {
+            alertname: "SelfhealFailed".into(),
+            service: "web".into(),
+            host: "vm".into(),
+            severity: "critical".into(),
+            summary: "web - FAILED".into(),
+            description: String::new(),
+            runbook_url: None,
+            starts_at: crate::ui::when::Timestamp::millis(fired),
+        };
+        let labels = std::collections::BTreeMap::new();
+        let same_second = crate::ui::when::Timestamp::seconds(fired);
+        let earlier =
+            crate::ui::when::Timestamp::seconds(fired - std::time::Duration::from_secs(3600));
+        for state in [
+            AlertState::Resolved { at: same_second },
+            AlertState::Resolved { at: earlier },
+            AlertState::Firing { until: earlier },
+        ] {
+            let (starts, ends) = ends_at(&alert(&open, &labels, state));
+            let parse = |text: &str| humantime::parse_rfc3339(text).unwrap();
+            assert!(
+                parse(&ends) >= parse(&starts),
+                "{state:?}: {starts} .. {ends}"
+            );
+        }
+        let later = crate::ui::when::Timestamp::millis(fired + std::time::Duration::from_millis(5));
+        let (_, ends) = ends_at(&alert(&open, &labels, AlertState::Resolved { at: later }));
+        assert_eq!(ends, later.to_string());
     }
 }

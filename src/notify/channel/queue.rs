@@ -2,6 +2,8 @@
 //! per file (the request and its delivery attempts; never the URL). A message is written
 //! before the first attempt and removed once the channel accepted it. Messages go out oldest
 //! first and stop at the first failure, so a channel never sees a resolve before its fire.
+//! A message the channel refuses for what it is (HTTP 400, 413, 422) would block the queue
+//! for good: it is set aside in `<channel id>/refused/`, said, and the queue goes on.
 //! One sender at a time per channel (an flock on `.lock`).
 
 use std::fs::File;
@@ -11,15 +13,21 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use nix::fcntl::{Flock, FlockArg};
 
 use super::Message;
+use super::http::Failure;
 use crate::host::atomic_file;
 use crate::state::StateDir;
 
 /// Requests carry reports: only root reads them.
 const MODE: u32 = 0o600;
 
+/// Where a channel's refused messages are set aside, under its queue.
+const REFUSED: &str = "refused";
+
 /// One channel's directory in the outbox.
 pub(crate) struct Queue {
     dir: PathBuf,
+    state: StateDir,
+    id: String,
 }
 
 /// What one delivery round of a channel did.
@@ -31,6 +39,8 @@ pub(crate) struct Round {
     pub failed: Option<(Message, String)>,
     /// Messages behind the failed one, still queued.
     pub waiting: usize,
+    /// Messages the channel refused for good, each with its answer and where it was set aside.
+    pub refused: Vec<(Message, String, PathBuf)>,
     /// Files that are not a readable message: left in place, skipped.
     pub unreadable: Vec<PathBuf>,
 }
@@ -43,7 +53,11 @@ impl Queue {
             .ensure("outbox")
             .and_then(|_| state.ensure(&format!("outbox/{id}")))
             .map_err(|err| err.to_string())?;
-        Ok(Queue { dir })
+        Ok(Queue {
+            dir,
+            state: state.clone(),
+            id: id.to_owned(),
+        })
     }
 
     /// How many messages wait in channel `id`'s queue, and the first of them (its attempts
@@ -59,6 +73,16 @@ impl Queue {
             .collect();
         paths.sort();
         (paths.len(), paths.first().and_then(|path| read(path)))
+    }
+
+    /// How many messages channel `id` refused for good (set aside in `refused/`).
+    pub(crate) fn refused(state: &StateDir, id: &str) -> usize {
+        std::fs::read_dir(state.root().join("outbox").join(id).join(REFUSED)).map_or(0, |entries| {
+            entries
+                .flatten()
+                .filter(|entry| entry.path().extension().is_some_and(|x| x == "json"))
+                .count()
+        })
     }
 
     /// Adds `message` at the end of the queue.
@@ -82,7 +106,7 @@ impl Queue {
     /// another sender of this channel to finish first (each of its attempts is bounded).
     pub(crate) fn deliver(
         &self,
-        send: impl Fn(&Message) -> Result<(), String>,
+        send: impl Fn(&Message) -> Result<(), Failure>,
     ) -> Result<Round, String> {
         let _sender = self.lock()?;
         let mut round = Round::default();
@@ -104,17 +128,35 @@ impl Queue {
                     remove(&path)?;
                     round.delivered.push(message);
                 }
-                Err(error) => {
+                Err(Failure::Retry(error)) => {
                     message.attempts += 1;
                     message.last_error = Some(error.clone());
                     write(&path, &message)?;
                     round.failed = Some((message, error));
                     break;
                 }
+                Err(Failure::Refused(error)) => {
+                    message.attempts += 1;
+                    message.last_error = Some(error.clone());
+                    let aside = self.set_aside(&path, &message)?;
+                    round.refused.push((message, error, aside));
+                }
             }
         }
         round.waiting = paths.count();
         Ok(round)
+    }
+
+    /// Moves the message at `path` to `refused/`, with its last answer, out of the queue.
+    fn set_aside(&self, path: &Path, message: &Message) -> Result<PathBuf, String> {
+        let dir = self
+            .state
+            .ensure(&format!("outbox/{}/{REFUSED}", self.id))
+            .map_err(|err| err.to_string())?;
+        let aside = dir.join(path.file_name().unwrap_or_default());
+        write(&aside, message)?;
+        remove(path)?;
+        Ok(aside)
     }
 
     fn lock(&self) -> Result<Flock<File>, String> {
