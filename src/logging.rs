@@ -25,8 +25,12 @@ pub fn init(verbosity: i8) {
         .with_default_directive(level.into())
         .with_env_var("SELFHEAL_LOG")
         .from_env_lossy()
-        // Our own logs only; zbus' internals are noise at debug level.
-        .add_directive("zbus=warn".parse().expect("static directive"));
+        // Our own logs only: zbus' internals are noise at debug level, and the HTTP stack's
+        // trace quotes request lines and URIs, where a webhook's token lives.
+        .add_directive("zbus=warn".parse().expect("static directive"))
+        .add_directive("ureq=warn".parse().expect("static directive"))
+        .add_directive("ureq_proto=warn".parse().expect("static directive"))
+        .add_directive("rustls=warn".parse().expect("static directive"));
     let journald = tracing_journald::layer().ok().map(|layer| {
         layer
             .with_syslog_identifier(SYSLOG_IDENTIFIER.to_owned())

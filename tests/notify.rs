@@ -571,8 +571,14 @@ fn check_refuses_a_url_file_others_can_read_and_test_notify_says_what_each_chann
     assert!(!stderr.contains(TOKEN));
 
     std::fs::set_permissions(&url_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let test = selfheal(&["test-notify"]);
+    // At -vv the HTTP library's own trace (request lines, URIs) is not logged.
+    let test = selfheal(&["-vv", "test-notify"]);
     assert_eq!(exit_code(&test), ExitCode::Failure);
+    assert!(
+        !String::from_utf8_lossy(&test.stderr).contains(TOKEN),
+        "the webhook URL leaked into the -vv log: {}",
+        String::from_utf8_lossy(&test.stderr)
+    );
     let stdout = String::from_utf8_lossy(&test.stdout);
     assert_contains(&stdout, "webhook (ntfy, URL in ");
     assert_contains(&stdout, ": accepted");
@@ -612,4 +618,10 @@ fn an_unknown_channel_or_a_reserved_label_is_refused_with_the_choices() {
     assert_contains(&said, "severity is set by selfheal on every alert");
     let said = check("notify:\n  - webhook: { url_file: hooks/url }\n");
     assert_contains(&said, "must be an absolute path");
+    // An attempt holds its channel's queue, and a run queueing behind it waits.
+    let said = check("notify:\n  - alertmanager: { url: http://127.0.0.1:9093, timeout: 5min }\n");
+    assert_contains(
+        &said,
+        "alertmanager.timeout must be longer than 0 and at most 1m (it is 5m)",
+    );
 }

@@ -117,13 +117,15 @@ impl ChannelConfig {
 
 /// `scheme://user:pass@host/…` without `user:pass@`.
 pub(crate) fn without_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
+    // Without a scheme (a URL check refuses it, quoting it) a login can still lead it.
+    let (scheme, rest) = url
+        .split_once("://")
+        .map_or(("", url), |(scheme, rest)| (scheme, rest));
     let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-        None => url.to_owned(),
+    match (rest[..authority_end].rfind('@'), scheme) {
+        (Some(at), "") => rest[at + 1..].to_owned(),
+        (Some(at), scheme) => format!("{scheme}://{}", &rest[at + 1..]),
+        (None, _) => url.to_owned(),
     }
 }
 
@@ -151,15 +153,30 @@ pub(crate) fn check_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest a channel's attempt may take: each holds the channel's queue, and a run that
+/// queues a message waits for the sender before it.
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn check_timeout(kind: &str, timeout: HumanDuration) -> Result<(), (&'static str, String)> {
+    if timeout.0.is_zero() || timeout.0 > MAX_TIMEOUT {
+        return Err((
+            "timeout",
+            format!(
+                "{kind}.timeout must be longer than 0 and at most {} (it is {timeout})",
+                HumanDuration(MAX_TIMEOUT)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks `notify:` when the config is loaded; an error names the key below the entry.
 pub(crate) fn validate(channel: &ChannelConfig) -> Result<(), (&'static str, String)> {
     match channel {
         ChannelConfig::Webhook(webhook) => {
             super::require_absolute(&webhook.url_file)
                 .map_err(|message| ("url_file", format!("webhook.url_file: {message}")))?;
-            if webhook.timeout.0.is_zero() {
-                return Err(("timeout", "webhook.timeout must be longer than 0".into()));
-            }
+            check_timeout("webhook", webhook.timeout)?;
         }
         ChannelConfig::Alertmanager(alertmanager) => {
             check_url(&alertmanager.url).map_err(|why| {
@@ -171,12 +188,7 @@ pub(crate) fn validate(channel: &ChannelConfig) -> Result<(), (&'static str, Str
                     ),
                 )
             })?;
-            if alertmanager.timeout.0.is_zero() {
-                return Err((
-                    "timeout",
-                    "alertmanager.timeout must be longer than 0".into(),
-                ));
-            }
+            check_timeout("alertmanager", alertmanager.timeout)?;
             for name in alertmanager.labels.keys() {
                 if ALERT_LABELS.contains(&name.as_str()) {
                     return Err((
@@ -226,6 +238,7 @@ mod tests {
             "https://am.example.org/x@y"
         );
         assert_eq!(without_userinfo("http://am:9093"), "http://am:9093");
+        assert_eq!(without_userinfo("ops:s3cret@am:9093"), "am:9093");
     }
 
     #[test]

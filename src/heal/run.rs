@@ -1708,8 +1708,13 @@ mod tests {
 
     #[test]
     fn a_due_retry_leaves_a_unit_a_person_stopped_alone() {
+        use crate::notify::channel::alerts::{Change, change_for};
         let (_dir, state) = state();
-        run_against(&failing(), &state, false);
+        let failed = run_against(&failing(), &state, false);
+        assert!(matches!(
+            change_for(&state, &failed, "web - FAILED"),
+            Some(Change::Fire(_))
+        ));
         make_retry_due(&state);
         let mut stopped = unit("inactive", "dead", "b");
         stopped.result = "success".into();
@@ -1728,5 +1733,13 @@ mod tests {
         assert!(reason(&report).contains("stopped on purpose"), "{report:?}");
         assert!(state.episode("web").unwrap().is_none());
         assert!(!crate::notify::email::worth_mailing(&report));
+        // A person took it down: its alert ends, instead of being sent again for ever.
+        assert!(
+            matches!(
+                change_for(&state, &report, "web - SUPPRESSED"),
+                Some(Change::Resolve(_))
+            ),
+            "{report:?}"
+        );
     }
 }

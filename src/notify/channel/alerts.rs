@@ -71,10 +71,16 @@ pub(crate) enum Change {
 
 /// The alert change `report` makes, recorded: a `failed` or `suppressed` run opens (or keeps
 /// open) its service's alert; a run that finds the service up (`resolved`, `healthy`, or
-/// systemd's own restart) resolves the open one. Nothing changes for the rest.
+/// systemd's own restart) resolves the open one, and so does a `suppressed` run that ended
+/// its episode (a person stopped the service: nobody is to be paged for it any more).
+/// Nothing changes for the rest.
 pub(crate) fn change_for(state: &StateDir, report: &Report, subject: &str) -> Option<Change> {
     let service = &report.header.service;
+    let episode_over = || matches!(state.episode(service), Ok(None));
     match report.facts.outcome {
+        Outcome::Suppressed if report.facts.diagnosis.is_some() && episode_over() => {
+            resolve(state, service)
+        }
         Outcome::Failed | Outcome::Suppressed if report.facts.diagnosis.is_some() => {
             let open = open_alert(state, service);
             let brief = Brief::of(report, subject);
@@ -100,12 +106,17 @@ pub(crate) fn change_for(state: &StateDir, report: &Report, subject: &str) -> Op
             Some(Change::Fire(alert))
         }
         Outcome::Resolved | Outcome::Healthy | Outcome::RestartedBySystemd => {
-            let open = open_alert(state, service)?;
-            close(state, service);
-            Some(Change::Resolve(open))
+            resolve(state, service)
         }
         _ => None,
     }
+}
+
+/// Closes `service`'s open alert, if it has one, to be sent resolved.
+fn resolve(state: &StateDir, service: &str) -> Option<Change> {
+    let open = open_alert(state, service)?;
+    close(state, service);
+    Some(Change::Resolve(open))
 }
 
 /// Held while an alert changes and its message is queued (`locks/.alerts.lock`). Without

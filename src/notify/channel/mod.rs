@@ -266,24 +266,22 @@ fn serve(
             .into_iter()
             .map(|(channel, queue)| {
                 scope.spawn(move || {
-                    let round = queue
-                        .and_then(|queue| queue.deliver(|message| send(channel, &message.request)));
-                    let mut refreshed = 0;
-                    if let (true, ChannelConfig::Alertmanager(alertmanager), Ok(round)) =
-                        (refresh, channel, &round)
-                        && round.failed.is_none()
-                    {
-                        for alert in alerts::open_alerts(state) {
-                            let message = alert_message(
-                                &alert,
-                                &alertmanager.labels,
-                                AlertState::firing_now(),
-                            );
-                            if send(channel, &message.request).is_ok() {
-                                refreshed += 1;
-                            }
+                    // Open alerts are sent again as the channel's sender, so a run that
+                    // resolves one meanwhile sends its resolve after this fire, not before.
+                    let refresh_alerts = |round: &Round| match channel {
+                        ChannelConfig::Alertmanager(alertmanager)
+                            if refresh && round.failed.is_none() =>
+                        {
+                            refresh_open_alerts(state, channel, &alertmanager.labels)
                         }
-                    }
+                        _ => 0,
+                    };
+                    let (round, refreshed) = match queue.and_then(|queue| {
+                        queue.deliver(|message| send(channel, &message.request), refresh_alerts)
+                    }) {
+                        Ok((round, refreshed)) => (Ok(round), refreshed),
+                        Err(error) => (Err(error), 0),
+                    };
                     ChannelRound {
                         channel: channel.describe(),
                         round,
@@ -297,6 +295,19 @@ fn serve(
             .filter_map(|thread| thread.join().ok())
             .collect()
     })
+}
+
+/// Sends every open alert again, firing, until the channel fails one; how many it took.
+fn refresh_open_alerts(
+    state: &StateDir,
+    channel: &ChannelConfig,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> usize {
+    alerts::open_alerts(state)
+        .iter()
+        .map(|alert| alert_message(alert, labels, AlertState::firing_now()))
+        .take_while(|message| send(channel, &message.request).is_ok())
+        .count()
 }
 
 /// Channel queues in the outbox that no channel of the config owns any more (it was removed

@@ -102,12 +102,14 @@ impl Queue {
         Ok(path)
     }
 
-    /// Sends the queued messages with `send`, oldest first, until one fails. Waits for
-    /// another sender of this channel to finish first (each of its attempts is bounded).
-    pub(crate) fn deliver(
+    /// Sends the queued messages with `send`, oldest first, until one fails, then calls
+    /// `while_held` with what was done, still as the channel's one sender. Waits for another
+    /// sender of this channel to finish first (each of its attempts is bounded).
+    pub(crate) fn deliver<T>(
         &self,
         send: impl Fn(&Message) -> Result<(), Failure>,
-    ) -> Result<Round, String> {
+        while_held: impl FnOnce(&Round) -> T,
+    ) -> Result<(Round, T), String> {
         let _sender = self.lock()?;
         let mut round = Round::default();
         let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)
@@ -144,7 +146,8 @@ impl Queue {
             }
         }
         round.waiting = paths.count();
-        Ok(round)
+        let after = while_held(&round);
+        Ok((round, after))
     }
 
     /// Moves the message at `path` to `refused/`, with its last answer, out of the queue.
