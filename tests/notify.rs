@@ -537,6 +537,60 @@ fn a_message_the_channel_refuses_for_good_is_set_aside_and_the_ones_behind_it_go
 }
 
 #[test]
+fn a_message_queued_for_one_url_is_never_sent_to_the_url_that_replaced_it() {
+    let env = TestEnv::new();
+    let old = WebhookServer::start(&env.sandbox.scratch_dir().join("old"));
+    let new = WebhookServer::start(&env.sandbox.scratch_dir().join("new"));
+    old.set_down(true);
+    let port = free_port();
+    let file = url_file(&env, "hook-url", &old.url("json"));
+    env.config(&config(
+        port,
+        &format!(
+            "  - webhook: {{ url_file: {}, format: json }}\n",
+            file.display()
+        ),
+    ));
+    flaky_web(&env, port);
+    env.install();
+
+    env.systemctl(&["start", "web.service"]);
+    env.wait_for_history(1, Duration::from_secs(30));
+    let channel = || env.status().config["channels"][0].clone();
+    wait_until(
+        Duration::from_secs(30),
+        "the report to wait in the outbox",
+        || channel()["queued"] == 1 && channel()["attempts"] == 1,
+    );
+    // The file is given another team's URL (the role rewrites a file when its list is
+    // reordered) while the report for the old one waits; both receivers are up.
+    old.set_down(false);
+    url_file(&env, "hook-url", &new.url("other-team"));
+    let flush = env.selfheal(["flush"]);
+    assert_eq!(exit_code(&flush), ExitCode::Failure, "{flush:?}");
+    assert_contains(
+        &String::from_utf8_lossy(&flush.stderr),
+        "it was queued for another URL than",
+    );
+    assert_eq!(
+        new.posts().len(),
+        0,
+        "a report went to the URL that replaced its own"
+    );
+    assert_eq!(old.posts().len(), 0, "the old URL is no longer configured");
+    assert_eq!(
+        (channel()["queued"].clone(), channel()["refused"].clone()),
+        (0.into(), 1.into())
+    );
+
+    // What is queued from now on goes to the new URL.
+    let (code, _) = env.run_json("web", &[]);
+    assert_eq!(code, ExitCode::Failure);
+    assert_eq!(new.wait_for_posts(1).len(), 1);
+    assert_token_nowhere(&env, &[&flush]);
+}
+
+#[test]
 fn check_refuses_a_url_file_others_can_read_and_test_notify_says_what_each_channel_answered() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = WebhookServer::start(&dir.path().join("hooks"));

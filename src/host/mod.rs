@@ -11,6 +11,15 @@ pub mod ports;
 pub(crate) mod process;
 pub(crate) mod secret;
 
+/// `bytes` in lowercase hex (an invocation id, a digest).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut text, b| {
+        let _ = write!(text, "{b:02x}");
+        text
+    })
+}
+
 /// The host name, or "localhost" when it cannot be read.
 pub(crate) fn hostname() -> String {
     nix::unistd::gethostname()

@@ -271,7 +271,7 @@ impl Systemd {
             exec_main_status: service.exec_main_status.unwrap_or(0),
             n_restarts: service.n_restarts.unwrap_or(0),
             main_pid: service.main_pid.unwrap_or(0),
-            invocation_id: hex(&props.invocation_id.unwrap_or_default()),
+            invocation_id: crate::host::hex(&props.invocation_id.unwrap_or_default()),
             // systemd reports "unknown" as u64::MAX.
             memory_current: (memory != u64::MAX).then_some(memory),
             active_enter_timestamp_us: props.active_enter_timestamp.unwrap_or(0),
@@ -953,13 +953,6 @@ async fn with_timeout<T>(
         Err(SystemdError::Timeout(timeout))
     })
     .await
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut text, b| {
-        let _ = write!(text, "{b:02x}");
-        text
-    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub(crate) mod alerts;
 mod http;
 pub(crate) mod payload;
 mod queue;
+mod url_tag;
 
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +52,9 @@ pub(crate) struct Message {
     pub queued_at: Timestamp,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// A webhook's: the tag of the URL it was queued for (`url_tag`; never the URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_url: Option<String>,
     pub request: Request,
 }
 
@@ -62,6 +66,7 @@ impl Message {
             queued_at: Timestamp::now_millis(),
             attempts: 0,
             last_error: None,
+            for_url: None,
             request,
         }
     }
@@ -105,6 +110,36 @@ fn send(channel: &ChannelConfig, request: &Request) -> Result<(), Failure> {
         request,
         channel.timeout(),
     )
+}
+
+/// One attempt to deliver a queued message. A webhook message queued for another URL than
+/// its file holds now is refused here, never sent to the new one.
+fn send_queued(
+    state: &StateDir,
+    channel: &ChannelConfig,
+    message: &Message,
+) -> Result<(), Failure> {
+    if let (ChannelConfig::Webhook(webhook), Some(queued_for)) = (channel, &message.for_url) {
+        let url = base_url(channel).map_err(Failure::Retry)?;
+        if url_tag::tag(state, &url).map_err(Failure::Retry)? != *queued_for {
+            return Err(Failure::Refused(format!(
+                "it was queued for another URL than {} holds now, and is not sent to the new one",
+                webhook.url_file.display()
+            )));
+        }
+    }
+    send(channel, &message.request)
+}
+
+/// The tag of the URL a channel's messages are queued for: webhooks only (Alertmanager's
+/// URL names its queue), none when the URL cannot be read now.
+fn queued_for(state: &StateDir, channel: &ChannelConfig) -> Option<String> {
+    match channel {
+        ChannelConfig::Webhook(_) => base_url(channel)
+            .and_then(|url| url_tag::tag(state, &url))
+            .ok(),
+        ChannelConfig::Alertmanager(_) => None,
+    }
 }
 
 /// What `selfheal check` can find out without sending: each webhook's URL file (owner, mode,
@@ -242,9 +277,13 @@ fn queue_all<'c>(
 ) -> Vec<(&'c ChannelConfig, Result<Queue, String>)> {
     work.into_iter()
         .map(|(channel, messages)| {
+            let for_url = queued_for(state, channel);
             let queue = Queue::open(state, &channel.id()).and_then(|queue| {
-                for message in &messages {
-                    queue.push(message)?;
+                for message in messages {
+                    queue.push(&Message {
+                        for_url: for_url.clone(),
+                        ..message
+                    })?;
                 }
                 Ok(queue)
             });
@@ -277,7 +316,10 @@ fn serve(
                         _ => 0,
                     };
                     let (round, refreshed) = match queue.and_then(|queue| {
-                        queue.deliver(|message| send(channel, &message.request), refresh_alerts)
+                        queue.deliver(
+                            |message| send_queued(state, channel, message),
+                            refresh_alerts,
+                        )
                     }) {
                         Ok((round, refreshed)) => (Ok(round), refreshed),
                         Err(error) => (Err(error), 0),
