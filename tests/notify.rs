@@ -625,6 +625,14 @@ fn check_refuses_a_url_file_others_can_read_and_test_notify_says_what_each_chann
     assert!(!stderr.contains(TOKEN));
 
     std::fs::set_permissions(&url_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let clear_text = "crosses the network unencrypted";
+    let check = selfheal(&["check"]);
+    assert!(!String::from_utf8_lossy(&check.stderr).contains(clear_text));
+    std::fs::write(&url_path, format!("http://ntfy.example.org/{TOKEN}")).unwrap();
+    let check = selfheal(&["check"]);
+    assert_contains(&String::from_utf8_lossy(&check.stderr), clear_text);
+    assert!(!String::from_utf8_lossy(&check.stderr).contains(TOKEN));
+    std::fs::write(&url_path, receiver.url("ntfy")).unwrap();
     // At -vv the HTTP library's own trace (request lines, URIs) is not logged.
     let test = selfheal(&["-vv", "test-notify"]);
     assert_eq!(exit_code(&test), ExitCode::Failure);

@@ -42,11 +42,13 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
             Err(problem) => problems.push(format!("{file}: email: {problem}")),
         },
     }
+    let (channel_problems, channel_warnings) = crate::notify::channel::preflight(&config);
     problems.extend(
-        crate::notify::channel::preflight(&config)
+        channel_problems
             .into_iter()
             .map(|problem| format!("{file}: {problem}")),
     );
+    warnings.extend(channel_warnings);
     let (found_problems, found_warnings) = heal_units(&config);
     problems.extend(found_problems);
     warnings.extend(found_warnings);

@@ -153,6 +153,26 @@ pub(crate) fn check_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a request to `url` (checked by [`check_url`]) crosses the network unencrypted:
+/// `http://` to a host other than this one's loopback.
+pub(crate) fn in_clear_over_the_network(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = if let Some(bracketed) = host_port.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or_default()
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
+}
+
 /// The longest a channel's attempt may take: each holds the channel's queue, and a run that
 /// queues a message waits for the sender before it.
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
@@ -239,6 +259,25 @@ mod tests {
         );
         assert_eq!(without_userinfo("http://am:9093"), "http://am:9093");
         assert_eq!(without_userinfo("ops:s3cret@am:9093"), "am:9093");
+    }
+
+    #[test]
+    fn only_http_to_another_host_is_in_clear() {
+        for local in [
+            "http://127.0.0.1:8080/hook/tok",
+            "http://localhost/hook",
+            "http://[::1]:9/x",
+            "https://hooks.slack.com/services/T/B/x",
+        ] {
+            assert!(!in_clear_over_the_network(local), "{local}");
+        }
+        for remote in [
+            "http://ntfy.example.org/ops",
+            "http://10.0.0.5:80/x",
+            "http://user@127.0.0.1.example.org/x",
+        ] {
+            assert!(in_clear_over_the_network(remote), "{remote}");
+        }
     }
 
     #[test]

@@ -143,19 +143,27 @@ fn queued_for(state: &StateDir, channel: &ChannelConfig) -> Option<String> {
 }
 
 /// What `selfheal check` can find out without sending: each webhook's URL file (owner, mode,
-/// an http(s) URL in it).
-pub(crate) fn preflight(config: &Config) -> Vec<String> {
-    config
-        .notify
-        .iter()
-        .enumerate()
-        .filter(|(_, channel)| matches!(channel, ChannelConfig::Webhook(_)))
-        .filter_map(|(index, channel)| {
-            base_url(channel)
-                .err()
-                .map(|why| format!("notify[{index}] {}: {why}", channel.describe()))
-        })
-        .collect()
+/// an http(s) URL in it) as problems, and a token that would cross the network in clear as a
+/// warning.
+pub(crate) fn preflight(config: &Config) -> (Vec<String>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    for (index, channel) in config.notify.iter().enumerate() {
+        if !matches!(channel, ChannelConfig::Webhook(_)) {
+            continue;
+        }
+        let name = format!("notify[{index}] {}", channel.describe());
+        match base_url(channel) {
+            Err(why) => problems.push(format!("{name}: {why}")),
+            Ok(url) if crate::config::notify::in_clear_over_the_network(&url) => {
+                warnings.push(format!(
+                    "{name}: the URL is http:// to another host, so its token crosses the network unencrypted; use https://"
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    (problems, warnings)
 }
 
 /// The message a channel gets for a run's report and its alert change, if any: webhooks get
