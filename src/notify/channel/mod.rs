@@ -285,7 +285,9 @@ fn queue_all<'c>(
 ) -> Vec<(&'c ChannelConfig, Result<Queue, String>)> {
     work.into_iter()
         .map(|(channel, messages)| {
-            let for_url = queued_for(state, channel);
+            let for_url = (!messages.is_empty())
+                .then(|| queued_for(state, channel))
+                .flatten();
             let queue = Queue::open(state, &channel.id()).and_then(|queue| {
                 for message in messages {
                     queue.push(&Message {
