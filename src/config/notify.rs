@@ -142,8 +142,7 @@ pub(crate) fn check_url(url: &str) -> Result<(), String> {
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
         .ok_or("it must start with http:// or https://")?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority.rsplit('@').next().unwrap_or_default();
+    let host = host_and_port(rest);
     if host.is_empty() || host.starts_with(':') {
         return Err("it has no host".into());
     }
@@ -153,14 +152,22 @@ pub(crate) fn check_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The host and port of a URL without its scheme (`ops:pw@am:9093/x` → `am:9093`).
+fn host_and_port(after_scheme: &str) -> &str {
+    let authority = after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    authority.rsplit('@').next().unwrap_or_default()
+}
+
 /// Whether a request to `url` (checked by [`check_url`]) crosses the network unencrypted:
 /// `http://` to a host other than this one's loopback.
 pub(crate) fn in_clear_over_the_network(url: &str) -> bool {
     let Some(rest) = url.strip_prefix("http://") else {
         return false;
     };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host_port = host_and_port(rest);
     let host = if let Some(bracketed) = host_port.strip_prefix('[') {
         bracketed.split(']').next().unwrap_or_default()
     } else {

@@ -105,6 +105,11 @@ fn base_url(channel: &ChannelConfig) -> Result<String, String> {
 /// One attempt to deliver `request` on `channel`.
 fn send(channel: &ChannelConfig, request: &Request) -> Result<(), Failure> {
     let base = base_url(channel).map_err(Failure::Retry)?;
+    post(channel, &base, request)
+}
+
+/// One attempt to deliver `request` to `base`, the URL `channel` posts to.
+fn post(channel: &ChannelConfig, base: &str, request: &Request) -> Result<(), Failure> {
     http::post(
         &format!("{base}{}", request.path),
         request,
@@ -119,16 +124,16 @@ fn send_queued(
     channel: &ChannelConfig,
     message: &Message,
 ) -> Result<(), Failure> {
-    if let (ChannelConfig::Webhook(webhook), Some(queued_for)) = (channel, &message.for_url) {
-        let url = base_url(channel).map_err(Failure::Retry)?;
-        if url_tag::tag(state, &url).map_err(Failure::Retry)? != *queued_for {
-            return Err(Failure::Refused(format!(
-                "it was queued for another URL than {} holds now, and is not sent to the new one",
-                webhook.url_file.display()
-            )));
-        }
+    let base = base_url(channel).map_err(Failure::Retry)?;
+    if let (ChannelConfig::Webhook(webhook), Some(queued_for)) = (channel, &message.for_url)
+        && url_tag::tag(state, &base).map_err(Failure::Retry)? != *queued_for
+    {
+        return Err(Failure::Refused(format!(
+            "it was queued for another URL than {} holds now, and is not sent to the new one",
+            webhook.url_file.display()
+        )));
     }
-    send(channel, &message.request)
+    post(channel, &base, &message.request)
 }
 
 /// The tag of the URL a channel's messages are queued for: webhooks only (Alertmanager's

@@ -63,26 +63,14 @@ impl Queue {
     /// How many messages wait in channel `id`'s queue, and the first of them (its attempts
     /// and last error say why they wait), without creating the queue.
     pub(crate) fn backlog(state: &StateDir, id: &str) -> (usize, Option<Message>) {
-        let Ok(entries) = std::fs::read_dir(state.root().join("outbox").join(id)) else {
-            return (0, None);
-        };
-        let mut paths: Vec<PathBuf> = entries
-            .flatten()
-            .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|x| x == "json"))
-            .collect();
-        paths.sort();
+        let paths = messages_in(&state.root().join("outbox").join(id)).unwrap_or_default();
         (paths.len(), paths.first().and_then(|path| read(path)))
     }
 
     /// How many messages channel `id` refused for good (set aside in `refused/`).
     pub(crate) fn refused(state: &StateDir, id: &str) -> usize {
-        std::fs::read_dir(state.root().join("outbox").join(id).join(REFUSED)).map_or(0, |entries| {
-            entries
-                .flatten()
-                .filter(|entry| entry.path().extension().is_some_and(|x| x == "json"))
-                .count()
-        })
+        messages_in(&state.root().join("outbox").join(id).join(REFUSED))
+            .map_or(0, |paths| paths.len())
     }
 
     /// Adds `message` at the end of the queue.
@@ -112,14 +100,9 @@ impl Queue {
     ) -> Result<(Round, T), String> {
         let _sender = self.lock()?;
         let mut round = Round::default();
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+        let mut paths = messages_in(&self.dir)
             .map_err(|err| format!("reading {}: {err}", self.dir.display()))?
-            .flatten()
-            .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|x| x == "json"))
-            .collect();
-        paths.sort();
-        let mut paths = paths.into_iter();
+            .into_iter();
         for path in paths.by_ref() {
             let Some(mut message) = read(&path) else {
                 round.unreadable.push(path);
@@ -173,6 +156,18 @@ impl Queue {
         Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, errno)| format!("locking {}: {errno}", path.display()))
     }
+}
+
+/// The message files in `dir`, oldest first (their names start with the time they were
+/// queued).
+fn messages_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    Ok(paths)
 }
 
 fn read(path: &Path) -> Option<Message> {
