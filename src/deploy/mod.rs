@@ -324,9 +324,12 @@ fn hardening(config: &Config, invocation: &Invocation, service: Option<&ServiceC
     } else {
         // Implied anyway by the options above once CAP_SYS_ADMIN is out of the bounding set.
         lines.push("NoNewPrivileges=yes".into());
-        lines.push(
-            "CapabilityBoundingSet=CAP_KILL CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_SYS_PTRACE CAP_SETUID CAP_SETGID CAP_AUDIT_WRITE CAP_NET_BIND_SERVICE CAP_NET_RAW CAP_SYS_CHROOT CAP_SYS_RESOURCE".into(),
-        );
+        // A heal unit reads the kernel's log for an OOM kill: Debian and Ubuntu set
+        // kernel.dmesg_restrict=1, so /dev/kmsg needs CAP_SYSLOG. The mail-only units do not.
+        let syslog = if mail_only { "" } else { " CAP_SYSLOG" };
+        lines.push(format!(
+            "CapabilityBoundingSet=CAP_KILL CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_SYS_PTRACE CAP_SETUID CAP_SETGID CAP_AUDIT_WRITE CAP_NET_BIND_SERVICE CAP_NET_RAW CAP_SYS_CHROOT CAP_SYS_RESOURCE{syslog}"
+        ));
     }
     // What the mail-only units write under ProtectSystem=: the metrics file, the file
     // transport's directory, a state directory given with --state-dir.

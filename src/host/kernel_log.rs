@@ -15,15 +15,23 @@ pub(crate) struct OomKill {
     pub pid: u32,
 }
 
-/// The last OOM kill in `unit`'s cgroup (a component of `task_memcg` is `unit`) logged at or
-/// after `since_us` (µs of CLOCK_MONOTONIC, as the kernel stamps its records); `None` when
-/// there is none or the log cannot be read.
+/// The last OOM kill in the system unit `unit`'s cgroup (or below it) logged at or after
+/// `since_us` (µs of CLOCK_MONOTONIC, as the kernel stamps its records);
+/// `None` when there is none or the log cannot be read (which is said in the journal).
 pub(crate) fn oom_kill_in(unit: &str, since_us: u64) -> Option<OomKill> {
-    let mut kmsg = std::fs::OpenOptions::new()
+    let mut kmsg = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK)
         .open("/dev/kmsg")
-        .ok()?;
+    {
+        Ok(kmsg) => kmsg,
+        Err(err) => {
+            tracing::warn!(
+                "the kernel's log (/dev/kmsg) cannot be read, so an OOM kill systemd saw as a SIGKILL is not named: {err} (kernel.dmesg_restrict=1 needs CAP_SYSLOG)"
+            );
+            return None;
+        }
+    };
     let mut found = None;
     let mut record = vec![0u8; 8192];
     // One record per read; EAGAIN at the end, EPIPE when the reader fell behind a wrap.
@@ -56,11 +64,27 @@ fn parse(record: &str, unit: &str, since_us: u64) -> Option<OomKill> {
             .split(',')
             .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
     };
-    let in_unit = field("task_memcg")?.split('/').any(|part| part == unit);
+    let in_unit = memcg_within(field("task_memcg")?, unit);
     in_unit.then(|| OomKill {
         task: field("task").unwrap_or_default().to_owned(),
         pid: field("pid").and_then(|pid| pid.parse().ok()).unwrap_or(0),
     })
+}
+
+/// Whether the kernel's `task_memcg` is the system unit's cgroup or below it: a component is
+/// `unit`, and none before it is another unit (`.service`, `.scope`), only slices and the
+/// root of a cgroup namespace (a container, the tests' sandbox: the kernel names cgroups from
+/// the host's root). A user's delegated tree (`…/user@65534.service/app.slice/web.service`) or
+/// a container's (`…/machine-x.scope/…`) is not the system's `web.service`. (The unit's own
+/// `ControlGroup` is empty once it is dead, when this is asked.)
+fn memcg_within(task_memcg: &str, unit: &str) -> bool {
+    let mut parts = task_memcg.split('/');
+    !unit.is_empty()
+        && parts
+            .by_ref()
+            .take_while(|part| *part != unit)
+            .all(|part| !matches!(part.rsplit_once('.'), Some((_, "service" | "scope"))))
+        && task_memcg.split('/').any(|part| part == unit)
 }
 
 #[cfg(test)]
@@ -89,8 +113,35 @@ mod tests {
             "before the run"
         );
         assert_eq!(
-            parse("6,1,5,-;Killed process 5 (x)\n", "hog.service", 0),
+            parse(
+                "6,1,5,-;Killed process 5 (x)\n",
+                "/system.slice/hog.service",
+                0
+            ),
             None
         );
+    }
+
+    /// M9: a nobody user's OOM kill in a cgroup named like the unit is not the unit's.
+    #[test]
+    fn only_the_units_own_cgroup_counts() {
+        let unit = "web.service";
+        assert!(memcg_within("/system.slice/web.service", unit));
+        assert!(memcg_within("/system.slice/web.service/worker", unit));
+        assert!(memcg_within("/sandbox-7/system.slice/web.service", unit));
+        assert!(!memcg_within(
+            "/user.slice/user-65534.slice/user@65534.service/app.slice/web.service",
+            unit
+        ));
+        assert!(!memcg_within(
+            "/user.slice/user-1000.slice/user@1000.service/system.slice/web.service",
+            unit
+        ));
+        assert!(!memcg_within("/system.slice/web.service2", unit));
+        assert!(!memcg_within(
+            "/machine.slice/machine-c1.scope/system.slice/web.service",
+            unit
+        ));
+        assert!(!memcg_within("/system.slice/web.service", ""));
     }
 }

@@ -135,17 +135,28 @@ fn strip_escapes(text: &str) -> String {
     out
 }
 
+/// A character text from outside must not carry to a terminal or a mail as it is: a control
+/// character (escape sequences among them), or a bidirectional control that reorders what a
+/// reader sees (U+202A–202E, U+2066–2069, U+200E/200F, U+061C: "Trojan Source").
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}'
+        )
+}
+
 /// Text from outside (a service's command line or journal line, kept in a summary) made safe
-/// to print: control characters, escape sequences among them, are shown as `\u{…}` instead
-/// of reaching the terminal.
+/// to print: control characters, escape sequences among them, and bidirectional controls are
+/// shown as `\u{…}` instead of reaching the terminal.
 pub(crate) fn printable(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(unsafe_char) {
         return Cow::Borrowed(text);
     }
     Cow::Owned(
         text.chars()
             .map(|c| {
-                if c.is_control() {
+                if unsafe_char(c) {
                     c.escape_unicode().to_string()
                 } else {
                     c.to_string()
@@ -158,7 +169,7 @@ pub(crate) fn printable(text: &str) -> Cow<'_, str> {
 /// `text` with every control character escaped except line breaks and tabs: for whole
 /// texts (a report, a journal excerpt) whose lines are meant to stay lines.
 pub(crate) fn printable_text(text: &str) -> Cow<'_, str> {
-    let escaped = |c: char| c.is_control() && c != '\n' && c != '\t';
+    let escaped = |c: char| unsafe_char(c) && c != '\n' && c != '\t';
     if !text.chars().any(escaped) {
         return Cow::Borrowed(text);
     }
@@ -262,6 +273,12 @@ mod tests {
         assert_eq!(
             printable("held by pid 7 (evil \x1b]0;owned\x07)"),
             "held by pid 7 (evil \\u{1b}]0;owned\\u{7})"
+        );
+        // L12: a bidi override would show root "txt.exe" as "exe.txt".
+        assert_eq!(printable("file \u{202E}txt.exe"), "file \\u{202e}txt.exe");
+        assert_eq!(
+            printable_text("a\n\u{2066}b\u{2069}\tc"),
+            "a\n\\u{2066}b\\u{2069}\tc"
         );
     }
 

@@ -34,9 +34,24 @@ fn refuses_the_request(status: ureq::http::StatusCode) -> bool {
     matches!(status.as_u16(), 400 | 413 | 422)
 }
 
+/// Whether an error answer's body may be kept in what selfheal says of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// Only its status line: a receiver may quote any part of the URL it was sent to (a token
+    /// segment, a query value, percent-decoded), and the URL is the secret (webhooks).
+    StatusOnly,
+    /// The status and up to `ANSWER_BYTES` of the body: the URL is no secret (Alertmanager).
+    WithBody,
+}
+
 /// POSTs `request` to `url`; Ok on 2xx. An error is phrased without `url` or any part of its
-/// path (where tokens live).
-pub(crate) fn post(url: &str, request: &Request, timeout: Duration) -> Result<(), Failure> {
+/// path (where tokens live), and with the answer's body only where `answer` allows it.
+pub(crate) fn post(
+    url: &str,
+    request: &Request,
+    timeout: Duration,
+    answer: Answer,
+) -> Result<(), Failure> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
@@ -54,8 +69,8 @@ pub(crate) fn post(url: &str, request: &Request, timeout: Duration) -> Result<()
     for (name, value) in &request.headers {
         post = post.header(name, value);
     }
-    let answer = post.send(request.body.as_bytes());
-    let mut response = match answer {
+    let sent = post.send(request.body.as_bytes());
+    let mut response = match sent {
         Ok(response) => response,
         Err(err) => return Err(Failure::Retry(redact(&words(&err, timeout), url))),
     };
@@ -63,12 +78,15 @@ pub(crate) fn post(url: &str, request: &Request, timeout: Duration) -> Result<()
     if status.is_success() {
         return Ok(());
     }
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(ANSWER_BYTES)
-        .read_to_string()
-        .unwrap_or_default();
+    let body = match answer {
+        Answer::StatusOnly => String::new(),
+        Answer::WithBody => response
+            .body_mut()
+            .with_config()
+            .limit(ANSWER_BYTES)
+            .read_to_string()
+            .unwrap_or_default(),
+    };
     let body: String = body
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -184,20 +202,27 @@ mod tests {
             body: "{}".into(),
         };
         let url = format!("http://127.0.0.1:{port}/topic-s3cret");
-        let refused = post(&url, &request, Duration::from_secs(2)).unwrap_err();
+        let refused = post(&url, &request, Duration::from_secs(2), Answer::WithBody).unwrap_err();
         assert_eq!(refused, Failure::Retry("connection refused".into()));
 
         let (url, answer) = answer_once(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 28\r\nConnection: close\r\n\r\nmaintenance on /topic-s3cret");
-        let refused = post(&url, &request, Duration::from_secs(5)).unwrap_err();
+        let refused = post(&url, &request, Duration::from_secs(5), Answer::WithBody).unwrap_err();
         answer.join().unwrap();
         assert_eq!(
             refused,
             Failure::Retry("HTTP 503 Service Unavailable: maintenance on /<redacted>".into())
         );
 
+        // M7: a webhook receiver that quotes the last segment of its URL, or a query value,
+        // percent-decoded: only the status line is kept.
+        let (url, answer) = answer_once(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 33\r\nConnection: close\r\n\r\ninvalid_token: s3cret (topic-s3c)");
+        let refused = post(&url, &request, Duration::from_secs(5), Answer::StatusOnly).unwrap_err();
+        answer.join().unwrap();
+        assert_eq!(refused, Failure::Retry("HTTP 401 Unauthorized".into()));
+
         // Alertmanager's answer to an alert it will never take.
         let (url, answer) = answer_once(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 43\r\nConnection: close\r\n\r\n{\"message\":\"start time must be before end\"}");
-        let refused = post(&url, &request, Duration::from_secs(5)).unwrap_err();
+        let refused = post(&url, &request, Duration::from_secs(5), Answer::WithBody).unwrap_err();
         answer.join().unwrap();
         assert!(
             matches!(&refused, Failure::Refused(words) if words.starts_with("HTTP 400 Bad Request: {")),

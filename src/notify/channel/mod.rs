@@ -110,10 +110,16 @@ fn send(channel: &ChannelConfig, request: &Request) -> Result<(), Failure> {
 
 /// One attempt to deliver `request` to `base`, the URL `channel` posts to.
 fn post(channel: &ChannelConfig, base: &str, request: &Request) -> Result<(), Failure> {
+    // A webhook's URL is its secret, and receivers quote it in their errors.
+    let answer = match channel {
+        ChannelConfig::Webhook(_) => http::Answer::StatusOnly,
+        ChannelConfig::Alertmanager(_) => http::Answer::WithBody,
+    };
     http::post(
         &format!("{base}{}", request.path),
         request,
         channel.timeout(),
+        answer,
     )
 }
 
