@@ -102,8 +102,8 @@ fn a_failed_service_is_healed_by_its_timed_retry_with_one_failed_and_one_recover
 }
 
 /// A service that dies a second after each start: its healing never holds. RECOVERED keeps
-/// the episode watched; each relapse is part of it (no mail, no restart) and waits twice as
-/// long as the last for the next retry; the success rate says it is down.
+/// the episode watched; each relapse is the next back-off step (no restart), told at once,
+/// and waits twice as long as the last for its retry; the success rate says it is down.
 #[test]
 fn a_service_that_relapses_after_each_recovery_backs_off_with_one_mail_per_step() {
     let env = TestEnv::new();
@@ -143,16 +143,21 @@ fn a_service_that_relapses_after_each_recovery_backs_off_with_one_mail_per_step(
         waits[0] >= Duration::from_millis(1_800) && waits[1] >= waits[0] + Duration::from_secs(1),
         "{waits:?}"
     );
-    // One mail per step at most: the relapses are not mailed.
-    wait_until(Duration::from_secs(20), "the heal unit to end", || {
-        env.property("selfheal@web.service", "ActiveState") != "activating"
-    });
-    let subjects = subjects(&server);
-    assert_eq!(subjects.len(), 5, "{subjects:?}");
-    assert_contains(&subjects[1], "TestHost: web - SUPPRESSED");
-    for recovered in &subjects[2..] {
-        assert_contains(recovered, "✅ TestHost: web - RECOVERED after ");
+    // One mail per step: each relapse is told when it happens, with its next try.
+    let mails = server.wait_for_messages(8, Duration::from_secs(20));
+    let subjects: Vec<String> = mails.iter().map(|raw| Mail::parse(raw).subject).collect();
+    assert_contains(&subjects[0], "TestHost: web - RESOLVED");
+    for (index, subject) in subjects[1..8].iter().enumerate() {
+        let expected = if index % 2 == 0 {
+            "TestHost: web - SUPPRESSED"
+        } else {
+            "✅ TestHost: web - RECOVERED after "
+        };
+        assert_contains(subject, expected);
     }
+    let relapse = Mail::parse(&mails[3]);
+    assert_contains(&relapse.text, "the healing did not hold");
+    assert_contains(&relapse.text, "selfheal tries again at");
     let stats = env.selfheal(["history", "--stats", "--json"]);
     let line = String::from_utf8_lossy(&stats.stdout);
     let stats: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
@@ -161,6 +166,99 @@ fn a_service_that_relapses_after_each_recovery_backs_off_with_one_mail_per_step(
         rate <= 0.5,
         "healings that did not hold count as failures: {stats}"
     );
+}
+
+/// Never quieter than systemd: a failure after the service ran healthy for
+/// `new_incident_after` is a new incident, healed at once and told, however recently a
+/// retry healed it (it used to be a quiet "relapse", left down until the next retry).
+#[test]
+fn a_failure_after_a_healthy_while_is_a_new_incident_healed_at_once() {
+    let env = TestEnv::new();
+    let server = smtp(&env);
+    let port = free_port();
+    let marker = env.sandbox.scratch_dir().join("web-fixed");
+    web_failing_until(&env, "web", port, &marker);
+    env.config(&format!(
+        "system_name: TestHost\nfailure_threshold: 1\nretry_after: 2s\nnew_incident_after: 3s\n{}monitored_services:\n  - name: web\n    port: {port}\n    verify_timeout: 3s\n    stable_for: 300ms\n",
+        email_yaml(&env, &server)
+    ))
+    .install();
+    let _ = env.sandbox.systemctl(["start", "web.service"]);
+    env.wait_for_history(1, Duration::from_secs(20));
+    std::fs::write(&marker, "").unwrap();
+    let history = env.wait_for_history(2, Duration::from_secs(20));
+    assert_eq!(history[1].outcome, Outcome::Resolved, "{history:?}");
+    // Within new_incident_after a failure would be a relapse: the dashboard says held.
+    assert!(env.status().services[0].suppressed, "{:?}", env.status());
+    // Once it has run healthy that long, a failure would be healed at once.
+    wait_until(Duration::from_secs(10), "a new incident's turn", || {
+        !env.status().services[0].suppressed
+    });
+    env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
+    let history = env.wait_for_history(3, Duration::from_secs(20));
+    assert_eq!(
+        (history[2].outcome, history[2].relapse),
+        (Outcome::Resolved, false),
+        "{history:?}"
+    );
+    assert_eq!(env.property("web.service", "ActiveState"), "active");
+    let mails = server.wait_for_messages(3, Duration::from_secs(20));
+    let subjects: Vec<String> = mails.iter().map(|raw| Mail::parse(raw).subject).collect();
+    assert_eq!(subjects[0], "❌ TestHost: web - FAILED");
+    assert_contains(&subjects[1], "✅ TestHost: web - RECOVERED after ");
+    assert_eq!(subjects[2], "✅ TestHost: web - RESOLVED");
+}
+
+/// M3: a service whose unit is disabled (`systemctl disable --now`, or never enabled) while
+/// it waits for its timed retry is left down: the retry restarts nothing, tells nobody, and
+/// the episode ends.
+#[test]
+fn a_timed_retry_leaves_a_disabled_unit_down() {
+    let env = TestEnv::new();
+    let server = smtp(&env);
+    let port = free_port();
+    let marker = env.sandbox.scratch_dir().join("web-fixed");
+    env.sandbox
+        .add_unit(
+            "web.service",
+            &format!(
+                "[Unit]\nDescription=test web\n[Service]\nExecStart=/bin/sh -c 'test -e {m} || exit 3; exec {bin} serve-demo --port {port}'\n[Install]\nWantedBy=multi-user.target\n",
+                m = marker.display(),
+                bin = selfheal_bin().display()
+            ),
+        )
+        .unwrap();
+    env.config(&format!(
+        "system_name: TestHost\nretry_after: 3s\n{}monitored_services:\n  - name: web\n    port: {port}\n    verify_timeout: 2s\n    stable_for: 300ms\n",
+        email_yaml(&env, &server)
+    ))
+    .install();
+    let _ = env.sandbox.systemctl(["start", "web.service"]);
+    env.wait_for_history(1, Duration::from_secs(20));
+    let _ = env.sandbox.systemctl(["disable", "--now", "web.service"]);
+    assert_eq!(env.property("web.service", "UnitFileState"), "disabled");
+    let failed_invocation = env.property("web.service", "InvocationID");
+    // The cause is gone too: only the person's decision keeps it down.
+    std::fs::write(&marker, "").unwrap();
+    let history = env.wait_for_history(2, Duration::from_secs(20));
+    assert_eq!(
+        history[1].outcome,
+        Outcome::Suppressed,
+        "{history:?}\n{}",
+        env.journal(&["-u", "selfheal@web.service"])
+    );
+    assert_eq!(
+        env.property("web.service", "InvocationID"),
+        failed_invocation,
+        "not started again"
+    );
+    assert_ne!(env.property("web.service", "ActiveState"), "active");
+    assert_contains(&env.heal_report("web"), "is disabled");
+    wait_until(Duration::from_secs(20), "the retry's run to end", || {
+        env.property("selfheal@web.service", "ActiveState") != "activating"
+    });
+    assert_eq!(subjects(&server), ["❌ TestHost: web - FAILED"]);
+    assert!(env.status().services[0].next_retry_at.is_none());
 }
 
 /// Services named `names`, all healthy, then killed together with SIGKILL; returns once

@@ -201,7 +201,7 @@ fn a_service_that_keeps_failing_its_probe_is_escalated_once_without_a_run_storm(
         assert!(outcomes[0]["healing_started"].is_null(), "{outcomes:?}");
         assert_contains(
             outcomes[0]["detail"].as_str().unwrap(),
-            "not healed: loop protection holds it, until its retry at",
+            "not healed: loop protection holds web until its timed retry at",
         );
     }
     assert_eq!(env.history().len(), 1, "one run: {:?}", env.history());
@@ -219,24 +219,98 @@ fn without_timed_retries_loop_protection_still_holds_the_probes_back() {
     let env = TestEnv::new();
     let port = free_port();
     deaf_web(&env, port);
-    // No episode file to look at: only the count of healing runs says "enough".
+    // No retry to wait for: only the count of healing runs says "enough".
     deaf_config(&env, "retry_after: never\n", port);
     env.start_listening("web", port).install();
     let mut started = 0;
-    for _ in 0..5 {
+    for _ in 0..6 {
         let (_, outcomes) = round(&env);
         if outcomes[0]["healing_started"].is_string() {
             started += 1;
             after_the_heal_unit(&env, started);
         }
     }
-    assert_eq!(started, 2, "failure_threshold runs, then none");
+    // failure_threshold runs, then one that records and tells the hold, then none.
+    assert_eq!(started, 3, "{:?}", env.history());
+    let outcomes: Vec<Outcome> = env.history().iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::Failed, Outcome::Failed, Outcome::Suppressed]
+    );
     let (_, outcomes) = round(&env);
     assert_contains(
         outcomes[0]["detail"].as_str().unwrap(),
-        "not healed: loop protection holds it: 2 healing runs within 1h",
+        "not healed: loop protection holds web; no retry is scheduled",
     );
-    assert_eq!(env.history().len(), 2, "{:?}", env.history());
+}
+
+/// `web`: serves, then hangs (SIGSTOP) a second after each start.
+fn web_hanging_after_each_start(env: &TestEnv, port: u16) {
+    env.unit(
+        "web",
+        &format!(
+            "ExecStart=/bin/sh -c '( sleep 1; kill -STOP $$$$ ) & exec {} serve-demo --port {port}'",
+            selfheal_bin().display()
+        ),
+    );
+}
+
+/// Runs probe rounds until one starts the heal unit (the hang may need a moment to come).
+#[track_caller]
+fn a_round_that_starts_healing(env: &TestEnv) {
+    let mut last = Vec::new();
+    let started = (0..60).any(|_| {
+        last = round(env).1;
+        let started = last[0]["healing_started"].is_string();
+        if !started {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        started
+    });
+    assert!(
+        started,
+        "no round started healing: {last:?}\n{:?}",
+        env.history()
+    );
+}
+
+/// A hang that keeps coming back is never silent: after `failure_threshold` heals, the probes
+/// start the heal unit once more so that the hold is recorded and told (SUPPRESSED, with
+/// what the probes saw and the next try), and then hold quietly until the retry.
+#[test]
+fn a_hang_that_keeps_coming_back_is_told_when_loop_protection_holds_it() {
+    let env = TestEnv::new();
+    let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), "a@b.example", "pw");
+    let email = server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), "pw");
+    let port = free_port();
+    web_hanging_after_each_start(&env, port);
+    env.config(&format!(
+        "system_name: TestHost\nfailure_threshold: 2\nretry_after: 1h\n{email}probe: {{ interval: 1h, timeout: 1s, failures: 1, start_grace: 0s }}\nmonitored_services:\n  - name: web\n    port: {port}\n    health_url: http://127.0.0.1:{port}/health\n    verify_timeout: 3s\n    stable_for: 300ms\n"
+    ));
+    env.start_listening("web", port).install();
+    for runs in 1..=3 {
+        a_round_that_starts_healing(&env);
+        after_the_heal_unit(&env, runs);
+    }
+    let history = env.history();
+    let outcomes: Vec<Outcome> = history.iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::Resolved, Outcome::Resolved, Outcome::Suppressed],
+        "{history:?}"
+    );
+    let (_, outcomes) = round(&env);
+    assert!(outcomes[0]["healing_started"].is_null(), "{outcomes:?}");
+    assert_contains(
+        outcomes[0]["detail"].as_str().unwrap(),
+        "until its timed retry at",
+    );
+    let mails = server.wait_for_messages(3, Duration::from_secs(20));
+    let held = Mail::parse(&mails[2]);
+    assert_contains(&held.subject, "TestHost: web - SUPPRESSED");
+    assert_contains(&held.text, "the probes saw it fail");
+    assert_contains(&held.text, "selfheal tries again at");
+    env.systemctl(&["kill", "--signal=SIGCONT", "web.service"]);
 }
 
 #[test]

@@ -683,7 +683,7 @@ fn only_a_person_who_says_so_overrides_loop_protection() {
     let asked = at_a_terminal("");
     assert_contains(
         &asked,
-        "loop protection holds web: 1 healing runs within 1h",
+        "loop protection holds web: 1 healing runs of this incident within 1h",
     );
     assert_contains(&asked, "[y/N]");
     let record = last(&env);

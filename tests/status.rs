@@ -96,9 +96,10 @@ fn status_shows_systemds_truth_for_every_kind_of_service() {
     state
         .append_history(&record("healed", Outcome::Resolved, 120))
         .unwrap();
-    // Four runs within the hour, threshold 3: healing is allowed again once the second
-    // oldest (50 min ago) leaves the window, in 10 minutes.
-    for minutes in [55, 50, 30, 10] {
+    // Four runs of one incident (never up for new_incident_after, 10 min, in between),
+    // threshold 3: healing is allowed again once the second oldest (7 min ago) leaves the
+    // window, in 53 minutes.
+    for minutes in [9, 7, 5, 3] {
         state
             .append_history(&record("looping", Outcome::Resolved, minutes))
             .unwrap();
@@ -162,7 +163,7 @@ fn status_shows_systemds_truth_for_every_kind_of_service() {
     assert!(looping.suppressed);
     let until =
         humantime::parse_rfc3339_weak(looping.suppressed_until.as_deref().unwrap()).unwrap();
-    let expected = SystemTime::now() + Duration::from_secs(10 * 60);
+    let expected = SystemTime::now() + Duration::from_secs(53 * 60);
     let off = until
         .duration_since(expected)
         .unwrap_or_else(|early| early.duration());

@@ -34,7 +34,7 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
         dry_run: args.dry_run,
         ignore_monitor_facts: false,
         manual,
-        from_hook: std::env::var_os("MONITOR_UNIT").is_some(),
+        from_hook: crate::heal::diagnose::started_by_hook(),
     };
     let mails = !args.dry_run && !args.no_email && config.email.is_some();
     let posts = !args.dry_run && !args.no_email && !config.notify.is_empty();

@@ -75,6 +75,9 @@ pub(crate) struct Config {
     /// Window of the loop protection.
     #[serde(default = "default_threshold_window")]
     pub threshold_window: HumanDuration,
+    /// A failure after the service ran healthy this long is a new incident: healed at once,
+    /// its count toward `failure_threshold` starts afresh (default 10 min).
+    pub new_incident_after: Option<HumanDuration>,
     /// A burst of failures like this gets one combined report.
     pub cascade: Option<CascadeConfig>,
     /// How many automatic restarts by systemd within how long make a crash loop worth a
@@ -268,10 +271,10 @@ impl ServiceConfig {
 }
 
 impl Config {
-    /// Loop protection's rule, in one place: with this many healing runs counted in
-    /// `threshold_window`, the next failure is not healed.
-    pub(crate) fn loop_protection_holds(&self, counted_runs: usize) -> bool {
-        counted_runs >= self.failure_threshold as usize
+    /// `new_incident_after`, or its default.
+    pub(crate) fn new_incident_after(&self) -> Duration {
+        self.new_incident_after
+            .map_or(DEFAULT_NEW_INCIDENT_AFTER, Duration::from)
     }
 
     /// Reads, parses and validates the config at `path`. The file is opened once: the
@@ -351,6 +354,7 @@ impl Config {
             ));
         }
         self.validate_windows()?;
+        self.one_entry_per_unit()?;
         let mut seen = HashSet::new();
         let mut ports: Vec<(u16, &str)> = Vec::new();
         for (index, service) in self.monitored_services.iter().enumerate() {
@@ -440,6 +444,29 @@ impl Config {
 }
 
 impl Config {
+    /// Two names for one unit: install would write its drop-in twice (the last wins) and the
+    /// first would never be healed.
+    fn one_entry_per_unit(&self) -> Result<(), Problem> {
+        for (index, service) in self.monitored_services.iter().enumerate() {
+            if let Some(other) = self.monitored_services[..index]
+                .iter()
+                .find(|other| other.unit_name() == service.unit_name())
+                .filter(|other| other.name != service.name)
+            {
+                return Err(Problem::at(
+                    &[Seg::from("monitored_services"), index.into(), "unit".into()],
+                    format!(
+                        "monitored_services[{index}] ({}): its unit {} is {}'s too: one entry per unit",
+                        service.name,
+                        service.unit_name(),
+                        other.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Each entry of `notify:`.
     fn validate_channels(&self) -> Result<(), Problem> {
         for (index, channel) in self.notify.iter().enumerate() {
@@ -474,6 +501,47 @@ impl Config {
                 "threshold_window must be longer than 0s: loop protection counts the healing runs within it (e.g. 1h)",
             ));
         }
+        // Bounded, so that every time computed from them stays a time (an unbounded one made
+        // `status` abort on overflow and install write a timer that never fires).
+        let bounded: [(&str, Option<Duration>, Duration); 4] = [
+            (
+                "threshold_window",
+                Some(self.threshold_window.into()),
+                LONGEST_WINDOW,
+            ),
+            (
+                "new_incident_after",
+                self.new_incident_after.map(Duration::from),
+                LONGEST_WINDOW,
+            ),
+            (
+                "retry_after",
+                match self.retry_after {
+                    Some(RetryAfter::After(after)) => Some(after.into()),
+                    _ => None,
+                },
+                LONGEST_WINDOW,
+            ),
+            (
+                "crash_loop",
+                Some(self.crash_loop.within.into()),
+                LONGEST_WINDOW,
+            ),
+        ];
+        for (key, value, longest) in bounded {
+            if let Some(value) = value
+                && (value.is_zero() || value > longest)
+            {
+                return Err(Problem::at(
+                    &[key.into()],
+                    format!(
+                        "{key} must be between 1s and {}, not {}",
+                        HumanDuration(longest),
+                        HumanDuration(value)
+                    ),
+                ));
+            }
+        }
         if let Some(cascade) = &self.cascade
             && !(Duration::from_secs(1)..=MAX_CASCADE_WINDOW)
                 .contains(&Duration::from(cascade.within))
@@ -489,6 +557,13 @@ impl Config {
         Ok(())
     }
 }
+
+/// `new_incident_after` when the config does not say: as Kubernetes resets a container's
+/// restart back-off after 10 minutes without a problem.
+pub(crate) const DEFAULT_NEW_INCIDENT_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// The longest window or wait a config may set (30 days).
+const LONGEST_WINDOW: Duration = Duration::from_secs(30 * 86_400);
 
 /// The longest `cascade.within`: a report held longer than this is late, not grouped.
 const MAX_CASCADE_WINDOW: Duration = Duration::from_secs(600);
@@ -850,6 +925,10 @@ monitored_services:
             ("  - name: 'a;b'\n", "name may only contain"),
             ("  - name: a\n  - name: a\n", "used twice"),
             (
+                "  - name: a\n  - name: b\n    unit: a.service\n",
+                "its unit a.service is a's too",
+            ),
+            (
                 "  - name: a\n    stable_for: 1m\n    verify_timeout: 10s\n",
                 "stable_for (1m)",
             ),
@@ -1047,6 +1126,31 @@ monitored_services:
             err.contains(":1:19: threshold_window: invalid duration"),
             "{err}"
         );
+    }
+
+    /// L13: a window or wait of 584 billion years made `status` abort on overflow.
+    #[test]
+    fn windows_and_waits_are_bounded() {
+        for (yaml, expected) in [
+            (
+                "threshold_window: 18446744073709551615s\n",
+                "threshold_window must be between 1s and 30d",
+            ),
+            (
+                "new_incident_after: 0s\n",
+                "new_incident_after must be between 1s and 30d",
+            ),
+            ("retry_after: 1000days\n", "retry_after must be between"),
+            (
+                "crash_loop: { restarts: 5, within: 90days }\n",
+                "crash_loop must be between",
+            ),
+        ] {
+            let err = parse(yaml).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains(expected), "{yaml}: {err}");
+        }
+        let config = parse("new_incident_after: 30min\n").unwrap();
+        assert_eq!(config.new_incident_after(), Duration::from_secs(1800));
     }
 
     #[test]

@@ -43,6 +43,15 @@ pub(crate) struct MonitorFacts {
     pub invocation_id: Option<String>,
 }
 
+/// Whether `OnFailure=` started this process (`MONITOR_UNIT` is set). systemd keeps the
+/// variables of a unit's last activation by a failure and by a timer side by side on it
+/// (`MONITOR_*`, `TRIGGER_*`), so neither says for sure what started this run: the hold
+/// decision treats a hook's run and another's alike where it matters (a due retry, a person's
+/// stop).
+pub(crate) fn started_by_hook() -> bool {
+    std::env::var_os("MONITOR_UNIT").is_some()
+}
+
 impl MonitorFacts {
     /// Reads the variables of this process' environment, if systemd set them for `unit`.
     pub(crate) fn from_env(unit: &str) -> Option<MonitorFacts> {

@@ -20,8 +20,6 @@ use crate::ui::when::Timestamp;
 pub(crate) const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 /// The longest wait between two retries (unless `retry_after` itself is longer).
 pub(crate) const RETRY_CAP: Duration = Duration::from_secs(2 * 60 * 60);
-/// A timer may fire this much before its time (its accuracy) and still make the retry.
-const EARLY: Duration = Duration::from_secs(2);
 
 /// The first wait, or `None` for `retry_after: never`.
 pub(crate) fn retry_after(config: &Config) -> Option<Duration> {
@@ -41,11 +39,9 @@ pub(crate) fn retry_delay(retry_after: Duration, retries: u32) -> Duration {
         .map_or(cap, |delay| delay.min(cap))
 }
 
-/// Whether the episode's scheduled retry is due at `now`.
-pub(crate) fn is_due(episode: &Episode, now: SystemTime) -> bool {
-    episode
-        .next_retry_at
-        .is_some_and(|at| at.time() <= now + EARLY)
+/// The longest one back-off step can wait.
+pub(crate) fn longest_wait(config: &Config) -> Duration {
+    retry_after(config).map_or(RETRY_CAP, |first| RETRY_CAP.max(first))
 }
 
 /// The transient timer that starts `service`'s heal unit later.
@@ -75,7 +71,7 @@ pub(crate) fn schedule_retry(
     let scheduled = episode
         .next_retry_at
         .map(Timestamp::time)
-        .filter(|at| *at > now);
+        .filter(|at| *at > now && *at <= now + retry_delay(first, episode.retries));
     let delay = scheduled.map_or_else(
         || retry_delay(first, episode.retries),
         |at| at.duration_since(now).unwrap_or_default(),
@@ -106,8 +102,8 @@ pub(crate) fn schedule_retry(
 }
 
 /// The service is healthy again: the episode is watched from now on, or over once it has
-/// been watched for `threshold_window` already. (A retry timer still set finds it healthy and
-/// does nothing.)
+/// been watched for `new_incident_after` already (a failure after that is a new incident). (A
+/// retry timer still set finds it healthy and does nothing.)
 pub(crate) fn watch_or_end(
     config: &Config,
     state: &StateDir,
@@ -116,8 +112,8 @@ pub(crate) fn watch_or_end(
     why: &str,
 ) {
     let now = SystemTime::now();
-    if episode.has_stayed_healthy(Duration::from(config.threshold_window), now) {
-        end(state, service, "it stayed healthy for threshold_window");
+    if episode.has_stayed_healthy(config.new_incident_after(), now) {
+        end(state, service, "it stayed healthy for new_incident_after");
         return;
     }
     if episode.is_watching() {
@@ -129,7 +125,7 @@ pub(crate) fn watch_or_end(
         Ok(()) => tracing::info!(
             selfheal_service = %service.name,
             "{why}: the episode ends if it stays healthy for {}",
-            config.threshold_window
+            crate::ui::duration::HumanDuration(config.new_incident_after())
         ),
         Err(err) => {
             tracing::error!(selfheal_service = %service.name, "the episode cannot be recorded: {err}");
@@ -151,7 +147,7 @@ pub(crate) fn end(state: &StateDir, service: &ServiceConfig, why: &str) {
 
 /// What `flush` (every 5 minutes) does for the episodes: one whose service is healthy again
 /// (a person fixed it, systemd restarted it) is watched, and one watched for
-/// `threshold_window` ends. A service whose run holds its lock is left to that run.
+/// `new_incident_after` ends. A service whose run holds its lock is left to that run.
 /// Healthy as a run would judge it: active, its own port, its health URL, and systemd not in
 /// the middle of a restart.
 pub(crate) fn healthy_now(
@@ -193,7 +189,7 @@ mod tests {
     use crate::systemd::fake::{FakeJob, FakeSystemd, unit};
 
     /// A person fixed it (`systemctl start`, no run): the next flush sees it active and the
-    /// episode is only watched; once watched for `threshold_window` it ends. A service still
+    /// episode is only watched; once watched for `new_incident_after` it ends. A service still
     /// down keeps its episode as it is.
     #[test]
     fn flush_watches_the_episode_of_a_service_that_is_up_again_and_ends_it_later() {
@@ -221,7 +217,7 @@ mod tests {
             "{watched:?}"
         );
 
-        let long_ago = SystemTime::now() - Duration::from(config.threshold_window);
+        let long_ago = SystemTime::now() - config.new_incident_after();
         let stale = Episode {
             recovered_at: Some(Timestamp::seconds(long_ago)),
             ..watched
@@ -244,22 +240,50 @@ mod tests {
     }
 
     #[test]
-    fn a_retry_is_due_from_just_before_its_time() {
+    fn a_retry_is_due_from_just_before_its_time_or_when_dated_beyond_any_wait() {
+        let config =
+            Config::parse("monitored_services: []\n", std::path::Path::new("t.yml")).unwrap();
         let now = SystemTime::now();
+        let is_due = |config: &Config, episode: &Episode, now: SystemTime| {
+            crate::heal::hold::retry_is_due(episode, now, longest_wait(config))
+        };
         let at = |t: SystemTime| Episode {
             next_retry_at: Some(Timestamp::millis(t)),
             ..Episode::opened(Timestamp::seconds(t))
         };
-        assert!(is_due(&at(now - Duration::from_secs(60)), now));
-        assert!(is_due(&at(now + Duration::from_secs(1)), now));
-        assert!(!is_due(&at(now + Duration::from_secs(30)), now));
+        assert!(is_due(&config, &at(now - Duration::from_secs(60)), now));
+        assert!(is_due(&config, &at(now + Duration::from_secs(1)), now));
+        assert!(!is_due(&config, &at(now + Duration::from_secs(30)), now));
+        assert!(!is_due(&config, &at(now + RETRY_CAP), now));
+        // Scheduled while the clock was a day ahead: the wait would be the clock's step.
+        assert!(is_due(&config, &at(now + Duration::from_secs(86_400)), now));
         let unscheduled = Episode {
             next_retry_at: None,
             ..at(now)
         };
-        assert!(!is_due(&unscheduled, now));
+        assert!(!is_due(&config, &unscheduled, now));
     }
 
+    /// L11: a retry scheduled while the clock was ahead is set again no further ahead than
+    /// the step's own wait.
     #[test]
-    fn times_read_as_utc() {}
+    fn a_retry_dated_beyond_its_wait_is_scheduled_again_within_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let config = Config::parse(
+            "retry_after: 1m\nmonitored_services:\n  - name: web\n",
+            std::path::Path::new("t.yml"),
+        )
+        .unwrap();
+        let service = &config.monitored_services[0];
+        let ahead = Episode {
+            next_retry_at: Some(Timestamp::seconds(
+                SystemTime::now() + Duration::from_secs(86_400),
+            )),
+            ..Episode::opened(Timestamp::seconds(SystemTime::now()))
+        };
+        let units = FakeSystemd::new(unit("failed", "failed", "a"), FakeJob::Done, vec![]);
+        schedule_retry(&config, &state, &units, service, Some(ahead), false);
+        assert_eq!(units.calls(), ["start_later selfheal@web.timer 60s"]);
+    }
 }

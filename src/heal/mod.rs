@@ -5,6 +5,7 @@
 pub(crate) mod diagnose;
 pub(crate) mod episode;
 pub(crate) mod facts;
+pub(crate) mod hold;
 pub(crate) mod probe;
 pub(crate) mod run;
 pub(crate) mod strategy;

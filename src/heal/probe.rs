@@ -199,7 +199,7 @@ pub(crate) fn round(
     for (index, ((service, probe), look)) in probed.iter().zip(&looks).enumerate() {
         let record = records.entry(service.name.clone()).or_default();
         if advance(record, look, probe, now) {
-            if let Some(why) = hold(config, state, service, &heal_views[index]) {
+            if let Some(why) = hold(config, state, service, &heal_views[index], since[index]) {
                 held(record, &why, &heal_views[index]);
             } else {
                 mark_started(record, &heal_views[index].id, now);
@@ -332,13 +332,15 @@ fn mark_started(record: &mut ProbeRecord, heal_unit: &str, now: SystemTime) {
 }
 
 /// Why the heal unit is not started although the probes say so: it is not installed (or
-/// masked), it is running already, or loop protection holds the service (until its retry, or
-/// with `retry_after: never` until the window has room).
+/// masked), it is running already, or the one hold decision holds the service quietly (its
+/// back-off step was told already). A hold that begins a step starts the heal unit: the run
+/// records it and tells the owner, as for a crash.
 fn hold(
     config: &Config,
     state: &StateDir,
     service: &ServiceConfig,
     heal: &UnitOverview,
+    active_since_us: Option<u64>,
 ) -> Option<String> {
     if heal.load_state != "loaded" {
         return Some(format!(
@@ -352,25 +354,23 @@ fn hold(
     ) {
         return Some(format!("{} is running", heal.id));
     }
-    if let Some(episode) = state.episode(&service.name).ok().flatten()
-        && !episode.is_watching()
-    {
-        let retry = episode
-            .next_retry_at
-            .map(|at| format!(", until its retry at {}", at.readable()))
-            .unwrap_or_default();
-        return Some(format!("loop protection holds it{retry}"));
+    let recorded = crate::heal::hold::Recorded::read(state, &service.name).ok()?;
+    let now = SystemTime::now();
+    let active_since = active_since_us.and_then(|since| {
+        now.checked_sub(Duration::from_micros(monotonic_us().saturating_sub(since)))
+    });
+    let unit = crate::heal::hold::UnitNow {
+        condition: crate::heal::hold::Condition::Active,
+        disabled: false,
+        active_since,
+    };
+    let rules = crate::heal::hold::Rules::of(config);
+    match recorded.decide(rules, crate::heal::hold::Starter::Probe, Some(unit), now) {
+        crate::heal::hold::Decision::Hold(hold) if !hold.tell => {
+            Some(hold.why.sentence(&service.name, rules))
+        }
+        _ => None,
     }
-    let window = Duration::from(config.threshold_window);
-    let attempts = state
-        .healing_attempts_since(&service.name, SystemTime::now() - window)
-        .ok()?;
-    config.loop_protection_holds(attempts).then(|| {
-        format!(
-            "loop protection holds it: {attempts} healing runs within {}",
-            config.threshold_window
-        )
-    })
 }
 
 /// CLOCK_MONOTONIC in µs, the clock of systemd's `…TimestampMonotonic` (0 if unreadable,

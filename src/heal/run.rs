@@ -9,12 +9,16 @@ use crate::heal::HealError;
 use crate::heal::diagnose::{Diagnosis, MonitorFacts, Upstream};
 use crate::heal::episode;
 use crate::heal::facts::{PostStatus, Recovery, RunFacts};
+use crate::heal::hold::{
+    self, ActReason, Condition, Decision, HoldReason, Rules, Starter, UnitNow,
+};
 use crate::heal::strategy::{self, Context};
 use crate::heal::verify::{self, HealthTarget};
 use crate::host::journal::{JournalSource, Journald};
 use crate::outcome::Outcome;
 use crate::state::{HistoryRecord, ServiceLock, StateDir, StateError};
 use crate::systemd::{ActiveState, Systemd, SystemdError, UnitControl, UnitSnapshot};
+use crate::ui::duration::HumanDuration;
 use crate::ui::terminal::SlowNotice;
 use crate::ui::when::Timestamp;
 
@@ -117,6 +121,8 @@ struct Look<U> {
     /// The journal read started early, when its evidence can change what runs first.
     pending_journal: Option<crate::host::journal::PendingJournal>,
     evidence_matters: bool,
+    /// The probes started this run: what they saw is the evidence.
+    by_probes: bool,
 }
 
 /// A due timed retry: its episode, and the healing runs counted in the window.
@@ -274,6 +280,7 @@ impl Run<'_> {
             unhealthy,
             pending_journal,
             evidence_matters,
+            by_probes: probes_saw.is_some(),
         }))
     }
 
@@ -342,44 +349,40 @@ impl Run<'_> {
         diagnosis
     }
 
-    /// Loop protection's facts: the healing runs it counts in the window, and the episode
-    /// (one that has stayed healthy for the whole window is over, and ended here).
-    fn loop_state(&self) -> Result<(usize, Option<crate::state::Episode>), HealError> {
-        let (config, state, service, options) =
-            (self.config, self.state, self.service, self.options);
-        let window = Duration::from(config.threshold_window);
-        let attempts = match state.healing_attempts_since(&service.name, SystemTime::now() - window)
-        {
-            Ok(attempts) => attempts,
-            // History that others could have written decides nothing: stop.
-            Err(err @ StateError::Untrusted { .. }) => return Err(err.into()),
-            // Unreadable history must not stop healing; systemd's own start limit still bounds
-            // a loop, and the journal says loop protection was blind this once.
+    /// The hold decision's records: the service's history (one that others could have written
+    /// decides nothing; an unreadable one must not stop healing: systemd's own start limit
+    /// still bounds a loop) and its episode.
+    fn recorded(&self) -> Result<hold::Recorded, HealError> {
+        match hold::Recorded::read(self.state, &self.service.name) {
+            Ok(recorded) => Ok(recorded),
+            Err(err @ StateError::Untrusted { .. }) => Err(err.into()),
             Err(err) => {
-                tracing::error!(selfheal_service = %service.name, "loop protection cannot read the history, healing anyway: {err}");
-                0
+                tracing::error!(selfheal_service = %self.service.name, "loop protection cannot read the history, healing anyway: {err}");
+                Ok(hold::Recorded {
+                    records: Vec::new(),
+                    episode: self.state.episode(&self.service.name).ok().flatten(),
+                })
             }
-        };
-        let episode = state
-            .episode(&service.name)
-            .unwrap_or_else(|err| {
-                tracing::error!(selfheal_service = %service.name, "loop protection's episode cannot be read: {err}");
-                None
-            })
-            .filter(|episode| {
-                // Healthy for the whole window since it recovered: this failure is a new one.
-                let over = episode.has_stayed_healthy(window, SystemTime::now());
-                if over && !options.dry_run {
-                    episode::end(state, service, "it stayed healthy for threshold_window");
-                }
-                !over
-            });
-        Ok((attempts, episode))
+        }
     }
 
-    /// Loop protection's decision, made by a dry run too (reading history changes nothing: it
-    /// must tell the whole truth, and "suppressed" is what the real run would say). Ends the
-    /// run when it must not heal; otherwise says whether this run is the episode's timed retry.
+    /// Who started this run, as the hold decision asks.
+    fn starter<U>(&self, look: &Look<U>) -> Starter {
+        if self.options.manual {
+            Starter::Person
+        } else if self.options.from_hook {
+            Starter::Hook
+        } else if look.by_probes {
+            Starter::Probe
+        } else {
+            Starter::Other
+        }
+    }
+
+    /// Loop protection: the one hold decision (`heal::hold`), made by a dry run too (reading
+    /// history changes nothing: it must tell the whole truth, and "suppressed" is what the real
+    /// run would say), and its effects applied here. Ends the run when it holds; otherwise says
+    /// whether this run is the episode's timed retry.
     fn loop_protection<U: UnitControl>(
         &self,
         look: &Look<U>,
@@ -387,8 +390,51 @@ impl Run<'_> {
     ) -> Result<ControlFlow<RunFacts, Option<Retry>>, HealError> {
         let (config, state, service, options) =
             (self.config, self.state, self.service, self.options);
-        let (attempts, episode) = self.loop_state()?;
-        let stopped = config.loop_protection_holds(attempts) && !options.manual;
+        let recorded = self.recorded()?;
+        let starter = self.starter(look);
+        let unit_now = unit_now(&look.systemd, &look.snapshot, || {
+            matches!(starter, Starter::Hook | Starter::Other) && recorded.episode.is_some()
+        });
+        let decision = recorded.decide(
+            Rules::of(config),
+            starter,
+            Some(unit_now),
+            SystemTime::now(),
+        );
+        tracing::debug!(selfheal_service = %service.name, "hold decision for a {starter:?} run of a unit {unit_now:?}: {decision:?}");
+        let episode = recorded.episode;
+        let hold = match decision {
+            Decision::Act(act) => {
+                if act.why == ActReason::Retry
+                    && let Some(episode) = episode
+                {
+                    tracing::info!(selfheal_service = %service.name, "the timed retry of loop protection's episode since {}", episode.suppressed_at);
+                    return Ok(ControlFlow::Continue(Some((episode, act.failures))));
+                }
+                if let Some(why) = act.ends_episode
+                    && !options.dry_run
+                {
+                    episode::end(state, service, why);
+                }
+                return Ok(ControlFlow::Continue(None));
+            }
+            Decision::Hold(hold) => hold,
+        };
+        let facts = self.held(look, diagnosis, &hold, episode);
+        Ok(ControlFlow::Break(self.end(facts)))
+    }
+
+    /// The effects of a hold: the episode's next step, the reason, and whether to tell.
+    fn held<U: UnitControl>(
+        &self,
+        look: &Look<U>,
+        diagnosis: &Diagnosis,
+        hold: &hold::Hold,
+        mut episode: Option<crate::state::Episode>,
+    ) -> RunFacts {
+        let (config, state, service, options) =
+            (self.config, self.state, self.service, self.options);
+        let rules = Rules::of(config);
         let unit = &self.unit;
         let snapshot = &look.snapshot;
         let schedule = |episode| {
@@ -401,90 +447,80 @@ impl Run<'_> {
                 options.dry_run,
             )
         };
-        // A run within an episode whose owner was told already: recorded, not mailed again.
-        let quiet = |reason: String| {
-            self.facts(Outcome::Suppressed)
-                .diagnosis(diagnosis.clone())
-                .reason(reason)
-                .already_reported(snapshot)
+        let would = if options.dry_run {
+            "a real run would stop: "
+        } else {
+            ""
         };
-        let facts = match episode {
-            // A stopped service is left stopped: `systemctl stop` since it failed is a
-            // person's decision, and the timed retry does not overrule it.
-            Some(ref episode) if !options.manual && stopped_on_purpose_since(snapshot, episode) => {
-                if !options.dry_run {
-                    episode::end(state, service, "a person stopped it");
+        let mut facts = self.facts(Outcome::Suppressed).diagnosis(diagnosis.clone());
+        facts.post_status = Some(PostStatus::from(snapshot));
+        facts.episode_reported = !hold.tell;
+        facts.reason = Some(match &hold.why {
+            HoldReason::Threshold { failures } => {
+                // Without retries an episode still records that this hold was told: the
+                // failures after it are held quietly, not told (or started) again and again.
+                if episode.is_none() && episode::retry_after(config).is_none() && !options.dry_run {
+                    let opened =
+                        crate::state::Episode::opened(Timestamp::seconds(SystemTime::now()));
+                    if let Err(err) = state.save_episode(&service.name, &opened) {
+                        tracing::error!(selfheal_service = %service.name, "the episode cannot be recorded: {err}");
+                    }
                 }
-                quiet(format!(
-                    "{unit} was stopped on purpose (systemctl stop) since it failed: selfheal leaves it stopped and its episode is over"
-                ))
+                let next = schedule(episode);
+                format!(
+                    "{would}loop protection: {failures} healing runs of this incident within {} (failure_threshold {}); {next}",
+                    config.threshold_window, config.failure_threshold
+                )
             }
-            // Down again within threshold_window of recovering: the healing did not hold. The
-            // episode goes on where it was (the owner was told), with the next, longer wait.
-            Some(mut episode) if !options.manual && episode.is_watching() => {
-                let recovered_at = episode
-                    .recovered_at
-                    .map(Timestamp::readable)
-                    .unwrap_or_default();
-                if !options.dry_run {
+            // Down again soon after recovering: the healing did not hold. The episode goes on
+            // with the next, longer wait, and the owner hears of it now.
+            HoldReason::Relapse { recovered_at } => {
+                if let Some(episode) = episode.as_mut()
+                    && !options.dry_run
+                {
                     episode.recovered_at = None;
                     episode.relapses += 1;
                 }
-                let next = schedule(Some(episode));
-                let mut facts = quiet(format!(
-                    "{unit} failed again within {} of recovering at {recovered_at}: part of its episode, already reported; {next}",
-                    config.threshold_window
-                ));
-                facts.relapse = true;
-                facts
-            }
-            // The timed retry: made whatever the count says now (the retries' growing waits
-            // let older runs leave the window, and the episode must go on until it heals).
-            Some(episode) if !options.manual && episode::is_due(&episode, SystemTime::now()) => {
-                tracing::info!(selfheal_service = %service.name, "the timed retry of loop protection's episode since {}", episode.suppressed_at);
-                return Ok(ControlFlow::Continue(Some((episode, attempts))));
-            }
-            // A failure within an episode whose retry is still to come is part of it: the
-            // retry heals it, this run heals nothing and mails nothing (the owner was told
-            // when the episode began). Restarts slow down to the retries' doubling pace.
-            Some(episode) if options.from_hook && episode.next_retry_at.is_some() => {
-                let since = episode.suppressed_at.readable();
-                let next = schedule(Some(episode));
-                quiet(format!(
-                    "part of the episode since {since}, already reported: {next}"
-                ))
-            }
-            episode if stopped => {
-                let reported = episode.is_some();
-                let would = if options.dry_run {
-                    "a real run would stop: "
-                } else {
-                    ""
-                };
+                let step = episode.as_ref().map_or(1, |e| e.retries + 1);
+                let recovered_at = *recovered_at;
                 let next = schedule(episode);
-                let reason = format!(
-                    "{would}loop protection: {attempts} healing runs within {} (failure_threshold {}); {next}",
-                    config.threshold_window, config.failure_threshold
-                );
-                let mut facts = self
-                    .facts(Outcome::Suppressed)
-                    .diagnosis(diagnosis.clone())
-                    .reason(reason);
-                facts.episode_reported = reported;
-                facts.post_status = Some(PostStatus::from(snapshot));
-                facts
+                facts.relapse = true;
+                format!(
+                    "{would}{unit} failed again within {} of recovering at {}: the healing did not hold, so selfheal backs off (step {step}); {next}",
+                    HumanDuration(rules.new_incident_after),
+                    recovered_at.readable()
+                )
             }
-            // A person took over: the episode is over. (One with a retry still to come goes on:
-            // that retry is made when it is due.)
-            Some(episode)
-                if !options.dry_run && (options.manual || episode.next_retry_at.is_none()) =>
-            {
-                episode::end(state, service, "a person's run");
-                return Ok(ControlFlow::Continue(None));
+            // Within a back-off step whose retry is still to come: the retry heals it, this
+            // run heals nothing and tells nothing (the owner was told when the step began).
+            HoldReason::RetryPending { .. } => {
+                let since = episode
+                    .as_ref()
+                    .map(|e| e.suppressed_at.readable())
+                    .unwrap_or_default();
+                let next = schedule(episode);
+                format!("part of the episode since {since}, already reported: {next}")
             }
-            _ => return Ok(ControlFlow::Continue(None)),
-        };
-        Ok(ControlFlow::Break(self.end(facts)))
+            // A stopped or disabled service is left down: a person's decision since it
+            // failed, which the timed retry does not overrule.
+            HoldReason::StoppedByPerson => {
+                if !options.dry_run {
+                    episode::end(state, service, "a person stopped it");
+                }
+                format!(
+                    "{unit} was stopped on purpose (systemctl stop) since it failed: selfheal leaves it stopped and its episode is over"
+                )
+            }
+            HoldReason::DisabledByPerson => {
+                if !options.dry_run {
+                    episode::end(state, service, "its unit is disabled");
+                }
+                format!(
+                    "{unit} is disabled (UnitFileState=disabled): selfheal's timed retry leaves it down and its episode is over"
+                )
+            }
+        });
+        facts
     }
 
     /// Heals: what it depends on first, then the strategy chain; records the outcome in the
@@ -649,7 +685,7 @@ fn after_retry(
             failures,
             since: episode.suppressed_at.readable(),
             relapses: episode.relapses,
-            watched_for: config.threshold_window.to_string(),
+            watched_for: HumanDuration(config.new_incident_after()).to_string(),
         });
         episode::watch_or_end(
             config,
@@ -665,34 +701,70 @@ fn after_retry(
     }
 }
 
-/// Why loop protection would stop a run of `service` now (the sentence a person is asked
-/// about at a terminal), or `None` when it would not.
+/// Why loop protection would hold a run of `service` now (the sentence a person is asked
+/// about at a terminal), or `None` when it would not: the one hold decision, for a run
+/// started by hand without `--force`.
 pub(crate) fn held_by_loop_protection(
     config: &Config,
     state: &StateDir,
     service: &ServiceConfig,
 ) -> Option<String> {
-    let window = Duration::from(config.threshold_window);
-    let attempts = state
-        .healing_attempts_since(&service.name, SystemTime::now() - window)
-        .ok()?;
-    let episode = state.episode(&service.name).ok().flatten();
-    // Watched after recovering: a failure now is a relapse, which a run does not heal.
-    if let Some(recovered_at) = episode.as_ref().and_then(|e| e.recovered_at) {
-        return Some(format!(
-            "{} recovered at {} and is watched for {}: a failure now is part of its episode, and not healed",
-            service.name,
-            recovered_at.readable(),
-            config.threshold_window
-        ));
+    let recorded = hold::Recorded::read(state, &service.name).ok()?;
+    let rules = Rules::of(config);
+    match recorded.decide(rules, Starter::Other, None, SystemTime::now()) {
+        Decision::Hold(hold) => Some(hold.why.sentence(&service.name, rules)),
+        Decision::Act(_) => None,
     }
-    let due = episode.is_some_and(|episode| episode::is_due(&episode, SystemTime::now()));
-    (config.loop_protection_holds(attempts) && !due).then(|| {
-        format!(
-            "loop protection holds {}: {attempts} healing runs within {} (failure_threshold {})",
-            service.name, config.threshold_window, config.failure_threshold
-        )
-    })
+}
+
+/// Whether a unit `snapshot`'s unit requires (`Requires=`, `BindsTo=`) is failed or inactive.
+fn requires_a_down_unit(systemd: &dyn UnitControl, snapshot: &UnitSnapshot) -> bool {
+    let names: Vec<&str> = snapshot.requires.iter().map(String::as_str).collect();
+    !names.is_empty()
+        && systemd.unit_states(&names).is_ok_and(|states| {
+            states.iter().any(|state| {
+                matches!(
+                    state.active_state,
+                    ActiveState::Failed | ActiveState::Inactive
+                )
+            })
+        })
+}
+
+/// The unit's condition for the hold decision. Whether a person stopped or disabled it is
+/// asked only when `disabled_matters` (within an episode: more round trips, and systemd reads
+/// the unit file).
+fn unit_now(
+    systemd: &dyn UnitControl,
+    snapshot: &UnitSnapshot,
+    disabled_matters: impl FnOnce() -> bool,
+) -> UnitNow {
+    let condition = if snapshot.active_state == ActiveState::Failed || snapshot.restart_pending() {
+        Condition::Failed
+    } else if snapshot.is_down() {
+        Condition::Stopped
+    } else {
+        Condition::Active
+    };
+    let asks = condition != Condition::Active && disabled_matters();
+    // Inactive because a unit it requires failed is down by a failure, not by a person.
+    let condition =
+        if condition == Condition::Stopped && asks && requires_a_down_unit(systemd, snapshot) {
+            Condition::Failed
+        } else {
+            condition
+        };
+    let disabled = asks
+        && systemd
+            .unit_file_state(&snapshot.unit)
+            .is_ok_and(|state| state == "disabled");
+    let active_since = (snapshot.active_enter_timestamp_us > 0)
+        .then(|| std::time::UNIX_EPOCH + Duration::from_micros(snapshot.active_enter_timestamp_us));
+    UnitNow {
+        condition,
+        disabled,
+        active_since,
+    }
 }
 
 /// The facts of a crash loop `selfheal watch` found: systemd restarted `service` `restarts`
@@ -756,7 +828,7 @@ pub(crate) fn failed_again_while_finishing(
     facts: &RunFacts,
     service: &ServiceConfig,
 ) -> Result<bool, HealError> {
-    let from_hook = std::env::var_os("MONITOR_UNIT").is_some();
+    let from_hook = crate::heal::diagnose::started_by_hook();
     if !from_hook || facts.outcome != Outcome::Resolved {
         return Ok(false);
     }
@@ -891,19 +963,6 @@ fn lock_within(
             None => return Ok(None),
         }
     }
-}
-
-/// Stopped cleanly after it ran again since the episode began: `systemctl stop`, a person's
-/// decision. (A unit that never started again, say because a unit it requires failed, is
-/// inactive with Result=success too, and is not left alone for that.)
-fn stopped_on_purpose_since(snapshot: &UnitSnapshot, episode: &crate::state::Episode) -> bool {
-    let ran_since = episode
-        .suppressed_at
-        .time()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .ok()
-        .is_some_and(|began| u128::from(snapshot.active_enter_timestamp_us) > began.as_micros());
-    ran_since && snapshot.stopped_on_purpose()
 }
 
 /// systemd's own `Restart=` is at work on the unit: an automatic restart is pending, or has
@@ -1122,13 +1181,6 @@ impl RunFacts {
 
     fn reason(mut self, reason: String) -> RunFacts {
         self.reason = Some(reason);
-        self
-    }
-
-    /// A run within an episode whose owner was told already: recorded, not mailed again.
-    fn already_reported(mut self, snapshot: &UnitSnapshot) -> RunFacts {
-        self.episode_reported = true;
-        self.post_status = Some(PostStatus::from(snapshot));
         self
     }
 }
@@ -1392,9 +1444,9 @@ mod tests {
         );
     }
 
-    /// A service that dies minutes after each recovery gets fewer and fewer restarts and at
-    /// most one mail per back-off step: RECOVERED keeps the episode open (watched), a relapse
-    /// within `threshold_window` is part of it (quiet), and the next retry waits twice as long.
+    /// A service that dies minutes after each recovery gets fewer and fewer restarts and one
+    /// mail per back-off step: RECOVERED keeps the episode open (watched), a relapse within
+    /// `new_incident_after` is the next step, told at once, and its retry waits twice as long.
     #[test]
     fn a_relapse_after_recovered_continues_the_episode_with_a_doubled_wait() {
         let (_dir, state) = state();
@@ -1415,8 +1467,8 @@ mod tests {
         assert_eq!(report.facts.outcome, Outcome::Suppressed, "{report:?}");
         assert!(report.facts.relapse);
         assert!(
-            !crate::notify::email::worth_mailing(&report),
-            "the relapse is part of the episode"
+            crate::notify::email::worth_mailing(&report),
+            "the relapse begins the next back-off step: the owner hears of it now"
         );
         assert!(reason(&report).contains("failed again"), "{report:?}");
         assert_eq!(
@@ -1442,7 +1494,7 @@ mod tests {
             renderer
                 .html(&report)
                 .unwrap()
-                .contains("once it stays healthy for 1h"),
+                .contains("once it stays healthy for 10m"),
             "html"
         );
     }

@@ -270,12 +270,7 @@ pub(crate) fn gather(
         )
     });
     let history = history?;
-    let window = Duration::from(config.threshold_window);
-    let mut rows: Vec<ServiceStatus> = services
-        .iter()
-        .zip(&units)
-        .map(|(service, unit)| row(config, service, unit, &listeners, &history, now, window))
-        .collect();
+    let mut rows = rows(config, state, services, &units, &listeners, &history, now);
     follow_ups(config, state, services, &mut rows);
     tracing::debug!(
         "units, sockets, history and host read after {:?}",
@@ -401,32 +396,91 @@ fn ask_systemd(services: &[&ServiceConfig]) -> Vec<UnitAnswer> {
     }
 }
 
+/// What a failure now would meet, by the one hold decision (as for a run from the hook): the
+/// healing runs of this incident, whether it holds, and until when when it is at the threshold
+/// (a run is let through once the run that filled it leaves the window: the
+/// (len - threshold + 1)-th oldest of the counted runs).
+fn held(
+    config: &Config,
+    runs: &[&HistoryRecord],
+    episode: Option<&crate::state::Episode>,
+    now: SystemTime,
+    window: Duration,
+) -> (usize, bool, Option<Timestamp>) {
+    use crate::heal::hold::{Decision, Hold, HoldReason, Inputs, Rules, Starter};
+    let inputs = Inputs {
+        runs,
+        episode,
+        rules: Rules::of(config),
+        starter: Starter::Hook,
+        unit: None,
+        now,
+    };
+    let mut counted = crate::heal::hold::incident_failures(&inputs);
+    let decision = crate::heal::hold::decide(&inputs);
+    let until = match decision {
+        Decision::Hold(Hold {
+            why: HoldReason::Threshold { .. },
+            ..
+        }) => {
+            counted.sort();
+            let threshold = config.failure_threshold as usize;
+            counted
+                .get(counted.len().saturating_sub(threshold))
+                .map(|t| Timestamp::seconds(*t + window))
+        }
+        _ => None,
+    };
+    (counted.len(), decision.holds(), until)
+}
+
+/// One row per service, from what systemd answered and what the state directory holds.
+fn rows(
+    config: &Config,
+    state: &StateDir,
+    services: &[&ServiceConfig],
+    units: &[UnitAnswer],
+    listeners: &Listeners,
+    history: &[HistoryRecord],
+    now: SystemTime,
+) -> Vec<ServiceStatus> {
+    let episodes: BTreeMap<String, crate::state::Episode> =
+        state.episodes().unwrap_or_default().into_iter().collect();
+    services
+        .iter()
+        .zip(units)
+        .map(|(service, unit)| {
+            let seen = Seen {
+                listeners,
+                history,
+                episode: episodes.get(&service.name),
+            };
+            row(config, service, unit, &seen, now)
+        })
+        .collect()
+}
+
+/// What the state directory and the sockets say, for every row.
+struct Seen<'a> {
+    listeners: &'a Listeners,
+    history: &'a [HistoryRecord],
+    episode: Option<&'a crate::state::Episode>,
+}
+
 fn row(
     config: &Config,
     service: &ServiceConfig,
     answer: &UnitAnswer,
-    listeners: &Listeners,
-    history: &[HistoryRecord],
+    seen: &Seen<'_>,
     now: SystemTime,
-    window: Duration,
 ) -> ServiceStatus {
+    let window = Duration::from(config.threshold_window);
+    let (listeners, history, episode) = (seen.listeners, seen.history, seen.episode);
     let runs: Vec<&HistoryRecord> = history
         .iter()
         .filter(|r| r.service == service.name)
         .collect();
-    let counted = crate::state::counted_attempts(&runs, now - window);
-    let threshold = config.failure_threshold as usize;
-    let suppressed = config.loop_protection_holds(counted.len());
-    // Loop protection lets a run through once the run that filled the threshold leaves the
-    // window: the (len - threshold + 1)-th oldest of the counted runs.
-    let suppressed_until = suppressed
-        .then(|| {
-            let mut sorted = counted.clone();
-            sorted.sort();
-            sorted.get(counted.len() - threshold).map(|t| *t + window)
-        })
-        .flatten()
-        .map(Timestamp::seconds);
+    let (counted, suppressed, suppressed_until) = held(config, &runs, episode, now, window);
     let day_ago = now - Duration::from_secs(86_400);
     let restarts_by_systemd_24h = runs
         .iter()
@@ -463,7 +517,7 @@ fn row(
         hook_armed: false,
         healing_masked: false,
         heal_unit_missing: false,
-        recent_runs: counted.len(),
+        recent_runs: counted,
         restarts_by_systemd_24h,
         suppressed,
         suppressed_until,

@@ -110,6 +110,10 @@ pub(crate) trait UnitControl {
             "not-found".into(),
         ))
     }
+    /// `UnitFileState`: `enabled`, `disabled`, `static`, … (a scripted systemd: `enabled`).
+    fn unit_file_state(&self, _unit: &str) -> Result<String, SystemdError> {
+        Ok("enabled".to_owned())
+    }
 }
 
 /// A borrowed implementation is one too (a test keeps its fake to look at afterwards).
@@ -145,6 +149,9 @@ impl<T: UnitControl + ?Sized> UnitControl for &T {
         fires: Fires<'_>,
     ) -> Result<(), SystemdError> {
         (**self).start_later(timer, after, fires)
+    }
+    fn unit_file_state(&self, unit: &str) -> Result<String, SystemdError> {
+        (**self).unit_file_state(unit)
     }
 }
 
@@ -791,6 +798,20 @@ impl Systemd {
 impl UnitControl for Systemd {
     fn snapshot(&self, unit: &str) -> Result<UnitSnapshot, SystemdError> {
         zbus::block_on(self.read_snapshot(unit))
+    }
+
+    fn unit_file_state(&self, unit: &str) -> Result<String, SystemdError> {
+        self.get_many(
+            &[(unit, "org.freedesktop.systemd1.Unit", "UnitFileState")],
+            METHOD_TIMEOUT,
+        )?
+        .pop()
+        .flatten()
+        .and_then(|value| String::try_from(value).ok())
+        .ok_or(SystemdError::Call {
+            call: "Get UnitFileState",
+            cause: Box::new(zbus::Error::Failure("no answer".into())),
+        })
     }
 
     fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {

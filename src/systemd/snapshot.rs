@@ -149,14 +149,6 @@ impl UnitSnapshot {
         self.sub_state.starts_with("auto-restart")
     }
 
-    /// Stopped cleanly, not failed: after a failure that is `systemctl stop` (or
-    /// `reset-failed`), a person's doing.
-    pub(crate) fn stopped_on_purpose(&self) -> bool {
-        self.active_state == ActiveState::Inactive
-            && self.result == "success"
-            && !self.systemd_is_acting()
-    }
-
     /// `failed/failed (Result=exit-code)`: the state as messages show it.
     pub(crate) fn state(&self) -> String {
         format!(
