@@ -155,7 +155,9 @@ fn escape_sequences_a_service_prints_reach_no_terminal_raw() {
     env.config(&config("noisy", "")).unit(
         "noisy",
         // Sets a terminal's title, moves up a line and clears it: what a hostile log line does.
-        "ExecStart=/bin/sh -c 'printf \"boom \\033]0;pwned\\007\\033[1A\\033[2K\\n\"; exit 1'",
+        // It lives on a moment: journald tags a line with its invocation from the writer's
+        // cgroup, and a writer gone by then leaves the line out of the invocation's journal.
+        "ExecStart=/bin/sh -c 'printf \"boom \\033]0;pwned\\007\\033[1A\\033[2K\\n\"; sleep 1; exit 1'",
     );
     env.start_failing("noisy");
     common::wait_until(
