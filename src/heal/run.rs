@@ -211,19 +211,14 @@ impl Run<'_> {
                 // with what is known, and the owner is told; exit 4 stays for a bus that cannot
                 // be reached.
                 Followed::StillActing(now) => {
-                    let lines = host.journal.read_invocation(
-                        unit,
-                        &now.invocation_id,
-                        pending_journal.take(),
-                        JOURNAL_TIMEOUT,
+                    let facts = self.never_done(
+                        host,
+                        &systemd,
+                        &now,
+                        monitor,
+                        pending_journal,
+                        restarts_before,
                     );
-                    let reason = still_acting(&now, restarts_before, service);
-                    let mut facts = self
-                        .facts(Outcome::Failed)
-                        .diagnosis(Diagnosis::new(&now, monitor.as_ref(), lines))
-                        .reason(reason);
-                    facts.post_status = Some(PostStatus::from(&now));
-                    retry_after_failure(self.config, self.state, &systemd, service, &mut facts);
                     return Ok(ControlFlow::Break(self.end(facts)));
                 }
                 other => followed = Some(other),
@@ -266,6 +261,14 @@ impl Run<'_> {
                 waited_ms,
             )));
         };
+        // From here on the facts describe `snapshot`'s invocation; the hook's facts count only
+        // when they are of that one (see `describing`).
+        // (The run is still the hook's for the hold decision: on systemd >= 254 the hook of a
+        // crash loop's attempt describes that attempt, and the loop's later ones are its own.)
+        let monitor = describing(monitor, &snapshot);
+        if monitor.is_none() {
+            pending_journal = None;
+        }
         let unhealthy = Some(not_serving)
             .filter(|_| snapshot.is_active())
             .map(|missing| match &probes_saw {
@@ -284,6 +287,33 @@ impl Run<'_> {
         }))
     }
 
+    /// The report of a run that waited for systemd until `verify_timeout` while its start hung
+    /// or its restarts never held: `failed`, with what is known, and a timed retry. The failing
+    /// invocation is the last attempt's (`now`), not the one whose failure started this run.
+    fn never_done<U: UnitControl>(
+        &self,
+        host: &Host<'_, U>,
+        systemd: &U,
+        now: &UnitSnapshot,
+        monitor: Option<MonitorFacts>,
+        pending_journal: Option<crate::host::journal::PendingJournal>,
+        restarts_before: u32,
+    ) -> RunFacts {
+        let current = describing(monitor, now);
+        let pending = pending_journal.filter(|_| current.is_some());
+        let lines =
+            host.journal
+                .read_invocation(&self.unit, &now.invocation_id, pending, JOURNAL_TIMEOUT);
+        let reason = still_acting(now, restarts_before, self.service);
+        let mut facts = self
+            .facts(Outcome::Failed)
+            .diagnosis(Diagnosis::new(now, current.as_ref(), lines))
+            .reason(reason);
+        facts.post_status = Some(PostStatus::from(now));
+        retry_after_failure(self.config, self.state, systemd, self.service, &mut facts);
+        facts
+    }
+
     /// The report of a run that found the unit serving: healthy, or brought back by systemd's
     /// own restart (`waited_ms`: how long selfheal waited for systemd's start).
     fn serving(
@@ -294,7 +324,16 @@ impl Run<'_> {
         waited_ms: Option<u128>,
     ) -> RunFacts {
         let unit = &self.unit;
-        let diagnosis = Diagnosis::new(snapshot, monitor, Vec::new());
+        let mut diagnosis = Diagnosis::new(snapshot, monitor, Vec::new());
+        // Nothing failed (no hook's facts, no restart of systemd's awaited): the diagnosis says
+        // so, instead of reading a healthy unit's Result=success as a clean stop.
+        if monitor.is_none() && !by_systemd && waited_ms.is_none() {
+            diagnosis.summary = format!("{unit} is {}: nothing failed", snapshot.state());
+            diagnosis.root_cause = format!(
+                "Nothing failed: {unit} is active and serves ({}).",
+                self.serves_as()
+            );
+        }
         let outcome = if by_systemd {
             Outcome::RestartedBySystemd
         } else {
@@ -326,6 +365,18 @@ impl Run<'_> {
             );
         }
         self.end(facts)
+    }
+
+    /// What "serves" was checked as: the unit active, and its port and health URL when set.
+    fn serves_as(&self) -> String {
+        let mut checked = vec!["active".to_owned()];
+        if let Some(port) = self.service.port {
+            checked.push(format!("its own process listening on port {port}"));
+        }
+        if let Some(url) = &self.service.health_url {
+            checked.push(format!("{} answering 2xx", url.raw));
+        }
+        checked.join(", ")
     }
 
     /// What systemd's facts and, when its evidence matters before acting, the failed run's
@@ -965,6 +1016,19 @@ fn lock_within(
     }
 }
 
+/// The hook's facts, when they describe `snapshot`'s invocation. systemd keeps a heal unit's
+/// `MONITOR_*` variables from its last start by a failure: a later start by the retry's timer
+/// sees them still, and on systemd >= 254 a crash loop's later attempts are other invocations.
+/// Facts of an earlier run would put its journal and its cause in this run's report.
+fn describing(monitor: Option<MonitorFacts>, snapshot: &UnitSnapshot) -> Option<MonitorFacts> {
+    monitor.filter(|facts| {
+        facts
+            .invocation_id
+            .as_deref()
+            .is_none_or(|id| id == snapshot.invocation_id)
+    })
+}
+
 /// systemd's own `Restart=` is at work on the unit: an automatic restart is pending, or has
 /// happened since the failure that started this run (a newer invocation, `NRestarts` > 0).
 fn systemd_restarting(snapshot: &UnitSnapshot, monitor: Option<&MonitorFacts>) -> bool {
@@ -1039,7 +1103,7 @@ fn still_acting(now: &UnitSnapshot, restarts_before: u32, service: &ServiceConfi
     let unit = &now.unit;
     if now.n_restarts > restarts_before || now.restart_pending() {
         format!(
-            "systemd keeps restarting {unit} ({} automatic restarts so far) and it does not stay up within verify_timeout ({}): selfheal started none of its own. Its journal lines below say why it dies: systemctl status {unit}",
+            "systemd keeps restarting {unit} ({} automatic restarts so far) and it does not stay up within verify_timeout ({}): selfheal started none of its own. Why it dies is in its journal (systemctl status {unit})",
             now.n_restarts, service.verify_timeout
         )
     } else {
@@ -1069,7 +1133,10 @@ fn retry_after_failure(
     let episode = state.episode(&service.name).ok().flatten();
     let next = episode::schedule_retry(config, state, systemd, service, episode, false);
     let reason = facts.reason.take().unwrap_or_default();
-    facts.reason = Some(format!("{reason}; not final: {next}"));
+    facts.reason = Some(format!(
+        "{}. Not final: {next}",
+        reason.trim_end_matches('.')
+    ));
 }
 
 /// systemd already has a job queued or an automatic restart pending: let it finish rather
@@ -1288,6 +1355,36 @@ mod tests {
         assert_eq!(report.facts.outcome, Outcome::Healthy);
         assert!(systemd.calls().is_empty());
         assert_eq!(state.history().unwrap()[0].outcome, Outcome::Healthy);
+        // A dry run on a healthy service says it is healthy, not "stopped cleanly".
+        let dry = run_against(&systemd, &state, true);
+        let diagnosis = dry.facts.diagnosis.as_ref().unwrap();
+        assert_eq!(
+            diagnosis.summary,
+            "web.service is active/running (Result=success): nothing failed"
+        );
+        assert!(
+            diagnosis.root_cause.starts_with("Nothing failed"),
+            "{diagnosis:?}"
+        );
+        let text = crate::report::Renderer::new(None).text(&dry).unwrap();
+        assert!(!text.contains("WHAT FAILED"), "{text}");
+        assert!(text.contains("STATE"), "{text}");
+    }
+
+    /// The hook's facts of an earlier invocation (kept by systemd on the heal unit, seen by a
+    /// start of its retry timer) describe nothing of the unit now.
+    #[test]
+    fn the_hooks_facts_count_only_for_the_invocation_they_describe() {
+        let facts = |id: Option<&str>| MonitorFacts {
+            result: "signal".into(),
+            exit_code: "killed".into(),
+            exit_status: "KILL".into(),
+            invocation_id: id.map(str::to_owned),
+        };
+        let now = unit("failed", "failed", "b");
+        assert!(describing(Some(facts(Some("a"))), &now).is_none());
+        assert!(describing(Some(facts(Some("b"))), &now).is_some());
+        assert!(describing(Some(facts(None)), &now).is_some());
     }
 
     #[test]
@@ -1730,7 +1827,7 @@ mod tests {
         let first = failing();
         let report = run_against(&first, &state, false);
         assert_eq!(report.facts.outcome, Outcome::Failed);
-        assert!(reason(&report).contains("not final: selfheal tries again at"));
+        assert!(reason(&report).contains(". Not final: selfheal tries again at"));
         assert!(crate::notify::email::worth_mailing(&report));
         let episode = state
             .episode("web")

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::config::{Config, ServiceConfig};
 use crate::heal::diagnose::Termination;
+use crate::heal::strategy::{StepResult, StrategyName};
 use crate::outcome::Outcome;
 use crate::ui::when::Timestamp;
 
@@ -28,6 +29,10 @@ pub(crate) struct Report {
     pub recommendations: Vec<String>,
     /// Commands for a person, when the service is still down.
     pub manual_steps: Vec<String>,
+    /// How a RESOLVED run healed, in words ("a restart, after config_validation found nothing
+    /// to repair"); `healed_by` stays the strategy's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healed_how: Option<String>,
     /// Sent by `selfheal test-email`: no service failed.
     pub test: bool,
 }
@@ -72,15 +77,17 @@ impl Report {
             facts.outcome,
             Outcome::Failed | Outcome::Suppressed | Outcome::CrashLoop
         ) {
-            manual_steps(&header)
+            manual_steps(&header, &facts)
         } else {
             Vec::new()
         };
+        let healed_how = healed_how(&facts);
         Report {
             header,
             facts,
             recommendations,
             manual_steps,
+            healed_how,
             test: false,
         }
     }
@@ -124,6 +131,7 @@ impl Report {
             },
             recommendations: Vec::new(),
             manual_steps: Vec::new(),
+            healed_how: None,
             test: true,
         }
     }
@@ -152,11 +160,20 @@ fn recommendations(header: &ReportHeader, facts: &RunFacts) -> Vec<String> {
             )),
             _ => {}
         }
+        // systemd gave up only when the unit is left failed after its restarts; a unit it is
+        // still restarting (or brought back) was not given up on.
         if diagnosis.restarts > 0 {
-            advice.push(format!(
-                "systemd had already restarted it {} time(s) before giving up: this is recurring, not a one-off.",
-                diagnosis.restarts
-            ));
+            advice.push(if diagnosis.active_state == crate::systemd::ActiveState::Failed {
+                format!(
+                    "systemd had already restarted it {} time(s) before giving up: this is recurring, not a one-off.",
+                    diagnosis.restarts
+                )
+            } else {
+                format!(
+                    "systemd's Restart= has restarted it {} time(s) since it was last started by hand: look for what keeps ending it.",
+                    diagnosis.restarts
+                )
+            });
         }
     }
     if facts.outcome == Outcome::Resolved {
@@ -168,16 +185,44 @@ fn recommendations(header: &ReportHeader, facts: &RunFacts) -> Vec<String> {
     advice
 }
 
-fn manual_steps(header: &ReportHeader) -> Vec<String> {
+fn manual_steps(header: &ReportHeader, facts: &RunFacts) -> Vec<String> {
     let unit = &header.unit;
+    // A strategy that found what only a person can fix (an invalid config, a missing file or
+    // key): a restart now fails the same way, so it comes after that fix.
+    let restart = match facts
+        .steps
+        .iter()
+        .find(|step| step.result == StepResult::NeedsHuman)
+    {
+        Some(step) => format!(
+            "sudo systemctl restart {unit}   # only once what {} found is fixed",
+            step.strategy
+        ),
+        None => format!("sudo systemctl restart {unit}"),
+    };
     vec![
         format!("ssh {}", header.host),
         format!("sudo systemctl status {unit}"),
         format!("sudo journalctl -u {unit} -n 100"),
         "free -h && df -h".to_owned(),
-        format!("sudo systemctl restart {unit}"),
+        restart,
         format!("sudo selfheal run {} --dry-run", header.service),
     ]
+}
+
+/// How a RESOLVED run healed, naming the step that changed something: a strategy's repairs,
+/// or the restart (after a check that found nothing to repair, it was the restart that
+/// healed, not the check).
+fn healed_how(facts: &RunFacts) -> Option<String> {
+    let step = facts
+        .steps
+        .iter()
+        .find(|step| step.result == StepResult::Healed)?;
+    Some(match (step.strategy, step.changes.is_empty()) {
+        (StrategyName::ServiceRestart, _) => "a restart (service_restart)".to_owned(),
+        (strategy, false) => format!("{strategy} ({}), then a restart", step.changes.join("; ")),
+        (strategy, true) => format!("a restart, after {strategy} found nothing to repair"),
+    })
 }
 
 /// A fixed report for snapshot tests and previews.
@@ -280,6 +325,112 @@ pub(crate) mod fixture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The facts of `fixture::report(outcome)` with one step of `strategy` ending `result`
+    /// with `changes`, and the unit in `active_state` after `restarts` restarts by systemd.
+    fn with_step(
+        outcome: Outcome,
+        strategy: StrategyName,
+        result: StepResult,
+        changes: &[&str],
+    ) -> Report {
+        let mut facts = fixture::report(outcome).facts;
+        facts.steps[0].strategy = strategy;
+        facts.steps[0].result = result;
+        facts.steps[0].changes = changes.iter().map(|c| (*c).to_owned()).collect();
+        Report::new(fixture::report(outcome).header, facts)
+    }
+
+    /// "Healed by" names the step that changed something: a check that found nothing did
+    /// not heal it, the restart after it did.
+    #[test]
+    fn healed_by_names_what_changed_something() {
+        let checked = with_step(
+            Outcome::Resolved,
+            StrategyName::ConfigValidation,
+            StepResult::Healed,
+            &[],
+        );
+        assert_eq!(
+            checked.healed_how.as_deref(),
+            Some("a restart, after config_validation found nothing to repair")
+        );
+        let repaired = with_step(
+            Outcome::Resolved,
+            StrategyName::DatabaseCheck,
+            StepResult::Healed,
+            &["chmod 0640 /srv/app.db"],
+        );
+        assert_eq!(
+            repaired.healed_how.as_deref(),
+            Some("database_check (chmod 0640 /srv/app.db), then a restart")
+        );
+        let text = Renderer::new(None).text(&checked).unwrap();
+        assert!(
+            text.contains("Healed by a restart, after config_validation found nothing to repair"),
+            "{text}"
+        );
+    }
+
+    /// A FAILED report whose strategy found what only a person can fix does not hand them a
+    /// plain restart, which would fail the same way.
+    #[test]
+    fn manual_steps_restart_only_after_the_fix_a_strategy_asked_for() {
+        let invalid = with_step(
+            Outcome::Failed,
+            StrategyName::ConfigValidation,
+            StepResult::NeedsHuman,
+            &[],
+        );
+        assert!(
+            invalid
+                .manual_steps
+                .contains(&"sudo systemctl restart story-stages.service   # only once what config_validation found is fixed".to_owned()),
+            "{:?}",
+            invalid.manual_steps
+        );
+        let plain = fixture::report(Outcome::Failed);
+        assert!(
+            plain
+                .manual_steps
+                .contains(&"sudo systemctl restart story-stages.service".to_owned())
+        );
+    }
+
+    /// "Before giving up" only when systemd did: the unit is left failed.
+    #[test]
+    fn gave_up_is_said_only_of_a_unit_systemd_left_failed() {
+        let failed = fixture::report(Outcome::Failed);
+        assert!(
+            failed
+                .recommendations
+                .iter()
+                .any(|r| r.contains("2 time(s) before giving up")),
+            "{:?}",
+            failed.recommendations
+        );
+        let mut facts = fixture::report(Outcome::RestartedBySystemd).facts;
+        if let Some(diagnosis) = facts.diagnosis.as_mut() {
+            diagnosis.active_state = crate::systemd::ActiveState::Active;
+        }
+        let restarted = Report::new(fixture::report(Outcome::Failed).header, facts);
+        assert!(
+            !restarted
+                .recommendations
+                .iter()
+                .any(|r| r.contains("giving up")),
+            "{:?}",
+            restarted.recommendations
+        );
+        assert!(
+            restarted
+                .recommendations
+                .iter()
+                .any(|r| r.contains("Restart= has restarted it 2 time(s)")),
+            "{:?}",
+            restarted.recommendations
+        );
+    }
 
     #[test]
     fn text_reports_are_pinned() {

@@ -24,10 +24,19 @@ impl Brief {
         if let Some(diagnosis) = &report.facts.diagnosis {
             lines.push(diagnosis.summary.clone());
             lines.push(format!("Root cause: {}", diagnosis.root_cause));
+            // The line that matters is the service's own last word, which a chat message or an
+            // alert cannot refer to as "the journal lines below": it is quoted, bounded.
+            if let Some(line) = diagnosis.journal.iter().rev().find(|line| line.pid != 1) {
+                lines.push(format!(
+                    "Its last journal line: {}",
+                    bounded(&line.message, LINE_CHARS)
+                ));
+            }
         }
         match (report.facts.outcome, &report.facts.healed_by) {
             (Outcome::Resolved, Some(strategy)) => lines.push(format!(
-                "Healed by {strategy} and verified in {} ms.",
+                "Healed by {} and verified in {} ms.",
+                report.healed_how.as_deref().unwrap_or(strategy),
                 report.facts.duration_ms
             )),
             (_, _) => {
@@ -44,6 +53,17 @@ impl Brief {
             title: subject.to_owned(),
             lines,
         }
+    }
+}
+
+/// How much of a journal line a chat message or an alert quotes.
+const LINE_CHARS: usize = 300;
+
+/// `text`, cut to `chars` characters (with `…` when cut).
+fn bounded(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
     }
 }
 
@@ -160,6 +180,32 @@ fn header_text(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A chat message or an alert carries the service's own last line (no "journal lines
+    /// below" that never come), bounded; a RESOLVED one says how it healed.
+    #[test]
+    fn a_brief_quotes_the_services_last_line_and_how_it_healed() {
+        let failed = crate::report::fixture::report(Outcome::Failed);
+        let brief = Brief::of(&failed, "web - FAILED");
+        assert!(
+            brief.lines.iter().any(|line| line
+                == "Its last journal line: OSError: [Errno 98] Address already in use <script>alert(1)</script>"),
+            "{:?}",
+            brief.lines
+        );
+        let resolved = crate::report::fixture::report(Outcome::Resolved);
+        let brief = Brief::of(&resolved, "web - RESOLVED");
+        assert!(
+            brief
+                .lines
+                .iter()
+                .any(|line| line.starts_with("Healed by a restart (service_restart) and verified")),
+            "{:?}",
+            brief.lines
+        );
+        assert_eq!(bounded("abcdef", 3), "abc…");
+        assert_eq!(bounded("abc", 3), "abc");
+    }
 
     #[test]
     fn slack_text_cannot_mention_everyone_and_a_title_cannot_end_its_header() {
