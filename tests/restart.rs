@@ -220,3 +220,54 @@ fn a_crash_loop_that_systemd_gives_up_on_gets_exactly_one_report_on_both_systemd
     // The FAILED run is not final: its retry is scheduled.
     assert_eq!(env.property("selfheal@web.timer", "ActiveState"), "active");
 }
+
+/// The FAILED report of a crash loop quotes the loop's own error, on 257 as on 252, even after
+/// an earlier failure started the heal unit: systemd keeps that start's `MONITOR_*` on the
+/// heal unit, and the report used to describe the run that was SIGKILLed before.
+#[test]
+fn a_crash_loops_report_quotes_the_loops_own_error_not_an_earlier_runs() {
+    let env = TestEnv::new();
+    let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), USER, PASSWORD);
+    let email = server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), PASSWORD);
+    let broken = env.sandbox.scratch_dir().join("web-broken");
+    env.unit(
+        "web",
+        &format!(
+            "ExecStart=/bin/sh -c 'if [ -e {b} ]; then echo \"web: unrecognized option --no-such-option\"; exit 2; fi; echo web: serving; exec sleep infinity'\nRestart=on-failure\nRestartSec=100ms\nStartLimitBurst=4\nStartLimitIntervalSec=30s",
+            b = broken.display()
+        ),
+    );
+    env.config(&format!(
+        "system_name: TestHost\n{email}monitored_services:\n  - name: web\n    verify_timeout: 5s\n    stable_for: 500ms\n"
+    ))
+    .install();
+    env.systemctl(&["start", "web.service"]);
+    let first = env.property("web.service", "InvocationID");
+    // An earlier failure that Restart= absorbs (on 257 its hook's run records it).
+    env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
+    wait_until(Duration::from_secs(20), "systemd's own restart", || {
+        env.property("web.service", "ActiveState") == "active"
+            && env.property("web.service", "InvocationID") != first
+    });
+    settled(&env, &server);
+    // Now it is broken: a crash loop that systemd gives up on.
+    std::fs::write(&broken, "").unwrap();
+    env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
+    server.wait_for_messages(1, Duration::from_secs(40));
+    settled(&env, &server);
+    let mails: Vec<Mail> = server
+        .messages()
+        .iter()
+        .map(|raw| Mail::parse(raw))
+        .collect();
+    let failed = mails
+        .iter()
+        .find(|mail| mail.subject.contains("web - FAILED"))
+        .unwrap_or_else(|| {
+            panic!(
+                "a FAILED mail: {:?}",
+                mails.iter().map(|m| &m.subject).collect::<Vec<_>>()
+            )
+        });
+    assert_contains(&failed.text, "unrecognized option --no-such-option");
+}
