@@ -142,6 +142,7 @@ pub fn report(data: &[u8]) {
         recovered: None,
         relapse: false,
         episode_reported: false,
+        all_clear: None,
         dry_run: false,
     };
     let service = &config.monitored_services[0];

@@ -271,3 +271,103 @@ fn a_crash_loops_report_quotes_the_loops_own_error_not_an_earlier_runs() {
         });
     assert_contains(&failed.text, "unrecognized option --no-such-option");
 }
+
+/// Never quieter than systemd, to the end: a crash loop that `Restart=` ends gets its
+/// all-clear on every channel that heard CRASH LOOP, once a whole `crash_loop.within` passes
+/// without a restart; its restarts are the loop's, not recoveries.
+#[test]
+fn a_crash_loop_that_restart_ends_gets_its_all_clear_on_both_systemds() {
+    let env = TestEnv::new();
+    let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), USER, PASSWORD);
+    let email = server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), PASSWORD);
+    let count = env.sandbox.scratch_dir().join("starts");
+    // Crashes at its first four starts, then stays up.
+    env.sandbox
+        .add_unit(
+            "web.service",
+            &format!(
+                "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sh -c 'echo x >> {c}; [ $$(wc -l < {c}) -gt 4 ] || {{ echo web: cache dir missing; exit 3; }}; exec sleep infinity'\nRestart=always\nRestartSec=300ms\n",
+                c = count.display()
+            ),
+        )
+        .unwrap();
+    env.config(&format!(
+        "system_name: TestHost\ncrash_loop: {{ restarts: 3, within: 4s }}\n{email}monitored_services:\n  - name: web\n    verify_timeout: 5s\n    stable_for: 200ms\n"
+    ))
+    .install();
+    watch(&env);
+    env.systemctl(&["start", "web.service"]);
+    wait_until(Duration::from_secs(20), "the crash loop report", || {
+        watch(&env);
+        !server.messages().is_empty()
+    });
+    wait_until(Duration::from_secs(20), "the loop's end", || {
+        env.property("web.service", "SubState") == "running"
+    });
+    wait_until(Duration::from_secs(30), "the all-clear", || {
+        watch(&env);
+        server.messages().len() >= 2
+    });
+    let subjects: Vec<String> = server
+        .messages()
+        .iter()
+        .map(|raw| Mail::parse(raw).subject)
+        .collect();
+    assert_contains(&subjects[0], "TestHost: web - CRASH LOOP");
+    assert_eq!(subjects[1], "✅ TestHost: web - BACK UP after CRASH LOOP");
+    assert_eq!(subjects.len(), 2, "{subjects:?}");
+    let history = env.history();
+    let found = history
+        .iter()
+        .position(|r| r.outcome == Outcome::CrashLoop)
+        .expect("the crash loop, recorded");
+    assert!(
+        history[found..]
+            .iter()
+            .all(|r| r.outcome != Outcome::RestartedBySystemd),
+        "the loop's restarts after it was found are not recoveries: {history:?}"
+    );
+}
+
+/// A service people were told is FAILED, brought back by a person (`systemctl start` after a
+/// fix, no run of selfheal): `flush` finds it serving and every channel hears it is back.
+#[test]
+fn a_failed_service_a_person_brings_back_gets_its_all_clear_from_flush() {
+    let env = TestEnv::new();
+    let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), USER, PASSWORD);
+    let email = server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), PASSWORD);
+    let fixed = env.sandbox.scratch_dir().join("fixed");
+    let port = free_port();
+    env.unit(
+        "web",
+        &format!(
+            "ExecStart=/bin/sh -c 'test -e {f} || exit 3; exec {bin} serve-demo --port {port}'",
+            f = fixed.display(),
+            bin = selfheal_bin().display()
+        ),
+    );
+    env.config(&format!(
+        "system_name: TestHost\nretry_after: 1h\n{email}monitored_services:\n  - name: web\n    port: {port}\n    verify_timeout: 2s\n    stable_for: 200ms\n"
+    ))
+    .install();
+    let _ = env.sandbox.systemctl(["start", "web.service"]);
+    server.wait_for_messages(1, Duration::from_secs(30));
+    std::fs::write(&fixed, "").unwrap();
+    env.start_listening("web", port);
+    let flush = env.selfheal(["flush"]);
+    assert_contains(&String::from_utf8_lossy(&flush.stdout), "web: back up");
+    let mails = server.wait_for_messages(2, Duration::from_secs(20));
+    let subjects: Vec<String> = mails.iter().map(|raw| Mail::parse(raw).subject).collect();
+    assert_eq!(
+        subjects,
+        [
+            "❌ TestHost: web - FAILED",
+            "✅ TestHost: web - BACK UP after FAILED"
+        ]
+    );
+    let back = Mail::parse(&mails[1]);
+    assert_contains(&back.text, "brought back by other hands");
+    // Told once: the next flush says nothing more.
+    env.selfheal(["flush"]);
+    assert_eq!(server.messages().len(), 2);
+}

@@ -30,6 +30,7 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
             Err(err) => tracing::warn!("episodes not looked after: {err}"),
         }
     }
+    all_clears(&config, &paths.state(), &renderer);
     let channels = flush_channels(&config, &paths.state());
     crate::status::metrics::update(&config, &paths.state());
     for meta in &summary.delivered {
@@ -102,10 +103,70 @@ fn flush_channels(
             return true;
         };
         let systemd = systemd.get_or_init(crate::systemd::Systemd::connect);
-        systemd
-            .as_ref()
-            .is_ok_and(|systemd| crate::heal::episode::healthy_now(config, service, systemd))
+        // A crash loop's service is up between its crashes: its alert ends with the loop.
+        !crate::heal::watch::crash_loop_ongoing(state, &service.name)
+            && systemd
+                .as_ref()
+                .is_ok_and(|systemd| crate::heal::episode::healthy_now(config, service, systemd))
     })
+}
+
+/// The all-clear of each service people were told is down (FAILED, SUPPRESSED) that is up
+/// again by other hands than selfheal's (a person's `systemctl start`, a deploy, systemd):
+/// found healthy here, every channel that heard it was down hears it is back. A service whose
+/// run holds its lock is left to that run; a crash loop's all-clear is the watch's.
+fn all_clears(
+    config: &crate::config::Config,
+    state: &crate::state::StateDir,
+    renderer: &crate::report::Renderer,
+) {
+    let told: Vec<&crate::config::ServiceConfig> = config
+        .monitored_services
+        .iter()
+        .filter(|service| {
+            crate::notify::tell::told(state, &service.name)
+                .is_some_and(|told| told.word != "CRASH LOOP")
+        })
+        .collect();
+    if told.is_empty() {
+        return;
+    }
+    let systemd = match crate::systemd::Systemd::connect() {
+        Ok(systemd) => systemd,
+        Err(err) => {
+            tracing::warn!("no all-clear looked for: {err}");
+            return;
+        }
+    };
+    let teller = crate::notify::tell::Teller {
+        config,
+        state,
+        renderer,
+        flush_command: &[],
+        send: true,
+    };
+    for service in told {
+        let Ok(Some(_lock)) = state.try_lock(&service.name) else {
+            continue;
+        };
+        if !crate::heal::episode::healthy_now(config, service, &systemd) {
+            continue;
+        }
+        let unit = service.unit_name();
+        let post = crate::systemd::UnitControl::snapshot(&systemd, &unit).ok();
+        let facts = crate::heal::facts::RunFacts::observed(
+            crate::outcome::Outcome::Healthy,
+            format!(
+                "selfheal flush found {unit} serving again, brought back by other hands than selfheal's (a person, a deploy, systemd)"
+            ),
+            post.as_ref().map(crate::heal::facts::PostStatus::from),
+        );
+        let mut report =
+            crate::report::Report::new(crate::report::ReportHeader::new(config, service), facts);
+        crate::notify::tell::mark_all_clear(state, &mut report);
+        println!("{}: back up, all-clear sent", service.name);
+        teller.tell(&report, None);
+    }
 }
 
 /// Prints what each channel did; false when a channel kept messages.

@@ -37,7 +37,6 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
         from_hook: crate::heal::diagnose::started_by_hook(),
     };
     let mails = !args.dry_run && !args.no_email && config.email.is_some();
-    let posts = !args.dry_run && !args.no_email && !config.notify.is_empty();
     let flush_command = flush_command(paths);
     // Templates are compiled after healing: the service must not wait for its report.
     let mut renderer = None;
@@ -49,7 +48,8 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
         let mut made_the_due_retry = false;
         loop {
             let facts = run::run(&config, &state, service, options, &run::Host::real())?;
-            let report = Report::new(ReportHeader::new(&config, service), facts);
+            let mut report = Report::new(ReportHeader::new(&config, service), facts);
+            crate::notify::tell::mark_all_clear(&state, &mut report);
             let renderer =
                 renderer.get_or_insert_with(|| Renderer::new(config.templates_dir.as_deref()));
             if args.json {
@@ -61,29 +61,14 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
             let arrival = joining
                 .take()
                 .and_then(|thread| thread.join().ok().flatten());
-            let outbox = crate::notify::mailing::Mailing {
+            let teller = crate::notify::tell::Teller {
                 config: &config,
                 state: &state,
                 renderer,
                 flush_command: &flush_command,
+                send: !args.no_email,
             };
-            let subject = renderer.subject(&report)?;
-            // The channels beside email are served while the mail goes out.
-            std::thread::scope(|posting| {
-                let posted = posts.then(|| {
-                    posting.spawn(|| {
-                        crate::notify::channel::deliver(&config, &state, &report, &subject)
-                    })
-                });
-                if mails && crate::notify::email::worth_mailing(&report) {
-                    outbox.mail(&report, arrival.as_ref());
-                } else if let Some(arrival) = &arrival {
-                    outbox.quiet(arrival);
-                }
-                if let Some(rounds) = posted.and_then(|thread| thread.join().ok()) {
-                    crate::notify::channel::log_rounds(&report.header.service, &rounds);
-                }
-            });
+            teller.tell(&report, arrival.as_ref());
             if !args.dry_run {
                 // After the mail, so the outbox figure is what the run left behind.
                 crate::status::metrics::update(&config, &state);

@@ -7,7 +7,9 @@ use std::time::SystemTime;
 
 use crate::Error;
 use crate::exit_code::ExitCode;
+use crate::heal::facts::{PostStatus, RunFacts};
 use crate::heal::watch::{self, Seen};
+use crate::notify::tell::Teller;
 use crate::outcome::Outcome;
 use crate::report::{Renderer, Report, ReportHeader};
 use crate::state::HistoryRecord;
@@ -54,8 +56,12 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
                 service.name, look.new_restarts
             );
         }
-        // Where the hook fires at each restart, its runs record them.
-        if look.new_restarts > 0 && !watch::hook_sees_restarts(version, restart_mode.as_deref()) {
+        // Where the hook fires at each restart, its runs record them; a crash loop's restarts
+        // are the loop's (recorded with its report), not recoveries.
+        if look.new_restarts > 0
+            && !look.looping
+            && !watch::hook_sees_restarts(version, restart_mode.as_deref())
+        {
             state.append_history(&HistoryRecord {
                 service: service.name.clone(),
                 outcome: Outcome::RestartedBySystemd,
@@ -70,6 +76,31 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
                 relapse: false,
                 restarts: look.new_restarts,
             })?;
+        }
+        let teller = Teller {
+            config: &config,
+            state: &state,
+            renderer: &renderer,
+            flush_command: &[],
+            send: true,
+        };
+        if look.loop_over {
+            // Restart= ended it: whoever heard CRASH LOOP hears that it is over.
+            let facts = RunFacts::observed(
+                Outcome::RestartedBySystemd,
+                format!(
+                    "{unit}'s crash loop is over: systemd restarted it by itself and it has run {} without another restart; it is {} now",
+                    config.crash_loop.within,
+                    snapshot.state()
+                ),
+                Some(PostStatus::from(&snapshot)),
+            );
+            let mut report = Report::new(ReportHeader::new(&config, service), facts);
+            crate::notify::tell::mark_all_clear(&state, &mut report);
+            if report.facts.all_clear.is_some() && snapshot.is_active() {
+                print!("{}", renderer.text(&report)?);
+                teller.tell(&report, None);
+            }
         }
         let Some(restarts) = look.crash_loop else {
             continue;
@@ -89,20 +120,7 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
         );
         let report = Report::new(ReportHeader::new(&config, service), facts);
         print!("{}", renderer.text(&report)?);
-        if !config.notify.is_empty() {
-            let subject = renderer.subject(&report)?;
-            let rounds = crate::notify::channel::deliver(&config, &state, &report, &subject);
-            crate::notify::channel::log_rounds(&service.name, &rounds);
-        }
-        if config.email.is_some() {
-            crate::notify::mailing::Mailing {
-                config: &config,
-                state: &state,
-                renderer: &renderer,
-                flush_command: &[],
-            }
-            .mail(&report, None);
-        }
+        teller.tell(&report, None);
     }
     crate::status::metrics::update(&config, &state);
     Ok(ExitCode::Success)

@@ -58,6 +58,37 @@ pub(crate) struct RunFacts {
     /// The run is part of an episode whose owner was already told (its first FAILED or
     /// SUPPRESSED report): recorded, printed, not mailed again.
     pub episode_reported: bool,
+    /// The service is up again after a FAILED, SUPPRESSED or CRASH LOOP report that people
+    /// were told (that report's word): this report is their all-clear, whoever brought it
+    /// back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub all_clear: Option<String>,
+}
+
+impl RunFacts {
+    /// The facts of a look that healed nothing (the watch, `flush`): `outcome` with `reason`,
+    /// the unit as it is, and no diagnosis of a failure.
+    pub(crate) fn observed(
+        outcome: crate::outcome::Outcome,
+        reason: String,
+        post_status: Option<PostStatus>,
+    ) -> RunFacts {
+        RunFacts {
+            outcome,
+            started_at: Timestamp::now_millis(),
+            duration_ms: 0,
+            diagnosis: None,
+            steps: Vec::new(),
+            healed_by: None,
+            reason: Some(reason),
+            post_status,
+            dry_run: false,
+            recovered: None,
+            relapse: false,
+            episode_reported: false,
+            all_clear: None,
+        }
+    }
 }
 
 /// The end of a loop-protection episode by a timed retry that healed the service.

@@ -1236,6 +1236,7 @@ impl RunClock {
             recovered: None,
             relapse: false,
             episode_reported: false,
+            all_clear: None,
         }
     }
 }

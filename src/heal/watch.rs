@@ -33,6 +33,11 @@ pub(crate) struct Look {
     pub new_restarts: u32,
     /// Set when this round finds a crash loop not reported yet: the restarts in the window.
     pub crash_loop: Option<usize>,
+    /// A crash loop was reported and is still going (or found now): its restarts are not
+    /// recoveries.
+    pub looping: bool,
+    /// The crash loop reported earlier is over: a whole window without a restart.
+    pub loop_over: bool,
 }
 
 /// Compares `snapshot` with what was `seen`, and updates it. The first look only takes note.
@@ -59,6 +64,7 @@ pub(crate) fn look(
     seen.restarts_at.extend((0..new_restarts).map(|_| stamp));
     let window = Duration::from(rule.within);
     seen.restarts_at.retain(|at| at.time() + window > now);
+    let loop_over = seen.restarts_at.is_empty() && seen.reported_at.is_some();
     if seen.restarts_at.is_empty() {
         seen.reported_at = None;
     }
@@ -71,7 +77,19 @@ pub(crate) fn look(
     Look {
         new_restarts,
         crash_loop,
+        looping: seen.reported_at.is_some(),
+        loop_over,
     }
+}
+
+/// Whether the watch reported a crash loop of `service` that is still going (no whole window
+/// without a restart yet).
+pub(crate) fn crash_loop_ongoing(state: &crate::state::StateDir, service: &str) -> bool {
+    state
+        .service_file::<Seen>("watch", service)
+        .ok()
+        .flatten()
+        .is_some_and(|seen| seen.reported_at.is_some())
 }
 
 /// Whether `OnFailure=` fires at each automatic restart, so the heal unit's runs record them:
@@ -137,9 +155,11 @@ mod tests {
             RULE,
         );
         assert_eq!(again.crash_loop, None, "reported once");
-        // A quiet window: the next loop is a new one.
+        assert!(again.looping, "its restarts are the loop's, not recoveries");
+        // A quiet window: the loop is over, and the next loop is a new one.
         let later = start + Duration::from_secs(60 + 601);
-        assert_eq!(look(&mut seen, &unit("d", 6), later, RULE).crash_loop, None);
+        let quiet = look(&mut seen, &unit("d", 6), later, RULE);
+        assert_eq!((quiet.crash_loop, quiet.loop_over), (None, true));
         assert_eq!(seen.reported_at, None);
         let relooped = look(&mut seen, &unit("e", 9), later, RULE);
         assert_eq!(relooped.crash_loop, Some(3));

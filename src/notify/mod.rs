@@ -6,6 +6,7 @@ pub(crate) mod cascade;
 pub(crate) mod channel;
 pub(crate) mod email;
 pub(crate) mod mailing;
+pub(crate) mod tell;
 
 use crate::notify::email::{EmailError, OutboxError};
 use crate::report::RenderError;

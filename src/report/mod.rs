@@ -128,6 +128,7 @@ impl Report {
                 recovered: None,
                 relapse: false,
                 episode_reported: false,
+                all_clear: None,
             },
             recommendations: Vec::new(),
             manual_steps: Vec::new(),
@@ -317,6 +318,7 @@ pub(crate) mod fixture {
             recovered: None,
             relapse: false,
             episode_reported: false,
+            all_clear: None,
         };
         Report::new(header, facts)
     }

@@ -307,6 +307,14 @@ impl StateDir {
         self.write_json(&self.ensure(dir)?.join(format!("{service}.json")), value)
     }
 
+    /// Removes `<state>/<dir>/<service>.json` (gone already is fine).
+    pub(crate) fn remove_service_file(&self, dir: &str, service: &str) -> Result<(), StateError> {
+        match std::fs::remove_file(self.ensure(dir)?.join(format!("{service}.json"))) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(self.error(err)),
+            _ => Ok(()),
+        }
+    }
+
     /// `<state>/<name>`, read; `None` when it is missing or torn.
     pub(crate) fn file<T: serde::de::DeserializeOwned>(
         &self,

@@ -69,8 +69,8 @@ pub(crate) enum Change {
     Resolve(Alert),
 }
 
-/// The alert change `report` makes, recorded: a `failed` or `suppressed` run opens (or keeps
-/// open) its service's alert; a run that finds the service up (`resolved`, `healthy`, or
+/// The alert change `report` makes, recorded: a `failed` or `suppressed` run, or a crash loop
+/// the watch found, opens (or keeps open) its service's alert; a run that finds the service up (`resolved`, `healthy`, or
 /// systemd's own restart) resolves the open one, and so does a `suppressed` run that ended
 /// its episode (a person stopped the service: nobody is to be paged for it any more).
 /// Nothing changes for the rest.
@@ -81,7 +81,9 @@ pub(crate) fn change_for(state: &StateDir, report: &Report, subject: &str) -> Op
         Outcome::Suppressed if report.facts.diagnosis.is_some() && episode_over() => {
             resolve(state, service)
         }
-        Outcome::Failed | Outcome::Suppressed if report.facts.diagnosis.is_some() => {
+        Outcome::Failed | Outcome::Suppressed | Outcome::CrashLoop
+            if report.facts.diagnosis.is_some() =>
+        {
             let open = open_alert(state, service);
             let brief = Brief::of(report, subject);
             let alert = Alert {

@@ -48,6 +48,10 @@ pub(crate) fn preflight(email: &EmailConfig) -> Result<Vec<String>, String> {
 /// Whether a run's report is worth a mail: something happened that a person should know.
 /// A healthy service, a dry run and a run that yielded to a concurrent one send nothing.
 pub(crate) fn worth_mailing(report: &Report) -> bool {
+    // The all-clear of a FAILED, SUPPRESSED or CRASH LOOP that people were told.
+    if report.facts.all_clear.is_some() {
+        return true;
+    }
     if report.facts.episode_reported {
         return false;
     }

@@ -1,0 +1,168 @@
+//! The one way a report reaches people, whoever made it (a run, the watch, `flush`): its
+//! cascade, the mail, every channel and the alert lifecycle, and the all-clear.
+//!
+//! Every channel that was told FAILED, SUPPRESSED or CRASH LOOP is told when the service is
+//! back, whoever brought it back: a report that shows the service up after such a one is its
+//! all-clear (`RunFacts::all_clear`). Which report was told last lives in
+//! `<state>/told/<service>.json`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::notify::cascade::Arrival;
+use crate::outcome::Outcome;
+use crate::report::{Renderer, Report};
+use crate::state::StateDir;
+use crate::ui::when::Timestamp;
+
+/// The last report people were told that the service is down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Told {
+    /// Its word: `FAILED`, `SUPPRESSED`, `CRASH LOOP`.
+    pub word: String,
+    pub at: Timestamp,
+}
+
+const TOLD: &str = "told";
+
+/// What was told last of `service`, when it was that the service is down.
+pub(crate) fn told(state: &StateDir, service: &str) -> Option<Told> {
+    state.service_file(TOLD, service).ok().flatten()
+}
+
+/// Marks `report` as the all-clear of an earlier down report, when it shows the service up
+/// and people were told it was down. Call before the report is rendered.
+pub(crate) fn mark_all_clear(state: &StateDir, report: &mut Report) {
+    let up = matches!(
+        report.facts.outcome,
+        Outcome::Resolved | Outcome::Healthy | Outcome::RestartedBySystemd
+    );
+    if up && !report.facts.dry_run {
+        report.facts.all_clear = told(state, &report.header.service).map(|told| told.word);
+    }
+}
+
+/// Where reports go from this process.
+pub(crate) struct Teller<'a> {
+    pub config: &'a crate::config::Config,
+    pub state: &'a StateDir,
+    pub renderer: &'a Renderer,
+    /// What a cascade's delivery timer runs: `selfheal flush` with this process' paths.
+    pub flush_command: &'a [String],
+    /// Tell anyone at all (`run --no-email` says no: no mail, no channel).
+    pub send: bool,
+}
+
+impl Teller<'_> {
+    /// Tells people of `report` (marked by `mark_all_clear`): the mail (or the cascade it
+    /// joined, `arrival`) and every channel at once, then records what they were told. A dry
+    /// run tells nobody.
+    pub(crate) fn tell(&self, report: &Report, arrival: Option<&Arrival>) {
+        if report.facts.dry_run || !self.send {
+            return;
+        }
+        let (config, state) = (self.config, self.state);
+        let mails = config.email.is_some();
+        let posts = !config.notify.is_empty();
+        let subject = match self.renderer.subject(report) {
+            Ok(subject) => subject,
+            Err(err) => {
+                tracing::error!(selfheal_service = %report.header.service, "the report's subject cannot be rendered: {err}");
+                return;
+            }
+        };
+        let worth = crate::notify::email::worth_mailing(report);
+        // One report per crash loop: systemd >= 254 starts the heal unit at each attempt, and
+        // the run that waited for the loop ends FAILED seconds after the watch told CRASH LOOP.
+        if report.facts.outcome == Outcome::Failed
+            && told(state, &report.header.service).is_some_and(|told| {
+                told.word == "CRASH LOOP"
+                    && told.at.time() + std::time::Duration::from(config.crash_loop.within)
+                        > std::time::SystemTime::now()
+            })
+        {
+            tracing::info!(selfheal_service = %report.header.service, "not told again: its crash loop was reported already");
+            return;
+        }
+        let mailing = crate::notify::mailing::Mailing {
+            config,
+            state,
+            renderer: self.renderer,
+            flush_command: self.flush_command,
+        };
+        std::thread::scope(|posting| {
+            let posted = posts.then(|| {
+                posting.spawn(|| crate::notify::channel::deliver(config, state, report, &subject))
+            });
+            if mails && worth {
+                mailing.mail(report, arrival);
+            } else if let Some(arrival) = arrival {
+                mailing.quiet(arrival);
+            }
+            if let Some(rounds) = posted.and_then(|thread| thread.join().ok()) {
+                crate::notify::channel::log_rounds(&report.header.service, &rounds);
+            }
+        });
+        if worth {
+            remember(state, report);
+        }
+    }
+}
+
+/// Records what people were just told of the service: down (FAILED, SUPPRESSED, CRASH LOOP),
+/// or up again, which ends the need for an all-clear.
+fn remember(state: &StateDir, report: &Report) {
+    let service = &report.header.service;
+    let word = match report.facts.outcome {
+        Outcome::Failed | Outcome::Suppressed | Outcome::CrashLoop => report
+            .facts
+            .outcome
+            .as_str()
+            .replace('_', " ")
+            .to_uppercase(),
+        Outcome::Resolved | Outcome::Healthy | Outcome::RestartedBySystemd => {
+            if let Err(err) = state.remove_service_file(TOLD, service) {
+                tracing::warn!(selfheal_service = %service, "what was told cannot be recorded: {err}");
+            }
+            return;
+        }
+        Outcome::Planned => return,
+    };
+    let told = Told {
+        word,
+        at: report.facts.started_at,
+    };
+    if let Err(err) = state.save_service_file(TOLD, service, &told) {
+        tracing::warn!(selfheal_service = %service, "what was told cannot be recorded (no all-clear will follow): {err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixture;
+
+    /// A down report that people were told makes the next up report its all-clear; once told,
+    /// no more all-clears follow.
+    #[test]
+    fn an_up_report_after_a_told_down_one_is_its_all_clear_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let mut healthy = fixture::report(Outcome::Healthy);
+        mark_all_clear(&state, &mut healthy);
+        assert_eq!(healthy.facts.all_clear, None, "nothing was told");
+
+        remember(&state, &fixture::report(Outcome::Failed));
+        let mut healthy = fixture::report(Outcome::Healthy);
+        mark_all_clear(&state, &mut healthy);
+        assert_eq!(healthy.facts.all_clear.as_deref(), Some("FAILED"));
+        assert!(crate::notify::email::worth_mailing(&healthy));
+        let subject = Renderer::new(None).subject(&healthy).unwrap();
+        assert_eq!(subject, "✅ MiracleMax: story-stages - BACK UP after FAILED");
+
+        remember(&state, &healthy);
+        let mut again = fixture::report(Outcome::Healthy);
+        mark_all_clear(&state, &mut again);
+        assert_eq!(again.facts.all_clear, None, "told once");
+        assert!(!crate::notify::email::worth_mailing(&again));
+    }
+}
