@@ -318,6 +318,10 @@ fn check_catches_what_would_fail_at_run_time() {
             format!("metrics_file: /proc/selfheal.prom\n{}", service("")),
             "metrics_file: /proc/selfheal.prom is under /proc".to_owned(),
         ),
+        (
+            format!("metrics_file: /nonexistent/node-exporter/selfheal.prom\n{}", service("")),
+            "metrics_file: its directory /nonexistent/node-exporter does not exist".to_owned(),
+        ),
     ];
     for (config, expected) in table {
         let (output, _dir) = selfheal_with(&config, &["check"]);
@@ -448,4 +452,22 @@ fn version_names_the_revision_no_pager_is_accepted_and_man_pages_exist() {
     let unknown = run(&["man", "nope"]);
     assert_eq!(exit_code(&unknown), ExitCode::Usage);
     assert_contains(&String::from_utf8_lossy(&unknown.stderr), "selfheal.yml");
+
+    // At a terminal (script(1) gives it one) the page is shown by man, not printed as roff.
+    if std::path::Path::new("/usr/bin/man").exists() {
+        let shown = std::process::Command::new("script")
+            .args(["-qec"])
+            .arg(format!("{} man run", selfheal_bin().display()))
+            .arg("/dev/null")
+            .env("MANPAGER", "cat")
+            .env("PAGER", "cat")
+            .env("MANWIDTH", "100")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&shown.stdout);
+        assert!(!text.contains(".TH"), "raw roff at a terminal: {text}");
+        assert_contains(&text, "selfheal-run");
+    } else {
+        eprintln!("skipped the terminal half: no man(1) on this host");
+    }
 }

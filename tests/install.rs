@@ -248,6 +248,16 @@ fn uninstall_in_etc_systemd_system_also_undoes_the_readmes_enable_of_the_flush_t
     let unit_dir = ["--unit-dir", "/etc/systemd/system"];
     let installed = env.selfheal(["install"].iter().chain(&unit_dir));
     assert_eq!(exit_code(&installed), ExitCode::Success, "{installed:?}");
+    // install starts the flush timer itself (and timers.target wants it from boot on).
+    assert_eq!(
+        env.property("selfheal-flush.timer", "ActiveState"),
+        "active"
+    );
+    assert_contains(
+        &String::from_utf8_lossy(&installed.stdout),
+        "started selfheal-flush.timer",
+    );
+    // An enable, as the README used to ask for, is harmless and undone too.
     env.systemctl(&["enable", "--now", "selfheal-flush.timer"]);
     assert_eq!(
         env.property("selfheal-flush.timer", "ActiveState"),

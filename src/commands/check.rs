@@ -31,6 +31,20 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
                 }),
         );
     }
+    // The metrics file is written through its directory, which selfheal does not create (it
+    // is node_exporter's): a missing one would lose every update silently.
+    if let Some(metrics) = &config.metrics_file {
+        let dir = metrics
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            problems.push(format!(
+                "{file}: metrics_file: its directory {} does not exist (install prometheus-node-exporter, or create it for the textfile collector)",
+                dir.display()
+            ));
+        }
+    }
     let mut warnings = Vec::new();
     match &config.email {
         None => warnings.push(

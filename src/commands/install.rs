@@ -53,7 +53,7 @@ pub(super) fn install(paths: &Paths, args: &InstallArgs) -> Result<ExitCode, Err
     Ok(ExitCode::Success)
 }
 
-/// Starts the digest, watch and probe timers install has just written, and stops a timer
+/// Starts the digest, watch, probe and flush timers install has just written, and stops a timer
 /// (digest, watch, probe or flush) whose file it has just removed: `timers.target` is already active, so a new
 /// Wants= takes effect only at the next boot, and a removed timer that still runs would go on
 /// firing a unit that is gone.
@@ -64,7 +64,8 @@ fn start_and_stop_timers(changes: &[Change]) -> Result<(), Error> {
             Change::Create(file) | Change::Update { file, .. }
                 if named(&file.path, deploy::DIGEST_TIMER)
                     || named(&file.path, deploy::WATCH_TIMER)
-                    || named(&file.path, deploy::PROBE_TIMER) =>
+                    || named(&file.path, deploy::PROBE_TIMER)
+                    || named(&file.path, deploy::FLUSH_TIMER) =>
             {
                 let timer = file.path.file_name().unwrap_or_default().to_string_lossy();
                 Systemd::connect()?.start(&timer, std::time::Duration::from_secs(10))?;

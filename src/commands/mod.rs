@@ -150,8 +150,31 @@ fn man(args: &crate::cli::ManArgs) -> Result<ExitCode, Error> {
                 names.join(", ")
             ))
         })?;
+    // A person at a terminal reads the page, as `git help` shows one; a pipe or a file gets
+    // the roff itself (to install or convert).
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) && show_with_man(&page.roff) {
+        return Ok(ExitCode::Success);
+    }
     std::io::stdout().write_all(&page.roff)?;
     Ok(ExitCode::Success)
+}
+
+/// Shows `roff` through `man -l -` (man-db reads the page from stdin); false when there is no
+/// `man` to run.
+fn show_with_man(roff: &[u8]) -> bool {
+    use std::io::Write as _;
+    let Ok(mut man) = std::process::Command::new("man")
+        .args(["-l", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+    else {
+        return false;
+    };
+    if let Some(mut stdin) = man.stdin.take() {
+        // A pager that quits early closes the pipe: that is the reader's choice, not an error.
+        let _ = stdin.write_all(roff);
+    }
+    man.wait().is_ok()
 }
 
 fn serve_demo(port: u16, say: Option<&str>, status: u16) -> Result<ExitCode, Error> {

@@ -51,6 +51,8 @@ fn heal_timeout(config: &Config, service: &crate::config::ServiceConfig) -> std:
 /// The oneshot unit that delivers queued reports, and the timer that runs it.
 pub(crate) use crate::config::FLUSH_SERVICE;
 pub(crate) const FLUSH_TIMER: &str = "selfheal-flush.timer";
+/// Makes `timers.target` want the flush timer, so it runs from boot without an enable.
+const FLUSH_WANTED_BY: &str = "timers.target.d/50-selfheal-flush.conf";
 
 /// `selfheal watch` every 30 s (the restarts systemd makes by itself), on every host; the
 /// drop-in makes `timers.target` want the timer, so it runs from boot without an enable.
@@ -110,7 +112,7 @@ pub(crate) fn planned_files(
         contents: format!(
             "{MARKER}\n[Unit]\nDescription=selfheal: retry queued reports every 5 minutes\n\
              Documentation=man:selfheal(1)\n\n\
-             # Started by every heal unit (Wants=) and, once enabled, at boot.\n\
+             # Started by install, at boot (timers.target wants it) and by every heal unit.\n\
              [Timer]\nOnBootSec=1min\nOnUnitInactiveSec=5min\nRandomizedDelaySec=20s\n\n\
              [Install]\nWantedBy=timers.target\n"
         ),
@@ -133,6 +135,10 @@ pub(crate) fn planned_files(
     files.push(UnitFile {
         path: unit_dir.join(WATCH_WANTED_BY),
         contents: format!("{MARKER}\n[Unit]\nWants={WATCH_TIMER}\n"),
+    });
+    files.push(UnitFile {
+        path: unit_dir.join(FLUSH_WANTED_BY),
+        contents: format!("{MARKER}\n[Unit]\nWants={FLUSH_TIMER}\n"),
     });
     files.extend(probe_files(config, invocation, &command, unit_dir));
     if config.digest == Some(DigestSchedule::Daily) {
@@ -543,7 +549,12 @@ pub(crate) fn our_files(unit_dir: &Path) -> Vec<PathBuf> {
         if (heal_unit || timer_unit) && ours(&path) || is_carried_mask(&path) {
             found.push(path);
         } else if name == "timers.target.d" {
-            for drop_in in [DIGEST_WANTED_BY, WATCH_WANTED_BY, PROBE_WANTED_BY] {
+            for drop_in in [
+                DIGEST_WANTED_BY,
+                WATCH_WANTED_BY,
+                PROBE_WANTED_BY,
+                FLUSH_WANTED_BY,
+            ] {
                 let drop_in = unit_dir.join(drop_in);
                 if ours(&drop_in) {
                     found.push(drop_in);
@@ -854,6 +865,7 @@ mod tests {
                 "/etc/systemd/system/selfheal-watch.service",
                 "/etc/systemd/system/selfheal-watch.timer",
                 "/etc/systemd/system/timers.target.d/50-selfheal-watch.conf",
+                "/etc/systemd/system/timers.target.d/50-selfheal-flush.conf",
             ]
         );
         assert!(files[0].contents.contains("Wants=selfheal-flush.timer\n"));
@@ -934,7 +946,7 @@ mod tests {
         };
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("units/example");
         let mut files = planned_files(&config, &invocation, &root);
-        assert_eq!(files.len(), 17);
+        assert_eq!(files.len(), 18);
         // The units every host gets are shipped once, in units/.
         for file in &mut files[12..] {
             let relative = file.path.strip_prefix(&root).unwrap().to_owned();

@@ -157,7 +157,10 @@ mod tests {
         assert_eq!(healthy.facts.all_clear.as_deref(), Some("FAILED"));
         assert!(crate::notify::email::worth_mailing(&healthy));
         let subject = Renderer::new(None).subject(&healthy).unwrap();
-        assert_eq!(subject, "✅ MiracleMax: story-stages - BACK UP after FAILED");
+        assert_eq!(
+            subject,
+            "✅ MiracleMax: story-stages - BACK UP after FAILED"
+        );
 
         remember(&state, &healthy);
         let mut again = fixture::report(Outcome::Healthy);

@@ -231,15 +231,37 @@ fn recent(page: &mut Page, status: &Status) {
     if events.is_empty() {
         page.line("  -- no healing runs --");
     }
-    for record in events {
-        let at = page.when(record.started_at);
-        page.line(&format!(
-            "  {at}  {}  {}  {}",
-            record.service,
-            record.outcome.as_str().to_uppercase(),
-            printable(&record.summary)
-        ));
+    let rows: Vec<[String; 4]> = events
+        .iter()
+        .map(|r| {
+            [
+                page.when(r.started_at),
+                r.service.clone(),
+                r.outcome.as_str().to_uppercase(),
+                printable(&r.summary).into_owned(),
+            ]
+        })
+        .collect();
+    for line in aligned(&rows) {
+        page.line(&line);
     }
+}
+
+/// Rows as lines whose columns line up: each column but the last as wide as its widest entry
+/// (times with "(3m ago)", service names and outcome words differ in width).
+fn aligned(rows: &[[String; 4]]) -> Vec<String> {
+    let width = |column: usize| {
+        rows.iter()
+            .map(|row| row[column].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (at_width, name_width, word_width) = (width(0), width(1), width(2));
+    rows.iter()
+        .map(|[at, name, word, summary]| {
+            format!("  {at:<at_width$}  {name:<name_width$}  {word:<word_width$}  {summary}")
+        })
+        .collect()
 }
 
 fn configuration(page: &mut Page, status: &Status) {
@@ -401,5 +423,33 @@ fn uptime(seconds: u64) -> String {
     match days {
         0 => format!("{hours}h {minutes}min"),
         _ => format!("{days}d {hours}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_activity_lines_up_its_columns() {
+        let row = |at: &str, name: &str, word: &str| {
+            [
+                at.to_owned(),
+                name.to_owned(),
+                word.to_owned(),
+                "why".to_owned(),
+            ]
+        };
+        let lines = aligned(&[
+            row("18:39:20 (3m ago)", "nginx", "RESOLVED"),
+            row("18:01:02 (41m ago)", "memcached", "SUPPRESSED"),
+        ]);
+        let column = |line: &str, text: &str| line.find(text).unwrap();
+        assert_eq!(
+            column(&lines[0], "RESOLVED"),
+            column(&lines[1], "SUPPRESSED")
+        );
+        assert_eq!(column(&lines[0], "why"), column(&lines[1], "why"));
+        assert_eq!(column(&lines[0], "nginx"), column(&lines[1], "memcached"));
     }
 }

@@ -25,6 +25,31 @@ pub(crate) const ALERT_NAME: &str = "SelfhealFailed";
 
 /// The alert `selfheal test-notify` sends.
 pub(crate) const TEST_ALERT_NAME: &str = "SelfhealTest";
+/// The `service` label of a test alert: no monitored service's, so a route that groups by
+/// service never puts it beside a real alert.
+const TEST_ALERT_SERVICE: &str = "selfheal-test";
+/// How long a test alert fires: past Alertmanager's usual group_wait (30 s), so it is routed,
+/// and not much longer.
+const TEST_ALERT_LASTS: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The alert `selfheal test-notify` sends, and when it ends by itself.
+pub(crate) fn test_alert(host: &str, subject: &str) -> (Alert, Timestamp) {
+    let now = std::time::SystemTime::now();
+    let alert = Alert {
+        alertname: TEST_ALERT_NAME.to_owned(),
+        service: TEST_ALERT_SERVICE.to_owned(),
+        host: host.to_owned(),
+        severity: "info".to_owned(),
+        summary: subject.to_owned(),
+        description: format!(
+            "A test alert sent by `selfheal test-notify` on {host}: it ends by itself in {}.",
+            crate::ui::duration::HumanDuration(TEST_ALERT_LASTS)
+        ),
+        runbook_url: None,
+        starts_at: Timestamp::seconds(now),
+    };
+    (alert, Timestamp::seconds(now + TEST_ALERT_LASTS))
+}
 
 /// An open alert: its labels (before a channel's own `labels:`), annotations and start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

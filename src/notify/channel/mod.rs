@@ -436,28 +436,11 @@ pub(crate) fn test(
                             payload::webhook(webhook.format, report, subject)
                         }
                         ChannelConfig::Alertmanager(alertmanager) => {
-                            let alert = Alert {
-                                alertname: alerts::TEST_ALERT_NAME.to_owned(),
-                                service: report.header.service.clone(),
-                                host: report.header.host.clone(),
-                                severity: "info".to_owned(),
-                                summary: subject.to_owned(),
-                                description: format!(
-                                    "A test alert sent by `selfheal test-notify` on {}: it ends by itself in 5 minutes.",
-                                    report.header.host
-                                ),
-                                runbook_url: None,
-                                starts_at: Timestamp::now(),
-                            };
+                            let (alert, until) = alerts::test_alert(&report.header.host, subject);
                             payload::alert(
                                 &alert,
                                 &alertmanager.labels,
-                                AlertState::Firing {
-                                    until: Timestamp::seconds(
-                                        std::time::SystemTime::now()
-                                            + std::time::Duration::from_secs(300),
-                                    ),
-                                },
+                                AlertState::Firing { until },
                             )
                         }
                     };

@@ -207,6 +207,23 @@ mod tests {
         assert_eq!(bounded("abc", 3), "abc");
     }
 
+    /// `test-notify`'s alert is nobody's service (a route that groups by service never puts it
+    /// beside a real alert) and ends within a few minutes.
+    #[test]
+    fn a_test_alert_belongs_to_no_service_and_ends_soon() {
+        let (alert, until) = super::super::alerts::test_alert("web01", "🧪 TEST web01");
+        let request = super::alert(
+            &alert,
+            &std::collections::BTreeMap::new(),
+            AlertState::Firing { until },
+        );
+        let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
+        assert_eq!(body[0]["labels"]["service"], "selfheal-test");
+        assert_eq!(body[0]["labels"]["alertname"], "SelfhealTest");
+        let lasts = until.time().duration_since(alert.starts_at.time()).unwrap();
+        assert!(lasts <= std::time::Duration::from_secs(180), "{lasts:?}");
+    }
+
     #[test]
     fn slack_text_cannot_mention_everyone_and_a_title_cannot_end_its_header() {
         assert_eq!(
