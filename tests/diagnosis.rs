@@ -107,6 +107,44 @@ fn a_full_file_system_is_named_with_its_mount_and_use_and_not_restarted_into() {
     );
 }
 
+/// "No space left on device" with no path, and nothing declared (a Python service's
+/// `OSError: [Errno 28]`): the report still names the full file system, found among the
+/// host's usual places (here /var/log, full inside the sandbox only).
+#[test]
+fn a_full_disk_the_service_does_not_name_is_found_and_named() {
+    let env = TestEnv::new();
+    let mounted = env
+        .sandbox
+        .command("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "selfheal-full", "/var/log"])
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let filled = env
+        .sandbox
+        .command("sh")
+        .args(["-c", "cat /dev/zero > /var/log/fill 2>/dev/null; true"])
+        .status()
+        .unwrap();
+    assert!(filled.success());
+    env.config(&config("writer", "")).unit(
+        "writer",
+        "ExecStart=/bin/sh -c 'echo \"OSError: [Errno 28] No space left on device\"; exit 1'",
+    );
+    env.start_failing("writer");
+    common::wait_until(
+        std::time::Duration::from_secs(10),
+        "the line in the journal",
+        || env.journal(&["-u", "writer.service"]).contains("Errno 28"),
+    );
+
+    let (_, report) = env.run_json("writer", &["--dry-run"]);
+
+    let diagnosis = report.diagnosis.expect("a diagnosis");
+    assert_contains(&diagnosis.root_cause, "/var/log is full");
+    assert_contains(&diagnosis.summary, "/var/log is full");
+}
+
 #[test]
 fn a_failing_start_command_of_a_forking_unit_is_named_with_its_own_status() {
     let env = TestEnv::new();

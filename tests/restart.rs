@@ -321,10 +321,13 @@ fn a_crash_loop_that_restart_ends_gets_its_all_clear_on_both_systemds() {
         .iter()
         .position(|r| r.outcome == Outcome::CrashLoop)
         .expect("the crash loop, recorded");
+    // (On systemd >= 254 each attempt's hook run records what systemd did, by the spec; the
+    // watch's own record of restarts it saw is the one that counted a loop as recoveries.)
     assert!(
-        history[found..]
-            .iter()
-            .all(|r| r.outcome != Outcome::RestartedBySystemd),
+        history[found..].iter().all(|r| {
+            r.outcome != Outcome::RestartedBySystemd
+                || !r.summary.contains("seen by selfheal watch")
+        }),
         "the loop's restarts after it was found are not recoveries: {history:?}"
     );
 }

@@ -687,22 +687,36 @@ fn host_facts(service: &ServiceConfig, snapshot: &UnitSnapshot, diagnosis: Diagn
 }
 
 /// A full file system among those the service writes to: its unit's directories, the files
-/// `database_check` looks after, and the paths its ENOSPC messages name.
+/// `database_check` looks after, the paths its ENOSPC messages name within those (a journal
+/// line never makes root look at a path of its choosing: an automount, a hung share), and,
+/// when it says the disk is full but none of those is, the host's usual places.
 fn full_disk(
     service: &ServiceConfig,
     diagnosis: &Diagnosis,
 ) -> Option<crate::host::disk::DiskUsage> {
-    let mut paths: Vec<std::path::PathBuf> = diagnosis.write_paths.clone();
+    use crate::heal::diagnose::Symptom;
+    let mut own: Vec<std::path::PathBuf> = diagnosis.write_paths.clone();
     if let Some(check) = &service.database_check {
-        paths.extend(check.files.iter().map(|file| file.path.clone()));
+        own.extend(check.files.iter().map(|file| file.path.clone()));
     }
+    let mut paths = own.clone();
+    let mut says_full = false;
     for line in &diagnosis.journal {
-        let one = std::slice::from_ref(line);
-        if crate::heal::diagnose::Symptom::detect(one)
-            .contains(&crate::heal::diagnose::Symptom::DiskFull)
-        {
-            paths.extend(crate::host::disk::paths_in(&line.message));
+        if Symptom::detect(std::slice::from_ref(line)).contains(&Symptom::DiskFull) {
+            says_full = true;
+            paths.extend(
+                crate::host::disk::paths_in(&line.message)
+                    .into_iter()
+                    .filter(|named| own.iter().any(|dir| named.starts_with(dir))),
+            );
         }
+    }
+    if says_full {
+        paths.extend(
+            crate::host::disk::USUAL_PLACES
+                .iter()
+                .map(std::path::PathBuf::from),
+        );
     }
     crate::host::disk::first_full(paths.iter().map(std::path::PathBuf::as_path))
 }

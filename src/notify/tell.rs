@@ -37,7 +37,14 @@ pub(crate) fn mark_all_clear(state: &StateDir, report: &mut Report) {
         Outcome::Resolved | Outcome::Healthy | Outcome::RestartedBySystemd
     );
     if up && !report.facts.dry_run {
-        report.facts.all_clear = told(state, &report.header.service).map(|told| told.word);
+        let service = &report.header.service;
+        // Up between two crashes of a loop that is still going is no all-clear: the watch
+        // sends it when a whole window has passed without a restart.
+        report.facts.all_clear = told(state, service)
+            .filter(|told| {
+                told.word != "CRASH LOOP" || !crate::heal::watch::crash_loop_ongoing(state, service)
+            })
+            .map(|told| told.word);
     }
 }
 

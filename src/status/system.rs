@@ -92,15 +92,18 @@ fn device_of(path: &Path) -> Option<u64> {
     std::fs::metadata(path).ok().map(|m| m.dev())
 }
 
+/// A disk's use by the one rule the reports use too (`host::disk`), which is df's: used is
+/// what is not free, and Use% is used of what a writer can have (used + available), so a disk
+/// whose reserve is all that is left reads 100 %.
 fn disk(path: &str) -> Option<DiskUsage> {
-    let stat = nix::sys::statvfs::statvfs(path).ok()?;
-    let fragment = stat.fragment_size();
-    let total = stat.blocks() * fragment;
-    // Used as df counts it: what is not free (root's reserve counts as used).
-    let used = total.saturating_sub(stat.blocks_free() * fragment);
+    let usage = crate::host::disk::usage(Path::new(path))?;
     Some(DiskUsage {
         path: path.to_owned(),
-        usage: Usage::new(used, total),
+        usage: Usage {
+            used_bytes: usage.used_bytes,
+            total_bytes: usage.size_bytes,
+            percent: u8::try_from(usage.percent_used().min(100)).unwrap_or(100),
+        },
     })
 }
 
@@ -163,5 +166,29 @@ mod tests {
         assert!(overview.uptime_seconds.is_some_and(|s| s > 0));
         assert!(overview.memory.is_some_and(|m| m.total_bytes > 0));
         assert_eq!(overview.disks[0].path, "/");
+    }
+
+    /// One disk-usage rule, df's: the dashboard's Use% of / is what `df` prints (which counts
+    /// root's reserve out of what a writer can have), and what a report says of a full disk.
+    #[test]
+    fn the_dashboards_disk_use_is_dfs() {
+        let df = std::process::Command::new("df")
+            .args(["--output=pcent", "/"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&df.stdout);
+        let df_percent: u8 = text
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .trim_end_matches('%')
+            .parse()
+            .unwrap();
+        let ours = disk("/").unwrap().usage.percent;
+        // (A write between the two looks may move it by one.)
+        assert!(ours.abs_diff(df_percent) <= 1, "df {df_percent} %, ours {ours} %");
+        let report_rule = crate::host::disk::usage(Path::new("/")).unwrap().percent_used();
+        assert_eq!(u64::from(ours), report_rule);
     }
 }
