@@ -233,7 +233,7 @@ fn a_crash_loops_report_quotes_the_loops_own_error_not_an_earlier_runs() {
     env.unit(
         "web",
         &format!(
-            "ExecStart=/bin/sh -c 'if [ -e {b} ]; then echo \"web: unrecognized option --no-such-option\"; exit 2; fi; echo web: serving; exec sleep infinity'\nRestart=on-failure\nRestartSec=100ms\nStartLimitBurst=4\nStartLimitIntervalSec=30s",
+            "ExecStart=/bin/sh -c 'if [ -e {b} ]; then echo \"web: unrecognized option --no-such-option\"; sleep 0.3; exit 2; fi; echo web: serving; exec sleep infinity'\nRestart=on-failure\nRestartSec=100ms\nStartLimitBurst=4\nStartLimitIntervalSec=30s",
             b = broken.display()
         ),
     );
@@ -250,7 +250,8 @@ fn a_crash_loops_report_quotes_the_loops_own_error_not_an_earlier_runs() {
             && env.property("web.service", "InvocationID") != first
     });
     settled(&env, &server);
-    // Now it is broken: a crash loop that systemd gives up on.
+    // Now it is broken: a crash loop that systemd gives up on. (Each attempt lives a moment
+    // after its error line, so journald can tag the line with the attempt's invocation.)
     std::fs::write(&broken, "").unwrap();
     env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
     server.wait_for_messages(1, Duration::from_secs(40));

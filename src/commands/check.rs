@@ -46,6 +46,7 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
         }
     }
     let mut warnings = Vec::new();
+    warnings.extend(names_a_resolver_must_answer(&config));
     match &config.email {
         None => warnings.push(
             "there is no `email:` section: reports are printed and logged, but nobody is mailed"
@@ -86,6 +87,38 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
         );
     }
     Ok(ExitCode::Success)
+}
+
+/// Health URLs whose host is a name only a resolver answers (not an IP literal, `localhost`
+/// or a name in /etc/hosts): during a resolver outage they are not judged (no restart, no
+/// verdict), which is worth knowing before one.
+fn names_a_resolver_must_answer(config: &crate::config::Config) -> Vec<String> {
+    let hosts_file = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let in_hosts = |name: &str| {
+        hosts_file.lines().any(|line| {
+            let line = line.split('#').next().unwrap_or_default();
+            line.split_whitespace()
+                .skip(1)
+                .any(|alias| alias.eq_ignore_ascii_case(name))
+        })
+    };
+    config
+        .monitored_services
+        .iter()
+        .filter_map(|service| {
+            let url = service.health_url.as_ref()?;
+            let host = url.host.trim_matches(['[', ']']);
+            let fixed = host.parse::<std::net::IpAddr>().is_ok()
+                || host.eq_ignore_ascii_case("localhost")
+                || in_hosts(host);
+            (!fixed).then(|| {
+                format!(
+                    "{}: health_url {}: {host} is resolved by DNS at every check; while the resolver does not answer the URL is not judged (use an IP address, or add {host} to /etc/hosts)",
+                    service.name, url.raw
+                )
+            })
+        })
+        .collect()
 }
 
 /// What systemd says of the hooks: a heal unit that is installed but cannot load is a problem

@@ -421,6 +421,15 @@ fn look(
         probe.exchange.as_ref(),
         probe.timeout,
     ) {
+        // Nothing but a health URL whose name did not resolve: the service was not asked.
+        Ok(answered)
+            if !answered.is_empty()
+                && answered
+                    .iter()
+                    .all(|a| a.ends_with(crate::heal::verify::NOT_JUDGED)) =>
+        {
+            Look::NotJudged(answered.join(", "))
+        }
         Ok(answered) => Look::Passed(answered.join(", ")),
         Err(failed) => Look::Failed(failed),
     }

@@ -145,10 +145,14 @@ pub(crate) fn answers(
         // What the port's check left of the time, to the millisecond.
         let left = deadline.saturating_duration_since(Instant::now());
         let left = Duration::from_millis(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
-        let status = url
-            .check(if exchange.is_some() { left } else { timeout })
-            .map_err(|failed| format!("health URL {failed}"))?;
-        passed.push(format!("{} answered {status}", url.raw));
+        match url.check(if exchange.is_some() { left } else { timeout }) {
+            Ok(status) => passed.push(format!("{} answered {status}", url.raw)),
+            Err(UrlFailure::Failed(failed)) => return Err(format!("health URL {failed}")),
+            // Said, not counted: the service was not asked.
+            Err(UrlFailure::Unresolved(why)) => {
+                passed.push(format!("health URL {why} {NOT_JUDGED}"));
+            }
+        }
     }
     Ok(passed)
 }
@@ -217,12 +221,28 @@ pub(crate) fn verify(
     }
 }
 
+/// How `answers` marks a check it could not make (the health URL's host did not resolve).
+pub(crate) const NOT_JUDGED: &str = "(not judged)";
+
+/// Why a health URL did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UrlFailure {
+    /// Its host name did not resolve: that says nothing of the service (a resolver outage
+    /// must not restart every service whose URL has a name), so it is not judged.
+    Unresolved(String),
+    /// It was asked and did not answer 2xx.
+    Failed(String),
+}
+
 impl HealthUrl {
     /// Sends one GET within `timeout` (every address the host resolves to, resolution
     /// included); Ok with the status when it is 2xx, else what went wrong after the URL.
-    pub(crate) fn check(&self, timeout: Duration) -> Result<u16, String> {
-        crate::host::net::http_get(&self.host, self.port, &self.path, timeout)
-            .map_err(|failure| format!("{}: {failure}", self.raw))
+    pub(crate) fn check(&self, timeout: Duration) -> Result<u16, UrlFailure> {
+        let deadline = Instant::now() + timeout;
+        let addresses = net::resolve(&self.host, self.port, timeout)
+            .map_err(|failure| UrlFailure::Unresolved(format!("{}: {failure}", self.raw)))?;
+        net::http_get_at(&addresses, &self.host, &self.path, deadline, timeout)
+            .map_err(|failure| UrlFailure::Failed(format!("{}: {failure}", self.raw)))
     }
 }
 
@@ -231,6 +251,19 @@ mod tests {
     use std::io::{Read, Write};
 
     use super::*;
+
+    /// L15: a health URL whose host does not resolve is not judged (neither passed nor
+    /// failed): a resolver outage must not restart the services whose URLs have names.
+    #[test]
+    fn a_health_url_whose_name_does_not_resolve_is_not_judged() {
+        let url = HealthUrl::parse("http://no-such-host.invalid:8080/health").unwrap();
+        assert!(matches!(
+            url.check(Duration::from_secs(5)),
+            Err(UrlFailure::Unresolved(_))
+        ));
+        let said = answers(None, Some(&url), None, Duration::from_secs(5)).unwrap();
+        assert!(said[0].ends_with(NOT_JUDGED), "{said:?}");
+    }
 
     #[test]
     fn checks_a_real_listener() {
@@ -248,7 +281,10 @@ mod tests {
         let url = HealthUrl::parse(&format!("http://127.0.0.1:{port}/health")).unwrap();
         assert_eq!(url.check(Duration::from_secs(2)), Ok(200));
         let err = url.check(Duration::from_secs(2)).unwrap_err();
-        assert!(err.contains("HTTP 503"), "{err}");
+        assert!(
+            matches!(&err, UrlFailure::Failed(why) if why.contains("HTTP 503")),
+            "{err:?}"
+        );
         server.join().unwrap();
     }
 }

@@ -41,6 +41,12 @@ pub(crate) fn resolve(
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
+    // `localhost` is the loopback, IPv4 first, without asking a resolver: Debian lists ::1
+    // first, and another user listening on [::1]:port alone (IPV6_V6ONLY) would be the one
+    // that answered for a service on 127.0.0.1.
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(loopback(port));
+    }
     let (answer_to, answer) = std::sync::mpsc::channel();
     let name = host.clone();
     std::thread::spawn(move || {
@@ -125,7 +131,9 @@ fn converse(
 }
 
 /// One `GET path` to `host:port` (HTTP/1.0, `Connection: close`) within `timeout`, trying
-/// every address the host resolves to; the status when it is 2xx.
+/// every address the host resolves to; the status when it is 2xx. (A health URL resolves
+/// first on its own: a name that does not resolve is not a failed check.)
+#[cfg(test)]
 pub(crate) fn http_get(
     host: &str,
     port: u16,
@@ -134,7 +142,19 @@ pub(crate) fn http_get(
 ) -> Result<u16, NetFailure> {
     let deadline = Instant::now() + timeout;
     let addresses = resolve(host, port, timeout)?;
-    let mut stream = connect(&addresses, deadline, timeout)?;
+    http_get_at(&addresses, host, path, deadline, timeout)
+}
+
+/// One `GET path` to the first of `addresses` that accepts (`host` for its `Host:` header),
+/// by `deadline` (`timeout` from the start of the check).
+pub(crate) fn http_get_at(
+    addresses: &[SocketAddr],
+    host: &str,
+    path: &str,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<u16, NetFailure> {
+    let mut stream = connect(addresses, deadline, timeout)?;
     let request = format!(
         "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: selfheal\r\nConnection: close\r\n\r\n"
     );
@@ -280,6 +300,29 @@ mod tests {
             Ok(204)
         );
         thread.join().unwrap();
+    }
+
+    /// L10: another user listening on [::1] of the service's port, answering 500, is not the
+    /// one a `localhost` health URL asks: 127.0.0.1 comes first, without a resolver.
+    #[test]
+    fn localhost_is_127_0_0_1_first_whatever_listens_on_ipv6() {
+        let (port, thread) = server(vec![Some("HTTP/1.0 200 OK\r\n\r\n")]);
+        let impostor = TcpListener::bind(("::1", port)).ok();
+        let asked = resolve("localhost", port, Duration::from_secs(1)).unwrap();
+        assert_eq!(asked, loopback(port));
+        assert_eq!(
+            http_get("localhost", port, "/health", Duration::from_secs(2)),
+            Ok(200)
+        );
+        thread.join().unwrap();
+        drop(impostor);
+    }
+
+    /// L15: a name that does not resolve is said as such (the health URL is then not judged).
+    #[test]
+    fn a_name_that_does_not_resolve_is_said_so() {
+        let failure = resolve("no-such-host.invalid", 80, Duration::from_secs(5)).unwrap_err();
+        assert!(failure.0.contains("no-such-host.invalid"), "{failure}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use crate::config::{Config, ServiceConfig};
 use crate::heal::probe::ProbeRecord;
+use crate::heal::verify::UrlFailure;
 use crate::host::ports::Listeners;
 use crate::outcome::Outcome;
 use crate::state::{HistoryRecord, StateDir};
@@ -583,7 +584,7 @@ fn check_health(services: &[&ServiceConfig], rows: &mut [ServiceStatus]) {
         let batch: Vec<_> = pending
             .drain(..pending.len().min(HEALTH_CONCURRENCY))
             .collect();
-        let answers: Vec<(usize, Result<u16, String>)> = std::thread::scope(|scope| {
+        let answers: Vec<(usize, Result<u16, UrlFailure>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = batch
                 .iter()
                 .map(|(index, url)| (*index, scope.spawn(|| url.check(HEALTH_TIMEOUT))))
@@ -593,20 +594,22 @@ fn check_health(services: &[&ServiceConfig], rows: &mut [ServiceStatus]) {
                 .map(|(index, handle)| {
                     let answer = handle
                         .join()
-                        .unwrap_or_else(|_| Err("the check panicked".into()));
+                        .unwrap_or_else(|_| Err(UrlFailure::Failed("the check panicked".into())));
                     (index, answer)
                 })
                 .collect()
         });
         for (index, answer) in answers {
             let row = &mut rows[index];
-            let ok = answer.is_ok();
-            row.health_detail = Some(match answer {
-                Ok(status) => format!("answered {status}"),
-                Err(why) => why,
-            });
-            row.health_ok = Some(ok);
-            row.healthy &= ok;
+            // A name that does not resolve says nothing of the service: not judged.
+            let (ok, detail) = match answer {
+                Ok(status) => (Some(true), format!("answered {status}")),
+                Err(UrlFailure::Failed(why)) => (Some(false), why),
+                Err(UrlFailure::Unresolved(why)) => (None, format!("{why} (not judged)")),
+            };
+            row.health_detail = Some(detail);
+            row.health_ok = ok;
+            row.healthy &= ok != Some(false);
         }
     }
 }

@@ -187,8 +187,13 @@ mod tests {
             .unwrap();
         let ours = disk("/").unwrap().usage.percent;
         // (A write between the two looks may move it by one.)
-        assert!(ours.abs_diff(df_percent) <= 1, "df {df_percent} %, ours {ours} %");
-        let report_rule = crate::host::disk::usage(Path::new("/")).unwrap().percent_used();
+        assert!(
+            ours.abs_diff(df_percent) <= 1,
+            "df {df_percent} %, ours {ours} %"
+        );
+        let report_rule = crate::host::disk::usage(Path::new("/"))
+            .unwrap()
+            .percent_used();
         assert_eq!(u64::from(ours), report_rule);
     }
 }
