@@ -324,6 +324,25 @@ fn the_hook_starts_a_heal_unit_no_other_units_drop_ins_reach() {
     for row in env.status().services {
         assert!(row.hook_armed, "{row:?}");
     }
+    // L14: the first names run nothing of their own. As nobody (web@.service.d), the
+    // runbook's `systemctl start web@blue-self-heal` still runs the heal, as root.
+    let before = env.history().len();
+    env.systemctl(&["kill", "--signal=KILL", "web@blue.service"]);
+    env.wait_for_history(before + 1, std::time::Duration::from_secs(30));
+    let started = env
+        .sandbox
+        .systemctl(["start", "web@blue-self-heal.service"]);
+    assert!(started.is_ok(), "{started:?}");
+    assert_eq!(env.property("web@blue.service", "ActiveState"), "active");
+    // A family drop-in that breaks the first name (app-.service.d empties ExecStart=) is
+    // named by check, with the way around it.
+    let check = env.selfheal(["check"]);
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert_contains(
+        &said,
+        "app-self-heal.service (the first name of a heal unit) does not load",
+    );
+    assert_contains(&said, "app-.service.d");
 }
 
 #[test]

@@ -139,10 +139,17 @@ fn heal_units(config: &crate::config::Config) -> (Vec<String>, Vec<String>) {
     if units.is_empty() {
         return (Vec::new(), Vec::new());
     }
+    // The first names of the heal units too: drop-ins of their family reach them.
+    let legacy: Vec<String> = config
+        .monitored_services
+        .iter()
+        .map(crate::config::ServiceConfig::legacy_heal_unit_name)
+        .collect();
+    let listed: Vec<String> = heal_units.iter().chain(&legacy).cloned().collect();
     let answer = crate::systemd::Systemd::connect().and_then(|systemd| {
         systemd.overview(
             &borrowed(&units),
-            &borrowed(&heal_units),
+            &borrowed(&listed),
             std::time::Duration::from_secs(5),
         )
     });
@@ -157,9 +164,19 @@ fn heal_units(config: &crate::config::Config) -> (Vec<String>, Vec<String>) {
             );
         }
     };
-    let (unit_rows, heal_rows) = overviews.split_at(units.len());
+    let (unit_rows, listed_rows) = overviews.split_at(units.len());
+    let (heal_rows, legacy_rows) = listed_rows.split_at(heal_units.len().min(listed_rows.len()));
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
+    for (legacy, row) in legacy.iter().zip(legacy_rows) {
+        if !matches!(row.load_state.as_str(), "loaded" | "masked" | "not-found") {
+            warnings.push(format!(
+                "{legacy} (the first name of a heal unit) does not load ({}): a drop-in of its family ({}) reaches it; start the heal unit by its own name (selfheal@…), which no other unit's drop-in reaches",
+                row.load_state,
+                crate::deploy::family_drop_in_dirs(legacy).join(", ")
+            ));
+        }
+    }
     for ((unit, heal_unit), (unit_row, heal_row)) in units
         .iter()
         .zip(&heal_units)

@@ -240,12 +240,17 @@ fn service_files(
         },
         UnitFile {
             path: unit_dir.join(service.legacy_heal_unit_name()),
-            contents: contents(&format!(
-                "# The first name of {heal_unit}, kept for whoever starts it by name. OnFailure=\n\
-                 # starts {heal_unit}: systemd would apply drop-ins of other units to this one\n\
-                 # (those in {}).\n",
+            contents: format!(
+                "{MARKER}\n\
+                 # The first name of {heal_unit}, kept for whoever starts it by name: starting it\n\
+                 # runs {heal_unit} and waits for it. It runs nothing of its own, because systemd\n\
+                 # applies drop-ins of other units to this name (those in {}).\n\
+                 [Unit]\nDescription=selfheal: heal {unit} (the first name of {heal_unit})\n\
+                 Documentation=man:selfheal(1)\nWants={heal_unit}\nAfter={heal_unit}\n\
+                 StartLimitIntervalSec=0\n\n\
+                 [Service]\nType=oneshot\nExecStart=/bin/true\n",
                 family_drop_in_dirs(&service.legacy_heal_unit_name()).join(", ")
-            )),
+            ),
         },
         UnitFile {
             path: unit_dir.join(format!("{unit}.d")).join("50-selfheal.conf"),
@@ -869,19 +874,17 @@ mod tests {
             ]
         );
         assert!(files[0].contents.contains("Wants=selfheal-flush.timer\n"));
-        // The first spelling runs the same; its comment says which families reach it.
-        assert_eq!(
+        // L14: the first spelling runs nothing of its own (drop-ins of its family reach it):
+        // it pulls in the heal unit and waits for it; its comment says which families reach it.
+        assert!(
             files[1]
                 .contents
-                .lines()
-                .filter(|l| !l.starts_with('#'))
-                .collect::<Vec<_>>(),
-            files[0]
-                .contents
-                .lines()
-                .filter(|l| !l.starts_with('#'))
-                .collect::<Vec<_>>()
+                .contains("Wants=selfheal@web.service\nAfter=selfheal@web.service\n"),
+            "{}",
+            files[1].contents
         );
+        assert!(files[1].contents.contains("ExecStart=/bin/true\n"));
+        assert!(!files[1].contents.contains(" run web"));
         assert!(
             files[1]
                 .contents
