@@ -428,14 +428,22 @@ fn the_daily_digest_mails_the_days_figures_and_install_runs_its_timer_only_when_
     let mail = Mail::parse(&mails[0]);
     assert_eq!(mail.subject, "📋 TestHost: digest - 4 healing runs in 24h");
     assert_eq!(mail.header("X-Selfheal-Outcome"), "digest");
+    // The same figures as `history --since 24h --stats` (its RUNS count the healthy no-op).
     assert_contains(
         &mail.text,
-        "web         3         2       1           0           0      67%        400 ms",
+        "web         4         2       1           0        1           0      67%        400 ms",
     );
     assert_contains(
         &mail.text,
-        "db          1         0       1           0           0       0%             -",
+        "db          1         0       1           0        0           0       0%             -",
     );
+    let stats = env.selfheal(["history", "--since", "24h", "--stats", "--json"]);
+    let web: serde_json::Value = String::from_utf8_lossy(&stats.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|row| row["service"] == "web")
+        .unwrap();
+    assert_eq!(web["runs"], 4, "{web}");
     assert_contains(&mail.text, "Needed nothing: mail");
     assert_contains(&mail.html, "<td>67%</td>");
     // What was mailed is what was printed.

@@ -470,6 +470,20 @@ impl Config {
     /// Each entry of `notify:`.
     fn validate_channels(&self) -> Result<(), Problem> {
         for (index, channel) in self.notify.iter().enumerate() {
+            // Each channel has a queue of its own, named after its URL (file): two entries for
+            // one would share a queue and deliver each other's messages in the other's format.
+            if let Some(first) = self.notify[..index]
+                .iter()
+                .position(|other| other.id() == channel.id())
+            {
+                return Err(Problem::at(
+                    &[Seg::from("notify"), index.into()],
+                    format!(
+                        "notify[{index}]: the same URL as notify[{first}] ({}): one channel per URL (a second format needs a second URL file)",
+                        channel.describe()
+                    ),
+                ));
+            }
             notify::validate(channel).map_err(|(name, message)| {
                 let kind = match channel {
                     notify::ChannelConfig::Webhook(_) => "webhook",
@@ -1126,6 +1140,22 @@ monitored_services:
             err.contains(":1:19: threshold_window: invalid duration"),
             "{err}"
         );
+    }
+
+    /// L13: two channels of one URL would share one queue.
+    #[test]
+    fn two_channels_of_one_url_are_refused() {
+        let err = parse(
+            "notify:\n  - webhook: { url_file: /etc/selfheal/hook, format: slack }\n  - webhook: { url_file: /etc/selfheal/hook, format: json }\n",
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("notify[1]: the same URL as notify[0]"),
+            "{err}"
+        );
+        assert!(err.contains(":3:"), "names the line: {err}");
     }
 
     /// L13: a window or wait of 584 billion years made `status` abort on overflow.

@@ -26,10 +26,10 @@ pub(crate) struct DigestReport {
     /// The period, UTC, readable.
     pub since: String,
     pub until: String,
-    /// Runs in the period that did something (healthy no-ops and dry runs left out).
+    /// Healing runs in the period (healthy no-ops and dry runs left out).
     pub runs: usize,
     pub services: Vec<DigestRow>,
-    /// Monitored services without such a run.
+    /// Monitored services without a healing run.
     pub quiet: Vec<String>,
     pub episodes: Vec<OpenEpisode>,
     /// Reports waiting in the outbox, and when the oldest was queued.
@@ -81,13 +81,20 @@ impl DigestReport {
         now: SystemTime,
     ) -> DigestReport {
         let since = now - PERIOD;
-        let shown: Vec<&HistoryRecord> = history
+        // The runs of the period as `history --since 24h --stats` counts them (its RUNS
+        // include the healthy no-ops); the digest's headline counts the healing ones.
+        let period: Vec<&HistoryRecord> = history
             .iter()
-            .filter(|r| !matches!(r.outcome, Outcome::Healthy | Outcome::Planned))
+            .filter(|r| r.outcome != Outcome::Planned)
             .filter(|r| (since..=now).contains(&r.started()))
             .collect();
-        let services: Vec<DigestRow> = crate::state::stats::per_service(&shown)
+        let healing = period
+            .iter()
+            .filter(|r| r.outcome != Outcome::Healthy)
+            .count();
+        let services: Vec<DigestRow> = crate::state::stats::per_service(&period)
             .into_iter()
+            .filter(|stats| stats.runs > stats.healthy)
             .map(DigestRow::from)
             .collect();
         let quiet = config
@@ -96,6 +103,26 @@ impl DigestReport {
             .map(|s| s.name.clone())
             .filter(|name| !services.iter().any(|row| &row.stats.service == name))
             .collect();
+        // Only the episodes that hold the service back now, by the one hold decision: one
+        // whose retry is overdue, or that is over, is no longer loop protection's.
+        let rules = crate::heal::hold::Rules::of(config);
+        let holds = |service: &str, episode: &Episode| {
+            let runs: Vec<&HistoryRecord> =
+                history.iter().filter(|r| r.service == service).collect();
+            crate::heal::hold::decide(&crate::heal::hold::Inputs {
+                runs: &runs,
+                episode: Some(episode),
+                rules,
+                starter: crate::heal::hold::Starter::Hook,
+                unit: None,
+                now,
+            })
+            .holds()
+        };
+        let episodes: Vec<(String, Episode)> = episodes
+            .into_iter()
+            .filter(|(service, episode)| holds(service, episode))
+            .collect();
         let readable = |at: SystemTime| Timestamp::seconds(at).readable();
         DigestReport {
             system_name: config.system_name(),
@@ -103,7 +130,7 @@ impl DigestReport {
             generated_at: Timestamp::seconds(now),
             since: readable(since),
             until: readable(now),
-            runs: shown.len(),
+            runs: healing,
             services,
             quiet,
             episodes: episodes
@@ -195,17 +222,24 @@ mod tests {
             record("db", Outcome::Failed, 3, 2000),
             record("db", Outcome::Suppressed, 2, 3),
         ];
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
         let episode = Episode {
             retries: 1,
-            next_retry_at: Some("2026-11-29T09:00:00Z".parse().unwrap()),
-            ..Episode::opened("2026-11-29T08:00:00Z".parse().unwrap())
+            next_retry_at: Some(Timestamp::seconds(now + hour)),
+            ..Episode::opened(Timestamp::seconds(now - hour))
+        };
+        // A retry that is overdue holds nothing back: not listed as loop protection's.
+        let overdue = Episode {
+            next_retry_at: Some(Timestamp::seconds(now - hour)),
+            ..episode.clone()
         };
         let digest = DigestReport::new(
             &config,
             &history,
-            vec![("db".into(), episode)],
+            vec![("db".into(), episode.clone()), ("web".into(), overdue)],
             (2, None),
-            SystemTime::now(),
+            now,
         );
         assert_eq!(digest.runs, 5);
         let web = &digest.services[0];
@@ -216,17 +250,19 @@ mod tests {
                 web.stats.resolved,
                 web.stats.failed
             ),
-            ("web", 3, 2, 1)
+            ("web", 4, 2, 1)
         );
+        assert_eq!(web.stats.healthy, 1, "as history --stats counts it");
         assert_eq!(web.success, "67%");
         assert_eq!(web.mean_to_heal, "400 ms");
         let db = &digest.services[1];
         assert_eq!((db.stats.failed, db.stats.suppressed), (1, 1));
         assert_eq!((db.success.as_str(), db.mean_to_heal.as_str()), ("0%", "-"));
         assert_eq!(digest.quiet, ["mail"]);
+        assert_eq!(digest.episodes.len(), 1, "{:?}", digest.episodes);
         assert_eq!(
-            digest.episodes[0].next_retry_at.as_deref(),
-            Some("2026-11-29 09:00:00 UTC")
+            digest.episodes[0].next_retry_at,
+            episode.next_retry_at.map(Timestamp::readable)
         );
         assert_eq!(digest.outbox, 2);
 
@@ -238,12 +274,15 @@ mod tests {
         let text = renderer.text(&digest).unwrap();
         assert!(
             text.contains(
-                "web         3         2       1           0           0      67%        400 ms"
+                "web         4         2       1           0        1           0      67%        400 ms"
             ),
             "{text}"
         );
         assert!(
-            text.contains("db: suppressed since 2026-11-29 08:00:00 UTC"),
+            text.contains(&format!(
+                "db: suppressed since {}",
+                episode.suppressed_at.readable()
+            )),
             "{text}"
         );
         let html = renderer.html(&digest).unwrap();
