@@ -114,7 +114,7 @@ fn flush_channels(
 /// The all-clear of each service people were told is down (FAILED, SUPPRESSED) that is up
 /// again by other hands than selfheal's (a person's `systemctl start`, a deploy, systemd):
 /// found healthy here, every channel that heard it was down hears it is back. A service whose
-/// run holds its lock is left to that run; a crash loop's all-clear is the watch's.
+/// run holds its lock is left to that run; a crash loop still going is the watch's.
 fn all_clears(
     config: &crate::config::Config,
     state: &crate::state::StateDir,
@@ -124,8 +124,12 @@ fn all_clears(
         .monitored_services
         .iter()
         .filter(|service| {
-            crate::notify::tell::told(state, &service.name)
-                .is_some_and(|told| told.word != "CRASH LOOP")
+            // A crash loop still going is the watch's to clear; one that ended while the
+            // service was down (systemd gave up) is cleared here, once it is back.
+            crate::notify::tell::told(state, &service.name).is_some_and(|told| {
+                told.word != "CRASH LOOP"
+                    || !crate::heal::watch::crash_loop_ongoing(state, &service.name)
+            })
         })
         .collect();
     if told.is_empty() {

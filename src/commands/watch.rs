@@ -97,7 +97,10 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
             );
             let mut report = Report::new(ReportHeader::new(&config, service), facts);
             crate::notify::tell::mark_all_clear(&state, &mut report);
-            if report.facts.all_clear.is_some() && snapshot.is_active() {
+            // Back as its clients see it (port, health URL), not just active.
+            if report.facts.all_clear.is_some()
+                && crate::heal::episode::healthy_now(&config, service, &systemd)
+            {
                 print!("{}", renderer.text(&report)?);
                 teller.tell(&report, None);
             }

@@ -107,13 +107,19 @@ pub(crate) fn schedule_retry(
 pub(crate) fn watch_or_end(
     config: &Config,
     state: &StateDir,
+    units: &dyn UnitControl,
     service: &ServiceConfig,
     mut episode: Episode,
     why: &str,
 ) {
     let now = SystemTime::now();
     if episode.has_stayed_healthy(config.new_incident_after(), now) {
-        end(state, service, "it stayed healthy for new_incident_after");
+        end(
+            state,
+            units,
+            service,
+            "it stayed healthy for new_incident_after",
+        );
         return;
     }
     if episode.is_watching() {
@@ -121,6 +127,7 @@ pub(crate) fn watch_or_end(
     }
     episode.recovered_at = Some(Timestamp::seconds(now));
     episode.next_retry_at = None;
+    disarm(units, service);
     match state.save_episode(&service.name, &episode) {
         Ok(()) => tracing::info!(
             selfheal_service = %service.name,
@@ -133,8 +140,17 @@ pub(crate) fn watch_or_end(
     }
 }
 
-/// Closes `service`'s episode, saying why in the journal.
-pub(crate) fn end(state: &StateDir, service: &ServiceConfig, why: &str) {
+/// Stops the episode's retry timer: a retry that is no longer wanted must not start the heal
+/// unit later (a person may have stopped the service by then).
+fn disarm(units: &dyn UnitControl, service: &ServiceConfig) {
+    if let Err(err) = units.stop_unit(&timer_name(service)) {
+        tracing::warn!(selfheal_service = %service.name, "the retry timer cannot be stopped: {err}");
+    }
+}
+
+/// Closes `service`'s episode, saying why in the journal, and stops its retry timer.
+pub(crate) fn end(state: &StateDir, units: &dyn UnitControl, service: &ServiceConfig, why: &str) {
+    disarm(units, service);
     match state.end_episode(&service.name) {
         Ok(()) => {
             tracing::info!(selfheal_service = %service.name, "loop protection's episode is over: {why}");
@@ -178,7 +194,14 @@ pub(crate) fn housekeeping(config: &Config, state: &StateDir, units: &dyn UnitCo
             continue;
         };
         if healthy_now(config, service, units) {
-            watch_or_end(config, state, service, episode, "found healthy by flush");
+            watch_or_end(
+                config,
+                state,
+                units,
+                service,
+                episode,
+                "found healthy by flush",
+            );
         }
     }
 }

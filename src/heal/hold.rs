@@ -144,7 +144,8 @@ pub(crate) enum HoldReason {
     /// A person stopped it (`systemctl stop`) while it waited for its retry: left stopped,
     /// the episode is over.
     StoppedByPerson,
-    /// A person disabled it (or it was never enabled) while it waited for its retry.
+    /// A person disabled it (or it was never enabled) while it waited for its retry: told,
+    /// since the retry the owner was promised is not made.
     DisabledByPerson,
 }
 
@@ -260,6 +261,20 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
             failures,
         );
     }
+    // A service waiting for its retry that a person stopped or disabled meanwhile is theirs:
+    // whatever else is true of the episode, nothing starts it.
+    if episode.is_some_and(|episode| episode.recovered_at.is_none())
+        && matches!(starter, Starter::Hook | Starter::Other)
+        && let Some(unit) = unit
+    {
+        if unit.condition == Condition::Stopped {
+            return hold(HoldReason::StoppedByPerson, false);
+        }
+        // Told: the retry the owner was promised is not made.
+        if unit.disabled && unit.condition == Condition::Failed {
+            return hold(HoldReason::DisabledByPerson, true);
+        }
+    }
     let began = incident_began(inputs);
     // An episode is over once the service has run healthy for new_incident_after since it
     // began (or since it recovered): this failure is a new incident.
@@ -274,18 +289,6 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
             > failures;
     if let Some(episode) = episode.filter(|episode| !over(episode)) {
         let waiting = episode.recovered_at.is_none();
-        // The retry's turn, unless a person stopped or disabled it meanwhile.
-        if waiting
-            && matches!(starter, Starter::Hook | Starter::Other)
-            && let Some(unit) = unit
-        {
-            if unit.condition == Condition::Stopped {
-                return hold(HoldReason::StoppedByPerson, false);
-            }
-            if unit.disabled && unit.condition == Condition::Failed {
-                return hold(HoldReason::DisabledByPerson, false);
-            }
-        }
         if waiting && retry_is_due(episode, now, rules.longest_wait) {
             return act(ActReason::Retry, None, failures);
         }
@@ -610,7 +613,19 @@ mod tests {
                 episode: Some(waiting(Some(ago(0)))),
                 starter: Starter::Other,
                 unit: Some(failed_unit(true, short, now)),
-                expected: hold(HoldReason::DisabledByPerson, false),
+                expected: hold(HoldReason::DisabledByPerson, true),
+            },
+            Row {
+                name: "a retry after a person stopped it, long after the last start, leaves it stopped",
+                history: vec![(Outcome::Failed, 40), (Outcome::Resolved, 25)],
+                episode: Some(waiting(Some(ago(0)))),
+                starter: Starter::Other,
+                unit: Some(UnitNow {
+                    condition: Condition::Stopped,
+                    disabled: false,
+                    active_since: None,
+                }),
+                expected: hold(HoldReason::StoppedByPerson, false),
             },
             Row {
                 name: "the hook of a disabled service that crashed heals it",

@@ -255,6 +255,7 @@ impl Run<'_> {
             let by_systemd = restarting || snapshot.n_restarts > restarts_before;
             let waited_ms = waited.then(|| waiting_since.elapsed().as_millis());
             return Ok(ControlFlow::Break(self.serving(
+                &systemd,
                 &snapshot,
                 monitor.as_ref(),
                 by_systemd,
@@ -318,6 +319,7 @@ impl Run<'_> {
     /// own restart (`waited_ms`: how long selfheal waited for systemd's start).
     fn serving(
         &self,
+        systemd: &dyn UnitControl,
         snapshot: &UnitSnapshot,
         monitor: Option<&MonitorFacts>,
         by_systemd: bool,
@@ -359,6 +361,7 @@ impl Run<'_> {
             episode::watch_or_end(
                 self.config,
                 self.state,
+                systemd,
                 self.service,
                 episode,
                 "found healthy",
@@ -443,9 +446,12 @@ impl Run<'_> {
             (self.config, self.state, self.service, self.options);
         let recorded = self.recorded()?;
         let starter = self.starter(look);
-        let unit_now = unit_now(&look.systemd, &look.snapshot, || {
-            matches!(starter, Starter::Hook | Starter::Other) && recorded.episode.is_some()
-        });
+        let unit_now = unit_now(
+            &look.systemd,
+            &look.snapshot,
+            look.monitor.is_some(),
+            || matches!(starter, Starter::Hook | Starter::Other) && recorded.episode.is_some(),
+        );
         let decision = recorded.decide(
             Rules::of(config),
             starter,
@@ -465,7 +471,7 @@ impl Run<'_> {
                 if let Some(why) = act.ends_episode
                     && !options.dry_run
                 {
-                    episode::end(state, service, why);
+                    episode::end(state, &look.systemd, service, why);
                 }
                 return Ok(ControlFlow::Continue(None));
             }
@@ -556,7 +562,7 @@ impl Run<'_> {
             // failed, which the timed retry does not overrule.
             HoldReason::StoppedByPerson => {
                 if !options.dry_run {
-                    episode::end(state, service, "a person stopped it");
+                    episode::end(state, &look.systemd, service, "a person stopped it");
                 }
                 format!(
                     "{unit} was stopped on purpose (systemctl stop) since it failed: selfheal leaves it stopped and its episode is over"
@@ -564,7 +570,7 @@ impl Run<'_> {
             }
             HoldReason::DisabledByPerson => {
                 if !options.dry_run {
-                    episode::end(state, service, "its unit is disabled");
+                    episode::end(state, &look.systemd, service, "its unit is disabled");
                 }
                 format!(
                     "{unit} is disabled (UnitFileState=disabled): selfheal's timed retry leaves it down and its episode is over"
@@ -687,8 +693,8 @@ fn host_facts(service: &ServiceConfig, snapshot: &UnitSnapshot, diagnosis: Diagn
 }
 
 /// A full file system among those the service writes to: its unit's directories, the files
-/// `database_check` looks after, the paths its ENOSPC messages name within those (a journal
-/// line never makes root look at a path of its choosing: an automount, a hung share), and,
+/// `database_check` looks after (those its ENOSPC messages name first; a journal line never
+/// makes root look at a path of its choosing: an automount, a hung share), and,
 /// when it says the disk is full but none of those is, the host's usual places.
 fn full_disk(
     service: &ServiceConfig,
@@ -704,11 +710,15 @@ fn full_disk(
     for line in &diagnosis.journal {
         if Symptom::detect(std::slice::from_ref(line)).contains(&Symptom::DiskFull) {
             says_full = true;
-            paths.extend(
-                crate::host::disk::paths_in(&line.message)
-                    .into_iter()
-                    .filter(|named| own.iter().any(|dir| named.starts_with(dir))),
-            );
+            // The declared directory a named path is in is what is measured, never the
+            // named path itself (a `..` or a symlink the service made could lead anywhere).
+            for named in crate::host::disk::paths_in(&line.message) {
+                if let Some(dir) = own.iter().find(|dir| named.starts_with(dir))
+                    && !paths.contains(dir)
+                {
+                    paths.push(dir.clone());
+                }
+            }
         }
     }
     if says_full {
@@ -755,6 +765,7 @@ fn after_retry(
         episode::watch_or_end(
             config,
             state,
+            systemd,
             service,
             episode,
             "RECOVERED by its timed retry",
@@ -796,12 +807,14 @@ fn requires_a_down_unit(systemd: &dyn UnitControl, snapshot: &UnitSnapshot) -> b
         })
 }
 
-/// The unit's condition for the hold decision. Whether a person stopped or disabled it is
+/// The unit's condition for the hold decision (`failed_just_now`: the hook's facts describe
+/// its current invocation). Whether a person stopped or disabled it is
 /// asked only when `disabled_matters` (within an episode: more round trips, and systemd reads
 /// the unit file).
 fn unit_now(
     systemd: &dyn UnitControl,
     snapshot: &UnitSnapshot,
+    failed_just_now: bool,
     disabled_matters: impl FnOnce() -> bool,
 ) -> UnitNow {
     let condition = if snapshot.active_state == ActiveState::Failed || snapshot.restart_pending() {
@@ -823,7 +836,10 @@ fn unit_now(
         && systemd
             .unit_file_state(&snapshot.unit)
             .is_ok_and(|state| state == "disabled");
-    let active_since = (snapshot.active_enter_timestamp_us > 0)
+    // How long it ran before this failure is known only while it runs, or when the hook's
+    // facts say it failed just now: a unit that died long ago entered `active` long ago too.
+    let active_since = (snapshot.active_enter_timestamp_us > 0
+        && (condition == Condition::Active || failed_just_now))
         .then(|| std::time::UNIX_EPOCH + Duration::from_micros(snapshot.active_enter_timestamp_us));
     UnitNow {
         condition,

@@ -78,6 +78,12 @@ impl Teller<'_> {
             }
         };
         let worth = crate::notify::email::worth_mailing(report);
+        let mailing = crate::notify::mailing::Mailing {
+            config,
+            state,
+            renderer: self.renderer,
+            flush_command: self.flush_command,
+        };
         // One report per crash loop: systemd >= 254 starts the heal unit at each attempt, and
         // the run that waited for the loop ends FAILED seconds after the watch told CRASH LOOP.
         if report.facts.outcome == Outcome::Failed
@@ -88,14 +94,22 @@ impl Teller<'_> {
             })
         {
             tracing::info!(selfheal_service = %report.header.service, "not told again: its crash loop was reported already");
+            if let Some(arrival) = arrival {
+                mailing.quiet(arrival);
+            }
             return;
         }
-        let mailing = crate::notify::mailing::Mailing {
-            config,
-            state,
-            renderer: self.renderer,
-            flush_command: self.flush_command,
-        };
+        // One all-clear per down report: whoever removes the record first sends it (a run and
+        // `flush` may both find the service up).
+        if report.facts.all_clear.is_some() && !claim(state, &report.header.service) {
+            tracing::info!(selfheal_service = %report.header.service, "its all-clear was sent by another selfheal");
+            return;
+        }
+        // Recorded before it goes out (a message that cannot be sent waits in a queue): a
+        // retry seconds later already knows people were told, and clears it.
+        if worth {
+            remember(state, report);
+        }
         std::thread::scope(|posting| {
             let posted = posts.then(|| {
                 posting.spawn(|| crate::notify::channel::deliver(config, state, report, &subject))
@@ -109,9 +123,18 @@ impl Teller<'_> {
                 crate::notify::channel::log_rounds(&report.header.service, &rounds);
             }
         });
-        if worth {
-            remember(state, report);
-        }
+    }
+}
+
+/// Removes `service`'s record of a down report; true when this process removed it (and so
+/// sends its all-clear), false when it was gone already.
+fn claim(state: &StateDir, service: &str) -> bool {
+    let Ok(dir) = state.ensure(TOLD) else {
+        return true;
+    };
+    match std::fs::remove_file(dir.join(format!("{service}.json"))) {
+        Ok(()) => true,
+        Err(err) => err.kind() != std::io::ErrorKind::NotFound,
     }
 }
 

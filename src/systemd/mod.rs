@@ -114,6 +114,10 @@ pub(crate) trait UnitControl {
     fn unit_file_state(&self, _unit: &str) -> Result<String, SystemdError> {
         Ok("enabled".to_owned())
     }
+    /// Stops `unit` (gone already is fine); a scripted systemd has nothing to stop.
+    fn stop_unit(&self, _unit: &str) -> Result<(), SystemdError> {
+        Ok(())
+    }
 }
 
 /// A borrowed implementation is one too (a test keeps its fake to look at afterwards).
@@ -152,6 +156,9 @@ impl<T: UnitControl + ?Sized> UnitControl for &T {
     }
     fn unit_file_state(&self, unit: &str) -> Result<String, SystemdError> {
         (**self).unit_file_state(unit)
+    }
+    fn stop_unit(&self, unit: &str) -> Result<(), SystemdError> {
+        (**self).stop_unit(unit)
     }
 }
 
@@ -798,6 +805,10 @@ impl Systemd {
 impl UnitControl for Systemd {
     fn snapshot(&self, unit: &str) -> Result<UnitSnapshot, SystemdError> {
         zbus::block_on(self.read_snapshot(unit))
+    }
+
+    fn stop_unit(&self, unit: &str) -> Result<(), SystemdError> {
+        self.stop(unit)
     }
 
     fn unit_file_state(&self, unit: &str) -> Result<String, SystemdError> {
