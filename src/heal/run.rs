@@ -514,6 +514,9 @@ impl Run<'_> {
         facts.episode_reported = !hold.tell;
         facts.reason = Some(match &hold.why {
             HoldReason::Threshold { failures } => {
+                // A hold that is told begins a new episode: one left from an earlier incident
+                // (over, as the decision found) does not lend it its longer waits.
+                let episode = episode.filter(|_| !hold.tell);
                 // Without retries an episode still records that this hold was told: the
                 // failures after it are held quietly, not told (or started) again and again.
                 if episode.is_none() && episode::retry_after(config).is_none() && !options.dry_run {
