@@ -103,7 +103,7 @@ pub(super) fn uninstall(paths: &Paths, args: &UninstallArgs) -> Result<ExitCode,
     candidates.sort();
     candidates.dedup();
     let mut removed = deploy::remove_files(&candidates, &manifest.masks())?;
-    // `systemctl enable selfheal-flush.timer` (the README's step) left a link to it.
+    // `systemctl enable selfheal-flush.timer` (a step the README once asked for) left a link to it.
     removed.extend(deploy::remove_enablement(
         &args.unit_dir,
         deploy::FLUSH_TIMER,
