@@ -60,9 +60,9 @@ pub(crate) struct Teller<'a> {
 }
 
 impl Teller<'_> {
-    /// Tells people of `report` (marked by `mark_all_clear`): the mail (or the cascade it
-    /// joined, `arrival`) and every channel at once, then records what they were told. A dry
-    /// run tells nobody.
+    /// Tells people of `report` (marked by `mark_all_clear`): records what they are told, then
+    /// the mail (or the cascade it joined, `arrival`) and every channel at once. A dry run
+    /// tells nobody.
     pub(crate) fn tell(&self, report: &Report, arrival: Option<&Arrival>) {
         if report.facts.dry_run || !self.send {
             return;
@@ -70,14 +70,6 @@ impl Teller<'_> {
         let (config, state) = (self.config, self.state);
         let mails = config.email.is_some();
         let posts = !config.notify.is_empty();
-        let subject = match self.renderer.subject(report) {
-            Ok(subject) => subject,
-            Err(err) => {
-                tracing::error!(selfheal_service = %report.header.service, "the report's subject cannot be rendered: {err}");
-                return;
-            }
-        };
-        let worth = crate::notify::email::worth_mailing(report);
         let mailing = crate::notify::mailing::Mailing {
             config,
             state,
@@ -100,11 +92,36 @@ impl Teller<'_> {
             return;
         }
         // One all-clear per down report: whoever removes the record first sends it (a run and
-        // `flush` may both find the service up).
-        if report.facts.all_clear.is_some() && !claim(state, &report.header.service) {
+        // `flush` may both find the service up). A report worth telling on its own (RESOLVED)
+        // still goes out; one that was only the all-clear does not.
+        let plain;
+        let report = if report.facts.all_clear.is_some() && !claim(state, &report.header.service) {
             tracing::info!(selfheal_service = %report.header.service, "its all-clear was sent by another selfheal");
-            return;
-        }
+            plain = Report {
+                facts: crate::heal::facts::RunFacts {
+                    all_clear: None,
+                    ..report.facts.clone()
+                },
+                ..report.clone()
+            };
+            if !crate::notify::email::worth_mailing(&plain) {
+                if let Some(arrival) = arrival {
+                    mailing.quiet(arrival);
+                }
+                return;
+            }
+            &plain
+        } else {
+            report
+        };
+        let worth = crate::notify::email::worth_mailing(report);
+        let subject = match self.renderer.subject(report) {
+            Ok(subject) => subject,
+            Err(err) => {
+                tracing::error!(selfheal_service = %report.header.service, "the report's subject cannot be rendered: {err}");
+                return;
+            }
+        };
         // Recorded before it goes out (a message that cannot be sent waits in a queue): a
         // retry seconds later already knows people were told, and clears it.
         if worth {
