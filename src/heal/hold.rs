@@ -77,7 +77,7 @@ pub(crate) struct UnitNow {
     pub condition: Condition,
     /// `UnitFileState=disabled`: a person disabled it, or never enabled it.
     pub disabled: bool,
-    /// When it last entered `active` (`None`: never, or systemd forgot).
+    /// While it runs, when it entered `active` (`None`: down, never started, or systemd forgot).
     pub active_since: Option<SystemTime>,
 }
 

@@ -446,12 +446,9 @@ impl Run<'_> {
             (self.config, self.state, self.service, self.options);
         let recorded = self.recorded()?;
         let starter = self.starter(look);
-        let unit_now = unit_now(
-            &look.systemd,
-            &look.snapshot,
-            look.monitor.is_some(),
-            || matches!(starter, Starter::Hook | Starter::Other) && recorded.episode.is_some(),
-        );
+        let unit_now = unit_now(&look.systemd, &look.snapshot, || {
+            matches!(starter, Starter::Hook | Starter::Other) && recorded.episode.is_some()
+        });
         let decision = recorded.decide(
             Rules::of(config),
             starter,
@@ -810,14 +807,12 @@ fn requires_a_down_unit(systemd: &dyn UnitControl, snapshot: &UnitSnapshot) -> b
         })
 }
 
-/// The unit's condition for the hold decision (`failed_just_now`: the hook's facts describe
-/// its current invocation). Whether a person stopped or disabled it is
+/// The unit's condition for the hold decision. Whether a person stopped or disabled it is
 /// asked only when `disabled_matters` (within an episode: more round trips, and systemd reads
 /// the unit file).
 fn unit_now(
     systemd: &dyn UnitControl,
     snapshot: &UnitSnapshot,
-    failed_just_now: bool,
     disabled_matters: impl FnOnce() -> bool,
 ) -> UnitNow {
     let condition = if snapshot.active_state == ActiveState::Failed || snapshot.restart_pending() {
@@ -839,10 +834,10 @@ fn unit_now(
         && systemd
             .unit_file_state(&snapshot.unit)
             .is_ok_and(|state| state == "disabled");
-    // How long it ran before this failure is known only while it runs, or when the hook's
-    // facts say it failed just now: a unit that died long ago entered `active` long ago too.
-    let active_since = (snapshot.active_enter_timestamp_us > 0
-        && (condition == Condition::Active || failed_just_now))
+    // How long it has run is known only while it runs (a hang the probes saw): a unit that is
+    // down entered `active` at its last start, which says nothing of when it failed (a retry's
+    // run sees the hook's facts of a failure long past). History says the rest.
+    let active_since = (snapshot.active_enter_timestamp_us > 0 && condition == Condition::Active)
         .then(|| std::time::UNIX_EPOCH + Duration::from_micros(snapshot.active_enter_timestamp_us));
     UnitNow {
         condition,
