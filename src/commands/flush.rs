@@ -127,7 +127,7 @@ fn all_clears(
             // A crash loop still going is the watch's to clear; one that ended while the
             // service was down (systemd gave up) is cleared here, once it is back.
             crate::notify::tell::told(state, &service.name).is_some_and(|told| {
-                told.word != "CRASH LOOP"
+                !told.is_crash_loop()
                     || !crate::heal::watch::crash_loop_ongoing(state, &service.name)
             })
         })

@@ -252,8 +252,8 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
         now,
         ..
     } = *inputs;
-    let counted = incident_failures(inputs);
-    let failures = counted.len();
+    let began = incident_began(inputs);
+    let failures = failures_since(inputs, began).len();
     if starter == Starter::Person {
         return act(
             ActReason::Person,
@@ -275,7 +275,6 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
             return hold(HoldReason::DisabledByPerson, true);
         }
     }
-    let began = incident_began(inputs);
     // An episode is over once the service has run healthy for new_incident_after since it
     // began (or since it recovered): this failure is a new incident.
     let over = |episode: &&Episode| {
@@ -375,8 +374,13 @@ fn left_it_up(outcome: Outcome) -> bool {
 /// When the healing runs that loop protection counts started: those of the current incident,
 /// within `threshold_window`, after the last person's run.
 pub(crate) fn incident_failures(inputs: &Inputs<'_>) -> Vec<SystemTime> {
-    let since = (inputs.now - inputs.rules.threshold_window)
-        .max(incident_began(inputs).unwrap_or(SystemTime::UNIX_EPOCH));
+    failures_since(inputs, incident_began(inputs))
+}
+
+/// `incident_failures`, with the incident's beginning already known.
+fn failures_since(inputs: &Inputs<'_>, began: Option<SystemTime>) -> Vec<SystemTime> {
+    let since =
+        (inputs.now - inputs.rules.threshold_window).max(began.unwrap_or(SystemTime::UNIX_EPOCH));
     crate::state::counted_attempts(inputs.runs, since)
 }
 

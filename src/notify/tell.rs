@@ -24,6 +24,18 @@ pub(crate) struct Told {
 
 const TOLD: &str = "told";
 
+impl Told {
+    /// A crash loop's report: its all-clear is the watch's while the loop goes on.
+    pub(crate) fn is_crash_loop(&self) -> bool {
+        self.word == word(Outcome::CrashLoop)
+    }
+}
+
+/// The word a report of `outcome` is told with: `CRASH LOOP` for `crash_loop`.
+fn word(outcome: Outcome) -> String {
+    outcome.as_str().replace('_', " ").to_uppercase()
+}
+
 /// What was told last of `service`, when it was that the service is down.
 pub(crate) fn told(state: &StateDir, service: &str) -> Option<Told> {
     state.service_file(TOLD, service).ok().flatten()
@@ -42,7 +54,7 @@ pub(crate) fn mark_all_clear(state: &StateDir, report: &mut Report) {
         // sends it when a whole window has passed without a restart.
         report.facts.all_clear = told(state, service)
             .filter(|told| {
-                told.word != "CRASH LOOP" || !crate::heal::watch::crash_loop_ongoing(state, service)
+                !told.is_crash_loop() || !crate::heal::watch::crash_loop_ongoing(state, service)
             })
             .map(|told| told.word);
     }
@@ -80,7 +92,7 @@ impl Teller<'_> {
         // the run that waited for the loop ends FAILED seconds after the watch told CRASH LOOP.
         if report.facts.outcome == Outcome::Failed
             && told(state, &report.header.service).is_some_and(|told| {
-                told.word == "CRASH LOOP"
+                told.is_crash_loop()
                     && told.at.time() + std::time::Duration::from(config.crash_loop.within)
                         > std::time::SystemTime::now()
             })
@@ -160,12 +172,7 @@ fn claim(state: &StateDir, service: &str) -> bool {
 fn remember(state: &StateDir, report: &Report) {
     let service = &report.header.service;
     let word = match report.facts.outcome {
-        Outcome::Failed | Outcome::Suppressed | Outcome::CrashLoop => report
-            .facts
-            .outcome
-            .as_str()
-            .replace('_', " ")
-            .to_uppercase(),
+        Outcome::Failed | Outcome::Suppressed | Outcome::CrashLoop => word(report.facts.outcome),
         Outcome::Resolved | Outcome::Healthy | Outcome::RestartedBySystemd => {
             if let Err(err) = state.remove_service_file(TOLD, service) {
                 tracing::warn!(selfheal_service = %service, "what was told cannot be recorded: {err}");

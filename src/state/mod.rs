@@ -276,18 +276,6 @@ impl StateDir {
         Ok(records)
     }
 
-    /// Healing attempts (resolved or failed runs) of `service` that started after `since`
-    /// and after its last manual run (a person's run resets loop protection's count).
-    pub fn healing_attempts_since(
-        &self,
-        service: &str,
-        since: SystemTime,
-    ) -> Result<usize, StateError> {
-        let history = self.history()?;
-        let runs: Vec<&HistoryRecord> = history.iter().filter(|r| r.service == service).collect();
-        Ok(counted_attempts(&runs, since).len())
-    }
-
     /// `<state>/<dir>/<service>.json`, read; `None` when it is missing or torn.
     pub(crate) fn service_file<T: serde::de::DeserializeOwned>(
         &self,
@@ -541,7 +529,9 @@ mod tests {
             .unwrap();
         assert_eq!(state.history().unwrap().len(), 4);
         let hour_ago = SystemTime::now() - std::time::Duration::from_secs(3600);
-        assert_eq!(state.healing_attempts_since("web", hour_ago).unwrap(), 1);
+        let history = state.history().unwrap();
+        let web: Vec<&HistoryRecord> = history.iter().filter(|r| r.service == "web").collect();
+        assert_eq!(counted_attempts(&web, hour_ago).len(), 1);
     }
 
     #[test]
