@@ -10,211 +10,10 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::receivers::{Alertmanager, TOKEN, WebhookServer, url_file};
 use common::{TestEnv, assert_contains, exit_code, free_port, wait_until};
 use selfheal::exit_code::ExitCode;
 use selfheal::outcome::Outcome;
-
-/// Part of every webhook URL: it stands for a Slack or ntfy token, and must never be written.
-const TOKEN: &str = "tok-5f2a9c-never-shown";
-
-/// A webhook receiver (`tests/webhook_server.py`): every accepted POST is a JSON file.
-struct WebhookServer {
-    child: std::process::Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-/// One POST the receiver accepted.
-#[derive(Debug, serde::Deserialize)]
-struct Post {
-    path: String,
-    headers: std::collections::HashMap<String, String>,
-    body: String,
-}
-
-impl Post {
-    /// A header, by its name in any case (HTTP's names are case-insensitive).
-    #[track_caller]
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map_or_else(
-                || panic!("no {name} header in {:?}", self.headers),
-                |(_, value)| value.as_str(),
-            )
-    }
-}
-
-impl WebhookServer {
-    fn start(dir: &Path) -> WebhookServer {
-        use std::io::BufRead as _;
-        let port = free_port();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webhook_server.py");
-        let mut child = std::process::Command::new("/usr/bin/python3")
-            .arg(script)
-            .args(["--port", &port.to_string(), "--dir"])
-            .arg(dir)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "the webhook receiver did not start");
-        WebhookServer {
-            child,
-            port,
-            dir: dir.to_owned(),
-        }
-    }
-
-    /// Answers every POST with 503 (down) or accepts them again.
-    fn set_down(&self, down: bool) {
-        self.answer(if down { 503 } else { 200 });
-    }
-
-    /// Answers every POST with `status` from now on (200 accepts and records them).
-    fn answer(&self, status: u16) {
-        let file = self.dir.join("status");
-        if status == 200 {
-            let _ = std::fs::remove_file(file);
-        } else {
-            std::fs::write(file, status.to_string()).unwrap();
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{path}/{TOKEN}", self.port)
-    }
-
-    /// What it accepted, in arrival order.
-    fn posts(&self) -> Vec<Post> {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        paths.sort();
-        paths
-            .iter()
-            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
-            .collect()
-    }
-
-    #[track_caller]
-    fn wait_for_posts(&self, count: usize) -> Vec<Post> {
-        wait_until(
-            Duration::from_secs(30),
-            &format!("{count} webhook post(s)"),
-            || self.posts().len() >= count,
-        );
-        self.posts()
-    }
-}
-
-impl Drop for WebhookServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Debian's Alertmanager on a port of its own, routing every alert nowhere.
-struct Alertmanager {
-    child: Option<std::process::Child>,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Alertmanager {
-    /// A port for it, not listening yet.
-    fn reserve(dir: &Path) -> Alertmanager {
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(
-            dir.join("alertmanager.yml"),
-            "route:\n  receiver: nowhere\nreceivers:\n  - name: nowhere\n",
-        )
-        .unwrap();
-        Alertmanager {
-            child: None,
-            port: free_port(),
-            dir: dir.to_owned(),
-        }
-    }
-
-    fn start(&mut self) {
-        let child = std::process::Command::new("/usr/bin/prometheus-alertmanager")
-            .arg(format!(
-                "--config.file={}",
-                self.dir.join("alertmanager.yml").display()
-            ))
-            .arg(format!(
-                "--storage.path={}",
-                self.dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
-            .arg("--cluster.listen-address=")
-            .stderr(std::fs::File::create(self.dir.join("log")).unwrap())
-            .spawn()
-            .expect("starting prometheus-alertmanager (apt install prometheus-alertmanager)");
-        self.child = Some(child);
-        wait_until(Duration::from_secs(30), "Alertmanager to be ready", || {
-            self.get("/-/ready")
-                .is_some_and(|body| body.starts_with("OK"))
-        });
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn get(&self, path: &str) -> Option<String> {
-        use std::io::{Read as _, Write as _};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
-        answer
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-    }
-
-    /// The alerts it holds active (resolved ones are not listed).
-    fn active_alerts(&self) -> Vec<serde_json::Value> {
-        let body = self.get("/api/v2/alerts?active=true").unwrap_or_default();
-        serde_json::from_str(&body).unwrap_or_default()
-    }
-
-    fn active_for(&self, service: &str) -> Option<serde_json::Value> {
-        self.active_alerts()
-            .into_iter()
-            .find(|alert| alert["labels"]["service"] == service)
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Writes a webhook URL file as selfheal requires it: root's, mode 0600.
-fn url_file(env: &TestEnv, name: &str, url: &str) -> PathBuf {
-    let path = env.sandbox.scratch_dir().join(name);
-    std::fs::write(&path, format!("{url}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
 
 /// `web`: fails at once (exit 3) until `ok` exists, then serves `port`.
 fn flaky_web(env: &TestEnv, port: u16) -> PathBuf {
@@ -281,9 +80,14 @@ fn a_failed_run_posts_every_channel_and_fires_an_alert_that_the_healing_run_reso
     let port = free_port();
     let channels = format!(
         "  - webhook: {{ url_file: {}, format: json }}\n  - webhook: {{ url_file: {}, format: slack }}\n  - webhook: {{ url_file: {}, format: ntfy }}\n  - alertmanager: {{ url: {}, labels: {{ team: ops }} }}\n",
-        url_file(&env, "json-url", &receiver.url("json")).display(),
-        url_file(&env, "slack-url", &receiver.url("slack")).display(),
-        url_file(&env, "ntfy-url", &receiver.url("ntfy")).display(),
+        url_file(env.sandbox.scratch_dir(), "json-url", &receiver.url("json")).display(),
+        url_file(
+            env.sandbox.scratch_dir(),
+            "slack-url",
+            &receiver.url("slack")
+        )
+        .display(),
+        url_file(env.sandbox.scratch_dir(), "ntfy-url", &receiver.url("ntfy")).display(),
         alertmanager.url(),
     );
     env.config(&config(port, &channels));
@@ -387,8 +191,8 @@ fn a_channel_that_is_down_keeps_its_messages_and_flush_sends_them_once_in_order(
     let port = free_port();
     let channels = format!(
         "  - webhook: {{ url_file: {}, format: json }}\n  - webhook: {{ url_file: {}, format: json }}\n  - alertmanager: {{ url: {} }}\n",
-        url_file(&env, "down-url", &down.url("json")).display(),
-        url_file(&env, "up-url", &up.url("json")).display(),
+        url_file(env.sandbox.scratch_dir(), "down-url", &down.url("json")).display(),
+        url_file(env.sandbox.scratch_dir(), "up-url", &up.url("json")).display(),
         alertmanager.url(),
     );
     let metrics = env.sandbox.scratch_dir().join("selfheal.prom");
@@ -484,7 +288,7 @@ fn a_message_the_channel_refuses_for_good_is_set_aside_and_the_ones_behind_it_go
     let port = free_port();
     let channels = format!(
         "  - webhook: {{ url_file: {}, format: json }}\n",
-        url_file(&env, "hook-url", &receiver.url("json")).display()
+        url_file(env.sandbox.scratch_dir(), "hook-url", &receiver.url("json")).display()
     );
     env.config(&config(port, &channels));
     let ok = flaky_web(&env, port);
@@ -538,7 +342,7 @@ fn a_message_queued_for_one_url_is_never_sent_to_the_url_that_replaced_it() {
     let new = WebhookServer::start(&env.sandbox.scratch_dir().join("new"));
     old.set_down(true);
     let port = free_port();
-    let file = url_file(&env, "hook-url", &old.url("json"));
+    let file = url_file(env.sandbox.scratch_dir(), "hook-url", &old.url("json"));
     env.config(&config(
         port,
         &format!(
@@ -560,7 +364,11 @@ fn a_message_queued_for_one_url_is_never_sent_to_the_url_that_replaced_it() {
     // The file is given another team's URL (the role rewrites a file when its list is
     // reordered) while the report for the old one waits; both receivers are up.
     old.set_down(false);
-    url_file(&env, "hook-url", &new.url("other-team"));
+    url_file(
+        env.sandbox.scratch_dir(),
+        "hook-url",
+        &new.url("other-team"),
+    );
     let flush = env.selfheal(["flush"]);
     assert_eq!(exit_code(&flush), ExitCode::Failure, "{flush:?}");
     assert_contains(
