@@ -147,6 +147,7 @@ fn all_clears(
         state,
         renderer,
         flush_command: &[],
+        systemd: crate::systemd::Systemd::connect,
         send: true,
     };
     for service in told {

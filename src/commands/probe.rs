@@ -5,6 +5,7 @@ use crate::Error;
 use crate::cli::ProbeArgs;
 use crate::exit_code::ExitCode;
 use crate::heal::probe::{self, ProbeOutcome};
+use crate::systemd::Systemd;
 
 use super::{Paths, find_service};
 
@@ -21,7 +22,7 @@ pub(super) fn execute(paths: &Paths, args: &ProbeArgs) -> Result<ExitCode, Error
         eprintln!("selfheal: another probe round is running; this one is skipped");
         return Ok(ExitCode::Success);
     };
-    let outcomes = probe::round(&config, &state, &only)?;
+    let outcomes = probe::round(&config, &state, &only, Systemd::connect)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&outcomes)?);
     } else if outcomes.is_empty() {

@@ -5,7 +5,9 @@ use crate::Error;
 use crate::cli::RunArgs;
 use crate::exit_code::ExitCode;
 use crate::heal::run::{self, RunOptions};
+use crate::host::journal::Journald;
 use crate::report::{Renderer, Report, ReportHeader};
+use crate::systemd::Systemd;
 
 use super::{Paths, find_service};
 
@@ -47,7 +49,16 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
         });
         let mut made_the_due_retry = false;
         loop {
-            let facts = run::run(&config, &state, service, options, &run::Host::real())?;
+            let facts = run::run(
+                &config,
+                &state,
+                service,
+                options,
+                &run::Host {
+                    connect: &Systemd::connect,
+                    journal: &Journald,
+                },
+            )?;
             let mut report = Report::new(ReportHeader::new(&config, service), facts);
             crate::notify::tell::mark_all_clear(&state, &mut report);
             let renderer =
@@ -66,6 +77,7 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
                 state: &state,
                 renderer,
                 flush_command: &flush_command,
+                systemd: crate::systemd::Systemd::connect,
                 send: !args.no_email,
             };
             teller.tell(&report, arrival.as_ref());
@@ -74,7 +86,9 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
                 crate::status::metrics::update(&config, &state);
             }
             // systemd merged this failure's OnFailure= start into this run: nobody else heals it.
-            if !args.json && run::failed_again_while_finishing(&report.facts, service)? {
+            if !args.json
+                && run::failed_again_while_finishing(&report.facts, service, Systemd::connect)?
+            {
                 options.ignore_monitor_facts = true;
                 continue;
             }

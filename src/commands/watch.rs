@@ -82,6 +82,7 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
             state: &state,
             renderer: &renderer,
             flush_command: &[],
+            systemd: crate::systemd::Systemd::connect,
             send: true,
         };
         if look.loop_over {
@@ -118,7 +119,7 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
             continue;
         }
         let journal = crate::host::journal::start(&unit, None).collect(JOURNAL_TIMEOUT);
-        let facts = crate::heal::run::crash_loop(
+        let facts = crate::heal::watch::crash_loop(
             &config, &state, service, &snapshot, restarts, &restart, journal,
         );
         let report = Report::new(ReportHeader::new(&config, service), facts);

@@ -1,11 +1,14 @@
 //! What one run established: its outcome, diagnosis, steps, and the unit's state after it.
 //! `heal` produces these facts; `report` adds the config's names and the advice, and renders.
 
+use std::time::{Instant, SystemTime};
+
 use serde::Serialize;
 
 use crate::heal::diagnose::Diagnosis;
 use crate::heal::strategy::Step;
 use crate::outcome::Outcome;
+use crate::state::{HistoryRecord, StateDir};
 use crate::systemd::{ActiveState, UnitSnapshot};
 use crate::ui::when::Timestamp;
 
@@ -102,4 +105,93 @@ pub(crate) struct Recovery {
     pub relapses: u32,
     /// How long it must stay healthy for the episode to end (`threshold_window`).
     pub watched_for: String,
+}
+
+/// Logs, records and returns the run's facts (records nothing on a dry run). `manual`: a
+/// person's run.
+pub(crate) fn finish(state: &StateDir, service: &str, facts: RunFacts, manual: bool) -> RunFacts {
+    tracing::info!(
+        selfheal_service = %service,
+        selfheal_outcome = %facts.outcome,
+        selfheal_healed_by = facts.healed_by.as_deref().unwrap_or(""),
+        "{} {} in {} ms",
+        service,
+        facts.outcome,
+        facts.duration_ms
+    );
+    if !facts.dry_run {
+        let record = HistoryRecord {
+            service: service.to_owned(),
+            outcome: facts.outcome,
+            started_at: facts.started_at,
+            duration_ms: facts.duration_ms,
+            healed_by: facts.healed_by.clone(),
+            summary: facts
+                .diagnosis
+                .as_ref()
+                .map(|d| d.summary.clone())
+                .unwrap_or_default(),
+            manual,
+            relapse: facts.relapse,
+            restarts: 0,
+        };
+        // Recording never blocks telling: the report is still printed and mailed, and only
+        // this history line is lost (loop protection then undercounts by one run).
+        if let Err(err) = state.append_history(&record) {
+            tracing::error!(
+                selfheal_service = %service,
+                "this run could not be recorded in history.jsonl: {err}"
+            );
+        }
+    }
+    facts
+}
+
+/// When the run started, for `started_at` and `duration_ms`.
+pub(crate) struct RunClock {
+    wall: SystemTime,
+    monotonic: Instant,
+}
+
+impl RunClock {
+    pub(crate) fn start() -> RunClock {
+        RunClock {
+            wall: SystemTime::now(),
+            monotonic: Instant::now(),
+        }
+    }
+
+    pub(crate) fn elapsed_us(&self) -> u128 {
+        self.monotonic.elapsed().as_micros()
+    }
+
+    pub(crate) fn facts(&self, outcome: Outcome, dry_run: bool) -> RunFacts {
+        RunFacts {
+            outcome,
+            started_at: Timestamp::millis(self.wall),
+            duration_ms: u64::try_from(self.monotonic.elapsed().as_millis()).unwrap_or(u64::MAX),
+            diagnosis: None,
+            steps: Vec::new(),
+            healed_by: None,
+            reason: None,
+            post_status: None,
+            dry_run,
+            recovered: None,
+            relapse: false,
+            episode_reported: false,
+            all_clear: None,
+        }
+    }
+}
+
+impl RunFacts {
+    pub(crate) fn diagnosis(mut self, diagnosis: Diagnosis) -> RunFacts {
+        self.diagnosis = Some(diagnosis);
+        self
+    }
+
+    pub(crate) fn reason(mut self, reason: String) -> RunFacts {
+        self.reason = Some(reason);
+        self
+    }
 }

@@ -15,7 +15,7 @@ use crate::config::{Config, ServiceConfig};
 use crate::heal::HealError;
 use crate::host::ports::Listeners;
 use crate::state::{StateDir, StateError};
-use crate::systemd::{ActiveState, Systemd, UnitOverview};
+use crate::systemd::{ActiveState, Systemd, SystemdError, UnitOverview};
 use crate::ui::when::Timestamp;
 
 /// How long a round waits for systemd's answers.
@@ -162,6 +162,7 @@ pub(crate) fn round(
     config: &Config,
     state: &StateDir,
     only: &[&ServiceConfig],
+    connect: impl FnOnce() -> Result<Systemd, SystemdError>,
 ) -> Result<Vec<ProbeOutcome>, HealError> {
     let started = std::time::Instant::now();
     let probed: Vec<(&ServiceConfig, Probe)> = config
@@ -173,7 +174,7 @@ pub(crate) fn round(
     if probed.is_empty() {
         return Ok(Vec::new());
     }
-    let systemd = Systemd::connect()?;
+    let systemd = connect()?;
     let units: Vec<String> = probed.iter().map(|(s, _)| s.unit_name()).collect();
     let heal_units: Vec<String> = probed.iter().map(|(s, _)| s.heal_unit_name()).collect();
     let unit_names: Vec<&str> = units.iter().map(String::as_str).collect();

@@ -11,7 +11,11 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::CrashLoopConfig;
+use crate::config::{Config, CrashLoopConfig, ServiceConfig};
+use crate::heal::diagnose::Diagnosis;
+use crate::heal::facts::{PostStatus, RunClock, RunFacts, finish};
+use crate::outcome::Outcome;
+use crate::state::StateDir;
 use crate::systemd::UnitSnapshot;
 use crate::ui::when::Timestamp;
 
@@ -96,6 +100,45 @@ pub(crate) fn crash_loop_ongoing(state: &crate::state::StateDir, service: &str) 
 /// systemd >= 254, unless the unit has `RestartMode=direct`.
 pub(crate) fn hook_sees_restarts(systemd_version: u32, restart_mode: Option<&str>) -> bool {
     systemd_version >= 254 && restart_mode != Some("direct")
+}
+
+/// The facts of a crash loop `selfheal watch` found: systemd restarted `service` `restarts`
+/// times within `crash_loop.within` (its `Restart=` is `restart_setting`) and it crashed again
+/// each time. Nothing is healed (each restart "worked"); the owner gets the evidence: the last
+/// exit systemd logged and the unit's last journal lines. Recorded like a run.
+pub(crate) fn crash_loop(
+    config: &Config,
+    state: &StateDir,
+    service: &ServiceConfig,
+    snapshot: &UnitSnapshot,
+    restarts: usize,
+    restart_setting: &str,
+    journal: Vec<crate::host::journal::JournalLine>,
+) -> RunFacts {
+    let clock = RunClock::start();
+    let unit = &snapshot.unit;
+    let last_exit = journal
+        .iter()
+        .rev()
+        .find(|line| line.pid == 1 && line.message.contains("exited, code="))
+        .map(|line| line.message.clone());
+    let mut diagnosis = Diagnosis::new(snapshot, None, journal);
+    diagnosis.summary = format!(
+        "systemd restarted {unit} {restarts} times within {} (Restart={restart_setting}) and it crashed again each time",
+        config.crash_loop.within
+    );
+    if let Some(last_exit) = last_exit {
+        diagnosis.root_cause = format!("its last crash, as systemd logged it: {last_exit}");
+    }
+    let mut facts = clock
+        .facts(Outcome::CrashLoop, false)
+        .diagnosis(diagnosis)
+        .reason(format!(
+            "systemd's Restart= keeps {unit} coming back, so nothing failed for selfheal to heal; it is {} now. Find why it crashes (the journal lines below), then fix it",
+            snapshot.state()
+        ));
+    facts.post_status = Some(PostStatus::from(snapshot));
+    finish(state, &service.name, facts, false)
 }
 
 #[cfg(test)]

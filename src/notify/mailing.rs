@@ -4,6 +4,7 @@
 
 use crate::notify::cascade::{Arrival, Fate};
 use crate::report::{Renderer, Report};
+use crate::systemd::{Systemd, SystemdError};
 
 /// Where a run's report goes: the outbox, or held for a cascade.
 pub(crate) struct Mailing<'a> {
@@ -12,6 +13,8 @@ pub(crate) struct Mailing<'a> {
     pub renderer: &'a Renderer,
     /// What a cascade's delivery timer runs: `selfheal flush` with this run's paths.
     pub flush_command: &'a [String],
+    /// How to reach systemd when a cascade's delivery timer must be set (only then).
+    pub systemd: fn() -> Result<Systemd, SystemdError>,
 }
 
 impl Mailing<'_> {
@@ -47,7 +50,7 @@ impl Mailing<'_> {
             Ok((Fate::Held { deliver_in }, _)) => {
                 tracing::info!(selfheal_service = %service, "report held: other services failed in the same burst, they get one report");
                 if let Some(after) = deliver_in {
-                    match crate::systemd::Systemd::connect() {
+                    match (self.systemd)() {
                         Ok(systemd) => {
                             crate::notify::cascade::schedule_delivery(
                                 &systemd,

@@ -67,6 +67,8 @@ pub(crate) struct Teller<'a> {
     pub renderer: &'a Renderer,
     /// What a cascade's delivery timer runs: `selfheal flush` with this process' paths.
     pub flush_command: &'a [String],
+    /// How to reach systemd when a cascade's delivery timer must be set (only then).
+    pub systemd: fn() -> Result<crate::systemd::Systemd, crate::systemd::SystemdError>,
     /// Tell anyone at all (`run --no-email` says no: no mail, no channel).
     pub send: bool,
 }
@@ -87,6 +89,7 @@ impl Teller<'_> {
             state,
             renderer: self.renderer,
             flush_command: self.flush_command,
+            systemd: self.systemd,
         };
         // One report per crash loop: systemd >= 254 starts the heal unit at each attempt, and
         // the run that waited for the loop ends FAILED seconds after the watch told CRASH LOOP.

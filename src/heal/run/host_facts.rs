@@ -1,0 +1,65 @@
+//! What the host adds to systemd's facts: the full file system the service writes to, and the
+//! kernel's account of an OOM kill.
+
+use crate::config::ServiceConfig;
+use crate::heal::diagnose::Diagnosis;
+use crate::systemd::UnitSnapshot;
+
+/// What the host adds to systemd's facts: a full file system the service writes to, and the
+/// kernel's account of an OOM kill where systemd saw only a SIGKILL.
+pub(super) fn host_facts(
+    service: &ServiceConfig,
+    snapshot: &UnitSnapshot,
+    diagnosis: Diagnosis,
+) -> Diagnosis {
+    let full = full_disk(service, &diagnosis);
+    let sigkill = matches!(
+        &diagnosis.termination,
+        crate::heal::diagnose::Termination::Killed { signal } if signal == "SIGKILL"
+    );
+    let oom = (sigkill && diagnosis.result != "oom-kill")
+        .then(|| {
+            crate::host::kernel_log::oom_kill_in(&snapshot.unit, snapshot.main_started_monotonic_us)
+        })
+        .flatten();
+    diagnosis.full_disk(full).killed_by_oom(snapshot, oom)
+}
+
+/// A full file system among those the service writes to: its unit's directories, the files
+/// `database_check` looks after (those its ENOSPC messages name first; a journal line never
+/// makes root look at a path of its choosing: an automount, a hung share), and,
+/// when it says the disk is full but none of those is, the host's usual places.
+pub(super) fn full_disk(
+    service: &ServiceConfig,
+    diagnosis: &Diagnosis,
+) -> Option<crate::host::disk::DiskUsage> {
+    use crate::heal::diagnose::Symptom;
+    let mut own: Vec<std::path::PathBuf> = diagnosis.write_paths.clone();
+    if let Some(check) = &service.database_check {
+        own.extend(check.files.iter().map(|file| file.path.clone()));
+    }
+    let mut paths = own.clone();
+    let mut says_full = false;
+    for line in &diagnosis.journal {
+        if Symptom::detect(std::slice::from_ref(line)).contains(&Symptom::DiskFull) {
+            says_full = true;
+            // The declared directory a named path is in is what is measured, never the
+            // named path itself (a `..` or a symlink the service made could lead anywhere).
+            for named in crate::host::disk::paths_in(&line.message) {
+                if let Some(dir) = own.iter().find(|dir| named.starts_with(dir))
+                    && !paths.contains(dir)
+                {
+                    paths.push(dir.clone());
+                }
+            }
+        }
+    }
+    if says_full {
+        paths.extend(
+            crate::host::disk::USUAL_PLACES
+                .iter()
+                .map(std::path::PathBuf::from),
+        );
+    }
+    crate::host::disk::first_full(paths.iter().map(std::path::PathBuf::as_path))
+}
