@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::payload::Brief;
+use super::brief::Brief;
 use crate::outcome::Outcome;
 use crate::report::Report;
 use crate::state::StateDir;

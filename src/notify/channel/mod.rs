@@ -4,6 +4,7 @@
 //! bounded, so one that hangs delays neither the others nor the mail.
 
 pub(crate) mod alerts;
+mod brief;
 mod http;
 pub(crate) mod payload;
 mod queue;

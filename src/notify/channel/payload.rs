@@ -7,65 +7,10 @@ use serde_json::json;
 
 use super::Request;
 use super::alerts::{Alert, AlertState};
+use super::brief::Brief;
 use crate::config::notify::WebhookFormat;
 use crate::outcome::Outcome;
 use crate::report::Report;
-
-/// A report in a few lines, for formats that show text: the subject, what failed, the root
-/// cause, the result, the runbook.
-pub(crate) struct Brief {
-    pub title: String,
-    pub lines: Vec<String>,
-}
-
-impl Brief {
-    pub(crate) fn of(report: &Report, subject: &str) -> Brief {
-        let mut lines = Vec::new();
-        if let Some(diagnosis) = &report.facts.diagnosis {
-            lines.push(diagnosis.summary.clone());
-            lines.push(format!("Root cause: {}", diagnosis.root_cause));
-            // The line that matters is the service's own last word, which a chat message or an
-            // alert cannot refer to as "the journal lines below": it is quoted, bounded.
-            if let Some(line) = diagnosis.journal.iter().rev().find(|line| line.pid != 1) {
-                lines.push(format!(
-                    "Its last journal line: {}",
-                    bounded(&line.message, LINE_CHARS)
-                ));
-            }
-        }
-        match (report.facts.outcome, &report.facts.healed_by) {
-            (Outcome::Resolved, Some(strategy)) => lines.push(format!(
-                "Healed by {} and verified in {} ms.",
-                report.healed_how.as_deref().unwrap_or(strategy),
-                report.facts.duration_ms
-            )),
-            (_, _) => {
-                if let Some(reason) = &report.facts.reason {
-                    lines.push(reason.clone());
-                }
-            }
-        }
-        if let Some(runbook) = &report.header.runbook {
-            lines.push(format!("Runbook: {runbook}"));
-        }
-        lines.push(format!("Host: {}", report.header.host));
-        Brief {
-            title: subject.to_owned(),
-            lines,
-        }
-    }
-}
-
-/// How much of a journal line a chat message or an alert quotes.
-const LINE_CHARS: usize = 300;
-
-/// `text`, cut to `chars` characters (with `…` when cut).
-fn bounded(text: &str, chars: usize) -> String {
-    match text.char_indices().nth(chars) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_owned(),
-    }
-}
 
 /// The webhook request for a report.
 pub(crate) fn webhook(format: WebhookFormat, report: &Report, subject: &str) -> Request {
@@ -180,32 +125,6 @@ fn header_text(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A chat message or an alert carries the service's own last line (no "journal lines
-    /// below" that never come), bounded; a RESOLVED one says how it healed.
-    #[test]
-    fn a_brief_quotes_the_services_last_line_and_how_it_healed() {
-        let failed = crate::report::fixture::report(Outcome::Failed);
-        let brief = Brief::of(&failed, "web - FAILED");
-        assert!(
-            brief.lines.iter().any(|line| line
-                == "Its last journal line: OSError: [Errno 98] Address already in use <script>alert(1)</script>"),
-            "{:?}",
-            brief.lines
-        );
-        let resolved = crate::report::fixture::report(Outcome::Resolved);
-        let brief = Brief::of(&resolved, "web - RESOLVED");
-        assert!(
-            brief
-                .lines
-                .iter()
-                .any(|line| line.starts_with("Healed by a restart (service_restart) and verified")),
-            "{:?}",
-            brief.lines
-        );
-        assert_eq!(bounded("abcdef", 3), "abc…");
-        assert_eq!(bounded("abc", 3), "abc");
-    }
 
     /// `test-notify`'s alert is nobody's service (a route that groups by service never puts it
     /// beside a real alert) and ends within a few minutes.
