@@ -1,6 +1,11 @@
-//! The layers of `src/` stay true without a reviewer: a module imports only its own layer and
-//! the layers below (docs/architecture.md), and no modules import each other in a circle.
-//! Read as text: every `crate::<module>` path outside test code.
+//! The rules of `src/` (docs/architecture.md) stay true without a reviewer, read as text
+//! outside test code:
+//! - a top-level module imports only its own layer and the layers below (every `crate::<module>`
+//!   path), and no modules import each other in a circle;
+//! - within a module, no sibling files import each other in a circle (`crate::` and `super::`
+//!   paths);
+//! - only the modules that start a command connect to systemd (`Systemd::connect`);
+//! - no file holds more than 600 lines of code and no function more than 100 lines.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -23,9 +28,10 @@ fn layer(module: &str) -> Option<usize> {
     LAYERS.iter().position(|layer| layer.contains(&module))
 }
 
-/// Every (importer, imported) pair of distinct top-level modules.
-fn imports(src: &Path) -> BTreeSet<(String, String)> {
-    let mut found = BTreeSet::new();
+/// Every `.rs` file under `src`, with its module path (`heal/run/mod.rs` is `heal::run`) and its
+/// text outside test code.
+fn sources(src: &Path) -> Vec<(String, String)> {
+    let mut found = Vec::new();
     let mut files = vec![src.to_owned()];
     while let Some(path) = files.pop() {
         if path.is_dir() {
@@ -35,20 +41,213 @@ fn imports(src: &Path) -> BTreeSet<(String, String)> {
         if path.extension().is_none_or(|e| e != "rs") {
             continue;
         }
-        let relative = path.strip_prefix(src).unwrap();
-        let first = relative
+        let relative = path.strip_prefix(src).unwrap().with_extension("");
+        let mut parts: Vec<String> = relative
             .components()
-            .next()
-            .unwrap()
-            .as_os_str()
-            .to_string_lossy();
-        let importer = first.strip_suffix(".rs").unwrap_or(&first).to_owned();
-        let text = std::fs::read_to_string(&path).unwrap();
-        // Test code may reach anywhere.
-        let code = text
-            .split("#[cfg(test)]\nmod tests")
-            .next()
-            .unwrap_or_default();
+            .map(|part| part.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        if parts
+            .last()
+            .is_some_and(|last| last == "mod" || last == "lib" || last == "main")
+        {
+            parts.pop();
+        }
+        found.push((parts.join("::"), std::fs::read_to_string(&path).unwrap()));
+    }
+    // A module declared under `#[cfg(test)]` (`mod tests;`, `mod fake;`) is test code.
+    let mut test_modules = Vec::new();
+    for (module, text) in &found {
+        let mut lines = text.lines().map(str::trim);
+        while let Some(line) = lines.next() {
+            if line != "#[cfg(test)]" {
+                continue;
+            }
+            let next = lines.next().unwrap_or_default();
+            if let Some(name) = next
+                .trim_start_matches("pub(crate) ")
+                .strip_prefix("mod ")
+                .and_then(|rest| rest.strip_suffix(';'))
+            {
+                test_modules.push(if module.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{module}::{name}")
+                });
+            }
+        }
+    }
+    found.retain(|(module, _)| {
+        !test_modules
+            .iter()
+            .any(|test| module == test || module.starts_with(&format!("{test}::")))
+    });
+    for (_, text) in &mut found {
+        *text = code_of(text).to_owned();
+    }
+    found.sort();
+    found
+}
+
+/// The text before a file's unit tests (test code may reach anywhere).
+fn code_of(text: &str) -> &str {
+    text.split("#[cfg(test)]\nmod tests")
+        .next()
+        .unwrap_or_default()
+}
+
+/// The modules each path after `crate::` or `super::` in `code` (of module `module`) names,
+/// as far as they are modules in `modules`.
+fn module_paths(module: &str, code: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut named = BTreeSet::new();
+    let parent = module.rsplit_once("::").map_or("", |(parent, _)| parent);
+    for (prefix, base) in [("crate::", ""), ("super::", parent)] {
+        for (at, _) in code.match_indices(prefix) {
+            if code[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+                continue;
+            }
+            let rest: String = code[at + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            let mut path = base.to_owned();
+            let mut deepest = None;
+            for part in rest.split("::").filter(|part| !part.is_empty()) {
+                if !path.is_empty() {
+                    path.push_str("::");
+                }
+                path.push_str(part);
+                if modules.contains(&path) {
+                    deepest = Some(path.clone());
+                }
+            }
+            named.extend(deepest);
+        }
+    }
+    named
+}
+
+/// Imports between sibling modules, as (parent, importer, imported): `heal::run::follow` naming
+/// `heal::probe` is `heal`'s children `run` → `probe`.
+fn sibling_imports(src: &Path) -> BTreeSet<(String, String, String)> {
+    let sources = sources(src);
+    let modules: BTreeSet<String> = sources.iter().map(|(module, _)| module.clone()).collect();
+    let mut found = BTreeSet::new();
+    for (module, code) in &sources {
+        for named in module_paths(module, code, &modules) {
+            let (ours, theirs): (Vec<&str>, Vec<&str>) =
+                (module.split("::").collect(), named.split("::").collect());
+            let common = ours.iter().zip(&theirs).take_while(|(a, b)| a == b).count();
+            if let (Some(from), Some(to)) = (ours.get(common), theirs.get(common)) {
+                found.insert((
+                    ours[..common].join("::"),
+                    (*from).to_owned(),
+                    (*to).to_owned(),
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// A circle among the children of one module (the parent and the children in it), if any.
+fn a_sibling_cycle(src: &Path) -> Option<(String, Vec<String>)> {
+    let imports = sibling_imports(src);
+    let parents: BTreeSet<&String> = imports.iter().map(|(parent, _, _)| parent).collect();
+    parents.into_iter().find_map(|parent| {
+        let edges: BTreeSet<(String, String)> = imports
+            .iter()
+            .filter(|(p, _, _)| p == parent)
+            .map(|(_, from, to)| (from.clone(), to.clone()))
+            .collect();
+        a_cycle(&edges).map(|cycle| (parent.clone(), cycle))
+    })
+}
+
+/// The modules that start a command, and so may connect to systemd; everything below takes
+/// the connection (or a `UnitControl`) it is given, so a fake can stand in for it.
+const CONNECTING: &[&str] = &["commands", "status", "systemd", "sandbox"];
+
+/// The modules outside `CONNECTING` that call `Systemd::connect`.
+fn connecting_elsewhere(src: &Path) -> Vec<String> {
+    sources(src)
+        .into_iter()
+        .filter(|(module, code)| {
+            let top = module.split("::").next().unwrap_or_default();
+            !CONNECTING.contains(&top) && code.contains("Systemd::connect")
+        })
+        .map(|(module, _)| module)
+        .collect()
+}
+
+/// Most lines of code a file may hold (tests, comments and blank lines aside).
+const FILE_LINES: usize = 600;
+/// Most lines a function may take, from its `fn` line to its closing brace.
+const FUNCTION_LINES: usize = 100;
+
+/// Files over `FILE_LINES` not split yet: the list only shrinks.
+const LARGE_FILES_LEFT: &[&str] = &["config", "deploy", "systemd"];
+/// Functions over `FUNCTION_LINES` not split yet (`module::function`): the list only shrinks.
+const LONG_FUNCTIONS_LEFT: &[&str] = &[
+    "commands::watch::execute",
+    "heal::run::first_look",
+    "status::gather",
+    "status::metrics::render",
+];
+
+/// The modules whose code is longer than `FILE_LINES`.
+fn large_files(src: &Path) -> Vec<String> {
+    sources(src)
+        .into_iter()
+        .filter(|(_, code)| {
+            code.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with("//"))
+                .count()
+                > FILE_LINES
+        })
+        .map(|(module, _)| module)
+        .collect()
+}
+
+/// The functions longer than `FUNCTION_LINES`, as `module::function`.
+fn long_functions(src: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for (module, code) in sources(src) {
+        let lines: Vec<&str> = code.lines().collect();
+        for (at, line) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            let Some(signature) = [
+                "fn ",
+                "pub fn ",
+                "pub(crate) fn ",
+                "pub(super) fn ",
+                "const fn ",
+                "async fn ",
+            ]
+            .iter()
+            .find_map(|prefix| trimmed.strip_prefix(prefix)) else {
+                continue;
+            };
+            let name: String = signature
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let closing = format!("{}}}", &line[..line.len() - trimmed.len()]);
+            if let Some(length) = lines[at..].iter().position(|l| *l == closing)
+                && length + 1 > FUNCTION_LINES
+            {
+                found.push(format!("{module}::{name}"));
+            }
+        }
+    }
+    found
+}
+
+/// Every (importer, imported) pair of distinct top-level modules.
+fn imports(src: &Path) -> BTreeSet<(String, String)> {
+    let mut found = BTreeSet::new();
+    for (module, code) in sources(src) {
+        let importer = module.split("::").next().unwrap_or_default().to_owned();
         for (at, _) in code.match_indices("crate::") {
             let rest = &code[at + "crate::".len()..];
             let name: String = rest
@@ -151,4 +350,109 @@ fn the_guard_sees_a_circle_within_a_layer() {
     assert!(upward_imports(dir.path()).is_empty(), "one layer");
     let cycle = a_cycle(&imports(dir.path())).expect("a circle");
     assert_eq!(cycle.len(), 2, "{cycle:?}");
+}
+
+#[test]
+fn no_sibling_files_import_each_other_in_a_circle() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    assert!(
+        sibling_imports(&src).len() > 50,
+        "the imports were read: {:?}",
+        sibling_imports(&src)
+    );
+    assert_eq!(a_sibling_cycle(&src), None);
+}
+
+#[test]
+fn the_guard_sees_a_circle_between_sibling_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("notify/channel")).unwrap();
+    std::fs::write(
+        dir.path().join("notify/channel/mod.rs"),
+        "mod alerts;\nmod payload;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("notify/channel/alerts.rs"),
+        "use super::payload::alert;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("notify/channel/payload.rs"),
+        "use crate::notify::channel::alerts::Alert;\n",
+    )
+    .unwrap();
+    assert_eq!(
+        a_sibling_cycle(dir.path()),
+        Some((
+            "notify::channel".to_owned(),
+            vec!["alerts".to_owned(), "payload".to_owned()]
+        ))
+    );
+    std::fs::write(
+        dir.path().join("notify/channel/payload.rs"),
+        "use super::Alert;\n",
+    )
+    .unwrap();
+    assert_eq!(
+        a_sibling_cycle(dir.path()),
+        None,
+        "the parent is no sibling"
+    );
+}
+
+#[test]
+fn only_the_modules_that_start_a_command_connect_to_systemd() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let calls = sources(&src)
+        .iter()
+        .filter(|(_, code)| code.contains("Systemd::connect"))
+        .count();
+    assert!(calls > 3, "the calls were read");
+    assert_eq!(connecting_elsewhere(&src), Vec::<String>::new());
+}
+
+#[test]
+fn the_guard_sees_a_connection_below_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("heal")).unwrap();
+    std::fs::create_dir_all(dir.path().join("commands")).unwrap();
+    std::fs::write(
+        dir.path().join("heal/probe.rs"),
+        "fn round() { let systemd = Systemd::connect()?; }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("commands/probe.rs"),
+        "fn execute() { let systemd = crate::systemd::Systemd::connect()?; }\n#[cfg(test)]\nmod tests {}\n",
+    )
+    .unwrap();
+    assert_eq!(connecting_elsewhere(dir.path()), ["heal::probe"]);
+}
+
+#[test]
+fn no_file_is_over_600_lines_of_code_and_no_function_over_100_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    assert_eq!(large_files(&src), LARGE_FILES_LEFT);
+    assert_eq!(long_functions(&src), LONG_FUNCTIONS_LEFT);
+}
+
+#[test]
+fn the_guard_sees_a_long_function_and_a_large_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // 100 lines: the `fn` line, 98 of body, the closing brace; then one line more.
+    let short = format!(
+        "fn short() {{\n{}}}\n",
+        "    let x = 1;\n".repeat(FUNCTION_LINES - 2)
+    );
+    let body = "        let x = 1;\n".repeat(FUNCTION_LINES - 1);
+    let long = format!("impl A {{\n    pub(crate) fn long() {{\n{body}    }}\n}}\n");
+    std::fs::write(dir.path().join("short.rs"), &short).unwrap();
+    std::fs::write(dir.path().join("long.rs"), &long).unwrap();
+    assert_eq!(long_functions(dir.path()), ["long::long"]);
+    let comments = "// a comment\n\n".repeat(FILE_LINES);
+    std::fs::write(dir.path().join("commented.rs"), comments + &short).unwrap();
+    let code = "const A: u8 = 1;\n".repeat(FILE_LINES + 1);
+    std::fs::write(dir.path().join("large.rs"), code).unwrap();
+    assert_eq!(large_files(dir.path()), ["large"]);
 }
