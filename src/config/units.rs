@@ -1,0 +1,77 @@
+//! Every name selfheal gives a unit of a monitored service: the service's own unit, its heal
+//! unit (and that unit's first name), its retry timer; and the checked `UnitName` a config
+//! may give.
+
+use serde::{Deserialize, Serialize};
+
+use super::ServiceConfig;
+
+/// A service unit's name as the config gives it (`web.service`), checked once, when the
+/// config is loaded: it ends in `.service` and its stem is a safe name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub(crate) struct UnitName(String);
+
+impl TryFrom<String> for UnitName {
+    type Error = String;
+    fn try_from(unit: String) -> Result<UnitName, String> {
+        match unit.strip_suffix(".service") {
+            Some(stem) if is_valid_service_name(stem) => Ok(UnitName(unit)),
+            Some(_) => Err(format!("unit {unit:?} is not a valid unit name")),
+            None => Err(format!("unit {unit:?} must end in .service")),
+        }
+    }
+}
+
+impl From<UnitName> for String {
+    fn from(unit: UnitName) -> String {
+        unit.0
+    }
+}
+
+/// True when `name` is safe to use as (part of) a unit name and a file name.
+pub(crate) fn is_valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | ':'))
+}
+
+impl ServiceConfig {
+    /// The systemd unit name.
+    pub(crate) fn unit_name(&self) -> String {
+        self.unit
+            .as_ref()
+            .map_or_else(|| format!("{}.service", self.name), |unit| unit.0.clone())
+    }
+
+    /// The name of the oneshot unit that `OnFailure=` starts: an instance of selfheal's own
+    /// template name, so systemd applies no drop-ins of the service's own family to it
+    /// (`web@.service.d/` reaches `web@blue-self-heal.service`, `app-.service.d/` reaches
+    /// `app-self-heal.service`; the prefix of `selfheal@…` is `selfheal`, which has no `-`).
+    pub(crate) fn heal_unit_name(&self) -> String {
+        format!("selfheal@{}.service", self.name)
+    }
+
+    /// The heal unit's first spelling, still installed for people and scripts that start it by
+    /// name; `OnFailure=` no longer starts it.
+    pub(crate) fn legacy_heal_unit_name(&self) -> String {
+        format!("{}-self-heal.service", self.name)
+    }
+
+    /// The transient timer that starts the heal unit later (a timed retry): the heal unit's
+    /// name with `.timer`, which systemd starts by default. `legacy`: its first spelling.
+    pub(crate) fn retry_timer_name(&self, legacy: bool) -> String {
+        let heal_unit = if legacy {
+            self.legacy_heal_unit_name()
+        } else {
+            self.heal_unit_name()
+        };
+        format!("{}.timer", heal_unit.trim_end_matches(".service"))
+    }
+}
