@@ -195,6 +195,43 @@ fn a_restart_always_loop_that_never_hits_the_start_limit_is_reported_once_on_bot
     assert_eq!(loops, 1);
 }
 
+/// A crash loop that goes on for longer than its window after it was told is still one report:
+/// on systemd >= 254 the hook's runs end FAILED at each attempt, and once the window since the
+/// CRASH LOOP report had passed, the next one was mailed as a new FAILED (found by the replay
+/// bench on 257: a FAILED mail and alert a second before the mended service served again).
+#[test]
+fn a_crash_loop_that_outlasts_its_window_is_still_one_report_on_both_systemds() {
+    let env = TestEnv::new();
+    let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), USER, PASSWORD);
+    let email = server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), PASSWORD);
+    env.sandbox
+        .add_unit(
+            "web.service",
+            "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sh -c 'echo web: cache dir missing; sleep 0.5; exit 3'\nRestart=always\nRestartSec=300ms\n",
+        )
+        .unwrap();
+    env.config(&format!(
+        "system_name: TestHost\ncrash_loop: {{ restarts: 3, within: 3s }}\n{email}monitored_services:\n  - name: web\n    verify_timeout: 2s\n    stable_for: 200ms\n"
+    ))
+    .install();
+    watch(&env);
+    env.systemctl(&["start", "web.service"]);
+    wait_until(Duration::from_secs(20), "the crash loop report", || {
+        watch(&env);
+        !server.messages().is_empty()
+    });
+    // Three windows more of the loop, looked at by the watch as its timer would.
+    let told = std::time::Instant::now();
+    while told.elapsed() < Duration::from_secs(10) {
+        watch(&env);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    env.systemctl(&["stop", "web.service"]);
+    let subjects = settled(&env, &server);
+    assert_eq!(subjects.len(), 1, "{subjects:?}");
+    assert_contains(&subjects[0], "TestHost: web - CRASH LOOP");
+}
+
 #[test]
 fn a_crash_loop_that_systemd_gives_up_on_gets_exactly_one_report_on_both_systemds() {
     let (env, server) = installed(

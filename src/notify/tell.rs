@@ -92,15 +92,23 @@ impl Teller<'_> {
             systemd: self.systemd,
         };
         // One report per crash loop: systemd >= 254 starts the heal unit at each attempt, and
-        // the run that waited for the loop ends FAILED seconds after the watch told CRASH LOOP.
-        if report.facts.outcome == Outcome::Failed
-            && told(state, &report.header.service).is_some_and(|told| {
+        // those runs end FAILED (or RESOLVED for the moment the service stays up) for as long
+        // as the loop the watch told goes on. They are the loop's, quiet; its all-clear comes
+        // when the watch sees it over.
+        let service = &report.header.service;
+        if report.facts.all_clear.is_none()
+            && matches!(
+                report.facts.outcome,
+                Outcome::Failed | Outcome::Resolved | Outcome::Suppressed
+            )
+            && told(state, service).is_some_and(|told| {
                 told.is_crash_loop()
-                    && told.at.time() + std::time::Duration::from(config.crash_loop.within)
+                    && (told.at.time() + std::time::Duration::from(config.crash_loop.within)
                         > std::time::SystemTime::now()
+                        || crate::heal::watch::crash_loop_ongoing(state, service))
             })
         {
-            tracing::info!(selfheal_service = %report.header.service, "not told again: its crash loop was reported already");
+            tracing::info!(selfheal_service = %report.header.service, "not told: it belongs to the crash loop reported already");
             if let Some(arrival) = arrival {
                 mailing.quiet(arrival);
             }
