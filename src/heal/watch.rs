@@ -12,10 +12,13 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, CrashLoopConfig, ServiceConfig};
+use crate::heal::HealError;
 use crate::heal::diagnose::Diagnosis;
 use crate::heal::facts::{PostStatus, RunClock, RunFacts, finish};
+use crate::host::journal::JournalSource;
 use crate::outcome::Outcome;
-use crate::state::StateDir;
+use crate::state::{HistoryRecord, StateDir};
+use crate::systemd::UnitControl;
 use crate::systemd::UnitSnapshot;
 use crate::ui::when::Timestamp;
 
@@ -100,6 +103,122 @@ pub(crate) fn crash_loop_ongoing(state: &crate::state::StateDir, service: &str) 
 /// systemd >= 254, unless the unit has `RestartMode=direct`.
 pub(crate) fn hook_sees_restarts(systemd_version: u32, restart_mode: Option<&str>) -> bool {
     systemd_version >= 254 && restart_mode != Some("direct")
+}
+
+/// How long the evidence of a crash loop (the unit's last journal lines) may take.
+const JOURNAL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What one round found for one service that the command prints or tells.
+#[derive(Debug)]
+pub(crate) struct Found<'c> {
+    pub service: &'c ServiceConfig,
+    /// "systemd restarted web.service 2 time(s) since the last look (Restart=always)".
+    pub restarted: Option<String>,
+    /// A crash loop found now, recorded: its report to tell.
+    pub crash_loop: Option<RunFacts>,
+    /// The crash loop told earlier is over: the facts of its all-clear, for the command to
+    /// send once it sees the service serve.
+    pub loop_over: Option<RunFacts>,
+}
+
+/// One round of the watch: every monitored service's restarts since the last round (taking
+/// its watch lock, so two rounds at once never count the same restarts twice), recorded where
+/// no hook run records them, and the crash loops it finds or sees end. A service systemd
+/// cannot describe is skipped (the next round looks again).
+pub(crate) fn round<'c, U: UnitControl>(
+    config: &'c Config,
+    state: &StateDir,
+    systemd: &U,
+    journal: &dyn JournalSource,
+    now: SystemTime,
+) -> Result<Vec<Found<'c>>, HealError> {
+    let version = systemd.version()?;
+    let mut found = Vec::new();
+    for service in &config.monitored_services {
+        // Its own lock, not the service's: a heal run must never find the service taken by
+        // the watch (and yield to it).
+        let Ok(Some(_lock)) = state.try_lock(&format!("{}.watch", service.name)) else {
+            continue;
+        };
+        let unit = service.unit_name();
+        let Ok(snapshot) = systemd.snapshot(&unit) else {
+            continue;
+        };
+        let settings = systemd
+            .service_strings(&unit, &["Restart", "RestartMode"])
+            .unwrap_or_default();
+        let restart = settings.first().cloned().flatten().unwrap_or_default();
+        let restart_mode = settings.get(1).cloned().flatten();
+        let mut seen: Seen = state
+            .service_file("watch", &service.name)
+            .unwrap_or_default()
+            .unwrap_or_default();
+        let look = look(&mut seen, &snapshot, now, config.crash_loop);
+        state.save_service_file("watch", &service.name, &seen)?;
+        let restarted = (look.new_restarts > 0).then(|| {
+            format!(
+                "systemd restarted {unit} {} time(s) since the last look (Restart={restart})",
+                look.new_restarts
+            )
+        });
+        // Where the hook fires at each restart, its runs record them; a crash loop's restarts
+        // are the loop's (recorded with its report), not recoveries.
+        if look.new_restarts > 0
+            && !look.looping
+            && !hook_sees_restarts(version, restart_mode.as_deref())
+        {
+            state.append_history(&HistoryRecord {
+                service: service.name.clone(),
+                outcome: Outcome::RestartedBySystemd,
+                started_at: Timestamp::millis(now),
+                duration_ms: 0,
+                healed_by: None,
+                summary: format!(
+                    "systemd's Restart={restart} restarted {unit} {} time(s) by itself; seen by selfheal watch",
+                    look.new_restarts
+                ),
+                manual: false,
+                relapse: false,
+                restarts: look.new_restarts,
+            })?;
+        }
+        // Restart= ended it: whoever heard CRASH LOOP hears that it is over.
+        let loop_over = look.loop_over.then(|| {
+            RunFacts::observed(
+                Outcome::RestartedBySystemd,
+                format!(
+                    "{unit}'s crash loop is over: systemd restarted it by itself and it has run {} without another restart; it is {} now",
+                    config.crash_loop.within,
+                    snapshot.state()
+                ),
+                Some(PostStatus::from(&snapshot)),
+            )
+        });
+        // A FAILED or SUPPRESSED report of this episode told the owner already.
+        let told_by_episode = || {
+            state
+                .episode(&service.name)
+                .ok()
+                .flatten()
+                .is_some_and(|episode| !episode.is_watching())
+        };
+        let crash_loop = look
+            .crash_loop
+            .filter(|_| !told_by_episode())
+            .map(|restarts| {
+                let lines = journal.start(&unit, None).collect(JOURNAL_TIMEOUT);
+                crash_loop(config, state, service, &snapshot, restarts, &restart, lines)
+            });
+        if restarted.is_some() || crash_loop.is_some() || loop_over.is_some() {
+            found.push(Found {
+                service,
+                restarted,
+                crash_loop,
+                loop_over,
+            });
+        }
+    }
+    Ok(found)
 }
 
 /// The facts of a crash loop `selfheal watch` found: systemd restarted `service` `restarts`
@@ -214,5 +333,116 @@ mod tests {
         assert!(hook_sees_restarts(257, None));
         assert!(hook_sees_restarts(257, Some("normal")));
         assert!(!hook_sees_restarts(257, Some("direct")));
+    }
+
+    /// A journal with nothing in it.
+    struct NoJournal;
+
+    impl JournalSource for NoJournal {
+        fn start(
+            &self,
+            _unit: &str,
+            _invocation: Option<&str>,
+        ) -> crate::host::journal::PendingJournal {
+            crate::host::journal::PendingJournal::ready(Vec::new())
+        }
+        fn read_invocation(
+            &self,
+            _unit: &str,
+            _invocation_id: &str,
+            _pending: Option<crate::host::journal::PendingJournal>,
+            _timeout: Duration,
+        ) -> Vec<crate::host::journal::JournalLine> {
+            Vec::new()
+        }
+    }
+
+    /// Rounds of the watch against a scripted systemd whose `NRestarts` reads `restarts`, one
+    /// value per round, each round a minute after the last: what each round found, as
+    /// (restarted, crash loop, loop over), and the outcomes history holds after them.
+    fn rounds(
+        version: u32,
+        mode: Option<&str>,
+        restarts: &[u32],
+    ) -> (Vec<(bool, bool, bool)>, Vec<Outcome>) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        let config = Config::parse(
+            "crash_loop: { restarts: 3, within: 90s }\nmonitored_services:\n  - name: web\n",
+            std::path::Path::new("test.yml"),
+        )
+        .unwrap();
+        let script = restarts
+            .iter()
+            .map(|&n| crate::systemd::fake::unit("active", "running", &format!("i{n}")))
+            .zip(restarts)
+            .map(|(unit, &n)| UnitSnapshot {
+                n_restarts: n,
+                ..unit
+            })
+            .collect();
+        let mut systemd = crate::systemd::fake::FakeSystemd::scripted(
+            script,
+            crate::systemd::fake::FakeJob::Done,
+        );
+        systemd.version = version;
+        systemd.restart = ("always".to_owned(), mode.map(str::to_owned));
+        let start = SystemTime::now();
+        let found = (0..restarts.len() as u64)
+            .map(|minute| {
+                let now = start + Duration::from_secs(60 * minute);
+                let found = round(&config, &state, &systemd, &NoJournal, now).unwrap();
+                found.first().map_or((false, false, false), |found| {
+                    (
+                        found.restarted.is_some(),
+                        found.crash_loop.is_some(),
+                        found.loop_over.is_some(),
+                    )
+                })
+            })
+            .collect();
+        let history = state
+            .history()
+            .unwrap()
+            .iter()
+            .map(|record| record.outcome)
+            .collect();
+        (found, history)
+    }
+
+    /// On 252 the hook never sees a restart `Restart=` made: the round records it. Three in
+    /// the window are a crash loop, reported once and recorded as such (its restarts are not
+    /// recoveries); a whole window without one ends it.
+    #[test]
+    fn a_round_records_unseen_restarts_and_reports_a_crash_loop_once_until_it_is_over() {
+        let (found, history) = rounds(252, None, &[0, 1, 3, 5, 5, 5, 5]);
+        assert_eq!(
+            found,
+            [
+                (false, false, false),
+                (true, false, false),
+                (true, true, false),
+                (true, false, false),
+                (false, false, false),
+                (false, false, true),
+                (false, false, false),
+            ]
+        );
+        assert_eq!(
+            history,
+            [Outcome::RestartedBySystemd, Outcome::CrashLoop],
+            "one restart recorded before the loop, the loop once"
+        );
+    }
+
+    /// On 257 (RestartMode=normal) the hook's runs record each restart: the round records
+    /// none of them, and still finds the loop. With RestartMode=direct the hook sees nothing.
+    #[test]
+    fn where_the_hook_sees_restarts_the_round_records_only_the_crash_loop() {
+        let (found, history) = rounds(257, Some("normal"), &[0, 1, 3]);
+        assert_eq!(found[2], (true, true, false));
+        assert_eq!(history, [Outcome::CrashLoop]);
+        let (_, history) = rounds(257, Some("direct"), &[0, 1]);
+        assert_eq!(history, [Outcome::RestartedBySystemd]);
     }
 }

@@ -25,6 +25,10 @@ pub(crate) struct FakeSystemd {
     /// The script after a restart whose job is done.
     after_restart: RefCell<Option<Vec<UnitSnapshot>>>,
     job: FakeJob,
+    /// What `version` answers (252 unless a test says otherwise).
+    pub version: u32,
+    /// What `service_strings` answers for `Restart` and `RestartMode`.
+    pub restart: (String, Option<String>),
     /// Every call that changes something, in order: `reset_failed web.service`, …
     pub calls: RefCell<Vec<String>>,
 }
@@ -35,6 +39,8 @@ impl FakeSystemd {
             script: RefCell::new(VecDeque::from([now])),
             after_restart: RefCell::new(Some(after_restart)),
             job,
+            version: 252,
+            restart: ("no".to_owned(), None),
             calls: RefCell::new(Vec::new()),
         }
     }
@@ -45,6 +51,8 @@ impl FakeSystemd {
             script: RefCell::new(script.into()),
             after_restart: RefCell::new(None),
             job,
+            version: 252,
+            restart: ("no".to_owned(), None),
             calls: RefCell::new(Vec::new()),
         }
     }
@@ -114,6 +122,25 @@ impl UnitControl for FakeSystemd {
     fn reload(&self) -> Result<(), SystemdError> {
         self.calls.borrow_mut().push("reload".into());
         Ok(())
+    }
+
+    fn version(&self) -> Result<u32, SystemdError> {
+        Ok(self.version)
+    }
+
+    fn service_strings(
+        &self,
+        _unit: &str,
+        properties: &[&str],
+    ) -> Result<Vec<Option<String>>, SystemdError> {
+        Ok(properties
+            .iter()
+            .map(|property| match *property {
+                "Restart" => Some(self.restart.0.clone()),
+                "RestartMode" => self.restart.1.clone(),
+                _ => None,
+            })
+            .collect())
     }
 
     fn start_later(

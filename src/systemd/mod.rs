@@ -123,6 +123,15 @@ pub(crate) trait UnitControl {
     fn stop_unit(&self, _unit: &str) -> Result<(), SystemdError> {
         Ok(())
     }
+    /// The manager's version (252, 257, …).
+    fn version(&self) -> Result<u32, SystemdError>;
+    /// String properties of a service (`Restart`, `RestartMode`), in the order asked; `None`
+    /// for one that is not there (a systemd too old for it) or not a string.
+    fn service_strings(
+        &self,
+        unit: &str,
+        properties: &[&str],
+    ) -> Result<Vec<Option<String>>, SystemdError>;
 }
 
 /// A borrowed implementation is one too (a test keeps its fake to look at afterwards).
@@ -164,6 +173,16 @@ impl<T: UnitControl + ?Sized> UnitControl for &T {
     }
     fn stop_unit(&self, unit: &str) -> Result<(), SystemdError> {
         (**self).stop_unit(unit)
+    }
+    fn version(&self) -> Result<u32, SystemdError> {
+        (**self).version()
+    }
+    fn service_strings(
+        &self,
+        unit: &str,
+        properties: &[&str],
+    ) -> Result<Vec<Option<String>>, SystemdError> {
+        (**self).service_strings(unit, properties)
     }
 }
 
@@ -304,7 +323,7 @@ impl Systemd {
 
     /// String properties of the `org.freedesktop.systemd1.Service` interface of `unit`, in
     /// order; `None` for one this systemd does not have (`RestartMode` before 254).
-    pub(crate) fn service_strings(
+    fn strings_of(
         &self,
         unit: &str,
         properties: &[&str],
@@ -321,7 +340,7 @@ impl Systemd {
     }
 
     /// systemd's version number (`252` of `252.39-1~deb12u1`).
-    pub(crate) fn version(&self) -> Result<u32, SystemdError> {
+    fn version_number(&self) -> Result<u32, SystemdError> {
         let version: String =
             zbus::block_on(self.manager.version()).map_err(call_error("Get Version"))?;
         Ok(version
@@ -368,6 +387,18 @@ impl Systemd {
 }
 
 impl UnitControl for Systemd {
+    fn version(&self) -> Result<u32, SystemdError> {
+        self.version_number()
+    }
+
+    fn service_strings(
+        &self,
+        unit: &str,
+        properties: &[&str],
+    ) -> Result<Vec<Option<String>>, SystemdError> {
+        self.strings_of(unit, properties)
+    }
+
     fn snapshot(&self, unit: &str) -> Result<UnitSnapshot, SystemdError> {
         zbus::block_on(self.read_snapshot(unit))
     }
