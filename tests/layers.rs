@@ -5,7 +5,8 @@
 //! - within a module, no sibling files import each other in a circle (`crate::` and `super::`
 //!   paths);
 //! - only the modules that start a command connect to systemd (`Systemd::connect`);
-//! - no file holds more than 600 lines of code and no function more than 100 lines.
+//! - no file holds more than 600 lines of code and no function more than 100 lines (test code
+//!   aside).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -183,16 +184,6 @@ fn connecting_elsewhere(src: &Path) -> Vec<String> {
 const FILE_LINES: usize = 600;
 /// Most lines a function may take, from its `fn` line to its closing brace.
 const FUNCTION_LINES: usize = 100;
-
-/// Files over `FILE_LINES` not split yet: the list only shrinks.
-const LARGE_FILES_LEFT: &[&str] = &[];
-/// Functions over `FUNCTION_LINES` not split yet (`module::function`): the list only shrinks.
-const LONG_FUNCTIONS_LEFT: &[&str] = &[
-    "commands::watch::execute",
-    "heal::run::first_look",
-    "status::gather",
-    "status::metrics::render",
-];
 
 /// The modules whose code is longer than `FILE_LINES`.
 fn large_files(src: &Path) -> Vec<String> {
@@ -433,8 +424,8 @@ fn the_guard_sees_a_connection_below_the_commands() {
 #[test]
 fn no_file_is_over_600_lines_of_code_and_no_function_over_100_lines() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    assert_eq!(large_files(&src), LARGE_FILES_LEFT);
-    assert_eq!(long_functions(&src), LONG_FUNCTIONS_LEFT);
+    assert_eq!(large_files(&src), Vec::<String>::new());
+    assert_eq!(long_functions(&src), Vec::<String>::new());
 }
 
 #[test]

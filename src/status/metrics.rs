@@ -52,6 +52,73 @@ pub(crate) fn update(config: &Config, state: &StateDir) {
     }
 }
 
+/// What the history says, per service: runs by outcome, the last run's start, the last
+/// healing outcome; and every healing run's duration.
+#[derive(Default)]
+struct Tally<'a> {
+    runs: BTreeMap<(&'a str, &'a str), u64>,
+    last_run: BTreeMap<&'a str, f64>,
+    last_outcome: BTreeMap<&'a str, Outcome>,
+    durations: Vec<f64>,
+}
+
+impl<'a> Tally<'a> {
+    fn of(history: &'a [HistoryRecord]) -> Tally<'a> {
+        let Tally {
+            mut runs,
+            mut last_run,
+            mut last_outcome,
+            mut durations,
+        } = Tally::default();
+        for record in history {
+            *runs
+                .entry((&record.service, record.outcome.as_str()))
+                .or_default() += 1;
+            let seconds = record
+                .started()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let latest = last_run.entry(&record.service).or_insert(seconds);
+            *latest = latest.max(seconds);
+            // A run that yielded to a concurrent one is `suppressed` too, but has no diagnosis
+            // (no summary): the other run's outcome is the one that counts.
+            let yielded = record.outcome == Outcome::Suppressed && record.summary.is_empty();
+            if record.outcome.is_healing_attempt()
+                || (record.outcome == Outcome::Suppressed && !yielded)
+            {
+                last_outcome.insert(&record.service, record.outcome);
+            }
+            if record.outcome.is_healing_attempt() {
+                durations.push(record.duration_ms as f64 / 1000.0);
+            }
+        }
+        Tally {
+            runs,
+            last_run,
+            last_outcome,
+            durations,
+        }
+    }
+}
+
+/// The heal duration histogram's buckets, sum and count.
+fn write_durations(out: &mut String, durations: &[f64]) {
+    for bound in DURATION_BUCKETS {
+        let below = durations.iter().filter(|d| **d <= bound).count();
+        let _ = writeln!(
+            out,
+            "selfheal_heal_duration_seconds_bucket{{le=\"{bound}\"}} {below}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "selfheal_heal_duration_seconds_bucket{{le=\"+Inf\"}} {}\nselfheal_heal_duration_seconds_sum {:.3}\nselfheal_heal_duration_seconds_count {}",
+        durations.len(),
+        durations.iter().sum::<f64>(),
+        durations.len()
+    );
+}
+
 /// The textfile for `history`, the services whose episode is only `watched` (healthy again)
 /// and `queued` reports in the outbox.
 pub(crate) fn render(
@@ -60,32 +127,12 @@ pub(crate) fn render(
     watched: &[String],
     queued: usize,
 ) -> String {
-    let mut runs: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    let mut last_run: BTreeMap<&str, f64> = BTreeMap::new();
-    let mut last_outcome: BTreeMap<&str, Outcome> = BTreeMap::new();
-    let mut durations = Vec::new();
-    for record in history {
-        *runs
-            .entry((&record.service, record.outcome.as_str()))
-            .or_default() += 1;
-        let seconds = record
-            .started()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let latest = last_run.entry(&record.service).or_insert(seconds);
-        *latest = latest.max(seconds);
-        // A run that yielded to a concurrent one is `suppressed` too, but has no diagnosis
-        // (no summary): the other run's outcome is the one that counts.
-        let yielded = record.outcome == Outcome::Suppressed && record.summary.is_empty();
-        if record.outcome.is_healing_attempt()
-            || (record.outcome == Outcome::Suppressed && !yielded)
-        {
-            last_outcome.insert(&record.service, record.outcome);
-        }
-        if record.outcome.is_healing_attempt() {
-            durations.push(record.duration_ms as f64 / 1000.0);
-        }
-    }
+    let Tally {
+        runs,
+        last_run,
+        last_outcome,
+        durations,
+    } = Tally::of(history);
     let mut out = String::new();
     family(
         &mut out,
@@ -117,20 +164,7 @@ pub(crate) fn render(
         "histogram",
         "How long healing runs (resolved or failed) took.",
     );
-    for bound in DURATION_BUCKETS {
-        let below = durations.iter().filter(|d| **d <= bound).count();
-        let _ = writeln!(
-            out,
-            "selfheal_heal_duration_seconds_bucket{{le=\"{bound}\"}} {below}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "selfheal_heal_duration_seconds_bucket{{le=\"+Inf\"}} {}\nselfheal_heal_duration_seconds_sum {:.3}\nselfheal_heal_duration_seconds_count {}",
-        durations.len(),
-        durations.iter().sum::<f64>(),
-        durations.len()
-    );
+    write_durations(&mut out, &durations);
     family(
         &mut out,
         "selfheal_episode_open",

@@ -279,15 +279,14 @@ pub(crate) fn gather(
     );
     check_health(services, &mut rows);
     // A hang the probes see (a port that accepts but never answers) is not healthy either.
-    for row in &mut rows {
-        if row
-            .probe
+    let hung = |row: &&mut ServiceStatus| {
+        row.probe
             .as_ref()
             .is_some_and(|probe| probe.ok == Some(false))
-        {
-            row.healthy = false;
-        }
-    }
+    };
+    rows.iter_mut()
+        .filter(hung)
+        .for_each(|row| row.healthy = false);
     tracing::debug!("health URLs checked after {:?}", started.elapsed());
     let day_ago = now - Duration::from_secs(86_400);
     let recent: Vec<HistoryRecord> = history
@@ -309,7 +308,20 @@ pub(crate) fn gather(
         summary: summarize(&rows),
         services: rows,
         recent,
-        config: ConfigInfo {
+        config: ConfigInfo::of(config, state, queued, oldest),
+    })
+}
+
+impl ConfigInfo {
+    /// The config's figures the dashboard shows, with the outbox's `queued` reports and its
+    /// `oldest`.
+    fn of(
+        config: &Config,
+        state: &StateDir,
+        queued: usize,
+        oldest: Option<SystemTime>,
+    ) -> ConfigInfo {
+        ConfigInfo {
             monitored: config.monitored_services.len(),
             failure_threshold: config.failure_threshold,
             threshold_window: config.threshold_window.to_string(),
@@ -337,8 +349,8 @@ pub(crate) fn gather(
                 .metrics_file
                 .as_ref()
                 .map(|path| path.display().to_string()),
-        },
-    })
+        }
+    }
 }
 
 /// Each channel of `notify:` and its backlog.

@@ -188,17 +188,7 @@ impl Run<'_> {
             .and_then(|facts| facts.invocation_id.as_deref())
             .filter(|_| evidence_matters)
             .map(|id| host.journal.start(unit, Some(id)));
-
-        let asking = SlowNotice::new("waiting for systemd to answer on the D-Bus system bus");
-        let systemd = (host.connect)()?;
-        tracing::debug!(
-            "connected to the system bus after {} µs",
-            self.clock.elapsed_us()
-        );
-        let target = HealthTarget::of(self.config, service);
-        let mut snapshot = systemd.snapshot(unit)?;
-        drop(asking);
-        tracing::debug!("unit snapshot after {} µs", self.clock.elapsed_us());
+        let (systemd, target, mut snapshot) = self.connect_and_look(host)?;
         // systemd's own `Restart=` may be at work: it is its turn, not ours. systemd >= 254
         // starts the heal unit at every failed attempt of a `Restart=` unit, so most hook runs
         // of such a unit see this; on 252 a run sees it only when it races a restart.
@@ -235,28 +225,10 @@ impl Run<'_> {
         // Otherwise one look decides. What is wrong with a unit that is active: "active, but
         // port 5002 is not listening".
         let waited = followed.is_some();
-        // Started by the probes a moment ago, on the instance still running: what they saw
-        // over several rounds is the evidence, and one more look (which may pass by chance,
-        // or take the whole timeout of a hang) adds nothing but its wait.
-        let probes_saw = (followed.is_none() && snapshot.is_active())
-            .then(|| {
-                let active_since = std::time::UNIX_EPOCH
-                    + Duration::from_micros(snapshot.active_enter_timestamp_us);
-                crate::heal::probe::account_for_run(self.state, &self.service.name, active_since)
-            })
+        let probes_saw = (!waited && snapshot.is_active())
+            .then(|| self.probes_saw(&snapshot))
             .flatten();
-        let not_serving = match followed {
-            Some(Followed::Up { now, problem }) => {
-                snapshot = now;
-                problem
-            }
-            Some(Followed::Down(now)) => {
-                snapshot = now;
-                Some(String::new())
-            }
-            None if probes_saw.is_some() => Some(String::new()),
-            Some(Followed::StillActing(_)) | None => verify::check_now(&snapshot, &target).err(),
-        };
+        let not_serving = not_serving(followed, probes_saw.is_some(), &mut snapshot, &target);
         let Some(not_serving) = not_serving else {
             let by_systemd = restarting || snapshot.n_restarts > restarts_before;
             let waited_ms = waited.then(|| waiting_since.elapsed().as_millis());
@@ -292,6 +264,34 @@ impl Run<'_> {
             evidence_matters,
             by_probes: probes_saw.is_some(),
         }))
+    }
+
+    /// Connects (after the lock: a run that yields never needs the bus) and takes the unit's
+    /// snapshot.
+    fn connect_and_look<U: UnitControl>(
+        &self,
+        host: &Host<'_, U>,
+    ) -> Result<(U, HealthTarget, UnitSnapshot), HealError> {
+        let asking = SlowNotice::new("waiting for systemd to answer on the D-Bus system bus");
+        let systemd = (host.connect)()?;
+        tracing::debug!(
+            "connected to the system bus after {} µs",
+            self.clock.elapsed_us()
+        );
+        let target = HealthTarget::of(self.config, self.service);
+        let snapshot = systemd.snapshot(&self.unit)?;
+        drop(asking);
+        tracing::debug!("unit snapshot after {} µs", self.clock.elapsed_us());
+        Ok((systemd, target, snapshot))
+    }
+
+    /// What the probes saw, when they started this run a moment ago on the instance still
+    /// running: over several rounds, that is the evidence, and one more look (which may pass
+    /// by chance, or take the whole timeout of a hang) adds nothing but its wait.
+    fn probes_saw(&self, snapshot: &UnitSnapshot) -> Option<String> {
+        let active_since =
+            std::time::UNIX_EPOCH + Duration::from_micros(snapshot.active_enter_timestamp_us);
+        crate::heal::probe::account_for_run(self.state, &self.service.name, active_since)
     }
 
     /// The report of a run that waited for systemd until `verify_timeout` while its start hung
@@ -502,6 +502,30 @@ fn still_down(
             step.strategy, step.detail
         ),
         None => format!("{unit} is still {state}: {}", diagnosis.root_cause),
+    }
+}
+
+/// What is wrong with the unit after the first look (`None`: it serves). After systemd's own
+/// restart (`followed`) it was verified over time, as after our own restart, and `snapshot`
+/// becomes the unit as systemd left it; when the probes saw it fail, that is the answer;
+/// otherwise one look decides ("port 5002 is not listening"; empty: it is down).
+fn not_serving(
+    followed: Option<Followed>,
+    probes_saw: bool,
+    snapshot: &mut UnitSnapshot,
+    target: &HealthTarget,
+) -> Option<String> {
+    match followed {
+        Some(Followed::Up { now, problem }) => {
+            *snapshot = now;
+            problem
+        }
+        Some(Followed::Down(now)) => {
+            *snapshot = now;
+            Some(String::new())
+        }
+        None if probes_saw => Some(String::new()),
+        Some(Followed::StillActing(_)) | None => verify::check_now(snapshot, target).err(),
     }
 }
 
