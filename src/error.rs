@@ -49,7 +49,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The exit code this error ends the process with (see the README's table).
+    /// The exit code this error ends the process with (see the table in docs/reference.md).
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Usage(_) | Error::Config(_) | Error::Template(_) => ExitCode::Usage,
@@ -102,12 +102,13 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::host::file_error::FileError;
 
     fn io() -> std::io::Error {
         std::io::Error::from(std::io::ErrorKind::NotFound)
     }
 
-    /// One of each variant, with the code the README promises for it. A new variant fails to
+    /// One of each variant, with the code docs/reference.md promises for it. A new variant fails to
     /// compile in `exit_code` until its code is decided, and this table names it.
     #[test]
     fn every_error_has_its_documented_exit_code() {
@@ -142,21 +143,21 @@ mod tests {
                 5,
             ),
             (
-                OutboxError {
+                OutboxError(FileError {
                     action: "writing",
                     path: PathBuf::from("/var/lib/selfheal/outbox/x.eml"),
                     cause: io(),
-                }
+                })
                 .into(),
                 5,
             ),
             (EmailError::NotConfigured.into(), 6),
             (
-                InstallError {
+                InstallError(FileError {
                     action: "writing",
                     path: PathBuf::from("/etc/systemd/system/x.service"),
                     cause: io(),
-                }
+                })
                 .into(),
                 73,
             ),

@@ -5,6 +5,7 @@
 //! - within a module, no sibling files import each other in a circle (`crate::` and `super::`
 //!   paths);
 //! - only the modules that start a command connect to systemd (`Systemd::connect`);
+//! - one module per command: `commands/mod.rs` dispatches and runs no command itself;
 //! - no file holds more than 600 lines of code and no function more than 100 lines (test code
 //!   aside).
 
@@ -234,6 +235,19 @@ fn long_functions(src: &Path) -> Vec<String> {
     found
 }
 
+/// The functions of `commands/mod.rs` that run a command themselves (return an exit code)
+/// beside `execute`, the dispatch.
+fn commands_run_in_the_dispatch(src: &Path) -> Vec<String> {
+    let code = std::fs::read_to_string(src.join("commands/mod.rs")).unwrap_or_default();
+    code_of(&code)
+        .lines()
+        .filter(|line| line.contains("fn ") && line.contains("ExitCode"))
+        .filter_map(|line| line.split("fn ").nth(1)?.split('(').next())
+        .filter(|name| *name != "execute")
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Every (importer, imported) pair of distinct top-level modules.
 fn imports(src: &Path) -> BTreeSet<(String, String)> {
     let mut found = BTreeSet::new();
@@ -446,4 +460,22 @@ fn the_guard_sees_a_long_function_and_a_large_file() {
     let code = "const A: u8 = 1;\n".repeat(FILE_LINES + 1);
     std::fs::write(dir.path().join("large.rs"), code).unwrap();
     assert_eq!(large_files(dir.path()), ["large"]);
+}
+
+#[test]
+fn one_module_per_command() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    assert_eq!(commands_run_in_the_dispatch(&src), Vec::<String>::new());
+}
+
+#[test]
+fn the_guard_sees_a_command_run_in_the_dispatch() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("commands")).unwrap();
+    std::fs::write(
+        dir.path().join("commands/mod.rs"),
+        "pub(crate) fn execute(cli: Cli) -> Result<ExitCode, Error> {}\nfn demo() -> Result<ExitCode, Error> {}\n",
+    )
+    .unwrap();
+    assert_eq!(commands_run_in_the_dispatch(dir.path()), ["demo"]);
 }

@@ -14,11 +14,11 @@ pub(crate) mod notify;
 pub(crate) mod probe;
 mod service;
 pub(crate) mod strategies;
-mod units;
+pub(crate) mod units;
 mod validate;
 
 pub(crate) use service::ServiceConfig;
-pub(crate) use units::is_valid_service_name;
+pub(crate) use units::{FLUSH_SERVICE, is_valid_service_name};
 pub(crate) use validate::require_absolute;
 
 use std::path::PathBuf;
@@ -32,9 +32,6 @@ use probe::ProbeConfig;
 
 /// Where the config is read from when neither `--config` nor `$SELFHEAL_CONFIG` is given.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/selfheal/selfheal.yml";
-
-/// The unit that delivers the outbox (installed with a timer; a cascade's delivery starts it).
-pub(crate) const FLUSH_SERVICE: &str = "selfheal-flush.service";
 
 /// A configuration problem, always phrased so the user can find and fix it.
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,39 @@
-//! Every name selfheal gives a unit of a monitored service: the service's own unit, its heal
-//! unit (and that unit's first name), its retry timer; and the checked `UnitName` a config
-//! may give.
+//! Every unit name selfheal uses: a monitored service's own unit, its heal unit (and that
+//! unit's first name), its retry timer; selfheal's own units and timers (flush, watch, probe,
+//! digest, a cascade's delivery); and the checked `UnitName` a config may give.
 
 use serde::{Deserialize, Serialize};
 
 use super::ServiceConfig;
+
+/// The oneshot unit that delivers the outbox (installed with a timer; a cascade's delivery
+/// starts it), and that timer (every 5 min).
+pub(crate) const FLUSH_SERVICE: &str = "selfheal-flush.service";
+pub(crate) const FLUSH_TIMER: &str = "selfheal-flush.timer";
+
+/// `selfheal watch` every 30 s (the restarts systemd makes by itself), on every host.
+pub(crate) const WATCH_SERVICE: &str = "selfheal-watch.service";
+pub(crate) const WATCH_TIMER: &str = "selfheal-watch.timer";
+
+/// The probe round's units, written only with a top-level `probe:`; the timer runs it every
+/// `probe.interval`.
+pub(crate) const PROBE_SERVICE: &str = "selfheal-probe.service";
+pub(crate) const PROBE_TIMER: &str = "selfheal-probe.timer";
+
+/// The daily digest's units, written only with `digest: daily`.
+pub(crate) const DIGEST_SERVICE: &str = "selfheal-digest.service";
+pub(crate) const DIGEST_TIMER: &str = "selfheal-digest.timer";
+
+/// The transient timer that delivers a cascade's one mail once its window closes (`id`: the
+/// burst's).
+pub(crate) fn cascade_timer_name(id: &str) -> String {
+    format!("selfheal-cascade-{id}.timer")
+}
+
+/// The first name of `service`'s heal unit (`web-self-heal.service`).
+pub(crate) fn legacy_heal_unit_name(service: &str) -> String {
+    format!("{service}-self-heal.service")
+}
 
 /// A service unit's name as the config gives it (`web.service`), checked once, when the
 /// config is loaded: it ends in `.service` and its stem is a safe name.
@@ -61,7 +90,7 @@ impl ServiceConfig {
     /// The heal unit's first spelling, still installed for people and scripts that start it by
     /// name; `OnFailure=` no longer starts it.
     pub(crate) fn legacy_heal_unit_name(&self) -> String {
-        format!("{}-self-heal.service", self.name)
+        legacy_heal_unit_name(&self.name)
     }
 
     /// The transient timer that starts the heal unit later (a timed retry): the heal unit's

@@ -81,13 +81,13 @@ pub(crate) fn plan_changes(
 }
 
 pub(super) fn not_ours(path: &Path) -> InstallError {
-    InstallError {
+    InstallError(crate::host::file_error::FileError {
         action: "refusing to overwrite",
         path: path.to_owned(),
         cause: std::io::Error::other(
             "selfheal did not write it (its first line is not selfheal's marker); move it away or remove it, then run install again",
         ),
-    }
+    })
 }
 
 pub(super) fn refuse_unless_ours_or_absent(path: &Path) -> Result<(), InstallError> {
@@ -102,7 +102,7 @@ pub(super) fn refuse_unless_ours_or_absent(path: &Path) -> Result<(), InstallErr
 pub(super) fn legacy_heal_unit(path: &Path) -> Option<PathBuf> {
     let name = path.file_name()?.to_str()?;
     let service = name.strip_prefix("selfheal@")?.strip_suffix(".service")?;
-    Some(path.with_file_name(format!("{service}-self-heal.service")))
+    Some(path.with_file_name(crate::config::units::legacy_heal_unit_name(service)))
 }
 
 /// `systemctl mask` puts a symlink to /dev/null where the unit file would be.

@@ -8,7 +8,9 @@
 //! 3. [`apply`]: the writes and removals;
 //! 4. [`manifest`]: what was written, in the state directory, for `uninstall`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::host::file_error::FileError;
 
 /// First line of every file selfheal writes; `uninstall` removes only files that start with it.
 pub(crate) const MARKER: &str = "# Written by `selfheal install`; `selfheal uninstall` removes it.";
@@ -23,26 +25,21 @@ pub(crate) use changes::*;
 pub(crate) use manifest::*;
 pub(crate) use units::*;
 
-/// A unit file or directory that could not be written or removed.
+/// A unit file or directory that could not be written or removed (exit 73).
 #[derive(Debug, thiserror::Error)]
-#[error("{action} {path}: {cause}")]
-pub struct InstallError {
-    pub action: &'static str,
-    pub path: PathBuf,
-    pub cause: std::io::Error,
-}
+#[error(transparent)]
+pub struct InstallError(#[from] pub FileError);
 
+/// `map_err` for an I/O step on `path`.
 fn failed(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InstallError {
-    let path = path.to_owned();
-    move |cause| InstallError {
-        action,
-        path,
-        cause,
-    }
+    let failed = FileError::of(action, path);
+    move |cause| InstallError(failed(cause))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
     use crate::config::Config;
 

@@ -47,28 +47,22 @@ pub(super) fn heal_timeout(
     Duration::from_secs(total.as_secs() + u64::from(total.subsec_nanos() > 0))
 }
 
-/// The oneshot unit that delivers queued reports, and the timer that runs it.
-pub(crate) use crate::config::FLUSH_SERVICE;
-pub(crate) const FLUSH_TIMER: &str = "selfheal-flush.timer";
+pub(crate) use crate::config::units::{
+    DIGEST_SERVICE, DIGEST_TIMER, FLUSH_SERVICE, FLUSH_TIMER, PROBE_SERVICE, PROBE_TIMER,
+    WATCH_SERVICE, WATCH_TIMER,
+};
+
 /// Makes `timers.target` want the flush timer, so it runs from boot without an enable.
 pub(super) const FLUSH_WANTED_BY: &str = "timers.target.d/50-selfheal-flush.conf";
 
-/// `selfheal watch` every 30 s (the restarts systemd makes by itself), on every host; the
-/// drop-in makes `timers.target` want the timer, so it runs from boot without an enable.
-pub(crate) const WATCH_SERVICE: &str = "selfheal-watch.service";
-pub(crate) const WATCH_TIMER: &str = "selfheal-watch.timer";
+/// Makes `timers.target` want the watch timer (every 30 s, on every host).
 pub(super) const WATCH_WANTED_BY: &str = "timers.target.d/50-selfheal-watch.conf";
 
-/// The probe round's units, written only with a top-level `probe:`; the timer runs it every
-/// `probe.interval`, from boot (the drop-in).
-pub(crate) const PROBE_SERVICE: &str = "selfheal-probe.service";
-pub(crate) const PROBE_TIMER: &str = "selfheal-probe.timer";
+/// Makes `timers.target` want the probe timer (written only with a top-level `probe:`).
 pub(super) const PROBE_WANTED_BY: &str = "timers.target.d/50-selfheal-probe.conf";
 
-/// The daily digest's units, written only with `digest: daily`; the drop-in makes
-/// `timers.target` want the timer, as `systemctl enable` would, but in a file install owns.
-pub(crate) const DIGEST_SERVICE: &str = "selfheal-digest.service";
-pub(crate) const DIGEST_TIMER: &str = "selfheal-digest.timer";
+/// Makes `timers.target` want the digest timer (written only with `digest: daily`), as
+/// `systemctl enable` would, but in a file install owns.
 pub(super) const DIGEST_WANTED_BY: &str = "timers.target.d/50-selfheal-digest.conf";
 
 /// The files for every monitored service, plus the outbox flush service and timer, the watch
@@ -296,7 +290,7 @@ pub(super) fn hardening(
     service: Option<&ServiceConfig>,
 ) -> String {
     let mut lines = vec![
-        "# Hardening that leaves healing alone (README: \"Hardened units\").".to_owned(),
+        "# Hardening that leaves healing alone (docs/reference.md: \"Hardened units\").".to_owned(),
         "UMask=0077".to_owned(),
         "ProtectClock=yes".to_owned(),
         "RestrictRealtime=yes".to_owned(),

@@ -533,7 +533,7 @@ pub(crate) fn schedule_delivery(
 ) {
     let fires = delivery(units, flush_command);
     let id = arrival.burst.compact();
-    let timer = format!("selfheal-cascade-{id}.timer");
+    let timer = crate::config::units::cascade_timer_name(&id);
     // A second past the window, so the flush it starts finds the window closed.
     let after = after + Duration::from_secs(1);
     if let Err(err) = units.start_later(&timer, after, fires) {

@@ -15,28 +15,22 @@ use serde::{Deserialize, Serialize};
 
 use super::compose::{Composed, Envelope};
 use crate::host::atomic_file;
+use crate::host::file_error::FileError;
 use crate::state::StateDir;
 
 /// Reports carry log lines: only root reads the outbox.
 const MODE: u32 = 0o600;
 
-/// An outbox file or directory that could not be written, read or removed.
+/// An outbox file or directory that could not be written, read or removed (exit 5: the
+/// outbox lives in the state directory).
 #[derive(Debug, thiserror::Error)]
-#[error("outbox: {action} {path}: {cause}")]
-pub struct OutboxError {
-    pub action: &'static str,
-    pub path: PathBuf,
-    pub cause: std::io::Error,
-}
+#[error("outbox: {0}")]
+pub struct OutboxError(#[from] pub FileError);
 
 /// `map_err` for an I/O step on `path`.
 fn failed(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError {
-    let path = path.to_owned();
-    move |cause| OutboxError {
-        action,
-        path,
-        cause,
-    }
+    let failed = FileError::of(action, path);
+    move |cause| OutboxError(failed(cause))
 }
 
 /// The envelope and delivery record of a queued message (its `.json`).
