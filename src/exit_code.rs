@@ -1,4 +1,4 @@
-//! The process exit codes of `selfheal`, as fixed by the interface contract (README, "The interface").
+//! The process exit codes of `selfheal`, as fixed by the interface contract (docs/reference.md, "The interface").
 
 /// Why the process ends. `run` maps its healing outcome onto the first four; the rest are the
 /// tool's own failures, so a wrapper can tell "the service is broken" from "selfheal is broken".
