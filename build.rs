@@ -1,4 +1,4 @@
-//! Puts the git revision into `selfheal --version` (`0.1.0 (a1b2c3d)`, `+dirty` when the tree
+//! Puts the git revision into `selfheal --version` (`0.4.0 (a1b2c3d)`, `+dirty` when the tree
 //! had changes); a build outside a git checkout (a crate tarball) says `unknown`.
 
 use std::process::Command;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use clap_complete::ArgValueCandidates;
 
-/// `0.1.0 (a1b2c3d4e5)`: the version and the git revision it was built from.
+/// `0.4.0 (a1b2c3d4e5)`: the version and the git revision it was built from.
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (",

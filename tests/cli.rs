@@ -407,6 +407,32 @@ fn bash_completes_commands_without_the_internal_ones_and_service_names_from_the_
     assert_eq!(history.trim(), "web");
 }
 
+/// The crate (and so the .deb and `--version`) carries the version of the changelog's latest
+/// release, and every release there has its date.
+#[test]
+fn the_version_is_the_changelogs_latest_release() {
+    let changelog =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("CHANGELOG.md"))
+            .unwrap();
+    let releases: Vec<&str> = changelog
+        .lines()
+        .filter_map(|line| line.strip_prefix("## "))
+        .filter(|title| *title != "Unreleased")
+        .collect();
+    assert!(releases.len() >= 4, "{releases:?}");
+    let latest = releases[0].split(" - ").next().unwrap();
+    assert_eq!(latest, env!("CARGO_PKG_VERSION"), "{releases:?}");
+    for release in releases {
+        let (_, date) = release
+            .split_once(" - ")
+            .unwrap_or_else(|| panic!("no date: {release}"));
+        assert!(
+            jiff::civil::Date::strptime("%Y-%m-%d", date).is_ok(),
+            "{release}"
+        );
+    }
+}
+
 #[test]
 fn version_names_the_revision_no_pager_is_accepted_and_man_pages_exist() {
     let run = |args: &[&str]| {
@@ -416,7 +442,7 @@ fn version_names_the_revision_no_pager_is_accepted_and_man_pages_exist() {
             .unwrap()
     };
     let version = String::from_utf8_lossy(&run(&["--version"]).stdout).into_owned();
-    // `selfheal 0.1.0 (<revision>)`: a git revision, or `unknown` outside a checkout.
+    // `selfheal 0.4.0 (<revision>)`: a git revision, or `unknown` outside a checkout.
     let revision = version
         .trim()
         .strip_prefix(&format!("selfheal {} (", env!("CARGO_PKG_VERSION")))
