@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::ChannelError;
 use super::brief::Brief;
 use crate::outcome::Outcome;
 use crate::report::Report;
@@ -192,11 +193,13 @@ pub(crate) fn close(state: &StateDir, service: &str) {
     }
 }
 
-fn save(state: &StateDir, alert: &Alert) -> Result<(), String> {
-    state.ensure("alerts").map_err(|err| err.to_string())?;
-    let bytes = serde_json::to_vec_pretty(alert).map_err(|err| err.to_string())?;
-    crate::host::atomic_file::write(&path(state, &alert.service), &bytes, 0o640)
-        .map_err(|err| err.to_string())
+fn save(state: &StateDir, alert: &Alert) -> Result<(), ChannelError> {
+    state.ensure("alerts")?;
+    let bytes = serde_json::to_vec_pretty(alert)?;
+    let path = path(state, &alert.service);
+    crate::host::atomic_file::write(&path, &bytes, 0o640)
+        .map_err(crate::host::file_error::FileError::of("writing", &path))?;
+    Ok(())
 }
 
 fn path(state: &StateDir, service: &str) -> PathBuf {

@@ -5,6 +5,7 @@
 
 pub(crate) mod alerts;
 mod brief;
+mod error;
 mod http;
 pub(crate) mod payload;
 mod queue;
@@ -18,6 +19,7 @@ use crate::report::Report;
 use crate::state::StateDir;
 use crate::ui::when::Timestamp;
 use alerts::{Alert, AlertState, Change};
+pub(crate) use error::ChannelError;
 use http::Failure;
 pub(crate) use queue::{Queue, Round};
 
@@ -78,22 +80,23 @@ impl Message {
 pub(crate) struct ChannelRound {
     /// `ChannelConfig::describe`.
     pub channel: String,
-    pub round: Result<Round, String>,
+    pub round: Result<Round, ChannelError>,
     /// Open alerts sent again (flush, Alertmanager only).
     pub refreshed: usize,
 }
 
 /// The URL a channel posts to: a webhook's from its root-only file, Alertmanager's from the
 /// config. An error names the file, never what is in it.
-fn base_url(channel: &ChannelConfig) -> Result<String, String> {
+fn base_url(channel: &ChannelConfig) -> Result<String, ChannelError> {
     match channel {
         ChannelConfig::Webhook(webhook) => {
-            let url = crate::host::secret::read_root_only(&webhook.url_file)?;
+            let url = crate::host::secret::read_root_only(&webhook.url_file)
+                .map_err(ChannelError::Secret)?;
             crate::config::notify::check_url(&url).map_err(|why| {
-                format!(
+                ChannelError::Secret(format!(
                     "the URL in {} is not usable: {why}",
                     webhook.url_file.display()
-                )
+                ))
             })?;
             Ok(url)
         }
@@ -105,7 +108,7 @@ fn base_url(channel: &ChannelConfig) -> Result<String, String> {
 
 /// One attempt to deliver `request` on `channel`.
 fn send(channel: &ChannelConfig, request: &Request) -> Result<(), Failure> {
-    let base = base_url(channel).map_err(Failure::Retry)?;
+    let base = base_url(channel).map_err(|err| Failure::Retry(err.to_string()))?;
     post(channel, &base, request)
 }
 
@@ -131,9 +134,9 @@ fn send_queued(
     channel: &ChannelConfig,
     message: &Message,
 ) -> Result<(), Failure> {
-    let base = base_url(channel).map_err(Failure::Retry)?;
+    let base = base_url(channel).map_err(|err| Failure::Retry(err.to_string()))?;
     if let (ChannelConfig::Webhook(webhook), Some(queued_for)) = (channel, &message.for_url)
-        && url_tag::tag(state, &base).map_err(Failure::Retry)? != *queued_for
+        && url_tag::tag(state, &base).map_err(|err| Failure::Retry(err.to_string()))? != *queued_for
     {
         return Err(Failure::Refused(format!(
             "it was queued for another URL than {} holds now, and is not sent to the new one",
@@ -294,7 +297,7 @@ pub(crate) fn flush(
 fn queue_all<'c>(
     state: &StateDir,
     work: Vec<(&'c ChannelConfig, Vec<Message>)>,
-) -> Vec<(&'c ChannelConfig, Result<Queue, String>)> {
+) -> Vec<(&'c ChannelConfig, Result<Queue, ChannelError>)> {
     work.into_iter()
         .map(|(channel, messages)| {
             let for_url = (!messages.is_empty())
@@ -319,7 +322,7 @@ fn queue_all<'c>(
 /// next flush sends them anyway).
 fn serve(
     state: &StateDir,
-    queues: Vec<(&ChannelConfig, Result<Queue, String>)>,
+    queues: Vec<(&ChannelConfig, Result<Queue, ChannelError>)>,
     refresh: bool,
 ) -> Vec<ChannelRound> {
     std::thread::scope(|scope| {

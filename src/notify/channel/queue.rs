@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use super::Message;
 use super::http::Failure;
+use super::{ChannelError, Message};
 use crate::host::atomic_file;
+use crate::host::file_error::FileError;
 use crate::state::StateDir;
 
 /// Requests carry reports: only root reads them.
@@ -47,12 +48,11 @@ pub(crate) struct Round {
 
 impl Queue {
     /// The queue of channel `id`, created when `create` (a reader must not create it).
-    pub(crate) fn open(state: &StateDir, id: &str) -> Result<Queue, String> {
+    pub(crate) fn open(state: &StateDir, id: &str) -> Result<Queue, ChannelError> {
         let dir = state.root().join("outbox").join(id);
         state
             .ensure("outbox")
-            .and_then(|_| state.ensure(&format!("outbox/{id}")))
-            .map_err(|err| err.to_string())?;
+            .and_then(|_| state.ensure(&format!("outbox/{id}")))?;
         Ok(Queue {
             dir,
             state: state.clone(),
@@ -74,7 +74,7 @@ impl Queue {
     }
 
     /// Adds `message` at the end of the queue.
-    pub(crate) fn push(&self, message: &Message) -> Result<PathBuf, String> {
+    pub(crate) fn push(&self, message: &Message) -> Result<PathBuf, ChannelError> {
         static SEQUENCE: AtomicU32 = AtomicU32::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -97,11 +97,11 @@ impl Queue {
         &self,
         send: impl Fn(&Message) -> Result<(), Failure>,
         while_held: impl FnOnce(&Round) -> T,
-    ) -> Result<(Round, T), String> {
+    ) -> Result<(Round, T), ChannelError> {
         let _sender = self.lock()?;
         let mut round = Round::default();
         let mut paths = messages_in(&self.dir)
-            .map_err(|err| format!("reading {}: {err}", self.dir.display()))?
+            .map_err(FileError::of("reading", &self.dir))?
             .into_iter();
         for path in paths.by_ref() {
             let Some(mut message) = read(&path) else {
@@ -134,27 +134,26 @@ impl Queue {
     }
 
     /// Moves the message at `path` to `refused/`, with its last answer, out of the queue.
-    fn set_aside(&self, path: &Path, message: &Message) -> Result<PathBuf, String> {
+    fn set_aside(&self, path: &Path, message: &Message) -> Result<PathBuf, ChannelError> {
         let dir = self
             .state
-            .ensure(&format!("outbox/{}/{REFUSED}", self.id))
-            .map_err(|err| err.to_string())?;
+            .ensure(&format!("outbox/{}/{REFUSED}", self.id))?;
         let aside = dir.join(path.file_name().unwrap_or_default());
         write(&aside, message)?;
         remove(path)?;
         Ok(aside)
     }
 
-    fn lock(&self) -> Result<Flock<File>, String> {
+    fn lock(&self) -> Result<Flock<File>, ChannelError> {
         let path = self.dir.join(".lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|err| format!("opening {}: {err}", path.display()))?;
+            .map_err(FileError::of("opening", &path))?;
         Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, errno)| format!("locking {}: {errno}", path.display()))
+            .map_err(|(_, errno)| FileError::of("locking", &path)(errno.into()).into())
     }
 }
 
@@ -176,16 +175,16 @@ fn read(path: &Path) -> Option<Message> {
     serde_json::from_slice(&bytes).ok()
 }
 
-fn write(path: &Path, message: &Message) -> Result<(), String> {
-    let bytes = serde_json::to_vec_pretty(message).map_err(|err| err.to_string())?;
-    atomic_file::write(path, &bytes, MODE)
-        .map_err(|err| format!("writing {}: {err}", path.display()))
+fn write(path: &Path, message: &Message) -> Result<(), ChannelError> {
+    let bytes = serde_json::to_vec_pretty(message)?;
+    atomic_file::write(path, &bytes, MODE).map_err(FileError::of("writing", path))?;
+    Ok(())
 }
 
-fn remove(path: &Path) -> Result<(), String> {
+fn remove(path: &Path) -> Result<(), ChannelError> {
     match std::fs::remove_file(path) {
         Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-            Err(format!("removing {}: {err}", path.display()))
+            Err(FileError::of("removing", path)(err).into())
         }
         _ => Ok(()),
     }

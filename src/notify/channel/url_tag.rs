@@ -8,6 +8,8 @@ use std::io::Write as _;
 
 use ring::rand::SecureRandom as _;
 
+use super::ChannelError;
+use crate::host::file_error::FileError;
 use crate::host::hex;
 use crate::state::StateDir;
 
@@ -15,38 +17,38 @@ use crate::state::StateDir;
 const KEY_FILE: &str = ".url-key";
 
 /// `url`'s tag: 128 bits of its HMAC under this host's key, in hex.
-pub(crate) fn tag(state: &StateDir, url: &str) -> Result<String, String> {
+pub(crate) fn tag(state: &StateDir, url: &str) -> Result<String, ChannelError> {
     let key = key(state)?;
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.as_bytes());
     Ok(hex(&ring::hmac::sign(&key, url.as_bytes()).as_ref()[..16]))
 }
 
 /// The key, made when there is none: 256 random bits, in hex, in a root-only file.
-fn key(state: &StateDir) -> Result<String, String> {
-    let dir = state.ensure("outbox").map_err(|err| err.to_string())?;
+fn key(state: &StateDir) -> Result<String, ChannelError> {
+    let dir = state.ensure("outbox")?;
     let path = dir.join(KEY_FILE);
     match std::fs::symlink_metadata(&path) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        _ => return crate::host::secret::read_root_only(&path),
+        _ => return crate::host::secret::read_root_only(&path).map_err(ChannelError::Secret),
     }
     let mut bytes = [0_u8; 32];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| "the system gave no random bytes for the outbox key".to_owned())?;
+        .map_err(|_| ChannelError::NoRandom)?;
     let written = tempfile::NamedTempFile::new_in(&dir).and_then(|mut file| {
         file.write_all(hex(&bytes).as_bytes())?;
         file.as_file().sync_all()?;
         Ok(file)
     });
-    let made = written.map_err(|err| format!("writing the key in {}: {err}", dir.display()))?;
+    let made = written.map_err(FileError::of("writing the key in", &dir))?;
     // Two first users at once: the first key linked in place is the one both read back.
     match made.persist_noclobber(&path) {
         Err(err) if err.error.kind() != std::io::ErrorKind::AlreadyExists => {
-            return Err(format!("writing {}: {}", path.display(), err.error));
+            return Err(FileError::of("writing", &path)(err.error).into());
         }
         _ => {}
     }
-    crate::host::secret::read_root_only(&path)
+    crate::host::secret::read_root_only(&path).map_err(ChannelError::Secret)
 }
 
 #[cfg(test)]
