@@ -15,11 +15,9 @@ use crate::config::{Config, ServiceConfig};
 use crate::heal::HealError;
 use crate::host::ports::Listeners;
 use crate::state::{StateDir, StateError};
-use crate::systemd::{ActiveState, Systemd, SystemdError, UnitOverview};
+use crate::systemd::{ActiveState, SystemdError, UnitControl, UnitOverview};
 use crate::ui::when::Timestamp;
 
-/// How long a round waits for systemd's answers.
-const SYSTEMD_TIMEOUT: Duration = Duration::from_secs(5);
 /// The probes' account is the run's evidence when they started it this recently (a run starts
 /// within milliseconds of its start job).
 const ACCOUNT_FRESH_FOR: Duration = Duration::from_secs(60);
@@ -158,11 +156,11 @@ pub(crate) fn account_for_run(
 
 /// One round over `services` (every probed one when empty): look at each active service at
 /// once, record, and start the heal unit of each that reached its `failures`.
-pub(crate) fn round(
+pub(crate) fn round<U: UnitControl>(
     config: &Config,
     state: &StateDir,
     only: &[&ServiceConfig],
-    connect: impl FnOnce() -> Result<Systemd, SystemdError>,
+    connect: impl FnOnce() -> Result<U, SystemdError>,
 ) -> Result<Vec<ProbeOutcome>, HealError> {
     let started = std::time::Instant::now();
     let probed: Vec<(&ServiceConfig, Probe)> = config
@@ -181,9 +179,9 @@ pub(crate) fn round(
     let heal_names: Vec<&str> = heal_units.iter().map(String::as_str).collect();
     // States alone (one ListUnitsByNames): the probes need no unit's OnFailure=.
     let all: Vec<&str> = unit_names.iter().chain(&heal_names).copied().collect();
-    let overview = systemd.overview(&[], &all, SYSTEMD_TIMEOUT)?;
+    let overview = systemd.unit_states(&all)?;
     let (unit_views, heal_views) = overview.split_at(probed.len());
-    let since = systemd.active_since(&unit_names, SYSTEMD_TIMEOUT)?;
+    let since = systemd.active_since(&unit_names)?;
     tracing::debug!("systemd answered after {:?}", started.elapsed());
     let now = SystemTime::now();
     let looks = look_at_all(&probed, unit_views, &since);
@@ -518,6 +516,64 @@ mod tests {
         // Past the grace it is judged: nothing answers on port 9.
         assert!(
             matches!(look_at(now_us - 60_000_000), Look::Failed(why) if why.starts_with("health URL http://127.0.0.1:9/"))
+        );
+    }
+
+    /// Probe rounds against a scripted systemd (web.service active since long ago, its heal
+    /// unit as `heal_state` says) for a web service whose port nothing listens on: the calls
+    /// each round made.
+    #[test]
+    fn a_service_that_fails_its_probes_gets_its_heal_unit_started_once() {
+        use crate::systemd::fake::{FakeJob, FakeSystemd, unit};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .unwrap()
+            .port();
+        let config = Config::parse(
+            &format!(
+                "probe: {{ interval: 1s, timeout: 1s, failures: 2, start_grace: 0s }}\nmonitored_services:\n  - name: web\n    port: {port}\n"
+            ),
+            std::path::Path::new("test.yml"),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        let overview = |id: &str, active_state: &str| UnitOverview {
+            id: id.to_owned(),
+            load_state: "loaded".to_owned(),
+            active_state: ActiveState::parse(active_state),
+            ..UnitOverview::default()
+        };
+        let mut systemd =
+            FakeSystemd::scripted(vec![unit("active", "running", "a")], FakeJob::Done);
+        systemd.states = vec![
+            overview("web.service", "active"),
+            overview("selfheal@web.service", "inactive"),
+        ];
+        let round = |systemd: &FakeSystemd| {
+            let before = systemd.calls().len();
+            let outcomes = super::round(&config, &state, &[], || Ok(systemd)).unwrap();
+            assert!(!outcomes[0].ok, "{outcomes:?}");
+            systemd.calls()[before..].to_vec()
+        };
+        assert_eq!(
+            round(&systemd),
+            Vec::<String>::new(),
+            "one failed round of two"
+        );
+        assert_eq!(round(&systemd), ["start_no_wait selfheal@web.service"]);
+        // Its run goes on: the next rounds leave it to that run.
+        systemd.states[1] = overview("selfheal@web.service", "activating");
+        assert_eq!(round(&systemd), Vec::<String>::new());
+        assert_eq!(
+            round(&systemd),
+            Vec::<String>::new(),
+            "the count is due again"
+        );
+        let records = records(&state).unwrap();
+        assert_eq!(
+            records["web"].detail,
+            format!("port {port} is not listening; not healed: selfheal@web.service is running")
         );
     }
 }

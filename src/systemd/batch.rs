@@ -170,7 +170,7 @@ impl Systemd {
     /// When each of `units` last became active (`ActiveEnterTimestampMonotonic`, µs of
     /// CLOCK_MONOTONIC; `None` when never or unknown), in one batch of `Get`s, at most
     /// `timeout` in all.
-    pub(crate) fn active_since(
+    pub(super) fn active_since_within(
         &self,
         units: &[&str],
         timeout: Duration,

@@ -29,6 +29,8 @@ pub(crate) struct FakeSystemd {
     pub version: u32,
     /// What `service_strings` answers for `Restart` and `RestartMode`.
     pub restart: (String, Option<String>),
+    /// What `unit_states` answers (the units it knows; others are `not-found`).
+    pub states: Vec<super::UnitOverview>,
     /// Every call that changes something, in order: `reset_failed web.service`, …
     pub calls: RefCell<Vec<String>>,
 }
@@ -41,6 +43,7 @@ impl FakeSystemd {
             job,
             version: 252,
             restart: ("no".to_owned(), None),
+            states: Vec::new(),
             calls: RefCell::new(Vec::new()),
         }
     }
@@ -53,6 +56,7 @@ impl FakeSystemd {
             job,
             version: 252,
             restart: ("no".to_owned(), None),
+            states: Vec::new(),
             calls: RefCell::new(Vec::new()),
         }
     }
@@ -126,6 +130,35 @@ impl UnitControl for FakeSystemd {
 
     fn version(&self) -> Result<u32, SystemdError> {
         Ok(self.version)
+    }
+
+    fn unit_states(&self, units: &[&str]) -> Result<Vec<super::UnitOverview>, SystemdError> {
+        Ok(units
+            .iter()
+            .map(|unit| {
+                self.states
+                    .iter()
+                    .find(|state| state.id == *unit)
+                    .cloned()
+                    .unwrap_or_else(|| super::UnitOverview {
+                        id: (*unit).to_owned(),
+                        load_state: "not-found".to_owned(),
+                        ..super::UnitOverview::default()
+                    })
+            })
+            .collect())
+    }
+
+    fn active_since(&self, units: &[&str]) -> Result<Vec<Option<u64>>, SystemdError> {
+        // Long enough ago for any start grace: the first microsecond of the boot.
+        Ok(units.iter().map(|_| Some(1)).collect())
+    }
+
+    fn start_no_wait(&self, unit: &str) -> Result<(), SystemdError> {
+        self.calls
+            .borrow_mut()
+            .push(format!("start_no_wait {unit}"));
+        Ok(())
     }
 
     fn service_strings(

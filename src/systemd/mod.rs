@@ -125,6 +125,11 @@ pub(crate) trait UnitControl {
     }
     /// The manager's version (252, 257, …).
     fn version(&self) -> Result<u32, SystemdError>;
+    /// When each of `units` last became active (`ActiveEnterTimestampMonotonic`, µs of
+    /// CLOCK_MONOTONIC; `None` when never or unknown), in one batch.
+    fn active_since(&self, units: &[&str]) -> Result<Vec<Option<u64>>, SystemdError>;
+    /// Queues a start of `unit` and returns without waiting for it.
+    fn start_no_wait(&self, unit: &str) -> Result<(), SystemdError>;
     /// String properties of a service (`Restart`, `RestartMode`), in the order asked; `None`
     /// for one that is not there (a systemd too old for it) or not a string.
     fn service_strings(
@@ -176,6 +181,12 @@ impl<T: UnitControl + ?Sized> UnitControl for &T {
     }
     fn version(&self) -> Result<u32, SystemdError> {
         (**self).version()
+    }
+    fn active_since(&self, units: &[&str]) -> Result<Vec<Option<u64>>, SystemdError> {
+        (**self).active_since(units)
+    }
+    fn start_no_wait(&self, unit: &str) -> Result<(), SystemdError> {
+        (**self).start_no_wait(unit)
     }
     fn service_strings(
         &self,
@@ -300,7 +311,7 @@ impl Systemd {
 impl Systemd {
     /// Queues a start of `unit` and returns without waiting for it (a heal unit's run takes
     /// seconds; the probe round that starts it goes on).
-    pub(crate) fn start_no_wait(&self, unit: &str) -> Result<(), SystemdError> {
+    fn queue_start(&self, unit: &str) -> Result<(), SystemdError> {
         zbus::block_on(with_timeout(METHOD_TIMEOUT, async {
             self.manager
                 .start_unit(unit, "replace")
@@ -389,6 +400,14 @@ impl Systemd {
 impl UnitControl for Systemd {
     fn version(&self) -> Result<u32, SystemdError> {
         self.version_number()
+    }
+
+    fn active_since(&self, units: &[&str]) -> Result<Vec<Option<u64>>, SystemdError> {
+        self.active_since_within(units, METHOD_TIMEOUT)
+    }
+
+    fn start_no_wait(&self, unit: &str) -> Result<(), SystemdError> {
+        self.queue_start(unit)
     }
 
     fn service_strings(
