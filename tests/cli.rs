@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
 
-use common::{assert_contains, exit_code, selfheal_bin};
+use common::{StatsRowJson, assert_contains, exit_code, selfheal_bin};
 
 fn selfheal_with(config: &str, args: &[&str]) -> (Output, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -353,16 +353,15 @@ fn history_stats_give_the_figures_per_service() {
     ];
     let output = history_of(&runs, &["--stats", "--json"]);
     assert_eq!(exit_code(&output), ExitCode::Success);
-    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+    let rows: Vec<StatsRowJson> = String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0]["service"], "web");
-    assert_eq!(rows[0]["runs"], 2);
-    assert_eq!(rows[0]["resolved"], 2);
-    assert_eq!(rows[0]["success_rate"], 1.0);
-    assert_eq!(rows[0]["mean_time_to_heal_ms"], 41);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0].service, "web");
+    assert_eq!((rows[0].runs, rows[0].resolved, rows[0].failed), (2, 2, 0));
+    assert_eq!(rows[0].success_rate, Some(1.0));
+    assert_eq!(rows[0].mean_time_to_heal_ms, Some(41));
     let text = history_of(&runs, &["--stats"]);
     assert_contains(&String::from_utf8_lossy(&text.stdout), "MEAN TO HEAL");
 }

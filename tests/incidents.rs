@@ -7,7 +7,9 @@ mod common;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use common::{Mail, SmtpServer, TestEnv, assert_contains, free_port, selfheal_bin, wait_until};
+use common::{
+    Mail, SmtpServer, StatsRowJson, TestEnv, assert_contains, free_port, selfheal_bin, wait_until,
+};
 use selfheal::outcome::Outcome;
 use selfheal::state::{HistoryRecord, StateDir};
 
@@ -160,11 +162,10 @@ fn a_service_that_relapses_after_each_recovery_backs_off_with_one_mail_per_step(
     assert_contains(&relapse.text, "selfheal tries again at");
     let stats = env.selfheal(["history", "--stats", "--json"]);
     let line = String::from_utf8_lossy(&stats.stdout);
-    let stats: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
-    let rate = stats["success_rate"].as_f64().unwrap();
+    let stats: StatsRowJson = serde_json::from_str(line.lines().next().unwrap()).unwrap();
     assert!(
-        rate <= 0.5,
-        "healings that did not hold count as failures: {stats}"
+        stats.success_rate.unwrap() <= 0.5,
+        "healings that did not hold count as failures: {stats:?}"
     );
 }
 
@@ -452,12 +453,12 @@ fn the_daily_digest_mails_the_days_figures_and_install_runs_its_timer_only_when_
         "db          1         0       1           0        0           0       0%             -",
     );
     let stats = env.selfheal(["history", "--since", "24h", "--stats", "--json"]);
-    let web: serde_json::Value = String::from_utf8_lossy(&stats.stdout)
+    let web: StatsRowJson = String::from_utf8_lossy(&stats.stdout)
         .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .find(|row| row["service"] == "web")
+        .map(|line| serde_json::from_str::<StatsRowJson>(line).unwrap())
+        .find(|row| row.service == "web")
         .unwrap();
-    assert_eq!(web["runs"], 4, "{web}");
+    assert_eq!(web.runs, 4, "{web:?}");
     assert_contains(&mail.text, "Needed nothing: mail");
     assert_contains(&mail.html, "<td>67%</td>");
     // What was mailed is what was printed.

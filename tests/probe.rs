@@ -11,7 +11,7 @@ use selfheal::outcome::Outcome;
 
 /// `selfheal probe --json`, parsed, with its exit code.
 #[track_caller]
-fn round(env: &TestEnv) -> (ExitCode, Vec<serde_json::Value>) {
+fn round(env: &TestEnv) -> (ExitCode, Vec<ProbeOutcomeJson>) {
     let output = env.selfheal(["probe", "--json"]);
     let outcomes = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
         panic!(
@@ -132,12 +132,9 @@ fn a_slow_start_is_not_judged_inside_its_grace_and_a_single_bad_answer_is_not_ac
     // Active for less than start_grace: not judged, whatever it answers.
     let (code, outcomes) = round(&env);
     assert_eq!(code, ExitCode::Success, "{outcomes:?}");
-    assert_eq!(outcomes[0]["judged"], false, "{outcomes:?}");
-    assert_eq!(outcomes[0]["failures"], 0);
-    assert_contains(
-        outcomes[0]["detail"].as_str().unwrap(),
-        "within its start_grace of 1h",
-    );
+    assert!(!outcomes[0].judged, "{outcomes:?}");
+    assert_eq!(outcomes[0].failures, 0);
+    assert_contains(&outcomes[0].detail, "within its start_grace of 1h");
 
     // Past its grace: hung for one round, answering in the next, hung again. Never two in a
     // row, so never healed.
@@ -157,8 +154,8 @@ fn a_slow_start_is_not_judged_inside_its_grace_and_a_single_bad_answer_is_not_ac
             ExitCode::Success
         };
         assert_eq!(code, expected, "{outcomes:?}");
-        assert_eq!(outcomes[0]["failures"], u64::from(hung), "{outcomes:?}");
-        assert!(outcomes[0]["healing_started"].is_null(), "{outcomes:?}");
+        assert_eq!(outcomes[0].failures, u32::from(hung), "{outcomes:?}");
+        assert!(outcomes[0].healing_started.is_none(), "{outcomes:?}");
     }
     assert_contains(
         env.status().services[0]
@@ -189,7 +186,8 @@ fn a_service_that_keeps_failing_its_probe_is_escalated_once_without_a_run_storm(
 
     let (_, first) = round(&env);
     assert_eq!(
-        first[0]["healing_started"], "selfheal@web.service",
+        first[0].healing_started.as_deref(),
+        Some("selfheal@web.service"),
         "{first:?}"
     );
     let history = after_the_heal_unit(&env, 1);
@@ -198,9 +196,9 @@ fn a_service_that_keeps_failing_its_probe_is_escalated_once_without_a_run_storm(
     for _ in 0..3 {
         let (code, outcomes) = round(&env);
         assert_eq!(code, ExitCode::Failure);
-        assert!(outcomes[0]["healing_started"].is_null(), "{outcomes:?}");
+        assert!(outcomes[0].healing_started.is_none(), "{outcomes:?}");
         assert_contains(
-            outcomes[0]["detail"].as_str().unwrap(),
+            &outcomes[0].detail,
             "not healed: loop protection holds web until its timed retry at",
         );
     }
@@ -225,7 +223,7 @@ fn without_timed_retries_loop_protection_still_holds_the_probes_back() {
     let mut started = 0;
     for _ in 0..6 {
         let (_, outcomes) = round(&env);
-        if outcomes[0]["healing_started"].is_string() {
+        if outcomes[0].healing_started.is_some() {
             started += 1;
             after_the_heal_unit(&env, started);
         }
@@ -239,7 +237,7 @@ fn without_timed_retries_loop_protection_still_holds_the_probes_back() {
     );
     let (_, outcomes) = round(&env);
     assert_contains(
-        outcomes[0]["detail"].as_str().unwrap(),
+        &outcomes[0].detail,
         "not healed: loop protection holds web; no retry is scheduled",
     );
 }
@@ -261,7 +259,7 @@ fn a_round_that_starts_healing(env: &TestEnv) {
     let mut last = Vec::new();
     let started = (0..60).any(|_| {
         last = round(env).1;
-        let started = last[0]["healing_started"].is_string();
+        let started = last[0].healing_started.is_some();
         if !started {
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -300,11 +298,8 @@ fn a_hang_that_keeps_coming_back_is_told_when_loop_protection_holds_it() {
         "{history:?}"
     );
     let (_, outcomes) = round(&env);
-    assert!(outcomes[0]["healing_started"].is_null(), "{outcomes:?}");
-    assert_contains(
-        outcomes[0]["detail"].as_str().unwrap(),
-        "until its timed retry at",
-    );
+    assert!(outcomes[0].healing_started.is_none(), "{outcomes:?}");
+    assert_contains(&outcomes[0].detail, "until its timed retry at");
     let mails = server.wait_for_messages(3, Duration::from_secs(20));
     let held = Mail::parse(&mails[2]);
     assert_contains(&held.subject, "TestHost: web - SUPPRESSED");
@@ -330,21 +325,21 @@ fn a_send_expect_probe_catches_a_hung_memcached() {
     env.start_listening("web", port).install();
     let (code, outcomes) = round(&env);
     assert_eq!(code, ExitCode::Success, "{outcomes:?}");
-    assert_contains(
-        outcomes[0]["detail"].as_str().unwrap(),
-        "answered \"VERSION 1.",
-    );
+    assert_contains(&outcomes[0].detail, "answered \"VERSION 1.");
 
     // Stopped, memcached's port still accepts connections; only the answer is missing.
     env.systemctl(&["kill", "--signal=SIGSTOP", "web.service"]);
     let (_, outcomes) = round(&env);
-    assert_eq!(outcomes[0]["failures"], 1, "{outcomes:?}");
+    assert_eq!(outcomes[0].failures, 1, "{outcomes:?}");
     assert_contains(
-        outcomes[0]["detail"].as_str().unwrap(),
+        &outcomes[0].detail,
         &format!("port {port}: no answer: timed out after 1s"),
     );
     let (_, outcomes) = round(&env);
-    assert_eq!(outcomes[0]["healing_started"], "selfheal@web.service");
+    assert_eq!(
+        outcomes[0].healing_started.as_deref(),
+        Some("selfheal@web.service")
+    );
     let history = after_the_heal_unit(&env, 1);
     assert_eq!(history[0].outcome, Outcome::Resolved, "{history:?}");
     assert_contains(
@@ -373,7 +368,7 @@ fn a_localhost_health_url_reaches_a_service_on_127_0_0_1_alone() {
     let (code, outcomes) = round(&env);
     assert_eq!(code, ExitCode::Success, "{outcomes:?}");
     assert_eq!(
-        outcomes[0]["detail"],
+        outcomes[0].detail,
         format!("http://localhost:{port}/health answered 200")
     );
     assert!(env.history().is_empty());

@@ -242,6 +242,29 @@ impl StatusJson {
     }
 }
 
+/// One service in `selfheal probe --json`, as the interface promises it.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ProbeOutcomeJson {
+    pub name: String,
+    pub ok: bool,
+    pub judged: bool,
+    pub failures: u32,
+    pub failures_to_heal: u32,
+    pub detail: String,
+    pub healing_started: Option<String>,
+}
+
+/// One line of `selfheal history --stats --json`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct StatsRowJson {
+    pub service: String,
+    pub runs: usize,
+    pub resolved: usize,
+    pub failed: usize,
+    pub success_rate: Option<f64>,
+    pub mean_time_to_heal_ms: Option<u64>,
+}
+
 /// One test's world: a sandboxed systemd, a config file and a state directory.
 pub(crate) struct TestEnv {
     pub sandbox: Sandbox,
