@@ -17,19 +17,25 @@
 //! mails go out one by one. A held report therefore waits until the window closes and the
 //! burst's slowest run has ended (bounded by that heal unit's `TimeoutStartSec=`), or, when no
 //! timer could be set, until the next flush (every 5 minutes).
+//!
+//! Here the burst model (a burst, its members, when it is complete); [`ledger`] keeps the
+//! bursts on disk under a lock and records a run's arrival; [`release`] mails a report now or
+//! holds it, and delivers a complete burst; [`timer`] sets the delivery for the window's end.
+
+mod ledger;
+mod release;
+mod timer;
+
+pub(crate) use ledger::arrive;
+pub(crate) use release::Bursts;
+pub(crate) use timer::schedule_delivery;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::config::{Config, FLUSH_SERVICE};
-use crate::notify::email::{Composed, Outbox};
-use crate::report::{CascadeReport, Renderer, Report};
-use crate::state::StateDir;
-use crate::systemd::{Fires, UnitControl};
+use crate::config::Config;
 use crate::ui::when::Timestamp;
 
 /// `cascade:` when the config does not say: 3 services within 60 s.
@@ -37,8 +43,6 @@ pub(crate) const DEFAULT_SERVICES: u32 = 3;
 pub(crate) const DEFAULT_WITHIN: Duration = Duration::from_secs(60);
 /// Bursts older than this leave the ledger whatever their state.
 const FORGET_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
-const LEDGER: &str = "cascade.json";
-const LOCK: &str = ".cascade.lock";
 
 /// The cascade rule in force; `None` when a burst can never fold (`services` below 2).
 #[derive(Debug, Clone, Copy)]
@@ -199,400 +203,14 @@ impl Burst {
     }
 }
 
-/// Reads, changes and writes the ledger under its lock.
-fn with_ledger<T>(
-    state: &StateDir,
-    change: impl FnOnce(&mut Ledger) -> Result<T, crate::notify::NotifyError>,
-) -> Result<T, crate::notify::NotifyError> {
-    let _lock = state.lock_exclusive(LOCK)?;
-    let path = state.ensure("")?.join(LEDGER);
-    let read =
-        match crate::host::bounded_read::read(&path, crate::host::bounded_read::MAX_FILE_BYTES) {
-            Ok((bytes, _)) => serde_json::from_slice(&bytes).map_err(|err| err.to_string()),
-            Err(crate::host::bounded_read::ReadError::Io(err))
-                if err.kind() == std::io::ErrorKind::NotFound =>
-            {
-                Ok(Ledger::default())
-            }
-            Err(err) => Err(err.to_string()),
-        };
-    let mut ledger = read.unwrap_or_else(|why| {
-        // A torn or foreign ledger costs a fold, never a report: whatever is held goes out
-        // on its own, and the ledger starts afresh.
-        tracing::error!(
-            "the cascade ledger {} cannot be read ({why}); held reports are released",
-            path.display()
-        );
-        if let Err(err) = release_all_held(state) {
-            tracing::error!("held reports cannot be released: {err}");
-        }
-        Ledger::default()
-    });
-    let result = change(&mut ledger)?;
-    let bytes = serde_json::to_vec(&ledger)?;
-    crate::host::atomic_file::write(&path, &bytes, 0o600).map_err(|cause| {
-        crate::state::StateError::Io {
-            path: path.clone(),
-            cause,
-        }
-    })?;
-    Ok(result)
-}
-
-/// Joins `service`'s run to the open burst, or starts one. `None` when cascades are off or the
-/// ledger cannot be written (logged: the report is then mailed on its own).
-pub(crate) fn arrive(config: &Config, state: &StateDir, service: &str) -> Option<Arrival> {
-    let rule = Rule::of(config)?;
-    let pid = std::process::id();
-    let since = started_ticks(pid)?;
-    let joined = with_ledger(state, |ledger| {
-        let now = now();
-        let forgotten = |burst: &Burst| burst.started_at.time() + FORGET_AFTER < now;
-        // A burst left for a day (its runs long gone) is forgotten, its held reports sent on
-        // their own rather than lost.
-        for burst in ledger.bursts.iter_mut().filter(|b| forgotten(b)) {
-            release_held(state, burst);
-        }
-        ledger.bursts.retain(|burst| {
-            let settled = burst.complete(rule, now, &alive) && !burst.holds();
-            !settled && !forgotten(burst)
-        });
-        let open = ledger
-            .bursts
-            .iter_mut()
-            .find(|burst| burst.window_open(rule, now));
-        let burst = if let Some(burst) = open {
-            burst
-        } else {
-            ledger.bursts.push(Burst {
-                started_at: Timestamp::millis(now),
-                members: Vec::new(),
-            });
-            ledger.bursts.last_mut().expect("just pushed")
-        };
-        burst.members.push(Member {
-            service: service.to_owned(),
-            pid,
-            since,
-            state: MemberState::Running,
-        });
-        Ok(burst.started_at)
-    });
-    match joined {
-        Ok(burst) => Some(Arrival { burst, pid }),
-        Err(err) => {
-            tracing::error!(selfheal_service = %service, "the cascade ledger cannot be written, this report goes on its own: {err}");
-            None
-        }
-    }
-}
-
-/// The bursts of the ledger, and what delivering them needs: a ready or quiet run settles its
-/// burst, `flush` delivers the complete ones.
-pub(crate) struct Bursts<'a> {
-    pub config: &'a Config,
-    pub state: &'a StateDir,
-    pub renderer: &'a Renderer,
-}
-
-impl Bursts<'_> {
-    /// A run's report is ready (`composed` is its mail): mail it now, hold it, or complete the
-    /// burst with it.
-    pub(crate) fn report_ready(
-        &self,
-        arrival: &Arrival,
-        report: &Report,
-        composed: &Composed,
-    ) -> Result<Fate, crate::notify::NotifyError> {
-        let rule = Rule::of(self.config).expect("an arrival means cascades are on");
-        let json = serde_json::to_vec(report)?;
-        with_ledger(self.state, |ledger| {
-            let now = now();
-            let Some(burst) = ledger
-                .bursts
-                .iter_mut()
-                .find(|b| b.started_at == arrival.burst)
-            else {
-                return Ok(Fate::MailNow);
-            };
-            if burst.failing_now(arrival.pid, &alive).is_empty() {
-                if let Some(me) = burst.member(arrival.pid) {
-                    me.state = MemberState::Mailed;
-                }
-                return Ok(Fate::MailNow);
-            }
-            let held = Outbox::held(self.state)?;
-            held.keep_report(&composed.stem, &json)?;
-            drop(held.queue(composed)?);
-            if let Some(me) = burst.member(arrival.pid) {
-                me.state = MemberState::Held {
-                    stem: composed.stem.clone(),
-                };
-            }
-            if burst.complete(rule, now, &alive) {
-                return Ok(Fate::Delivered(self.deliver(burst, rule)?));
-            }
-            let deliver_in = burst.closes_in(rule, now);
-            Ok(Fate::Held { deliver_in })
-        })
-    }
-
-    /// A run that has nothing to mail: it leaves its burst, which may complete with it, or
-    /// leave a report held that is alone after all (it goes out now). Returns the messages it
-    /// put into the outbox.
-    pub(crate) fn quiet(
-        &self,
-        arrival: &Arrival,
-    ) -> Result<Vec<String>, crate::notify::NotifyError> {
-        let Some(rule) = Rule::of(self.config) else {
-            return Ok(Vec::new());
-        };
-        with_ledger(self.state, |ledger| {
-            let Some(burst) = ledger
-                .bursts
-                .iter_mut()
-                .find(|b| b.started_at == arrival.burst)
-            else {
-                return Ok(Vec::new());
-            };
-            if let Some(me) = burst.member(arrival.pid) {
-                me.state = MemberState::Quiet;
-            }
-            let running = burst
-                .members
-                .iter()
-                .any(|m| matches!(m.state, MemberState::Running) && alive(m));
-            let failed: BTreeSet<&str> = burst
-                .members
-                .iter()
-                .filter(|m| matches!(m.state, MemberState::Held { .. } | MemberState::Mailed))
-                .map(|m| m.service.as_str())
-                .collect();
-            let alone = !running && failed.len() < 2;
-            if burst.holds() && (alone || burst.complete(rule, now(), &alive)) {
-                return self.deliver(burst, rule);
-            }
-            Ok(Vec::new())
-        })
-    }
-
-    /// Delivers every complete burst that holds reports (what `flush` does first); returns
-    /// how many.
-    pub(crate) fn due(&self) -> Result<usize, crate::notify::NotifyError> {
-        let Some(rule) = Rule::of(self.config) else {
-            // Cascades turned off since: what is held goes out on its own.
-            return self.release_all();
-        };
-        if !self.state.root().join(LEDGER).exists() {
-            return Ok(0);
-        }
-        with_ledger(self.state, |ledger| {
-            let now = now();
-            let mut delivered = 0;
-            for burst in &mut ledger.bursts {
-                if burst.holds() && burst.complete(rule, now, &alive) {
-                    match self.deliver(burst, rule) {
-                        Ok(_) => delivered += 1,
-                        Err(err) => tracing::error!(
-                            "the cascade of {} cannot be delivered yet: {err}",
-                            burst.started_at
-                        ),
-                    }
-                }
-            }
-            Ok(delivered)
-        })
-    }
-
-    fn release_all(&self) -> Result<usize, crate::notify::NotifyError> {
-        if !self.state.root().join(LEDGER).exists() {
-            return Ok(0);
-        }
-        with_ledger(self.state, |ledger| {
-            let mut released = 0;
-            for burst in &mut ledger.bursts {
-                released += release_held(self.state, burst);
-            }
-            Ok(released)
-        })
-    }
-
-    /// Puts a complete burst's held reports into the outbox: one cascade mail when it has at
-    /// least `rule.services` services, else each on its own. Returns the stems it queued. The
-    /// caller holds the ledger.
-    fn deliver(
-        &self,
-        burst: &mut Burst,
-        rule: Rule,
-    ) -> Result<Vec<String>, crate::notify::NotifyError> {
-        let held_outbox = Outbox::held(self.state)?;
-        let outbox = Outbox::open(self.state)?;
-        let mut held = Vec::new();
-        let mut mailed = BTreeSet::new();
-        for member in &burst.members {
-            match &member.state {
-                MemberState::Held { stem } => held.push((stem.clone(), member.service.clone())),
-                MemberState::Mailed => {
-                    mailed.insert(member.service.clone());
-                }
-                _ => {}
-            }
-        }
-        let held_services: BTreeSet<&str> = held.iter().map(|(_, s)| s.as_str()).collect();
-        mailed.retain(|service| !held_services.contains(service.as_str()));
-        let services = held_services.len() + mailed.len();
-        let reports: Vec<Value> = held
-            .iter()
-            .filter_map(|(stem, _)| held_outbox.kept_report(stem))
-            .collect();
-        let mut queued = Vec::new();
-        match self.config.email.as_ref() {
-            // Every held report is readable: they fold into one mail.
-            Some(email) if services >= rule.services && reports.len() == held.len() => {
-                let cascade = CascadeReport::new(
-                    self.config.system_name(),
-                    crate::host::hostname(),
-                    crate::ui::duration::HumanDuration(rule.within).to_string(),
-                    reports,
-                    mailed.into_iter().collect(),
-                );
-                let composed = crate::notify::email::compose(
-                    email,
-                    self.config.owner.as_deref(),
-                    self.renderer,
-                    &cascade,
-                )?;
-                drop(outbox.queue(&composed)?);
-                queued.push(composed.stem.clone());
-                // The cascade mail is queued: a held file that will not go away must not
-                // make the next flush send it a second time.
-                for (stem, _) in &held {
-                    if let Err(err) = held_outbox.discard(stem) {
-                        tracing::error!("a folded report stays in outbox/held: {err}");
-                    }
-                }
-                tracing::info!(
-                    "cascade: one report for {services} services that failed within {}",
-                    cascade.window
-                );
-            }
-            _ => {
-                for (stem, _) in &held {
-                    held_outbox.release(stem, &outbox)?;
-                    queued.push(stem.clone());
-                }
-            }
-        }
-        for member in &mut burst.members {
-            if matches!(member.state, MemberState::Held { .. }) {
-                member.state = MemberState::Mailed;
-            }
-        }
-        Ok(queued)
-    }
-}
-
-/// Sends a burst's held reports on their own (into the outbox); returns how many.
-fn release_held(state: &StateDir, burst: &mut Burst) -> usize {
-    let (Ok(held), Ok(outbox)) = (Outbox::held(state), Outbox::open(state)) else {
-        return 0;
-    };
-    let mut released = 0;
-    for member in &mut burst.members {
-        if let MemberState::Held { stem } = &member.state {
-            match held.release(stem, &outbox) {
-                Ok(()) => {
-                    member.state = MemberState::Mailed;
-                    released += 1;
-                }
-                Err(err) => tracing::error!("a held report cannot be released: {err}"),
-            }
-        }
-    }
-    released
-}
-
-/// Every held message into the outbox: what a broken ledger leaves behind goes out on its own.
-fn release_all_held(state: &StateDir) -> Result<(), crate::notify::NotifyError> {
-    let held = Outbox::held(state)?;
-    let outbox = Outbox::open(state)?;
-    for stem in held.stems() {
-        held.release(&stem, &outbox)?;
-    }
-    Ok(())
-}
-
-/// Sets the transient timer that delivers a held burst when its window closes
-/// (`selfheal-cascade-<time>.timer` running `flush_command`). A timer that cannot be set is
-/// logged: the last run of the burst or the periodic flush delivers it then.
-pub(crate) fn schedule_delivery(
-    units: &dyn UnitControl,
-    arrival: &Arrival,
-    after: Duration,
-    flush_command: &[String],
-) {
-    let fires = delivery(units, flush_command);
-    let id = arrival.burst.compact();
-    let timer = crate::config::units::cascade_timer_name(&id);
-    // A second past the window, so the flush it starts finds the window closed.
-    let after = after + Duration::from_secs(1);
-    if let Err(err) = units.start_later(&timer, after, fires) {
-        tracing::warn!(
-            "the cascade's delivery timer cannot be set ({err}); the burst goes out when its last run ends or at the next flush"
-        );
-    }
-}
-
-/// What delivers a held burst: the installed flush unit when it flushes this config's and this
-/// state directory's outbox (its hardening and its SMTP credential come with it, so a password
-/// given only as a credential works here too), else a transient unit running `flush_command`
-/// (a run by hand on another config, or before `install`).
-fn delivery<'a>(units: &dyn UnitControl, flush_command: &'a [String]) -> Fires<'a> {
-    let installed = units
-        .snapshot(FLUSH_SERVICE)
-        .ok()
-        .filter(|unit| unit.load_state == "loaded")
-        .and_then(|unit| unit.exec_start.into_iter().next());
-    match installed {
-        Some(argv) if flushes_the_same(&argv, flush_command) => Fires::Unit(FLUSH_SERVICE),
-        _ => Fires::Command(flush_command),
-    }
-}
-
-/// Both command lines run `flush` on the same config and state directory (an option left out
-/// is its default).
-fn flushes_the_same(a: &[String], b: &[String]) -> bool {
-    let files = |argv: &[String]| {
-        let mut config = PathBuf::from(crate::config::DEFAULT_CONFIG_PATH);
-        let mut state = PathBuf::from(crate::state::DEFAULT_STATE_DIR);
-        let mut args = argv.iter().skip(1);
-        while let Some(arg) = args.next() {
-            let (name, inline) = match arg.split_once('=') {
-                Some((name, value)) => (name, Some(value.to_owned())),
-                None => (arg.as_str(), None),
-            };
-            let target = match name {
-                "--config" => &mut config,
-                "--state-dir" => &mut state,
-                _ => continue,
-            };
-            if let Some(value) = inline.or_else(|| args.next().cloned()) {
-                *target = PathBuf::from(value);
-            }
-        }
-        (
-            config,
-            state,
-            argv.last().is_some_and(|verb| verb == "flush"),
-        )
-    };
-    let (a, b) = (files(a), files(b));
-    a.2 && b.2 && a == b
-}
-
 #[cfg(test)]
 mod tests {
+    use super::ledger::{LEDGER, with_ledger};
+    use super::timer::flushes_the_same;
     use super::*;
+    use crate::notify::email::{Composed, Outbox};
+    use crate::report::{Renderer, Report};
+    use crate::state::StateDir;
 
     #[test]
     fn the_installed_flush_unit_delivers_when_it_flushes_the_same_outbox() {
