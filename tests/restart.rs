@@ -146,30 +146,52 @@ fn watch(env: &TestEnv) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// `web` whose command is `command` (`$$` for a shell's `$`, `SCRATCH` for the sandbox's
+/// scratch directory), with `Restart=always` after
+/// `restart_sec` and no start limit, watched with `crash_loop: {restarts: 3, within}`; an SMTP
+/// server and the install. It is started once the watch has taken its first look.
+fn looping(command: &str, restart_sec: &str, within: &str) -> (TestEnv, SmtpServer) {
+    let env = TestEnv::new();
+    let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), USER, PASSWORD);
+    let email = server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), PASSWORD);
+    let command = command.replace("SCRATCH", &env.sandbox.scratch_dir().to_string_lossy());
+    env.sandbox
+        .add_unit(
+            "web.service",
+            &format!(
+                "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sh -c '{command}'\nRestart=always\nRestartSec={restart_sec}\n"
+            ),
+        )
+        .unwrap();
+    env.config(&format!(
+        "system_name: TestHost\ncrash_loop: {{ restarts: 3, within: {within} }}\n{email}monitored_services:\n  - name: web\n    verify_timeout: 2s\n    stable_for: 200ms\n"
+    ))
+    .install();
+    watch(&env);
+    env.systemctl(&["start", "web.service"]);
+    (env, server)
+}
+
+/// Rounds of the watch, as its timer makes them, until the crash loop is mailed.
+#[track_caller]
+fn watch_until_reported(env: &TestEnv, server: &SmtpServer) {
+    wait_until(Duration::from_secs(40), "the crash loop report", || {
+        watch(env);
+        !server.messages().is_empty()
+    });
+}
+
 /// A service that crashes a second after each start, with `Restart=always` and no start
 /// limit: systemd never gives up, so no run ever fails. The watch reports the loop once, with
 /// the evidence, on both systemds.
 #[test]
 fn a_restart_always_loop_that_never_hits_the_start_limit_is_reported_once_on_both_systemds() {
-    let env = TestEnv::new();
-    let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), USER, PASSWORD);
-    let email = server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), PASSWORD);
-    env.sandbox
-        .add_unit(
-            "web.service",
-            "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sh -c 'echo web: cache dir missing; sleep 1; exit 3'\nRestart=always\nRestartSec=100ms\n",
-        )
-        .unwrap();
-    env.config(&format!(
-        "system_name: TestHost\ncrash_loop: {{ restarts: 3, within: 1m }}\n{email}monitored_services:\n  - name: web\n    verify_timeout: 5s\n    stable_for: 200ms\n"
-    ))
-    .install();
-    env.systemctl(&["start", "web.service"]);
-    watch(&env);
-    wait_until(Duration::from_secs(40), "the crash loop report", || {
-        watch(&env);
-        !server.messages().is_empty()
-    });
+    let (env, server) = looping(
+        "echo web: cache dir missing; sleep 1; exit 3",
+        "100ms",
+        "1m",
+    );
+    watch_until_reported(&env, &server);
     // More restarts, more rounds: still one report.
     let restarts: u32 = env.property("web.service", "NRestarts").parse().unwrap();
     wait_until(Duration::from_secs(20), "three more restarts", || {
@@ -201,25 +223,12 @@ fn a_restart_always_loop_that_never_hits_the_start_limit_is_reported_once_on_bot
 /// bench on 257: a FAILED mail and alert a second before the mended service served again).
 #[test]
 fn a_crash_loop_that_outlasts_its_window_is_still_one_report_on_both_systemds() {
-    let env = TestEnv::new();
-    let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), USER, PASSWORD);
-    let email = server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), PASSWORD);
-    env.sandbox
-        .add_unit(
-            "web.service",
-            "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sh -c 'echo web: cache dir missing; sleep 0.5; exit 3'\nRestart=always\nRestartSec=300ms\n",
-        )
-        .unwrap();
-    env.config(&format!(
-        "system_name: TestHost\ncrash_loop: {{ restarts: 3, within: 3s }}\n{email}monitored_services:\n  - name: web\n    verify_timeout: 2s\n    stable_for: 200ms\n"
-    ))
-    .install();
-    watch(&env);
-    env.systemctl(&["start", "web.service"]);
-    wait_until(Duration::from_secs(20), "the crash loop report", || {
-        watch(&env);
-        !server.messages().is_empty()
-    });
+    let (env, server) = looping(
+        "echo web: cache dir missing; sleep 0.5; exit 3",
+        "300ms",
+        "3s",
+    );
+    watch_until_reported(&env, &server);
     // Three windows more of the loop, looked at by the watch as its timer would.
     let told = std::time::Instant::now();
     while told.elapsed() < Duration::from_secs(10) {
@@ -315,30 +324,13 @@ fn a_crash_loops_report_quotes_the_loops_own_error_not_an_earlier_runs() {
 /// without a restart; its restarts are the loop's, not recoveries.
 #[test]
 fn a_crash_loop_that_restart_ends_gets_its_all_clear_on_both_systemds() {
-    let env = TestEnv::new();
-    let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), USER, PASSWORD);
-    let email = server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), PASSWORD);
-    let count = env.sandbox.scratch_dir().join("starts");
     // Crashes at its first four starts, then stays up.
-    env.sandbox
-        .add_unit(
-            "web.service",
-            &format!(
-                "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sh -c 'echo x >> {c}; [ $$(wc -l < {c}) -gt 4 ] || {{ echo web: cache dir missing; exit 3; }}; exec sleep infinity'\nRestart=always\nRestartSec=300ms\n",
-                c = count.display()
-            ),
-        )
-        .unwrap();
-    env.config(&format!(
-        "system_name: TestHost\ncrash_loop: {{ restarts: 3, within: 4s }}\n{email}monitored_services:\n  - name: web\n    verify_timeout: 5s\n    stable_for: 200ms\n"
-    ))
-    .install();
-    watch(&env);
-    env.systemctl(&["start", "web.service"]);
-    wait_until(Duration::from_secs(20), "the crash loop report", || {
-        watch(&env);
-        !server.messages().is_empty()
-    });
+    let (env, server) = looping(
+        "echo x >> SCRATCH/starts; [ $$(wc -l < SCRATCH/starts) -gt 4 ] || { echo web: cache dir missing; exit 3; }; exec sleep infinity",
+        "300ms",
+        "4s",
+    );
+    watch_until_reported(&env, &server);
     wait_until(Duration::from_secs(20), "the loop's end", || {
         env.property("web.service", "SubState") == "running"
     });
