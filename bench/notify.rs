@@ -22,6 +22,8 @@ use selfheal::sandbox::{Sandbox, free_port, wait_for};
 
 #[path = "common.rs"]
 mod bench;
+#[path = "../tests/common/mod.rs"]
+mod common;
 use bench::Spread;
 
 const SELFHEAL: &str = env!("CARGO_BIN_EXE_selfheal");
@@ -44,8 +46,8 @@ fn main() -> anyhow::Result<()> {
         &url_file,
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )?;
-    let am_port = free_port()?;
-    let mut alertmanager = start_alertmanager(&scratch, am_port)?;
+    let mut alertmanager = common::receivers::Alertmanager::reserve(&scratch.join("alertmanager"));
+    alertmanager.start();
 
     let mut services = String::new();
     for run in 0..runs {
@@ -71,8 +73,9 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(
         &config,
         format!(
-            "failure_threshold: 100000\nretry_after: never\nnotify:\n  - webhook: {{ url_file: {}, format: json }}\n  - alertmanager: {{ url: \"http://127.0.0.1:{am_port}\" }}\nmonitored_services:\n{services}",
-            url_file.display()
+            "failure_threshold: 100000\nretry_after: never\nnotify:\n  - webhook: {{ url_file: {}, format: json }}\n  - alertmanager: {{ url: \"{}\" }}\nmonitored_services:\n{services}",
+            url_file.display(),
+            alertmanager.url()
         ),
     )?;
     let install = sandbox
@@ -98,7 +101,9 @@ fn main() -> anyhow::Result<()> {
         sandbox.systemctl(["start", &format!("{service}.service")])?;
         let posted = arrivals.recv_timeout(Duration::from_secs(60))?;
         to_post.push(posted - started);
-        wait_for(Duration::from_secs(30), || active_alert(am_port, &service))?;
+        wait_for(Duration::from_secs(30), || {
+            alertmanager.active_for(&service).is_some()
+        })?;
         to_alert.push(started.elapsed());
     }
 
@@ -119,8 +124,7 @@ fn main() -> anyhow::Result<()> {
                 .is_ok_and(|state| state != "activating")
         })?;
     }
-    let _ = alertmanager.kill();
-    let _ = alertmanager.wait();
+    drop(alertmanager);
 
     println!("\n| {runs} runs, each its own service | median | min | max |\n|---|---|---|---|");
     println!(
@@ -161,38 +165,4 @@ fn receive(listener: &TcpListener, posts: &mpsc::Sender<Instant>) {
             stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         let _ = posts.send(arrived);
     }
-}
-
-fn start_alertmanager(dir: &Path, port: u16) -> anyhow::Result<std::process::Child> {
-    let config = dir.join("alertmanager.yml");
-    std::fs::write(
-        &config,
-        "route:\n  receiver: nowhere\nreceivers:\n  - name: nowhere\n",
-    )?;
-    let child = std::process::Command::new("/usr/bin/prometheus-alertmanager")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.path={}", dir.join("am-data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    wait_for(Duration::from_secs(30), || {
-        get(port, "/-/ready").is_some_and(|body| body.starts_with("OK"))
-    })?;
-    Ok(child)
-}
-
-fn get(port: u16, path: &str) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-}
-
-fn active_alert(port: u16, service: &str) -> bool {
-    get(port, "/api/v2/alerts?active=true")
-        .is_some_and(|body| body.contains(&format!("\"service\":\"{service}\"")))
 }

@@ -496,3 +496,27 @@ fn version_names_the_revision_no_pager_is_accepted_and_man_pages_exist() {
         eprintln!("skipped the terminal half: no man(1) on this host");
     }
 }
+
+/// The tests' config builder writes block YAML that `check` accepts.
+#[test]
+fn the_tests_config_builder_writes_yaml_that_selfheal_reads() {
+    use common::config::{Config, Service};
+    let yaml = Config::new()
+        .with("failure_threshold", 2)
+        .with(
+            "crash_loop",
+            serde_json::json!({"restarts": 3, "within": "4s"}),
+        )
+        .service(
+            Service::new("web")
+                .port(8080)
+                .strategies(&["service_restart"]),
+        )
+        .yaml();
+    assert_eq!(
+        yaml,
+        "system_name: \"TestHost\"\nfailure_threshold: 2\ncrash_loop:\n  restarts: 3\n  within: \"4s\"\nmonitored_services:\n  - name: \"web\"\n    verify_timeout: \"5s\"\n    stable_for: \"300ms\"\n    port: 8080\n    healing_strategies:\n      - \"service_restart\"\n"
+    );
+    let (output, _dir) = selfheal_with(&yaml, &["check"]);
+    assert_eq!(exit_code(&output), ExitCode::Success, "{output:?}");
+}

@@ -7,21 +7,29 @@ use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
+use common::config::{Config, Service};
 use common::{TestEnv, assert_contains, exit_code, free_port, selfheal_bin, wait_until};
 use selfheal::exit_code::ExitCode;
 use selfheal::outcome::Outcome;
 
-fn web_config(port: u16, extra: &str) -> String {
-    format!(
-        "system_name: TestHost\nmonitored_services:\n  - name: web\n    port: {port}\n    health_url: http://127.0.0.1:{port}/health\n    verify_timeout: 10s\n    stable_for: 300ms\n{extra}"
-    )
+/// `web` on `port`, with its health URL.
+fn web(port: u16) -> Service {
+    Service::new("web")
+        .port(port)
+        .health_url(port)
+        .verify_timeout("10s")
+}
+
+/// A config of `web` alone.
+fn web_config(port: u16) -> Config {
+    Config::new().service(web(port))
 }
 
 #[test]
 fn a_sigkilled_service_is_healed_through_its_on_failure_hook() {
     let env = TestEnv::new();
     let port = free_port();
-    env.config(&web_config(port, ""))
+    env.configure(&web_config(port))
         .web_unit("web", port, "web says hello before dying")
         .install();
     env.start_listening("web", port);
@@ -73,7 +81,7 @@ fn an_exit_3_failure_is_diagnosed_and_healed() {
         m = marker.display(),
         bin = selfheal_bin().display()
     );
-    env.config(&web_config(port, ""))
+    env.configure(&web_config(port))
         .unit("web", &format!("ExecStart=/bin/sh -c \"{script}\""))
         .install();
     env.systemctl(&["start", "web.service"]);
@@ -96,8 +104,7 @@ fn an_exit_3_failure_is_diagnosed_and_healed() {
 fn a_manual_run_heals_a_killed_service_and_verifies_port_and_health() {
     let env = TestEnv::new();
     let port = free_port();
-    env.config(&web_config(port, ""))
-        .web_unit("web", port, "up");
+    env.configure(&web_config(port)).web_unit("web", port, "up");
     env.start_listening("web", port);
     env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
     wait_until(Duration::from_secs(10), "web to fail", || {
@@ -124,8 +131,7 @@ fn a_manual_run_heals_a_killed_service_and_verifies_port_and_health() {
 fn a_healthy_service_is_left_alone() {
     let env = TestEnv::new();
     let port = free_port();
-    env.config(&web_config(port, ""))
-        .web_unit("web", port, "up");
+    env.configure(&web_config(port)).web_unit("web", port, "up");
     env.start_listening("web", port);
     let pid = env.property("web.service", "MainPID");
     let invocation = env.property("web.service", "InvocationID");
@@ -146,7 +152,7 @@ fn a_service_that_stays_down_fails_within_verify_timeout() {
     let port = free_port();
     // The process exits right after printing, so journald cannot tag the line with the
     // invocation; selfheal finds it by unit within the invocation's span.
-    env.config(&web_config(port, "")).unit(
+    env.configure(&web_config(port)).unit(
         "web",
         "ExecStart=/bin/sh -c 'echo database unreachable; exit 1'",
     );
@@ -180,7 +186,7 @@ fn a_service_that_stays_down_fails_within_verify_timeout() {
 fn dry_run_changes_nothing() {
     let env = TestEnv::new();
     let port = free_port();
-    env.config(&web_config(port, ""))
+    env.configure(&web_config(port))
         .unit("web", "ExecStart=/bin/sh -c 'exit 3'");
     env.start_failing("web");
     let invocation = env.property("web.service", "InvocationID");
@@ -200,7 +206,7 @@ fn dry_run_changes_nothing() {
 fn a_run_already_holding_the_service_suppresses_a_second_one() {
     let env = TestEnv::new();
     let port = free_port();
-    env.config(&web_config(port, ""))
+    env.configure(&web_config(port))
         .unit("web", "ExecStart=/bin/sh -c 'exit 3'");
     let locks = env.state_dir.join("locks");
     std::fs::create_dir_all(&locks).unwrap();
@@ -234,11 +240,8 @@ fn a_run_already_holding_the_service_suppresses_a_second_one() {
 fn loop_protection_stops_healing_at_the_failure_threshold() {
     let env = TestEnv::new();
     let port = free_port();
-    env.config(&web_config(port, "").replace(
-        "system_name: TestHost\n",
-        "system_name: TestHost\nfailure_threshold: 2\n",
-    ))
-    .unit("web", "ExecStart=/bin/sh -c 'exit 3'");
+    env.configure(&web_config(port).with("failure_threshold", 2))
+        .unit("web", "ExecStart=/bin/sh -c 'exit 3'");
     env.start_failing("web");
 
     let first = env.run_json("web", &[]);
@@ -264,7 +267,7 @@ fn loop_protection_stops_healing_at_the_failure_threshold() {
 fn a_pending_automatic_restart_is_awaited_not_raced() {
     let env = TestEnv::new();
     let port = free_port();
-    env.config(&web_config(port, "")).unit(
+    env.configure(&web_config(port)).unit(
         "web",
         &format!(
             "ExecStart={} serve-demo --port {port}\nRestart=on-failure\nRestartSec=3s",
@@ -321,7 +324,7 @@ fn a_unit_stopped_by_its_start_limit_is_reset_before_it_is_started() {
     let port = free_port();
     let marker = env.sandbox.scratch_dir().join("fixed");
     // Fails until the marker exists; systemd's own restarts run into the start limit.
-    env.config(&web_config(port, "")).unit(
+    env.configure(&web_config(port)).unit(
         "web",
         &format!(
             "ExecStart=/bin/sh -c 'test -e {m} || exit 1; exec {bin} serve-demo --port {port}'\nRestart=on-failure\nRestartSec=0\n[Unit]\nStartLimitBurst=2\nStartLimitIntervalSec=1h",
@@ -355,7 +358,7 @@ fn a_run_that_begins_while_a_start_job_hangs_ends_failed_and_names_the_job() {
     let env = TestEnv::new();
     let port = free_port();
     // The start waits on something that never comes (a mount, a database, a lock).
-    env.config(&web_config(port, "").replace("verify_timeout: 10s", "verify_timeout: 2s"))
+    env.configure(&Config::new().service(web(port).verify_timeout("2s")))
         .unit(
             "web",
             &format!(
@@ -394,12 +397,8 @@ fn a_broken_template_override_never_blocks_healing_and_check_names_it() {
     let templates = env.sandbox.scratch_dir().join("templates");
     std::fs::create_dir_all(&templates).unwrap();
     std::fs::write(templates.join("report.txt.j2"), "{% if %}\n").unwrap();
-    env.config(&format!(
-        "{}templates_dir: {}\n",
-        web_config(port, ""),
-        templates.display()
-    ))
-    .web_unit("web", port, "web");
+    env.configure(&web_config(port).with("templates_dir", &templates))
+        .web_unit("web", port, "web");
 
     let check = env.selfheal(["check"]);
     assert_eq!(exit_code(&check), ExitCode::Usage);
@@ -432,7 +431,7 @@ fn an_active_service_that_does_not_listen_is_healed_and_the_report_names_the_por
         m = marker.display(),
         bin = selfheal_bin().display()
     );
-    env.config(&web_config(port, ""))
+    env.configure(&web_config(port))
         .unit("web", &format!("ExecStart=/bin/sh -c \"{script}\""));
     env.systemctl(&["start", "web.service"]);
     assert_eq!(env.property("web.service", "ActiveState"), "active");
@@ -467,12 +466,9 @@ fn a_heal_rewrites_the_metrics_file_and_its_counters_match_history() {
         .join("textfile")
         .join("selfheal.prom");
     std::fs::create_dir_all(metrics.parent().unwrap()).unwrap();
-    env.config(&web_config(
-        port,
-        &format!("metrics_file: {}\n", metrics.display()),
-    ))
-    .web_unit("web", port, "up")
-    .install();
+    env.configure(&web_config(port).with("metrics_file", &metrics))
+        .web_unit("web", port, "up")
+        .install();
     env.start_listening("web", port);
     // Healed through the installed heal unit, whose UMask=0077 must not make the file
     // unreadable for node_exporter.
@@ -561,7 +557,7 @@ fn a_failed_unit_the_service_requires_is_named_first_and_healed_first_when_monit
     let port = free_port();
     let marker = env.sandbox.scratch_dir().join("db-fixed");
     web_requiring_db(&env, port, &marker);
-    env.config(&web_config(port, "").replace("verify_timeout: 10s", "verify_timeout: 3s"));
+    env.configure(&Config::new().service(web(port).verify_timeout("3s")));
     let _ = env.sandbox.systemctl(["start", "db.service"]);
     assert_eq!(env.property("db.service", "ActiveState"), "failed");
     // Starting web pulls db in, which fails again: web's start fails on its dependency.
@@ -581,11 +577,8 @@ fn a_failed_unit_the_service_requires_is_named_first_and_healed_first_when_monit
 
     // Monitored, and fixed meanwhile: db is healed first (by its own heal unit), then web.
     std::fs::write(&marker, "").unwrap();
-    env.config(&web_config(
-        port,
-        "  - name: db\n    verify_timeout: 5s\n    stable_for: 200ms\n",
-    ))
-    .install();
+    env.configure(&web_config(port).service(Service::new("db").stable_for("200ms")))
+        .install();
     let (code, report) = env.run_json("web", &[]);
     assert_eq!(code, ExitCode::Success, "{report:?}");
     assert_eq!(report.outcome, Outcome::Resolved);
@@ -611,7 +604,7 @@ fn a_wanted_unit_that_does_not_exist_is_not_a_cause() {
     // Debian's PrivateTmp= services want and wait for tmp.mount, which Debian does not ship.
     let env = TestEnv::new();
     let port = free_port();
-    env.config(&web_config(port, "")).sandbox
+    env.configure(&web_config(port)).sandbox
         .add_unit(
             "web.service",
             &format!(

@@ -285,6 +285,11 @@ impl TestEnv {
         }
     }
 
+    /// Writes `config` (as `config` writes YAML).
+    pub(crate) fn configure(&self, config: &config::Config) -> &TestEnv {
+        self.config(&config.yaml())
+    }
+
     /// Writes the config (root-owned, 0644, as selfheal requires).
     pub(crate) fn config(&self, yaml: &str) -> &TestEnv {
         std::fs::write(&self.config_path, yaml).unwrap();
@@ -448,6 +453,7 @@ impl TestEnv {
     }
 }
 
+pub(crate) mod config;
 pub(crate) mod receivers;
 #[allow(unused_imports)] // each test binary uses part of the harness
 pub(crate) use receivers::{Mail, SmtpServer};

@@ -137,6 +137,26 @@ impl SmtpServer {
         self.messages()
     }
 
+    /// The config's `email:` section for this server (as `email_yaml`), for `Config::with`.
+    pub(crate) fn email_config(&self, password_file: &Path, password: &str) -> serde_json::Value {
+        std::fs::write(password_file, format!("{password}\n")).unwrap();
+        std::fs::set_permissions(password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        serde_json::json!({
+            "to": ["ops@example.org"],
+            "from": "selfheal@testhost.example",
+            "transport": "smtp",
+            "smtp": {
+                "host": "127.0.0.1",
+                "port": self.port,
+                "security": "starttls",
+                "username": self.user,
+                "password_file": password_file,
+                "ca_file": self.ca_file(),
+                "timeout": "5s",
+            },
+        })
+    }
+
     /// The config's `email:` section for this server, with the client's password in
     /// `password_file` (written root-owned, mode 0600, as selfheal requires).
     pub(crate) fn email_yaml(&self, password_file: &Path, password: &str) -> String {
