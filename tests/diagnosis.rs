@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::config::{Config, Service};
 use common::{TestEnv, assert_contains};
 use selfheal::exit_code::ExitCode;
 use selfheal::outcome::Outcome;
@@ -20,16 +21,20 @@ fn start_refused(env: &TestEnv, name: &str) {
     );
 }
 
-fn config(name: &str, extra: &str) -> String {
-    format!(
-        "monitored_services:\n  - name: {name}\n    verify_timeout: 2s\n    stable_for: 200ms\n    healing_strategies: [service_restart]\n{extra}"
+/// A config of one service, `name`, healed by a restart alone.
+fn config(name: &str) -> Config {
+    Config::new().service(
+        Service::new(name)
+            .verify_timeout("2s")
+            .stable_for("200ms")
+            .strategies(&["service_restart"]),
     )
 }
 
 #[test]
 fn an_oom_kill_is_named_with_the_units_memory_limit() {
     let env = TestEnv::new();
-    env.config(&config("hog", "")).unit(
+    env.configure(&config("hog")).unit(
         "hog",
         // tail keeps the last 64 MB it read in memory: past the limit, or at 64 MB and idle
         // where nothing enforces it.
@@ -76,7 +81,7 @@ fn a_full_file_system_is_named_with_its_mount_and_use_and_not_restarted_into() {
         .status()
         .unwrap();
     assert!(mounted.success());
-    env.config(&config("writer", "")).unit(
+    env.configure(&config("writer")).unit(
         "writer",
         &format!(
             "WorkingDirectory={}\nExecStart=/bin/sh -c 'cat /dev/zero > spool.bin; exit 1'",
@@ -127,7 +132,7 @@ fn a_full_disk_the_service_does_not_name_is_found_and_named() {
         .status()
         .unwrap();
     assert!(filled.success());
-    env.config(&config("writer", "")).unit(
+    env.configure(&config("writer")).unit(
         "writer",
         "ExecStart=/bin/sh -c 'echo \"OSError: [Errno 28] No space left on device\"; exit 1'",
     );
@@ -148,7 +153,7 @@ fn a_full_disk_the_service_does_not_name_is_found_and_named() {
 #[test]
 fn a_failing_start_command_of_a_forking_unit_is_named_with_its_own_status() {
     let env = TestEnv::new();
-    env.config(&config("forky", ""))
+    env.configure(&config("forky"))
         .unit("forky", "Type=forking\nExecStart=/bin/sh -c 'exit 3'");
     start_refused(&env, "forky");
 
@@ -171,7 +176,7 @@ fn a_failing_start_command_of_a_forking_unit_is_named_with_its_own_status() {
 #[test]
 fn a_failing_exec_start_pre_is_named_before_the_service() {
     let env = TestEnv::new();
-    env.config(&config("pre", "")).unit(
+    env.configure(&config("pre")).unit(
         "pre",
         "ExecStartPre=/bin/sh -c 'echo config broken; exit 7'\nExecStart=/bin/sleep infinity",
     );
@@ -190,7 +195,7 @@ fn a_failing_exec_start_pre_is_named_before_the_service() {
 #[test]
 fn escape_sequences_a_service_prints_reach_no_terminal_raw() {
     let env = TestEnv::new();
-    env.config(&config("noisy", "")).unit(
+    env.configure(&config("noisy")).unit(
         "noisy",
         // Sets a terminal's title, moves up a line and clears it: what a hostile log line does.
         // It lives on a moment: journald tags a line with its invocation from the writer's

@@ -11,15 +11,21 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::config::{Config, Service};
 use common::{TestEnv, assert_contains, exit_code, free_port, selfheal_bin, wait_until};
 use selfheal::exit_code::ExitCode;
 use selfheal::outcome::Outcome;
 use selfheal::state::HistoryRecord;
+use serde_json::json;
 
-fn service(port: u16, extra: &str) -> String {
-    format!(
-        "system_name: TestHost\nowner: ops@example.org\nmonitored_services:\n  - name: web\n    port: {port}\n    verify_timeout: 5s\n    stable_for: 200ms\n{extra}"
-    )
+/// `web` on `port`.
+fn web(port: u16) -> Service {
+    Service::new("web").port(port).stable_for("200ms")
+}
+
+/// A config of `web`, with an owner.
+fn service(web: Service) -> Config {
+    Config::new().with("owner", "ops@example.org").service(web)
 }
 
 /// Runs `command`, failing the test (instead of hanging it) when it takes longer than
@@ -55,7 +61,8 @@ fn stderr(output: &Output) -> String {
 fn with_the_system_bus_down_run_says_so_and_exits_4() {
     let env = TestEnv::new();
     let port = free_port();
-    env.config(&service(port, "")).web_unit("web", port, "web");
+    env.configure(&service(web(port)))
+        .web_unit("web", port, "web");
     env.systemctl(&["stop", "dbus.socket", "dbus.service"]);
 
     let output = output_within(
@@ -83,11 +90,12 @@ fn an_smtp_relay_that_never_answers_delays_only_the_mail() {
     // Accepts connections (the kernel completes the handshake) and never says a word.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let smtp_port = silent.local_addr().unwrap().port();
-    env.config(&service(
-        port,
-        &format!(
-            "email:\n  from: selfheal@testhost.example\n  smtp:\n    host: 127.0.0.1\n    port: {smtp_port}\n    security: none\n    timeout: 1s\n"
-        ),
+    env.configure(&service(web(port)).with(
+        "email",
+        json!({
+            "from": "selfheal@testhost.example",
+            "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none", "timeout": "1s"},
+        }),
     ))
     .web_unit("web", port, "web");
 
@@ -131,13 +139,9 @@ fn state_dir_on_tmpfs(env: &TestEnv, options: &str) {
 /// directly; only the history line is lost, and the journal says so.
 fn heals_and_tells_despite_the_state_dir(env: &TestEnv, port: u16) {
     let mail_dir = env.sandbox.scratch_dir().join("mail");
-    env.config(&service(
-        port,
-        &format!(
-            "email:\n  transport: file\n  file_dir: {}\n",
-            mail_dir.display()
-        ),
-    ))
+    env.configure(
+        &service(web(port)).with("email", json!({"transport": "file", "file_dir": mail_dir})),
+    )
     .web_unit("web", port, "web");
 
     let (code, report) = env.run_json("web", &[]);
@@ -197,12 +201,13 @@ fn sigterm_from_systemd_mid_run_leaves_the_lock_free_and_history_whole() {
     )
     .unwrap();
     std::fs::set_permissions(&validator, std::fs::Permissions::from_mode(0o755)).unwrap();
-    env.config(&service(
-        port,
-        &format!(
-            "    healing_strategies: [config_validation, service_restart]\n    config_validation: {{ command: [\"{}\"], timeout: 2m }}\n",
-            validator.display()
-        ),
+    env.configure(&service(
+        web(port)
+            .strategies(&["config_validation", "service_restart"])
+            .with(
+                "config_validation",
+                json!({"command": [validator], "timeout": "2m"}),
+            ),
     ))
     .unit(
         "web",
@@ -304,13 +309,10 @@ fn a_fifo_as_env_file_is_escalated_without_blocking() {
     let port = free_port();
     let env_file = env.sandbox.scratch_dir().join("web.env");
     mkfifo(&env_file);
-    env.config(&service(
-        port,
-        &format!(
-            "    healing_strategies: [environment_check]\n    environment_check: {{ file: {}, required: [SECRET_KEY] }}\n",
-            env_file.display()
-        ),
-    ))
+    env.configure(&service(web(port).strategies(&["environment_check"]).with(
+        "environment_check",
+        json!({"file": env_file, "required": ["SECRET_KEY"]}),
+    )))
     .web_unit("web", port, "web");
 
     let output = output_within(
@@ -333,7 +335,8 @@ fn a_fifo_as_env_file_is_escalated_without_blocking() {
 fn status_with_systemd_frozen_says_unknown_within_its_timeout() {
     let env = TestEnv::new();
     let port = free_port();
-    env.config(&service(port, "")).web_unit("web", port, "web");
+    env.configure(&service(web(port)))
+        .web_unit("web", port, "web");
     let systemd = nix::unistd::Pid::from_raw(i32::try_from(env.sandbox.pid()).unwrap());
     nix::sys::signal::kill(systemd, nix::sys::signal::Signal::SIGSTOP).unwrap();
 

@@ -7,14 +7,23 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use common::config::{Config, Service};
 use common::{TestEnv, assert_contains, exit_code, free_port, selfheal_bin, wait_until};
 use selfheal::exit_code::ExitCode;
 use selfheal::outcome::Outcome;
+use serde_json::json;
 
-fn config(port: u16, strategies: &str, extra: &str) -> String {
-    format!(
-        "system_name: TestHost\nmonitored_services:\n  - name: web\n    port: {port}\n    verify_timeout: 10s\n    stable_for: 300ms\n    healing_strategies: [{strategies}]\n{extra}"
-    )
+/// `web` on `port` with the strategy chain `strategies`.
+fn web(port: u16, strategies: &[&str]) -> Service {
+    Service::new("web")
+        .port(port)
+        .verify_timeout("10s")
+        .strategies(strategies)
+}
+
+/// A config of `web` alone.
+fn config(web: Service) -> Config {
+    Config::new().service(web)
 }
 
 fn serve(port: u16, say: &str) -> String {
@@ -42,10 +51,9 @@ fn a_stale_instance_holding_the_port_is_terminated_and_the_service_comes_back() 
     let port = free_port();
     // KillMode=process: stopping the unit kills only the shell, and the server it started
     // stays behind in the unit's cgroup, holding the port: the classic stale instance.
-    env.config(&config(
-        port,
-        "service_restart, port_conflict",
-        "    port_conflict: { grace: 2s }\n",
+    env.configure(&config(
+        web(port, &["service_restart", "port_conflict"])
+            .with("port_conflict", json!({"grace": "2s"})),
     ))
     .unit(
         "web",
@@ -95,7 +103,7 @@ fn a_port_holders_command_line_reaches_the_terminal_escaped() {
     let port = free_port();
     // systemd turns \x1b and \x07 into the bytes: the squatter's argv carries a sequence that
     // would set a terminal's title and clear its line.
-    env.config(&config(port, "port_conflict", ""))
+    env.configure(&config(web(port, &["port_conflict"])))
         .unit(
             "squatter",
             &format!(
@@ -126,7 +134,7 @@ fn a_port_holders_command_line_reaches_the_terminal_escaped() {
 fn a_port_held_by_another_unit_is_left_alone_and_named() {
     let env = TestEnv::new();
     let port = free_port();
-    env.config(&config(port, "service_restart, port_conflict", ""))
+    env.configure(&config(web(port, &["service_restart", "port_conflict"])))
         .unit(
             "squatter",
             &format!("ExecStart={}", serve(port, "squatter")),
@@ -160,7 +168,7 @@ fn a_port_held_by_another_unit_is_left_alone_and_named() {
 fn dry_run_names_the_pid_it_would_signal_and_signals_nothing() {
     let env = TestEnv::new();
     let port = free_port();
-    env.config(&config(port, "port_conflict", ""))
+    env.configure(&config(web(port, &["port_conflict"])))
         .unit("web", &format!("ExecStart={}", serve(port, "web")));
     // The same command line, started outside the unit: a stale instance by definition.
     let mut by_hand = env
@@ -218,16 +226,12 @@ fn a_broken_config_is_reported_with_the_validator_output_and_not_restarted() {
     .unwrap();
     std::fs::set_permissions(&validator, std::fs::Permissions::from_mode(0o755)).unwrap();
     // A short retry_after: the FAILED run's retry comes within the test.
-    env.config(
+    env.configure(
         &config(
-            port,
-            "config_validation, service_restart",
-            &format!(
-                "    config_validation: {{ command: [\"{}\"], timeout: 5s }}\n",
-                validator.display()
-            ),
+            web(port, &["config_validation", "service_restart"])
+                .with("config_validation", json!({"command": [validator], "timeout": "5s"})),
         )
-        .replace("system_name: TestHost\n", "system_name: TestHost\nretry_after: 3s\n"),
+        .with("retry_after", "3s"),
     )
     .unit(
         "web",
@@ -279,10 +283,11 @@ fn a_missing_env_key_is_named_and_no_secret_value_appears_anywhere() {
         format!("DATABASE_URL=postgres://app:{secret}@db/app\nSECRET_KEY=\n"),
     )
     .unwrap();
-    env.config(&config(
-        port,
-        "environment_check, service_restart",
-        "    environment_check: { required: [DATABASE_URL, SECRET_KEY] }\n",
+    env.configure(&config(
+        web(port, &["environment_check", "service_restart"]).with(
+            "environment_check",
+            json!({"required": ["DATABASE_URL", "SECRET_KEY"]}),
+        ),
     ))
     .unit(
         "web",
@@ -360,13 +365,13 @@ fn a_missing_symlink_is_recreated_and_a_wrong_mode_fixed() {
     let link = scratch.join("current.db");
     std::fs::write(&data, "precious rows").unwrap();
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o600)).unwrap();
-    env.config(&config(
-        port,
-        "service_restart, database_check",
-        &format!(
-            "    database_check:\n      files: [{{ path: {d}, owner: root, mode: \"0640\" }}]\n      symlinks: [{{ path: {l}, target: {d} }}]\n",
-            d = data.display(),
-            l = link.display()
+    env.configure(&config(
+        web(port, &["service_restart", "database_check"]).with(
+            "database_check",
+            json!({
+                "files": [{"path": data, "owner": "root", "mode": "0640"}],
+                "symlinks": [{"path": link, "target": data}],
+            }),
         ),
     ))
     .unit(
@@ -409,12 +414,10 @@ fn a_missing_database_file_is_never_created() {
     let env = TestEnv::new();
     let port = free_port();
     let data = env.sandbox.scratch_dir().join("app.db");
-    env.config(&config(
-        port,
-        "database_check, service_restart",
-        &format!(
-            "    database_check:\n      files: [{{ path: {}, mode: \"0640\" }}]\n",
-            data.display()
+    env.configure(&config(
+        web(port, &["database_check", "service_restart"]).with(
+            "database_check",
+            json!({"files": [{"path": data, "mode": "0640"}]}),
         ),
     ))
     .unit(
@@ -442,7 +445,7 @@ fn an_oom_like_killed_line_is_diagnosed_as_memory_exhaustion() {
     let env = TestEnv::new();
     let port = free_port();
     // What a shell prints when the OOM killer took its child, and the status it exits with.
-    env.config(&config(port, "service_restart", ""))
+    env.configure(&config(web(port, &["service_restart"])))
         .unit("web", "ExecStart=/bin/sh -c 'echo Killed; exit 137'");
     env.start_failing("web");
 
@@ -463,13 +466,10 @@ fn a_live_service_that_fails_its_health_check_is_never_signalled_as_a_stale_hold
     // and port_conflict then finds the unit's new main process holding the port. The unit
     // was down before the chain; it is not any more, and its live process is not a leftover.
     // A short verify_timeout: the 503 never turns into a 200, so each verification waits it out.
-    let short = config(
-        port,
-        "service_restart, port_conflict",
-        &format!("    health_url: http://127.0.0.1:{port}/health\n"),
-    )
-    .replace("verify_timeout: 10s", "verify_timeout: 2s");
-    env.config(&short).unit(
+    let short = web(port, &["service_restart", "port_conflict"])
+        .health_url(port)
+        .verify_timeout("2s");
+    env.configure(&config(short)).unit(
         "web",
         &format!("ExecStart={} --status 503", serve(port, "web")),
     );
@@ -499,7 +499,7 @@ fn another_unit_running_the_same_command_line_is_never_signalled() {
     let port = free_port();
     // Blue/green: web-green runs exactly web's ExecStart= and holds the port.
     let exec_start = format!("ExecStart={}", serve(port, "web"));
-    env.config(&config(port, "port_conflict, service_restart", ""))
+    env.configure(&config(web(port, &["port_conflict", "service_restart"])))
         .unit("web-green", &exec_start)
         .unit("web", &exec_start);
     env.start_listening("web-green", port);
