@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt as _;
 
 use std::time::Duration;
 
+use common::config::{Config, Service};
 use common::{Mail, SmtpServer, TestEnv, assert_contains, exit_code, free_port, wait_until};
 use selfheal::exit_code::ExitCode;
 use selfheal::outcome::Outcome;
@@ -15,12 +16,12 @@ use selfheal::outcome::Outcome;
 const USER: &str = "alerts@testhost.example";
 const PASSWORD: &str = "pw-9d4e1c-never-shown";
 
-fn config(env: &TestEnv, server: &SmtpServer, port: u16, password: &str) -> String {
+/// A config of a critical `web` on `port`, mailing through `server` with `password`.
+fn config(env: &TestEnv, server: &SmtpServer, port: u16, password: &str) -> Config {
     let password_file = env.sandbox.scratch_dir().join("smtp-password");
-    format!(
-        "system_name: TestHost\n{}monitored_services:\n  - name: web\n    port: {port}\n    critical: true\n    verify_timeout: 5s\n    stable_for: 300ms\n",
-        server.email_yaml(&password_file, password)
-    )
+    Config::new()
+        .with("email", server.email_config(&password_file, password))
+        .service(Service::new("web").port(port).with("critical", true))
 }
 
 fn smtp(env: &TestEnv) -> SmtpServer {
@@ -63,7 +64,7 @@ fn a_healed_crash_sends_one_resolved_mail_with_the_services_last_line() {
     let env = TestEnv::new();
     let server = smtp(&env);
     let port = free_port();
-    env.config(&config(&env, &server, port, PASSWORD))
+    env.configure(&config(&env, &server, port, PASSWORD))
         .web_unit("web", port, "web says goodbye before dying")
         .install();
     env.start_listening("web", port);
@@ -102,7 +103,7 @@ fn a_failure_while_the_report_is_being_sent_is_healed_too() {
         Duration::from_secs(2),
     );
     let port = free_port();
-    env.config(&config(&env, &server, port, PASSWORD))
+    env.configure(&config(&env, &server, port, PASSWORD))
         .web_unit("web", port, "up")
         .install();
     env.start_listening("web", port);
@@ -137,7 +138,7 @@ fn a_service_that_stays_down_sends_a_failed_mail_with_manual_steps_and_escaped_h
     let env = TestEnv::new();
     let server = smtp(&env);
     let port = free_port();
-    env.config(&config(&env, &server, port, PASSWORD)).unit(
+    env.configure(&config(&env, &server, port, PASSWORD)).unit(
         "web",
         "ExecStart=/bin/sh -c 'echo \"<script>alert(1)</script> boom\"; exit 1'",
     );
@@ -174,7 +175,7 @@ fn with_the_server_down_the_report_is_queued_and_one_flush_delivers_it_once() {
     let mut server = smtp(&env);
     server.stop();
     let port = free_port();
-    env.config(&config(&env, &server, port, PASSWORD))
+    env.configure(&config(&env, &server, port, PASSWORD))
         .unit("web", "ExecStart=/bin/sh -c 'exit 1'");
     env.start_failing("web");
 
@@ -230,7 +231,7 @@ fn test_email_reports_a_wrong_password_clearly_and_works_with_the_right_one() {
     let server = smtp(&env);
     let port = free_port();
 
-    env.config(&config(&env, &server, port, "not-the-password"));
+    env.configure(&config(&env, &server, port, "not-the-password"));
     let wrong = env.selfheal(["test-email"]);
     let stderr = String::from_utf8_lossy(&wrong.stderr);
     assert_eq!(exit_code(&wrong), ExitCode::EmailError, "{stderr}");
@@ -238,7 +239,7 @@ fn test_email_reports_a_wrong_password_clearly_and_works_with_the_right_one() {
     assert_contains(&stderr, "535");
     assert!(!stderr.contains("not-the-password"), "{stderr}");
 
-    env.config(&config(&env, &server, port, PASSWORD));
+    env.configure(&config(&env, &server, port, PASSWORD));
     let password_file = env.sandbox.scratch_dir().join("smtp-password");
     std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o640)).unwrap();
     let readable = env.selfheal(["test-email"]);
@@ -321,11 +322,9 @@ fn a_self_signed_ca_certificate_on_the_relay_is_explained_in_words() {
     let server =
         SmtpServer::start_self_signed(&env.sandbox.scratch_dir().join("smtp"), USER, PASSWORD);
     // The operator trusts the relay's own certificate, as one does with a self-signed one.
-    let yaml = config(&env, &server, free_port(), PASSWORD).replace(
-        &server.ca_file().display().to_string(),
-        &server.self_signed_certificate().display().to_string(),
-    );
-    env.config(&yaml);
+    let mut email = server.email_config(&env.sandbox.scratch_dir().join("smtp-password"), PASSWORD);
+    email["smtp"]["ca_file"] = serde_json::json!(server.self_signed_certificate());
+    env.configure(&config(&env, &server, free_port(), PASSWORD).with("email", email));
 
     let output = env.selfheal(["test-email"]);
 

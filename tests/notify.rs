@@ -8,8 +8,11 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
 use std::time::Duration;
 
+use common::config::{Config, Service};
 use common::receivers::{Alertmanager, TOKEN, WebhookServer, url_file};
 use common::{TestEnv, assert_contains, exit_code, free_port, wait_until};
 use selfheal::exit_code::ExitCode;
@@ -29,10 +32,19 @@ fn flaky_web(env: &TestEnv, port: u16) -> PathBuf {
     ok
 }
 
-fn config(port: u16, channels: &str) -> String {
-    format!(
-        "system_name: TestHost\nnotify:\n{channels}monitored_services:\n  - name: web\n    port: {port}\n    critical: true\n    runbook: https://wiki.example.org/web\n    verify_timeout: 5s\n    stable_for: 300ms\n"
+/// A config of a critical `web` on `port`, with a runbook, telling `channels`.
+fn config(port: u16, channels: &[Value]) -> Config {
+    Config::new().with("notify", channels).service(
+        Service::new("web")
+            .port(port)
+            .with("critical", true)
+            .with("runbook", "https://wiki.example.org/web"),
     )
+}
+
+/// A webhook channel posting in `format` to the URL in `url_file`.
+fn webhook(url_file: &Path, format: &str) -> Value {
+    json!({"webhook": {"url_file": url_file, "format": format}})
 }
 
 /// Every file under `dir`, with its content.
@@ -78,19 +90,23 @@ fn a_failed_run_posts_every_channel_and_fires_an_alert_that_the_healing_run_reso
     let mut alertmanager = Alertmanager::reserve(&env.sandbox.scratch_dir().join("am"));
     alertmanager.start();
     let port = free_port();
-    let channels = format!(
-        "  - webhook: {{ url_file: {}, format: json }}\n  - webhook: {{ url_file: {}, format: slack }}\n  - webhook: {{ url_file: {}, format: ntfy }}\n  - alertmanager: {{ url: {}, labels: {{ team: ops }} }}\n",
-        url_file(env.sandbox.scratch_dir(), "json-url", &receiver.url("json")).display(),
-        url_file(
-            env.sandbox.scratch_dir(),
-            "slack-url",
-            &receiver.url("slack")
-        )
-        .display(),
-        url_file(env.sandbox.scratch_dir(), "ntfy-url", &receiver.url("ntfy")).display(),
-        alertmanager.url(),
-    );
-    env.config(&config(port, &channels));
+    let scratch = env.sandbox.scratch_dir();
+    let channels = [
+        webhook(
+            &url_file(scratch, "json-url", &receiver.url("json")),
+            "json",
+        ),
+        webhook(
+            &url_file(scratch, "slack-url", &receiver.url("slack")),
+            "slack",
+        ),
+        webhook(
+            &url_file(scratch, "ntfy-url", &receiver.url("ntfy")),
+            "ntfy",
+        ),
+        json!({"alertmanager": {"url": alertmanager.url(), "labels": {"team": "ops"}}}),
+    ];
+    env.configure(&config(port, &channels));
     let ok = flaky_web(&env, port);
     env.install();
 
@@ -189,18 +205,14 @@ fn a_channel_that_is_down_keeps_its_messages_and_flush_sends_them_once_in_order(
     // Nothing listens on Alertmanager's port yet: its alerts are refused.
     let mut alertmanager = Alertmanager::reserve(&env.sandbox.scratch_dir().join("am"));
     let port = free_port();
-    let channels = format!(
-        "  - webhook: {{ url_file: {}, format: json }}\n  - webhook: {{ url_file: {}, format: json }}\n  - alertmanager: {{ url: {} }}\n",
-        url_file(env.sandbox.scratch_dir(), "down-url", &down.url("json")).display(),
-        url_file(env.sandbox.scratch_dir(), "up-url", &up.url("json")).display(),
-        alertmanager.url(),
-    );
+    let scratch = env.sandbox.scratch_dir();
+    let channels = [
+        webhook(&url_file(scratch, "down-url", &down.url("json")), "json"),
+        webhook(&url_file(scratch, "up-url", &up.url("json")), "json"),
+        json!({"alertmanager": {"url": alertmanager.url()}}),
+    ];
     let metrics = env.sandbox.scratch_dir().join("selfheal.prom");
-    env.config(&format!(
-        "metrics_file: {}\n{}",
-        metrics.display(),
-        config(port, &channels)
-    ));
+    env.configure(&config(port, &channels).with("metrics_file", &metrics));
     let ok = flaky_web(&env, port);
     env.install();
 
@@ -286,11 +298,8 @@ fn a_message_the_channel_refuses_for_good_is_set_aside_and_the_ones_behind_it_go
     // before it starts): retrying it would hold every later message of the channel.
     receiver.answer(400);
     let port = free_port();
-    let channels = format!(
-        "  - webhook: {{ url_file: {}, format: json }}\n",
-        url_file(env.sandbox.scratch_dir(), "hook-url", &receiver.url("json")).display()
-    );
-    env.config(&config(port, &channels));
+    let hook = url_file(env.sandbox.scratch_dir(), "hook-url", &receiver.url("json"));
+    env.configure(&config(port, &[webhook(&hook, "json")]));
     let ok = flaky_web(&env, port);
     env.install();
 
@@ -343,13 +352,7 @@ fn a_message_queued_for_one_url_is_never_sent_to_the_url_that_replaced_it() {
     old.set_down(true);
     let port = free_port();
     let file = url_file(env.sandbox.scratch_dir(), "hook-url", &old.url("json"));
-    env.config(&config(
-        port,
-        &format!(
-            "  - webhook: {{ url_file: {}, format: json }}\n",
-            file.display()
-        ),
-    ));
+    env.configure(&config(port, &[webhook(&file, "json")]));
     flaky_web(&env, port);
     env.install();
 

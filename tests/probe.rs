@@ -5,9 +5,11 @@ mod common;
 
 use std::time::Duration;
 
+use common::config::{Config, Service};
 use common::*;
 use selfheal::exit_code::ExitCode;
 use selfheal::outcome::Outcome;
+use serde_json::{Value, json};
 
 /// `selfheal probe --json`, parsed, with its exit code.
 #[track_caller]
@@ -23,12 +25,15 @@ fn round(env: &TestEnv) -> (ExitCode, Vec<ProbeOutcomeJson>) {
     (exit_code(&output), outcomes)
 }
 
-/// A config with `probe` as its top-level probe section and one service `web` on `port`
-/// with `extra` keys.
-fn config(env: &TestEnv, probe: &str, port: u16, extra: &str) {
-    env.config(&format!(
-        "system_name: TestHost\nprobe: {probe}\nmonitored_services:\n  - name: web\n    port: {port}\n    verify_timeout: 5s\n    stable_for: 300ms\n{extra}"
-    ));
+/// The top-level `probe:` section: a round every `interval`, `failures` failed rounds in a
+/// row start healing, a timeout of 1 s.
+fn probe(interval: &str, failures: u32, start_grace: &str) -> Value {
+    json!({"interval": interval, "timeout": "1s", "failures": failures, "start_grace": start_grace})
+}
+
+/// A config with `probe` as its top-level probe section and one service, `web`.
+fn config(env: &TestEnv, probe: Value, web: Service) {
+    env.configure(&Config::new().with("probe", probe).service(web));
 }
 
 /// Waits until web's heal unit has run and gone, and returns history.
@@ -54,10 +59,17 @@ fn deaf_web(env: &TestEnv, port: u16) {
 
 /// The config for `deaf_web`: every round fails and starts healing at once (failures 1), two
 /// healing runs fill loop protection's window; `top` adds top-level keys.
-fn deaf_config(env: &TestEnv, top: &str, port: u16) {
-    env.config(&format!(
-        "{top}failure_threshold: 2\nprobe: {{ interval: 1h, timeout: 1s, failures: 1, start_grace: 0s }}\nmonitored_services:\n  - name: web\n    port: {port}\n    health_url: http://127.0.0.1:{port}/health\n    verify_timeout: 1s\n    stable_for: 100ms\n"
-    ));
+fn deaf_config(port: u16) -> Config {
+    Config::new()
+        .with("failure_threshold", 2)
+        .with("probe", probe("1h", 1, "0s"))
+        .service(
+            Service::new("web")
+                .port(port)
+                .health_url(port)
+                .verify_timeout("1s")
+                .stable_for("100ms"),
+        )
 }
 
 #[test]
@@ -67,9 +79,8 @@ fn a_sigstopped_http_service_is_healed_by_the_probe_timer() {
     env.web_unit("web", port, "serving");
     config(
         &env,
-        "{ interval: 1s, timeout: 1s, failures: 2, start_grace: 1s }",
-        port,
-        &format!("    health_url: http://127.0.0.1:{port}/health\n"),
+        probe("1s", 2, "1s"),
+        Service::new("web").port(port).health_url(port),
     );
     env.start_listening("web", port).install();
     assert_eq!(
@@ -122,9 +133,8 @@ fn a_slow_start_is_not_judged_inside_its_grace_and_a_single_bad_answer_is_not_ac
     // An interval of an hour: the timer stays out of the way, the rounds are the test's.
     config(
         &env,
-        "{ interval: 1h, timeout: 1s, failures: 2, start_grace: 1h }",
-        port,
-        &format!("    health_url: http://127.0.0.1:{port}/health\n"),
+        probe("1h", 2, "1h"),
+        Service::new("web").port(port).health_url(port),
     );
     env.start_listening("web", port).install();
     env.systemctl(&["kill", "--signal=SIGSTOP", "web.service"]);
@@ -140,9 +150,8 @@ fn a_slow_start_is_not_judged_inside_its_grace_and_a_single_bad_answer_is_not_ac
     // row, so never healed.
     config(
         &env,
-        "{ interval: 1h, timeout: 1s, failures: 2, start_grace: 0s }",
-        port,
-        &format!("    health_url: http://127.0.0.1:{port}/health\n"),
+        probe("1h", 2, "0s"),
+        Service::new("web").port(port).health_url(port),
     );
     for hung in [true, false, true] {
         let signal = if hung { "SIGSTOP" } else { "SIGCONT" };
@@ -178,10 +187,10 @@ fn a_slow_start_is_not_judged_inside_its_grace_and_a_single_bad_answer_is_not_ac
 fn a_service_that_keeps_failing_its_probe_is_escalated_once_without_a_run_storm() {
     let env = TestEnv::new();
     let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), "a@b.example", "pw");
-    let email = server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), "pw");
+    let email = server.email_config(&env.sandbox.scratch_dir().join("smtp-password"), "pw");
     let port = free_port();
     deaf_web(&env, port);
-    deaf_config(&env, &format!("system_name: TestHost\n{email}"), port);
+    env.configure(&deaf_config(port).with("email", email));
     env.start_listening("web", port).install();
 
     let (_, first) = round(&env);
@@ -218,7 +227,7 @@ fn without_timed_retries_loop_protection_still_holds_the_probes_back() {
     let port = free_port();
     deaf_web(&env, port);
     // No retry to wait for: only the count of healing runs says "enough".
-    deaf_config(&env, "retry_after: never\n", port);
+    env.configure(&deaf_config(port).with("retry_after", "never"));
     env.start_listening("web", port).install();
     let mut started = 0;
     for _ in 0..6 {
@@ -279,12 +288,22 @@ fn a_round_that_starts_healing(env: &TestEnv) {
 fn a_hang_that_keeps_coming_back_is_told_when_loop_protection_holds_it() {
     let env = TestEnv::new();
     let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), "a@b.example", "pw");
-    let email = server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), "pw");
+    let email = server.email_config(&env.sandbox.scratch_dir().join("smtp-password"), "pw");
     let port = free_port();
     web_hanging_after_each_start(&env, port);
-    env.config(&format!(
-        "system_name: TestHost\nfailure_threshold: 2\nretry_after: 1h\n{email}probe: {{ interval: 1h, timeout: 1s, failures: 1, start_grace: 0s }}\nmonitored_services:\n  - name: web\n    port: {port}\n    health_url: http://127.0.0.1:{port}/health\n    verify_timeout: 3s\n    stable_for: 300ms\n"
-    ));
+    env.configure(
+        &Config::new()
+            .with("failure_threshold", 2)
+            .with("retry_after", "1h")
+            .with("email", email)
+            .with("probe", probe("1h", 1, "0s"))
+            .service(
+                Service::new("web")
+                    .port(port)
+                    .health_url(port)
+                    .verify_timeout("3s"),
+            ),
+    );
     env.start_listening("web", port).install();
     for runs in 1..=3 {
         a_round_that_starts_healing(&env);
@@ -318,9 +337,10 @@ fn a_send_expect_probe_catches_a_hung_memcached() {
     );
     config(
         &env,
-        "{ interval: 1h, timeout: 1s, failures: 2, start_grace: 0s }",
-        port,
-        "    probe: { send: \"version\\r\\n\", expect: VERSION }\n",
+        probe("1h", 2, "0s"),
+        Service::new("web")
+            .port(port)
+            .with("probe", json!({"send": "version\r\n", "expect": "VERSION"})),
     );
     env.start_listening("web", port).install();
     let (code, outcomes) = round(&env);
@@ -360,9 +380,10 @@ fn a_localhost_health_url_reaches_a_service_on_127_0_0_1_alone() {
     env.web_unit("web", port, "serving");
     config(
         &env,
-        "{ interval: 1h, timeout: 1s, failures: 1, start_grace: 0s }",
-        port,
-        &format!("    health_url: http://localhost:{port}/health\n"),
+        probe("1h", 1, "0s"),
+        Service::new("web")
+            .port(port)
+            .with("health_url", format!("http://localhost:{port}/health")),
     );
     env.start_listening("web", port).install();
     let (code, outcomes) = round(&env);
