@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
+use common::config::{Config, Service};
 use common::{
     Mail, SmtpServer, StatsRowJson, TestEnv, assert_contains, free_port, selfheal_bin, wait_until,
 };
@@ -20,8 +20,12 @@ fn smtp(env: &TestEnv) -> SmtpServer {
     SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), USER, PASSWORD)
 }
 
-fn email_yaml(env: &TestEnv, server: &SmtpServer) -> String {
-    server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), PASSWORD)
+/// A config mailing through `server`.
+fn mailing(env: &TestEnv, server: &SmtpServer) -> Config {
+    Config::new().with(
+        "email",
+        server.email_config(&env.sandbox.scratch_dir().join("smtp-password"), PASSWORD),
+    )
 }
 
 fn subjects(server: &SmtpServer) -> Vec<String> {
@@ -51,10 +55,11 @@ fn a_failed_service_is_healed_by_its_timed_retry_with_one_failed_and_one_recover
     let port = free_port();
     let marker = env.sandbox.scratch_dir().join("web-fixed");
     web_failing_until(&env, "web", port, &marker);
-    env.config(&format!(
-        "system_name: TestHost\nretry_after: 8s\n{}monitored_services:\n  - name: web\n    port: {port}\n    verify_timeout: 3s\n    stable_for: 300ms\n",
-        email_yaml(&env, &server)
-    ))
+    env.configure(
+        &mailing(&env, &server)
+            .with("retry_after", "8s")
+            .service(Service::new("web").port(port).verify_timeout("3s")),
+    )
     .install();
 
     // It fails, the heal fails: FAILED, and a retry is scheduled. Whoever starts it again
@@ -111,10 +116,12 @@ fn a_service_that_relapses_after_each_recovery_backs_off_with_one_mail_per_step(
     let env = TestEnv::new();
     let server = smtp(&env);
     env.unit("web", "ExecStart=/bin/sh -c 'sleep 1; exit 3'");
-    env.config(&format!(
-        "system_name: TestHost\nfailure_threshold: 1\nretry_after: 1s\n{}monitored_services:\n  - name: web\n    verify_timeout: 900ms\n    stable_for: 300ms\n",
-        email_yaml(&env, &server)
-    ))
+    env.configure(
+        &mailing(&env, &server)
+            .with("failure_threshold", 1)
+            .with("retry_after", "1s")
+            .service(Service::new("web").verify_timeout("900ms")),
+    )
     .install();
     env.systemctl(&["start", "web.service"]);
     // RESOLVED, SUPPRESSED (loop protection), then three back-off steps: RECOVERED by the
@@ -179,10 +186,13 @@ fn a_failure_after_a_healthy_while_is_a_new_incident_healed_at_once() {
     let port = free_port();
     let marker = env.sandbox.scratch_dir().join("web-fixed");
     web_failing_until(&env, "web", port, &marker);
-    env.config(&format!(
-        "system_name: TestHost\nfailure_threshold: 1\nretry_after: 2s\nnew_incident_after: 3s\n{}monitored_services:\n  - name: web\n    port: {port}\n    verify_timeout: 3s\n    stable_for: 300ms\n",
-        email_yaml(&env, &server)
-    ))
+    env.configure(
+        &mailing(&env, &server)
+            .with("failure_threshold", 1)
+            .with("retry_after", "2s")
+            .with("new_incident_after", "3s")
+            .service(Service::new("web").port(port).verify_timeout("3s")),
+    )
     .install();
     let _ = env.sandbox.systemctl(["start", "web.service"]);
     env.wait_for_history(1, Duration::from_secs(20));
@@ -247,10 +257,11 @@ fn a_timed_retry_leaves_a_disabled_unit_down() {
             ),
         )
         .unwrap();
-    env.config(&format!(
-        "system_name: TestHost\nretry_after: 3s\n{}monitored_services:\n  - name: web\n    port: {port}\n    verify_timeout: 2s\n    stable_for: 300ms\n",
-        email_yaml(&env, &server)
-    ))
+    env.configure(
+        &mailing(&env, &server)
+            .with("retry_after", "3s")
+            .service(Service::new("web").port(port).verify_timeout("2s")),
+    )
     .install();
     let _ = env.sandbox.systemctl(["start", "web.service"]);
     env.wait_for_history(1, Duration::from_secs(20));
@@ -290,23 +301,20 @@ fn a_timed_retry_leaves_a_disabled_unit_down() {
 /// Services named `names`, all healthy, then killed together with SIGKILL; returns once
 /// every one is healed and every report delivered (no heal unit running, nothing held or
 /// queued).
-fn kill_together(names: &[&str], cascade: &str) -> (TestEnv, SmtpServer) {
+fn kill_together(names: &[&str], cascade: (u32, &str)) -> (TestEnv, SmtpServer) {
     let env = TestEnv::new();
     let server = smtp(&env);
     let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let mut services = String::new();
+    let (services, within) = cascade;
+    let mut config = mailing(&env, &server).with(
+        "cascade",
+        serde_json::json!({"services": services, "within": within}),
+    );
     for (name, port) in names.iter().zip(&ports) {
         env.web_unit(name, *port, &format!("{name} serves"));
-        let _ = write!(
-            services,
-            "  - name: {name}\n    port: {port}\n    verify_timeout: 5s\n    stable_for: 300ms\n"
-        );
+        config = config.service(Service::new(name).port(*port));
     }
-    env.config(&format!(
-        "system_name: TestHost\ncascade: {cascade}\n{}monitored_services:\n{services}",
-        email_yaml(&env, &server)
-    ))
-    .install();
+    env.configure(&config).install();
     for (name, port) in names.iter().zip(&ports) {
         env.start_listening(name, *port);
     }
@@ -343,7 +351,7 @@ fn kill_together(names: &[&str], cascade: &str) -> (TestEnv, SmtpServer) {
 #[test]
 fn five_services_killed_together_are_all_healed_and_get_exactly_one_cascade_mail() {
     let names = ["alpha", "bravo", "charlie", "delta", "echo"];
-    let (_env, server) = kill_together(&names, "{ services: 3, within: 3s }");
+    let (_env, server) = kill_together(&names, (3, "3s"));
     let mails = server.messages();
     let subjects = subjects(&server);
     assert_eq!(mails.len(), 1, "{subjects:?}");
@@ -369,7 +377,7 @@ fn five_services_killed_together_are_all_healed_and_get_exactly_one_cascade_mail
 
 #[test]
 fn a_burst_smaller_than_the_cascade_rule_gets_a_mail_per_service() {
-    let (_env, server) = kill_together(&["alpha", "bravo"], "{ services: 3, within: 2s }");
+    let (_env, server) = kill_together(&["alpha", "bravo"], (3, "2s"));
     let mut subjects = subjects(&server);
     subjects.sort();
     assert_eq!(
@@ -387,7 +395,7 @@ fn a_cascade_is_delivered_by_the_installed_flush_unit() {
     // running `selfheal flush` had neither, so a password given only as a credential kept the
     // cascade mail waiting for the periodic flush.
     let names = ["alpha", "bravo", "charlie"];
-    let (env, server) = kill_together(&names, "{ services: 3, within: 3s }");
+    let (env, server) = kill_together(&names, (3, "3s"));
 
     let subjects = subjects(&server);
     assert_eq!(subjects.len(), 1, "{subjects:?}");
@@ -420,11 +428,11 @@ fn past_run(service: &str, outcome: Outcome, hours_ago: u64, ms: u64) -> History
 fn the_daily_digest_mails_the_days_figures_and_install_runs_its_timer_only_when_asked() {
     let env = TestEnv::new();
     let server = smtp(&env);
-    let with_digest = format!(
-        "system_name: TestHost\ndigest: daily\n{}monitored_services:\n  - name: web\n  - name: db\n  - name: mail\n",
-        email_yaml(&env, &server)
-    );
-    env.config(&with_digest);
+    let without_digest = mailing(&env, &server)
+        .service(Service::new("web"))
+        .service(Service::new("db"))
+        .service(Service::new("mail"));
+    env.configure(&without_digest.clone().with("digest", "daily"));
     let state = StateDir::new(&env.state_dir);
     for record in [
         past_run("web", Outcome::Resolved, 30, 100), // yesterday's news
@@ -477,8 +485,7 @@ fn the_daily_digest_mails_the_days_figures_and_install_runs_its_timer_only_when_
         &env.property("timers.target", "Wants"),
         "selfheal-digest.timer",
     );
-    env.config(&with_digest.replace("digest: daily\n", ""))
-        .install();
+    env.configure(&without_digest).install();
     assert!(
         !env.sandbox
             .unit_dir()
