@@ -5,8 +5,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::config::{Config, Service};
 use common::*;
 use selfheal::outcome::Outcome;
+use serde_json::json;
 
 #[test]
 fn the_sandbox_boots_the_systemd_it_was_asked_for() {
@@ -54,18 +56,27 @@ fn selfheal_demo_works_on_a_host_that_runs_this_systemd() {
 const USER: &str = "alerts@testhost.example";
 const PASSWORD: &str = "pw-restart";
 
-/// An SMTP server and a config with one service `web` (its unit's `[Service]` is `service`)
-/// plus `extra` service keys, installed.
-fn installed(service: &str, extra: &str) -> (TestEnv, SmtpServer) {
+/// A test's world with an SMTP server, and a config mailing through it.
+fn mailing() -> (TestEnv, SmtpServer, Config) {
     let env = TestEnv::new();
     let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), USER, PASSWORD);
-    let email = server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), PASSWORD);
+    let email = server.email_config(&env.sandbox.scratch_dir().join("smtp-password"), PASSWORD);
+    let config = Config::new().with("email", email);
+    (env, server, config)
+}
+
+/// An SMTP server and a config with one service, `web` (its unit's `[Service]` is
+/// `service`), installed.
+fn installed(service: &str, web: Service) -> (TestEnv, SmtpServer) {
+    let (env, server, config) = mailing();
     env.unit("web", service);
-    env.config(&format!(
-        "system_name: TestHost\n{email}monitored_services:\n  - name: web\n    verify_timeout: 5s\n    stable_for: 500ms\n{extra}"
-    ))
-    .install();
+    env.configure(&config.service(web)).install();
     (env, server)
+}
+
+/// `web` with a 500 ms `stable_for`.
+fn web() -> Service {
+    Service::new("web").stable_for("500ms")
 }
 
 /// Waits until nothing is left to happen: web is settled (no job, no pending restart), its
@@ -100,7 +111,7 @@ fn one_sigkill_that_restart_absorbs_is_systemds_restart_on_both_systemds() {
             "ExecStart={} serve-demo --port {port}\nRestart=on-failure\nRestartSec=200ms",
             selfheal_bin().display()
         ),
-        &format!("    port: {port}\n"),
+        web().port(port),
     );
     env.start_listening("web", port);
     let before = env.property("web.service", "InvocationID");
@@ -151,9 +162,7 @@ fn watch(env: &TestEnv) -> String {
 /// `restart_sec` and no start limit, watched with `crash_loop: {restarts: 3, within}`; an SMTP
 /// server and the install. It is started once the watch has taken its first look.
 fn looping(command: &str, restart_sec: &str, within: &str) -> (TestEnv, SmtpServer) {
-    let env = TestEnv::new();
-    let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), USER, PASSWORD);
-    let email = server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), PASSWORD);
+    let (env, server, config) = mailing();
     let command = command.replace("SCRATCH", &env.sandbox.scratch_dir().to_string_lossy());
     env.sandbox
         .add_unit(
@@ -163,9 +172,11 @@ fn looping(command: &str, restart_sec: &str, within: &str) -> (TestEnv, SmtpServ
             ),
         )
         .unwrap();
-    env.config(&format!(
-        "system_name: TestHost\ncrash_loop: {{ restarts: 3, within: {within} }}\n{email}monitored_services:\n  - name: web\n    verify_timeout: 2s\n    stable_for: 200ms\n"
-    ))
+    env.configure(
+        &config
+            .with("crash_loop", json!({"restarts": 3, "within": within}))
+            .service(Service::new("web").verify_timeout("2s").stable_for("200ms")),
+    )
     .install();
     watch(&env);
     env.systemctl(&["start", "web.service"]);
@@ -245,7 +256,7 @@ fn a_crash_loop_that_outlasts_its_window_is_still_one_report_on_both_systemds() 
 fn a_crash_loop_that_systemd_gives_up_on_gets_exactly_one_report_on_both_systemds() {
     let (env, server) = installed(
         "ExecStart=/bin/sh -c 'echo web: settings missing; exit 3'\nRestart=on-failure\nRestartSec=100ms\nStartLimitBurst=4\nStartLimitIntervalSec=30s",
-        "",
+        web(),
     );
     let _ = env.sandbox.systemctl(["start", "web.service"]);
     server.wait_for_messages(1, Duration::from_secs(40));
@@ -272,9 +283,7 @@ fn a_crash_loop_that_systemd_gives_up_on_gets_exactly_one_report_on_both_systemd
 /// heal unit, and the report used to describe the run that was SIGKILLed before.
 #[test]
 fn a_crash_loops_report_quotes_the_loops_own_error_not_an_earlier_runs() {
-    let env = TestEnv::new();
-    let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), USER, PASSWORD);
-    let email = server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), PASSWORD);
+    let (env, server, config) = mailing();
     let broken = env.sandbox.scratch_dir().join("web-broken");
     env.unit(
         "web",
@@ -283,10 +292,7 @@ fn a_crash_loops_report_quotes_the_loops_own_error_not_an_earlier_runs() {
             b = broken.display()
         ),
     );
-    env.config(&format!(
-        "system_name: TestHost\n{email}monitored_services:\n  - name: web\n    verify_timeout: 5s\n    stable_for: 500ms\n"
-    ))
-    .install();
+    env.configure(&config.service(web())).install();
     env.systemctl(&["start", "web.service"]);
     let first = env.property("web.service", "InvocationID");
     // An earlier failure that Restart= absorbs (on 257 its hook's run records it).
@@ -366,9 +372,7 @@ fn a_crash_loop_that_restart_ends_gets_its_all_clear_on_both_systemds() {
 /// fix, no run of selfheal): `flush` finds it serving and every channel hears it is back.
 #[test]
 fn a_failed_service_a_person_brings_back_gets_its_all_clear_from_flush() {
-    let env = TestEnv::new();
-    let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), USER, PASSWORD);
-    let email = server.email_yaml(&env.sandbox.scratch_dir().join("smtp-password"), PASSWORD);
+    let (env, server, config) = mailing();
     let fixed = env.sandbox.scratch_dir().join("fixed");
     let port = free_port();
     env.unit(
@@ -379,9 +383,14 @@ fn a_failed_service_a_person_brings_back_gets_its_all_clear_from_flush() {
             bin = selfheal_bin().display()
         ),
     );
-    env.config(&format!(
-        "system_name: TestHost\nretry_after: 1h\n{email}monitored_services:\n  - name: web\n    port: {port}\n    verify_timeout: 2s\n    stable_for: 200ms\n"
-    ))
+    env.configure(
+        &config.with("retry_after", "1h").service(
+            Service::new("web")
+                .port(port)
+                .verify_timeout("2s")
+                .stable_for("200ms"),
+        ),
+    )
     .install();
     let _ = env.sandbox.systemctl(["start", "web.service"]);
     server.wait_for_messages(1, Duration::from_secs(30));
