@@ -286,10 +286,14 @@ fn the_file_transport_writes_the_message_into_file_dir() {
     let mail_dir = dir.path().join("mail");
     std::fs::write(
         &config,
-        format!(
-            "system_name: TestHost\nowner: ops@example.org\nemail:\n  transport: file\n  file_dir: {}\nmonitored_services:\n  - name: web\n",
-            mail_dir.display()
-        ),
+        Config::new()
+            .with("owner", "ops@example.org")
+            .with(
+                "email",
+                serde_json::json!({"transport": "file", "file_dir": mail_dir}),
+            )
+            .service(Service::named("web"))
+            .yaml(),
     )
     .unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -257,9 +257,19 @@ fn a_health_url_that_never_answers_is_bounded_by_verify_timeout() {
     let port = free_port();
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let health_port = silent.local_addr().unwrap().port();
-    env.config(&format!(
-        "monitored_services:\n  - name: web\n    port: {port}\n    health_url: http://127.0.0.1:{health_port}/health\n    verify_timeout: 2s\n    stable_for: 200ms\n    healing_strategies: [service_restart]\n"
-    ))
+    env.configure(
+        &Config::new().service(
+            Service::new("web")
+                .port(port)
+                .with(
+                    "health_url",
+                    format!("http://127.0.0.1:{health_port}/health"),
+                )
+                .verify_timeout("2s")
+                .stable_for("200ms")
+                .strategies(&["service_restart"]),
+        ),
+    )
     .web_unit("web", port, "web");
 
     let started = Instant::now();

@@ -6,8 +6,10 @@
 
 mod common;
 
+use common::config::{Config, Service};
 use common::{TestEnv, assert_contains, exit_code, wait_until};
 use selfheal::exit_code::ExitCode;
+use serde_json::json;
 
 fn install(env: &TestEnv) -> std::process::Output {
     env.selfheal([
@@ -20,9 +22,13 @@ fn install(env: &TestEnv) -> std::process::Output {
 #[test]
 fn install_arms_the_hook_once_and_owns_exactly_its_files() {
     let env = TestEnv::new();
-    env.config("monitored_services:\n  - name: web\n  - name: db\n")
-        .unit("web", "ExecStart=/bin/sleep 600")
-        .unit("db", "ExecStart=/bin/sleep 600");
+    env.configure(
+        &Config::new()
+            .service(Service::named("web"))
+            .service(Service::named("db")),
+    )
+    .unit("web", "ExecStart=/bin/sleep 600")
+    .unit("db", "ExecStart=/bin/sleep 600");
 
     let first = install(&env);
     assert_eq!(exit_code(&first), ExitCode::Success);
@@ -45,7 +51,7 @@ fn install_arms_the_hook_once_and_owns_exactly_its_files() {
     let web_heal = units.join("selfheal@web.service");
     std::fs::remove_file(&web_heal).unwrap();
     std::os::unix::fs::symlink("/dev/null", &web_heal).unwrap();
-    env.config("monitored_services:\n  - name: web\n");
+    env.configure(&Config::new().service(Service::named("web")));
     let third = install(&env);
     assert_eq!(exit_code(&third), ExitCode::Success);
     assert!(!units.join("selfheal@db.service").exists());
@@ -55,7 +61,11 @@ fn install_arms_the_hook_once_and_owns_exactly_its_files() {
     assert_eq!(env.property("selfheal@web.service", "LoadState"), "masked");
 
     // A unit file a person wrote at a path install wants is never replaced.
-    env.config("monitored_services:\n  - name: web\n  - name: api\n");
+    env.configure(
+        &Config::new()
+            .service(Service::named("web"))
+            .service(Service::named("api")),
+    );
     std::fs::write(
         units.join("selfheal@api.service"),
         "[Service]\nExecStart=/bin/true\n",
@@ -96,10 +106,18 @@ fn the_installed_heal_unit_is_hardened_and_systemd_applies_it() {
     let env = TestEnv::new();
     let password = env.sandbox.scratch_dir().join("smtp-password");
     std::fs::write(&password, "pw").unwrap();
-    env.config(&format!(
-        "owner: ops@example.org\nemail:\n  transport: smtp\n  smtp: {{ host: 127.0.0.1, port: 2525, security: none, allow_plaintext_auth: true, username: u, password_file: {} }}\nmonitored_services:\n  - name: web\n",
-        password.display()
-    ))
+    env.configure(
+        &Config::new()
+            .with("owner", "ops@example.org")
+            .with(
+                "email",
+                json!({"transport": "smtp", "smtp": {
+                    "host": "127.0.0.1", "port": 2525, "security": "none",
+                    "allow_plaintext_auth": true, "username": "u", "password_file": password,
+                }}),
+            )
+            .service(Service::named("web")),
+    )
     .unit("web", "ExecStart=/bin/sleep 600");
     let installed = install(&env);
     assert_eq!(exit_code(&installed), ExitCode::Success, "{installed:?}");
@@ -154,9 +172,14 @@ fn the_installed_heal_unit_is_hardened_and_systemd_applies_it() {
 #[test]
 fn uninstall_leaves_no_trace_of_what_install_wrote() {
     let env = TestEnv::new();
-    env.config("digest: daily\nmonitored_services:\n  - name: web\n  - name: db\n")
-        .unit("web", "ExecStart=/bin/false")
-        .unit("db", "ExecStart=/bin/sleep 600");
+    env.configure(
+        &Config::new()
+            .with("digest", "daily")
+            .service(Service::named("web"))
+            .service(Service::named("db")),
+    )
+    .unit("web", "ExecStart=/bin/false")
+    .unit("db", "ExecStart=/bin/sleep 600");
     let units = env.sandbox.unit_dir();
     let listing = |dir: &std::path::Path| {
         let mut names: Vec<String> = walk(dir)
@@ -190,7 +213,11 @@ fn uninstall_leaves_no_trace_of_what_install_wrote() {
         "{report:?}\n{}",
         env.journal(&["-n", "30"])
     );
-    env.config("digest: daily\nmonitored_services:\n  - name: web\n");
+    env.configure(
+        &Config::new()
+            .with("digest", "daily")
+            .service(Service::named("web")),
+    );
 
     let output = env.selfheal(["uninstall", "--unit-dir", &units.to_string_lossy()]);
     assert_eq!(exit_code(&output), ExitCode::Success, "{output:?}");
@@ -225,7 +252,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn uninstall_in_etc_systemd_system_also_undoes_the_readmes_enable_of_the_flush_timer() {
     let env = TestEnv::new();
-    env.config("monitored_services:\n  - name: web\n")
+    env.configure(&Config::new().service(Service::named("web")))
         .unit("web", "ExecStart=/bin/sleep 600");
     // Inside the sandbox /etc/systemd/system is a tmpfs of its own; make sure of it before
     // anything writes there.
@@ -284,8 +311,12 @@ fn uninstall_in_etc_systemd_system_also_undoes_the_readmes_enable_of_the_flush_t
 #[test]
 fn the_hook_starts_a_heal_unit_no_other_units_drop_ins_reach() {
     let env = TestEnv::new();
-    env.config("monitored_services:\n  - name: web@blue\n  - name: app\n")
-        .unit("app", "ExecStart=/bin/sleep 600");
+    env.configure(
+        &Config::new()
+            .service(Service::named("web@blue"))
+            .service(Service::named("app")),
+    )
+    .unit("app", "ExecStart=/bin/sleep 600");
     env.sandbox
         .add_unit(
             "web@.service",
@@ -348,8 +379,12 @@ fn the_hook_starts_a_heal_unit_no_other_units_drop_ins_reach() {
 #[test]
 fn check_refuses_a_service_whose_unit_systemd_does_not_know() {
     let env = TestEnv::new();
-    env.config("monitored_services:\n  - name: web\n  - name: memcache\n")
-        .unit("web", "ExecStart=/bin/sleep 600");
+    env.configure(
+        &Config::new()
+            .service(Service::named("web"))
+            .service(Service::named("memcache")),
+    )
+    .unit("web", "ExecStart=/bin/sleep 600");
 
     let output = env.selfheal(["check"]);
 
@@ -365,7 +400,7 @@ fn check_refuses_a_service_whose_unit_systemd_does_not_know() {
 #[test]
 fn check_refuses_a_heal_unit_that_cannot_load_and_warns_of_an_unarmed_hook() {
     let env = TestEnv::new();
-    env.config("monitored_services:\n  - name: web\n")
+    env.configure(&Config::new().service(Service::named("web")))
         .unit("web", "ExecStart=/bin/sleep 600");
     let before = env.selfheal(["check"]);
     assert_eq!(exit_code(&before), ExitCode::Success, "{before:?}");

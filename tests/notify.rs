@@ -407,10 +407,16 @@ fn check_refuses_a_url_file_others_can_read_and_test_notify_says_what_each_chann
     let config_path = dir.path().join("selfheal.yml");
     std::fs::write(
         &config_path,
-        format!(
-            "notify:\n  - webhook: {{ url_file: {}, format: ntfy }}\n  - alertmanager: {{ url: \"http://127.0.0.1:{refused_port}\" }}\nmonitored_services:\n  - name: web\n",
-            url_path.display()
-        ),
+        Config::new()
+            .with(
+                "notify",
+                [
+                    webhook(&url_path, "ntfy"),
+                    json!({"alertmanager": {"url": format!("http://127.0.0.1:{refused_port}")}}),
+                ],
+            )
+            .service(Service::named("web"))
+            .yaml(),
     )
     .unwrap();
     let selfheal = |args: &[&str]| {

@@ -637,8 +637,12 @@ fn a_wanted_unit_that_does_not_exist_is_not_a_cause() {
 #[test]
 fn only_a_person_who_says_so_overrides_loop_protection() {
     let env = TestEnv::new();
-    env.config("failure_threshold: 1\nmonitored_services:\n  - name: web\n    verify_timeout: 3s\n    stable_for: 200ms\n")
-        .unit("web", "ExecStart=/bin/sleep 600");
+    env.configure(
+        &Config::new()
+            .with("failure_threshold", 1)
+            .service(Service::new("web").verify_timeout("3s").stable_for("200ms")),
+    )
+    .unit("web", "ExecStart=/bin/sleep 600");
     let kill = || {
         env.systemctl(&["start", "web.service"]);
         env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
@@ -706,9 +710,15 @@ fn only_a_person_who_says_so_overrides_loop_protection() {
 fn an_active_service_whose_port_another_unit_holds_is_not_healthy() {
     let env = TestEnv::new();
     let port = free_port();
-    env.config(&format!(
-        "monitored_services:\n  - name: web\n    port: {port}\n    verify_timeout: 2s\n    stable_for: 200ms\n    healing_strategies: [service_restart]\n"
-    ))
+    env.configure(
+        &Config::new().service(
+            Service::new("web")
+                .port(port)
+                .verify_timeout("2s")
+                .stable_for("200ms")
+                .strategies(&["service_restart"]),
+        ),
+    )
     .unit("web", "ExecStart=/bin/sleep 600")
     .web_unit("squatter", port, "squatting");
     env.start_listening("squatter", port);

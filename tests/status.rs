@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
+use common::config::{Config, Service};
 use common::{StatusJson, TestEnv, assert_contains, exit_code, free_port, selfheal_bin};
 use selfheal::exit_code::ExitCode;
 use selfheal::outcome::Outcome;
@@ -42,24 +42,20 @@ fn status_shows_systemds_truth_for_every_kind_of_service() {
     let names = [
         "ok", "down", "idle", "ghost", "deaf", "masked", "nohook", "healed", "looping", "broken",
     ];
-    let mut yaml =
-        String::from("system_name: TestHost\nowner: ops@example.org\nmonitored_services:\n");
+    let mut config = Config::new().with("owner", "ops@example.org");
     for name in names {
-        let _ = writeln!(yaml, "  - name: {name}");
-        match name {
-            "ok" => {
-                let _ = write!(
-                    yaml,
-                    "    port: {ok_port}\n    health_url: http://127.0.0.1:{ok_port}/health\n    domain: ok.example.org\n    critical: true\n"
-                );
-            }
-            "deaf" => {
-                let _ = writeln!(yaml, "    port: {deaf_port}");
-            }
-            _ => {}
-        }
+        let service = match name {
+            "ok" => Service::named(name)
+                .port(ok_port)
+                .health_url(ok_port)
+                .with("domain", "ok.example.org")
+                .with("critical", true),
+            "deaf" => Service::named(name).port(deaf_port),
+            _ => Service::named(name),
+        };
+        config = config.service(service);
     }
-    env.config(&yaml);
+    env.configure(&config);
     env.unit("ok", &serve(ok_port))
         .unit("down", "ExecStart=/bin/false")
         .unit("idle", "ExecStart=/bin/sleep 600")
@@ -209,23 +205,24 @@ fn status_shows_systemds_truth_for_every_kind_of_service() {
 fn status_lists_300_services() {
     let env = TestEnv::new();
     let port = free_port();
-    let mut yaml = String::from("monitored_services:\n");
+    let mut config = Config::new();
     for index in 0..300 {
-        let _ = writeln!(yaml, "  - name: svc{index}");
+        let mut service = Service::named(&format!("svc{index}"));
         let mut exec = "/bin/sleep 600".to_owned();
         // The last one serves: its own process on its port must be seen at any size (dbus-
         // daemon refuses more than 128 calls in flight on one connection).
         if index == 299 {
-            let _ = writeln!(yaml, "    port: {port}");
+            service = service.port(port);
             exec = format!("{} serve-demo --port {port}", selfheal_bin().display());
         }
+        config = config.service(service);
         std::fs::write(
             env.sandbox.unit_dir().join(format!("svc{index}.service")),
             format!("[Service]\nExecStart={exec}\n"),
         )
         .unwrap();
     }
-    env.config(&yaml);
+    env.configure(&config);
     env.systemctl(&["daemon-reload"]);
     env.systemctl(&["start", "svc7.service"]);
     env.start_listening("svc299", port);
@@ -250,9 +247,13 @@ fn status_lists_300_services() {
 fn a_unit_named_by_its_alias_is_found_and_its_port_is_its_own() {
     let env = TestEnv::new();
     let port = free_port();
-    env.config(&format!(
-        "monitored_services:\n  - name: db\n    unit: db-alias.service\n    port: {port}\n"
-    ));
+    env.configure(
+        &Config::new().service(
+            Service::named("db")
+                .with("unit", "db-alias.service")
+                .port(port),
+        ),
+    );
     env.unit(
         "db-real",
         &format!(

@@ -82,6 +82,11 @@ impl Service {
             .with("stable_for", "300ms")
     }
 
+    /// A service with its name alone (selfheal's defaults for everything else).
+    pub(crate) fn named(name: &str) -> Service {
+        Service(Entries::default()).with("name", name)
+    }
+
     /// Any key of the entry (`critical`, `runbook`, a strategy's settings, `probe`, …).
     pub(crate) fn with(mut self, key: &str, of: impl Serialize) -> Service {
         self.0.set(key, of);
