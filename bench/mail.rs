@@ -12,6 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::config::{Config, Service};
 use common::{SmtpServer, TestEnv, free_port};
 
 fn main() {
@@ -24,10 +25,22 @@ fn main() {
     );
     let port = free_port();
     let password_file = env.sandbox.scratch_dir().join("smtp-password");
-    env.config(&format!(
-        "system_name: Bench\nfailure_threshold: 100000\n{}monitored_services:\n  - name: web\n    port: {port}\n    health_url: http://127.0.0.1:{port}/health\n    verify_timeout: 10s\n    stable_for: 200ms\n",
-        server.email_yaml(&password_file, "bench-password")
-    ))
+    env.configure(
+        &Config::new()
+            .with("system_name", "Bench")
+            .with("failure_threshold", 100_000)
+            .with(
+                "email",
+                server.email_config(&password_file, "bench-password"),
+            )
+            .service(
+                Service::new("web")
+                    .port(port)
+                    .health_url(port)
+                    .verify_timeout("10s")
+                    .stable_for("200ms"),
+            ),
+    )
     .web_unit("web", port, "bench")
     .install();
     env.start_listening("web", port);

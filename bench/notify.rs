@@ -11,7 +11,6 @@
 //!
 //! Prints a table; no assertions.
 
-use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpListener;
 use std::path::Path;
@@ -24,7 +23,10 @@ use selfheal::sandbox::{Sandbox, free_port, wait_for};
 mod bench;
 #[path = "../tests/common/mod.rs"]
 mod common;
+
 use bench::Spread;
+use common::config::{Config, Service};
+use serde_json::json;
 
 const SELFHEAL: &str = env!("CARGO_BIN_EXE_selfheal");
 
@@ -49,34 +51,44 @@ fn main() -> anyhow::Result<()> {
     let mut alertmanager = common::receivers::Alertmanager::reserve(&scratch.join("alertmanager"));
     alertmanager.start();
 
-    let mut services = String::new();
+    let mut services = Vec::new();
     for run in 0..runs {
         sandbox.add_unit(
             &format!("down{run}.service"),
             "[Service]\nExecStart=/bin/sh -c 'exit 3'\n",
         )?;
-        let _ = write!(
-            services,
-            "  - name: down{run}\n    verify_timeout: 5s\n    stable_for: 200ms\n"
-        );
+        services.push(Service::new(&format!("down{run}")).stable_for("200ms"));
     }
     let web_port = free_port()?;
     sandbox.add_unit(
         "web.service",
         &format!("[Service]\nExecStart={SELFHEAL} serve-demo --port {web_port}\n"),
     )?;
-    let _ = write!(
-        services,
-        "  - name: web\n    port: {web_port}\n    verify_timeout: 10s\n    stable_for: 200ms\n"
+    services.push(
+        Service::new("web")
+            .port(web_port)
+            .verify_timeout("10s")
+            .stable_for("200ms"),
     );
     let config = scratch.join("selfheal.yml");
     std::fs::write(
         &config,
-        format!(
-            "failure_threshold: 100000\nretry_after: never\nnotify:\n  - webhook: {{ url_file: {}, format: json }}\n  - alertmanager: {{ url: \"{}\" }}\nmonitored_services:\n{services}",
-            url_file.display(),
-            alertmanager.url()
-        ),
+        services
+            .into_iter()
+            .fold(
+                Config::new()
+                    .with("failure_threshold", 100_000)
+                    .with("retry_after", "never")
+                    .with(
+                        "notify",
+                        [
+                            json!({"webhook": {"url_file": url_file, "format": "json"}}),
+                            json!({"alertmanager": {"url": alertmanager.url()}}),
+                        ],
+                    ),
+                Config::service,
+            )
+            .yaml(),
     )?;
     let install = sandbox
         .command(exe)

@@ -23,6 +23,11 @@ use selfheal::sandbox::{Sandbox, free_port, wait_for};
 
 #[path = "common.rs"]
 mod bench;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::config::{Config, Service};
+use serde_json::{Value, json};
 
 const SELFHEAL: &str = env!("CARGO_BIN_EXE_selfheal");
 const MONIT: &str = "/usr/bin/monit";
@@ -63,27 +68,26 @@ fn main() -> anyhow::Result<()> {
 fn config(
     sandbox: &Sandbox,
     name: &str,
-    probe: Option<&str>,
+    probe: Option<Value>,
     (prefix, ports): (&str, &[u16]),
     http: usize,
 ) -> anyhow::Result<PathBuf> {
     // Every hang is healed: loop protection would stop that after 3 (the default).
-    let mut yaml = String::from("failure_threshold: 1000\n");
+    let mut config = Config::new().with("failure_threshold", 1000);
     if let Some(probe) = probe {
-        let _ = writeln!(yaml, "probe: {probe}");
+        config = config.with("probe", probe);
     }
-    yaml.push_str("monitored_services:\n");
     for (index, port) in ports.iter().enumerate() {
-        let _ = write!(
-            yaml,
-            "  - name: {prefix}{index}\n    port: {port}\n    verify_timeout: 5s\n    stable_for: 200ms\n"
-        );
+        let mut service = Service::new(&format!("{prefix}{index}"))
+            .port(*port)
+            .stable_for("200ms");
         if index < http {
-            let _ = writeln!(yaml, "    health_url: http://127.0.0.1:{port}/health");
+            service = service.health_url(*port);
         }
+        config = config.service(service);
     }
     let path = sandbox.scratch_dir().join(name);
-    std::fs::write(&path, yaml)?;
+    std::fs::write(&path, config.yaml())?;
     Ok(path)
 }
 
@@ -152,7 +156,7 @@ fn hang_to_served(
     let probed = config(
         sandbox,
         "hang.yml",
-        Some("{ interval: 1s, timeout: 1s, failures: 2, start_grace: 1s }"),
+        Some(json!({"interval": "1s", "timeout": "1s", "failures": 2, "start_grace": "1s"})),
         ("web", &[port]),
         1,
     )?;
@@ -301,7 +305,7 @@ fn round_at_300(
     let config = config(
         sandbox,
         "round.yml",
-        Some("{ interval: 10s, timeout: 2s, failures: 3, start_grace: 0s }"),
+        Some(json!({"interval": "10s", "timeout": "2s", "failures": 3, "start_grace": "0s"})),
         ("svc", &ports),
         http,
     )?;

@@ -25,8 +25,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::config::{Config, Service};
 use common::receivers::{Alertmanager, WebhookServer, url_file};
 use common::{Mail, SmtpServer, TestEnv, free_port, wait_until};
+use serde_json::json;
 
 /// One thing a channel said.
 struct Heard {
@@ -44,20 +46,38 @@ fn main() {
     let webhooks = WebhookServer::start(&scratch.join("webhooks"));
     let mut alertmanager = Alertmanager::reserve(&scratch.join("alertmanager"));
     alertmanager.start();
-    let channels = format!(
-        "{}notify:\n  - webhook: {{ url_file: {}, format: slack }}\n  - webhook: {{ url_file: {}, format: ntfy }}\n  - alertmanager: {{ url: \"{}\" }}\n",
-        smtp.email_yaml(&scratch.join("smtp-password"), "s3cret"),
-        url_file(&scratch, "slack-url", &webhooks.url("slack")).display(),
-        url_file(&scratch, "ntfy-url", &webhooks.url("ntfy")).display(),
-        alertmanager.url(),
-    );
+    let channels = [
+        json!({"webhook": {"url_file": url_file(&scratch, "slack-url", &webhooks.url("slack")), "format": "slack"}}),
+        json!({"webhook": {"url_file": url_file(&scratch, "ntfy-url", &webhooks.url("ntfy")), "format": "ntfy"}}),
+        json!({"alertmanager": {"url": alertmanager.url()}}),
+    ];
     let [loop_port, hang_port] = [free_port(), free_port()];
-    let config = |failure_threshold: u32| {
-        format!(
-            "system_name: replay\nfailure_threshold: {failure_threshold}\ncrash_loop: {{ restarts: 5, within: 1m }}\nprobe: {{ interval: 1s, timeout: 1s, failures: 2, start_grace: 1s }}\n{channels}monitored_services:\n  - name: nginx\n    port: 80\n    health_url: http://127.0.0.1/\n  - name: memcached-loop\n    port: {loop_port}\n    probe: {{ send: \"version\\r\\n\", expect: VERSION }}\n  - name: memcached-hang\n    port: {hang_port}\n    probe: {{ send: \"version\\r\\n\", expect: VERSION }}\n"
-        )
+    // Every service with selfheal's defaults, but for the probes and the crash loop's window.
+    let memcached = |name: &str, port: u16| {
+        Service::named(name)
+            .port(port)
+            .with("probe", json!({"send": "version\r\n", "expect": "VERSION"}))
     };
-    env.config(&config(3));
+    let config = Config::new()
+        .with("system_name", "replay")
+        .with("crash_loop", json!({"restarts": 5, "within": "1m"}))
+        .with(
+            "probe",
+            json!({"interval": "1s", "timeout": "1s", "failures": 2, "start_grace": "1s"}),
+        )
+        .with(
+            "email",
+            smtp.email_config(&scratch.join("smtp-password"), "s3cret"),
+        )
+        .with("notify", channels)
+        .service(
+            Service::named("nginx")
+                .port(80)
+                .with("health_url", "http://127.0.0.1/"),
+        )
+        .service(memcached("memcached-loop", loop_port))
+        .service(memcached("memcached-hang", hang_port));
+    env.configure(&config);
     let tree = std::env::var("SELFHEAL_TEST_ROOT").unwrap_or_default();
     let nginx_unit =
         std::fs::read_to_string(format!("{tree}/usr/lib/systemd/system/nginx.service"))
@@ -82,7 +102,7 @@ fn main() {
     );
     nginx_killed_after_a_recovery(&env, &log);
     crash_loop_after_a_recovery(&env, &log, loop_port);
-    env.config(&config(2));
+    env.configure(&config.with("failure_threshold", 2));
     repeating_hang(&env, &log, hang_port);
     stop.store(true, Ordering::Relaxed);
     let _ = listener.join();

@@ -22,6 +22,11 @@ use selfheal::state::StateDir;
 
 #[path = "common.rs"]
 mod bench;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::config::{Config, Service};
+use serde_json::json;
 
 const SELFHEAL: &str = env!("CARGO_BIN_EXE_selfheal");
 /// How long an incident is given to end healthy.
@@ -81,11 +86,18 @@ fn measure(
     // A relay nobody listens on: every report waits in the outbox, where it is counted.
     std::fs::write(
         &config,
-        format!(
-            "system_name: Bench\nowner: ops@example.org\nretry_after: 20s\n\
-             email:\n  transport: smtp\n  smtp: {{ host: 127.0.0.1, port: 1, security: none, timeout: 1s }}\n\
-             monitored_services:\n  - name: web\n    port: {port}\n    verify_timeout: 5s\n    stable_for: 500ms\n"
-        ),
+        Config::new()
+            .with("system_name", "Bench")
+            .with("owner", "ops@example.org")
+            .with("retry_after", "20s")
+            .with(
+                "email",
+                json!({"transport": "smtp", "smtp": {
+                    "host": "127.0.0.1", "port": 1, "security": "none", "timeout": "1s",
+                }}),
+            )
+            .service(Service::new("web").port(port).stable_for("500ms"))
+            .yaml(),
     )?;
     let selfheal = |args: &[&str]| {
         sandbox

@@ -20,6 +20,10 @@ use selfheal::sandbox::{Sandbox, free_port, wait_for};
 
 #[path = "common.rs"]
 mod bench;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::config::{Config, Service};
 use selfheal::state::StateDir;
 
 const SELFHEAL: &str = env!("CARGO_BIN_EXE_selfheal");
@@ -33,26 +37,20 @@ fn main() -> anyhow::Result<()> {
     let [healed_port, systemd_port, victim_port] = [free_port()?, free_port()?, free_port()?];
     let state_dir = sandbox.scratch_dir().join("state");
     let service = |name: &str, port: u16| {
-        format!(
-            "  - name: {name}\n    port: {port}\n    health_url: http://127.0.0.1:{port}/health\n    verify_timeout: 10s\n    stable_for: 200ms\n"
-        )
+        Service::new(name)
+            .port(port)
+            .health_url(port)
+            .verify_timeout("10s")
+            .stable_for("200ms")
     };
     // `installed` gets the OnFailure= hook; `manual` adds a service healed by hand (for RSS).
-    let header = "failure_threshold: 100000\nmonitored_services:\n";
+    let web = Config::new()
+        .with("failure_threshold", 100_000)
+        .service(service("web", healed_port));
     let installed = sandbox.scratch_dir().join("installed.yml");
-    std::fs::write(
-        &installed,
-        format!("{header}{}", service("web", healed_port)),
-    )?;
+    std::fs::write(&installed, web.yaml())?;
     let manual = sandbox.scratch_dir().join("manual.yml");
-    std::fs::write(
-        &manual,
-        format!(
-            "{header}{}{}",
-            service("web", healed_port),
-            service("victim", victim_port)
-        ),
-    )?;
+    std::fs::write(&manual, web.service(service("victim", victim_port)).yaml())?;
 
     let serve = |port: u16, extra: &str| {
         format!("[Service]\nExecStart={SELFHEAL} serve-demo --port {port}\n{extra}")

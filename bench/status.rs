@@ -4,7 +4,6 @@
 //!
 //! Prints a table; no assertions (targets are in the table, not in a timed test).
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,6 +12,10 @@ use selfheal::sandbox::{Sandbox, free_port, wait_for};
 
 #[path = "common.rs"]
 mod bench;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::config::{Config, Service};
 
 const SELFHEAL: &str = env!("CARGO_BIN_EXE_selfheal");
 
@@ -25,19 +28,16 @@ fn main() -> anyhow::Result<()> {
     let mut ports = std::collections::HashMap::new();
     for count in [30, 300] {
         // Units svc0..svc{count}: the first 30 are kept for the second size.
-        let mut yaml = String::from("monitored_services:\n");
+        let mut config = Config::new();
         for index in 0..count {
-            let _ = writeln!(yaml, "  - name: svc{index}");
+            let mut service = Service::named(&format!("svc{index}"));
             if index % 10 == 0 {
                 // A unit made for the smaller size keeps its port.
                 let port = match ports.get(&index) {
                     Some(port) => *port,
                     None => *ports.entry(index).or_insert(free_port()?),
                 };
-                let _ = write!(
-                    yaml,
-                    "    port: {port}\n    health_url: http://127.0.0.1:{port}/health\n"
-                );
+                service = service.port(port).health_url(port);
                 if index >= created {
                     std::fs::write(
                         sandbox.unit_dir().join(format!("svc{index}.service")),
@@ -50,9 +50,11 @@ fn main() -> anyhow::Result<()> {
                     "[Service]\nExecStart=/bin/sleep infinity\n",
                 )?;
             }
+            config = config.service(service);
         }
-        let config = sandbox.scratch_dir().join(format!("status-{count}.yml"));
-        std::fs::write(&config, yaml)?;
+        let path = sandbox.scratch_dir().join(format!("status-{count}.yml"));
+        std::fs::write(&path, config.yaml())?;
+        let config = path;
         sandbox.systemctl(["daemon-reload"])?;
         let start: Vec<String> = (created..count)
             .filter(|index| index % 2 == 0)
