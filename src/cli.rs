@@ -97,6 +97,9 @@ pub enum Command {
     /// Look at the restarts systemd made by itself since the last look: record them where
     /// OnFailure= does not fire for them, report a crash loop once (selfheal-watch.timer)
     Watch,
+    /// Print monitored_services entries for the running services that listen on a port and
+    /// are not monitored yet (name, port, a health_url when / answers 2xx); changes nothing
+    Discover,
     /// One round of health probes: look at every probed, active service as its clients do
     /// and start the heal unit of one that failed `probe.failures` rounds in a row
     /// (selfheal-probe.timer); exit 1 when a probed service failed

@@ -278,3 +278,37 @@ fn a_unit_named_by_its_alias_is_found_and_its_port_is_its_own() {
     assert!(db.healthy, "{db:?}");
     assert_eq!(exit_code(&output), ExitCode::Success);
 }
+
+/// `discover` names the running services that listen on a port, with a health URL only for
+/// one whose `/` answers 2xx, leaves out what the config lists, and prints YAML selfheal reads.
+#[test]
+fn discover_prints_entries_for_the_running_services_that_listen() {
+    let env = TestEnv::new();
+    let [shop, cache, listed] = [free_port(), free_port(), free_port()];
+    env.web_unit("shop", shop, "shop")
+        .unit(
+            "cache",
+            &format!("ExecStart=/usr/bin/memcached -u nobody -l 127.0.0.1 -p {cache} -U 0"),
+        )
+        .web_unit("listed", listed, "listed")
+        .configure(&Config::new().service(Service::named("listed").port(listed)));
+    env.start_listening("shop", shop)
+        .start_listening("cache", cache)
+        .start_listening("listed", listed);
+
+    let output = env.selfheal(["discover"]);
+
+    assert_eq!(exit_code(&output), ExitCode::Success, "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_contains(
+        &text,
+        &format!("  - name: shop\n    port: {shop}\n    health_url: http://127.0.0.1:{shop}/\n"),
+    );
+    assert_contains(&text, &format!("  - name: cache\n    port: {cache}\n"));
+    assert!(!text.contains(&format!("127.0.0.1:{cache}/")), "{text}");
+    assert!(!text.contains("name: listed"), "{text}");
+    // Pasted as it is, it is a config selfheal accepts.
+    env.config(&text);
+    let check = env.selfheal(["check"]);
+    assert_eq!(exit_code(&check), ExitCode::Success, "{check:?}");
+}

@@ -6,6 +6,7 @@ mod check;
 mod completions;
 mod demo;
 mod digest;
+mod discover;
 mod flush;
 mod history;
 mod install;
@@ -58,6 +59,7 @@ pub(crate) fn execute(cli: Cli) -> Result<ExitCode, Error> {
         Command::Flush => flush::execute(&paths),
         Command::Watch => watch::execute(&paths),
         Command::Probe(args) => probe::execute(&paths, &args),
+        Command::Discover => discover::execute(&paths),
         Command::Digest(args) => digest::execute(&paths, &args),
         Command::TestEmail => test_email::execute(&paths),
         Command::TestNotify => test_notify::execute(&paths),

@@ -98,6 +98,41 @@ impl Listeners {
         Listeners { by_port }
     }
 
+    /// The system services that hold a listening socket, each with its ports (ascending):
+    /// a service is the first unit below the slices of a holder's cgroup.
+    pub(crate) fn by_service(&self) -> std::collections::BTreeMap<String, Vec<u16>> {
+        let mut services: std::collections::BTreeMap<String, Vec<u16>> =
+            std::collections::BTreeMap::new();
+        for (port, cgroups) in &self.by_port {
+            for cgroup in cgroups {
+                let unit = cgroup
+                    .split('/')
+                    .filter(|part| !part.is_empty())
+                    .find(|part| {
+                        // systemd spells unit types in lower case: `.slice` is exact.
+                        std::path::Path::new(part)
+                            .extension()
+                            .is_none_or(|suffix| suffix != "slice")
+                    });
+                let service = unit.filter(|unit| {
+                    std::path::Path::new(unit)
+                        .extension()
+                        .is_some_and(|suffix| suffix == "service")
+                });
+                if let Some(unit) = service {
+                    let ports = services.entry(unit.to_owned()).or_default();
+                    if !ports.contains(port) {
+                        ports.push(*port);
+                    }
+                }
+            }
+        }
+        for ports in services.values_mut() {
+            ports.sort_unstable();
+        }
+        services
+    }
+
     /// Whether anything listens on `port`.
     pub(crate) fn is_listening(&self, port: u16) -> bool {
         self.by_port.contains_key(&port)

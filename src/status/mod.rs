@@ -5,6 +5,7 @@
 //! protection and the last healing (one read of the history), the host's vital signs and the
 //! configuration. Exit 0 when every shown service is active and healthy, 1 otherwise.
 
+pub(crate) mod discover;
 pub(crate) mod metrics;
 mod render;
 mod system;
