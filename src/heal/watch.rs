@@ -18,8 +18,8 @@ use crate::heal::facts::{PostStatus, RunClock, RunFacts, finish};
 use crate::host::journal::JournalSource;
 use crate::outcome::Outcome;
 use crate::state::{HistoryRecord, StateDir};
-use crate::systemd::UnitControl;
 use crate::systemd::UnitSnapshot;
+use crate::systemd::{RestartFacts, UnitControl};
 use crate::ui::when::Timestamp;
 
 /// What the last round saw of one service (`<state>/watch/<service>.json`).
@@ -47,26 +47,26 @@ pub(crate) struct Look {
     pub loop_over: bool,
 }
 
-/// Compares `snapshot` with what was `seen`, and updates it. The first look only takes note.
+/// Compares `facts` with what was `seen`, and updates it. The first look only takes note.
 /// `NRestarts` counts automatic restarts since the unit was last started by hand (a manual
 /// start or a restart by selfheal resets it), so a lower count means a reset and then that many
 /// restarts.
 pub(crate) fn look(
     seen: &mut Seen,
-    snapshot: &UnitSnapshot,
+    facts: &RestartFacts,
     now: SystemTime,
     rule: CrashLoopConfig,
 ) -> Look {
     let first = seen.invocation_id.is_empty();
     let new_restarts = if first {
         0
-    } else if snapshot.n_restarts >= seen.n_restarts {
-        snapshot.n_restarts - seen.n_restarts
+    } else if facts.n_restarts >= seen.n_restarts {
+        facts.n_restarts - seen.n_restarts
     } else {
-        snapshot.n_restarts
+        facts.n_restarts
     };
-    seen.invocation_id.clone_from(&snapshot.invocation_id);
-    seen.n_restarts = snapshot.n_restarts;
+    seen.invocation_id.clone_from(&facts.invocation_id);
+    seen.n_restarts = facts.n_restarts;
     let stamp = Timestamp::seconds(now);
     seen.restarts_at.extend((0..new_restarts).map(|_| stamp));
     let window = Duration::from(rule.within);
@@ -133,28 +133,47 @@ pub(crate) fn round<'c, U: UnitControl>(
     now: SystemTime,
 ) -> Result<Vec<Found<'c>>, HealError> {
     let version = systemd.version()?;
+    // Every service's restart count and settings in one batch; the whole snapshot only of one
+    // whose crash loop is found or over.
+    let units: Vec<String> = config
+        .monitored_services
+        .iter()
+        .map(ServiceConfig::unit_name)
+        .collect();
+    let names: Vec<&str> = units.iter().map(String::as_str).collect();
+    let all_facts = systemd.restart_facts(&names)?;
     let mut found = Vec::new();
-    for service in &config.monitored_services {
+    for ((service, unit), facts) in config.monitored_services.iter().zip(&units).zip(all_facts) {
         // Its own lock, not the service's: a heal run must never find the service taken by
         // the watch (and yield to it).
         let Ok(Some(_lock)) = state.try_lock(&format!("{}.watch", service.name)) else {
             continue;
         };
-        let unit = service.unit_name();
-        let Ok(snapshot) = systemd.snapshot(&unit) else {
+        let Some(facts) = facts else {
             continue;
         };
-        let settings = systemd
-            .service_strings(&unit, &["Restart", "RestartMode"])
-            .unwrap_or_default();
-        let restart = settings.first().cloned().flatten().unwrap_or_default();
-        let restart_mode = settings.get(1).cloned().flatten();
+        let (restart, restart_mode) = (&facts.restart, facts.restart_mode.as_deref());
         let mut seen: Seen = state
             .service_file("watch", &service.name)
             .unwrap_or_default()
             .unwrap_or_default();
-        let look = look(&mut seen, &snapshot, now, config.crash_loop);
-        state.save_service_file("watch", &service.name, &seen)?;
+        let before = seen.clone();
+        let look = look(&mut seen, &facts, now, config.crash_loop);
+        // What is told needs the unit as it is; without it, this round's look is not kept
+        // (the next one finds the same).
+        let snapshot = if look.crash_loop.is_some() || look.loop_over {
+            match systemd.snapshot(unit) {
+                Ok(snapshot) => Some(snapshot),
+                Err(_) => continue,
+            }
+        } else {
+            None
+        };
+        // Written only when it changed: a quiet round writes nothing (300 atomic writes were
+        // most of a round).
+        if seen != before {
+            state.save_service_file("watch", &service.name, &seen)?;
+        }
         let restarted = (look.new_restarts > 0).then(|| {
             format!(
                 "systemd restarted {unit} {} time(s) since the last look (Restart={restart})",
@@ -163,10 +182,7 @@ pub(crate) fn round<'c, U: UnitControl>(
         });
         // Where the hook fires at each restart, its runs record them; a crash loop's restarts
         // are the loop's (recorded with its report), not recoveries.
-        if look.new_restarts > 0
-            && !look.looping
-            && !hook_sees_restarts(version, restart_mode.as_deref())
-        {
+        if look.new_restarts > 0 && !look.looping && !hook_sees_restarts(version, restart_mode) {
             state.append_history(&HistoryRecord {
                 service: service.name.clone(),
                 outcome: Outcome::RestartedBySystemd,
@@ -183,7 +199,7 @@ pub(crate) fn round<'c, U: UnitControl>(
             })?;
         }
         // Restart= ended it: whoever heard CRASH LOOP hears that it is over.
-        let loop_over = look.loop_over.then(|| {
+        let loop_over = snapshot.as_ref().filter(|_| look.loop_over).map(|snapshot| {
             RunFacts::observed(
                 Outcome::RestartedBySystemd,
                 format!(
@@ -191,7 +207,7 @@ pub(crate) fn round<'c, U: UnitControl>(
                     config.crash_loop.within,
                     snapshot.state()
                 ),
-                Some(PostStatus::from(&snapshot)),
+                Some(PostStatus::from(snapshot)),
             )
         });
         // A FAILED or SUPPRESSED report of this episode told the owner already.
@@ -204,10 +220,11 @@ pub(crate) fn round<'c, U: UnitControl>(
         };
         let crash_loop = look
             .crash_loop
+            .zip(snapshot.as_ref())
             .filter(|_| !told_by_episode())
-            .map(|restarts| {
-                let lines = journal.start(&unit, None).collect(JOURNAL_TIMEOUT);
-                crash_loop(config, state, service, &snapshot, restarts, &restart, lines)
+            .map(|(restarts, snapshot)| {
+                let lines = journal.start(unit, None).collect(JOURNAL_TIMEOUT);
+                crash_loop(config, state, service, snapshot, restarts, restart, lines)
             });
         if restarted.is_some() || crash_loop.is_some() || loop_over.is_some() {
             found.push(Found {
@@ -265,11 +282,11 @@ mod tests {
     use super::*;
     use crate::ui::duration::HumanDuration;
 
-    fn unit(invocation: &str, n_restarts: u32) -> UnitSnapshot {
-        UnitSnapshot {
+    fn unit(invocation: &str, n_restarts: u32) -> RestartFacts {
+        RestartFacts {
             invocation_id: invocation.into(),
             n_restarts,
-            ..UnitSnapshot::default()
+            ..RestartFacts::default()
         }
     }
 

@@ -196,6 +196,52 @@ impl Systemd {
             .collect())
     }
 
+    /// `RestartFacts` of each of `units`: four `Get`s a unit, all in one batch, at most
+    /// `timeout` in all. `RestartMode` is missing before systemd 254 (`None`); a unit whose
+    /// other answers are missing is `None`.
+    pub(super) fn restart_facts_of(
+        &self,
+        units: &[&str],
+        timeout: Duration,
+    ) -> Result<Vec<Option<super::RestartFacts>>, SystemdError> {
+        const UNIT: &str = "org.freedesktop.systemd1.Unit";
+        const SERVICE: &str = "org.freedesktop.systemd1.Service";
+        let gets: Vec<(&str, &str, &str)> = units
+            .iter()
+            .flat_map(|unit| {
+                [
+                    (*unit, UNIT, "InvocationID"),
+                    (*unit, SERVICE, "NRestarts"),
+                    (*unit, SERVICE, "Restart"),
+                    (*unit, SERVICE, "RestartMode"),
+                ]
+            })
+            .collect();
+        let values = self.get_many(&gets, timeout)?;
+        Ok(values
+            .chunks(4)
+            .map(|four| {
+                let text = |value: &Option<OwnedValue>| {
+                    value
+                        .as_ref()
+                        .and_then(|value| String::try_from(value.try_clone().ok()?).ok())
+                };
+                let invocation = four[0]
+                    .as_ref()
+                    .and_then(|value| <Vec<u8>>::try_from(value.try_clone().ok()?).ok())?;
+                let n_restarts = four[1]
+                    .as_ref()
+                    .and_then(|value| u32::try_from(value).ok())?;
+                Some(super::RestartFacts {
+                    invocation_id: crate::host::hex(&invocation),
+                    n_restarts,
+                    restart: text(&four[2])?,
+                    restart_mode: text(&four[3]),
+                })
+            })
+            .collect())
+    }
+
     /// `Get`s of (unit, interface, property), sent as one batch and answered in order; `None`
     /// for one that could not be read. At most `timeout` in all.
     pub(super) fn get_many(

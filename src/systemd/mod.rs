@@ -74,6 +74,18 @@ pub(crate) enum Fires<'a> {
     Command(&'a [String]),
 }
 
+/// What the watch asks of each service every round: how often systemd restarted it, in which
+/// invocation, and under which `Restart=` settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RestartFacts {
+    pub invocation_id: String,
+    pub n_restarts: u32,
+    /// `Restart=`.
+    pub restart: String,
+    /// `RestartMode=` (systemd >= 254).
+    pub restart_mode: Option<String>,
+}
+
 /// What selfheal needs from the service manager. The D-Bus implementation is [`Systemd`];
 /// tests of pure logic can substitute their own.
 pub(crate) trait UnitControl {
@@ -130,6 +142,25 @@ pub(crate) trait UnitControl {
     fn active_since(&self, units: &[&str]) -> Result<Vec<Option<u64>>, SystemdError>;
     /// Queues a start of `unit` and returns without waiting for it.
     fn start_no_wait(&self, unit: &str) -> Result<(), SystemdError>;
+    /// The watch's facts of each of `units` (`None`: systemd could not describe it). A
+    /// scripted systemd answers from its snapshots; the bus asks for all in one batch.
+    fn restart_facts(&self, units: &[&str]) -> Result<Vec<Option<RestartFacts>>, SystemdError> {
+        Ok(units
+            .iter()
+            .map(|unit| {
+                let snapshot = self.snapshot(unit).ok()?;
+                let settings = self
+                    .service_strings(unit, &["Restart", "RestartMode"])
+                    .unwrap_or_default();
+                Some(RestartFacts {
+                    invocation_id: snapshot.invocation_id,
+                    n_restarts: snapshot.n_restarts,
+                    restart: settings.first().cloned().flatten().unwrap_or_default(),
+                    restart_mode: settings.get(1).cloned().flatten(),
+                })
+            })
+            .collect())
+    }
     /// String properties of a service (`Restart`, `RestartMode`), in the order asked; `None`
     /// for one that is not there (a systemd too old for it) or not a string.
     fn service_strings(
@@ -187,6 +218,9 @@ impl<T: UnitControl + ?Sized> UnitControl for &T {
     }
     fn start_no_wait(&self, unit: &str) -> Result<(), SystemdError> {
         (**self).start_no_wait(unit)
+    }
+    fn restart_facts(&self, units: &[&str]) -> Result<Vec<Option<RestartFacts>>, SystemdError> {
+        (**self).restart_facts(units)
     }
     fn service_strings(
         &self,
@@ -408,6 +442,10 @@ impl UnitControl for Systemd {
 
     fn start_no_wait(&self, unit: &str) -> Result<(), SystemdError> {
         self.queue_start(unit)
+    }
+
+    fn restart_facts(&self, units: &[&str]) -> Result<Vec<Option<RestartFacts>>, SystemdError> {
+        self.restart_facts_of(units, METHOD_TIMEOUT)
     }
 
     fn service_strings(
