@@ -183,33 +183,13 @@ pub(crate) fn round<'c, U: UnitControl>(
         // Where the hook fires at each restart, its runs record them; a crash loop's restarts
         // are the loop's (recorded with its report), not recoveries.
         if look.new_restarts > 0 && !look.looping && !hook_sees_restarts(version, restart_mode) {
-            state.append_history(&HistoryRecord {
-                service: service.name.clone(),
-                outcome: Outcome::RestartedBySystemd,
-                started_at: Timestamp::millis(now),
-                duration_ms: 0,
-                healed_by: None,
-                summary: format!(
-                    "systemd's Restart={restart} restarted {unit} {} time(s) by itself; seen by selfheal watch",
-                    look.new_restarts
-                ),
-                manual: false,
-                relapse: false,
-                restarts: look.new_restarts,
-            })?;
+            state.append_history(&unseen_restarts(service, &facts, look.new_restarts, now))?;
         }
         // Restart= ended it: whoever heard CRASH LOOP hears that it is over.
-        let loop_over = snapshot.as_ref().filter(|_| look.loop_over).map(|snapshot| {
-            RunFacts::observed(
-                Outcome::RestartedBySystemd,
-                format!(
-                    "{unit}'s crash loop is over: systemd restarted it by itself and it has run {} without another restart; it is {} now",
-                    config.crash_loop.within,
-                    snapshot.state()
-                ),
-                Some(PostStatus::from(snapshot)),
-            )
-        });
+        let loop_over = snapshot
+            .as_ref()
+            .filter(|_| look.loop_over)
+            .map(|snapshot| loop_over(config, snapshot));
         // A FAILED or SUPPRESSED report of this episode told the owner already.
         let told_by_episode = || {
             state
@@ -236,6 +216,46 @@ pub(crate) fn round<'c, U: UnitControl>(
         }
     }
     Ok(found)
+}
+
+/// The history record of `restarts` that systemd's `Restart=` made of `service` by itself and
+/// no hook run recorded.
+fn unseen_restarts(
+    service: &ServiceConfig,
+    facts: &RestartFacts,
+    restarts: u32,
+    now: SystemTime,
+) -> HistoryRecord {
+    HistoryRecord {
+        service: service.name.clone(),
+        outcome: Outcome::RestartedBySystemd,
+        started_at: Timestamp::millis(now),
+        duration_ms: 0,
+        healed_by: None,
+        summary: format!(
+            "systemd's Restart={} restarted {} {restarts} time(s) by itself; seen by selfheal watch",
+            facts.restart,
+            service.unit_name()
+        ),
+        manual: false,
+        relapse: false,
+        restarts,
+    }
+}
+
+/// The facts of the end of a crash loop: `Restart=` brought the unit back, and it has run a
+/// whole window without another restart.
+fn loop_over(config: &Config, snapshot: &UnitSnapshot) -> RunFacts {
+    RunFacts::observed(
+        Outcome::RestartedBySystemd,
+        format!(
+            "{}'s crash loop is over: systemd restarted it by itself and it has run {} without another restart; it is {} now",
+            snapshot.unit,
+            config.crash_loop.within,
+            snapshot.state()
+        ),
+        Some(PostStatus::from(snapshot)),
+    )
 }
 
 /// The facts of a crash loop `selfheal watch` found: systemd restarted `service` `restarts`
