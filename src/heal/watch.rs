@@ -183,13 +183,19 @@ pub(crate) fn round<'c, U: UnitControl>(
         // Where the hook fires at each restart, its runs record them; a crash loop's restarts
         // are the loop's (recorded with its report), not recoveries.
         if look.new_restarts > 0 && !look.looping && !hook_sees_restarts(version, restart_mode) {
-            state.append_history(&unseen_restarts(service, &facts, look.new_restarts, now))?;
+            state.append_history(&unseen_restarts(
+                service,
+                unit,
+                &facts,
+                look.new_restarts,
+                now,
+            ))?;
         }
         // Restart= ended it: whoever heard CRASH LOOP hears that it is over.
         let loop_over = snapshot
             .as_ref()
             .filter(|_| look.loop_over)
-            .map(|snapshot| loop_over(config, snapshot));
+            .map(|snapshot| loop_over(config, unit, snapshot));
         // A FAILED or SUPPRESSED report of this episode told the owner already.
         let told_by_episode = || {
             state
@@ -218,10 +224,11 @@ pub(crate) fn round<'c, U: UnitControl>(
     Ok(found)
 }
 
-/// The history record of `restarts` that systemd's `Restart=` made of `service` by itself and
-/// no hook run recorded.
+/// The history record of `restarts` that systemd's `Restart=` made of `service` (its unit
+/// `unit`) by itself and no hook run recorded.
 fn unseen_restarts(
     service: &ServiceConfig,
+    unit: &str,
     facts: &RestartFacts,
     restarts: u32,
     now: SystemTime,
@@ -233,9 +240,8 @@ fn unseen_restarts(
         duration_ms: 0,
         healed_by: None,
         summary: format!(
-            "systemd's Restart={} restarted {} {restarts} time(s) by itself; seen by selfheal watch",
-            facts.restart,
-            service.unit_name()
+            "systemd's Restart={} restarted {unit} {restarts} time(s) by itself; seen by selfheal watch",
+            facts.restart
         ),
         manual: false,
         relapse: false,
@@ -243,14 +249,13 @@ fn unseen_restarts(
     }
 }
 
-/// The facts of the end of a crash loop: `Restart=` brought the unit back, and it has run a
+/// The facts of the end of `unit`'s crash loop: `Restart=` brought it back, and it has run a
 /// whole window without another restart.
-fn loop_over(config: &Config, snapshot: &UnitSnapshot) -> RunFacts {
+fn loop_over(config: &Config, unit: &str, snapshot: &UnitSnapshot) -> RunFacts {
     RunFacts::observed(
         Outcome::RestartedBySystemd,
         format!(
-            "{}'s crash loop is over: systemd restarted it by itself and it has run {} without another restart; it is {} now",
-            snapshot.unit,
+            "{unit}'s crash loop is over: systemd restarted it by itself and it has run {} without another restart; it is {} now",
             config.crash_loop.within,
             snapshot.state()
         ),

@@ -105,16 +105,7 @@ impl Listeners {
             std::collections::BTreeMap::new();
         for (port, cgroups) in &self.by_port {
             for cgroup in cgroups {
-                let unit = cgroup
-                    .split('/')
-                    .filter(|part| !part.is_empty())
-                    .find(|part| {
-                        // systemd spells unit types in lower case: `.slice` is exact.
-                        std::path::Path::new(part)
-                            .extension()
-                            .is_none_or(|suffix| suffix != "slice")
-                    });
-                let service = unit.filter(|unit| {
+                let service = unit_of(cgroup).filter(|unit| {
                     std::path::Path::new(unit)
                         .extension()
                         .is_some_and(|suffix| suffix == "service")
@@ -158,17 +149,20 @@ impl Listeners {
 /// Whether `cgroup` is system unit `unit`'s own cgroup or below it: `unit` comes after the
 /// root and slices alone (`/system.slice/web.service/…`).
 pub(crate) fn unit_owns(cgroup: &str, unit: &str) -> bool {
-    let parts: Vec<&str> = cgroup.split('/').filter(|part| !part.is_empty()).collect();
-    parts
-        .iter()
-        .position(|part| *part == unit)
-        .is_some_and(|at| {
-            parts[..at].iter().all(|part| {
-                // systemd spells unit types in lower case: `.slice` is exact.
-                std::path::Path::new(part)
-                    .extension()
-                    .is_some_and(|suffix| suffix == "slice")
-            })
+    unit_of(cgroup) == Some(unit)
+}
+
+/// The system unit whose cgroup `cgroup` is or is below: the first part after the root and
+/// the slices (`web.service` of `/system.slice/web.service/worker`).
+fn unit_of(cgroup: &str) -> Option<&str> {
+    cgroup
+        .split('/')
+        .filter(|part| !part.is_empty())
+        .find(|part| {
+            // systemd spells unit types in lower case: `.slice` is exact.
+            std::path::Path::new(part)
+                .extension()
+                .is_none_or(|suffix| suffix != "slice")
         })
 }
 

@@ -27,7 +27,7 @@ pub(crate) struct FakeSystemd {
     job: FakeJob,
     /// What `version` answers (252 unless a test says otherwise).
     pub version: u32,
-    /// What `service_strings` answers for `Restart` and `RestartMode`.
+    /// The `Restart=` and `RestartMode=` settings `restart_facts` answers.
     pub restart: (String, Option<String>),
     /// What `unit_states` answers (the units it knows; others are `not-found`).
     pub states: Vec<super::UnitOverview>,
@@ -161,17 +161,20 @@ impl UnitControl for FakeSystemd {
         Ok(())
     }
 
-    fn service_strings(
+    fn restart_facts(
         &self,
-        _unit: &str,
-        properties: &[&str],
-    ) -> Result<Vec<Option<String>>, SystemdError> {
-        Ok(properties
+        units: &[&str],
+    ) -> Result<Vec<Option<super::RestartFacts>>, SystemdError> {
+        Ok(units
             .iter()
-            .map(|property| match *property {
-                "Restart" => Some(self.restart.0.clone()),
-                "RestartMode" => self.restart.1.clone(),
-                _ => None,
+            .map(|unit| {
+                let snapshot = self.snapshot(unit).ok()?;
+                Some(super::RestartFacts {
+                    invocation_id: snapshot.invocation_id,
+                    n_restarts: snapshot.n_restarts,
+                    restart: self.restart.0.clone(),
+                    restart_mode: self.restart.1.clone(),
+                })
             })
             .collect())
     }

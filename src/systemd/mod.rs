@@ -142,32 +142,9 @@ pub(crate) trait UnitControl {
     fn active_since(&self, units: &[&str]) -> Result<Vec<Option<u64>>, SystemdError>;
     /// Queues a start of `unit` and returns without waiting for it.
     fn start_no_wait(&self, unit: &str) -> Result<(), SystemdError>;
-    /// The watch's facts of each of `units` (`None`: systemd could not describe it). A
-    /// scripted systemd answers from its snapshots; the bus asks for all in one batch.
-    fn restart_facts(&self, units: &[&str]) -> Result<Vec<Option<RestartFacts>>, SystemdError> {
-        Ok(units
-            .iter()
-            .map(|unit| {
-                let snapshot = self.snapshot(unit).ok()?;
-                let settings = self
-                    .service_strings(unit, &["Restart", "RestartMode"])
-                    .unwrap_or_default();
-                Some(RestartFacts {
-                    invocation_id: snapshot.invocation_id,
-                    n_restarts: snapshot.n_restarts,
-                    restart: settings.first().cloned().flatten().unwrap_or_default(),
-                    restart_mode: settings.get(1).cloned().flatten(),
-                })
-            })
-            .collect())
-    }
-    /// String properties of a service (`Restart`, `RestartMode`), in the order asked; `None`
-    /// for one that is not there (a systemd too old for it) or not a string.
-    fn service_strings(
-        &self,
-        unit: &str,
-        properties: &[&str],
-    ) -> Result<Vec<Option<String>>, SystemdError>;
+    /// The watch's facts of each of `units`, in one batch (`None`: systemd could not
+    /// describe it).
+    fn restart_facts(&self, units: &[&str]) -> Result<Vec<Option<RestartFacts>>, SystemdError>;
 }
 
 /// A borrowed implementation is one too (a test keeps its fake to look at afterwards).
@@ -221,13 +198,6 @@ impl<T: UnitControl + ?Sized> UnitControl for &T {
     }
     fn restart_facts(&self, units: &[&str]) -> Result<Vec<Option<RestartFacts>>, SystemdError> {
         (**self).restart_facts(units)
-    }
-    fn service_strings(
-        &self,
-        unit: &str,
-        properties: &[&str],
-    ) -> Result<Vec<Option<String>>, SystemdError> {
-        (**self).service_strings(unit, properties)
     }
 }
 
@@ -343,18 +313,6 @@ impl Systemd {
 }
 
 impl Systemd {
-    /// Queues a start of `unit` and returns without waiting for it (a heal unit's run takes
-    /// seconds; the probe round that starts it goes on).
-    fn queue_start(&self, unit: &str) -> Result<(), SystemdError> {
-        zbus::block_on(with_timeout(METHOD_TIMEOUT, async {
-            self.manager
-                .start_unit(unit, "replace")
-                .await
-                .map_err(call_error("StartUnit"))
-        }))
-        .map(|_job| ())
-    }
-
     /// Stops `unit` and waits for the job; a unit systemd does not know is already stopped.
     pub(crate) fn stop(&self, unit: &str) -> Result<(), SystemdError> {
         match self.run_job("StopUnit", METHOD_TIMEOUT, || {
@@ -364,35 +322,6 @@ impl Systemd {
             Err(SystemdError::Call { cause, .. }) if is_no_such_unit(&cause) => Ok(()),
             Err(other) => Err(other),
         }
-    }
-
-    /// String properties of the `org.freedesktop.systemd1.Service` interface of `unit`, in
-    /// order; `None` for one this systemd does not have (`RestartMode` before 254).
-    fn strings_of(
-        &self,
-        unit: &str,
-        properties: &[&str],
-    ) -> Result<Vec<Option<String>>, SystemdError> {
-        let gets: Vec<(&str, &str, &str)> = properties
-            .iter()
-            .map(|property| (unit, "org.freedesktop.systemd1.Service", *property))
-            .collect();
-        Ok(self
-            .get_many(&gets, METHOD_TIMEOUT)?
-            .into_iter()
-            .map(|value| value.and_then(|value| String::try_from(value).ok()))
-            .collect())
-    }
-
-    /// systemd's version number (`252` of `252.39-1~deb12u1`).
-    fn version_number(&self) -> Result<u32, SystemdError> {
-        let version: String =
-            zbus::block_on(self.manager.version()).map_err(call_error("Get Version"))?;
-        Ok(version
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .and_then(|digits| digits.parse().ok())
-            .unwrap_or(0))
     }
 
     /// The names of the loaded units that match any of `patterns` (shell globs).
@@ -432,28 +361,34 @@ impl Systemd {
 }
 
 impl UnitControl for Systemd {
+    /// systemd's version number (`252` of `252.39-1~deb12u1`).
     fn version(&self) -> Result<u32, SystemdError> {
-        self.version_number()
+        let version: String =
+            zbus::block_on(self.manager.version()).map_err(call_error("Get Version"))?;
+        Ok(version
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|digits| digits.parse().ok())
+            .unwrap_or(0))
     }
 
     fn active_since(&self, units: &[&str]) -> Result<Vec<Option<u64>>, SystemdError> {
         self.active_since_within(units, METHOD_TIMEOUT)
     }
 
+    /// A heal unit's run takes seconds; the probe round that starts it goes on.
     fn start_no_wait(&self, unit: &str) -> Result<(), SystemdError> {
-        self.queue_start(unit)
+        zbus::block_on(with_timeout(METHOD_TIMEOUT, async {
+            self.manager
+                .start_unit(unit, "replace")
+                .await
+                .map_err(call_error("StartUnit"))
+        }))
+        .map(|_job| ())
     }
 
     fn restart_facts(&self, units: &[&str]) -> Result<Vec<Option<RestartFacts>>, SystemdError> {
         self.restart_facts_of(units, METHOD_TIMEOUT)
-    }
-
-    fn service_strings(
-        &self,
-        unit: &str,
-        properties: &[&str],
-    ) -> Result<Vec<Option<String>>, SystemdError> {
-        self.strings_of(unit, properties)
     }
 
     fn snapshot(&self, unit: &str) -> Result<UnitSnapshot, SystemdError> {
