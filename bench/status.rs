@@ -69,8 +69,8 @@ fn main() -> anyhow::Result<()> {
         wait_until_serving(&sandbox, &config)?;
         let status = time(runs, || status_command(&sandbox, &config))?;
         // The watch's first round only takes note; the timed ones compare.
-        time(1, || watch_command(&sandbox, &config))?;
-        let watch = time(runs, || watch_command(&sandbox, &config))?;
+        time(1, || selfheal(&sandbox, &config, &["watch"]))?;
+        let watch = time(runs, || selfheal(&sandbox, &config, &["watch"]))?;
         let units: Vec<String> = (0..count).map(|i| format!("svc{i}.service")).collect();
         let script = format!(
             "for unit in {}; do systemctl is-active \"$unit\" >/dev/null; done; true",
@@ -108,28 +108,21 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `status --json` of `config`, run inside the sandbox.
-fn status_command(sandbox: &Sandbox, config: &Path) -> Command {
+/// `selfheal <args>` with `config`, run inside the sandbox.
+fn selfheal(sandbox: &Sandbox, config: &Path, args: &[&str]) -> Command {
     let mut command = sandbox.command(SELFHEAL);
     command
         .arg("--config")
         .arg(config)
         .arg("--state-dir")
         .arg(sandbox.scratch_dir().join("state"))
-        .args(["status", "--json"]);
+        .args(args);
     command
 }
 
-/// One `watch` round over `config`, run inside the sandbox.
-fn watch_command(sandbox: &Sandbox, config: &Path) -> Command {
-    let mut command = sandbox.command(SELFHEAL);
-    command
-        .arg("--config")
-        .arg(config)
-        .arg("--state-dir")
-        .arg(sandbox.scratch_dir().join("state"))
-        .arg("watch");
-    command
+/// `status --json` of `config`, run inside the sandbox.
+fn status_command(sandbox: &Sandbox, config: &Path) -> Command {
+    selfheal(sandbox, config, &["status", "--json"])
 }
 
 /// Waits until every service with a port serves it, so that the timing sees a steady state.
