@@ -28,6 +28,9 @@ pub enum Outcome {
     Suppressed,
     /// `--dry-run`: the plan was printed, nothing changed.
     Planned,
+    /// A unit `all_services:` covers failed and its section lists no strategy: diagnosed and
+    /// reported, nothing changed.
+    Reported,
 }
 
 impl Outcome {
@@ -41,6 +44,7 @@ impl Outcome {
             Outcome::CrashLoop => "crash_loop",
             Outcome::Suppressed => "suppressed",
             Outcome::Planned => "planned",
+            Outcome::Reported => "reported",
         }
     }
 
@@ -50,7 +54,8 @@ impl Outcome {
             Outcome::Resolved
             | Outcome::Healthy
             | Outcome::RestartedBySystemd
-            | Outcome::Planned => ExitCode::Success,
+            | Outcome::Planned
+            | Outcome::Reported => ExitCode::Success,
             Outcome::Failed | Outcome::CrashLoop => ExitCode::Failure,
             Outcome::Suppressed => ExitCode::Suppressed,
         }

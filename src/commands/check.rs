@@ -67,6 +67,8 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
     let (found_problems, found_warnings) = heal_units(&config);
     problems.extend(found_problems);
     warnings.extend(found_warnings);
+    let (covered, coverage_warnings) = coverage(&config);
+    warnings.extend(coverage_warnings);
     for warning in &warnings {
         eprintln!("selfheal: warning: {warning}");
     }
@@ -86,7 +88,58 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
             config.service_names().join(", ")
         );
     }
+    if let Some(covered) = covered {
+        println!("{covered}");
+    }
     Ok(ExitCode::Success)
+}
+
+/// How many of the units all_services: arms `check` names.
+const SHOWN: usize = 5;
+
+/// What `all_services:` arms on this host, in one line (how many units, a few names, how
+/// many excluded), and the warnings of units whose own drop-ins take the hook away.
+fn coverage(config: &crate::config::Config) -> (Option<String>, Vec<String>) {
+    if config.all_services.is_none() {
+        return (None, Vec::new());
+    }
+    let roots: Vec<&std::path::Path> = crate::deploy::DROP_IN_ROOTS
+        .iter()
+        .map(std::path::Path::new)
+        .collect();
+    let mut warnings: Vec<String> = crate::deploy::hook_resets(&roots)
+        .into_iter()
+        .map(|path| {
+            format!(
+                "{} resets OnFailure= after all_services:' drop-in ({}): its unit is not armed; move the setting to a file named before it, or add the unit to all_services: exclude",
+                path.display(),
+                crate::config::units::ALL_SERVICES_DROP_IN
+            )
+        })
+        .collect();
+    let units = match crate::systemd::Systemd::connect().and_then(|s| s.service_units()) {
+        Ok(units) => units,
+        Err(err) => {
+            warnings.push(format!(
+                "systemd did not list its units ({err}): what all_services: arms is not counted"
+            ));
+            return (None, warnings);
+        }
+    };
+    let Some(coverage) = config.coverage(&units) else {
+        return (None, warnings);
+    };
+    let mut names: Vec<&str> = coverage.armed.iter().take(SHOWN).copied().collect();
+    if coverage.armed.len() > SHOWN {
+        names.push("…");
+    }
+    let line = format!(
+        "all_services: arms {} more service unit(s) on this host ({}), {} excluded; units installed later are armed too",
+        coverage.armed.len(),
+        names.join(", "),
+        coverage.excluded.len(),
+    );
+    (Some(line), warnings)
 }
 
 /// Health URLs whose host is a name only a resolver answers (not an IP literal, `localhost`

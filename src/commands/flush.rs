@@ -98,7 +98,7 @@ fn flush_channels(
     }
     let systemd = std::cell::OnceCell::new();
     crate::notify::channel::flush(config, state, |name| {
-        let Some(service) = config.service(name) else {
+        let Some(service) = config.entry(name) else {
             // No longer monitored: nobody will resolve it later.
             return true;
         };
@@ -107,7 +107,7 @@ fn flush_channels(
         !crate::heal::watch::crash_loop_ongoing(state, &service.name)
             && systemd
                 .as_ref()
-                .is_ok_and(|systemd| crate::heal::episode::healthy_now(config, service, systemd))
+                .is_ok_and(|systemd| crate::heal::episode::healthy_now(config, &service, systemd))
     })
 }
 
@@ -120,18 +120,19 @@ fn all_clears(
     state: &crate::state::StateDir,
     renderer: &crate::report::Renderer,
 ) {
-    let told: Vec<&crate::config::ServiceConfig> = config
-        .monitored_services
-        .iter()
-        .filter(|service| {
-            // A crash loop still going is the watch's to clear; one that ended while the
-            // service was down (systemd gave up) is cleared here, once it is back.
-            crate::notify::tell::told(state, &service.name).is_some_and(|told| {
-                !told.is_crash_loop()
-                    || !crate::heal::watch::crash_loop_ongoing(state, &service.name)
+    let told: Vec<std::borrow::Cow<'_, crate::config::ServiceConfig>> =
+        crate::notify::tell::told_services(state)
+            .iter()
+            .filter_map(|name| config.entry(name))
+            .filter(|service| {
+                // A crash loop still going is the watch's to clear; one that ended while the
+                // service was down (systemd gave up) is cleared here, once it is back.
+                crate::notify::tell::told(state, &service.name).is_some_and(|told| {
+                    !told.is_crash_loop()
+                        || !crate::heal::watch::crash_loop_ongoing(state, &service.name)
+                })
             })
-        })
-        .collect();
+            .collect();
     if told.is_empty() {
         return;
     }
@@ -154,7 +155,7 @@ fn all_clears(
         let Ok(Some(_lock)) = state.try_lock(&service.name) else {
             continue;
         };
-        if !crate::heal::episode::healthy_now(config, service, &systemd) {
+        if !crate::heal::episode::healthy_now(config, &service, &systemd) {
             continue;
         }
         let unit = service.unit_name();
@@ -167,7 +168,7 @@ fn all_clears(
             post.as_ref().map(crate::heal::facts::PostStatus::from),
         );
         let mut report =
-            crate::report::Report::new(crate::report::ReportHeader::new(config, service), facts);
+            crate::report::Report::new(crate::report::ReportHeader::new(config, &service), facts);
         crate::notify::tell::mark_all_clear(state, &mut report);
         println!("{}: back up, all-clear sent", service.name);
         teller.tell(&report, None);

@@ -26,14 +26,15 @@ pub(super) fn execute(paths: &Paths, args: &HistoryArgs) -> Result<ExitCode, Err
         .map(|_| paths.load_config())
         .transpose()?;
     let service = match (&config, &args.service) {
-        (Some(config), Some(name)) => Some(super::find_service(config, name)?.name.as_str()),
+        (Some(config), Some(name)) => Some(super::find_entry(config, name)?.name.clone()),
         _ => None,
     };
     let records = paths.state().history()?;
     let shown: Vec<&HistoryRecord> = records
         .iter()
         .filter(|r| {
-            service.is_none_or(|s| r.service == s) && since.is_none_or(|since| r.started() >= since)
+            service.as_ref().is_none_or(|s| &r.service == s)
+                && since.is_none_or(|since| r.started() >= since)
         })
         .collect();
     if args.stats {
@@ -176,7 +177,7 @@ fn paint(outcome: Outcome) -> Paint {
     match outcome {
         Outcome::Resolved | Outcome::Healthy | Outcome::RestartedBySystemd => Paint::Green,
         Outcome::Failed | Outcome::CrashLoop => Paint::Red,
-        Outcome::Suppressed => Paint::Yellow,
+        Outcome::Suppressed | Outcome::Reported => Paint::Yellow,
         Outcome::Planned => Paint::Blue,
     }
 }

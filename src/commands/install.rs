@@ -155,11 +155,26 @@ fn recorded(paths: &Paths) -> Result<deploy::Manifest, Error> {
 
 fn planned(paths: &Paths, unit_dir: &Path) -> Result<Vec<UnitFile>, Error> {
     let config = paths.load_config()?;
-    Ok(deploy::planned_files(
-        &config,
-        &invocation(paths)?,
-        unit_dir,
-    ))
+    let invocation = invocation(paths)?;
+    let mut files = deploy::planned_files(&config, &invocation, unit_dir);
+    if config.all_services.is_some() {
+        // The excluded units that exist now get a file that keeps the hook off; without
+        // systemd's list (a build host) the excluded ones are left to their runs, which end
+        // at once.
+        let known = Systemd::connect()
+            .and_then(|systemd| systemd.service_units())
+            .unwrap_or_else(|err| {
+                eprintln!("selfheal: warning: systemd did not list its units ({err}): an excluded unit is armed, and its run ends at once");
+                Vec::new()
+            });
+        files.extend(deploy::all_services_files(
+            &config,
+            &invocation,
+            unit_dir,
+            &known,
+        ));
+    }
+    Ok(files)
 }
 
 fn reload_unless(no_reload: bool) -> Result<ExitCode, Error> {

@@ -71,6 +71,25 @@ pub(crate) fn execute(cli: Cli) -> Result<ExitCode, Error> {
     }
 }
 
+/// The entry a run of `name` uses: a monitored service's, or with `all_services:` an unlisted
+/// unit's (see `Config::entry`). Anything else is a usage error that says why.
+pub(crate) fn find_entry<'c>(
+    config: &'c Config,
+    name: &str,
+) -> Result<std::borrow::Cow<'c, crate::config::ServiceConfig>, UsageError> {
+    if let Some(entry) = config.entry(name) {
+        return Ok(entry);
+    }
+    let found = find_service(config, name).map(std::borrow::Cow::Borrowed);
+    match (&config.all_services, found) {
+        (_, Ok(found)) => Ok(found),
+        (None, Err(err)) => Err(err),
+        (Some(_), Err(_)) => Err(UsageError(format!(
+            "{name:?} is neither in monitored_services nor covered by all_services: (an exclude glob, or one of selfheal's own units)"
+        ))),
+    }
+}
+
 /// A monitored service by the name a person typed: its `name`, with or without `.service`.
 /// Anything else is a usage error that lists the known names.
 pub(crate) fn find_service<'c>(

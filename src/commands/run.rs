@@ -9,24 +9,17 @@ use crate::host::journal::Journald;
 use crate::report::{Renderer, Report, ReportHeader};
 use crate::systemd::Systemd;
 
-use super::{Paths, find_service};
+use super::{Paths, find_entry};
 
 pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> {
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        // CLOCK_MONOTONIC is shared with systemd and journald: a timeline of one restore
-        // (the restore benchmark prints one) starts from here.
-        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC);
-        if let Ok(now) = now {
-            tracing::debug!(
-                "run started at CLOCK_MONOTONIC {} µs",
-                now.tv_sec() * 1_000_000 + now.tv_nsec() / 1_000
-            );
-        }
-    }
+    log_start();
     let config = paths.load_config()?;
     tracing::debug!("config loaded");
     let state = paths.state();
-    let service = find_service(&config, &args.service)?;
+    if excluded(&config, &args.service) {
+        return Ok(ExitCode::Success);
+    }
+    let service = &*find_entry(&config, &args.service)?;
     let manual = args.force
         || (!args.dry_run
             && at_a_terminal()
@@ -108,6 +101,31 @@ pub(super) fn execute(paths: &Paths, args: &RunArgs) -> Result<ExitCode, Error> 
             return Ok(report.facts.outcome.exit_code());
         }
     })
+}
+
+/// With `--debug`: when the run started, on CLOCK_MONOTONIC, which is shared with systemd and
+/// journald: a timeline of one restore (the restore benchmark prints one) starts from here.
+fn log_start() {
+    if tracing::enabled!(tracing::Level::DEBUG)
+        && let Ok(now) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+    {
+        tracing::debug!(
+            "run started at CLOCK_MONOTONIC {} µs",
+            now.tv_sec() * 1_000_000 + now.tv_nsec() / 1_000
+        );
+    }
+}
+
+/// True (and said) when `all_services:` keeps `name`'s unit off: a unit installed after
+/// `install` wrote the files that keep it off is armed all the same, and its run ends here.
+fn excluded(config: &crate::config::Config, name: &str) -> bool {
+    let excluded = config.is_excluded(name);
+    if excluded {
+        println!(
+            "{name}: excluded by all_services: (exclude, or one of selfheal's own units); nothing done"
+        );
+    }
+    excluded
 }
 
 /// `selfheal flush` with this run's config and state directory: what a cascade's delivery

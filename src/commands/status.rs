@@ -4,6 +4,7 @@
 use crate::Error;
 use crate::config::ServiceConfig;
 use crate::exit_code::ExitCode;
+use crate::status::CoveredUnits;
 
 use super::{Paths, find_service};
 
@@ -14,13 +15,19 @@ pub(super) fn execute(paths: &Paths, args: &crate::cli::StatusArgs) -> Result<Ex
         .iter()
         .map(|name| find_service(&config, name))
         .collect::<Result<Vec<_>, _>>()?;
-    // All monitored services when none is named.
+    // All monitored services when none is named, and the failed units all_services: covers.
+    let (unlisted, covered) = if only.is_empty() {
+        failed_unlisted(&config)
+    } else {
+        (Vec::new(), None)
+    };
     let services: Vec<&ServiceConfig> = if only.is_empty() {
-        config.monitored_services.iter().collect()
+        config.monitored_services.iter().chain(&unlisted).collect()
     } else {
         only
     };
-    let status = crate::status::gather(&config, &paths.state(), &services)?;
+    let mut status = crate::status::gather(&config, &paths.state(), &services)?;
+    status.config.all_services = covered;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -33,10 +40,39 @@ pub(super) fn execute(paths: &Paths, args: &crate::cli::StatusArgs) -> Result<Ex
             )
         );
     }
-    // 0 when every shown service is active and healthy.
+    // 0 when every shown service is active and healthy (a failed unlisted unit counts).
     Ok(if status.services.iter().all(|s| s.healthy) {
         ExitCode::Success
     } else {
         ExitCode::Failure
     })
+}
+
+/// With `all_services:`: the entries of the covered units that are failed now (shown while
+/// they are), and how many units it covers; one question to systemd.
+fn failed_unlisted(config: &crate::config::Config) -> (Vec<ServiceConfig>, Option<CoveredUnits>) {
+    if config.all_services.is_none() {
+        return (Vec::new(), None);
+    }
+    let loaded = match crate::systemd::Systemd::connect().and_then(|s| s.loaded_services()) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            tracing::warn!("systemd did not list its units: {err}");
+            return (Vec::new(), None);
+        }
+    };
+    let names: Vec<String> = loaded.iter().map(|(name, _)| name.clone()).collect();
+    let Some(coverage) = config.coverage(&names) else {
+        return (Vec::new(), None);
+    };
+    let failed: Vec<ServiceConfig> = loaded
+        .iter()
+        .filter(|(name, state)| state == "failed" && coverage.armed.contains(&name.as_str()))
+        .filter_map(|(name, _)| config.entry(name).map(std::borrow::Cow::into_owned))
+        .collect();
+    let covered = CoveredUnits {
+        armed: coverage.armed.len(),
+        excluded: coverage.excluded.len(),
+    };
+    (failed, Some(covered))
 }

@@ -6,6 +6,7 @@
 //!
 //! Everything below `Config` is plain data; nothing here talks to systemd or the network.
 
+pub(crate) mod all_services;
 pub(crate) mod email;
 pub(crate) mod health_url;
 mod load;
@@ -99,6 +100,10 @@ pub(crate) struct Config {
     /// Channels beside email: webhooks, Alertmanager.
     #[serde(default)]
     pub notify: Vec<notify::ChannelConfig>,
+    /// Every other service unit on the host: armed by one top-level drop-in, reported (and
+    /// healed with the section's strategies, if any) when it fails. Absent means off.
+    #[serde(default, deserialize_with = "all_services::on_with_defaults")]
+    pub all_services: Option<all_services::AllServicesConfig>,
     /// The services selfheal heals.
     #[serde(default)]
     pub monitored_services: Vec<ServiceConfig>,
@@ -193,6 +198,45 @@ impl Config {
     pub(crate) fn service(&self, name: &str) -> Option<&ServiceConfig> {
         let bare = name.strip_suffix(".service").unwrap_or(name);
         self.monitored_services.iter().find(|s| s.name == bare)
+    }
+
+    /// The entry a run of `name` (with or without `.service`) uses: its `monitored_services`
+    /// entry, or, with `all_services:`, the section's entry for a unit no entry names and no
+    /// glob excludes. `None`: selfheal does not cover it.
+    pub(crate) fn entry(&self, name: &str) -> Option<std::borrow::Cow<'_, ServiceConfig>> {
+        if let Some(listed) = self.service(name) {
+            return Some(std::borrow::Cow::Borrowed(listed));
+        }
+        let bare = name.strip_suffix(".service").unwrap_or(name);
+        let unit = format!("{bare}.service");
+        let all = self.all_services.as_ref()?;
+        let listed_unit = self
+            .monitored_services
+            .iter()
+            .any(|s| s.unit_name() == unit);
+        (!listed_unit && !all.excludes(&unit) && is_valid_service_name(bare))
+            .then(|| std::borrow::Cow::Owned(all.entry(bare)))
+    }
+
+    /// True when `name` is no monitored service's and `all_services:` keeps its unit off (an
+    /// `exclude:` glob, or one of selfheal's own units): a unit installed after `install` is
+    /// armed all the same, and its run must end at once.
+    pub(crate) fn is_excluded(&self, name: &str) -> bool {
+        let bare = name.strip_suffix(".service").unwrap_or(name);
+        let unit = format!("{bare}.service");
+        self.all_services.as_ref().is_some_and(|all| {
+            self.service(bare).is_none()
+                && !self
+                    .monitored_services
+                    .iter()
+                    .any(|s| s.unit_name() == unit)
+                && all.excludes(&unit)
+        })
+    }
+
+    /// True when `name` is an unlisted unit `all_services:` covers.
+    pub(crate) fn is_unlisted(&self, name: &str) -> bool {
+        self.service(name).is_none() && self.entry(name).is_some()
     }
 
     /// The names of all monitored services, for error messages.

@@ -60,6 +60,31 @@ pub(crate) struct ServiceConfig {
     pub probe: Option<ServiceProbe>,
 }
 
+impl ServiceConfig {
+    /// An unlisted unit's entry (`all_services:`): its name, these strategies (none: report
+    /// only), and the defaults of everything else.
+    pub(crate) fn unlisted(name: &str, healing_strategies: Vec<StrategyName>) -> ServiceConfig {
+        ServiceConfig {
+            name: name.to_owned(),
+            unit: None,
+            port: None,
+            domain: None,
+            critical: false,
+            runbook: None,
+            to: Vec::new(),
+            health_url: None,
+            healing_strategies,
+            verify_timeout: default_verify_timeout(),
+            stable_for: default_stable_for(),
+            config_validation: None,
+            database_check: None,
+            environment_check: None,
+            port_conflict: None,
+            probe: None,
+        }
+    }
+}
+
 pub(super) fn default_strategies() -> Vec<StrategyName> {
     vec![StrategyName::ServiceRestart]
 }

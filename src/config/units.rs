@@ -104,3 +104,12 @@ impl ServiceConfig {
         format!("{}.timer", heal_unit.trim_end_matches(".service"))
     }
 }
+
+/// The template of the heal units of the units `all_services:` covers (`selfheal@foo.service`
+/// runs `selfheal run foo`); a monitored service's heal unit is a file of its own.
+pub(crate) const HEAL_TEMPLATE: &str = "selfheal@.service";
+
+/// The top-level drop-in (`service.d/`) that arms every service unit with `all_services:`, and
+/// the name of the empty drop-ins that keep it off a unit (the most specific file of a name
+/// wins). It sorts after the usual `50-…` and `override.conf` is a person's to win.
+pub(crate) const ALL_SERVICES_DROP_IN: &str = "99-selfheal-all.conf";

@@ -78,6 +78,9 @@ impl Config {
                 }
             })?;
         }
+        if let Some(all) = &self.all_services {
+            validate_all_services(all)?;
+        }
         if let Some(probe) = &self.probe {
             probe::validate(probe).map_err(|(name, message)| Problem {
                 keys: vec![
@@ -287,4 +290,24 @@ pub(crate) fn require_absolute(path: &Path) -> Result<(), String> {
             path.display()
         ))
     }
+}
+
+/// `all_services:`: its strategies must work without settings of their own (an unlisted unit
+/// has none), each listed once.
+fn validate_all_services(all: &super::all_services::AllServicesConfig) -> Result<(), Problem> {
+    let at = |message: String| {
+        Problem::at(
+            &[Seg::from("all_services"), "healing_strategies".into()],
+            format!("all_services: {message}"),
+        )
+    };
+    let mut seen = HashSet::new();
+    if let Some(twice) = all.healing_strategies.iter().find(|s| !seen.insert(**s)) {
+        return Err(at(format!("healing_strategies lists {twice} twice")));
+    }
+    super::strategies::validate(&all.entry("all_services")).map_err(|(strategy, message)| {
+        at(format!(
+            "{strategy} cannot run on an unlisted unit, which has no settings of its own ({message}); list the service in monitored_services to use it"
+        ))
+    })
 }

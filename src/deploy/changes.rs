@@ -150,10 +150,15 @@ pub(crate) fn our_files(unit_dir: &Path) -> Vec<PathBuf> {
                     found.push(drop_in);
                 }
             }
-        } else if name.ends_with(".service.d") {
-            let drop_in = path.join("50-selfheal.conf");
-            if ours(&drop_in) {
-                found.push(drop_in);
+        } else if name.ends_with(".service.d") || name == "service.d" {
+            for drop_in in [
+                "50-selfheal.conf",
+                crate::config::units::ALL_SERVICES_DROP_IN,
+            ] {
+                let drop_in = path.join(drop_in);
+                if ours(&drop_in) {
+                    found.push(drop_in);
+                }
             }
         }
     }

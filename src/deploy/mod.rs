@@ -17,11 +17,13 @@ pub(crate) const MARKER: &str = "# Written by `selfheal install`; `selfheal unin
 
 mod apply;
 mod changes;
+mod coverage;
 mod manifest;
 mod units;
 
 pub(crate) use apply::*;
 pub(crate) use changes::*;
+pub(crate) use coverage::*;
 pub(crate) use manifest::*;
 pub(crate) use units::*;
 

@@ -72,17 +72,7 @@ pub(crate) fn planned_files(
     invocation: &Invocation,
     unit_dir: &Path,
 ) -> Vec<UnitFile> {
-    let mut command = vec![quote_arg(&invocation.executable.to_string_lossy())];
-    if let Some(path) = &invocation.config {
-        command.push(format!("--config={}", quote_arg(&path.to_string_lossy())));
-    }
-    if let Some(path) = &invocation.state_dir {
-        command.push(format!(
-            "--state-dir={}",
-            quote_arg(&path.to_string_lossy())
-        ));
-    }
-    let command = command.join(" ");
+    let command = command_line(invocation);
     let mut files: Vec<UnitFile> = config
         .monitored_services
         .iter()
@@ -155,6 +145,21 @@ pub(crate) fn planned_files(
     files
 }
 
+/// selfheal with its paths, quoted for `ExecStart=`.
+pub(super) fn command_line(invocation: &Invocation) -> String {
+    let mut command = vec![quote_arg(&invocation.executable.to_string_lossy())];
+    if let Some(path) = &invocation.config {
+        command.push(format!("--config={}", quote_arg(&path.to_string_lossy())));
+    }
+    if let Some(path) = &invocation.state_dir {
+        command.push(format!(
+            "--state-dir={}",
+            quote_arg(&path.to_string_lossy())
+        ));
+    }
+    command.join(" ")
+}
+
 /// The probe round's service, its timer (every `probe.interval`) and the drop-in that makes
 /// `timers.target` want it; none without a top-level `probe:`.
 pub(super) fn probe_files(
@@ -212,24 +217,10 @@ pub(super) fn service_files(
 ) -> [UnitFile; 3] {
     let unit = service.unit_name();
     let heal_unit = service.heal_unit_name();
-    let contents = |note: &str| {
-        format!(
-            "{MARKER}\n{note}[Unit]\nDescription=selfheal: heal {unit}\nDocumentation=man:selfheal(1)\n\
-             # Never let a healing run be refused by a start limit.\nStartLimitIntervalSec=0\n\
-             # A report that could not be sent is retried from the outbox.\nWants={FLUSH_TIMER}\n\n\
-             [Service]\nType=oneshot\n\
-             # systemd gives a oneshot no start timeout: a hung run would live forever and\n\
-             # fold every later OnFailure= start into itself. Its worst case, with a margin:\n\
-             TimeoutStartSec={}s\nExecStart={command} run {}\n{}",
-            heal_timeout(config, service).as_secs(),
-            service.name,
-            hardening(config, invocation, Some(service)),
-        )
-    };
     [
         UnitFile {
             path: unit_dir.join(&heal_unit),
-            contents: contents(""),
+            contents: heal_unit_contents(config, invocation, command, service, ""),
         },
         UnitFile {
             path: unit_dir.join(service.legacy_heal_unit_name()),
@@ -250,6 +241,30 @@ pub(super) fn service_files(
             contents: format!("{MARKER}\n[Unit]\nOnFailure={heal_unit}\n"),
         },
     ]
+}
+
+/// A heal unit of `service`: a oneshot that runs `selfheal run <name>`; `note` (comment lines)
+/// says what it is when that is not plain.
+pub(super) fn heal_unit_contents(
+    config: &Config,
+    invocation: &Invocation,
+    command: &str,
+    service: &ServiceConfig,
+    note: &str,
+) -> String {
+    format!(
+        "{MARKER}\n{note}[Unit]\nDescription=selfheal: heal {}\nDocumentation=man:selfheal(1)\n\
+         # Never let a healing run be refused by a start limit.\nStartLimitIntervalSec=0\n\
+         # A report that could not be sent is retried from the outbox.\nWants={FLUSH_TIMER}\n\n\
+         [Service]\nType=oneshot\n\
+         # systemd gives a oneshot no start timeout: a hung run would live forever and\n\
+         # fold every later OnFailure= start into itself. Its worst case, with a margin:\n\
+         TimeoutStartSec={}s\nExecStart={command} run {}\n{}",
+        service.unit_name(),
+        heal_timeout(config, service).as_secs(),
+        service.name,
+        hardening(config, invocation, Some(service)),
+    )
 }
 
 /// The drop-in directories besides its own that systemd applies to `unit`: its template's

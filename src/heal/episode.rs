@@ -183,7 +183,7 @@ pub(crate) fn healthy_now(
 
 pub(crate) fn housekeeping(config: &Config, state: &StateDir, units: &dyn UnitControl) {
     for (name, _) in state.episodes().unwrap_or_default() {
-        let Some(service) = config.service(&name) else {
+        let Some(service) = config.entry(&name) else {
             continue;
         };
         let Ok(Some(_lock)) = state.try_lock(&service.name) else {
@@ -193,12 +193,12 @@ pub(crate) fn housekeeping(config: &Config, state: &StateDir, units: &dyn UnitCo
         let Ok(Some(episode)) = state.episode(&service.name) else {
             continue;
         };
-        if healthy_now(config, service, units) {
+        if healthy_now(config, &service, units) {
             watch_or_end(
                 config,
                 state,
                 units,
-                service,
+                &service,
                 episode,
                 "found healthy by flush",
             );

@@ -33,7 +33,11 @@ impl Told {
 
 /// The word a report of `outcome` is told with: `CRASH LOOP` for `crash_loop`.
 fn word(outcome: Outcome) -> String {
-    outcome.as_str().replace('_', " ").to_uppercase()
+    match outcome {
+        // An unlisted unit's failure, reported: its all-clear is "BACK UP after FAILED".
+        Outcome::Reported => "FAILED".to_owned(),
+        _ => outcome.as_str().replace('_', " ").to_uppercase(),
+    }
 }
 
 /// What was told last of `service`, when it was that the service is down.
@@ -166,6 +170,22 @@ impl Teller<'_> {
     }
 }
 
+/// The services people were last told are down (listed or not), by name.
+pub(crate) fn told_services(state: &StateDir) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(state.root().join(TOLD)) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".json").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// Removes `service`'s record of a down report; true when this process removed it (and so
 /// sends its all-clear), false when it was gone already.
 fn claim(state: &StateDir, service: &str) -> bool {
@@ -183,7 +203,9 @@ fn claim(state: &StateDir, service: &str) -> bool {
 fn remember(state: &StateDir, report: &Report) {
     let service = &report.header.service;
     let word = match report.facts.outcome {
-        Outcome::Failed | Outcome::Suppressed | Outcome::CrashLoop => word(report.facts.outcome),
+        Outcome::Failed | Outcome::Suppressed | Outcome::CrashLoop | Outcome::Reported => {
+            word(report.facts.outcome)
+        }
         Outcome::Resolved | Outcome::Healthy | Outcome::RestartedBySystemd => {
             if let Err(err) = state.remove_service_file(TOLD, service) {
                 tracing::warn!(selfheal_service = %service, "what was told cannot be recorded: {err}");

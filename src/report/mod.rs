@@ -52,6 +52,10 @@ pub(crate) struct ReportHeader {
     /// The service's own recipients (`to:`), in place of `email.to`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub to: Vec<String>,
+    /// A unit `all_services:` covers, which no `monitored_services` entry names: the entry
+    /// that would list it (its name, and its listening port when it has one now).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unlisted: Option<String>,
 }
 
 impl ReportHeader {
@@ -66,7 +70,24 @@ impl ReportHeader {
             critical: service.critical,
             runbook: service.runbook.clone(),
             to: service.to.clone(),
+            unlisted: config
+                .is_unlisted(&service.name)
+                .then(|| entry_to_add(service)),
         }
+    }
+}
+
+/// The `monitored_services` entry that lists an unlisted unit: its name, and the first port
+/// its processes listen on, when it runs.
+fn entry_to_add(service: &ServiceConfig) -> String {
+    let unit = service.unit_name();
+    let port = crate::host::ports::Listeners::read()
+        .by_service()
+        .get(&unit)
+        .and_then(|ports| ports.first().copied());
+    match port {
+        Some(port) => format!("- {{name: {}, port: {port}}}", service.name),
+        None => format!("- {{name: {}}}", service.name),
     }
 }
 
@@ -112,6 +133,7 @@ impl Report {
                 critical: false,
                 runbook: None,
                 to: Vec::new(),
+                unlisted: None,
             },
             facts: RunFacts {
                 outcome: Outcome::Healthy,
@@ -142,6 +164,11 @@ impl Report {
 fn recommendations(header: &ReportHeader, facts: &RunFacts) -> Vec<String> {
     let mut advice = Vec::new();
     let unit = &header.unit;
+    if let Some(entry) = &header.unlisted {
+        advice.push(format!(
+            "{unit} is not in monitored_services (all_services: covers it). To have it healed and verified, add under monitored_services: {entry}"
+        ));
+    }
     if let Some(diagnosis) = &facts.diagnosis {
         if let Some(id) = &diagnosis.invocation_id {
             advice.push(format!(
@@ -249,6 +276,7 @@ pub(crate) mod fixture {
             critical: true,
             runbook: Some("https://wiki.example.org/story-stages".into()),
             to: Vec::new(),
+            unlisted: None,
         };
         let diagnosis = Diagnosis {
             unit: "story-stages.service".into(),

@@ -12,6 +12,8 @@ pub(crate) struct ServiceStats {
     pub resolved: usize,
     pub failed: usize,
     pub suppressed: usize,
+    /// Failures of units `all_services:` covers that were reported, not healed.
+    pub reported: usize,
     pub healthy: usize,
     /// Runs that found systemd's own `Restart=` had brought it back.
     pub restarted_by_systemd: usize,
@@ -40,6 +42,7 @@ pub(crate) fn per_service(records: &[&HistoryRecord]) -> Vec<ServiceStats> {
                     resolved: 0,
                     failed: 0,
                     suppressed: 0,
+                    reported: 0,
                     healthy: 0,
                     restarted_by_systemd: 0,
                     relapsed: 0,
@@ -56,6 +59,7 @@ pub(crate) fn per_service(records: &[&HistoryRecord]) -> Vec<ServiceStats> {
             Outcome::Resolved => row.resolved += 1,
             Outcome::Failed => row.failed += 1,
             Outcome::Suppressed => row.suppressed += 1,
+            Outcome::Reported => row.reported += 1,
             Outcome::Healthy => row.healthy += 1,
             // A record of `selfheal watch` may stand for several restarts.
             Outcome::RestartedBySystemd => {

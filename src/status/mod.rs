@@ -113,6 +113,8 @@ pub(crate) struct ServiceStatus {
     pub probe: Option<ProbeStatus>,
     /// Why the state is not known (systemd did not answer in time).
     pub unknown_reason: Option<String>,
+    /// Not in `monitored_services`: a unit `all_services:` covers, shown while it is failed.
+    pub unlisted: bool,
 }
 
 /// A probed service's last probe round (`selfheal probe`).
@@ -175,6 +177,16 @@ pub(crate) struct ConfigInfo {
     /// Services whose Alertmanager alert is firing.
     pub open_alerts: Vec<String>,
     pub metrics_file: Option<String>,
+    /// With `all_services:`: how many loaded service units it arms beside the monitored ones,
+    /// and how many it keeps off (null without it, or when systemd did not list them).
+    pub all_services: Option<CoveredUnits>,
+}
+
+/// What `all_services:` covers among the loaded service units.
+#[derive(Debug, Serialize)]
+pub(crate) struct CoveredUnits {
+    pub armed: usize,
+    pub excluded: usize,
 }
 
 /// One channel of `notify:` and what waits for it.
@@ -350,6 +362,7 @@ impl ConfigInfo {
                 .metrics_file
                 .as_ref()
                 .map(|path| path.display().to_string()),
+            all_services: None,
         }
     }
 }
@@ -539,6 +552,7 @@ fn row(
         last_healing,
         probe: None,
         unknown_reason: None,
+        unlisted: config.is_unlisted(&service.name),
     };
     let (unit, heal) = match answer {
         Ok(pair) => pair,

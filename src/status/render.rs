@@ -183,6 +183,9 @@ fn services(page: &mut Page, status: &Status) {
         if row.critical {
             fields.push(terminal.paint("CRITICAL", Paint::Red).into_owned());
         }
+        if row.unlisted {
+            fields.push("unlisted (all_services; shown while failed)".to_owned());
+        }
         page.line(&format!(
             "  {} {:<name_width$}  {}",
             verdict.mark(terminal),
@@ -271,6 +274,12 @@ fn configuration(page: &mut Page, status: &Status) {
         "  Monitored        {} service(s)",
         config.monitored
     ));
+    if let Some(covered) = &config.all_services {
+        page.line(&format!(
+            "  All services     {} more loaded unit(s) covered, {} excluded",
+            covered.armed, covered.excluded
+        ));
+    }
     page.line(&format!(
         "  Loop protection  {} healing runs per {}, then a person decides",
         config.failure_threshold, config.threshold_window

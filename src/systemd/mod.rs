@@ -331,6 +331,46 @@ impl Systemd {
             .map_err(call_error("ListUnitsByPatterns"))
     }
 
+    /// The loaded service units and their ActiveState, in one call.
+    pub(crate) fn loaded_services(&self) -> Result<Vec<(String, String)>, SystemdError> {
+        let rows = zbus::block_on(self.manager.list_units_by_patterns(&[], &["*.service"]))
+            .map_err(call_error("ListUnitsByPatterns"))?;
+        Ok(rows
+            .into_iter()
+            .filter(|row| row.2 == "loaded")
+            .map(|row| (row.0, row.3))
+            .collect())
+    }
+
+    /// Every service unit systemd knows, sorted: the loaded ones (transient and template
+    /// instances included) and the unit files (without templates, aliases and masked ones).
+    pub(crate) fn service_units(&self) -> Result<Vec<String>, SystemdError> {
+        let loaded = zbus::block_on(self.manager.list_units_by_patterns(&[], &["*.service"]))
+            .map_err(call_error("ListUnitsByPatterns"))?;
+        let files = zbus::block_on(
+            self.manager
+                .list_unit_files_by_patterns(&[], &["*.service"]),
+        )
+        .map_err(call_error("ListUnitFilesByPatterns"))?;
+        let mut units: Vec<String> = loaded
+            .into_iter()
+            .filter(|row| row.2 != "not-found" && row.2 != "masked")
+            .map(|row| row.0)
+            .chain(files.into_iter().filter_map(|(path, state)| {
+                let name = path.rsplit('/').next()?.to_owned();
+                let skip = name.ends_with("@.service")
+                    || matches!(
+                        state.as_str(),
+                        "alias" | "masked" | "masked-runtime" | "bad"
+                    );
+                (!skip).then_some(name)
+            }))
+            .collect();
+        units.sort();
+        units.dedup();
+        Ok(units)
+    }
+
     /// Queues a job with `queue` (StartUnit, RestartUnit, …) and waits until systemd removes
     /// it, at most `timeout`. The JobRemoved stream is opened first, so the removal of a fast
     /// job cannot slip past.

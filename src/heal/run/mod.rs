@@ -421,10 +421,20 @@ impl Run<'_> {
         let (config, state, service, options) =
             (self.config, self.state, self.service, self.options);
         let systemd = &look.systemd;
+        // An unlisted unit of `all_services:` without strategies: diagnosed and reported,
+        // nothing changed (not even a monitored upstream unit healed on its behalf).
+        let report_only = service.healing_strategies.is_empty();
         // What it depends on comes first: a monitored upstream unit that is down is healed (by
         // its own heal unit, or that run is awaited) before this one is restarted into the
         // same wall.
-        let upstream = upstream_problems(config, systemd, &look.snapshot, &look.target, options);
+        let upstream = upstream_problems(
+            config,
+            systemd,
+            &look.snapshot,
+            &look.target,
+            options,
+            !report_only,
+        );
         diagnosis = diagnosis.upstream(upstream.clone());
 
         let order = strategy::plan(&service.healing_strategies, &diagnosis);
@@ -438,6 +448,7 @@ impl Run<'_> {
         };
         // A full file system is not healed by restarting into it: a person frees space.
         let chain = match &diagnosis.full_disk {
+            _ if report_only => strategy::ChainResult::default(),
             Some(_) if look.unhealthy.is_none() => strategy::ChainResult {
                 escalation: Some(diagnosis.root_cause.clone()),
                 ..strategy::ChainResult::default()
@@ -459,19 +470,29 @@ impl Run<'_> {
         let outcome = match (options.dry_run, chain.healed_by) {
             (true, _) => Outcome::Planned,
             (false, Some(_)) => Outcome::Resolved,
+            (false, None) if report_only => Outcome::Reported,
             (false, None) => Outcome::Failed,
         };
         let post = systemd.snapshot(&self.unit).ok();
-        let reason = chain.escalation.clone().or_else(|| {
-            (outcome == Outcome::Failed)
-                .then(|| still_down(&self.unit, post.as_ref(), &chain, &diagnosis))
-        });
+        let reason = if report_only {
+            Some(format!(
+                "{} is not in monitored_services and all_services: lists no healing_strategies, so selfheal diagnosed and reported it and changed nothing",
+                self.unit
+            ))
+        } else {
+            chain.escalation.clone().or_else(|| {
+                (outcome == Outcome::Failed)
+                    .then(|| still_down(&self.unit, post.as_ref(), &chain, &diagnosis))
+            })
+        };
         let mut facts = self.facts(outcome).diagnosis(diagnosis);
         facts.steps = chain.steps;
         facts.healed_by = chain.healed_by.map(|name| name.to_string());
         facts.reason = reason;
         facts.post_status = post.as_ref().map(PostStatus::from);
-        if let Some((episode, failures)) = retry.filter(|_| !options.dry_run) {
+        if report_only {
+            // Nothing to retry: a retry would report the same failure again.
+        } else if let Some((episode, failures)) = retry.filter(|_| !options.dry_run) {
             after_retry(
                 config, state, systemd, service, episode, failures, &mut facts,
             );

@@ -12,14 +12,15 @@ use super::RunOptions;
 /// that is failed, inactive or missing, a `Wants=`+`After=` unit that failed. One that is
 /// itself monitored is healed first through its own heal unit (a start of a heal unit that
 /// is already running waits for that run), within twice this service's `verify_timeout`;
-/// the entry says what came of it. Nothing here stops the run: a question systemd cannot
-/// answer leaves the list empty.
+/// the entry says what came of it (`heal_first`: false for a run that changes nothing). Nothing
+/// here stops the run: a question systemd cannot answer leaves the list empty.
 pub(super) fn upstream_problems(
     config: &Config,
     systemd: &dyn UnitControl,
     snapshot: &UnitSnapshot,
     target: &HealthTarget,
     options: RunOptions,
+    heal_first: bool,
 ) -> Vec<Upstream> {
     // Targets and slices are synchronization points and resource groups, not causes (every
     // service requires sysinit.target and its slice): leaving them out usually leaves
@@ -77,7 +78,8 @@ pub(super) fn upstream_problems(
         let monitored = config
             .monitored_services
             .iter()
-            .find(|other| other.unit_name() == *unit);
+            .find(|other| other.unit_name() == *unit)
+            .filter(|_| heal_first);
         let action = monitored.map(|other| {
             let heal = other.heal_unit_name();
             if options.dry_run {

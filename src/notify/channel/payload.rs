@@ -30,7 +30,7 @@ pub(crate) fn webhook(format: WebhookFormat, report: &Report, subject: &str) -> 
         WebhookFormat::Ntfy => {
             let failing = matches!(
                 report.facts.outcome,
-                Outcome::Failed | Outcome::Suppressed | Outcome::CrashLoop
+                Outcome::Failed | Outcome::Suppressed | Outcome::CrashLoop | Outcome::Reported
             );
             let priority = match (failing, report.header.critical) {
                 (true, true) => "5",
@@ -43,6 +43,7 @@ pub(crate) fn webhook(format: WebhookFormat, report: &Report, subject: &str) -> 
                 }
                 Outcome::Suppressed => "pause_button",
                 Outcome::CrashLoop => "repeat",
+                Outcome::Reported => "warning",
                 Outcome::Failed | Outcome::Planned => "rotating_light",
             };
             let mut headers = vec![

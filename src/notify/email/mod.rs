@@ -56,7 +56,7 @@ pub(crate) fn worth_mailing(report: &Report) -> bool {
         return false;
     }
     match report.facts.outcome {
-        Outcome::Resolved | Outcome::Failed | Outcome::CrashLoop => true,
+        Outcome::Resolved | Outcome::Failed | Outcome::CrashLoop | Outcome::Reported => true,
         // Loop protection gave up on the service: that needs a person. A concurrent run
         // (no diagnosis) sends its own report.
         Outcome::Suppressed => report.facts.diagnosis.is_some(),
