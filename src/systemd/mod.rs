@@ -145,6 +145,13 @@ pub(crate) trait UnitControl {
     /// The watch's facts of each of `units`, in one batch (`None`: systemd could not
     /// describe it).
     fn restart_facts(&self, units: &[&str]) -> Result<Vec<Option<RestartFacts>>, SystemdError>;
+    /// What marks each of `units`' current invocation without asking systemd: the ID its
+    /// `/run/systemd/units/invocation:<unit>` link names, `""` when there is none (not
+    /// running); `None` when that cannot be read. A restart makes a new invocation, so a unit
+    /// whose mark did not move was not restarted (a scripted systemd cannot tell: `None`).
+    fn invocation_marks(&self, units: &[&str]) -> Vec<Option<String>> {
+        units.iter().map(|_| None).collect()
+    }
 }
 
 /// A borrowed implementation is one too (a test keeps its fake to look at afterwards).
@@ -198,6 +205,9 @@ impl<T: UnitControl + ?Sized> UnitControl for &T {
     }
     fn restart_facts(&self, units: &[&str]) -> Result<Vec<Option<RestartFacts>>, SystemdError> {
         (**self).restart_facts(units)
+    }
+    fn invocation_marks(&self, units: &[&str]) -> Vec<Option<String>> {
+        (**self).invocation_marks(units)
     }
 }
 
@@ -429,6 +439,24 @@ impl UnitControl for Systemd {
 
     fn restart_facts(&self, units: &[&str]) -> Result<Vec<Option<RestartFacts>>, SystemdError> {
         self.restart_facts_of(units, METHOD_TIMEOUT)
+    }
+    fn invocation_marks(&self, units: &[&str]) -> Vec<Option<String>> {
+        // systemd keeps the link for journald; reading 300 links costs ~1 ms, asking systemd
+        // for 300 units' restart counts ~100 ms.
+        let dir = std::path::Path::new("/run/systemd/units");
+        if !dir.is_dir() {
+            return units.iter().map(|_| None).collect();
+        }
+        units
+            .iter()
+            .map(
+                |unit| match std::fs::read_link(dir.join(format!("invocation:{unit}"))) {
+                    Ok(target) => Some(target.to_string_lossy().into_owned()),
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => Some(String::new()),
+                    Err(_) => None,
+                },
+            )
+            .collect()
     }
 
     fn snapshot(&self, unit: &str) -> Result<UnitSnapshot, SystemdError> {
