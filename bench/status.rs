@@ -1,6 +1,7 @@
 //! `cargo bench --bench status` (root): `selfheal status` for 30 and 300 monitored services in
 //! one sandbox, against the loop a shell script would run (`systemctl is-active` per unit).
-//! Half of the services run (`sleep`), a tenth serve HTTP on a port with a health URL. Beside
+//! Half of the services run (`sleep`), a tenth serve HTTP on a port with a health URL; `install`
+//! has armed them (its timers stopped). Beside
 //! it, one round of `selfheal watch` over the same services (after a first one that only takes
 //! note).
 //!
@@ -57,6 +58,13 @@ fn main() -> anyhow::Result<()> {
         let path = sandbox.scratch_dir().join(format!("status-{count}.yml"));
         std::fs::write(&path, config.yaml())?;
         let config = path;
+        // Installed as a host has it (its timers left stopped: a watch round every 30 s
+        // would run into the timings).
+        let unit_dir = sandbox.unit_dir();
+        let installed = selfheal(&sandbox, &config, &["install", "--no-reload", "--unit-dir"])
+            .arg(&unit_dir)
+            .output()?;
+        anyhow::ensure!(installed.status.success(), "install: {installed:?}");
         sandbox.systemctl(["daemon-reload"])?;
         let start: Vec<String> = (created..count)
             .filter(|index| index % 2 == 0)

@@ -201,6 +201,46 @@ fn status_shows_systemds_truth_for_every_kind_of_service() {
     assert!(!String::from_utf8_lossy(&only.stdout).contains(" down "));
 }
 
+/// The dashboard trusts install's record of a hook only while no drop-in that reaches the unit
+/// changed since: a person who masks the hook's drop-in (a `/dev/null` link in its place, as
+/// systemd documents) sees it at once. (An empty `OnFailure=` in a later drop-in resets
+/// nothing: systemd does not take dependencies away.)
+#[test]
+fn a_hook_masked_after_install_shows_not_armed() {
+    let env = TestEnv::new();
+    env.configure(
+        &Config::new()
+            .service(Service::named("web"))
+            .service(Service::named("api")),
+    )
+    .unit("web", "ExecStart=/bin/sleep 600")
+    .unit("api", "ExecStart=/bin/sleep 600")
+    .install();
+    let armed = |env: &TestEnv| {
+        let output = env.selfheal(["status", "--json"]);
+        let status: StatusJson = serde_json::from_slice(&output.stdout).unwrap();
+        let by_name = |name: &str| {
+            status
+                .services
+                .iter()
+                .find(|row| row.name == name)
+                .unwrap()
+                .hook_armed
+        };
+        (by_name("web"), by_name("api"))
+    };
+    assert_eq!(armed(&env), (true, true));
+    let drop_in = env
+        .sandbox
+        .unit_dir()
+        .join("web.service.d/50-selfheal.conf");
+    std::fs::remove_file(&drop_in).unwrap();
+    std::os::unix::fs::symlink("/dev/null", &drop_in).unwrap();
+    env.systemctl(&["daemon-reload"]);
+    assert_eq!(env.property("web.service", "OnFailure"), "");
+    assert_eq!(armed(&env), (false, true));
+}
+
 #[test]
 fn status_lists_300_services() {
     let env = TestEnv::new();

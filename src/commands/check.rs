@@ -98,7 +98,7 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
 const SHOWN: usize = 5;
 
 /// What `all_services:` arms on this host, in one line (how many units, a few names, how
-/// many excluded), and the warnings of units whose own drop-ins take the hook away.
+/// many excluded), and the warnings of units a file selfheal did not write keeps it off.
 fn coverage(config: &crate::config::Config) -> (Option<String>, Vec<String>) {
     if config.all_services.is_none() {
         return (None, Vec::new());
@@ -107,13 +107,12 @@ fn coverage(config: &crate::config::Config) -> (Option<String>, Vec<String>) {
         .iter()
         .map(std::path::Path::new)
         .collect();
-    let mut warnings: Vec<String> = crate::deploy::hook_resets(&roots)
+    let mut warnings: Vec<String> = crate::deploy::hook_masks(&roots)
         .into_iter()
         .map(|path| {
             format!(
-                "{} resets OnFailure= after all_services:' drop-in ({}): its unit is not armed; move the setting to a file named before it, or add the unit to all_services: exclude",
-                path.display(),
-                crate::config::units::ALL_SERVICES_DROP_IN
+                "{} (not written by selfheal) keeps all_services:' hook off its unit: that unit's failures are not reported (remove it, or say so in all_services: exclude)",
+                path.display()
             )
         })
         .collect();

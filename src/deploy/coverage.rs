@@ -103,10 +103,11 @@ pub(crate) const DROP_IN_ROOTS: &[&str] = &[
     "/lib/systemd/system",
 ];
 
-/// The drop-ins under `roots` that take all_services:' hook away from their units: an
-/// `OnFailure=` with nothing after it (a reset) in a file that systemd applies after ours
-/// (its name sorts after `99-selfheal-all.conf`, as `override.conf` does).
-pub(crate) fn hook_resets(roots: &[&Path]) -> Vec<std::path::PathBuf> {
+/// The files under `roots` that keep all_services:' hook off a unit and that selfheal did not
+/// write: a `99-selfheal-all.conf` in a unit's (or a family's) drop-in directory, such as a
+/// person's `/dev/null` link. (An empty `OnFailure=` in a later drop-in does not: systemd never
+/// takes a dependency away.)
+pub(crate) fn hook_masks(roots: &[&Path]) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     for root in roots {
         let Ok(dirs) = std::fs::read_dir(root) else {
@@ -114,39 +115,21 @@ pub(crate) fn hook_resets(roots: &[&Path]) -> Vec<std::path::PathBuf> {
         };
         for dir in dirs.flatten() {
             let name = dir.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".service.d") && name != "service.d" {
+            if !name.ends_with(".service.d") {
                 continue;
             }
-            let Ok(files) = std::fs::read_dir(dir.path()) else {
-                continue;
+            let file = dir.path().join(ALL_SERVICES_DROP_IN);
+            let ours = || {
+                crate::host::bounded_read::read_no_symlinks(&file, 64 * 1024)
+                    .is_ok_and(|(bytes, _)| bytes.starts_with(MARKER.as_bytes()))
             };
-            for file in files.flatten() {
-                let file_name = file.file_name().to_string_lossy().into_owned();
-                let later = file_name.as_str() > ALL_SERVICES_DROP_IN;
-                if later
-                    && file.path().extension().is_some_and(|ext| ext == "conf")
-                    && resets_on_failure(&file.path())
-                {
-                    found.push(file.path());
-                }
+            if std::fs::symlink_metadata(&file).is_ok() && !ours() {
+                found.push(file);
             }
         }
     }
     found.sort();
     found
-}
-
-/// True when the drop-in at `path` (a small text file) has a line `OnFailure=` that resets it.
-fn resets_on_failure(path: &Path) -> bool {
-    let Ok((bytes, _)) = crate::host::bounded_read::read(path, 64 * 1024) else {
-        return false;
-    };
-    String::from_utf8_lossy(&bytes).lines().any(|line| {
-        line.trim()
-            .strip_prefix("OnFailure")
-            .and_then(|rest| rest.trim_start().strip_prefix('='))
-            .is_some_and(|value| value.trim().is_empty())
-    })
 }
 
 #[cfg(test)]
@@ -210,19 +193,24 @@ mod tests {
     }
 
     #[test]
-    fn a_later_drop_in_that_resets_on_failure_is_found() {
+    fn a_hook_kept_off_by_a_file_selfheal_did_not_write_is_found() {
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("cron.service.d");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::write(dir.join("override.conf"), "[Unit]\nOnFailure=\n").unwrap();
-        // Before ours (ours re-arms it), or setting a handler: not a reset of ours.
-        std::fs::write(dir.join("10-early.conf"), "[Unit]\nOnFailure=\n").unwrap();
-        std::fs::write(
-            dir.join("zz-more.conf"),
-            "[Unit]\nOnFailure=page@%n.service\n",
-        )
-        .unwrap();
-        assert_eq!(hook_resets(&[root.path()]), [dir.join("override.conf")]);
+        for (dir, mine) in [("cron.service.d", false), ("web.service.d", true)] {
+            std::fs::create_dir(root.path().join(dir)).unwrap();
+            let file = root.path().join(dir).join(ALL_SERVICES_DROP_IN);
+            if mine {
+                std::fs::write(&file, format!("{MARKER}\n# Empty on purpose\n")).unwrap();
+            } else {
+                std::os::unix::fs::symlink("/dev/null", &file).unwrap();
+            }
+        }
+        assert_eq!(
+            hook_masks(&[root.path()]),
+            [root
+                .path()
+                .join("cron.service.d")
+                .join(ALL_SERVICES_DROP_IN)]
+        );
     }
 
     #[test]

@@ -261,7 +261,7 @@ pub(crate) fn gather(
     let started = std::time::Instant::now();
     let (units, listeners, history, overview) = std::thread::scope(|scope| {
         let units = scope.spawn(|| {
-            let answer = ask_systemd(services);
+            let answer = ask_systemd(config, state, services);
             tracing::debug!("systemd answered after {:?}", started.elapsed());
             answer
         });
@@ -389,21 +389,47 @@ fn channels(config: &Config, state: &StateDir) -> Vec<ChannelStatus> {
 /// What systemd says of each service's unit and heal unit, or why it said nothing.
 type UnitAnswer = Result<(UnitOverview, UnitOverview), String>;
 
-fn ask_systemd(services: &[&ServiceConfig]) -> Vec<UnitAnswer> {
+fn ask_systemd(config: &Config, state: &StateDir, services: &[&ServiceConfig]) -> Vec<UnitAnswer> {
     let _waiting = SlowNotice::new("waiting for systemd to answer");
     let units: Vec<String> = services.iter().map(|s| s.unit_name()).collect();
     let heal_units: Vec<String> = services.iter().map(|s| s.heal_unit_name()).collect();
     let count = services.len();
+    // The hooks install's manifest vouches for: systemd is asked for the others' OnFailure=.
+    let listed: Vec<(String, bool)> = services
+        .iter()
+        .zip(&units)
+        .map(|(service, unit)| (unit.clone(), !config.is_unlisted(&service.name)))
+        .collect();
+    let vouched = crate::deploy::Manifest::new(state.root()).hooks_as_installed(&listed);
+    let asked: Vec<usize> = (0..count).filter(|&index| !vouched[index]).collect();
+    let known: Vec<usize> = (0..count).filter(|&index| vouched[index]).collect();
     // Connecting has no deadline of its own (a wedged dbus-daemon would hold it forever):
     // the whole question runs on a thread that is given up on after the dashboard's timeout.
     let (answer_to, answer) = std::sync::mpsc::channel();
+    let order: Vec<usize> = asked.iter().chain(&known).copied().collect();
     std::thread::spawn(move || {
-        let units: Vec<&str> = units.iter().map(String::as_str).collect();
-        let heal_units: Vec<&str> = heal_units.iter().map(String::as_str).collect();
+        let asked: Vec<&str> = asked.iter().map(|&index| units[index].as_str()).collect();
         // Heal units only need their load state (masked, not installed): listed, not asked.
+        let listed_only: Vec<&str> = known
+            .iter()
+            .map(|&index| units[index].as_str())
+            .chain(heal_units.iter().map(String::as_str))
+            .collect();
         let answer = Systemd::connect()
-            .and_then(|systemd| systemd.overview(&units, &heal_units, SYSTEMD_TIMEOUT));
-        let _ = answer_to.send(answer);
+            .and_then(|systemd| systemd.overview(&asked, &listed_only, SYSTEMD_TIMEOUT));
+        let _ = answer_to.send(answer.map(|overviews| {
+            // Back in the services' order; a vouched-for hook starts its heal unit.
+            let mut units: Vec<UnitOverview> = vec![UnitOverview::default(); count];
+            let mut rows = overviews.into_iter();
+            for &index in &order {
+                units[index] = rows.next().unwrap_or_default();
+                if vouched[index] {
+                    units[index].on_failure = vec![heal_units[index].clone()];
+                }
+            }
+            units.extend(rows);
+            units
+        }));
     });
     let unknown = |why: String| (0..count).map(|_| Err(why.clone())).collect();
     let too_slow = || format!("systemd did not answer in {}s", SYSTEMD_TIMEOUT.as_secs());
