@@ -92,72 +92,12 @@ impl Manifest {
         crate::host::atomic_file::write(&self.path, &json, 0o640)
     }
 
-    /// Which of `units` (each with the drop-in that arms it: `50-selfheal.conf`, or
-    /// all_services:' top-level one) are armed as the last install left them, known without
-    /// asking systemd: the drop-in install recorded is there, and no drop-in directory that
-    /// reaches the unit (its own, its family's, `service.d`) in any unit directory changed
-    /// since. Asking systemd for 300 units' `OnFailure=` is most of a dashboard; a unit that is
-    /// not known here is asked. Nothing is known without a manifest.
-    pub(crate) fn hooks_as_installed(&self, units: &[(String, bool)]) -> Vec<bool> {
-        let no = || vec![false; units.len()];
-        let Ok(at) = std::fs::metadata(&self.path).and_then(|meta| meta.modified()) else {
-            return no();
-        };
-        let recorded = self.read();
-        let mut roots: BTreeSet<PathBuf> = super::DROP_IN_ROOTS.iter().map(PathBuf::from).collect();
-        roots.extend(
-            recorded
-                .files
-                .iter()
-                .filter_map(|file| file.parent()?.parent().map(Path::to_path_buf)),
-        );
-        let changed: BTreeSet<String> = roots
-            .iter()
-            .filter_map(|root| std::fs::read_dir(root).ok())
-            .flatten()
-            .flatten()
-            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".d"))
-            .filter(|entry| {
-                entry
-                    .metadata()
-                    .and_then(|meta| meta.modified())
-                    .map_or(true, |modified| modified > at)
-            })
-            .map(|entry| entry.file_name().to_string_lossy().into_owned())
-            .collect();
-        // The drop-ins install recorded that are there, by (directory, file) name.
-        let hooks = [
-            "50-selfheal.conf",
-            crate::config::units::ALL_SERVICES_DROP_IN,
-        ];
-        let present: BTreeSet<(String, String)> = recorded
-            .files
-            .iter()
-            .filter_map(|path| {
-                let file = path.file_name()?.to_string_lossy().into_owned();
-                let dir = path.parent()?.file_name()?.to_string_lossy().into_owned();
-                let regular = std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file());
-                (hooks.contains(&file.as_str()) && regular).then_some((dir, file))
-            })
-            .collect();
-        let in_place = |dir: &str, file: &str| present.contains(&(dir.to_owned(), file.to_owned()));
-        let top_level_changed = changed.contains("service.d");
-        units
-            .iter()
-            .map(|(unit, listed)| {
-                let armed_by = if *listed {
-                    in_place(&format!("{unit}.d"), "50-selfheal.conf")
-                } else {
-                    in_place("service.d", crate::config::units::ALL_SERVICES_DROP_IN)
-                };
-                let reached_by_change = top_level_changed
-                    || changed.contains(&format!("{unit}.d"))
-                    || super::family_drop_in_dirs(unit)
-                        .iter()
-                        .any(|dir| changed.contains(dir));
-                armed_by && !reached_by_change
-            })
-            .collect()
+    /// What the manifest vouches for now (`vouching.rs`); nothing without a manifest.
+    pub(crate) fn vouching(&self) -> Option<super::Vouching> {
+        let at = std::fs::metadata(&self.path)
+            .and_then(|meta| meta.modified())
+            .ok()?;
+        Some(super::Vouching::new(&self.read().files, at))
     }
 
     pub(crate) fn remove(&self) -> std::io::Result<()> {

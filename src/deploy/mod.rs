@@ -20,12 +20,14 @@ mod changes;
 mod coverage;
 mod manifest;
 mod units;
+mod vouching;
 
 pub(crate) use apply::*;
 pub(crate) use changes::*;
 pub(crate) use coverage::*;
 pub(crate) use manifest::*;
 pub(crate) use units::*;
+pub(crate) use vouching::Vouching;
 
 /// A unit file or directory that could not be written or removed (exit 73).
 #[derive(Debug, thiserror::Error)]

@@ -57,6 +57,9 @@ pub trait Manager {
     fn reload(&self) -> zbus::Result<()>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
+    /// The directories systemd loads unit files from, in its order.
+    #[zbus(property)]
+    fn unit_path(&self) -> zbus::Result<Vec<String>>;
 
     #[zbus(signal)]
     fn job_removed(
