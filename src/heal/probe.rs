@@ -44,6 +44,12 @@ pub(crate) struct ProbeRecord {
     /// When the probes last started its heal unit (to the millisecond), and what they had seen.
     pub healing_started_at: Option<Timestamp>,
     pub healing_because: Option<String>,
+    /// The invocation its `active_since_us` is of (`UnitControl::invocation_marks`): while it
+    /// runs, when it became active is not asked again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_since_us: Option<u64>,
 }
 
 /// One service in one round.
@@ -174,47 +180,51 @@ pub(crate) fn round<U: UnitControl>(
     }
     let systemd = connect()?;
     let units: Vec<String> = probed.iter().map(|(s, _)| s.unit_name()).collect();
-    let heal_units: Vec<String> = probed.iter().map(|(s, _)| s.heal_unit_name()).collect();
     let unit_names: Vec<&str> = units.iter().map(String::as_str).collect();
-    let heal_names: Vec<&str> = heal_units.iter().map(String::as_str).collect();
-    // States alone (one ListUnitsByNames): the probes need no unit's OnFailure=.
-    let all: Vec<&str> = unit_names.iter().chain(&heal_names).copied().collect();
-    let overview = systemd.unit_states(&all)?;
-    let (unit_views, heal_views) = overview.split_at(probed.len());
-    let since = systemd.active_since(&unit_names)?;
+    // One file for all: a round reads it once and writes it once (300 services, 300 files
+    // and their fsyncs were most of a round).
+    let mut records = records(state)?;
+    records.retain(|name, _| config.service(name).is_some());
+    // States alone, of what systemd has loaded (a stopped unit is not judged): the probes need
+    // no unit's OnFailure=, and the heal units' states only of those due.
+    let unit_views = systemd.loaded_states(&unit_names)?;
+    let (since, marks) = active_since(&systemd, &probed, &unit_names, &unit_views, &records)?;
     tracing::debug!("systemd answered after {:?}", started.elapsed());
     let now = SystemTime::now();
-    let looks = look_at_all(&probed, unit_views, &since);
+    let looks = look_at_all(&probed, &unit_views, &since);
     tracing::debug!(
         "looked at {} services after {:?}",
         probed.len(),
         started.elapsed()
     );
-    // One file for all: a round reads it once and writes it once (300 services, 300 files
-    // and their fsyncs were most of a round).
-    let mut records = records(state)?;
-    records.retain(|name, _| config.service(name).is_some());
-    let mut due = Vec::new();
+    let mut candidates = Vec::new();
     for (index, ((service, probe), look)) in probed.iter().zip(&looks).enumerate() {
         let record = records.entry(service.name.clone()).or_default();
         if advance(record, look, probe, now) {
-            if let Some(why) = hold(config, state, service, &heal_views[index], since[index]) {
-                held(record, &why, &heal_views[index]);
-            } else {
-                mark_started(record, &heal_views[index].id, now);
-                due.push(index);
-            }
+            candidates.push(index);
         }
+        record.invocation.clone_from(&marks[index]);
+        record.active_since_us = since[index];
     }
+    let due = due_heal_units(
+        config,
+        state,
+        &systemd,
+        &probed,
+        &candidates,
+        &since,
+        &mut records,
+    )?;
     // Recorded before the start: the run reads what the probes saw.
     save_records(state, &records);
-    let mut started_units = vec![false; probed.len()];
-    for index in due {
-        let (service, heal) = (probed[index].0, &heal_views[index]);
+    let mut started_units = vec![None; probed.len()];
+    for (index, heal) in &due {
+        let index = *index;
+        let service = probed[index].0;
         let record = records.entry(service.name.clone()).or_default();
         match systemd.start_no_wait(&heal.id) {
             Ok(()) => {
-                started_units[index] = true;
+                started_units[index] = Some(heal.id.clone());
                 tracing::warn!(
                     selfheal_service = %service.name,
                     "{} is active but does not serve: {} started ({})",
@@ -244,10 +254,86 @@ pub(crate) fn round<U: UnitControl>(
                 failures: record.failures,
                 failures_to_heal: probe.failures,
                 detail: record.detail,
-                healing_started: started_units[index].then(|| heal_views[index].id.clone()),
+                healing_started: started_units[index].take(),
             }
         })
         .collect())
+}
+
+/// The heal units of `candidates` (indices of `probed` whose failures reached their count)
+/// that start now (each with its state), the others held and said so in their records.
+fn due_heal_units<U: UnitControl>(
+    config: &Config,
+    state: &StateDir,
+    systemd: &U,
+    probed: &[(&ServiceConfig, Probe)],
+    candidates: &[usize],
+    since: &[Option<u64>],
+    records: &mut BTreeMap<String, ProbeRecord>,
+) -> Result<Vec<(usize, UnitOverview)>, SystemdError> {
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = SystemTime::now();
+    let heal_units: Vec<String> = candidates
+        .iter()
+        .map(|&index| probed[index].0.heal_unit_name())
+        .collect();
+    let heal_names: Vec<&str> = heal_units.iter().map(String::as_str).collect();
+    let mut due = Vec::new();
+    for (&index, heal) in candidates.iter().zip(systemd.unit_states(&heal_names)?) {
+        let service = probed[index].0;
+        let record = records.entry(service.name.clone()).or_default();
+        if let Some(why) = hold(config, state, service, &heal, since[index]) {
+            held(record, &why, &heal);
+        } else {
+            mark_started(record, &heal.id, now);
+            due.push((index, heal));
+        }
+    }
+    Ok(due)
+}
+
+/// When each active unit became so, and the marks of the invocations (`active_since`).
+type ActiveSince = (Vec<Option<u64>>, Vec<Option<String>>);
+
+/// When each of `probed`'s units (`names`, `views`) that is active became so, and the mark of
+/// its invocation: what the records say while the invocation is the one they saw, else asked
+/// of systemd (one batch of the others; at 300 units one question a unit was a third of a
+/// round's CPU).
+fn active_since<U: UnitControl>(
+    systemd: &U,
+    probed: &[(&ServiceConfig, Probe)],
+    names: &[&str],
+    views: &[UnitOverview],
+    records: &BTreeMap<String, ProbeRecord>,
+) -> Result<ActiveSince, SystemdError> {
+    let marks = systemd.invocation_marks(names);
+    let mut since: Vec<Option<u64>> = vec![None; names.len()];
+    let mut asked = Vec::new();
+    for (index, ((service, _), view)) in probed.iter().zip(views).enumerate() {
+        if view.active_state != ActiveState::Active {
+            continue;
+        }
+        let record = records.get(&service.name);
+        let known = marks[index]
+            .as_ref()
+            .filter(|mark| !mark.is_empty())
+            .zip(record)
+            .filter(|(mark, record)| record.invocation.as_ref() == Some(*mark))
+            .and_then(|(_, record)| record.active_since_us);
+        match known {
+            Some(known) => since[index] = Some(known),
+            None => asked.push(index),
+        }
+    }
+    if !asked.is_empty() {
+        let asked_names: Vec<&str> = asked.iter().map(|&index| names[index]).collect();
+        for (index, answer) in asked.iter().zip(systemd.active_since(&asked_names)?) {
+            since[*index] = answer;
+        }
+    }
+    Ok((since, marks))
 }
 
 /// One look at each of `probed` (whose units are `units`, active since `since`), all at once.

@@ -145,6 +145,11 @@ pub(crate) trait UnitControl {
     /// The watch's facts of each of `units`, in one batch (`None`: systemd could not
     /// describe it).
     fn restart_facts(&self, units: &[&str]) -> Result<Vec<Option<RestartFacts>>, SystemdError>;
+    /// The states of `units` like `unit_states`, without making systemd load a unit only to
+    /// answer: the loaded ones as listed, the others (stopped, or an alias) asked by name.
+    fn loaded_states(&self, units: &[&str]) -> Result<Vec<UnitOverview>, SystemdError> {
+        self.unit_states(units)
+    }
     /// What marks each of `units`' current invocation without asking systemd: the ID its
     /// `/run/systemd/units/invocation:<unit>` link names, `""` when there is none (not
     /// running); `None` when that cannot be read. A restart makes a new invocation, so a unit
@@ -208,6 +213,9 @@ impl<T: UnitControl + ?Sized> UnitControl for &T {
     }
     fn invocation_marks(&self, units: &[&str]) -> Vec<Option<String>> {
         (**self).invocation_marks(units)
+    }
+    fn loaded_states(&self, units: &[&str]) -> Result<Vec<UnitOverview>, SystemdError> {
+        (**self).loaded_states(units)
     }
 }
 
@@ -439,6 +447,36 @@ impl UnitControl for Systemd {
 
     fn restart_facts(&self, units: &[&str]) -> Result<Vec<Option<RestartFacts>>, SystemdError> {
         self.restart_facts_of(units, METHOD_TIMEOUT)
+    }
+    fn loaded_states(&self, units: &[&str]) -> Result<Vec<UnitOverview>, SystemdError> {
+        let loaded = zbus::block_on(self.manager.list_units_by_patterns(&[], &[]))
+            .map_err(call_error("ListUnitsByPatterns"))?;
+        let by_id: std::collections::HashMap<&str, &proxy::UnitRow> =
+            loaded.iter().map(|row| (row.0.as_str(), row)).collect();
+        let missing: Vec<&str> = units
+            .iter()
+            .filter(|unit| !by_id.contains_key(**unit))
+            .copied()
+            .collect();
+        let mut asked = if missing.is_empty() {
+            Vec::new()
+        } else {
+            self.unit_states(&missing)?
+        }
+        .into_iter();
+        Ok(units
+            .iter()
+            .map(|unit| match by_id.get(unit) {
+                Some(row) => UnitOverview {
+                    id: row.0.clone(),
+                    load_state: row.2.clone(),
+                    active_state: ActiveState::parse(&row.3),
+                    sub_state: row.4.clone(),
+                    on_failure: Vec::new(),
+                },
+                None => asked.next().unwrap_or_default(),
+            })
+            .collect())
     }
     fn invocation_marks(&self, units: &[&str]) -> Vec<Option<String>> {
         // systemd keeps the link for journald; reading 300 links costs ~1 ms, asking systemd
