@@ -350,22 +350,39 @@ fn look_at_all(
     };
     tracing::debug!("listening sockets read in {:?}", read_at.elapsed());
     let now_us = monotonic_us();
+    let mut looks: Vec<Option<Look>> = probed
+        .iter()
+        .enumerate()
+        .map(|(index, (service, probe))| {
+            before_asking(
+                service,
+                probe,
+                &units[index],
+                since[index],
+                &listeners,
+                now_us,
+            )
+        })
+        .collect();
+    let (bare, others): (Vec<usize>, Vec<usize>) = (0..probed.len())
+        .filter(|&index| looks[index].is_none())
+        .partition(|&index| bare_port(probed[index].0, &probed[index].1).is_some());
     std::thread::scope(|scope| {
-        let handles: Vec<_> = probed
+        // The services to talk to (an exchange, a health URL): a thread each, while the bare
+        // connects run on this one.
+        let handles: Vec<_> = others
             .iter()
-            .enumerate()
-            .map(|(index, (service, probe))| {
-                let (unit, since, listeners) = (&units[index], since[index], &listeners);
-                std::thread::Builder::new()
+            .map(|&index| {
+                let (service, probe) = (probed[index].0, &probed[index].1);
+                let handle = std::thread::Builder::new()
                     .stack_size(CHECK_STACK)
-                    .spawn_scoped(scope, move || {
-                        look(service, probe, unit, since, listeners, now_us)
-                    })
+                    .spawn_scoped(scope, move || ask(service, probe));
+                (index, handle)
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|handle| match handle {
+        connect_all(probed, &bare, &mut looks);
+        for (index, handle) in handles {
+            looks[index] = Some(match handle {
                 Ok(handle) => handle
                     .join()
                     .unwrap_or_else(|_| Look::NotJudged("the check panicked".into())),
@@ -373,9 +390,13 @@ fn look_at_all(
                     "no thread for the check: {}",
                     crate::host::net::words(&err, Duration::ZERO)
                 )),
-            })
-            .collect()
-    })
+            });
+        }
+    });
+    looks
+        .into_iter()
+        .map(|look| look.unwrap_or_else(|| Look::NotJudged("not looked at".into())))
+        .collect()
 }
 
 /// `<state>/probes.json`: every probed service's record (none when it is missing or torn).
@@ -467,39 +488,45 @@ fn monotonic_us() -> u64 {
     })
 }
 
-/// One look at one service, as its clients would see it.
-fn look(
+/// What one look at one service finds before the service is asked: not judged (not active,
+/// inside its start grace) or its port not its own; `None` when it must be asked.
+fn before_asking(
     service: &ServiceConfig,
     probe: &Probe,
     unit: &UnitOverview,
     active_since_us: Option<u64>,
     listeners: &Listeners,
     now_us: u64,
-) -> Look {
+) -> Option<Look> {
     if unit.active_state != ActiveState::Active {
-        return Look::NotJudged(format!(
+        return Some(Look::NotJudged(format!(
             "not judged: {} is {}/{}",
             unit.id, unit.active_state, unit.sub_state
-        ));
+        )));
     }
     // Monotonic, as systemd counts it: a wall clock stepped back must not end a grace early.
     let up_for = active_since_us.map(|since| Duration::from_micros(now_us.saturating_sub(since)));
     if let Some(up_for) = up_for.filter(|up_for| *up_for < probe.start_grace) {
-        return Look::NotJudged(format!(
+        return Some(Look::NotJudged(format!(
             "not judged: active for {}, within its start_grace of {}",
             crate::ui::duration::approx(up_for),
             crate::ui::duration::HumanDuration(probe.start_grace)
-        ));
+        )));
     }
     if let Some(port) = service.port
         && listeners.held_by_unit(port, &unit.id) == Some(false)
     {
-        return Look::Failed(if listeners.is_listening(port) {
+        return Some(Look::Failed(if listeners.is_listening(port) {
             format!("port {port} is held by a process outside {}", unit.id)
         } else {
             format!("port {port} is not listening")
-        });
+        }));
     }
+    None
+}
+
+/// The service asked as its clients ask it: its port's exchange or connect, its health URL.
+fn ask(service: &ServiceConfig, probe: &Probe) -> Look {
     match crate::heal::verify::answers(
         service.port,
         service.health_url.as_ref(),
@@ -517,6 +544,39 @@ fn look(
         }
         Ok(answered) => Look::Passed(answered.join(", ")),
         Err(failed) => Look::Failed(failed),
+    }
+}
+
+/// A bare connect to its port is all that asking `service` is (no health URL, no exchange).
+fn bare_port(service: &ServiceConfig, probe: &Probe) -> Option<u16> {
+    service
+        .port
+        .filter(|_| service.health_url.is_none() && probe.exchange.is_none())
+}
+
+/// The bare connects of `asked` (indices of `probed`), all at once on this thread, one batch
+/// per timeout; the words `verify::answers` has for them.
+fn connect_all(probed: &[(&ServiceConfig, Probe)], asked: &[usize], looks: &mut [Option<Look>]) {
+    let mut timeouts: Vec<Duration> = asked.iter().map(|&i| probed[i].1.timeout).collect();
+    timeouts.sort();
+    timeouts.dedup();
+    for timeout in timeouts {
+        let batch: Vec<(usize, u16)> = asked
+            .iter()
+            .filter(|&&i| probed[i].1.timeout == timeout)
+            .filter_map(|&i| bare_port(probed[i].0, &probed[i].1).map(|port| (i, port)))
+            .collect();
+        let targets: Vec<Vec<std::net::SocketAddr>> = batch
+            .iter()
+            .map(|(_, port)| crate::host::net::loopback(*port))
+            .collect();
+        let results = crate::host::net::connect_all(&targets, timeout);
+        for ((index, port), result) in batch.into_iter().zip(results) {
+            looks[index] = Some(match result {
+                Ok(()) => Look::Passed(format!("port {port} accepts connections")),
+                Err(failed) => Look::Failed(format!("port {port}: {failed}")),
+            });
+        }
     }
 }
 
@@ -584,7 +644,7 @@ mod tests {
         };
         let now_us = 1_000_000_000;
         let look_at = |since_us: u64| {
-            look(
+            before_asking(
                 service,
                 &probe(3),
                 &unit,
@@ -592,6 +652,7 @@ mod tests {
                 &Listeners::default(),
                 now_us,
             )
+            .unwrap_or_else(|| ask(service, &probe(3)))
         };
         // Active for 10 s of a 30 s grace: no verdict.
         assert!(
