@@ -72,27 +72,18 @@ impl Listeners {
         for (port, _) in sockets.values() {
             by_port.entry(*port).or_default();
         }
-        if let Ok(processes) = procfs::process::all_processes() {
-            for process in processes.flatten() {
-                let Ok(fds) = process.fd() else { continue };
-                let mut ports: Vec<u16> = fds
-                    .flatten()
-                    .filter_map(|fd| match fd.target {
-                        FDTarget::Socket(inode) => sockets.get(&inode).map(|(port, _)| *port),
-                        _ => None,
-                    })
-                    .collect();
-                ports.dedup();
-                if ports.is_empty() {
-                    continue;
-                }
-                let cgroup = u32::try_from(process.pid)
-                    .ok()
-                    .and_then(cgroup_of)
-                    .unwrap_or_default();
-                for port in ports {
-                    by_port.entry(port).or_default().push(cgroup.clone());
-                }
+        for (pid, inodes) in socket_holders() {
+            let mut ports: Vec<u16> = inodes
+                .iter()
+                .filter_map(|inode| sockets.get(inode).map(|(port, _)| *port))
+                .collect();
+            ports.dedup();
+            if ports.is_empty() {
+                continue;
+            }
+            let cgroup = cgroup_of(pid).unwrap_or_default();
+            for port in ports {
+                by_port.entry(port).or_default().push(cgroup.clone());
             }
         }
         Listeners { by_port }
@@ -144,6 +135,59 @@ impl Listeners {
         }
         Some(cgroups.iter().any(|cgroup| unit_owns(cgroup, unit)))
     }
+}
+
+/// Every process and the inodes of the sockets it holds, from one walk of `/proc/*/fd`: one
+/// `readlinkat` a descriptor, relative to its directory (procfs' `fd()` opens, stats and
+/// closes each one too: four calls where one tells).
+fn socket_holders() -> Vec<(u32, Vec<u64>)> {
+    use std::os::fd::AsFd;
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut holders = Vec::new();
+    for process in processes.flatten() {
+        let Some(pid) = process
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(dir) = nix::dir::Dir::open(
+            format!("/proc/{pid}/fd").as_str(),
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) else {
+            continue;
+        };
+        let Ok(dir_fd) = dir.as_fd().try_clone_to_owned() else {
+            continue;
+        };
+        let inodes: Vec<u64> = dir
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name();
+                if name.to_bytes().first().is_none_or(|c| !c.is_ascii_digit()) {
+                    return None;
+                }
+                let target = nix::fcntl::readlinkat(&dir_fd, name).ok()?;
+                let target = target.to_str()?;
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        if !inodes.is_empty() {
+            holders.push((pid, inodes));
+        }
+    }
+    holders
 }
 
 /// Whether `cgroup` is system unit `unit`'s own cgroup or below it: `unit` comes after the
