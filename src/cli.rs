@@ -94,6 +94,11 @@ pub enum Command {
     History(HistoryArgs),
     /// Deliver reports queued in the outbox
     Flush,
+    /// Pause healing of services (a deploy, a backup): their failures are recorded, not
+    /// healed or told, until the pause ends; then a service still down is healed
+    Pause(PauseArgs),
+    /// End a pause now; a service still down is healed at once
+    Resume(ResumeArgs),
     /// Look at the restarts systemd made by itself since the last look: record them where
     /// OnFailure= does not fire for them, report a crash loop once (selfheal-watch.timer)
     Watch,
@@ -161,6 +166,34 @@ pub struct RunArgs {
     /// afresh (at a terminal, selfheal asks instead when loop protection holds)
     #[arg(long)]
     pub force: bool,
+}
+
+/// Arguments of `pause`.
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// The services (their `name`; an unlisted unit when all_services: is on)
+    #[arg(add = ArgValueCandidates::new(service_names), required_unless_present = "all")]
+    pub services: Vec<String>,
+    /// Every service
+    #[arg(long, conflicts_with = "services")]
+    pub all: bool,
+    /// How long (systemd's time syntax: 30min, 2h, 1d); at most 7d
+    #[arg(long = "for", default_value = "1h", value_name = "DURATION")]
+    pub duration: crate::ui::duration::HumanDuration,
+    /// Why, shown by status and recorded with every run it holds
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+/// Arguments of `resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The services whose pause ends now
+    #[arg(add = ArgValueCandidates::new(service_names), required_unless_present = "all")]
+    pub services: Vec<String>,
+    /// Every pause, of all services and of each
+    #[arg(long, conflicts_with = "services")]
+    pub all: bool,
 }
 
 /// Arguments of `status`.

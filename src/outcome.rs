@@ -28,6 +28,8 @@ pub enum Outcome {
     Suppressed,
     /// `--dry-run`: the plan was printed, nothing changed.
     Planned,
+    /// Paused by a person (`selfheal pause`): recorded, nothing healed or told.
+    Paused,
     /// A unit `all_services:` covers failed and its section lists no strategy: diagnosed and
     /// reported, nothing changed.
     Reported,
@@ -45,6 +47,7 @@ impl Outcome {
             Outcome::Suppressed => "suppressed",
             Outcome::Planned => "planned",
             Outcome::Reported => "reported",
+            Outcome::Paused => "paused",
         }
     }
 
@@ -55,7 +58,8 @@ impl Outcome {
             | Outcome::Healthy
             | Outcome::RestartedBySystemd
             | Outcome::Planned
-            | Outcome::Reported => ExitCode::Success,
+            | Outcome::Reported
+            | Outcome::Paused => ExitCode::Success,
             Outcome::Failed | Outcome::CrashLoop => ExitCode::Failure,
             Outcome::Suppressed => ExitCode::Suppressed,
         }

@@ -178,7 +178,7 @@ fn paint(outcome: Outcome) -> Paint {
         Outcome::Resolved | Outcome::Healthy | Outcome::RestartedBySystemd => Paint::Green,
         Outcome::Failed | Outcome::CrashLoop => Paint::Red,
         Outcome::Suppressed | Outcome::Reported => Paint::Yellow,
-        Outcome::Planned => Paint::Blue,
+        Outcome::Planned | Outcome::Paused => Paint::Blue,
     }
 }
 

@@ -12,6 +12,7 @@ mod history;
 mod install;
 mod man;
 mod manual;
+mod pause;
 mod probe;
 mod run;
 mod status;
@@ -57,6 +58,8 @@ pub(crate) fn execute(cli: Cli) -> Result<ExitCode, Error> {
         Command::Install(args) => install::install(&paths, &args),
         Command::Uninstall(args) => install::uninstall(&paths, &args),
         Command::Flush => flush::execute(&paths),
+        Command::Pause(args) => pause::pause(&paths, &args),
+        Command::Resume(args) => pause::resume(&paths, &args),
         Command::Watch => watch::execute(&paths),
         Command::Probe(args) => probe::execute(&paths, &args),
         Command::Discover => discover::execute(&paths),

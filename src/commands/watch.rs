@@ -1,6 +1,7 @@
 //! `selfheal watch`: one round of looking at the restarts systemd made by itself (the round is
 //! `crate::heal::watch::round`). Prints one line per service that systemd restarted since the
-//! last round, tells of the crash loops it finds and of their end. Exit 0 unless selfheal
+//! last round, tells of the crash loops it finds and of their end, and heals what is still
+//! failed of the pauses that have ended. Exit 0 unless selfheal
 //! itself failed (a crash loop is reported by mail, not by exit code: the timer's unit must not
 //! turn failed with every loop).
 
@@ -49,8 +50,15 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
         if let Some(facts) = found.crash_loop {
             let report = Report::new(ReportHeader::new(&config, service), facts);
             print!("{}", renderer.text(&report)?);
-            teller.tell(&report, None);
+            // A paused service's loop is recorded, not told.
+            if crate::heal::pause::paused(&state, &service.name).is_none() {
+                teller.tell(&report, None);
+            }
         }
+    }
+    // A pause that has ended: what is still failed of it is healed now.
+    for healed in crate::heal::pause::release_ended(&config, &state, &systemd) {
+        println!("{healed}");
     }
     crate::status::metrics::update(&config, &state);
     Ok(ExitCode::Success)

@@ -6,6 +6,7 @@ pub(crate) mod diagnose;
 pub(crate) mod episode;
 pub(crate) mod facts;
 pub(crate) mod hold;
+pub(crate) mod pause;
 pub(crate) mod probe;
 pub(crate) mod run;
 pub(crate) mod strategy;

@@ -191,7 +191,8 @@ pub(crate) fn round<U: UnitControl>(
     let (since, marks) = active_since(&systemd, &probed, &unit_names, &unit_views, &records)?;
     tracing::debug!("systemd answered after {:?}", started.elapsed());
     let now = SystemTime::now();
-    let looks = look_at_all(&probed, &unit_views, &since);
+    let mut looks = look_at_all(&probed, &unit_views, &since);
+    not_judged_while_paused(state, &probed, &mut looks, now);
     tracing::debug!(
         "looked at {} services after {:?}",
         probed.len(),
@@ -258,6 +259,23 @@ pub(crate) fn round<U: UnitControl>(
             }
         })
         .collect())
+}
+
+/// A paused service is not judged: its failures do not count.
+fn not_judged_while_paused(
+    state: &StateDir,
+    probed: &[(&ServiceConfig, Probe)],
+    looks: &mut [Look],
+    now: SystemTime,
+) {
+    let pauses = state.pauses();
+    for ((service, _), look) in probed.iter().zip(looks) {
+        if pauses.of(&service.name, now).is_some()
+            && let Some(why) = crate::heal::pause::paused(state, &service.name)
+        {
+            *look = Look::NotJudged(format!("not judged: {why}"));
+        }
+    }
 }
 
 /// The heal units of `candidates` (indices of `probed` whose failures reached their count)

@@ -82,7 +82,8 @@ impl Teller<'_> {
     /// the mail (or the cascade it joined, `arrival`) and every channel at once. A dry run
     /// tells nobody.
     pub(crate) fn tell(&self, report: &Report, arrival: Option<&Arrival>) {
-        if report.facts.dry_run || !self.send {
+        // A paused service's runs are recorded, never told.
+        if report.facts.dry_run || !self.send || report.facts.outcome == Outcome::Paused {
             return;
         }
         let (config, state) = (self.config, self.state);
@@ -212,7 +213,7 @@ fn remember(state: &StateDir, report: &Report) {
             }
             return;
         }
-        Outcome::Planned => return,
+        Outcome::Planned | Outcome::Paused => return,
     };
     let told = Told {
         word,

@@ -64,7 +64,7 @@ pub(crate) struct SystemInfo {
 /// One monitored service.
 // The booleans are the JSON interface's own fields (`healthy`, `hook_armed`, …).
 #[allow(clippy::struct_excessive_bools)]
-#[derive(Debug, Serialize)]
+#[derive(Default, Debug, Serialize)]
 pub(crate) struct ServiceStatus {
     pub name: String,
     pub unit: String,
@@ -117,6 +117,9 @@ pub(crate) struct ServiceStatus {
     pub unknown_reason: Option<String>,
     /// Not in `monitored_services`: a unit `all_services:` covers, shown while it is failed.
     pub unlisted: bool,
+    /// While a person's pause holds its healing back (`selfheal pause`): until when, and why.
+    pub paused_until: Option<Timestamp>,
+    pub pause_reason: Option<String>,
 }
 
 /// A probed service's last probe round (`selfheal probe`).
@@ -438,6 +441,7 @@ fn rows(
 ) -> Vec<ServiceStatus> {
     let episodes: BTreeMap<String, crate::state::Episode> =
         state.episodes().unwrap_or_default().into_iter().collect();
+    let pauses = state.pauses();
     services
         .iter()
         .zip(units)
@@ -447,7 +451,12 @@ fn rows(
                 history,
                 episode: episodes.get(&service.name),
             };
-            row(config, service, unit, &seen, now)
+            let pause = pauses.of(&service.name, now);
+            ServiceStatus {
+                paused_until: pause.map(|pause| pause.until),
+                pause_reason: pause.and_then(|pause| pause.reason.clone()),
+                ..row(config, service, unit, &seen, now)
+            }
         })
         .collect()
 }
@@ -518,6 +527,7 @@ fn row(
         probe: None,
         unknown_reason: None,
         unlisted: config.is_unlisted(&service.name),
+        ..ServiceStatus::default()
     };
     let (unit, heal) = match answer {
         Ok(pair) => pair,

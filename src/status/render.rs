@@ -186,6 +186,21 @@ fn services(page: &mut Page, status: &Status) {
         if row.unlisted {
             fields.push("unlisted (all_services; shown while failed)".to_owned());
         }
+        if let Some(until) = row.paused_until {
+            let why = row
+                .pause_reason
+                .as_ref()
+                .map(|reason| format!(": {reason}"))
+                .unwrap_or_default();
+            fields.push(
+                terminal
+                    .paint(
+                        &format!("PAUSED until {}{why}", page.when(until)),
+                        Paint::Blue,
+                    )
+                    .into_owned(),
+            );
+        }
         page.line(&format!(
             "  {} {:<name_width$}  {}",
             verdict.mark(terminal),

@@ -62,7 +62,9 @@ pub(crate) fn worth_mailing(report: &Report) -> bool {
         Outcome::Suppressed => report.facts.diagnosis.is_some(),
         // systemd's own restart worked: nothing for a person to do (crashes that keep
         // coming are reported as such).
-        Outcome::Healthy | Outcome::RestartedBySystemd | Outcome::Planned => false,
+        Outcome::Healthy | Outcome::RestartedBySystemd | Outcome::Planned | Outcome::Paused => {
+            false
+        }
     }
 }
 

@@ -1,0 +1,102 @@
+//! `selfheal pause` and `resume` against a real systemd, on both systemds: a paused service's
+//! failure is recorded (`paused`), not healed and not told; `resume` heals it at once; a pause
+//! that ends by its time is healed by the watch's next round; the dashboard shows the pause.
+
+mod common;
+
+use std::time::Duration;
+
+use common::config::{Config, Service};
+use common::{Mail, SmtpServer, TestEnv, assert_contains, exit_code, free_port, wait_until};
+use selfheal::exit_code::ExitCode;
+use selfheal::outcome::Outcome;
+
+const USER: &str = "selfheal";
+const PASSWORD: &str = "s3cret-pause";
+
+/// Waits until history holds `count` records.
+#[track_caller]
+fn history_grows_to(env: &TestEnv, count: usize) -> Vec<selfheal::state::HistoryRecord> {
+    env.wait_for_history(count, Duration::from_secs(30))
+}
+
+#[test]
+fn a_paused_service_is_recorded_not_healed_nor_told_and_resume_heals_it() {
+    let env = TestEnv::new();
+    let server = SmtpServer::start(&env.sandbox.scratch_dir().join("smtp"), USER, PASSWORD);
+    let password_file = env.sandbox.scratch_dir().join("smtp-password");
+    let port = free_port();
+    env.configure(
+        &Config::new()
+            .with("email", server.email_config(&password_file, PASSWORD))
+            .service(Service::new("web").port(port)),
+    )
+    .web_unit("web", port, "up")
+    .install()
+    .start_listening("web", port);
+
+    let paused = env.selfheal(["pause", "web", "--for", "1h", "--reason", "deploy 4.2"]);
+    assert_eq!(exit_code(&paused), ExitCode::Success, "{paused:?}");
+    assert_contains(
+        &String::from_utf8_lossy(&paused.stdout),
+        "paused web until ",
+    );
+    let status = env.selfheal(["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["services"][0]["pause_reason"], "deploy 4.2");
+    assert!(status["services"][0]["paused_until"].is_string());
+
+    env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
+    let history = history_grows_to(&env, 1);
+    assert_eq!(history[0].outcome, Outcome::Paused, "{history:?}");
+    wait_until(Duration::from_secs(10), "the heal unit to finish", || {
+        env.property("selfheal@web.service", "ActiveState") != "activating"
+    });
+    assert_eq!(env.property("web.service", "ActiveState"), "failed");
+    assert!(server.messages().is_empty(), "a paused run told someone");
+
+    let resumed = env.selfheal(["resume", "web"]);
+    let said = String::from_utf8_lossy(&resumed.stdout);
+    assert_eq!(exit_code(&resumed), ExitCode::Success, "{resumed:?}");
+    assert_contains(&said, "web.service is failed: selfheal@web.service started");
+    wait_until(Duration::from_secs(15), "web to serve again", || {
+        selfheal::ports::is_listening(port)
+    });
+    let history = history_grows_to(&env, 2);
+    assert_eq!(history[1].outcome, Outcome::Resolved, "{history:?}");
+    let mails = server.wait_for_messages(1, Duration::from_secs(10));
+    assert_contains(&Mail::parse(&mails[0]).subject, "web - RESOLVED");
+}
+
+#[test]
+fn a_pause_that_ends_by_its_time_is_healed_by_the_next_watch_round() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.configure(&Config::new().service(Service::new("web").port(port)))
+        .web_unit("web", port, "up")
+        .install()
+        .start_listening("web", port);
+    let too_long = env.selfheal(["pause", "web", "--for", "8d"]);
+    assert_eq!(exit_code(&too_long), ExitCode::Usage, "{too_long:?}");
+    assert_contains(&String::from_utf8_lossy(&too_long.stderr), "at most 7d");
+
+    let paused = env.selfheal(["pause", "--all", "--for", "2s"]);
+    assert_eq!(exit_code(&paused), ExitCode::Success, "{paused:?}");
+    env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
+    let history = history_grows_to(&env, 1);
+    assert_eq!(history[0].outcome, Outcome::Paused, "{history:?}");
+
+    // Once the pause is over, the next watch round (its timer's, or this one) heals it.
+    wait_until(Duration::from_secs(10), "the pause to end", || {
+        let status = env.selfheal(["status", "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        status["services"][0]["paused_until"].is_null()
+    });
+    let watched = env.selfheal(["watch"]);
+    assert_eq!(exit_code(&watched), ExitCode::Success, "{watched:?}");
+    wait_until(Duration::from_secs(15), "web to serve again", || {
+        selfheal::ports::is_listening(port)
+    });
+    let history = history_grows_to(&env, 2);
+    assert_eq!(history[1].outcome, Outcome::Resolved, "{history:?}");
+}
