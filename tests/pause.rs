@@ -76,9 +76,21 @@ fn a_pause_that_ends_by_its_time_is_healed_by_the_next_watch_round() {
         .web_unit("web", port, "up")
         .install()
         .start_listening("web", port);
-    let too_long = env.selfheal(["pause", "web", "--for", "8d"]);
-    assert_eq!(exit_code(&too_long), ExitCode::Usage, "{too_long:?}");
-    assert_contains(&String::from_utf8_lossy(&too_long.stderr), "at most 7d");
+    // Bad input: a usage error (exit 2) that says what is wrong.
+    for (args, said) in [
+        (&["pause", "web", "--for", "8d"][..], "at most 7d"),
+        (&["pause", "web", "--for", "banana"][..], "banana"),
+        (&["pause", "nosuch"][..], "nosuch"),
+        (&["resume"][..], "required arguments were not provided"),
+    ] {
+        let refused = env.selfheal(args);
+        assert_eq!(
+            exit_code(&refused),
+            ExitCode::Usage,
+            "{args:?}: {refused:?}"
+        );
+        assert_contains(&String::from_utf8_lossy(&refused.stderr), said);
+    }
 
     let paused = env.selfheal(["pause", "--all", "--for", "2s"]);
     assert_eq!(exit_code(&paused), ExitCode::Success, "{paused:?}");

@@ -740,5 +740,26 @@ mod tests {
             records["web"].detail,
             format!("port {port} is not listening; not healed: selfheal@web.service is running")
         );
+
+        // Paused by a person: its rounds are not judged, so no number of them starts a heal.
+        systemd.states[1] = overview("selfheal@web.service", "inactive");
+        state
+            .change_pauses(|pauses| {
+                pauses.services.insert(
+                    "web".into(),
+                    crate::state::pauses::Pause {
+                        until: Timestamp::seconds(SystemTime::now() + Duration::from_secs(600)),
+                        reason: Some("deploy".into()),
+                    },
+                );
+            })
+            .unwrap();
+        for _ in 0..3 {
+            let before = systemd.calls().len();
+            let outcomes = super::round(&config, &state, &[], || Ok(&systemd)).unwrap();
+            assert!(!outcomes[0].judged, "{outcomes:?}");
+            assert!(outcomes[0].detail.contains(": deploy;"), "{outcomes:?}");
+            assert_eq!(systemd.calls()[before..], [] as [String; 0]);
+        }
     }
 }
