@@ -11,6 +11,7 @@ use common::{StatusJson, TestEnv, assert_contains, exit_code, free_port, selfhea
 use selfheal::exit_code::ExitCode;
 use selfheal::outcome::Outcome;
 use selfheal::state::{HistoryRecord, StateDir};
+use serde_json::json;
 
 fn record(service: &str, outcome: Outcome, minutes_ago: u64) -> HistoryRecord {
     let at = SystemTime::now() - Duration::from_secs(minutes_ago * 60);
@@ -239,6 +240,47 @@ fn a_hook_masked_after_install_shows_not_armed() {
     env.systemctl(&["daemon-reload"]);
     assert_eq!(env.property("web.service", "OnFailure"), "");
     assert_eq!(armed(&env), (false, true));
+}
+
+/// A healer whose timer stopped looks like a healthy host unless something says so: the
+/// dashboard names each of selfheal's timers that the config needs and is not running.
+#[test]
+fn a_stopped_probe_timer_is_shown_by_status() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.configure(
+        &Config::new()
+            .with("probe", json!({"interval": "2s"}))
+            .service(Service::new("web").port(port)),
+    )
+    .web_unit("web", port, "up")
+    .install()
+    .start_listening("web", port);
+    env.systemctl(&["stop", "selfheal-probe.timer"]);
+
+    let output = env.selfheal(["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let timers = status["config"]["timers"].as_array().unwrap();
+    let timer = |round: &str| {
+        timers
+            .iter()
+            .find(|timer| timer["round"] == round)
+            .unwrap_or_else(|| panic!("no {round} in {timers:?}"))
+    };
+    assert_eq!(timer("watch")["active_state"], "active", "{timers:?}");
+    assert!(timer("watch")["problem"].is_null(), "{timers:?}");
+    assert_eq!(timer("probe")["active_state"], "inactive", "{timers:?}");
+    assert_contains(
+        timer("probe")["problem"].as_str().unwrap(),
+        "selfheal-probe.timer is inactive: its rounds do not run",
+    );
+    let text = String::from_utf8_lossy(&env.selfheal(["status"]).stdout).into_owned();
+    assert_contains(&text, "⚠ selfheal-probe.timer is inactive");
+    let check = env.selfheal(["check"]);
+    assert_contains(
+        &String::from_utf8_lossy(&check.stderr),
+        "warning: selfheal-probe.timer is inactive",
+    );
 }
 
 #[test]

@@ -69,6 +69,16 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
     warnings.extend(found_warnings);
     let (covered, coverage_warnings) = coverage(&config);
     warnings.extend(coverage_warnings);
+    // Whether selfheal's own timers run (on a host whose systemd answers).
+    if let Ok(systemd) = crate::systemd::Systemd::connect() {
+        let timers = crate::status::timers::look(
+            &config,
+            &paths.state(),
+            Some(&systemd),
+            std::time::SystemTime::now(),
+        );
+        warnings.extend(timers.into_iter().filter_map(|timer| timer.problem));
+    }
     for warning in &warnings {
         eprintln!("selfheal: warning: {warning}");
     }

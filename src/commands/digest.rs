@@ -24,6 +24,7 @@ pub(super) fn execute(paths: &Paths, args: &DigestArgs) -> Result<ExitCode, Erro
     );
     let renderer = Renderer::new(config.templates_dir.as_deref());
     print!("{}", renderer.text(&digest)?);
+    state.mark_round("digest");
     if args.no_email {
         return Ok(ExitCode::Success);
     }

@@ -32,6 +32,7 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
     }
     all_clears(&config, &paths.state(), &renderer);
     let channels = flush_channels(&config, &paths.state());
+    paths.state().mark_round("flush");
     crate::status::metrics::update(&config, &paths.state());
     for meta in &summary.delivered {
         println!(

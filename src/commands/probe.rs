@@ -23,6 +23,7 @@ pub(super) fn execute(paths: &Paths, args: &ProbeArgs) -> Result<ExitCode, Error
         return Ok(ExitCode::Success);
     };
     let outcomes = probe::round(&config, &state, &only, Systemd::connect)?;
+    state.mark_round("probe");
     if args.json {
         println!("{}", serde_json::to_string_pretty(&outcomes)?);
     } else if outcomes.is_empty() {

@@ -16,7 +16,8 @@ pub(super) fn execute(paths: &Paths, args: &crate::cli::StatusArgs) -> Result<Ex
         .map(|name| find_service(&config, name))
         .collect::<Result<Vec<_>, _>>()?;
     // All monitored services when none is named, and the failed units all_services: covers.
-    let (unlisted, covered) = if only.is_empty() {
+    let everything = only.is_empty();
+    let (unlisted, covered) = if everything {
         failed_unlisted(&config)
     } else {
         (Vec::new(), None)
@@ -28,6 +29,18 @@ pub(super) fn execute(paths: &Paths, args: &crate::cli::StatusArgs) -> Result<Ex
     };
     let mut status = crate::status::gather(&config, &paths.state(), &services)?;
     status.config.all_services = covered;
+    if everything {
+        // Whether selfheal itself is alive: its timers and their last rounds.
+        let systemd = crate::systemd::Systemd::connect().ok();
+        status.config.timers = crate::status::timers::look(
+            &config,
+            &paths.state(),
+            systemd
+                .as_ref()
+                .map(|systemd| systemd as &dyn crate::systemd::UnitControl),
+            std::time::SystemTime::now(),
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

@@ -60,6 +60,7 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
     for healed in crate::heal::pause::release_ended(&config, &state, &systemd) {
         println!("{healed}");
     }
+    state.mark_round("watch");
     crate::status::metrics::update(&config, &state);
     Ok(ExitCode::Success)
 }

@@ -12,6 +12,7 @@
 //! non-UTF-8 line; the file is compacted when it grows past `HISTORY_MAX_BYTES`.
 
 pub(crate) mod pauses;
+mod rounds;
 pub(crate) mod stats;
 
 use std::collections::HashMap;

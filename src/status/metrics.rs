@@ -39,6 +39,7 @@ pub(crate) fn update(config: &Config, state: &StateDir) {
                 .collect();
             let mut text = render(config, &history, &watched, queued);
             channel_backlog(&mut text, config, state);
+            last_rounds(&mut text, config, state);
             // Through the directory's descriptor, reached without following a link: the
             // directory is often another user's (Debian chowns /var/lib/prometheus to
             // prometheus), who could otherwise swap a part of it for a symlink.
@@ -191,6 +192,28 @@ pub(crate) fn render(
     );
     let _ = writeln!(out, "selfheal_outbox_messages {queued}");
     out
+}
+
+/// When each round the config needs last ran: an alert rule sees a host whose selfheal
+/// stopped (`time() - selfheal_last_round_timestamp_seconds{round="watch"} > 120`).
+fn last_rounds(out: &mut String, config: &Config, state: &StateDir) {
+    family(
+        out,
+        "selfheal_last_round_timestamp_seconds",
+        "gauge",
+        "When selfheal's round (watch, probe, flush, digest) last ran (Unix time).",
+    );
+    for (round, _, _) in super::timers::needed(config) {
+        if let Some(at) = state.last_round(round) {
+            let seconds = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let _ = writeln!(
+                out,
+                "selfheal_last_round_timestamp_seconds{{round=\"{round}\"}} {seconds:.3}"
+            );
+        }
+    }
 }
 
 /// Messages waiting in each channel's queue (`notify:`), by the channel's outbox directory

@@ -9,6 +9,7 @@ pub(crate) mod discover;
 pub(crate) mod metrics;
 mod render;
 mod system;
+pub(crate) mod timers;
 mod units;
 
 pub(crate) use render::dashboard;
@@ -182,6 +183,9 @@ pub(crate) struct ConfigInfo {
     /// Services whose Alertmanager alert is firing.
     pub open_alerts: Vec<String>,
     pub metrics_file: Option<String>,
+    /// selfheal's own timers the config needs, each with its state and last round (empty when
+    /// only some services were asked for).
+    pub timers: Vec<timers::TimerStatus>,
     /// With `all_services:`: how many loaded service units it arms beside the monitored ones,
     /// and how many it keeps off (null without it, or when systemd did not list them).
     pub all_services: Option<CoveredUnits>,
@@ -368,6 +372,7 @@ impl ConfigInfo {
                 .as_ref()
                 .map(|path| path.display().to_string()),
             all_services: None,
+            timers: Vec::new(),
         }
     }
 }

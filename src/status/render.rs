@@ -289,6 +289,32 @@ fn configuration(page: &mut Page, status: &Status) {
         "  Monitored        {} service(s)",
         config.monitored
     ));
+    if !config.timers.is_empty() {
+        let timers: Vec<String> = config
+            .timers
+            .iter()
+            .map(|timer| match timer.last_round {
+                Some(at) => format!(
+                    "{} {} (last {})",
+                    timer.round,
+                    timer.active_state,
+                    page.when(at)
+                ),
+                None => format!("{} {}", timer.round, timer.active_state),
+            })
+            .collect();
+        page.line(&format!("  Timers           {}", timers.join(", ")));
+        for problem in config
+            .timers
+            .iter()
+            .filter_map(|timer| timer.problem.as_ref())
+        {
+            page.line(&format!(
+                "                   {}",
+                page.terminal.paint(&format!("⚠ {problem}"), Paint::Red)
+            ));
+        }
+    }
     if let Some(covered) = &config.all_services {
         page.line(&format!(
             "  All services     {} more loaded unit(s) covered, {} excluded",
