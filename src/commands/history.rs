@@ -147,8 +147,16 @@ fn stats_table(rows: &[ServiceStats]) -> String {
         .unwrap_or(0)
         .max("SERVICE".len());
     let mut out = format!(
-        "{:<width$}  {:>4}  {:>8}  {:>6}  {:>10}  {:>7}  {:>7}  {:>12}\n",
-        "SERVICE", "RUNS", "RESOLVED", "FAILED", "SUPPRESSED", "HEALTHY", "SUCCESS", "MEAN TO HEAL"
+        "{:<width$}  {:>4}  {:>8}  {:>6}  {:>8}  {:>10}  {:>7}  {:>7}  {:>12}\n",
+        "SERVICE",
+        "RUNS",
+        "RESOLVED",
+        "FAILED",
+        "REPORTED",
+        "SUPPRESSED",
+        "HEALTHY",
+        "SUCCESS",
+        "MEAN TO HEAL"
     );
     for row in rows {
         let success = row
@@ -159,11 +167,12 @@ fn stats_table(rows: &[ServiceStats]) -> String {
             .map_or("-".to_owned(), |ms| format!("{ms} ms"));
         let _ = writeln!(
             out,
-            "{:<width$}  {:>4}  {:>8}  {:>6}  {:>10}  {:>7}  {:>7}  {:>12}",
+            "{:<width$}  {:>4}  {:>8}  {:>6}  {:>8}  {:>10}  {:>7}  {:>7}  {:>12}",
             row.service,
             row.runs,
             row.resolved,
             row.failed,
+            row.reported,
             row.suppressed,
             row.healthy,
             success,
@@ -277,13 +286,13 @@ mod tests {
         assert!(table.starts_with("SERVICE       RUNS  RESOLVED"), "{table}");
         assert!(
             table.contains(
-                "web              2         2       0           0        0     100%       1000 ms"
+                "web              2         2       0         0           0        0     100%       1000 ms"
             ),
             "{table}"
         );
         assert!(
             table.contains(
-                "story-stages     1         0       1           0        0       0%             -"
+                "story-stages     1         0       1         0           0        0       0%             -"
             ),
             "{table}"
         );

@@ -274,7 +274,7 @@ mod tests {
         let text = renderer.text(&digest).unwrap();
         assert!(
             text.contains(
-                "web         4         2       1           0        1           0      67%        400 ms"
+                "web         4         2       1         0           0        1           0      67%        400 ms"
             ),
             "{text}"
         );
@@ -287,5 +287,40 @@ mod tests {
         );
         let html = renderer.html(&digest).unwrap();
         assert!(html.contains("<td>67%</td>"), "{html}");
+    }
+
+    /// A unit all_services: covers that failed and was reported (not healed) has its own
+    /// column: not a failed heal, not a success.
+    #[test]
+    fn reported_failures_of_unlisted_units_have_a_column() {
+        let config = Config::parse(
+            "system_name: Sys\nall_services: {}\nmonitored_services:\n  - name: web\n",
+            Path::new("t.yml"),
+        )
+        .unwrap();
+        let history = vec![
+            record("batch-import", Outcome::Reported, 3, 40),
+            record("batch-import", Outcome::Reported, 2, 40),
+        ];
+        let digest = DigestReport::new(&config, &history, Vec::new(), (0, None), SystemTime::now());
+        let batch = &digest.services[0];
+        assert_eq!(
+            (batch.stats.runs, batch.stats.reported, batch.stats.failed),
+            (2, 2, 0)
+        );
+        assert_eq!(batch.success, "-");
+        let renderer = crate::report::Renderer::new(None);
+        let text = renderer.text(&digest).unwrap();
+        assert!(
+            text.contains("RESOLVED  FAILED  REPORTED  SUPPRESSED"),
+            "{text}"
+        );
+        assert!(
+            text.contains("batch-import     2         0       0         2           0"),
+            "{text}"
+        );
+        let html = renderer.html(&digest).unwrap();
+        assert!(html.contains("<th style="), "{html}");
+        assert!(html.contains("Reported</th>"), "{html}");
     }
 }
