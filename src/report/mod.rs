@@ -504,6 +504,42 @@ mod tests {
         );
     }
 
+    /// The outcomes added since the pinned reports have their mark and their own result line,
+    /// in the subject, the text and the HTML.
+    #[test]
+    fn reported_and_paused_runs_say_what_they_are() {
+        let renderer = Renderer::new(Some(std::path::Path::new("/nonexistent")));
+        let mut reported = fixture::report(Outcome::Reported);
+        reported.facts.reason = Some("story-stages.service is not in monitored_services".into());
+        assert_eq!(
+            renderer.subject(&reported).unwrap(),
+            "⚠ MiracleMax: story-stages - FAILED (reported, not healed)"
+        );
+        assert!(
+            renderer
+                .text(&reported)
+                .unwrap()
+                .contains("⚠️  Reported, not healed: story-stages.service is not in")
+        );
+        let mut paused = fixture::report(Outcome::Paused);
+        paused.facts.reason = Some("paused until 14:00 UTC by selfheal pause: deploy".into());
+        assert_eq!(
+            renderer.subject(&paused).unwrap(),
+            "⏸️ MiracleMax: story-stages - PAUSED"
+        );
+        let text = renderer.text(&paused).unwrap();
+        assert!(
+            text.contains("⏸️  Not healed, not told: paused until 14:00 UTC"),
+            "{text}"
+        );
+        let html = renderer.html(&paused).unwrap();
+        assert!(
+            html.contains("⏸️ Not healed, not told: paused until 14:00 UTC"),
+            "{html}"
+        );
+        assert!(html.contains("background:#57606a"), "{html}");
+    }
+
     #[test]
     fn html_reports_are_pinned_and_escape_what_services_print() {
         let renderer = Renderer::new(Some(std::path::Path::new("/nonexistent")));
