@@ -70,11 +70,11 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
     let (covered, coverage_warnings) = coverage(&config);
     warnings.extend(coverage_warnings);
     // Whether selfheal's own timers run (on a host whose systemd answers).
-    if let Ok(systemd) = crate::systemd::Systemd::connect() {
+    if let Some(states) = crate::status::timers::ask(&config) {
         let timers = crate::status::timers::look(
             &config,
             &paths.state(),
-            Some(&systemd),
+            Some(&states),
             std::time::SystemTime::now(),
         );
         warnings.extend(timers.into_iter().filter_map(|timer| timer.problem));

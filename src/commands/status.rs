@@ -17,6 +17,12 @@ pub(super) fn execute(paths: &Paths, args: &crate::cli::StatusArgs) -> Result<Ex
         .collect::<Result<Vec<_>, _>>()?;
     // All monitored services when none is named, and the failed units all_services: covers.
     let everything = only.is_empty();
+    // selfheal's own timers are asked beside the dashboard, not after it (each question has
+    // the dashboard's timeout; a frozen systemd must cost one timeout, not two).
+    let timer_states = everything.then(|| {
+        let config = config.clone();
+        std::thread::spawn(move || crate::status::timers::ask(&config))
+    });
     let (unlisted, covered) = if everything {
         failed_unlisted(&config)
     } else {
@@ -31,13 +37,11 @@ pub(super) fn execute(paths: &Paths, args: &crate::cli::StatusArgs) -> Result<Ex
     status.config.all_services = covered;
     if everything {
         // Whether selfheal itself is alive: its timers and their last rounds.
-        let systemd = crate::systemd::Systemd::connect().ok();
+        let states = timer_states.and_then(|asking| asking.join().ok()).flatten();
         status.config.timers = crate::status::timers::look(
             &config,
             &paths.state(),
-            systemd
-                .as_ref()
-                .map(|systemd| systemd as &dyn crate::systemd::UnitControl),
+            states.as_deref(),
             std::time::SystemTime::now(),
         );
     }
@@ -67,10 +71,20 @@ fn failed_unlisted(config: &crate::config::Config) -> (Vec<ServiceConfig>, Optio
     if config.all_services.is_none() {
         return (Vec::new(), None);
     }
-    let loaded = match crate::systemd::Systemd::connect().and_then(|s| s.loaded_services()) {
-        Ok(loaded) => loaded,
-        Err(err) => {
+    // On a thread given up on after the dashboard's timeout: a frozen systemd must not hold it.
+    let (answer_to, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ =
+            answer_to.send(crate::systemd::Systemd::connect().and_then(|s| s.loaded_services()));
+    });
+    let loaded = match answer.recv_timeout(std::time::Duration::from_millis(2500)) {
+        Ok(Ok(loaded)) => loaded,
+        Ok(Err(err)) => {
             tracing::warn!("systemd did not list its units: {err}");
+            return (Vec::new(), None);
+        }
+        Err(_) => {
+            tracing::warn!("systemd did not list its units in time");
             return (Vec::new(), None);
         }
     };

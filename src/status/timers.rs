@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::config::units::{DIGEST_TIMER, FLUSH_TIMER, PROBE_TIMER, WATCH_TIMER};
 use crate::state::{StateDir, Timestamp};
-use crate::systemd::{ActiveState, UnitControl};
+use crate::systemd::{ActiveState, Systemd, UnitControl, UnitOverview};
 
 /// One of selfheal's timers, as the dashboard shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -41,23 +41,36 @@ pub(crate) fn needed(config: &Config) -> Vec<(&'static str, &'static str, Durati
     rounds
 }
 
-/// Each needed timer's state and last round, with what is wrong; `systemd: None` when it
-/// could not be asked (the timers' states are then unknown, not wrong).
+/// The states of the timers the config needs, asked on a thread that is given up on after
+/// the dashboard's timeout (a frozen systemd must not hold `status` or `check`); `None` when
+/// systemd did not answer in time.
+pub(crate) fn ask(config: &Config) -> Option<Vec<UnitOverview>> {
+    let timers: Vec<&'static str> = needed(config).iter().map(|(_, timer, _)| *timer).collect();
+    let (answer_to, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let states = Systemd::connect().and_then(|systemd| systemd.unit_states(&timers));
+        let _ = answer_to.send(states);
+    });
+    answer
+        .recv_timeout(super::SYSTEMD_TIMEOUT + Duration::from_millis(500))
+        .ok()
+        .and_then(Result::ok)
+}
+
+/// Each needed timer's state (`states`, in `needed`'s order: `ask`; `None` when systemd did
+/// not say, and they are then unknown, not wrong) and last round, with what is wrong.
 pub(crate) fn look(
     config: &Config,
     state: &StateDir,
-    systemd: Option<&dyn UnitControl>,
+    states: Option<&[UnitOverview]>,
     now: SystemTime,
 ) -> Vec<TimerStatus> {
     let rounds = needed(config);
-    let timers: Vec<&str> = rounds.iter().map(|(_, timer, _)| *timer).collect();
-    let states = systemd.and_then(|systemd| systemd.unit_states(&timers).ok());
     rounds
         .iter()
         .enumerate()
         .map(|(index, (round, timer, every))| {
             let active_state = states
-                .as_ref()
                 .and_then(|states| states.get(index))
                 .map(|unit| (unit.load_state.clone(), unit.active_state.clone()));
             let last_round = state.last_round(round);
