@@ -454,11 +454,11 @@ fn the_daily_digest_mails_the_days_figures_and_install_runs_its_timer_only_when_
     // The same figures as `history --since 24h --stats` (its RUNS count the healthy no-op).
     assert_contains(
         &mail.text,
-        "web         4         2       1           0        1           0      67%        400 ms",
+        "web         4         2       1         0           0        1           0      67%        400 ms",
     );
     assert_contains(
         &mail.text,
-        "db          1         0       1           0        0           0       0%             -",
+        "db          1         0       1         0           0        0           0       0%             -",
     );
     let stats = env.selfheal(["history", "--since", "24h", "--stats", "--json"]);
     let web: StatsRowJson = String::from_utf8_lossy(&stats.stdout)
