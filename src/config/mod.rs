@@ -207,14 +207,8 @@ impl Config {
         if let Some(listed) = self.service(name) {
             return Some(std::borrow::Cow::Borrowed(listed));
         }
-        let bare = name.strip_suffix(".service").unwrap_or(name);
-        let unit = format!("{bare}.service");
-        let all = self.all_services.as_ref()?;
-        let listed_unit = self
-            .monitored_services
-            .iter()
-            .any(|s| s.unit_name() == unit);
-        (!listed_unit && !all.excludes(&unit) && is_valid_service_name(bare))
+        let (all, bare, unit) = self.unlisted_unit(name)?;
+        (!all.excludes(&unit) && is_valid_service_name(bare))
             .then(|| std::borrow::Cow::Owned(all.entry(bare)))
     }
 
@@ -222,16 +216,26 @@ impl Config {
     /// `exclude:` glob, or one of selfheal's own units): a unit installed after `install` is
     /// armed all the same, and its run must end at once.
     pub(crate) fn is_excluded(&self, name: &str) -> bool {
+        self.service(name).is_none()
+            && self
+                .unlisted_unit(name)
+                .is_some_and(|(all, _, unit)| all.excludes(&unit))
+    }
+
+    /// With `all_services:`, the section, `name` without `.service` and its unit, when no
+    /// `monitored_services` entry has that unit.
+    fn unlisted_unit<'n>(
+        &self,
+        name: &'n str,
+    ) -> Option<(&all_services::AllServicesConfig, &'n str, String)> {
+        let all = self.all_services.as_ref()?;
         let bare = name.strip_suffix(".service").unwrap_or(name);
         let unit = format!("{bare}.service");
-        self.all_services.as_ref().is_some_and(|all| {
-            self.service(bare).is_none()
-                && !self
-                    .monitored_services
-                    .iter()
-                    .any(|s| s.unit_name() == unit)
-                && all.excludes(&unit)
-        })
+        let listed = self
+            .monitored_services
+            .iter()
+            .any(|s| s.unit_name() == unit);
+        (!listed).then_some((all, bare, unit))
     }
 
     /// True when `name` is an unlisted unit `all_services:` covers.

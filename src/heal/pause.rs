@@ -10,17 +10,23 @@ use crate::systemd::{ActiveState, UnitControl};
 
 /// Why `service` is not healed now, when it is paused: "paused until 14:00 UTC: deploy".
 pub(crate) fn paused(state: &StateDir, service: &str) -> Option<String> {
-    let pauses = state.pauses();
-    let pause = pauses.of(service, SystemTime::now())?;
+    state
+        .pauses()
+        .of(service, SystemTime::now())
+        .map(why_paused)
+}
+
+/// A pause in words, for a run's reason and a probe's detail.
+pub(crate) fn why_paused(pause: &crate::state::pauses::Pause) -> String {
     let why = pause
         .reason
         .as_ref()
         .map(|reason| format!(": {reason}"))
         .unwrap_or_default();
-    Some(format!(
+    format!(
         "paused until {} by selfheal pause{why}; healed then if still down",
         pause.until.readable()
-    ))
+    )
 }
 
 /// Starts the heal unit of each of `services` (names) whose unit is failed now; what it did,

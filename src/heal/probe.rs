@@ -270,9 +270,8 @@ fn not_judged_while_paused(
 ) {
     let pauses = state.pauses();
     for ((service, _), look) in probed.iter().zip(looks) {
-        if pauses.of(&service.name, now).is_some()
-            && let Some(why) = crate::heal::pause::paused(state, &service.name)
-        {
+        if let Some(pause) = pauses.of(&service.name, now) {
+            let why = crate::heal::pause::why_paused(pause);
             *look = Look::NotJudged(format!("not judged: {why}"));
         }
     }

@@ -51,6 +51,19 @@ pub(crate) struct UnitOverview {
     pub on_failure: Vec<String>,
 }
 
+impl UnitOverview {
+    /// A row of `ListUnitsByPatterns` (a loaded unit; its `OnFailure=` is not in the row).
+    pub(super) fn of_row(row: &super::proxy::UnitRow) -> UnitOverview {
+        UnitOverview {
+            id: row.0.clone(),
+            load_state: row.2.clone(),
+            active_state: ActiveState::parse(&row.3),
+            sub_state: row.4.clone(),
+            on_failure: Vec::new(),
+        }
+    }
+}
+
 impl Systemd {
     /// Every unit in `units`, then every one in `listed_only`, in that order: one
     /// `ListUnitsByNames` for all and, alongside it, the `OnFailure=` of those in `units`; at
@@ -137,13 +150,7 @@ impl Systemd {
         let mut rows: Vec<Option<UnitOverview>> = all
             .iter()
             .map(|unit| match by_id.get(unit) {
-                Some(row) => Some(UnitOverview {
-                    id: row.0.clone(),
-                    load_state: row.2.clone(),
-                    active_state: ActiveState::parse(&row.3),
-                    sub_state: row.4.clone(),
-                    on_failure: Vec::new(),
-                }),
+                Some(row) => Some(UnitOverview::of_row(row)),
                 None => plain_unit_file(unit, &unit_path).then(|| UnitOverview {
                     id: (*unit).to_owned(),
                     load_state: "loaded".to_owned(),

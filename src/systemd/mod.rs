@@ -467,13 +467,7 @@ impl UnitControl for Systemd {
         Ok(units
             .iter()
             .map(|unit| match by_id.get(unit) {
-                Some(row) => UnitOverview {
-                    id: row.0.clone(),
-                    load_state: row.2.clone(),
-                    active_state: ActiveState::parse(&row.3),
-                    sub_state: row.4.clone(),
-                    on_failure: Vec::new(),
-                },
+                Some(row) => UnitOverview::of_row(row),
                 None => asked.next().unwrap_or_default(),
             })
             .collect())
