@@ -51,17 +51,18 @@ pub(crate) struct Look {
     pub loop_over: bool,
 }
 
-/// Compares `facts` with what was `seen`, and updates it. The first look only takes note.
-/// `NRestarts` counts automatic restarts since the unit was last started by hand (a manual
+/// Compares `facts` with what was `seen`, and updates it. The `first` look (no record of the
+/// service yet) only takes note; after it, a unit that had not started yet (no invocation) is
+/// counted like any other. `NRestarts` counts automatic restarts since the unit was last started by hand (a manual
 /// start or a restart by selfheal resets it), so a lower count means a reset and then that many
 /// restarts.
 pub(crate) fn look(
     seen: &mut Seen,
+    first: bool,
     facts: &RestartFacts,
     now: SystemTime,
     rule: CrashLoopConfig,
 ) -> Look {
-    let first = seen.invocation_id.is_empty();
     let new_restarts = if first {
         0
     } else if facts.n_restarts >= seen.n_restarts {
@@ -153,16 +154,16 @@ pub(crate) fn round<'c, U: UnitControl>(
     let (all_facts, all_seen, marks) = current_facts(config, state, systemd, &names)?;
     let mut found = Vec::new();
     let each = config.monitored_services.iter().zip(&units).zip(marks);
-    for (((service, unit), mark), (facts, mut seen)) in
-        each.zip(all_facts.into_iter().zip(all_seen))
-    {
+    for (((service, unit), mark), (facts, seen)) in each.zip(all_facts.into_iter().zip(all_seen)) {
         let Some(facts) = facts else {
             continue;
         };
         let (restart, restart_mode) = (&facts.restart, facts.restart_mode.as_deref());
+        let first = seen.is_none();
+        let mut seen = seen.unwrap_or_default();
         let before = seen.clone();
         seen.mark = mark;
-        let look = look(&mut seen, &facts, now, config.crash_loop);
+        let look = look(&mut seen, first, &facts, now, config.crash_loop);
         // What is told needs the unit as it is; without it, this round's look is not kept
         // (the next one finds the same).
         let snapshot = if look.crash_loop.is_some() || look.loop_over {
@@ -173,9 +174,9 @@ pub(crate) fn round<'c, U: UnitControl>(
         } else {
             None
         };
-        // Written only when it changed: a quiet round writes nothing (300 atomic writes were
-        // most of a round).
-        if seen != before {
+        // Written only when it changed (or is new): a quiet round writes nothing (300 atomic
+        // writes were most of a round).
+        if first || seen != before {
             state.save_service_file("watch", &service.name, &seen)?;
         }
         let restarted = (look.new_restarts > 0).then(|| {
@@ -233,33 +234,40 @@ pub(crate) fn round<'c, U: UnitControl>(
 /// whose invocation moved since the last look, or that are new to the watch: a restart makes
 /// a new invocation, and one question a unit costs systemd ~0.3 ms (at 300 units, most of a
 /// round); the others' facts are those seen.
-type Current = (Vec<Option<RestartFacts>>, Vec<Seen>, Vec<Option<String>>);
+type Current = (
+    Vec<Option<RestartFacts>>,
+    Vec<Option<Seen>>,
+    Vec<Option<String>>,
+);
 fn current_facts<U: UnitControl>(
     config: &Config,
     state: &StateDir,
     systemd: &U,
     names: &[&str],
 ) -> Result<Current, HealError> {
-    let all_seen: Vec<Seen> = config
+    let all_seen: Vec<Option<Seen>> = config
         .monitored_services
         .iter()
         .map(|service| {
             state
                 .service_file("watch", &service.name)
                 .unwrap_or_default()
-                .unwrap_or_default()
         })
         .collect();
     let marks = systemd.invocation_marks(names);
     let asked: Vec<usize> = (0..names.len())
-        .filter(|&index| marks[index].is_none() || all_seen[index].mark != marks[index])
+        .filter(|&index| {
+            marks[index].is_none()
+                || all_seen[index].as_ref().and_then(|seen| seen.mark.as_ref())
+                    != marks[index].as_ref()
+        })
         .collect();
     let asked_names: Vec<&str> = asked.iter().map(|&index| names[index]).collect();
     let mut answers = systemd.restart_facts(&asked_names)?.into_iter();
     let mut all_facts: Vec<Option<RestartFacts>> = all_seen
         .iter()
         .map(|seen| {
-            Some(RestartFacts {
+            seen.as_ref().map(|seen| RestartFacts {
                 invocation_id: seen.invocation_id.clone(),
                 n_restarts: seen.n_restarts,
                 restart: String::new(),
@@ -374,28 +382,41 @@ mod tests {
         let now = SystemTime::now();
         let mut seen = Seen::default();
         assert_eq!(
-            look(&mut seen, &unit("a", 4), now, RULE).new_restarts,
+            look(&mut seen, true, &unit("a", 4), now, RULE).new_restarts,
             0,
             "first look"
         );
-        assert_eq!(look(&mut seen, &unit("a", 4), now, RULE).new_restarts, 0);
-        assert_eq!(look(&mut seen, &unit("b", 5), now, RULE).new_restarts, 1);
+        assert_eq!(
+            look(&mut seen, false, &unit("a", 4), now, RULE).new_restarts,
+            0
+        );
+        assert_eq!(
+            look(&mut seen, false, &unit("b", 5), now, RULE).new_restarts,
+            1
+        );
         // Started by hand (or by selfheal): NRestarts back to 0, no restart by systemd.
-        assert_eq!(look(&mut seen, &unit("c", 0), now, RULE).new_restarts, 0);
+        assert_eq!(
+            look(&mut seen, false, &unit("c", 0), now, RULE).new_restarts,
+            0
+        );
         // Reset, then two automatic restarts before this round.
         seen.n_restarts = 7;
-        assert_eq!(look(&mut seen, &unit("d", 2), now, RULE).new_restarts, 2);
+        assert_eq!(
+            look(&mut seen, false, &unit("d", 2), now, RULE).new_restarts,
+            2
+        );
     }
 
     #[test]
     fn a_crash_loop_is_reported_once_until_a_whole_window_passes_without_a_restart() {
         let start = SystemTime::now();
         let mut seen = Seen::default();
-        look(&mut seen, &unit("a", 0), start, RULE);
-        let first = look(&mut seen, &unit("b", 2), start, RULE);
+        look(&mut seen, true, &unit("a", 0), start, RULE);
+        let first = look(&mut seen, false, &unit("b", 2), start, RULE);
         assert_eq!(first.crash_loop, None, "2 of 3");
         let looped = look(
             &mut seen,
+            false,
             &unit("c", 3),
             start + Duration::from_secs(30),
             RULE,
@@ -403,6 +424,7 @@ mod tests {
         assert_eq!(looped.crash_loop, Some(3));
         let again = look(
             &mut seen,
+            false,
             &unit("d", 6),
             start + Duration::from_secs(60),
             RULE,
@@ -411,10 +433,10 @@ mod tests {
         assert!(again.looping, "its restarts are the loop's, not recoveries");
         // A quiet window: the loop is over, and the next loop is a new one.
         let later = start + Duration::from_secs(60 + 601);
-        let quiet = look(&mut seen, &unit("d", 6), later, RULE);
+        let quiet = look(&mut seen, false, &unit("d", 6), later, RULE);
         assert_eq!((quiet.crash_loop, quiet.loop_over), (None, true));
         assert_eq!(seen.reported_at, None);
-        let relooped = look(&mut seen, &unit("e", 9), later, RULE);
+        let relooped = look(&mut seen, false, &unit("e", 9), later, RULE);
         assert_eq!(relooped.crash_loop, Some(3));
     }
 
@@ -456,6 +478,16 @@ mod tests {
         mode: Option<&str>,
         restarts: &[u32],
     ) -> (Vec<(bool, bool, bool)>, Vec<Outcome>) {
+        let script = restarts.iter().map(|&n| (format!("i{n}"), n)).collect();
+        scripted_rounds(version, mode, script)
+    }
+
+    /// `rounds` against a systemd whose invocation and `NRestarts` read `script`.
+    fn scripted_rounds(
+        version: u32,
+        mode: Option<&str>,
+        script: Vec<(String, u32)>,
+    ) -> (Vec<(bool, bool, bool)>, Vec<Outcome>) {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path().join("state"));
         let config = Config::parse(
@@ -463,13 +495,12 @@ mod tests {
             std::path::Path::new("test.yml"),
         )
         .unwrap();
-        let script = restarts
-            .iter()
-            .map(|&n| crate::systemd::fake::unit("active", "running", &format!("i{n}")))
-            .zip(restarts)
-            .map(|(unit, &n)| UnitSnapshot {
+        let rounds = script.len();
+        let script = script
+            .into_iter()
+            .map(|(invocation, n)| UnitSnapshot {
                 n_restarts: n,
-                ..unit
+                ..crate::systemd::fake::unit("active", "running", &invocation)
             })
             .collect();
         let mut systemd = crate::systemd::fake::FakeSystemd::scripted(
@@ -479,7 +510,7 @@ mod tests {
         systemd.version = version;
         systemd.restart = ("always".to_owned(), mode.map(str::to_owned));
         let start = SystemTime::now();
-        let found = (0..restarts.len() as u64)
+        let found = (0..rounds as u64)
             .map(|minute| {
                 let now = start + Duration::from_secs(60 * minute);
                 let found = round(&config, &state, &systemd, &NoJournal, now).unwrap();
@@ -524,6 +555,17 @@ mod tests {
             [Outcome::RestartedBySystemd, Outcome::CrashLoop],
             "one restart recorded before the loop, the loop once"
         );
+    }
+
+    /// A unit that had never started when the watch first saw it (no invocation yet) is
+    /// known from then on: restarts after it starts are counted, not taken as a second first
+    /// look (a crash loop that ended between those rounds went untold).
+    #[test]
+    fn restarts_of_a_unit_first_seen_before_it_ever_started_are_counted() {
+        let script = vec![(String::new(), 0), ("i3".to_owned(), 3)];
+        let (found, history) = scripted_rounds(252, None, script);
+        assert_eq!(found, [(false, false, false), (true, true, false)]);
+        assert_eq!(history, [Outcome::CrashLoop]);
     }
 
     /// On 257 (RestartMode=normal) the hook's runs record each restart: the round records
