@@ -529,6 +529,14 @@ monitored_services:
                 "5:11: monitored_services[1] (api): port 80 is also web's",
             ),
             (
+                "monitored_services:\n  - name: web\n  - name: api\n    unit: web.service\n",
+                "4:11: monitored_services[1] (api): its unit web.service is web's too: one entry per unit",
+            ),
+            (
+                "monitored_services:\n  - name: web\n  - name: web-self-heal\n",
+                "2:11: monitored_services[0] (web): its heal unit web-self-heal.service is web-self-heal's unit",
+            ),
+            (
                 "monitored_services:\n  - name: web\n    stable_for: 1m\n    verify_timeout: 10s\n",
                 "3:17: monitored_services[0] (web): stable_for (1m) must be shorter",
             ),
