@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::probe::Probe;
 use crate::config::{Config, ServiceConfig};
 use crate::heal::HealError;
-use crate::host::ports::Listeners;
+use crate::host::listeners::{Holder, Listeners, Vouched, Wanted};
 use crate::state::{StateDir, StateError};
 use crate::systemd::{ActiveState, SystemdError, UnitControl, UnitOverview};
 use crate::ui::when::Timestamp;
@@ -50,6 +50,9 @@ pub(crate) struct ProbeRecord {
     pub invocation: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_since_us: Option<u64>,
+    /// The process that held its port for its unit last round (`Listeners::read_for`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener: Option<Holder>,
 }
 
 /// One service in one round.
@@ -191,7 +194,15 @@ pub(crate) fn round<U: UnitControl>(
     let (since, marks) = active_since(&systemd, &probed, &unit_names, &unit_views, &records)?;
     tracing::debug!("systemd answered after {:?}", started.elapsed());
     let now = SystemTime::now();
-    let mut looks = look_at_all(&probed, &unit_views, &since);
+    let seen_holders: Vec<Option<Holder>> = probed
+        .iter()
+        .map(|(service, _)| {
+            records
+                .get(&service.name)
+                .and_then(|record| record.listener)
+        })
+        .collect();
+    let (mut looks, holders) = look_at_all(&probed, &unit_views, &since, &seen_holders);
     not_judged_while_paused(state, &probed, &mut looks, now);
     tracing::debug!(
         "looked at {} services after {:?}",
@@ -206,6 +217,7 @@ pub(crate) fn round<U: UnitControl>(
         }
         record.invocation.clone_from(&marks[index]);
         record.active_since_us = since[index];
+        record.listener = holders[index];
     }
     let due = due_heal_units(
         config,
@@ -353,19 +365,46 @@ fn active_since<U: UnitControl>(
     Ok((since, marks))
 }
 
-/// One look at each of `probed` (whose units are `units`, active since `since`), all at once.
+/// One look at each of `probed` (whose units are `units`, active since `since`), all at once,
+/// and the process holding each one's port for its unit (`seen_holders`: those of the last
+/// round, which vouch for their ports while they still hold them).
 fn look_at_all(
     probed: &[(&ServiceConfig, Probe)],
     units: &[UnitOverview],
     since: &[Option<u64>],
-) -> Vec<Look> {
+    seen_holders: &[Option<Holder>],
+) -> (Vec<Look>, Vec<Option<Holder>>) {
     let read_at = std::time::Instant::now();
-    let listeners = if probed.iter().any(|(s, _)| s.port.is_some()) {
-        Listeners::read()
+    // The ports of the active units: only those are judged.
+    let wanted: Vec<(usize, Wanted)> = probed
+        .iter()
+        .enumerate()
+        .filter(|&(index, _)| units[index].active_state == ActiveState::Active)
+        .filter_map(|(index, (service, _))| {
+            let port = service.port?;
+            Some((index, (port, units[index].id.as_str(), seen_holders[index])))
+        })
+        .collect();
+    let vouched = if wanted.is_empty() {
+        Vouched::default()
     } else {
-        Listeners::default()
+        let asked: Vec<_> = wanted.iter().map(|(_, asked)| *asked).collect();
+        Listeners::read_for(&asked)
     };
-    tracing::debug!("listening sockets read in {:?}", read_at.elapsed());
+    let mut holders = vec![None; probed.len()];
+    for ((index, _), holder) in wanted.iter().zip(&vouched.holders) {
+        holders[*index] = *holder;
+    }
+    let listeners = vouched.listeners;
+    tracing::debug!(
+        "listening sockets read in {:?} ({})",
+        read_at.elapsed(),
+        if vouched.walked {
+            "every process walked"
+        } else {
+            "vouched for by their holders"
+        }
+    );
     let now_us = monotonic_us();
     let mut looks: Vec<Option<Look>> = probed
         .iter()
@@ -410,10 +449,11 @@ fn look_at_all(
             });
         }
     });
-    looks
+    let looks = looks
         .into_iter()
         .map(|look| look.unwrap_or_else(|| Look::NotJudged("not looked at".into())))
-        .collect()
+        .collect();
+    (looks, holders)
 }
 
 /// `<state>/probes.json`: every probed service's record (none when it is missing or torn).

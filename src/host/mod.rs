@@ -6,6 +6,7 @@ pub(crate) mod disk;
 pub(crate) mod file_error;
 pub(crate) mod journal;
 pub(crate) mod kernel_log;
+pub(crate) mod listeners;
 pub(crate) mod net;
 pub(crate) mod nofollow;
 pub mod ports;

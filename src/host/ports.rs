@@ -40,7 +40,7 @@ fn listening_sockets(port: u16) -> HashMap<u64, u32> {
 }
 
 /// The sockets listening on `port`, or on any port: inode → (port, uid that created it).
-fn all_listening_sockets(port: Option<u16>) -> HashMap<u64, (u16, u32)> {
+pub(super) fn all_listening_sockets(port: Option<u16>) -> HashMap<u64, (u16, u32)> {
     match sock_diag::listening(port) {
         Ok(sockets) => sockets,
         Err(err) => {
@@ -54,142 +54,6 @@ fn all_listening_sockets(port: Option<u16>) -> HashMap<u64, (u16, u32)> {
     }
 }
 
-/// Every listening TCP port of the host and the cgroups of the processes that hold its
-/// sockets, from one sock_diag dump and one walk of `/proc/*/fd`: what the dashboard needs
-/// for any number of services.
-#[derive(Debug, Default)]
-pub(crate) struct Listeners {
-    /// port → cgroups of the processes that hold a socket listening on it (possibly none
-    /// known, when the holder could not be read).
-    by_port: HashMap<u16, Vec<String>>,
-}
-
-impl Listeners {
-    /// Reads them now.
-    pub(crate) fn read() -> Listeners {
-        let sockets = all_listening_sockets(None);
-        let mut by_port: HashMap<u16, Vec<String>> = HashMap::new();
-        for (port, _) in sockets.values() {
-            by_port.entry(*port).or_default();
-        }
-        for (pid, inodes) in socket_holders() {
-            let mut ports: Vec<u16> = inodes
-                .iter()
-                .filter_map(|inode| sockets.get(inode).map(|(port, _)| *port))
-                .collect();
-            ports.dedup();
-            if ports.is_empty() {
-                continue;
-            }
-            let cgroup = cgroup_of(pid).unwrap_or_default();
-            for port in ports {
-                by_port.entry(port).or_default().push(cgroup.clone());
-            }
-        }
-        Listeners { by_port }
-    }
-
-    /// The system services that hold a listening socket, each with its ports (ascending):
-    /// a service is the first unit below the slices of a holder's cgroup.
-    pub(crate) fn by_service(&self) -> std::collections::BTreeMap<String, Vec<u16>> {
-        let mut services: std::collections::BTreeMap<String, Vec<u16>> =
-            std::collections::BTreeMap::new();
-        for (port, cgroups) in &self.by_port {
-            for cgroup in cgroups {
-                let service = unit_of(cgroup).filter(|unit| {
-                    std::path::Path::new(unit)
-                        .extension()
-                        .is_some_and(|suffix| suffix == "service")
-                });
-                if let Some(unit) = service {
-                    let ports = services.entry(unit.to_owned()).or_default();
-                    if !ports.contains(port) {
-                        ports.push(*port);
-                    }
-                }
-            }
-        }
-        for ports in services.values_mut() {
-            ports.sort_unstable();
-        }
-        services
-    }
-
-    /// Whether anything listens on `port`.
-    pub(crate) fn is_listening(&self, port: u16) -> bool {
-        self.by_port.contains_key(&port)
-    }
-
-    /// Whether a process of the system unit `unit` listens on `port`: one whose cgroup is
-    /// the unit's own or below it. systemd puts a unit's cgroup under its slices and nothing
-    /// else, so only slices may come before it: `user@1000.service/…/web.service` is a user's
-    /// unit of the same name, `outer.service/payload/web.service` a cgroup that a delegated
-    /// unit named so. `None` when something listens but its owner could not be read (not
-    /// root, `hidepid`).
-    pub(crate) fn held_by_unit(&self, port: u16, unit: &str) -> Option<bool> {
-        let Some(cgroups) = self.by_port.get(&port) else {
-            return Some(false);
-        };
-        if cgroups.is_empty() {
-            return None;
-        }
-        Some(cgroups.iter().any(|cgroup| unit_owns(cgroup, unit)))
-    }
-}
-
-/// Every process and the inodes of the sockets it holds, from one walk of `/proc/*/fd`: one
-/// `readlinkat` a descriptor, relative to its directory (procfs' `fd()` opens, stats and
-/// closes each one too: four calls where one tells).
-fn socket_holders() -> Vec<(u32, Vec<u64>)> {
-    use std::os::fd::AsFd;
-    let Ok(processes) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut holders = Vec::new();
-    for process in processes.flatten() {
-        let Some(pid) = process
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(dir) = nix::dir::Dir::open(
-            format!("/proc/{pid}/fd").as_str(),
-            nix::fcntl::OFlag::O_RDONLY
-                | nix::fcntl::OFlag::O_DIRECTORY
-                | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        ) else {
-            continue;
-        };
-        let Ok(dir_fd) = dir.as_fd().try_clone_to_owned() else {
-            continue;
-        };
-        let inodes: Vec<u64> = dir
-            .into_iter()
-            .flatten()
-            .filter_map(|entry| {
-                let name = entry.file_name();
-                if name.to_bytes().first().is_none_or(|c| !c.is_ascii_digit()) {
-                    return None;
-                }
-                let target = nix::fcntl::readlinkat(&dir_fd, name).ok()?;
-                let target = target.to_str()?;
-                target
-                    .strip_prefix("socket:[")?
-                    .strip_suffix(']')?
-                    .parse()
-                    .ok()
-            })
-            .collect();
-        if !inodes.is_empty() {
-            holders.push((pid, inodes));
-        }
-    }
-    holders
-}
-
 /// Whether `cgroup` is system unit `unit`'s own cgroup or below it: `unit` comes after the
 /// root and slices alone (`/system.slice/web.service/…`).
 pub(crate) fn unit_owns(cgroup: &str, unit: &str) -> bool {
@@ -198,7 +62,7 @@ pub(crate) fn unit_owns(cgroup: &str, unit: &str) -> bool {
 
 /// The system unit whose cgroup `cgroup` is or is below: the first part after the root and
 /// the slices (`web.service` of `/system.slice/web.service/worker`).
-fn unit_of(cgroup: &str) -> Option<&str> {
+pub(super) fn unit_of(cgroup: &str) -> Option<&str> {
     cgroup
         .split('/')
         .filter(|part| !part.is_empty())
@@ -526,31 +390,6 @@ mod tests {
     }
 
     #[test]
-    fn a_users_unit_of_the_same_name_is_not_the_system_unit() {
-        let listeners = Listeners {
-            by_port: HashMap::from([
-                (
-                    80,
-                    vec![
-                        "/user.slice/user-1000.slice/user@1000.service/app.slice/web.service"
-                            .to_owned(),
-                    ],
-                ),
-                (81, vec!["/system.slice/web.service".to_owned()]),
-                (82, Vec::new()),
-            ]),
-        };
-        assert_eq!(listeners.held_by_unit(80, "web.service"), Some(false));
-        assert_eq!(listeners.held_by_unit(81, "web.service"), Some(true));
-        assert_eq!(
-            listeners.held_by_unit(82, "web.service"),
-            None,
-            "owner unknown"
-        );
-        assert_eq!(listeners.held_by_unit(83, "web.service"), Some(false));
-    }
-
-    #[test]
     fn finds_our_own_listener() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -561,16 +400,7 @@ mod tests {
         let me = nix::unistd::geteuid().as_raw();
         assert_eq!(holders[0].uid, Some(me));
         assert_eq!(holders[0].socket_uid, Some(me));
-        let all = Listeners::read();
-        assert!(all.is_listening(port));
-        let mine = cgroup_of(std::process::id()).unwrap();
-        let my_unit = mine.rsplit('/').find(|part| !part.is_empty()).unwrap_or("");
-        if !my_unit.is_empty() && !mine.contains("/user@") {
-            assert_eq!(all.held_by_unit(port, my_unit), Some(true), "{all:?}");
-        }
-        assert_eq!(all.held_by_unit(port, "other.service"), Some(false));
         drop(listener);
         assert!(!is_listening(port));
-        assert!(!Listeners::read().is_listening(port));
     }
 }

@@ -81,7 +81,7 @@ impl ReportHeader {
 /// its processes listen on, when it runs.
 fn entry_to_add(service: &ServiceConfig) -> String {
     let unit = service.unit_name();
-    let port = crate::host::ports::Listeners::read()
+    let port = crate::host::listeners::Listeners::read()
         .by_service()
         .get(&unit)
         .and_then(|ports| ports.first().copied());

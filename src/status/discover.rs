@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use crate::host::ports::Listeners;
+use crate::host::listeners::Listeners;
 
 /// How long a port has to answer `GET /`.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(1);

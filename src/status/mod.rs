@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use crate::config::{Config, ServiceConfig};
 use crate::heal::probe::ProbeRecord;
 use crate::heal::verify::UrlFailure;
-use crate::host::ports::Listeners;
+use crate::host::listeners::Listeners;
 use crate::outcome::Outcome;
 use crate::state::{HistoryRecord, StateDir};
 use crate::systemd::ActiveState;
