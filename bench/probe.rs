@@ -7,9 +7,9 @@
 //!   "systemctl restart …"`), with the same settings: a 1 s cycle, a 1 s timeout, 2 failed
 //!   cycles. The floor at those settings is ~3 s (two failed checks of 1 s each, one cycle
 //!   apart, and a restart).
-//! - **one round at 300 services** (30 serving HTTP, the others a port): wall and CPU time of
-//!   `selfheal probe`, against `monit validate` on the same 300 checks; and the CPU a day at a
-//!   10 s interval.
+//! - **one round at 30 and at 300 services** (a tenth serving HTTP, the others a port): wall
+//!   and CPU time of `selfheal probe`, against `monit validate` on the same checks in the same
+//!   run; and the CPU a day at a 10 s interval.
 //!
 //! Prints tables; no assertions.
 
@@ -41,7 +41,7 @@ fn main() -> anyhow::Result<()> {
         println!("(no {MONIT}: apt install monit for the comparison)");
     }
     let hang = hang_to_served(&sandbox, runs, monit)?;
-    let round = round_at_300(&sandbox, runs, monit)?;
+    let rounds = rounds(&sandbox, runs, monit)?;
 
     println!("\nhang → served again ({runs} runs each; 1 s cycle, 1 s timeout, 2 failed cycles)\n");
     println!("| | median | min | max |");
@@ -49,12 +49,12 @@ fn main() -> anyhow::Result<()> {
     for (name, samples) in hang {
         println!("{}", bench::Spread::of(&samples).row(name, &[]));
     }
-    println!("\none round at 300 services ({runs} runs each, medians)\n");
-    println!("| | wall | CPU (user + sys) | CPU a day at a 10 s interval |");
-    println!("|---|---|---|---|");
-    for (name, wall, cpu) in round {
+    println!("\none round ({runs} runs each, medians)\n");
+    println!("| services | | wall | CPU (user + sys) | CPU a day at a 10 s interval |");
+    println!("|---|---|---|---|---|");
+    for (count, name, wall, cpu) in rounds {
         println!(
-            "| {name} | {} | {} | {:.0} s |",
+            "| {count} | {name} | {} | {} | {:.0} s |",
             bench::ms(wall),
             bench::ms(cpu),
             cpu.as_secs_f64() * 8640.0
@@ -271,13 +271,12 @@ fn measure(
     ))
 }
 
-fn round_at_300(
-    sandbox: &Sandbox,
-    runs: usize,
-    monit: bool,
-) -> anyhow::Result<Vec<(&'static str, Duration, Duration)>> {
+/// One round of each: the sizes, the tool, wall and CPU time.
+type RoundRow = (usize, &'static str, Duration, Duration);
+
+/// 300 units, each listening on a port; a round over the first 30 and over all 300.
+fn rounds(sandbox: &Sandbox, runs: usize, monit: bool) -> anyhow::Result<Vec<RoundRow>> {
     let count = 300;
-    let http = 30;
     // Held together while they are picked, so no two services get the same port.
     let held: Vec<std::net::TcpListener> = (0..count)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
@@ -302,11 +301,28 @@ fn round_at_300(
             .iter()
             .all(|port| selfheal::ports::is_listening(*port))
     })?;
+    let mut rows = Vec::new();
+    for size in [30, count] {
+        rows.extend(round_at(sandbox, runs, monit, &ports[..size])?);
+    }
+    Ok(rows)
+}
+
+/// A round over the services on `ports` (a tenth of them serving HTTP), by selfheal and by
+/// Monit.
+fn round_at(
+    sandbox: &Sandbox,
+    runs: usize,
+    monit: bool,
+    ports: &[u16],
+) -> anyhow::Result<Vec<RoundRow>> {
+    let count = ports.len();
+    let http = count / 10;
     let config = config(
         sandbox,
-        "round.yml",
+        &format!("round-{count}.yml"),
         Some(json!({"interval": "10s", "timeout": "2s", "failures": 3, "start_grace": "0s"})),
-        ("svc", &ports),
+        ("svc", ports),
         http,
     )?;
     let selfheal_round = measure(runs, || {
@@ -319,12 +335,18 @@ fn round_at_300(
         command.arg("probe");
         println!("{}", bench::debug_timings(sandbox, command, 8)?);
     }
-    let mut rows = vec![("`selfheal probe`", selfheal_round.0, selfheal_round.1)];
+    let mut rows = vec![(
+        count,
+        "`selfheal probe`",
+        selfheal_round.0,
+        selfheal_round.1,
+    )];
     if monit {
-        let monitrc = sandbox.scratch_dir().join("monitrc-300");
+        let monitrc = sandbox.scratch_dir().join(format!("monitrc-{count}"));
         let scratch = sandbox.scratch_dir().display().to_string();
-        let mut text =
-            format!("set idfile {scratch}/monit300.id\nset statefile {scratch}/monit300.state\n");
+        let mut text = format!(
+            "set idfile {scratch}/monit{count}.id\nset statefile {scratch}/monit{count}.state\n"
+        );
         for (index, port) in ports.iter().enumerate() {
             let protocol = if index < http {
                 " protocol http request \"/health\""
@@ -346,7 +368,7 @@ fn round_at_300(
             command.arg("-c").arg(&monitrc).arg("validate");
             command
         })?;
-        rows.push(("`monit validate`", validate.0, validate.1));
+        rows.push((count, "`monit validate`", validate.0, validate.1));
     }
     Ok(rows)
 }
