@@ -112,3 +112,83 @@ fn a_pause_that_ends_by_its_time_is_healed_by_the_next_watch_round() {
     let history = history_grows_to(&env, 2);
     assert_eq!(history[1].outcome, Outcome::Resolved, "{history:?}");
 }
+
+/// A maintenance window that began two seconds ago and lasts twenty: a failure inside it is
+/// recorded `paused` (with the window), not healed; once it is over, the watch heals it.
+/// `check` refuses a window systemd cannot read or that never occurs again.
+#[test]
+fn a_failure_in_a_maintenance_window_waits_for_its_end_and_is_healed_then() {
+    let env = TestEnv::new();
+    let port = free_port();
+    let began = std::time::SystemTime::now() - Duration::from_secs(2);
+    let seconds = began
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 86_400;
+    let on = format!(
+        "*-*-* {:02}:{:02}:{:02} UTC",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    );
+    let window = serde_json::json!([{"on": on, "for": "20s", "reason": "backups"}]);
+    env.configure(
+        &Config::new().service(Service::new("web").port(port).with("maintenance", &window)),
+    )
+    .web_unit("web", port, "up")
+    .install()
+    .start_listening("web", port);
+    let checked = env.selfheal(["check"]);
+    assert_eq!(exit_code(&checked), ExitCode::Success, "{checked:?}");
+    assert_contains(
+        &String::from_utf8_lossy(&checked.stdout),
+        &format!("maintenance window {on} for 20s (backups) (web): on now, until "),
+    );
+
+    env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
+    let history = history_grows_to(&env, 1);
+    assert_eq!(history[0].outcome, Outcome::Paused, "{history:?}");
+    assert_contains(&history[0].summary, "in its maintenance window");
+    let status = env.selfheal(["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        status["services"][0]["pause_reason"],
+        format!("maintenance window {on} for 20s (backups)")
+    );
+    assert_eq!(env.property("web.service", "ActiveState"), "failed");
+
+    wait_until(Duration::from_secs(25), "the window to end", || {
+        let status = env.selfheal(["status", "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        status["services"][0]["paused_until"].is_null()
+    });
+    // Over: the dashboard says when the next one begins (tomorrow at the same time).
+    let status = env.selfheal(["status"]);
+    assert_contains(
+        &String::from_utf8_lossy(&status.stdout),
+        "maintenance from ",
+    );
+    let watched = env.selfheal(["watch"]);
+    assert_eq!(exit_code(&watched), ExitCode::Success, "{watched:?}");
+    wait_until(Duration::from_secs(15), "web to serve again", || {
+        selfheal::ports::is_listening(port)
+    });
+    let history = history_grows_to(&env, 2);
+    assert_eq!(history[1].outcome, Outcome::Resolved, "{history:?}");
+
+    for (on, said) in [
+        ("Sunn 03:00", "is not a systemd calendar event"),
+        ("2020-01-01", "never occurs again"),
+    ] {
+        let window = serde_json::json!([{"on": on, "for": "1h"}]);
+        env.configure(
+            &Config::new()
+                .with("maintenance", &window)
+                .service(Service::new("web").port(port)),
+        );
+        let refused = env.selfheal(["check"]);
+        assert_eq!(exit_code(&refused), ExitCode::Usage, "{on}: {refused:?}");
+        assert_contains(&String::from_utf8_lossy(&refused.stderr), said);
+    }
+}

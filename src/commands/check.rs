@@ -67,6 +67,12 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
     let (found_problems, found_warnings) = heal_units(&config);
     problems.extend(found_problems);
     warnings.extend(found_warnings);
+    let (window_problems, windows_line) = maintenance(&config);
+    problems.extend(
+        window_problems
+            .into_iter()
+            .map(|problem| format!("{file}: {problem}")),
+    );
     let (covered, coverage_warnings) = coverage(&config);
     warnings.extend(coverage_warnings);
     // Whether selfheal's own timers run (on a host whose systemd answers).
@@ -101,7 +107,65 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
     if let Some(covered) = covered {
         println!("{covered}");
     }
+    for line in windows_line {
+        println!("{line}");
+    }
     Ok(ExitCode::Success)
+}
+
+/// Each maintenance window read by systemd's own calendar parser: one it cannot read, or
+/// that never occurs again, is a problem; the others are said with their next beginning.
+fn maintenance(config: &crate::config::Config) -> (Vec<String>, Vec<String>) {
+    let now = std::time::SystemTime::now();
+    let all = config
+        .maintenance
+        .iter()
+        .map(|window| ("maintenance".to_owned(), "every service", window));
+    let own = config
+        .monitored_services
+        .iter()
+        .enumerate()
+        .flat_map(|(index, service)| {
+            service.maintenance.iter().map(move |window| {
+                (
+                    format!("monitored_services[{index}] ({}).maintenance", service.name),
+                    service.name.as_str(),
+                    window,
+                )
+            })
+        });
+    let (mut problems, mut lines) = (Vec::new(), Vec::new());
+    for (key, whose, window) in all.chain(own) {
+        match crate::heal::planned::window_now(window, now) {
+            Err(said) => problems.push(format!(
+                "{key}: {:?} is not a systemd calendar event ({said}); see systemd.time(7), e.g. \"Sun 03:00\"",
+                window.on
+            )),
+            Ok(crate::heal::planned::WindowNow {
+                on_until: None,
+                next: None,
+            }) => problems.push(format!(
+                "{key}: {:?} never occurs again: selfheal would never hold back for it",
+                window.on
+            )),
+            Ok(crate::heal::planned::WindowNow { on_until, next }) => lines.push(format!(
+                "maintenance window {} ({whose}): {}",
+                window.describe(),
+                match (on_until, next) {
+                    (Some(until), _) => format!(
+                        "on now, until {}",
+                        crate::ui::when::Timestamp::seconds(until).readable()
+                    ),
+                    (None, Some(next)) => format!(
+                        "next at {}",
+                        crate::ui::when::Timestamp::seconds(next).readable()
+                    ),
+                    (None, None) => String::new(),
+                }
+            )),
+        }
+    }
+    (problems, lines)
 }
 
 /// How many of the units all_services: arms `check` names.

@@ -50,13 +50,21 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
         if let Some(facts) = found.crash_loop {
             let report = Report::new(ReportHeader::new(&config, service), facts);
             print!("{}", renderer.text(&report)?);
-            // A paused service's loop is recorded, not told.
-            if crate::heal::pause::paused(&state, &service.name).is_none() {
+            // A loop of a paused service (or one in its maintenance window) is recorded, not
+            // told.
+            let planned = crate::heal::planned::planned(
+                &config,
+                &state,
+                service,
+                std::time::SystemTime::now(),
+                true,
+            );
+            if planned.is_none() {
                 teller.tell(&report, None);
             }
         }
     }
-    // A pause that has ended: what is still failed of it is healed now.
+    // A pause or a window that has ended: what is still failed of it is healed now.
     for healed in crate::heal::pause::release_ended(&config, &state, &systemd) {
         println!("{healed}");
     }

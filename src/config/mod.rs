@@ -11,6 +11,7 @@ pub(crate) mod email;
 pub(crate) mod health_url;
 mod load;
 mod locate;
+pub(crate) mod maintenance;
 pub(crate) mod notify;
 pub(crate) mod probe;
 mod service;
@@ -104,6 +105,9 @@ pub(crate) struct Config {
     /// healed with the section's strategies, if any) when it fails. Absent means off.
     #[serde(default, deserialize_with = "all_services::on_with_defaults")]
     pub all_services: Option<all_services::AllServicesConfig>,
+    /// Windows in which selfheal holds back for every service, as under `selfheal pause`.
+    #[serde(default)]
+    pub maintenance: Vec<maintenance::MaintenanceWindow>,
     /// The services selfheal heals.
     #[serde(default)]
     pub monitored_services: Vec<ServiceConfig>,
@@ -531,6 +535,14 @@ monitored_services:
             (
                 "monitored_services:\n  - name: web\n  - name: api\n    unit: web.service\n",
                 "4:11: monitored_services[1] (api): its unit web.service is web's too: one entry per unit",
+            ),
+            (
+                "maintenance:\n  - on: Sun 03:00\n    for: 8d\nmonitored_services:\n  - name: web\n",
+                "3:10: maintenance[0]: `for` must be longer than 0s and at most 7d (got 8d)",
+            ),
+            (
+                "monitored_services:\n  - name: web\n    maintenance: [{on: '', for: 1h}]\n",
+                "3:19: monitored_services[0].maintenance[0]: `on` needs a calendar event",
             ),
             (
                 "monitored_services:\n  - name: web\n  - name: web-self-heal\n",

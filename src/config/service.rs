@@ -58,6 +58,9 @@ pub(crate) struct ServiceConfig {
     pub port_conflict: Option<PortConflictConfig>,
     /// Its probe settings over the top-level `probe:`, or `false` to leave it unprobed.
     pub probe: Option<ServiceProbe>,
+    /// Its own maintenance windows (beside the top-level ones).
+    #[serde(default)]
+    pub maintenance: Vec<super::maintenance::MaintenanceWindow>,
 }
 
 impl ServiceConfig {
@@ -81,6 +84,7 @@ impl ServiceConfig {
             environment_check: None,
             port_conflict: None,
             probe: None,
+            maintenance: Vec::new(),
         }
     }
 }

@@ -19,19 +19,7 @@ impl Config {
             ));
         }
         self.validate_windows()?;
-        // Each entry's unit, once: the checks between entries look them up (at 300 entries,
-        // naming them again for each pair was a third of a probe round's CPU).
-        let units: Vec<String> = self
-            .monitored_services
-            .iter()
-            .map(super::ServiceConfig::unit_name)
-            .collect();
-        self.one_entry_per_unit(&units)?;
-        let by_unit: std::collections::HashMap<&str, &str> = units
-            .iter()
-            .zip(&self.monitored_services)
-            .map(|(unit, service)| (unit.as_str(), service.name.as_str()))
-            .collect();
+        self.one_entry_per_unit()?;
         let mut seen = HashSet::new();
         let mut ports: std::collections::HashMap<u16, &str> = std::collections::HashMap::new();
         for (index, service) in self.monitored_services.iter().enumerate() {
@@ -42,18 +30,6 @@ impl Config {
                     &key("name"),
                     format!("{at}: the name is used twice"),
                 ));
-            }
-            // `web` and `web-self-heal` cannot both be monitored: web's heal unit would be
-            // web-self-heal's own unit file.
-            for heal_unit in [service.heal_unit_name(), service.legacy_heal_unit_name()] {
-                if let Some(other) = by_unit.get(heal_unit.as_str()) {
-                    return Err(Problem::at(
-                        &key("name"),
-                        format!(
-                            "{at}: its heal unit {heal_unit} is {other}'s unit: install would write one over the other; rename one of them"
-                        ),
-                    ));
-                }
             }
             if let Some(port) = service.port {
                 // Two services cannot both be healthy on one port: each would be "not
@@ -88,6 +64,7 @@ impl Config {
         if let Some(all) = &self.all_services {
             validate_all_services(all)?;
         }
+        self.validate_maintenance()?;
         if let Some(probe) = &self.probe {
             probe::validate(probe).map_err(|(name, message)| Problem {
                 keys: vec![
@@ -119,10 +96,59 @@ impl Config {
 
     /// Two names for one unit: install would write its drop-in twice (the last wins) and the
     /// first would never be healed.
-    /// (`units`: each entry's unit.)
-    fn one_entry_per_unit(&self, units: &[String]) -> Result<(), Problem> {
+    /// Each maintenance window on its own (systemd's parser reads the events in `check`).
+    fn validate_maintenance(&self) -> Result<(), Problem> {
+        let windows = self
+            .maintenance
+            .iter()
+            .enumerate()
+            .map(|(at, window)| (vec![Seg::from("maintenance"), at.into()], window));
+        let services_windows =
+            self.monitored_services
+                .iter()
+                .enumerate()
+                .flat_map(|(index, service)| {
+                    service
+                        .maintenance
+                        .iter()
+                        .enumerate()
+                        .map(move |(at, window)| {
+                            (
+                                vec![
+                                    Seg::from("monitored_services"),
+                                    index.into(),
+                                    "maintenance".into(),
+                                    at.into(),
+                                ],
+                                window,
+                            )
+                        })
+                });
+        for (key, window) in windows.chain(services_windows) {
+            if let Some((field, problem)) = window.problem() {
+                let at = super::locate::dotted(&key);
+                let mut keys = vec![key.clone(), key];
+                keys[0].push(field.into());
+                return Err(Problem {
+                    keys,
+                    message: format!("{at}: {problem}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// And `web` and `web-self-heal` cannot both be monitored: web's heal unit would be
+    /// web-self-heal's own unit file. (Each entry's unit is named once: at 300 entries, naming
+    /// them again for each pair was a third of a probe round's CPU.)
+    fn one_entry_per_unit(&self) -> Result<(), Problem> {
+        let units: Vec<String> = self
+            .monitored_services
+            .iter()
+            .map(super::ServiceConfig::unit_name)
+            .collect();
         let mut first_of: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
-        for (index, (service, unit)) in self.monitored_services.iter().zip(units).enumerate() {
+        for (index, (service, unit)) in self.monitored_services.iter().zip(&units).enumerate() {
             let other = *first_of
                 .entry(unit.as_str())
                 .or_insert(service.name.as_str());
@@ -134,6 +160,19 @@ impl Config {
                         service.name,
                     ),
                 ));
+            }
+        }
+        for (index, service) in self.monitored_services.iter().enumerate() {
+            for heal_unit in [service.heal_unit_name(), service.legacy_heal_unit_name()] {
+                if let Some(other) = first_of.get(heal_unit.as_str()) {
+                    return Err(Problem::at(
+                        &[Seg::from("monitored_services"), index.into(), "name".into()],
+                        format!(
+                            "monitored_services[{index}] ({}): its heal unit {heal_unit} is {other}'s unit: install would write one over the other; rename one of them",
+                            service.name
+                        ),
+                    ));
+                }
             }
         }
         Ok(())

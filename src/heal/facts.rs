@@ -126,11 +126,7 @@ pub(crate) fn finish(state: &StateDir, service: &str, facts: RunFacts, manual: b
             started_at: facts.started_at,
             duration_ms: facts.duration_ms,
             healed_by: facts.healed_by.clone(),
-            summary: facts
-                .diagnosis
-                .as_ref()
-                .map(|d| d.summary.clone())
-                .unwrap_or_default(),
+            summary: recorded_summary(&facts),
             manual,
             relapse: facts.relapse,
             restarts: 0,
@@ -193,5 +189,20 @@ impl RunFacts {
     pub(crate) fn reason(mut self, reason: String) -> RunFacts {
         self.reason = Some(reason);
         self
+    }
+}
+
+/// The line history keeps of a run: its diagnosis, and for a run a plan held, why (what
+/// `history` shows of a failure nobody was told about).
+fn recorded_summary(facts: &RunFacts) -> String {
+    let diagnosis = facts
+        .diagnosis
+        .as_ref()
+        .map(|d| d.summary.clone())
+        .unwrap_or_default();
+    match (&facts.reason, facts.outcome) {
+        (Some(reason), Outcome::Paused) if diagnosis.is_empty() => reason.clone(),
+        (Some(reason), Outcome::Paused) => format!("{diagnosis}; not healed: {reason}"),
+        _ => diagnosis,
     }
 }

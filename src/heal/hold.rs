@@ -16,10 +16,13 @@
 //!   when the step began. The retry, when due, heals.
 //! - A person's run always acts. A service a person stopped or disabled while it waited for
 //!   its retry is left alone.
+//! - While something is planned for it (a pause, a maintenance window: `heal::planned`),
+//!   nothing else acts: held quietly, healed once the plan is over.
 
 use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
+use crate::heal::planned::Planned;
 use crate::outcome::Outcome;
 use crate::state::{Episode, HistoryRecord};
 use crate::ui::when::Timestamp;
@@ -90,6 +93,8 @@ pub(crate) struct Inputs<'a> {
     pub rules: Rules,
     pub starter: Starter,
     pub unit: Option<UnitNow>,
+    /// A pause or a maintenance window it is in now.
+    pub planned: Option<&'a Planned>,
     pub now: SystemTime,
 }
 
@@ -147,6 +152,8 @@ pub(crate) enum HoldReason {
     /// A person disabled it (or it was never enabled) while it waited for its retry: told,
     /// since the retry the owner was promised is not made.
     DisabledByPerson,
+    /// Paused, or in a maintenance window (`why` says which, until when).
+    Planned { why: String },
 }
 
 impl Decision {
@@ -183,6 +190,7 @@ impl HoldReason {
             HoldReason::DisabledByPerson => {
                 format!("{service}'s unit is disabled (systemctl disable): selfheal leaves it down")
             }
+            HoldReason::Planned { why } => format!("{service} is {why}"),
         }
     }
 }
@@ -216,6 +224,7 @@ impl Recorded {
         rules: Rules,
         starter: Starter,
         unit: Option<UnitNow>,
+        planned: Option<&Planned>,
         now: SystemTime,
     ) -> Decision {
         let runs: Vec<&HistoryRecord> = self.records.iter().collect();
@@ -225,6 +234,7 @@ impl Recorded {
             rules,
             starter,
             unit,
+            planned,
             now,
         })
     }
@@ -259,6 +269,14 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
             ActReason::Person,
             episode.map(|_| "a person's run"),
             failures,
+        );
+    }
+    if let Some(planned) = inputs.planned {
+        return hold(
+            HoldReason::Planned {
+                why: planned.why.clone(),
+            },
+            false,
         );
     }
     // A service waiting for its retry that a person stopped or disabled meanwhile is theirs:
@@ -661,10 +679,63 @@ mod tests {
                 rules: rules(),
                 starter: row.starter,
                 unit: row.unit,
+                planned: None,
                 now,
             };
             assert_eq!(decide(&inputs), row.expected, "{}", row.name);
         }
+    }
+
+    /// A pause or a maintenance window holds every run quietly, whatever loop protection
+    /// would say (even a due retry waits for it); a person's run still acts.
+    #[test]
+    fn a_plan_holds_every_run_but_a_persons() {
+        let now = SystemTime::now();
+        let planned = Planned {
+            until: now + Duration::from_secs(600),
+            why: "paused until 12:10 UTC by selfheal pause: deploy; healed then if still down"
+                .into(),
+            reason: Some("deploy".into()),
+        };
+        let due = Episode {
+            next_retry_at: Some(Timestamp::seconds(now - Duration::from_secs(5))),
+            ..Episode::opened(Timestamp::seconds(now - Duration::from_secs(900)))
+        };
+        for (starter, episode) in [
+            (Starter::Hook, None),
+            (Starter::Probe, None),
+            (Starter::Other, Some(&due)),
+        ] {
+            let decision = decide(&Inputs {
+                runs: &[],
+                episode,
+                rules: rules(),
+                starter,
+                unit: None,
+                planned: Some(&planned),
+                now,
+            });
+            assert_eq!(
+                decision,
+                Decision::Hold(Hold {
+                    why: HoldReason::Planned {
+                        why: planned.why.clone()
+                    },
+                    tell: false,
+                }),
+                "{starter:?}"
+            );
+        }
+        let person = decide(&Inputs {
+            runs: &[],
+            episode: None,
+            rules: rules(),
+            starter: Starter::Person,
+            unit: None,
+            planned: Some(&planned),
+            now,
+        });
+        assert!(!person.holds());
     }
 
     #[test]
@@ -688,6 +759,7 @@ mod tests {
             rules: rules(),
             starter: Starter::Hook,
             unit: None,
+            planned: None,
             now,
         };
         assert_eq!(incident_failures(&inputs).len(), 2);

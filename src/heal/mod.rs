@@ -7,6 +7,7 @@ pub(crate) mod episode;
 pub(crate) mod facts;
 pub(crate) mod hold;
 pub(crate) mod pause;
+pub(crate) mod planned;
 pub(crate) mod probe;
 pub(crate) mod run;
 pub(crate) mod strategy;

@@ -1,33 +1,12 @@
-//! What a pause (`selfheal pause`) means to everything that heals: a run records `paused`
-//! and changes and tells nothing (a person's `run --force` still acts), the probes do not
-//! count, and when a pause ends a service that is still failed is healed.
+//! A pause (`selfheal pause`) in words, and its end: when a pause (or a maintenance window
+//! that held a run) is over, a service that is still failed is healed. What a plan means to
+//! a run and the probes is `heal::planned`'s.
 
 use std::time::SystemTime;
 
 use crate::config::Config;
 use crate::state::StateDir;
 use crate::systemd::{ActiveState, UnitControl};
-
-/// Why `service` is not healed now, when it is paused: "paused until 14:00 UTC: deploy".
-pub(crate) fn paused(state: &StateDir, service: &str) -> Option<String> {
-    state
-        .pauses()
-        .of(service, SystemTime::now())
-        .map(why_paused)
-}
-
-/// A pause in words, for a run's reason and a probe's detail.
-pub(crate) fn why_paused(pause: &crate::state::pauses::Pause) -> String {
-    let why = pause
-        .reason
-        .as_ref()
-        .map(|reason| format!(": {reason}"))
-        .unwrap_or_default();
-    format!(
-        "paused until {} by selfheal pause{why}; healed then if still down",
-        pause.until.readable()
-    )
-}
 
 /// Starts the heal unit of each of `services` (names) whose unit is failed now; what it did,
 /// in words.
@@ -63,7 +42,8 @@ pub(crate) fn heal_the_down(
 }
 
 /// Ends the pauses whose time is over (the watch's round, every 30 s) and heals what is
-/// still failed of them: a pause that ended while nobody looked (a reboot) is met here too.
+/// still failed of them, and of the services a run held for a pause or a maintenance window
+/// that is over now: a plan that ended while nobody looked (a reboot) is met here too.
 pub(crate) fn release_ended(
     config: &Config,
     state: &StateDir,
@@ -72,8 +52,9 @@ pub(crate) fn release_ended(
     if state.pauses() == crate::state::pauses::Pauses::default() {
         return Vec::new();
     }
+    let now = SystemTime::now();
+    let mut plans = crate::heal::planned::Plans::read(config, state);
     let ended = state.change_pauses(|pauses| {
-        let now = SystemTime::now();
         let (mut ended, all_ended) = pauses.take_ended(now);
         if all_ended {
             // Those still under a pause of their own wait for it.
@@ -85,10 +66,27 @@ pub(crate) fn release_ended(
                     .map(str::to_owned),
             );
         }
+        // Held by a run for a plan: released once neither a pause nor a window holds it.
+        plans.pauses = pauses.clone();
+        let released: Vec<String> = pauses
+            .held
+            .iter()
+            .filter(|name| {
+                config
+                    .entry(name)
+                    .is_none_or(|entry| plans.of(&entry, now).is_none())
+            })
+            .cloned()
+            .collect();
+        for name in &released {
+            pauses.held.remove(name);
+        }
+        ended.extend(released);
         ended.sort();
         ended.dedup();
         ended
     });
+    plans.keep(state);
     match ended {
         Ok(ended) if !ended.is_empty() => {
             tracing::info!("pause over: {}", ended.join(", "));

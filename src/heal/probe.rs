@@ -194,16 +194,8 @@ pub(crate) fn round<U: UnitControl>(
     let (since, marks) = active_since(&systemd, &probed, &unit_names, &unit_views, &records)?;
     tracing::debug!("systemd answered after {:?}", started.elapsed());
     let now = SystemTime::now();
-    let seen_holders: Vec<Option<Holder>> = probed
-        .iter()
-        .map(|(service, _)| {
-            records
-                .get(&service.name)
-                .and_then(|record| record.listener)
-        })
-        .collect();
-    let (mut looks, holders) = look_at_all(&probed, &unit_views, &since, &seen_holders);
-    not_judged_while_paused(state, &probed, &mut looks, now);
+    let (mut looks, holders) = look_at_all(&probed, &unit_views, &since, &records);
+    not_judged_while_planned(config, state, &probed, &mut looks, now);
     tracing::debug!(
         "looked at {} services after {:?}",
         probed.len(),
@@ -273,20 +265,22 @@ pub(crate) fn round<U: UnitControl>(
         .collect())
 }
 
-/// A paused service is not judged: its failures do not count.
-fn not_judged_while_paused(
+/// A service paused or in a maintenance window is not judged: its failures do not count
+/// (so the hold decision never sees it as a candidate).
+fn not_judged_while_planned(
+    config: &Config,
     state: &StateDir,
     probed: &[(&ServiceConfig, Probe)],
     looks: &mut [Look],
     now: SystemTime,
 ) {
-    let pauses = state.pauses();
+    let mut plans = crate::heal::planned::Plans::read(config, state);
     for ((service, _), look) in probed.iter().zip(looks) {
-        if let Some(pause) = pauses.of(&service.name, now) {
-            let why = crate::heal::pause::why_paused(pause);
-            *look = Look::NotJudged(format!("not judged: {why}"));
+        if let Some(planned) = plans.of(service, now) {
+            *look = Look::NotJudged(format!("not judged: {}", planned.why));
         }
     }
+    plans.keep(state);
 }
 
 /// The heal units of `candidates` (indices of `probed` whose failures reached their count)
@@ -366,13 +360,13 @@ fn active_since<U: UnitControl>(
 }
 
 /// One look at each of `probed` (whose units are `units`, active since `since`), all at once,
-/// and the process holding each one's port for its unit (`seen_holders`: those of the last
-/// round, which vouch for their ports while they still hold them).
+/// and the process holding each one's port for its unit (those of the last round's `records`
+/// vouch for their ports while they still hold them).
 fn look_at_all(
     probed: &[(&ServiceConfig, Probe)],
     units: &[UnitOverview],
     since: &[Option<u64>],
-    seen_holders: &[Option<Holder>],
+    records: &BTreeMap<String, ProbeRecord>,
 ) -> (Vec<Look>, Vec<Option<Holder>>) {
     let read_at = std::time::Instant::now();
     // The ports of the active units: only those are judged.
@@ -382,7 +376,10 @@ fn look_at_all(
         .filter(|&(index, _)| units[index].active_state == ActiveState::Active)
         .filter_map(|(index, (service, _))| {
             let port = service.port?;
-            Some((index, (port, units[index].id.as_str(), seen_holders[index])))
+            let seen = records
+                .get(&service.name)
+                .and_then(|record| record.listener);
+            Some((index, (port, units[index].id.as_str(), seen)))
         })
         .collect();
     let vouched = if wanted.is_empty() {
@@ -528,7 +525,14 @@ fn hold(
         active_since,
     };
     let rules = crate::heal::hold::Rules::of(config);
-    match recorded.decide(rules, crate::heal::hold::Starter::Probe, Some(unit), now) {
+    // A planned service is not judged, so never a candidate.
+    match recorded.decide(
+        rules,
+        crate::heal::hold::Starter::Probe,
+        Some(unit),
+        None,
+        now,
+    ) {
         crate::heal::hold::Decision::Hold(hold) if !hold.tell => {
             Some(hold.why.sentence(&service.name, rules))
         }

@@ -115,6 +115,8 @@ impl DigestReport {
                 rules,
                 starter: crate::heal::hold::Starter::Hook,
                 unit: None,
+                // Loop protection's episodes: a plan is the dashboard's to show.
+                planned: None,
                 now,
             })
             .holds()

@@ -1,5 +1,5 @@
 //! `<state>/pauses.json`: the services a person paused (`selfheal pause`), or all of them,
-//! until when and why. In the state directory, so a pause outlives a reboot; written under
+//! until when and why; and the services held down by a pause or a window, to heal after it. In the state directory, so a pause outlives a reboot; written under
 //! its own lock (pause, resume and the watch's release of ended pauses may meet).
 
 use std::collections::BTreeMap;
@@ -27,6 +27,10 @@ pub(crate) struct Pauses {
     pub all: Option<Pause>,
     #[serde(default)]
     pub services: BTreeMap<String, Pause>,
+    /// The services a run found down and held for a pause or a maintenance window: the watch
+    /// heals those still down once nothing is planned for them any more.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub held: std::collections::BTreeSet<String>,
 }
 
 impl Pauses {

@@ -121,6 +121,9 @@ pub(crate) struct ServiceStatus {
     /// While a person's pause holds its healing back (`selfheal pause`): until when, and why.
     pub paused_until: Option<Timestamp>,
     pub pause_reason: Option<String>,
+    /// When its next maintenance window begins (none while one is on, or when it has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_maintenance: Option<Timestamp>,
 }
 
 /// A probed service's last probe round (`selfheal probe`).
@@ -414,6 +417,8 @@ fn held(
         rules: Rules::of(config),
         starter: Starter::Hook,
         unit: None,
+        // Loop protection's hold; a pause or a window is shown as paused, apart.
+        planned: None,
         now,
     };
     let mut counted = crate::heal::hold::incident_failures(&inputs);
@@ -446,8 +451,8 @@ fn rows(
 ) -> Vec<ServiceStatus> {
     let episodes: BTreeMap<String, crate::state::Episode> =
         state.episodes().unwrap_or_default().into_iter().collect();
-    let pauses = state.pauses();
-    services
+    let mut plans = crate::heal::planned::Plans::read(config, state);
+    let rows = services
         .iter()
         .zip(units)
         .map(|(service, unit)| {
@@ -456,14 +461,25 @@ fn rows(
                 history,
                 episode: episodes.get(&service.name),
             };
-            let pause = pauses.of(&service.name, now);
+            let planned = plans.of(service, now);
+            let next_maintenance = planned
+                .is_none()
+                .then(|| plans.next_window(service, now))
+                .flatten();
             ServiceStatus {
-                paused_until: pause.map(|pause| pause.until),
-                pause_reason: pause.and_then(|pause| pause.reason.clone()),
+                paused_until: planned
+                    .as_ref()
+                    .map(|planned| Timestamp::seconds(planned.until)),
+                pause_reason: planned.and_then(|planned| planned.reason),
+                next_maintenance: next_maintenance.map(Timestamp::seconds),
                 ..row(config, service, unit, &seen, now)
             }
         })
-        .collect()
+        .collect();
+    // What systemd said of the windows is kept for the next look (best effort: the
+    // dashboard may run as a user who cannot write there).
+    plans.keep(state);
+    rows
 }
 
 /// What the state directory and the sockets say, for every row.

@@ -201,6 +201,9 @@ fn services(page: &mut Page, status: &Status) {
                     .into_owned(),
             );
         }
+        if let Some(next) = row.next_maintenance {
+            fields.push(format!("maintenance from {}", page.when(next)));
+        }
         page.line(&format!(
             "  {} {:<name_width$}  {}",
             verdict.mark(terminal),

@@ -67,11 +67,14 @@ impl Run<'_> {
         let unit_now = unit_now(&look.systemd, &look.snapshot, || {
             matches!(starter, Starter::Hook | Starter::Other) && recorded.episode.is_some()
         });
+        let now = SystemTime::now();
+        let planned = crate::heal::planned::planned(config, state, service, now, !options.dry_run);
         let decision = recorded.decide(
             Rules::of(config),
             starter,
             Some(unit_now),
-            SystemTime::now(),
+            planned.as_ref(),
+            now,
         );
         tracing::debug!(selfheal_service = %service.name, "hold decision for a {starter:?} run of a unit {unit_now:?}: {decision:?}");
         let episode = recorded.episode;
@@ -90,10 +93,58 @@ impl Run<'_> {
                 }
                 return Ok(ControlFlow::Continue(None));
             }
+            Decision::Hold(hold::Hold {
+                why: HoldReason::Planned { why },
+                ..
+            }) => {
+                return Ok(ControlFlow::Break(
+                    self.end(self.planned(look, diagnosis, &why)),
+                ));
+            }
             Decision::Hold(hold) => hold,
         };
         let facts = self.held(look, diagnosis, &hold, episode);
         Ok(ControlFlow::Break(self.end(facts)))
+    }
+
+    /// A run held by a pause or a maintenance window: recorded `paused` with the diagnosis,
+    /// nothing told; a service it leaves down is healed when the plan is over (the watch).
+    fn planned<U: UnitControl>(
+        &self,
+        look: &Look<U>,
+        diagnosis: &Diagnosis,
+        why: &str,
+    ) -> RunFacts {
+        let service = &self.service.name;
+        tracing::info!(selfheal_service = %service, "{why}");
+        let down = matches!(
+            look.snapshot.active_state,
+            ActiveState::Failed | ActiveState::Inactive
+        );
+        if down && !self.options.dry_run {
+            let held = self.state.change_pauses(|pauses| {
+                pauses.held.insert(service.clone());
+            });
+            if let Err(err) = held {
+                tracing::error!(selfheal_service = %service, "cannot note that it waits for the plan's end: {err}");
+            }
+        }
+        let would = self.would();
+        let mut facts = self
+            .facts(Outcome::Paused)
+            .diagnosis(diagnosis.clone())
+            .reason(format!("{would}{why}"));
+        facts.post_status = Some(PostStatus::from(&look.snapshot));
+        facts
+    }
+
+    /// How a dry run's reason begins: what it says is what a real run would do.
+    fn would(&self) -> &'static str {
+        if self.options.dry_run {
+            "a real run would stop: "
+        } else {
+            ""
+        }
     }
 
     /// The effects of a hold: the episode's next step, the reason, and whether to tell.
@@ -119,11 +170,7 @@ impl Run<'_> {
                 options.dry_run,
             )
         };
-        let would = if options.dry_run {
-            "a real run would stop: "
-        } else {
-            ""
-        };
+        let would = self.would();
         let mut facts = self.facts(Outcome::Suppressed).diagnosis(diagnosis.clone());
         facts.post_status = Some(PostStatus::from(snapshot));
         facts.episode_reported = !hold.tell;
@@ -186,6 +233,7 @@ impl Run<'_> {
                     "{unit} was stopped on purpose (systemctl stop) since it failed: selfheal leaves it stopped and its episode is over"
                 )
             }
+            HoldReason::Planned { why } => why.clone(),
             HoldReason::DisabledByPerson => {
                 if !options.dry_run {
                     episode::end(state, &look.systemd, service, "its unit is disabled");
@@ -245,7 +293,9 @@ pub(crate) fn held_by_loop_protection(
 ) -> Option<String> {
     let recorded = hold::Recorded::read(state, &service.name).ok()?;
     let rules = Rules::of(config);
-    match recorded.decide(rules, Starter::Other, None, SystemTime::now()) {
+    let now = SystemTime::now();
+    let planned = crate::heal::planned::planned(config, state, service, now, false);
+    match recorded.decide(rules, Starter::Other, None, planned.as_ref(), now) {
         Decision::Hold(hold) => Some(hold.why.sentence(&service.name, rules)),
         Decision::Act(_) => None,
     }

@@ -92,13 +92,6 @@ pub(crate) fn run<U: UnitControl>(
         ControlFlow::Break(report) => return Ok(report),
     };
     tracing::debug!("service lock taken");
-    // A person paused it: recorded, nothing changed or told (a person's run still acts).
-    if !options.manual
-        && let Some(why) = crate::heal::pause::paused(state, &service.name)
-    {
-        tracing::info!(selfheal_service = %service.name, "{why}");
-        return Ok(run.end(run.facts(Outcome::Paused).reason(why)));
-    }
     let mut look = match run.first_look(host)? {
         ControlFlow::Continue(look) => look,
         ControlFlow::Break(report) => return Ok(report),
