@@ -143,6 +143,8 @@ pub fn report(data: &[u8]) {
         relapse: false,
         episode_reported: false,
         all_clear: None,
+        folded: None,
+        reminder: None,
         dry_run: false,
     };
     let service = &config.monitored_services[0];

@@ -508,3 +508,81 @@ fn the_daily_digest_mails_the_days_figures_and_install_runs_its_timer_only_when_
         "active"
     );
 }
+
+/// `notify_policy: {resolved: digest, remind: 1h}`: two heals of web are recorded, counted in
+/// the metrics and the digest, and mail nobody; a FAILED run of api is mailed at once; an hour
+/// after that mail (its record aged here), the watch's round reminds that api is still down.
+#[test]
+fn with_resolved_digest_heals_wait_for_the_digest_a_failure_is_mailed_at_once_and_reminded() {
+    let env = TestEnv::new();
+    let server = smtp(&env);
+    let web_port = free_port();
+    let metrics = env.sandbox.scratch_dir().join("selfheal.prom");
+    let marker = env.sandbox.scratch_dir().join("api-config");
+    web_failing_until(&env, "api", free_port(), &marker);
+    env.configure(
+        &mailing(&env, &server)
+            .with(
+                "notify_policy",
+                serde_json::json!({"resolved": "digest", "remind": "1h"}),
+            )
+            .with("metrics_file", metrics.display().to_string())
+            .service(Service::new("web").port(web_port))
+            .service(Service::new("api").strategies(&["service_restart"])),
+    )
+    .web_unit("web", web_port, "up")
+    .install()
+    .start_listening("web", web_port);
+
+    for heals in 1..=2 {
+        env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
+        let history = env.wait_for_history(heals, Duration::from_secs(30));
+        assert_eq!(history[heals - 1].outcome, Outcome::Resolved, "{history:?}");
+        env.start_listening("web", web_port);
+    }
+    let _ = env.sandbox.systemctl(["start", "api.service"]);
+    let history = env.wait_for_history(3, Duration::from_secs(30));
+    assert_eq!(history[2].outcome, Outcome::Failed, "{history:?}");
+    let mails = server.wait_for_messages(1, Duration::from_secs(10));
+    assert_eq!(
+        subjects(&server),
+        ["❌ TestHost: api - FAILED"],
+        "only the failure"
+    );
+    drop(mails);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_contains(
+        &text,
+        "selfheal_notifications_held_total{reason=\"resolved_digest\"} 2",
+    );
+
+    let digest = env.selfheal(["digest"]);
+    assert!(digest.status.success(), "{digest:?}");
+    let mails = server.wait_for_messages(2, Duration::from_secs(10));
+    let digest = Mail::parse(&mails[1]);
+    assert_contains(&digest.subject, "digest - 3 healing runs in 24h");
+    assert_contains(&digest.text, "web         2         2       0");
+
+    // An hour later api is still down: one reminder from the watch's round.
+    let told = env.state_dir.join("told/api.json");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&told).unwrap()).unwrap();
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3601);
+    record["at"] = selfheal::state::Timestamp::seconds(hour_ago)
+        .to_string()
+        .into();
+    std::fs::write(&told, record.to_string()).unwrap();
+    let watched = env.selfheal(["watch"]);
+    assert!(watched.status.success(), "{watched:?}");
+    let mails = server.wait_for_messages(3, Duration::from_secs(10));
+    let reminder = Mail::parse(&mails[2]);
+    assert_contains(
+        &reminder.subject,
+        "❌ TestHost: api - FAILED (reminder: down since ",
+    );
+    assert_contains(&reminder.text, "it has not come back");
+    // Reminded: the next is an hour away.
+    let again = env.selfheal(["watch"]);
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(server.messages().len(), 3);
+}

@@ -64,6 +64,10 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
             }
         }
     }
+    for reminder in crate::notify::remind::due(&config, &state, &systemd, SystemTime::now()) {
+        print!("{}", renderer.text(&reminder)?);
+        teller.tell(&reminder, None);
+    }
     // A pause or a window that has ended: what is still failed of it is healed now.
     for healed in crate::heal::pause::release_ended(&config, &state, &systemd) {
         println!("{healed}");

@@ -13,6 +13,7 @@ mod load;
 mod locate;
 pub(crate) mod maintenance;
 pub(crate) mod notify;
+pub(crate) mod notify_policy;
 pub(crate) mod probe;
 mod service;
 pub(crate) mod strategies;
@@ -105,6 +106,9 @@ pub(crate) struct Config {
     /// healed with the section's strategies, if any) when it fails. Absent means off.
     #[serde(default, deserialize_with = "all_services::on_with_defaults")]
     pub all_services: Option<all_services::AllServicesConfig>,
+    /// What is worth a message now (RESOLVED in the digest only, folding, reminders).
+    #[serde(default)]
+    pub notify_policy: notify_policy::NotifyPolicy,
     /// Windows in which selfheal holds back for every service, as under `selfheal pause`.
     #[serde(default)]
     pub maintenance: Vec<maintenance::MaintenanceWindow>,
@@ -199,6 +203,14 @@ impl Config {
     }
 
     /// Finds a monitored service by its name, with or without `.service`.
+    /// The notification policy of `service` (a listed one's settings over the top-level).
+    pub(crate) fn notify_policy_of(&self, service: &str) -> notify_policy::NotifyPolicy {
+        self.notify_policy.with(
+            self.service(service)
+                .and_then(|listed| listed.notify_policy.as_ref()),
+        )
+    }
+
     pub(crate) fn service(&self, name: &str) -> Option<&ServiceConfig> {
         let bare = name.strip_suffix(".service").unwrap_or(name);
         self.monitored_services.iter().find(|s| s.name == bare)
@@ -559,6 +571,14 @@ monitored_services:
             (
                 "monitored_services:\n  - name: web\n    healing_strategies: [database_check]\n    database_check:\n      files: [{path: rel/app.db}]\n",
                 "5:7: monitored_services[0] (web): rel/app.db must be an absolute path",
+            ),
+            (
+                "notify_policy:\n  min_interval: 2d\n",
+                "2:17: notify_policy: min_interval must be at most 1d (got 2d)",
+            ),
+            (
+                "notify_policy: {remind: 30s}\n",
+                "1:25: notify_policy.remind: at least 1m, not 30s (a reminder is a mail)",
             ),
             (
                 "failure_threshold: 0\n",

@@ -61,6 +61,8 @@ pub(crate) struct ServiceConfig {
     /// Its own maintenance windows (beside the top-level ones).
     #[serde(default)]
     pub maintenance: Vec<super::maintenance::MaintenanceWindow>,
+    /// Its notification policy over the top-level `notify_policy:`.
+    pub notify_policy: Option<super::notify_policy::PolicyOverride>,
 }
 
 impl ServiceConfig {
@@ -85,6 +87,7 @@ impl ServiceConfig {
             port_conflict: None,
             probe: None,
             maintenance: Vec::new(),
+            notify_policy: None,
         }
     }
 }

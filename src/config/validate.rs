@@ -65,6 +65,7 @@ impl Config {
             validate_all_services(all)?;
         }
         self.validate_maintenance()?;
+        self.validate_notify_policy()?;
         if let Some(probe) = &self.probe {
             probe::validate(probe).map_err(|(name, message)| Problem {
                 keys: vec![
@@ -96,6 +97,41 @@ impl Config {
 
     /// Two names for one unit: install would write its drop-in twice (the last wins) and the
     /// first would never be healed.
+    /// Each service's notification policy (the top-level one with its settings over it).
+    fn validate_notify_policy(&self) -> Result<(), Problem> {
+        let policies = std::iter::once((vec![Seg::from("notify_policy")], self.notify_policy))
+            .chain(
+                self.monitored_services
+                    .iter()
+                    .enumerate()
+                    .map(|(index, service)| {
+                        (
+                            vec![
+                                Seg::from("monitored_services"),
+                                index.into(),
+                                "notify_policy".into(),
+                            ],
+                            self.notify_policy.with(service.notify_policy.as_ref()),
+                        )
+                    }),
+            );
+        for (key, policy) in policies {
+            if Duration::from(policy.min_interval) > super::notify_policy::LONGEST_INTERVAL {
+                let at = super::locate::dotted(&key);
+                let mut keys = vec![key.clone(), key];
+                keys[0].push("min_interval".into());
+                return Err(Problem {
+                    keys,
+                    message: format!(
+                        "{at}: min_interval must be at most 1d (got {}): past it, folding reports is hiding them",
+                        policy.min_interval
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Each maintenance window on its own (systemd's parser reads the events in `check`).
     fn validate_maintenance(&self) -> Result<(), Problem> {
         let windows = self

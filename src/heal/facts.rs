@@ -66,6 +66,14 @@ pub(crate) struct RunFacts {
     /// back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub all_clear: Option<String>,
+    /// The reports of this service that the notification policy's `min_interval` folded into
+    /// this one, in a line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folded: Option<String>,
+    /// A reminder (`notify_policy: remind`) that the service is still down: since when people
+    /// were told, readable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reminder: Option<String>,
 }
 
 impl RunFacts {
@@ -90,6 +98,8 @@ impl RunFacts {
             relapse: false,
             episode_reported: false,
             all_clear: None,
+            folded: None,
+            reminder: None,
         }
     }
 }
@@ -176,6 +186,8 @@ impl RunClock {
             relapse: false,
             episode_reported: false,
             all_clear: None,
+            folded: None,
+            reminder: None,
         }
     }
 }

@@ -6,6 +6,8 @@ pub(crate) mod cascade;
 pub(crate) mod channel;
 pub(crate) mod email;
 pub(crate) mod mailing;
+pub(crate) mod policy;
+pub(crate) mod remind;
 pub(crate) mod tell;
 
 use crate::notify::email::{EmailError, OutboxError};

@@ -20,6 +20,9 @@ pub(crate) struct Told {
     /// Its word: `FAILED`, `SUPPRESSED`, `CRASH LOOP`.
     pub word: String,
     pub at: Timestamp,
+    /// When people were first told it is down (reminders keep it; `at` is the last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Timestamp>,
 }
 
 const TOLD: &str = "told";
@@ -143,6 +146,18 @@ impl Teller<'_> {
             report
         };
         let worth = crate::notify::email::worth_mailing(report);
+        let report = if worth {
+            let Some(report) = self.by_policy(report) else {
+                if let Some(arrival) = arrival {
+                    mailing.quiet(arrival);
+                }
+                return;
+            };
+            report
+        } else {
+            std::borrow::Cow::Borrowed(report)
+        };
+        let report = report.as_ref();
         let subject = match self.renderer.subject(report) {
             Ok(subject) => subject,
             Err(err) => {
@@ -168,6 +183,36 @@ impl Teller<'_> {
                 crate::notify::channel::log_rounds(&report.header.service, &rounds);
             }
         });
+    }
+}
+
+impl Teller<'_> {
+    /// What is worth a message now (`notify_policy:`): `None` when `report` is held (it stays
+    /// in history, the digest has it, and it is counted), else the report to tell, with what
+    /// was folded into it.
+    fn by_policy<'r>(&self, report: &'r Report) -> Option<std::borrow::Cow<'r, Report>> {
+        let service = &report.header.service;
+        let policy = self.config.notify_policy_of(service);
+        let down_told = told(self.state, service).is_some();
+        let now = std::time::SystemTime::now();
+        match crate::notify::policy::judge(self.state, report, policy, down_told, now) {
+            crate::notify::policy::Verdict::Held(why) => {
+                tracing::info!(selfheal_service = %service, "not told now: notify_policy ({})", why.label());
+                None
+            }
+            crate::notify::policy::Verdict::Tell { folded: None } => {
+                Some(std::borrow::Cow::Borrowed(report))
+            }
+            crate::notify::policy::Verdict::Tell { folded } => {
+                Some(std::borrow::Cow::Owned(Report {
+                    facts: crate::heal::facts::RunFacts {
+                        folded,
+                        ..report.facts.clone()
+                    },
+                    ..report.clone()
+                }))
+            }
+        }
     }
 }
 
@@ -215,9 +260,13 @@ fn remember(state: &StateDir, report: &Report) {
         }
         Outcome::Planned | Outcome::Paused => return,
     };
+    let since = told(state, service).map_or(report.facts.started_at, |told| {
+        told.since.unwrap_or(told.at)
+    });
     let told = Told {
         word,
         at: report.facts.started_at,
+        since: Some(since),
     };
     if let Err(err) = state.save_service_file(TOLD, service, &told) {
         tracing::warn!(selfheal_service = %service, "what was told cannot be recorded (no all-clear will follow): {err}");

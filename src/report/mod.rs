@@ -151,6 +151,8 @@ impl Report {
                 relapse: false,
                 episode_reported: false,
                 all_clear: None,
+                folded: None,
+                reminder: None,
             },
             recommendations: Vec::new(),
             manual_steps: Vec::new(),
@@ -347,6 +349,8 @@ pub(crate) mod fixture {
             relapse: false,
             episode_reported: false,
             all_clear: None,
+            folded: None,
+            reminder: None,
         };
         Report::new(header, facts)
     }

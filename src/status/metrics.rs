@@ -40,6 +40,7 @@ pub(crate) fn update(config: &Config, state: &StateDir) {
             let mut text = render(config, &history, &watched, queued);
             channel_backlog(&mut text, config, state);
             last_rounds(&mut text, config, state);
+            held_back(&mut text, state);
             // Through the directory's descriptor, reached without following a link: the
             // directory is often another user's (Debian chowns /var/lib/prometheus to
             // prometheus), who could otherwise swap a part of it for a symlink.
@@ -213,6 +214,27 @@ fn last_rounds(out: &mut String, config: &Config, state: &StateDir) {
                 "selfheal_last_round_timestamp_seconds{{round=\"{round}\"}} {seconds:.3}"
             );
         }
+    }
+}
+
+/// The reports the notification policy held back, by reason (they stay in history and the
+/// digest): both reasons always, so a rate can be taken from zero.
+fn held_back(out: &mut String, state: &StateDir) {
+    use crate::notify::policy::Held;
+    family(
+        out,
+        "selfheal_notifications_held_total",
+        "counter",
+        "Reports notify_policy held back (resolved_digest: told in the digest; min_interval: folded into the next report).",
+    );
+    let counts = crate::notify::policy::held_counts(state);
+    for reason in [Held::ResolvedDigest, Held::MinInterval] {
+        let count = counts.held.get(reason.label()).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "selfheal_notifications_held_total{{reason=\"{}\"}} {count}",
+            reason.label()
+        );
     }
 }
 
