@@ -145,6 +145,7 @@ pub fn report(data: &[u8]) {
         all_clear: None,
         folded: None,
         reminder: None,
+        guard: None,
         dry_run: false,
     };
     let service = &config.monitored_services[0];

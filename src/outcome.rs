@@ -33,6 +33,9 @@ pub enum Outcome {
     /// A unit `all_services:` covers failed and its section lists no strategy: diagnosed and
     /// reported, nothing changed.
     Reported,
+    /// The host guard holds it: many services are failing, they are healed one at a time and
+    /// this one waits its turn (its heal unit is started when it comes).
+    Held,
 }
 
 impl Outcome {
@@ -48,6 +51,7 @@ impl Outcome {
             Outcome::Planned => "planned",
             Outcome::Reported => "reported",
             Outcome::Paused => "paused",
+            Outcome::Held => "held",
         }
     }
 
@@ -61,7 +65,7 @@ impl Outcome {
             | Outcome::Reported
             | Outcome::Paused => ExitCode::Success,
             Outcome::Failed | Outcome::CrashLoop => ExitCode::Failure,
-            Outcome::Suppressed => ExitCode::Suppressed,
+            Outcome::Suppressed | Outcome::Held => ExitCode::Suppressed,
         }
     }
 

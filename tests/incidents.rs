@@ -539,6 +539,11 @@ fn with_resolved_digest_heals_wait_for_the_digest_a_failure_is_mailed_at_once_an
         let history = env.wait_for_history(heals, Duration::from_secs(30));
         assert_eq!(history[heals - 1].outcome, Outcome::Resolved, "{history:?}");
         env.start_listening("web", web_port);
+        // The next failure must find the heal unit over: one still running takes no second
+        // start.
+        wait_until(Duration::from_secs(20), "the heal unit to end", || {
+            env.property("selfheal@web.service", "ActiveState") != "activating"
+        });
     }
     let _ = env.sandbox.systemctl(["start", "api.service"]);
     let history = env.wait_for_history(3, Duration::from_secs(30));
@@ -585,4 +590,97 @@ fn with_resolved_digest_heals_wait_for_the_digest_a_failure_is_mailed_at_once_an
     let again = env.selfheal(["watch"]);
     assert!(again.status.success(), "{again:?}");
     assert_eq!(server.messages().len(), 3);
+}
+
+/// Six services killed at once with `guard: {max_failing: 2}`: one report for the host, the
+/// storm's services healed one at a time (those waiting record `held`, and each is started
+/// when the one before it is verified), and all healthy in the end.
+#[test]
+fn six_services_killed_at_once_get_one_guard_report_and_are_healed_one_at_a_time() {
+    let env = TestEnv::new();
+    let server = smtp(&env);
+    let names = ["s1", "s2", "s3", "s4", "s5", "s6"];
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let mut config = mailing(&env, &server).with(
+        "guard",
+        serde_json::json!({"max_failing": 2, "within": "2m"}),
+    );
+    for (name, port) in names.iter().zip(&ports) {
+        env.web_unit(name, *port, &format!("{name} serves"));
+        config = config.service(Service::new(name).port(*port));
+    }
+    env.configure(&config).install();
+    for (name, port) in names.iter().zip(&ports) {
+        env.start_listening(name, *port);
+    }
+    let units: Vec<String> = names.iter().map(|n| format!("{n}.service")).collect();
+    let mut kill = vec!["kill", "--signal=SIGKILL"];
+    kill.extend(units.iter().map(String::as_str));
+    let killed = std::time::SystemTime::now();
+    env.systemctl(&kill);
+
+    wait_until(Duration::from_secs(90), "every service healed", || {
+        let history = StateDir::new(&env.state_dir).history().unwrap_or_default();
+        names.iter().all(|name| {
+            history
+                .iter()
+                .any(|r| r.service == *name && r.outcome == Outcome::Resolved)
+        })
+    });
+    let history = StateDir::new(&env.state_dir).history().unwrap();
+    for record in &history {
+        let at = record.started().duration_since(killed).unwrap_or_default();
+        eprintln!(
+            "{:>6} ms +{:>5} ms  {}  {}",
+            at.as_millis(),
+            record.duration_ms,
+            record.service,
+            record.outcome
+        );
+    }
+    for unit in &units {
+        assert_eq!(env.property(unit, "ActiveState"), "active", "{unit}");
+    }
+    let held: Vec<&HistoryRecord> = history
+        .iter()
+        .filter(|r| r.outcome == Outcome::Held)
+        .collect();
+    assert!(
+        held.len() >= 3,
+        "at most 3 heal before the turn is taken: {history:?}"
+    );
+    // Each held service's heal began only after the one before it was over.
+    let mut turns: Vec<(std::time::SystemTime, std::time::SystemTime)> = history
+        .iter()
+        .filter(|r| r.outcome == Outcome::Resolved && held.iter().any(|h| h.service == r.service))
+        .map(|r| {
+            (
+                r.started(),
+                r.started() + Duration::from_millis(r.duration_ms),
+            )
+        })
+        .collect();
+    turns.sort();
+    for pair in turns.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "two turns at once: {history:?}");
+    }
+    wait_until(Duration::from_secs(20), "every heal unit over", || {
+        names
+            .iter()
+            .all(|n| env.property(&format!("selfheal@{n}.service"), "ActiveState") != "activating")
+    });
+    let subjects = subjects(&server);
+    let guard: Vec<&String> = subjects
+        .iter()
+        .filter(|s| s.contains("host guard - "))
+        .collect();
+    assert_eq!(guard.len(), 1, "{subjects:?}");
+    assert_contains(guard[0], "⚠ TestHost: host guard - ");
+    assert_eq!(
+        subjects.len(),
+        1,
+        "the storm's heals are its report's: {subjects:?}"
+    );
+    let mail = Mail::parse(&server.messages()[0]);
+    assert_contains(&mail.text, "HOST GUARD");
 }

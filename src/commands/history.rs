@@ -186,7 +186,7 @@ fn paint(outcome: Outcome) -> Paint {
     match outcome {
         Outcome::Resolved | Outcome::Healthy | Outcome::RestartedBySystemd => Paint::Green,
         Outcome::Failed | Outcome::CrashLoop => Paint::Red,
-        Outcome::Suppressed | Outcome::Reported => Paint::Yellow,
+        Outcome::Suppressed | Outcome::Reported | Outcome::Held => Paint::Yellow,
         Outcome::Planned | Outcome::Paused => Paint::Blue,
     }
 }

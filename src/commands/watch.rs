@@ -68,6 +68,8 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
         print!("{}", renderer.text(&reminder)?);
         teller.tell(&reminder, None);
     }
+    // A host guard's turn whose run died goes to the next waiting service.
+    crate::heal::guard::nudge(&config, &state, &systemd);
     // A pause or a window that has ended: what is still failed of it is healed now.
     for healed in crate::heal::pause::release_ended(&config, &state, &systemd) {
         println!("{healed}");

@@ -81,6 +81,10 @@ pub(crate) struct Config {
     pub new_incident_after: Option<HumanDuration>,
     /// A burst of failures like this gets one combined report.
     pub cascade: Option<CascadeConfig>,
+    /// More than `max_failing` services failing within `within`: one report for the host, and
+    /// healing one service at a time (on by default: 5 within 2m).
+    #[serde(default)]
+    pub guard: GuardConfig,
     /// How many automatic restarts by systemd within how long make a crash loop worth a
     /// report (default 5 within 10 min).
     #[serde(default)]
@@ -173,6 +177,24 @@ impl Default for CrashLoopConfig {
         CrashLoopConfig {
             restarts: 5,
             within: HumanDuration(Duration::from_secs(600)),
+        }
+    }
+}
+
+/// `guard:` the host guard (see `heal::guard`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GuardConfig {
+    /// More failing services than this within `within` start the guard.
+    pub max_failing: u32,
+    pub within: HumanDuration,
+}
+
+impl Default for GuardConfig {
+    fn default() -> GuardConfig {
+        GuardConfig {
+            max_failing: 5,
+            within: HumanDuration(Duration::from_secs(120)),
         }
     }
 }

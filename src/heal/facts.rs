@@ -74,6 +74,22 @@ pub(crate) struct RunFacts {
     /// were told, readable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reminder: Option<String>,
+    /// This run found many services failing at once (the host guard): the one report for the
+    /// host names them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardStorm>,
+}
+
+/// A storm the host guard found, as its report tells it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct GuardStorm {
+    /// The services failing within the guard's window.
+    pub failing: Vec<String>,
+    pub max_failing: u32,
+    pub within: String,
+    /// The likely shared cause, where this run's diagnosis found one on the host (a full file
+    /// system, the kernel's OOM killer, a failed upstream unit).
+    pub cause: Option<String>,
 }
 
 impl RunFacts {
@@ -100,6 +116,7 @@ impl RunFacts {
             all_clear: None,
             folded: None,
             reminder: None,
+            guard: None,
         }
     }
 }
@@ -188,6 +205,7 @@ impl RunClock {
             all_clear: None,
             folded: None,
             reminder: None,
+            guard: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 pub(crate) mod diagnose;
 pub(crate) mod episode;
 pub(crate) mod facts;
+pub(crate) mod guard;
 pub(crate) mod hold;
 pub(crate) mod pause;
 pub(crate) mod planned;

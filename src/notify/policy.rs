@@ -111,7 +111,9 @@ fn verdict(
     now: SystemTime,
 ) -> Verdict {
     let outcome = report.facts.outcome;
-    let never_held = report.facts.all_clear.is_some() || matches!(outcome, Outcome::CrashLoop);
+    let never_held = report.facts.all_clear.is_some()
+        || report.facts.guard.is_some()
+        || matches!(outcome, Outcome::CrashLoop);
     let down = matches!(
         outcome,
         Outcome::Failed | Outcome::Suppressed | Outcome::Reported

@@ -258,7 +258,7 @@ fn remember(state: &StateDir, report: &Report) {
             }
             return;
         }
-        Outcome::Planned | Outcome::Paused => return,
+        Outcome::Planned | Outcome::Paused | Outcome::Held => return,
     };
     let since = told(state, service).map_or(report.facts.started_at, |told| {
         told.since.unwrap_or(told.at)

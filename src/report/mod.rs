@@ -153,6 +153,7 @@ impl Report {
                 all_clear: None,
                 folded: None,
                 reminder: None,
+                guard: None,
             },
             recommendations: Vec::new(),
             manual_steps: Vec::new(),
@@ -351,6 +352,7 @@ pub(crate) mod fixture {
             all_clear: None,
             folded: None,
             reminder: None,
+            guard: None,
         };
         Report::new(header, facts)
     }

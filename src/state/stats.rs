@@ -66,7 +66,7 @@ pub(crate) fn per_service(records: &[&HistoryRecord]) -> Vec<ServiceStats> {
                 row.restarted_by_systemd += record.restarts.max(1) as usize;
             }
             Outcome::CrashLoop => row.crash_loops += 1,
-            Outcome::Planned | Outcome::Paused => {}
+            Outcome::Planned | Outcome::Paused | Outcome::Held => {}
         }
     }
     for row in &mut rows {

@@ -27,6 +27,7 @@ use crate::systemd::{ActiveState, SystemdError, UnitControl, UnitSnapshot};
 use crate::ui::terminal::SlowNotice;
 
 mod follow;
+mod guard_turn;
 mod host_facts;
 mod loop_protection;
 mod upstream;
@@ -101,7 +102,15 @@ pub(crate) fn run<U: UnitControl>(
         ControlFlow::Continue(retry) => retry,
         ControlFlow::Break(report) => return Ok(report),
     };
-    Ok(run.heal(host, &look, diagnosis, retry))
+    let guarded = match run.guard_turn(&look, &diagnosis) {
+        ControlFlow::Continue(guarded) => guarded,
+        ControlFlow::Break(report) => return Ok(report),
+    };
+    let mut facts = run.heal(host, &look, diagnosis, retry);
+    if let Some(guarded) = guarded {
+        run.hand_on(&look, guarded, &mut facts);
+    }
+    Ok(facts)
 }
 
 /// One run's fixed facts, and how it ends: with one report, recorded.

@@ -41,7 +41,7 @@ pub(crate) fn webhook(format: WebhookFormat, report: &Report, subject: &str) -> 
                 Outcome::Resolved | Outcome::Healthy | Outcome::RestartedBySystemd => {
                     "white_check_mark"
                 }
-                Outcome::Suppressed | Outcome::Paused => "pause_button",
+                Outcome::Suppressed | Outcome::Paused | Outcome::Held => "pause_button",
                 Outcome::CrashLoop => "repeat",
                 Outcome::Reported => "warning",
                 Outcome::Failed | Outcome::Planned => "rotating_light",

@@ -49,7 +49,7 @@ pub(crate) fn preflight(email: &EmailConfig) -> Result<Vec<String>, String> {
 /// A healthy service, a dry run and a run that yielded to a concurrent one send nothing.
 pub(crate) fn worth_mailing(report: &Report) -> bool {
     // The all-clear of a FAILED, SUPPRESSED or CRASH LOOP that people were told.
-    if report.facts.all_clear.is_some() {
+    if report.facts.all_clear.is_some() || report.facts.guard.is_some() {
         return true;
     }
     if report.facts.episode_reported {
@@ -62,9 +62,12 @@ pub(crate) fn worth_mailing(report: &Report) -> bool {
         Outcome::Suppressed => report.facts.diagnosis.is_some(),
         // systemd's own restart worked: nothing for a person to do (crashes that keep
         // coming are reported as such).
-        Outcome::Healthy | Outcome::RestartedBySystemd | Outcome::Planned | Outcome::Paused => {
-            false
-        }
+        // Held by the host guard: its one report for the host tells it.
+        Outcome::Healthy
+        | Outcome::RestartedBySystemd
+        | Outcome::Planned
+        | Outcome::Paused
+        | Outcome::Held => false,
     }
 }
 
