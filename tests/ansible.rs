@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use common::{TestEnv, assert_contains, free_port, selfheal_bin};
+use common::{TestEnv, assert_contains, free_port, selfheal_bin, wait_until};
 use selfheal::outcome::Outcome;
 
 fn repository() -> &'static Path {
@@ -30,6 +30,11 @@ fn ansible_playbook() -> PathBuf {
 
 /// `ansible-playbook` inside the sandbox, its temporary files in the scratch directory.
 fn play(env: &TestEnv, vars: &Path, extra: &[&str]) -> String {
+    play_book(env, "deploy-self-healing.yml", vars, extra)
+}
+
+/// `play` of another playbook of `ansible/`.
+fn play_book(env: &TestEnv, book: &str, vars: &Path, extra: &[&str]) -> String {
     let scratch = env.sandbox.scratch_dir();
     let output: Output = env
         .sandbox
@@ -38,7 +43,7 @@ fn play(env: &TestEnv, vars: &Path, extra: &[&str]) -> String {
         .arg("-e")
         .arg(format!("@{}", vars.display()))
         .args(extra)
-        .arg(repository().join("ansible/deploy-self-healing.yml"))
+        .arg(repository().join("ansible").join(book))
         .env("ANSIBLE_HOME", scratch.join("ansible-home"))
         .env("ANSIBLE_LOCAL_TEMP", scratch.join("ansible-tmp"))
         .env("ANSIBLE_NOCOLOR", "1")
@@ -168,6 +173,40 @@ fn the_playbook_deploys_what_install_writes_changes_nothing_twice_and_heals() {
     assert_eq!(env.property("web.service", "ActiveState"), "active");
     let heal = env.property("selfheal@web.service", "ExecStart");
     assert_contains(&heal, &binary.to_string_lossy());
+
+    deploy_under_a_pause(&env, &binary, &config);
+}
+
+/// `ansible/deploy-with-pause.yml` around a deploy that kills web: the failure meanwhile is
+/// recorded `paused` and not healed; the play's resume heals it.
+fn deploy_under_a_pause(env: &TestEnv, binary: &Path, config: &Path) {
+    wait_until(Duration::from_secs(20), "the heal unit to end", || {
+        env.property("selfheal@web.service", "ActiveState") != "activating"
+    });
+    let scratch = env.sandbox.scratch_dir();
+    let tasks = scratch.join("deploy-tasks.yml");
+    // The deploy kills web, and waits until selfheal has recorded the failure (and left it).
+    std::fs::write(
+        &tasks,
+        "- name: The deploy stops web hard\n  ansible.builtin.command: systemctl kill --signal=SIGKILL web.service\n  changed_when: true\n\
+         - name: Until web is failed and its heal unit is over\n  ansible.builtin.command: systemctl show -P ActiveState web.service selfheal@web.service\n  register: states\n  until: states.stdout_lines | select | list == ['failed', 'inactive']\n  retries: 60\n  delay: 0.5\n  changed_when: false\n",
+    )
+    .unwrap();
+    let vars = scratch.join("deploy-vars.json");
+    let json = serde_json::json!({
+        "selfheal_hosts": "all",
+        "app_services": ["web"],
+        "app_deploy_tasks": tasks,
+        "selfheal_command": [binary, "--config", config, "--state-dir", env.state_dir],
+    });
+    std::fs::write(&vars, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    let recap = play_book(env, "deploy-with-pause.yml", &vars, &[]);
+    assert_eq!(changed(&recap), 3, "{recap}");
+    let history = env.wait_for_history(3, Duration::from_secs(30));
+    assert_eq!(history[1].outcome, Outcome::Paused, "{history:?}");
+    assert_contains(&history[1].summary, "ansible deploy");
+    assert_eq!(history[2].outcome, Outcome::Resolved, "{history:?}");
+    assert_eq!(env.property("web.service", "ActiveState"), "active");
 }
 
 /// The webhook URL (a secret) is in its root-only file, the config names the file, and neither
