@@ -146,6 +146,7 @@ pub fn report(data: &[u8]) {
         folded: None,
         reminder: None,
         guard: None,
+        guard_over: None,
         dry_run: false,
     };
     let service = &config.monitored_services[0];

@@ -599,15 +599,24 @@ fn with_resolved_digest_heals_wait_for_the_digest_a_failure_is_mailed_at_once_an
 fn six_services_killed_at_once_get_one_guard_report_and_are_healed_one_at_a_time() {
     let env = TestEnv::new();
     let server = smtp(&env);
+    let mut alertmanager =
+        common::receivers::Alertmanager::reserve(&env.sandbox.scratch_dir().join("am"));
+    alertmanager.start();
     let names = ["s1", "s2", "s3", "s4", "s5", "s6"];
     let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let mut config = mailing(&env, &server).with(
-        "guard",
-        serde_json::json!({"max_failing": 2, "within": "2m"}),
-    );
+    let mut config = mailing(&env, &server)
+        .with(
+            "guard",
+            serde_json::json!({"max_failing": 2, "within": "2m"}),
+        )
+        .with(
+            "notify",
+            serde_json::json!([{"alertmanager": {"url": alertmanager.url()}}]),
+        );
     for (name, port) in names.iter().zip(&ports) {
         env.web_unit(name, *port, &format!("{name} serves"));
-        config = config.service(Service::new(name).port(*port));
+        // Each heal stays a second to be verified: the storm lasts long enough to be seen.
+        config = config.service(Service::new(name).port(*port).stable_for("1s"));
     }
     env.configure(&config).install();
     for (name, port) in names.iter().zip(&ports) {
@@ -618,6 +627,16 @@ fn six_services_killed_at_once_get_one_guard_report_and_are_healed_one_at_a_time
     kill.extend(units.iter().map(String::as_str));
     let killed = std::time::SystemTime::now();
     env.systemctl(&kill);
+    let guard_alert = || {
+        alertmanager
+            .active_alerts()
+            .into_iter()
+            .find(|alert| alert["labels"]["alertname"] == "SelfhealHostGuard")
+    };
+    wait_until(Duration::from_secs(20), "the host guard's alert", || {
+        guard_alert().is_some()
+    });
+    assert_eq!(guard_alert().unwrap()["labels"]["severity"], "critical");
 
     wait_until(Duration::from_secs(90), "every service healed", || {
         let history = StateDir::new(&env.state_dir).history().unwrap_or_default();
@@ -628,42 +647,11 @@ fn six_services_killed_at_once_get_one_guard_report_and_are_healed_one_at_a_time
         })
     });
     let history = StateDir::new(&env.state_dir).history().unwrap();
-    for record in &history {
-        let at = record.started().duration_since(killed).unwrap_or_default();
-        eprintln!(
-            "{:>6} ms +{:>5} ms  {}  {}",
-            at.as_millis(),
-            record.duration_ms,
-            record.service,
-            record.outcome
-        );
-    }
+    print_timeline(&history, killed);
     for unit in &units {
         assert_eq!(env.property(unit, "ActiveState"), "active", "{unit}");
     }
-    let held: Vec<&HistoryRecord> = history
-        .iter()
-        .filter(|r| r.outcome == Outcome::Held)
-        .collect();
-    assert!(
-        held.len() >= 3,
-        "at most 3 heal before the turn is taken: {history:?}"
-    );
-    // Each held service's heal began only after the one before it was over.
-    let mut turns: Vec<(std::time::SystemTime, std::time::SystemTime)> = history
-        .iter()
-        .filter(|r| r.outcome == Outcome::Resolved && held.iter().any(|h| h.service == r.service))
-        .map(|r| {
-            (
-                r.started(),
-                r.started() + Duration::from_millis(r.duration_ms),
-            )
-        })
-        .collect();
-    turns.sort();
-    for pair in turns.windows(2) {
-        assert!(pair[1].0 >= pair[0].1, "two turns at once: {history:?}");
-    }
+    assert_one_turn_at_a_time(&history);
     wait_until(Duration::from_secs(20), "every heal unit over", || {
         names
             .iter()
@@ -683,4 +671,52 @@ fn six_services_killed_at_once_get_one_guard_report_and_are_healed_one_at_a_time
     );
     let mail = Mail::parse(&server.messages()[0]);
     assert_contains(&mail.text, "HOST GUARD");
+    // The run that ended the storm resolved the host's alert.
+    wait_until(
+        Duration::from_secs(10),
+        "the host guard's alert resolved",
+        || guard_alert().is_none(),
+    );
+}
+
+/// Each run of `history`, from `since`: its start and duration (for the note on a storm).
+fn print_timeline(history: &[HistoryRecord], since: std::time::SystemTime) {
+    for record in history {
+        let at = record.started().duration_since(since).unwrap_or_default();
+        eprintln!(
+            "{:>6} ms +{:>5} ms  {}  {}",
+            at.as_millis(),
+            record.duration_ms,
+            record.service,
+            record.outcome
+        );
+    }
+}
+
+/// At least three of six waited (`held`), and each held service's heal began only after the
+/// one before it was over.
+#[track_caller]
+fn assert_one_turn_at_a_time(history: &[HistoryRecord]) {
+    let held: Vec<&HistoryRecord> = history
+        .iter()
+        .filter(|r| r.outcome == Outcome::Held)
+        .collect();
+    assert!(
+        held.len() >= 3,
+        "at most 3 heal before the turn is taken: {history:?}"
+    );
+    let mut turns: Vec<(std::time::SystemTime, std::time::SystemTime)> = history
+        .iter()
+        .filter(|r| r.outcome == Outcome::Resolved && held.iter().any(|h| h.service == r.service))
+        .map(|r| {
+            (
+                r.started(),
+                r.started() + Duration::from_millis(r.duration_ms),
+            )
+        })
+        .collect();
+    turns.sort();
+    for pair in turns.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "two turns at once: {history:?}");
+    }
 }

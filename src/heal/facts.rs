@@ -78,6 +78,10 @@ pub(crate) struct RunFacts {
     /// host names them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guard: Option<GuardStorm>,
+    /// This run ended the host guard's storm (nobody waits any more): when the storm began.
+    /// Its alert is resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard_over: Option<Timestamp>,
 }
 
 /// A storm the host guard found, as its report tells it.
@@ -117,6 +121,7 @@ impl RunFacts {
             folded: None,
             reminder: None,
             guard: None,
+            guard_over: None,
         }
     }
 }
@@ -206,6 +211,7 @@ impl RunClock {
             folded: None,
             reminder: None,
             guard: None,
+            guard_over: None,
         }
     }
 }

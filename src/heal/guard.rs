@@ -184,13 +184,15 @@ pub(crate) fn leave(
     }
 }
 
+/// The guard's record (none when there is none, or it cannot be read).
+pub(crate) fn read(state: &StateDir) -> Option<Guard> {
+    state.file::<Guard>(FILE).ok().flatten()
+}
+
 /// Whether a storm was told at or after `since` (a run that began before the storm was found
 /// is one of its services: its heal is the storm's).
 pub(crate) fn told_since(state: &StateDir, since: SystemTime) -> bool {
-    state
-        .file::<Guard>(FILE)
-        .ok()
-        .flatten()
+    read(state)
         .and_then(|guard| guard.told_at)
         .is_some_and(|told| told.time() + Duration::from_secs(1) >= since)
 }

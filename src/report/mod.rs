@@ -154,6 +154,7 @@ impl Report {
                 folded: None,
                 reminder: None,
                 guard: None,
+                guard_over: None,
             },
             recommendations: Vec::new(),
             manual_steps: Vec::new(),
@@ -353,6 +354,7 @@ pub(crate) mod fixture {
             folded: None,
             reminder: None,
             guard: None,
+            guard_over: None,
         };
         Report::new(header, facts)
     }

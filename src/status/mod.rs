@@ -192,6 +192,28 @@ pub(crate) struct ConfigInfo {
     /// With `all_services:`: how many loaded service units it arms beside the monitored ones,
     /// and how many it keeps off (null without it, or when systemd did not list them).
     pub all_services: Option<CoveredUnits>,
+    /// The host guard's storm, while one is worked through (null otherwise).
+    pub guard_storm: Option<GuardStormStatus>,
+}
+
+/// A storm the host guard works through: who has the turn, who waits.
+#[derive(Debug, Serialize)]
+pub(crate) struct GuardStormStatus {
+    pub since: Option<Timestamp>,
+    pub turn: Option<String>,
+    pub waiting: Vec<String>,
+}
+
+impl GuardStormStatus {
+    /// The storm in `<state>/guard.json`, when one is on.
+    fn read(state: &StateDir) -> Option<GuardStormStatus> {
+        let guard = crate::heal::guard::read(state)?;
+        (!guard.over()).then(|| GuardStormStatus {
+            since: guard.began_at,
+            turn: guard.turn.map(|(service, _)| service),
+            waiting: guard.waiting,
+        })
+    }
 }
 
 /// What `all_services:` covers among the loaded service units.
@@ -376,6 +398,7 @@ impl ConfigInfo {
                 .map(|path| path.display().to_string()),
             all_services: None,
             timers: Vec::new(),
+            guard_storm: GuardStormStatus::read(state),
         }
     }
 }

@@ -285,6 +285,25 @@ fn aligned(rows: &[[String; 4]]) -> Vec<String> {
         .collect()
 }
 
+/// The host guard's storm, in one line.
+fn guard_storm(page: &mut Page, storm: &super::GuardStormStatus) {
+    let since = storm
+        .since
+        .map(|since| format!(" since {}", page.when(since)))
+        .unwrap_or_default();
+    let waiting = if storm.waiting.is_empty() {
+        String::new()
+    } else {
+        format!(", waiting: {}", storm.waiting.join(", "))
+    };
+    let text = format!(
+        "⚠ healing one at a time{since}: {} has the turn{waiting}",
+        storm.turn.as_deref().unwrap_or("nobody")
+    );
+    let line = page.terminal.paint(&text, Paint::Red).into_owned();
+    page.line(&format!("  Host guard       {line}"));
+}
+
 fn configuration(page: &mut Page, status: &Status) {
     page.heading("Configuration");
     let config = &status.config;
@@ -317,6 +336,9 @@ fn configuration(page: &mut Page, status: &Status) {
                 page.terminal.paint(&format!("⚠ {problem}"), Paint::Red)
             ));
         }
+    }
+    if let Some(storm) = &config.guard_storm {
+        guard_storm(page, storm);
     }
     if let Some(covered) = &config.all_services {
         page.line(&format!(

@@ -82,8 +82,9 @@ impl Run<'_> {
         facts: &mut RunFacts,
     ) {
         let storms = if guarded.has_turn {
-            let (next, _over) =
+            let (next, over) =
                 guard::leave(self.config, self.state, &look.systemd, &self.service.name);
+            facts.guard_over = over;
             if let Some(next) = next {
                 tracing::info!(selfheal_service = %self.service.name, "host guard: the turn goes to {next}");
             }

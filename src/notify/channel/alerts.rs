@@ -24,6 +24,54 @@ pub(crate) const ALERT_LIFETIME: Duration = Duration::from_secs(20 * 60);
 /// The alert's name in Alertmanager.
 pub(crate) const ALERT_NAME: &str = "SelfhealFailed";
 
+/// The host guard's alert: one for the host while a storm lasts.
+pub(crate) const GUARD_ALERT_NAME: &str = "SelfhealHostGuard";
+/// Its `service` label: no service's (an alert's identity is its labels, and its name is its
+/// own).
+const GUARD_ALERT_SERVICE: &str = "host guard";
+
+/// The host guard's alert a report fires (the storm's one report) or resolves (the run that
+/// ended the storm), with its state. Not kept with the services' open alerts: it fires for
+/// `ALERT_LIFETIME` (a storm is worked through one service at a time, in minutes) and the run
+/// that ends the storm resolves it.
+pub(crate) fn guard_change_for(report: &Report, subject: &str) -> Option<(Alert, AlertState)> {
+    let state = if report.facts.guard.is_some() {
+        AlertState::firing_now()
+    } else if report.facts.guard_over.is_some() {
+        AlertState::resolved_now()
+    } else {
+        return None;
+    };
+    let description = report.facts.guard.as_ref().map_or_else(
+        || "The host guard's storm is over: every service it held was healed in turn.".to_owned(),
+        |storm| {
+            format!(
+                "{} services failed within {} on {}: {}. They are healed one at a time.{}",
+                storm.failing.len(),
+                storm.within,
+                report.header.host,
+                storm.failing.join(", "),
+                storm
+                    .cause
+                    .as_ref()
+                    .map(|cause| format!(" Likely shared cause: {cause}."))
+                    .unwrap_or_default()
+            )
+        },
+    );
+    let alert = Alert {
+        alertname: GUARD_ALERT_NAME.to_owned(),
+        service: GUARD_ALERT_SERVICE.to_owned(),
+        host: report.header.host.clone(),
+        severity: "critical".to_owned(),
+        summary: subject.to_owned(),
+        description,
+        runbook_url: None,
+        starts_at: report.facts.started_at,
+    };
+    Some((alert, state))
+}
+
 /// The alert `selfheal test-notify` sends.
 pub(crate) const TEST_ALERT_NAME: &str = "SelfhealTest";
 /// The `service` label of a test alert: no monitored service's, so a route that groups by

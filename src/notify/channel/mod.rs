@@ -244,11 +244,22 @@ pub(crate) fn deliver(
     let change = alerting
         .then(|| alerts::change_for(state, report, subject))
         .flatten();
+    let guard = alerting
+        .then(|| alerts::guard_change_for(report, subject))
+        .flatten();
     let work: Vec<(&ChannelConfig, Vec<Message>)> = config
         .notify
         .iter()
         .filter_map(|channel| {
-            message_for(channel, report, subject, change.as_ref()).map(|m| (channel, vec![m]))
+            let mut messages: Vec<Message> = message_for(channel, report, subject, change.as_ref())
+                .into_iter()
+                .collect();
+            if let (ChannelConfig::Alertmanager(alertmanager), Some((alert, state))) =
+                (channel, &guard)
+            {
+                messages.push(alert_message(alert, &alertmanager.labels, *state));
+            }
+            (!messages.is_empty()).then_some((channel, messages))
         })
         .collect();
     let queued = queue_all(state, work);
