@@ -19,6 +19,10 @@ pub(crate) struct Pending {
 
 /// Writes `bytes` to a fresh temporary file beside `target`, with `mode`, and syncs it.
 pub(crate) fn prepare(target: &Path, bytes: &[u8], mode: u32) -> io::Result<Pending> {
+    prepare_synced(target, bytes, mode, true)
+}
+
+fn prepare_synced(target: &Path, bytes: &[u8], mode: u32, sync: bool) -> io::Result<Pending> {
     let name = target.file_name().unwrap_or_default().to_string_lossy();
     let temporary = target.with_file_name(format!(".{name}.tmp{}", std::process::id()));
     // A leftover of a run killed with this PID long ago; ours to replace.
@@ -34,7 +38,7 @@ pub(crate) fn prepare(target: &Path, bytes: &[u8], mode: u32) -> io::Result<Pend
     let written = file
         .set_permissions(std::fs::Permissions::from_mode(mode))
         .and_then(|()| file.write_all(bytes))
-        .and_then(|()| file.sync_all());
+        .and_then(|()| if sync { file.sync_all() } else { Ok(()) });
     if let Err(err) = written {
         // A full disk must not leave a half-written file behind.
         let _ = std::fs::remove_file(&temporary);
@@ -71,6 +75,18 @@ impl Pending {
 /// Replaces `target` with `bytes` (mode `mode`), atomically.
 pub(crate) fn write(target: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     prepare(target, bytes, mode)?.commit().map(drop)
+}
+
+/// `write`, atomic for readers and against a killed writer but not across a power cut (no
+/// fsync): for advisory state on the path to a restart, where two fsyncs cost milliseconds
+/// and losing the file costs nothing.
+pub(crate) fn write_volatile(target: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let pending = prepare_synced(target, bytes, mode, false)?;
+    if let Err(err) = std::fs::rename(&pending.temporary, &pending.target) {
+        let _ = std::fs::remove_file(&pending.temporary);
+        return Err(err);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

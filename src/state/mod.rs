@@ -329,6 +329,18 @@ impl StateDir {
         }
     }
 
+    /// `save_file` without the fsyncs (`atomic_file::write_volatile`): advisory state that a
+    /// run writes on its way to a restart.
+    pub(crate) fn save_file_volatile<T: Serialize>(
+        &self,
+        name: &str,
+        value: &T,
+    ) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| self.error(e.into()))?;
+        crate::host::atomic_file::write_volatile(&self.ensure("")?.join(name), &bytes, 0o640)
+            .map_err(|e| self.error(e))
+    }
+
     fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), StateError> {
         let bytes = serde_json::to_vec(value).map_err(|e| self.error(e.into()))?;
         crate::host::atomic_file::write(path, &bytes, 0o640).map_err(|e| self.error(e))
