@@ -19,7 +19,8 @@ use crate::ui::when::Timestamp;
 /// `<state>/guard.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Guard {
-    /// The services that failed within the window, and when each was first seen.
+    /// The services that failed within the window and were neither healed nor given their
+    /// turn since, and when each was first seen.
     #[serde(default)]
     pub failing: std::collections::BTreeMap<String, Timestamp>,
     /// The service whose run has the turn, and since when.
@@ -182,6 +183,14 @@ pub(crate) fn leave(
             tracing::error!(selfheal_service = %service, "the host guard cannot hand on its turn: {err}");
             (None, None)
         }
+    }
+}
+
+/// A run that healed `service` without the turn (no storm when it began): it no longer
+/// counts as failing.
+pub(crate) fn healed(state: &StateDir, service: &str) {
+    if let Err(err) = change(state, |guard| guard.failing.remove(service)) {
+        tracing::warn!(selfheal_service = %service, "the host guard cannot note the heal: {err}");
     }
 }
 

@@ -26,7 +26,7 @@ pub(crate) struct Planned {
 
 /// What is planned for `service` at `now`: its pause, or a window it is in (the one that ends
 /// last). `remember`: keep what systemd said of the windows in the state directory (not on a
-/// dry run, nor by the dashboard).
+/// dry run).
 pub(crate) fn planned(
     config: &Config,
     state: &StateDir,
@@ -115,7 +115,7 @@ impl<'c> Plans<'c> {
 }
 
 /// A pause in words, for a run's reason and a probe's detail.
-pub(crate) fn why_paused(pause: &crate::state::pauses::Pause) -> String {
+fn why_paused(pause: &crate::state::pauses::Pause) -> String {
     let why = pause
         .reason
         .as_ref()

@@ -80,6 +80,8 @@ pub(crate) fn judge(
         .flatten()
         .unwrap_or_default();
     let verdict = verdict(report, policy, down_told, &folding, now);
+    // Without a min_interval nothing is folded: no record to keep for each report told.
+    let folds = !Duration::from(policy.min_interval).is_zero() || !folding.folded.is_empty();
     match &verdict {
         Verdict::Held(why) => {
             if *why == Held::MinInterval {
@@ -96,7 +98,7 @@ pub(crate) fn judge(
             };
         }
     }
-    if let Err(err) = state.save_service_file(FOLDED, service, &folding) {
+    if folds && let Err(err) = state.save_service_file(FOLDED, service, &folding) {
         tracing::warn!(selfheal_service = %service, "the notification policy's record cannot be written: {err}");
     }
     verdict

@@ -90,6 +90,9 @@ impl Run<'_> {
             }
             true
         } else {
+            if facts.outcome == Outcome::Resolved {
+                guard::healed(self.state, &self.service.name);
+            }
             // It began before the storm was found: its heal is the storm's all the same.
             guard::told_since(self.state, guarded.entered_at)
         };
