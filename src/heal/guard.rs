@@ -70,13 +70,7 @@ impl Guard {
         self.failing
             .entry(service.to_owned())
             .or_insert_with(|| Timestamp::seconds(now));
-        if self
-            .turn
-            .as_ref()
-            .is_some_and(|(_, at)| at.time() + TURN_STALE <= now)
-        {
-            self.turn = None;
-        }
+        self.requeue_stale(now);
         if !self.storm(rule) {
             self.told_at = None;
             self.began_at = None;
@@ -119,6 +113,20 @@ impl Guard {
             self.turn = None;
         }
         self.hand_on(now)
+    }
+
+    /// A turn whose run never came or died (held past `TURN_STALE`, or stamped while the
+    /// clock was ahead) is taken back, and its service goes to the front of the line: it is
+    /// never dropped while it may still be down.
+    fn requeue_stale(&mut self, now: SystemTime) {
+        let stale = self
+            .turn
+            .as_ref()
+            .is_some_and(|(_, at)| at.time() + TURN_STALE <= now || at.time() > now + TURN_STALE);
+        if stale && let Some((holder, _)) = self.turn.take() {
+            self.waiting.retain(|waiting| *waiting != holder);
+            self.waiting.insert(0, holder);
+        }
     }
 
     /// Gives a free turn to the first waiting service.
@@ -207,24 +215,48 @@ pub(crate) fn told_since(state: &StateDir, since: SystemTime) -> bool {
         .is_some_and(|told| told.time() + Duration::from_secs(1) >= since)
 }
 
-/// The watch's round: a turn whose run died (stale) goes to the next waiting service.
+/// The watch's round: a turn whose run never came or died (stale) is given again, from the
+/// front of the line: its service's heal unit is started again (one whose unit is up by now
+/// ends at its first look and hands the turn on).
 pub(crate) fn nudge(config: &crate::config::Config, state: &StateDir, systemd: &dyn UnitControl) {
     if !state.root().join(FILE).is_file() {
         return;
     }
     let now = SystemTime::now();
     let next = change(state, |guard| {
-        if guard
-            .turn
-            .as_ref()
-            .is_some_and(|(_, at)| at.time() + TURN_STALE <= now)
-        {
-            guard.turn = None;
-        }
+        guard.requeue_stale(now);
         guard.hand_on(now)
     });
     if let Ok(Some(next)) = next {
         start(config, systemd, &next);
+    }
+}
+
+/// A run of `service` ended without taking the turn that was given to it (it found the
+/// service up, loop protection or a plan held it, it met another run): the turn goes on, so
+/// the line does not wait for it to go stale. Not for a run that recorded `held` (it asked
+/// for the turn while another service had it: given to it since, its heal unit is started
+/// again once the turn goes stale).
+pub(crate) fn pass_if_given<U: UnitControl>(
+    config: &crate::config::Config,
+    state: &StateDir,
+    service: &str,
+    connect: &dyn Fn() -> Result<U, crate::systemd::SystemdError>,
+) {
+    let given = read(state)
+        .and_then(|guard| guard.turn)
+        .is_some_and(|(holder, _)| holder == service);
+    if !given {
+        return;
+    }
+    match connect() {
+        Ok(systemd) => {
+            let (next, _) = leave(config, state, &systemd, service);
+            tracing::info!(selfheal_service = %service, "host guard: the turn given to it passes to {}", next.as_deref().unwrap_or("nobody"));
+        }
+        Err(err) => {
+            tracing::warn!(selfheal_service = %service, "host guard: the turn given to it waits to go stale: {err}");
+        }
     }
 }
 
@@ -285,16 +317,24 @@ mod tests {
         assert!(guard.over());
     }
 
-    /// A turn held past its time by a run that died goes to the next.
+    /// A turn held past its time by a run that died (or never came) is taken back, and its
+    /// service goes to the front of the line: given again next, never dropped.
     #[test]
-    fn a_stale_turn_is_handed_on() {
+    fn a_stale_turn_is_given_again_not_dropped() {
         let now = SystemTime::now();
         let mut guard = Guard::default();
-        for service in ["a", "b", "c", "d"] {
+        for service in ["a", "b", "c", "d", "e"] {
             guard.enter(RULE, service, now);
         }
         assert_eq!(guard.turn.as_ref().map(|(s, _)| s.as_str()), Some("c"));
         let later = now + TURN_STALE;
         assert_eq!(guard.enter(RULE, "d", later), Entry::Turn { tell: None });
+        assert_eq!(guard.waiting, ["c", "e"], "c is next, not dropped");
+        assert_eq!(guard.leave("d", later), Some("c".into()));
+        // Its run never comes: the watch gives the turn again to c.
+        let stale = later + TURN_STALE;
+        guard.requeue_stale(stale);
+        assert_eq!(guard.hand_on(stale), Some("c".into()));
+        assert_eq!(guard.waiting, ["e"]);
     }
 }

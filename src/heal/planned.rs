@@ -209,10 +209,15 @@ impl WindowCache {
                 next: answer.next.map(Timestamp::time),
             };
         }
-        let answer = window_now(window, now).unwrap_or_else(|err| {
-            tracing::error!("maintenance window {}: {err}", window.describe());
-            WindowNow::default()
-        });
+        let answer = match window_now(window, now) {
+            Ok(answer) => answer,
+            // Not kept: asked again next time (a spawn that failed under load must not turn a
+            // window off for an hour).
+            Err(err) => {
+                tracing::error!("maintenance window {}: {err}", window.describe());
+                return WindowNow::default();
+            }
+        };
         self.windows.insert(
             key,
             Answer {

@@ -45,21 +45,25 @@ enum Elapse {
 }
 
 /// The next elapse in `systemd-analyze calendar`'s answer: its `(in UTC):` line, which it
-/// prints when the local zone is another, else its `Next elapse:` line (then in UTC).
+/// prints when the local zone is not UTC, else its `Next elapse:` line. Without the first,
+/// the zone is zero-offset all year (systemd's test), so the second is UTC whatever its
+/// abbreviation says (`GMT` in Africa/Abidjan or Etc/GMT).
 fn parse_next_elapse(answer: &str) -> Option<Elapse> {
     let value = |label: &str| {
         answer
             .lines()
             .find_map(|line| line.trim().strip_prefix(label).map(str::trim))
     };
-    let next = value("(in UTC):").or_else(|| value("Next elapse:"))?;
+    let in_utc = value("(in UTC):");
+    let local_is_utc = in_utc.is_none();
+    let next = in_utc.or_else(|| value("Next elapse:"))?;
     if next == "never" {
         return Some(Elapse::Never);
     }
     // "Sun 2026-12-13 03:00:00 UTC"
     let mut words = next.split_whitespace();
     let (_weekday, date, time, zone) = (words.next()?, words.next()?, words.next()?, words.next()?);
-    if zone != "UTC" {
+    if zone != "UTC" && !local_is_utc {
         return None;
     }
     let civil: jiff::civil::DateTime = format!("{date}T{time}").parse().ok()?;
@@ -83,8 +87,13 @@ mod tests {
             parse_next_elapse("    Next elapse: never\n"),
             Some(Elapse::Never)
         );
+        // No "(in UTC)" line: the local zone is UTC under another name.
         assert_eq!(
-            parse_next_elapse("    Next elapse: Sun 2026-12-13 04:00:00 CET\n"),
+            parse_next_elapse("    Next elapse: Sun 2026-12-13 03:00:00 GMT\n"),
+            Some(Elapse::At(expected))
+        );
+        assert_eq!(
+            parse_next_elapse("       (in UTC): Sun 2026-12-13 04:00:00 CET\n"),
             None
         );
     }

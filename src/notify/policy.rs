@@ -113,8 +113,10 @@ fn verdict(
     now: SystemTime,
 ) -> Verdict {
     let outcome = report.facts.outcome;
+    // A reminder is paced by `remind` itself.
     let never_held = report.facts.all_clear.is_some()
         || report.facts.guard.is_some()
+        || report.facts.reminder.is_some()
         || matches!(outcome, Outcome::CrashLoop);
     let down = matches!(
         outcome,

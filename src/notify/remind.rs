@@ -34,6 +34,10 @@ pub(crate) fn due(
         let Some(entry) = config.entry(&name) else {
             continue;
         };
+        // Paused, or in a maintenance window: nothing is told.
+        if crate::heal::planned::planned(config, state, &entry, now, true).is_some() {
+            continue;
+        }
         let unit = entry.unit_name();
         let Ok(snapshot) = systemd.snapshot(&unit) else {
             continue;

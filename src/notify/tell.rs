@@ -101,21 +101,8 @@ impl Teller<'_> {
         };
         // One report per crash loop: systemd >= 254 starts the heal unit at each attempt, and
         // those runs end FAILED (or RESOLVED for the moment the service stays up) for as long
-        // as the loop the watch told goes on. They are the loop's, quiet; its all-clear comes
-        // when the watch sees it over.
-        let service = &report.header.service;
-        if report.facts.all_clear.is_none()
-            && matches!(
-                report.facts.outcome,
-                Outcome::Failed | Outcome::Resolved | Outcome::Suppressed
-            )
-            && told(state, service).is_some_and(|told| {
-                told.is_crash_loop()
-                    && (told.at.time() + std::time::Duration::from(config.crash_loop.within)
-                        > std::time::SystemTime::now()
-                        || crate::heal::watch::crash_loop_ongoing(state, service))
-            })
-        {
+        // as the loop the watch told goes on.
+        if belongs_to_a_told_crash_loop(config, state, report) {
             tracing::info!(selfheal_service = %report.header.service, "not told: it belongs to the crash loop reported already");
             if let Some(arrival) = arrival {
                 mailing.quiet(arrival);
@@ -214,6 +201,30 @@ impl Teller<'_> {
             }
         }
     }
+}
+
+/// Whether `report` is one of the runs of a crash loop the watch told (systemd >= 254 starts
+/// the heal unit at each attempt): quiet, its all-clear comes when the watch sees the loop
+/// over. An all-clear and the host guard's reports are never the loop's.
+fn belongs_to_a_told_crash_loop(
+    config: &crate::config::Config,
+    state: &StateDir,
+    report: &Report,
+) -> bool {
+    let service = &report.header.service;
+    report.facts.all_clear.is_none()
+        && report.facts.guard.is_none()
+        && report.facts.guard_over.is_none()
+        && matches!(
+            report.facts.outcome,
+            Outcome::Failed | Outcome::Resolved | Outcome::Suppressed
+        )
+        && told(state, service).is_some_and(|told| {
+            told.is_crash_loop()
+                && (told.at.time() + std::time::Duration::from(config.crash_loop.within)
+                    > std::time::SystemTime::now()
+                    || crate::heal::watch::crash_loop_ongoing(state, service))
+        })
 }
 
 /// The services people were last told are down (listed or not), by name.

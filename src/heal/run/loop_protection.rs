@@ -108,7 +108,7 @@ impl Run<'_> {
     }
 
     /// A run held by a pause or a maintenance window: recorded `paused` with the diagnosis,
-    /// nothing told; a service it leaves down is healed when the plan is over (the watch).
+    /// nothing told; a service it leaves failed is healed when the plan is over (the watch).
     fn planned<U: UnitControl>(
         &self,
         look: &Look<U>,
@@ -117,10 +117,9 @@ impl Run<'_> {
     ) -> RunFacts {
         let service = &self.service.name;
         tracing::info!(selfheal_service = %service, "{why}");
-        let down = matches!(
-            look.snapshot.active_state,
-            ActiveState::Failed | ActiveState::Inactive
-        );
+        // Failed: what the watch heals when the plan is over (a unit stopped cleanly is a
+        // person's).
+        let down = look.snapshot.active_state == ActiveState::Failed;
         if down && !self.options.dry_run {
             let held = self.state.change_pauses(|pauses| {
                 pauses.held.insert(service.clone());

@@ -93,24 +93,14 @@ pub(crate) fn run<U: UnitControl>(
         ControlFlow::Break(report) => return Ok(report),
     };
     tracing::debug!("service lock taken");
-    let mut look = match run.first_look(host)? {
-        ControlFlow::Continue(look) => look,
-        ControlFlow::Break(report) => return Ok(report),
-    };
-    let diagnosis = run.diagnose(host, &mut look);
-    let retry = match run.loop_protection(&look, &diagnosis)? {
-        ControlFlow::Continue(retry) => retry,
-        ControlFlow::Break(report) => return Ok(report),
-    };
-    let guarded = match run.guard_turn(&look, &diagnosis) {
-        ControlFlow::Continue(guarded) => guarded,
-        ControlFlow::Break(report) => return Ok(report),
-    };
-    let mut facts = run.heal(host, &look, diagnosis, retry);
-    if let Some(guarded) = guarded {
-        run.hand_on(&look, guarded, &mut facts);
+    let mut asked_the_guard = false;
+    let facts = run.phases(host, &mut asked_the_guard);
+    // A run that ended before asking the host guard (up already, held by loop protection or a
+    // plan) passes on a turn that was given to its service: the line must not wait for it.
+    if !asked_the_guard && !options.dry_run && !options.manual {
+        crate::heal::guard::pass_if_given(config, state, &service.name, host.connect);
     }
-    Ok(facts)
+    facts
 }
 
 /// One run's fixed facts, and how it ends: with one report, recorded.
@@ -144,6 +134,34 @@ struct Look<U> {
 type Retry = (crate::state::Episode, usize);
 
 impl Run<'_> {
+    /// The phases after the lock (see `run`); `asked_the_guard` says whether the run got as far
+    /// as the host guard.
+    fn phases<U: UnitControl>(
+        &self,
+        host: &Host<'_, U>,
+        asked_the_guard: &mut bool,
+    ) -> Result<RunFacts, HealError> {
+        let mut look = match self.first_look(host)? {
+            ControlFlow::Continue(look) => look,
+            ControlFlow::Break(report) => return Ok(report),
+        };
+        let diagnosis = self.diagnose(host, &mut look);
+        let retry = match self.loop_protection(&look, &diagnosis)? {
+            ControlFlow::Continue(retry) => retry,
+            ControlFlow::Break(report) => return Ok(report),
+        };
+        *asked_the_guard = true;
+        let guarded = match self.guard_turn(&look, &diagnosis) {
+            ControlFlow::Continue(guarded) => guarded,
+            ControlFlow::Break(report) => return Ok(report),
+        };
+        let mut facts = self.heal(host, &look, diagnosis, retry);
+        if let Some(guarded) = guarded {
+            self.hand_on(&look, guarded, &mut facts);
+        }
+        Ok(facts)
+    }
+
     fn facts(&self, outcome: Outcome) -> RunFacts {
         self.clock.facts(outcome, self.options.dry_run)
     }
