@@ -20,6 +20,29 @@ fn history_grows_to(env: &TestEnv, count: usize) -> Vec<selfheal::state::History
     env.wait_for_history(count, Duration::from_secs(30))
 }
 
+/// Waits until the dashboard shows no pause (nor window) holding the first service.
+#[track_caller]
+fn wait_until_not_paused(env: &TestEnv, timeout: Duration, what: &str) {
+    wait_until(timeout, what, || {
+        let status = env.selfheal(["status", "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        status["services"][0]["paused_until"].is_null()
+    });
+}
+
+/// The plan is over and web (on `port`) was left failed by its one `paused` run: the watch's
+/// round heals it, and history's second record is that heal.
+#[track_caller]
+fn the_watch_heals(env: &TestEnv, port: u16) {
+    let watched = env.selfheal(["watch"]);
+    assert_eq!(exit_code(&watched), ExitCode::Success, "{watched:?}");
+    wait_until(Duration::from_secs(15), "web to serve again", || {
+        selfheal::ports::is_listening(port)
+    });
+    let history = history_grows_to(env, 2);
+    assert_eq!(history[1].outcome, Outcome::Resolved, "{history:?}");
+}
+
 #[test]
 fn a_paused_service_is_recorded_not_healed_nor_told_and_resume_heals_it() {
     let env = TestEnv::new();
@@ -99,18 +122,8 @@ fn a_pause_that_ends_by_its_time_is_healed_by_the_next_watch_round() {
     assert_eq!(history[0].outcome, Outcome::Paused, "{history:?}");
 
     // Once the pause is over, the next watch round (its timer's, or this one) heals it.
-    wait_until(Duration::from_secs(10), "the pause to end", || {
-        let status = env.selfheal(["status", "--json"]);
-        let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-        status["services"][0]["paused_until"].is_null()
-    });
-    let watched = env.selfheal(["watch"]);
-    assert_eq!(exit_code(&watched), ExitCode::Success, "{watched:?}");
-    wait_until(Duration::from_secs(15), "web to serve again", || {
-        selfheal::ports::is_listening(port)
-    });
-    let history = history_grows_to(&env, 2);
-    assert_eq!(history[1].outcome, Outcome::Resolved, "{history:?}");
+    wait_until_not_paused(&env, Duration::from_secs(10), "the pause to end");
+    the_watch_heals(&env, port);
 }
 
 /// A maintenance window that began two seconds ago and lasts twenty: a failure inside it is
@@ -158,24 +171,14 @@ fn a_failure_in_a_maintenance_window_waits_for_its_end_and_is_healed_then() {
     );
     assert_eq!(env.property("web.service", "ActiveState"), "failed");
 
-    wait_until(Duration::from_secs(25), "the window to end", || {
-        let status = env.selfheal(["status", "--json"]);
-        let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-        status["services"][0]["paused_until"].is_null()
-    });
+    wait_until_not_paused(&env, Duration::from_secs(25), "the window to end");
     // Over: the dashboard says when the next one begins (tomorrow at the same time).
     let status = env.selfheal(["status"]);
     assert_contains(
         &String::from_utf8_lossy(&status.stdout),
         "maintenance from ",
     );
-    let watched = env.selfheal(["watch"]);
-    assert_eq!(exit_code(&watched), ExitCode::Success, "{watched:?}");
-    wait_until(Duration::from_secs(15), "web to serve again", || {
-        selfheal::ports::is_listening(port)
-    });
-    let history = history_grows_to(&env, 2);
-    assert_eq!(history[1].outcome, Outcome::Resolved, "{history:?}");
+    the_watch_heals(&env, port);
 
     for (on, said) in [
         ("Sunn 03:00", "is not a systemd calendar event"),
