@@ -19,6 +19,14 @@ pub(crate) struct OomKill {
 /// `since_us` (µs of CLOCK_MONOTONIC, as the kernel stamps its records);
 /// `None` when there is none or the log cannot be read (which is said in the journal).
 pub(crate) fn oom_kill_in(unit: &str, since_us: u64) -> Option<OomKill> {
+    // The kernel stamps its records with its scheduler clock, which drifts from
+    // CLOCK_MONOTONIC (NTP slews one and not the other; a resumed VM): 13 ms after 12 hours
+    // on one host, more on others, and an OOM kill comes a few ms after the start. The start
+    // is moved onto the kernel's clock; where that cannot be measured, a second of slack.
+    let since_us = match clock_offset_us() {
+        Some(offset) => since_us.saturating_add_signed(offset),
+        None => since_us.saturating_sub(UNMEASURED_SLACK_US),
+    };
     let mut kmsg = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK)
@@ -48,6 +56,51 @@ pub(crate) fn oom_kill_in(unit: &str, since_us: u64) -> Option<OomKill> {
         }
     }
     found
+}
+
+/// How far back a start is moved when the kernel's clock cannot be measured against
+/// CLOCK_MONOTONIC.
+const UNMEASURED_SLACK_US: u64 = 1_000_000;
+
+/// How far the kernel log's clock is ahead of CLOCK_MONOTONIC, in µs (negative: behind),
+/// measured by logging one line and reading its stamp back; `None` when the log cannot be
+/// written (a container without /dev/kmsg).
+fn clock_offset_us() -> Option<i64> {
+    let mut kmsg = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .ok()?;
+    // Reading starts at the record after the last one: the line written next.
+    std::io::Seek::seek(&mut kmsg, std::io::SeekFrom::End(0)).ok()?;
+    let marker = format!(
+        "selfheal[{}]: reading the kernel's log for an OOM kill",
+        std::process::id()
+    );
+    let before = monotonic_us()?;
+    std::io::Write::write_all(&mut kmsg, format!("<14>{marker}\n").as_bytes()).ok()?;
+    let after = monotonic_us()?;
+    let mut record = vec![0u8; 8192];
+    // Another writer's record may come first.
+    for _ in 0..64 {
+        let size = kmsg.read(&mut record).ok()?;
+        let text = String::from_utf8_lossy(&record[..size]);
+        let Some((header, message)) = text.split_once(';') else {
+            continue;
+        };
+        if message.trim_end() == marker {
+            let stamp: i64 = header.split(',').nth(2)?.parse().ok()?;
+            return Some(stamp - i64::midpoint(before, after));
+        }
+    }
+    None
+}
+
+/// CLOCK_MONOTONIC in µs.
+fn monotonic_us() -> Option<i64> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
+    Some(now.tv_sec() * 1_000_000 + now.tv_nsec() / 1_000)
 }
 
 /// One `/dev/kmsg` record (`prio,seq,µs,flags;message`), if it is an `oom-kill:` line for
