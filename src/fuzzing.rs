@@ -147,6 +147,7 @@ pub fn report(data: &[u8]) {
         reminder: None,
         guard: None,
         guard_over: None,
+        evidence: None,
         dry_run: false,
     };
     let service = &config.monitored_services[0];

@@ -66,6 +66,18 @@ fn an_oom_kill_is_named_with_the_units_memory_limit() {
         "{}",
         diagnosis.root_cause
     );
+    // What held the memory: the kernel's list of the unit's tasks at the kill, and the host's
+    // largest processes.
+    let hogs = diagnosis.memory_hogs.expect("what held the memory");
+    assert_eq!(hogs["at_the_kill"][0]["name"], "tail", "{hogs:#}");
+    assert!(
+        hogs["at_the_kill"][0]["rss_bytes"].as_u64() > Some(0),
+        "{hogs:#}"
+    );
+    assert!(
+        !hogs["on_the_host"].as_array().unwrap().is_empty(),
+        "{hogs:#}"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::host::disk::DiskUsage;
+use crate::host::evidence::Consumer;
 use crate::host::journal::JournalLine;
 use crate::host::kernel_log::OomKill;
 use crate::systemd::{ActiveState, FailedCommand, UnitSnapshot};
@@ -217,6 +218,15 @@ pub(crate) struct Upstream {
     pub action: Option<String>,
 }
 
+/// What held the memory when a unit was killed for want of it ("what grew").
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct MemoryHogs {
+    /// The unit's largest tasks, as the kernel listed them when it chose what to kill.
+    pub at_the_kill: Vec<Consumer>,
+    /// The largest processes on the host when the report was written, with their units.
+    pub on_the_host: Vec<Consumer>,
+}
+
 /// Everything selfheal established about the failure.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Diagnosis {
@@ -247,6 +257,9 @@ pub(crate) struct Diagnosis {
     /// The kernel's OOM kill in the unit, where systemd saw only a SIGKILL.
     #[serde(skip)]
     pub oom_kill: Option<OomKill>,
+    /// What held the memory, when it was killed for want of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_hogs: Option<MemoryHogs>,
     /// The directories its unit says it writes to.
     #[serde(skip)]
     pub write_paths: Vec<std::path::PathBuf>,
@@ -318,6 +331,7 @@ impl Diagnosis {
             failed_command: snapshot.failed_command.clone(),
             full_disk: None,
             oom_kill: None,
+            memory_hogs: None,
             write_paths: snapshot.write_paths.clone(),
             invocation_id,
             source,
@@ -367,7 +381,7 @@ impl Diagnosis {
         snapshot: &UnitSnapshot,
         kill: Option<OomKill>,
     ) -> Diagnosis {
-        let Some(OomKill { task, pid }) = kill.clone() else {
+        let Some(OomKill { task, pid, .. }) = kill.clone() else {
             return self;
         };
         self.oom_kill = kill;
@@ -430,6 +444,41 @@ impl Diagnosis {
             "The service runs but does not serve: {missing}. Its process is alive but hung, still starting or serving elsewhere; a restart gives it a fresh start."
         );
         self.unhealthy = Some(unhealthy);
+        self
+    }
+
+    /// What the evidence taken before the restart says of a unit that ran but did not serve:
+    /// its main process was stopped, blocked in the kernel or a zombie. (Otherwise the generic
+    /// sentence stands: a sleeping or running process may be waiting on anything.)
+    pub(crate) fn before_the_restart(
+        mut self,
+        evidence: Option<&crate::host::evidence::Evidence>,
+    ) -> Diagnosis {
+        let (Some(evidence), Some(unhealthy)) = (evidence, &self.unhealthy) else {
+            return self;
+        };
+        let Some(main) = evidence.processes.first() else {
+            return self;
+        };
+        let process = format!("Its main process {} (PID {})", main.name, main.pid);
+        let why = match main.state.chars().next() {
+            Some('T' | 't') => format!(
+                "{process} was stopped (state T: a SIGSTOP, a debugger or a terminal's job control), so it could not answer"
+            ),
+            Some('D') => format!(
+                "{process} was blocked in the kernel (state D{}: waiting on a disk, a mount or a lock), so it could not answer",
+                main.wchan
+                    .as_deref()
+                    .map(|wchan| format!(", in {wchan}"))
+                    .unwrap_or_default()
+            ),
+            Some('Z') => format!("{process} had exited and was not reaped (a zombie)"),
+            _ => return self,
+        };
+        let missing = unhealthy.strip_prefix("active, but ").unwrap_or(unhealthy);
+        self.root_cause = format!(
+            "The service runs but does not serve: {missing}. {why}; a restart gives it a fresh start."
+        );
         self
     }
 }
@@ -741,6 +790,7 @@ mod tests {
         let kernel_saw = OomKill {
             task: "reportgen".into(),
             pid: 4242,
+            consumers: Vec::new(),
         };
         let mut kinds: Vec<(&str, Diagnosis)> = vec![
             (

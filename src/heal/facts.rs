@@ -82,6 +82,10 @@ pub(crate) struct RunFacts {
     /// Its alert is resolved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guard_over: Option<Timestamp>,
+    /// What the service's processes were doing before it was restarted (a hang, a service
+    /// that did not answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<crate::host::evidence::Evidence>,
 }
 
 /// A storm the host guard found, as its report tells it.
@@ -122,6 +126,7 @@ impl RunFacts {
             reminder: None,
             guard: None,
             guard_over: None,
+            evidence: None,
         }
     }
 }
@@ -212,6 +217,7 @@ impl RunClock {
             reminder: None,
             guard: None,
             guard_over: None,
+            evidence: None,
         }
     }
 }

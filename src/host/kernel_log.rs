@@ -6,6 +6,8 @@
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 
+use crate::host::evidence::Consumer;
+
 /// An OOM kill the kernel logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct OomKill {
@@ -13,7 +15,13 @@ pub(crate) struct OomKill {
     pub task: String,
     /// Its PID as the kernel saw it (`pid=`).
     pub pid: u32,
+    /// The largest tasks of the cgroup the kernel listed before it chose (its "Tasks
+    /// state" table, `vm.oom_dump_tasks=1`), largest first.
+    pub consumers: Vec<Consumer>,
 }
+
+/// How many of the kernel's listed tasks are kept.
+const CONSUMERS: usize = 3;
 
 /// The last OOM kill in the system unit `unit`'s cgroup (or below it) logged at or after
 /// `since_us` (µs of CLOCK_MONOTONIC, as the kernel stamps its records);
@@ -41,6 +49,7 @@ pub(crate) fn oom_kill_in(unit: &str, since_us: u64) -> Option<OomKill> {
         }
     };
     let mut found = None;
+    let mut tasks = TaskTable::default();
     let mut record = vec![0u8; 8192];
     // One record per read; EAGAIN at the end, EPIPE when the reader fell behind a wrap.
     for _ in 0..100_000 {
@@ -51,7 +60,9 @@ pub(crate) fn oom_kill_in(unit: &str, since_us: u64) -> Option<OomKill> {
             Err(_) => break,
         };
         let text = String::from_utf8_lossy(&record[..size]);
-        if let Some(kill) = parse(&text, unit, since_us) {
+        tasks.read(&text);
+        if let Some(mut kill) = parse(&text, unit, since_us) {
+            kill.consumers = tasks.largest();
             found = Some(kill);
         }
     }
@@ -121,7 +132,70 @@ fn parse(record: &str, unit: &str, since_us: u64) -> Option<OomKill> {
     in_unit.then(|| OomKill {
         task: field("task").unwrap_or_default().to_owned(),
         pid: field("pid").and_then(|pid| pid.parse().ok()).unwrap_or(0),
+        consumers: Vec::new(),
     })
+}
+
+/// The kernel's last "Tasks state" table: a header record (`[  pid  ]   uid  tgid total_vm
+/// rss … name`; its columns differ between kernels) and one record per task.
+#[derive(Default)]
+struct TaskTable {
+    /// The indexes of `pid`, `rss` (pages) and `name`, once the header was read.
+    columns: Option<(usize, usize, usize)>,
+    rows: Vec<Consumer>,
+}
+
+impl TaskTable {
+    /// Takes in one record: a new table starts at its header.
+    fn read(&mut self, record: &str) {
+        let Some(message) = record.split_once(';').and_then(|(_, m)| m.lines().next()) else {
+            return;
+        };
+        if !message.starts_with('[') {
+            return;
+        }
+        let cells: Vec<&str> = message
+            .split(|c: char| c == '[' || c == ']' || c.is_whitespace())
+            .filter(|cell| !cell.is_empty())
+            .collect();
+        if cells.first() == Some(&"pid") {
+            let at = |name: &str| cells.iter().position(|cell| *cell == name);
+            self.columns = at("pid")
+                .zip(at("rss"))
+                .zip(at("name"))
+                .map(|((p, r), n)| (p, r, n));
+            self.rows.clear();
+            return;
+        }
+        let Some((pid, rss, name)) = self.columns else {
+            return;
+        };
+        let row = || {
+            Some(Consumer {
+                pid: cells.get(pid)?.parse().ok()?,
+                name: crate::ui::terminal::printable(cells.get(name)?).into_owned(),
+                rss_bytes: cells
+                    .get(rss)?
+                    .parse::<u64>()
+                    .ok()?
+                    .saturating_mul(crate::host::evidence::page_size()),
+                unit: None,
+            })
+        };
+        if self.rows.len() < 100_000
+            && let Some(row) = row()
+        {
+            self.rows.push(row);
+        }
+    }
+
+    /// The largest rows, largest first.
+    fn largest(&self) -> Vec<Consumer> {
+        let mut rows = self.rows.clone();
+        rows.sort_by_key(|row| std::cmp::Reverse(row.rss_bytes));
+        rows.truncate(CONSUMERS);
+        rows
+    }
 }
 
 /// Whether the kernel's `task_memcg` is the system unit's cgroup or below it: a component is
@@ -152,7 +226,8 @@ mod tests {
             parse(LINE, "hog.service", 12_000_000_000),
             Some(OomKill {
                 task: "tail".into(),
-                pid: 5375
+                pid: 5375,
+                consumers: Vec::new(),
             })
         );
     }
@@ -173,6 +248,34 @@ mod tests {
             ),
             None
         );
+    }
+
+    /// The kernel's table before the kill, in two kernels' columns, gives the largest tasks.
+    #[test]
+    fn the_tasks_the_kernel_listed_are_read_largest_first() {
+        for header in [
+            "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name",
+            "[  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem pgtables_bytes swapents oom_score_adj name",
+        ] {
+            let extra = if header.contains("rss_anon") {
+                " 0 0 0"
+            } else {
+                ""
+            };
+            let mut table = TaskTable::default();
+            table.read("6,1,5,-;Tasks state (memory values in pages):\n");
+            table.read(&format!("6,2,5,-;{header}\n"));
+            table.read(&format!("6,3,5,-;[    801]     0   801     9000      100{extra}    57344        0             0 sh\n"));
+            table.read(&format!("6,4,5,-;[    802]     0   802    90000     4000{extra}    57344        0             0 leaky\n"));
+            let largest = table.largest();
+            assert_eq!(largest.len(), 2, "{header}");
+            assert_eq!((largest[0].pid, largest[0].name.as_str()), (802, "leaky"));
+            assert_eq!(
+                largest[0].rss_bytes,
+                4000 * crate::host::evidence::page_size()
+            );
+            assert_eq!(largest[1].name, "sh");
+        }
     }
 
     /// M9: a nobody user's OOM kill in a cgroup named like the unit is not the unit's.

@@ -155,6 +155,7 @@ impl Report {
                 reminder: None,
                 guard: None,
                 guard_over: None,
+                evidence: None,
             },
             recommendations: Vec::new(),
             manual_steps: Vec::new(),
@@ -296,6 +297,7 @@ pub(crate) mod fixture {
             failed_command: None,
             full_disk: None,
             oom_kill: None,
+            memory_hogs: None,
             write_paths: Vec::new(),
             invocation_id: Some("0f1e2d3c4b5a69788796a5b4c3d2e1f0".into()),
             source: FactSource::Monitor,
@@ -355,6 +357,7 @@ pub(crate) mod fixture {
             reminder: None,
             guard: None,
             guard_over: None,
+            evidence: None,
         };
         Report::new(header, facts)
     }

@@ -462,6 +462,71 @@ mod tests {
         assert!(renderer.problems(&sample()).is_empty());
     }
 
+    /// A hung service's report: its stopped processes, each a row, with what the service
+    /// wrote (its command line) escaped in HTML and shown in text.
+    #[test]
+    fn the_evidence_section_shows_each_process_and_the_cgroup() {
+        use crate::host::evidence::{CgroupMemory, Evidence, Pressure, ProcessEvidence};
+        let mut report = sample();
+        let process = |pid: u32, command: &str| ProcessEvidence {
+            pid,
+            name: "nginx".into(),
+            command: command.into(),
+            state: "T (stopped)".into(),
+            wchan: Some("do_signal_stop".into()),
+            threads: 3,
+            thread_states: [("S".to_owned(), 2), ("T".to_owned(), 1)].into(),
+            rss_bytes: 5 << 20,
+            cpu_ms: 30,
+            open_files: Some(9),
+            kernel_stack: vec!["do_signal_stop".into(), "get_signal".into()],
+        };
+        report.facts.evidence = Some(Evidence {
+            took_ms: 4,
+            processes: vec![
+                process(812, "nginx: master process <b>x</b>"),
+                process(813, "nginx: worker process"),
+            ],
+            more_processes: 2,
+            memory: Some(CgroupMemory {
+                current_bytes: 12 << 20,
+                peak_bytes: Some(14 << 20),
+                max_bytes: None,
+                anon_bytes: Some(8 << 20),
+                file_bytes: Some(4 << 20),
+                kernel_bytes: None,
+                shmem_bytes: Some(0),
+            }),
+            pressure: vec![Pressure {
+                resource: "cpu".into(),
+                scope: "cgroup".into(),
+                some_avg10: 1.5,
+                some_avg60: 0.5,
+                full_avg10: None,
+            }],
+            gaps: Vec::new(),
+            summary: String::new(),
+        });
+        let renderer = Renderer::new(Some(Path::new("/nonexistent")));
+        let text = renderer.text(&report).unwrap();
+        for expected in [
+            "EVIDENCE (its processes before the restart, taken in 4 ms)",
+            "  • PID 812 nginx: T (stopped), waiting in do_signal_stop, 3 threads (2 S, 1 T), RSS 5.0 MiB, CPU 30 ms, 9 open files\n    nginx: master process <b>x</b>\n    kernel stack: do_signal_stop < get_signal\n",
+            "  • 2 more process(es), not described",
+            "  • Memory of its cgroup: 12.0 MiB, peak 14.0 MiB (anon 8.0 MiB, file 4.0 MiB)\n",
+            "(cgroup): cpu 1.5 %\n",
+        ] {
+            assert!(text.contains(expected), "{expected}\n---\n{text}");
+        }
+        let html = renderer.html(&report).unwrap();
+        assert!(
+            html.contains("nginx: master process &lt;b&gt;x&lt;&#x2f;b&gt;"),
+            "{html}"
+        );
+        assert!(html.contains("<strong>T (stopped)</strong>"), "{html}");
+        assert!(!html.contains("<b>x</b>"), "{html}");
+    }
+
     #[test]
     fn formats_sizes_times_and_durations() {
         assert_eq!(clock_time(1_700_000_000_123_000), "22:13:20.123");

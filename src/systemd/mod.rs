@@ -135,6 +135,11 @@ pub(crate) trait UnitControl {
     fn stop_unit(&self, _unit: &str) -> Result<(), SystemdError> {
         Ok(())
     }
+    /// Sends `signal` to every process of `unit`'s cgroup; a scripted systemd has nothing to
+    /// kill.
+    fn kill_all(&self, _unit: &str, _signal: i32) -> Result<(), SystemdError> {
+        Ok(())
+    }
     /// The manager's version (252, 257, …).
     fn version(&self) -> Result<u32, SystemdError>;
     /// When each of `units` last became active (`ActiveEnterTimestampMonotonic`, µs of
@@ -198,6 +203,9 @@ impl<T: UnitControl + ?Sized> UnitControl for &T {
     }
     fn stop_unit(&self, unit: &str) -> Result<(), SystemdError> {
         (**self).stop_unit(unit)
+    }
+    fn kill_all(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
+        (**self).kill_all(unit, signal)
     }
     fn version(&self) -> Result<u32, SystemdError> {
         (**self).version()
@@ -515,6 +523,10 @@ impl UnitControl for Systemd {
 
     fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
         zbus::block_on(self.manager.reset_failed_unit(unit)).map_err(call_error("ResetFailedUnit"))
+    }
+
+    fn kill_all(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
+        zbus::block_on(self.manager.kill_unit(unit, "all", signal)).map_err(call_error("KillUnit"))
     }
 
     fn restart(&self, unit: &str, timeout: Duration) -> Result<JobResult, SystemdError> {

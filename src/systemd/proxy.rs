@@ -30,6 +30,8 @@ pub trait Manager {
     fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
+    /// Sends `signal` to the unit's processes: `whom` is `main`, `control` or `all`.
+    fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
     /// name, mode, properties, auxiliary units (name, properties).
     fn start_transient_unit(
         &self,

@@ -36,6 +36,8 @@ pub(crate) struct RunReport {
     pub healed_by: Option<String>,
     pub reason: Option<String>,
     pub manual_steps: Vec<String>,
+    /// What its processes were doing before the restart.
+    pub evidence: Option<serde_json::Value>,
 }
 
 impl RunReport {
@@ -74,6 +76,8 @@ pub(crate) struct DiagnosisReport {
     pub symptoms: Vec<String>,
     /// Units it depends on that are down.
     pub upstream: Vec<UpstreamReport>,
+    /// What held the memory, after an OOM kill.
+    pub memory_hogs: Option<serde_json::Value>,
 }
 
 /// A unit the service depends on that was down, as `run --json` shows it.

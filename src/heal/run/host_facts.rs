@@ -63,3 +63,27 @@ pub(super) fn full_disk(
     }
     crate::host::disk::first_full(paths.iter().map(std::path::PathBuf::as_path))
 }
+
+/// What held the memory, when the unit was killed for want of it (`Result=oom-kill`, or the
+/// kernel's account of a SIGKILL): its tasks as the kernel listed them at the kill, and the
+/// host's largest processes now. Read after acting: it does not change what runs first.
+pub(super) fn memory_hogs(
+    snapshot: &UnitSnapshot,
+    diagnosis: &Diagnosis,
+) -> Option<crate::heal::diagnose::MemoryHogs> {
+    if diagnosis.result != "oom-kill" && diagnosis.oom_kill.is_none() {
+        return None;
+    }
+    let at_the_kill = match &diagnosis.oom_kill {
+        Some(kill) => kill.consumers.clone(),
+        None => {
+            crate::host::kernel_log::oom_kill_in(&snapshot.unit, snapshot.main_started_monotonic_us)
+                .map(|kill| kill.consumers)
+                .unwrap_or_default()
+        }
+    };
+    Some(crate::heal::diagnose::MemoryHogs {
+        at_the_kill,
+        on_the_host: crate::host::evidence::largest_on_host(3),
+    })
+}

@@ -33,7 +33,7 @@ mod loop_protection;
 mod upstream;
 
 use follow::{Followed, describing, follow_systemd, still_acting, systemd_restarting};
-use host_facts::{full_disk, host_facts};
+use host_facts::{full_disk, host_facts, memory_hogs};
 use loop_protection::{after_retry, retry_after_failure};
 pub(crate) use loop_protection::{held_by_loop_protection, retry_came_due};
 use upstream::upstream_problems;
@@ -271,7 +271,9 @@ impl Run<'_> {
         // when they are of that one (see `describing`).
         // (The run is still the hook's for the hold decision: on systemd >= 254 the hook of a
         // crash loop's attempt describes that attempt, and the loop's later ones are its own.)
-        let monitor = describing(monitor, &snapshot);
+        // A hang the probes found is no failure of systemd's: stale hook facts of the same
+        // invocation (systemd keeps a unit's last activation details) would call it one.
+        let monitor = describing(monitor, &snapshot).filter(|_| probes_saw.is_none());
         if monitor.is_none() {
             pending_journal = None;
         }
@@ -465,6 +467,7 @@ impl Run<'_> {
         diagnosis = diagnosis.upstream(upstream.clone());
 
         let order = strategy::plan(&service.healing_strategies, &diagnosis);
+        let evidence = (!report_only).then(|| evidence(service, look)).flatten();
         let context = Context {
             service,
             diagnosis: &diagnosis,
@@ -472,6 +475,7 @@ impl Run<'_> {
             units: systemd,
             target: &look.target,
             dry_run: options.dry_run,
+            hung: look.by_probes && look.snapshot.is_active(),
         };
         // A full file system is not healed by restarting into it: a person frees space.
         let chain = match &diagnosis.full_disk {
@@ -494,6 +498,8 @@ impl Run<'_> {
             let full = full.or_else(|| full_disk(self.service, &diagnosis));
             diagnosis = diagnosis.full_disk(full).killed_by_oom(&look.snapshot, oom);
         }
+        diagnosis.memory_hogs = memory_hogs(&look.snapshot, &diagnosis);
+        diagnosis = diagnosis.before_the_restart(evidence.as_ref());
         let outcome = match (options.dry_run, chain.healed_by) {
             (true, _) => Outcome::Planned,
             (false, Some(_)) => Outcome::Resolved,
@@ -517,6 +523,7 @@ impl Run<'_> {
         facts.healed_by = chain.healed_by.map(|name| name.to_string());
         facts.reason = reason;
         facts.post_status = post.as_ref().map(PostStatus::from);
+        facts.evidence = evidence;
         if report_only {
             // Nothing to retry: a retry would report the same failure again.
         } else if let Some((episode, failures)) = retry.filter(|_| !options.dry_run) {
@@ -528,6 +535,29 @@ impl Run<'_> {
         }
         self.end(facts)
     }
+}
+
+/// What the processes of a unit that still runs are doing, taken before a restart destroys it
+/// (at most `CAPTURE_TIME` of the run's time); `None` when nothing of it runs.
+fn evidence<U>(service: &ServiceConfig, look: &Look<U>) -> Option<crate::host::evidence::Evidence> {
+    use crate::host::evidence;
+    let snapshot = &look.snapshot;
+    if snapshot.main_pid == 0 && !snapshot.is_active() {
+        return None;
+    }
+    let subject = evidence::Subject {
+        control_group: snapshot.control_group.clone(),
+        main_pid: snapshot.main_pid,
+        hidden: strategy::env_file_secrets(service, snapshot),
+    };
+    let taken = evidence::capture(subject, evidence::CAPTURE_TIME);
+    tracing::info!(
+        selfheal_service = %service.name,
+        "evidence before the restart ({} ms): {}",
+        taken.took_ms,
+        taken.summary
+    );
+    Some(taken)
 }
 
 /// Why a FAILED run left the service down: its state now, and what the last strategy that

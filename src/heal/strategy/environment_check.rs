@@ -117,8 +117,39 @@ impl Strategy for EnvironmentCheck {
 /// `KEY=VALUE` lines, `#`/`;` comments, optional quotes, backslash continuations. The values
 /// are looked at only to see whether they are empty.
 pub(crate) fn keys_with_values(bytes: &[u8]) -> BTreeSet<String> {
+    entries(bytes).into_iter().map(|(key, _)| key).collect()
+}
+
+/// The values of `environment_check.required` keys in the service's env files: secrets, as
+/// far as a report is concerned (evidence hides them from the command lines it shows).
+pub(crate) fn required_values(
+    service: &crate::config::ServiceConfig,
+    snapshot: &crate::systemd::UnitSnapshot,
+) -> Vec<String> {
+    let Some(settings) = &service.environment_check else {
+        return Vec::new();
+    };
+    let files: Vec<PathBuf> = match &settings.file {
+        Some(path) => vec![path.clone()],
+        None => snapshot
+            .environment_files
+            .iter()
+            .map(|(path, _)| PathBuf::from(path))
+            .collect(),
+    };
+    files
+        .iter()
+        .filter_map(|file| bounded_read::read_no_symlinks(file, bounded_read::MAX_FILE_BYTES).ok())
+        .flat_map(|(bytes, _)| entries(&bytes))
+        .filter(|(key, _)| settings.required.contains(key))
+        .map(|(_, value)| value)
+        .collect()
+}
+
+/// The `KEY=VALUE` entries with a non-empty value, unquoted.
+fn entries(bytes: &[u8]) -> Vec<(String, String)> {
     let text = String::from_utf8_lossy(bytes);
-    let mut keys = BTreeSet::new();
+    let mut keys = Vec::new();
     let mut logical = String::new();
     for line in text.lines() {
         if let Some(continued) = line.strip_suffix('\\') {
@@ -147,7 +178,7 @@ pub(crate) fn keys_with_values(bytes: &[u8]) -> BTreeSet<String> {
             .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
             .unwrap_or(value);
         if valid_key && !unquoted.trim().is_empty() {
-            keys.insert(key.to_owned());
+            keys.push((key.to_owned(), unquoted.to_owned()));
         }
     }
     keys

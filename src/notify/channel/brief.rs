@@ -27,6 +27,12 @@ impl Brief {
                 ));
             }
         }
+        if let Some(evidence) = &report.facts.evidence {
+            lines.push(format!(
+                "Before the restart: {}",
+                bounded(&evidence.summary, LINE_CHARS)
+            ));
+        }
         match (report.facts.outcome, &report.facts.healed_by) {
             (Outcome::Resolved, Some(strategy)) => lines.push(format!(
                 "Healed by {} and verified in {} ms.",

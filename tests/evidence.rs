@@ -1,0 +1,86 @@
+//! Evidence before a restart, against a real systemd: what a hung service's processes were
+//! doing is in its report (text, and the JSON webhook), the hang is ended at once instead of
+//! waiting out a graceful stop, and no secret of its command line reaches any report.
+mod common;
+
+use std::time::Duration;
+
+use common::config::{Config, Service};
+use common::receivers::{WebhookServer, url_file};
+use common::*;
+use selfheal::outcome::Outcome;
+use serde_json::{Value, json};
+
+#[test]
+fn a_hung_service_found_by_the_probes_is_killed_at_once_with_its_evidence_and_no_secret() {
+    let env = TestEnv::new();
+    let port = free_port();
+    let receiver = WebhookServer::start(&env.sandbox.scratch_dir().join("hooks"));
+    let hook = url_file(env.sandbox.scratch_dir(), "json-url", &receiver.url("json"));
+    // A shell that stays in front of the server (`; :`) holds a password on its command line;
+    // the stop command, like nginx's `--retry QUIT/5`, waits for processes that cannot answer.
+    env.unit(
+        "web",
+        &format!(
+            "ExecStart=/bin/sh -c '{} serve-demo --port {port}; :' --password=hunter2\nExecStop=/bin/sh -c 'echo graceful stop asked; sleep 5'",
+            selfheal_bin().display()
+        ),
+    );
+    env.configure(
+        &Config::new()
+            .with(
+                "probe",
+                json!({"interval": "1s", "timeout": "1s", "failures": 2, "start_grace": "1s"}),
+            )
+            .with(
+                "notify",
+                [json!({"webhook": {"url_file": hook, "format": "json"}})],
+            )
+            .service(Service::new("web").port(port).health_url(port)),
+    );
+    env.start_listening("web", port).install();
+
+    env.systemctl(&["kill", "--signal=SIGSTOP", "web.service"]);
+    let history = env.wait_for_history(1, Duration::from_secs(30));
+
+    assert_eq!(history[0].outcome, Outcome::Resolved, "{history:?}");
+    let report = env.heal_report("web");
+    eprintln!("REPORT-START{report}REPORT-END");
+    for expected in [
+        "EVIDENCE (its processes before the restart, taken in ",
+        ": T (stopped), ",
+        " thread",
+        "--password=***",
+        "killed every process of its cgroup (SIGKILL)",
+        "was stopped (state T",
+    ] {
+        assert_contains(&report, expected);
+    }
+    // A hang is no failure systemd reported: no hook's facts describe it.
+    assert!(!report.contains("from the OnFailure= hook"), "{report}");
+    let posts = receiver.wait_for_posts(1);
+    let sent: Value = serde_json::from_str(&posts[0].body).unwrap();
+    let processes = sent["evidence"]["processes"].as_array().expect("evidence");
+    assert!(processes.len() >= 2, "the shell and the server: {sent:#}");
+    for process in processes {
+        assert_eq!(process["state"], "T (stopped)", "{sent:#}");
+        assert!(process["threads"].as_u64() >= Some(1), "{sent:#}");
+    }
+    let history_file = std::fs::read_to_string(env.state_dir.join("history.jsonl")).unwrap();
+    for (place, text) in [
+        ("report", &report),
+        ("webhook", &posts[0].body),
+        ("history", &history_file),
+    ] {
+        assert!(
+            !text.contains("hunter2"),
+            "the password reached the {place}: {text}"
+        );
+    }
+    // The hung processes were never asked to stop gracefully.
+    let web = env.journal(&["-u", "web.service"]);
+    assert!(!web.contains("graceful stop asked"), "{web}");
+    wait_until(Duration::from_secs(10), "web to serve again", || {
+        selfheal::ports::is_listening(port)
+    });
+}
