@@ -45,7 +45,6 @@ fn a_hung_service_found_by_the_probes_is_killed_at_once_with_its_evidence_and_no
 
     assert_eq!(history[0].outcome, Outcome::Resolved, "{history:?}");
     let report = env.heal_report("web");
-    eprintln!("REPORT-START{report}REPORT-END");
     for expected in [
         "EVIDENCE (its processes before the restart, taken in ",
         ": T (stopped), ",
@@ -83,4 +82,47 @@ fn a_hung_service_found_by_the_probes_is_killed_at_once_with_its_evidence_and_no
     wait_until(Duration::from_secs(10), "web to serve again", || {
         selfheal::ports::is_listening(port)
     });
+}
+
+#[test]
+fn a_signal_set_in_evidence_makes_the_hung_main_process_leave_its_stack_dump_in_the_report() {
+    let env = TestEnv::new();
+    let port = free_port();
+    // A runtime that prints its stacks on SIGQUIT and exits, as the JVM and Go do.
+    env.unit(
+        "web",
+        &format!(
+            "ExecStart=/bin/sh -c 'trap \"echo goroutine 1 [running]: main.serve >&2; exit 2\" QUIT; {} serve-demo --port {port} & wait $$!'",
+            selfheal_bin().display()
+        ),
+    );
+    env.configure(
+        &Config::new()
+            .with(
+                "probe",
+                json!({"interval": "1s", "timeout": "1s", "failures": 2, "start_grace": "1s"}),
+            )
+            .service(
+                Service::new("web")
+                    .port(port)
+                    .health_url(port)
+                    .with("evidence", json!({"signal": "SIGQUIT", "wait": "3s"})),
+            ),
+    );
+    env.start_listening("web", port).install();
+
+    env.systemctl(&["kill", "--signal=SIGSTOP", "web.service"]);
+    let history = env.wait_for_history(1, Duration::from_secs(30));
+
+    assert_eq!(history[0].outcome, Outcome::Resolved, "{history:?}");
+    let report = env.heal_report("web");
+    eprintln!("REPORT-START{report}REPORT-END");
+    for expected in [
+        "SIGQUIT sent to its main process (PID ",
+        "for its own evidence: it exited after ",
+        "What it wrote after the signal",
+        "goroutine 1 [running]: main.serve",
+    ] {
+        assert_contains(&report, expected);
+    }
 }

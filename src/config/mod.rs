@@ -8,6 +8,7 @@
 
 pub(crate) mod all_services;
 pub(crate) mod email;
+pub(crate) mod evidence;
 pub(crate) mod health_url;
 mod load;
 mod locate;

@@ -63,6 +63,9 @@ pub(crate) struct ServiceConfig {
     pub maintenance: Vec<super::maintenance::MaintenanceWindow>,
     /// Its notification policy over the top-level `notify_policy:`.
     pub notify_policy: Option<super::notify_policy::PolicyOverride>,
+    /// What is kept of it before a restart.
+    #[serde(default)]
+    pub evidence: super::evidence::EvidenceConfig,
 }
 
 impl ServiceConfig {
@@ -88,6 +91,7 @@ impl ServiceConfig {
             probe: None,
             maintenance: Vec::new(),
             notify_policy: None,
+            evidence: super::evidence::EvidenceConfig::default(),
         }
     }
 }

@@ -260,6 +260,10 @@ pub(crate) struct Diagnosis {
     /// What held the memory, when it was killed for want of it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_hogs: Option<MemoryHogs>,
+    /// What systemd-coredump kept of a main process that dumped core (`coredumpctl info`,
+    /// cited).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub core: Vec<String>,
     /// The directories its unit says it writes to.
     #[serde(skip)]
     pub write_paths: Vec<std::path::PathBuf>,
@@ -332,6 +336,7 @@ impl Diagnosis {
             full_disk: None,
             oom_kill: None,
             memory_hogs: None,
+            core: Vec::new(),
             write_paths: snapshot.write_paths.clone(),
             invocation_id,
             source,

@@ -3,6 +3,7 @@
 pub(crate) mod atomic_file;
 pub(crate) mod bounded_read;
 pub(crate) mod calendar;
+pub(crate) mod coredump;
 pub(crate) mod disk;
 pub(crate) mod evidence;
 pub(crate) mod file_error;

@@ -298,6 +298,7 @@ pub(crate) mod fixture {
             full_disk: None,
             oom_kill: None,
             memory_hogs: None,
+            core: Vec::new(),
             write_paths: Vec::new(),
             invocation_id: Some("0f1e2d3c4b5a69788796a5b4c3d2e1f0".into()),
             source: FactSource::Monitor,

@@ -505,6 +505,15 @@ mod tests {
                 full_avg10: None,
             }],
             gaps: Vec::new(),
+            left: Some(crate::host::evidence::LeftBehind {
+                signal: "SIGQUIT".into(),
+                pid: 812,
+                exited_after_ms: Some(140),
+                printed: vec!["goroutine 1 [running]: <main.serve>".into()],
+                read_all: "journalctl _SYSTEMD_INVOCATION_ID=0f1e --since @1765098001".into(),
+                core: Vec::new(),
+                sent_at_us: 0,
+            }),
             summary: String::new(),
         });
         let renderer = Renderer::new(Some(Path::new("/nonexistent")));
@@ -515,6 +524,7 @@ mod tests {
             "  • 2 more process(es), not described",
             "  • Memory of its cgroup: 12.0 MiB, peak 14.0 MiB (anon 8.0 MiB, file 4.0 MiB)\n",
             "(cgroup): cpu 1.5 %\n",
+            "  • SIGQUIT sent to its main process (PID 812) for its own evidence: it exited after 140 ms.\n    What it wrote after the signal, its last 1 line (all of it: journalctl _SYSTEMD_INVOCATION_ID=0f1e --since @1765098001):\n      goroutine 1 [running]: <main.serve>\n",
         ] {
             assert!(text.contains(expected), "{expected}\n---\n{text}");
         }
@@ -525,6 +535,10 @@ mod tests {
         );
         assert!(html.contains("<strong>T (stopped)</strong>"), "{html}");
         assert!(!html.contains("<b>x</b>"), "{html}");
+        assert!(
+            html.contains("goroutine 1 [running]: &lt;main.serve&gt;"),
+            "{html}"
+        );
     }
 
     #[test]

@@ -86,6 +86,15 @@ pub(crate) struct RestartFacts {
     pub restart_mode: Option<String>,
 }
 
+/// Which of a unit's processes a signal goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KillWhom {
+    /// Its main process.
+    Main,
+    /// Every process of its cgroup.
+    All,
+}
+
 /// What selfheal needs from the service manager. The D-Bus implementation is [`Systemd`];
 /// tests of pure logic can substitute their own.
 pub(crate) trait UnitControl {
@@ -135,9 +144,9 @@ pub(crate) trait UnitControl {
     fn stop_unit(&self, _unit: &str) -> Result<(), SystemdError> {
         Ok(())
     }
-    /// Sends `signal` to every process of `unit`'s cgroup; a scripted systemd has nothing to
-    /// kill.
-    fn kill_all(&self, _unit: &str, _signal: i32) -> Result<(), SystemdError> {
+    /// Sends `signal` to `unit`'s main process, or to every process of its cgroup, as systemd
+    /// knows them (never a PID looked up elsewhere); a scripted systemd has nothing to kill.
+    fn kill(&self, _unit: &str, _whom: KillWhom, _signal: i32) -> Result<(), SystemdError> {
         Ok(())
     }
     /// The manager's version (252, 257, …).
@@ -204,8 +213,8 @@ impl<T: UnitControl + ?Sized> UnitControl for &T {
     fn stop_unit(&self, unit: &str) -> Result<(), SystemdError> {
         (**self).stop_unit(unit)
     }
-    fn kill_all(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
-        (**self).kill_all(unit, signal)
+    fn kill(&self, unit: &str, whom: KillWhom, signal: i32) -> Result<(), SystemdError> {
+        (**self).kill(unit, whom, signal)
     }
     fn version(&self) -> Result<u32, SystemdError> {
         (**self).version()
@@ -525,8 +534,12 @@ impl UnitControl for Systemd {
         zbus::block_on(self.manager.reset_failed_unit(unit)).map_err(call_error("ResetFailedUnit"))
     }
 
-    fn kill_all(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
-        zbus::block_on(self.manager.kill_unit(unit, "all", signal)).map_err(call_error("KillUnit"))
+    fn kill(&self, unit: &str, whom: KillWhom, signal: i32) -> Result<(), SystemdError> {
+        let whom = match whom {
+            KillWhom::Main => "main",
+            KillWhom::All => "all",
+        };
+        zbus::block_on(self.manager.kill_unit(unit, whom, signal)).map_err(call_error("KillUnit"))
     }
 
     fn restart(&self, unit: &str, timeout: Duration) -> Result<JobResult, SystemdError> {

@@ -214,6 +214,7 @@ pub(super) fn snapshot_of(
         exec_main_status: service.exec_main_status.unwrap_or(0),
         n_restarts: service.n_restarts.unwrap_or(0),
         main_pid: service.main_pid.unwrap_or(0),
+        exec_main_pid: exec_start.last().map_or(0, |command| command.7),
         invocation_id: crate::host::hex(&props.invocation_id.unwrap_or_default()),
         // systemd reports "unknown" as u64::MAX.
         memory_current: (memory != u64::MAX).then_some(memory),

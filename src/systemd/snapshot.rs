@@ -78,6 +78,8 @@ pub(crate) struct UnitSnapshot {
     pub n_restarts: u32,
     /// The main process, 0 when none.
     pub main_pid: u32,
+    /// The last process `ExecStart=` ran (the main process, also once it died), 0 when none.
+    pub exec_main_pid: u32,
     /// The current (or, when dead, last) invocation ID, hex.
     pub invocation_id: String,
     /// `MemoryCurrent`, when systemd accounts it.

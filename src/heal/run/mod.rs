@@ -26,6 +26,7 @@ use crate::state::{ServiceLock, StateDir, StateError};
 use crate::systemd::{ActiveState, SystemdError, UnitControl, UnitSnapshot};
 use crate::ui::terminal::SlowNotice;
 
+mod evidence;
 mod follow;
 mod guard_turn;
 mod host_facts;
@@ -467,7 +468,10 @@ impl Run<'_> {
         diagnosis = diagnosis.upstream(upstream.clone());
 
         let order = strategy::plan(&service.healing_strategies, &diagnosis);
-        let evidence = (!report_only).then(|| evidence(service, look)).flatten();
+        // What its processes are doing dies with them: taken before anything acts on them.
+        let mut evidence = (!report_only)
+            .then(|| evidence::before_acting(systemd, service, &look.snapshot, options.dry_run))
+            .flatten();
         let context = Context {
             service,
             diagnosis: &diagnosis,
@@ -486,20 +490,7 @@ impl Run<'_> {
             },
             _ => strategy::run_chain(&order, &context),
         };
-        if !look.evidence_matters {
-            let lines =
-                host.journal
-                    .read_invocation(&self.unit, &look.invocation(), None, JOURNAL_TIMEOUT);
-            // What the host said before acting still holds; only the journal is new.
-            let (full, oom) = (diagnosis.full_disk.take(), diagnosis.oom_kill.take());
-            diagnosis = Diagnosis::new(&look.snapshot, look.monitor.as_ref(), lines)
-                .not_serving(look.unhealthy.clone())
-                .upstream(upstream);
-            let full = full.or_else(|| full_disk(self.service, &diagnosis));
-            diagnosis = diagnosis.full_disk(full).killed_by_oom(&look.snapshot, oom);
-        }
-        diagnosis.memory_hogs = memory_hogs(&look.snapshot, &diagnosis);
-        diagnosis = diagnosis.before_the_restart(evidence.as_ref());
+        let diagnosis = self.after_acting(host, look, diagnosis, upstream, &mut evidence);
         let outcome = match (options.dry_run, chain.healed_by) {
             (true, _) => Outcome::Planned,
             (false, Some(_)) => Outcome::Resolved,
@@ -537,27 +528,38 @@ impl Run<'_> {
     }
 }
 
-/// What the processes of a unit that still runs are doing, taken before a restart destroys it
-/// (at most `CAPTURE_TIME` of the run's time); `None` when nothing of it runs.
-fn evidence<U>(service: &ServiceConfig, look: &Look<U>) -> Option<crate::host::evidence::Evidence> {
-    use crate::host::evidence;
-    let snapshot = &look.snapshot;
-    if snapshot.main_pid == 0 && !snapshot.is_active() {
-        return None;
+impl Run<'_> {
+    /// What is read after acting, since it does not change what runs first: the failed run's
+    /// journal (unless it was read before), what held the memory after an OOM kill, the core
+    /// of a crash, what the main process left when asked with a signal; and the root cause of
+    /// a hang as the evidence taken before the restart tells it.
+    fn after_acting<U: UnitControl>(
+        &self,
+        host: &Host<'_, U>,
+        look: &Look<U>,
+        mut diagnosis: Diagnosis,
+        upstream: Vec<crate::heal::diagnose::Upstream>,
+        evidence: &mut Option<crate::host::evidence::Evidence>,
+    ) -> Diagnosis {
+        if !look.evidence_matters {
+            let lines =
+                host.journal
+                    .read_invocation(&self.unit, &look.invocation(), None, JOURNAL_TIMEOUT);
+            // What the host said before acting still holds; only the journal is new.
+            let (full, oom) = (diagnosis.full_disk.take(), diagnosis.oom_kill.take());
+            diagnosis = Diagnosis::new(&look.snapshot, look.monitor.as_ref(), lines)
+                .not_serving(look.unhealthy.clone())
+                .upstream(upstream);
+            let full = full.or_else(|| full_disk(self.service, &diagnosis));
+            diagnosis = diagnosis.full_disk(full).killed_by_oom(&look.snapshot, oom);
+        }
+        diagnosis.memory_hogs = memory_hogs(&look.snapshot, &diagnosis);
+        diagnosis.core = evidence::crash_core(&diagnosis, &look.snapshot);
+        if let Some(left) = evidence.as_mut().and_then(|taken| taken.left.as_mut()) {
+            evidence::cite(host.journal, &look.snapshot, left);
+        }
+        diagnosis.before_the_restart(evidence.as_ref())
     }
-    let subject = evidence::Subject {
-        control_group: snapshot.control_group.clone(),
-        main_pid: snapshot.main_pid,
-        hidden: strategy::env_file_secrets(service, snapshot),
-    };
-    let taken = evidence::capture(subject, evidence::CAPTURE_TIME);
-    tracing::info!(
-        selfheal_service = %service.name,
-        "evidence before the restart ({} ms): {}",
-        taken.took_ms,
-        taken.summary
-    );
-    Some(taken)
 }
 
 /// Why a FAILED run left the service down: its state now, and what the last strategy that

@@ -280,7 +280,7 @@ const KILL_PATIENCE: Duration = Duration::from_secs(2);
 /// (nginx's `--retry QUIT/5`, `TimeoutStopSec=`); once systemd has seen the main process
 /// killed, it skips `ExecStop=` and goes straight to `ExecStopPost=`. Says what it did.
 fn end_hang(units: &dyn UnitControl, unit: &str) -> String {
-    if let Err(err) = units.kill_all(unit, libc::SIGKILL) {
+    if let Err(err) = units.kill(unit, crate::systemd::KillWhom::All, libc::SIGKILL) {
         return format!("SIGKILL to its cgroup failed ({err}); restarting gracefully");
     }
     let until = Instant::now() + KILL_PATIENCE;

@@ -48,8 +48,33 @@ pub(crate) struct Evidence {
     /// What could not be taken, and why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gaps: Vec<String>,
+    /// What the main process left when `evidence.signal` asked it to (a core, a stack dump).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left: Option<LeftBehind>,
     /// The evidence in one line, for the formats that show a few lines.
     pub summary: String,
+}
+
+/// What the main process left when asked with a signal before the restart.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct LeftBehind {
+    /// `SIGQUIT`, `SIGABRT`, …
+    pub signal: String,
+    pub pid: u32,
+    /// How long it took to exit after the signal, in ms; `None`: it had not exited within the
+    /// service's `evidence.wait` and was killed.
+    pub exited_after_ms: Option<u64>,
+    /// What it wrote to the journal after the signal (a runtime's stack dump): its last lines,
+    /// printable.
+    pub printed: Vec<String>,
+    /// The command that shows all it wrote after the signal.
+    pub read_all: String,
+    /// systemd-coredump's entry for it (`coredumpctl info`), cited; empty without one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub core: Vec<String>,
+    /// When the signal was sent, µs since the epoch.
+    #[serde(skip)]
+    pub sent_at_us: u64,
 }
 
 /// What to capture: the unit's cgroup and main process, and the strings no report may show.
@@ -71,6 +96,23 @@ enum Piece {
     Gap(String),
 }
 
+impl Evidence {
+    /// The evidence of a service whose `evidence.capture` is off: what its main process
+    /// left is added to it.
+    pub(crate) fn not_taken() -> Evidence {
+        Evidence {
+            took_ms: 0,
+            processes: Vec::new(),
+            more_processes: 0,
+            memory: None,
+            pressure: Vec::new(),
+            gaps: vec!["its processes were not described (evidence.capture: false)".to_owned()],
+            left: None,
+            summary: "not described (evidence.capture: false)".to_owned(),
+        }
+    }
+}
+
 /// Takes the evidence of `subject`, waiting at most `budget` for it.
 pub(crate) fn capture(subject: Subject, budget: Duration) -> Evidence {
     let started = Instant::now();
@@ -85,6 +127,7 @@ pub(crate) fn capture(subject: Subject, budget: Duration) -> Evidence {
         memory: None,
         pressure: Vec::new(),
         gaps: Vec::new(),
+        left: None,
         summary: String::new(),
     };
     if let Err(err) = reading {
