@@ -37,7 +37,7 @@ impl Run<'_> {
             failing,
             max_failing: config.guard.max_failing,
             within: config.guard.within.to_string(),
-            cause: shared_cause(diagnosis),
+            cause: shared_cause(&Self::told(look, diagnosis)),
         };
         let entered_at = std::time::SystemTime::now();
         match guard::enter(self.state, config.guard, &service.name) {
@@ -58,7 +58,7 @@ impl Run<'_> {
             } => {
                 let mut facts = self
                     .facts(Outcome::Held)
-                    .diagnosis(diagnosis.clone())
+                    .diagnosis(Self::told(look, diagnosis))
                     .reason(format!(
                         "host guard: {} services failing within {} (more than max_failing {}); they are healed one at a time, and {turn} is being healed now. selfheal starts this one's heal when its turn comes",
                         failing.len(),

@@ -5,24 +5,28 @@ use crate::config::ServiceConfig;
 use crate::heal::diagnose::Diagnosis;
 use crate::systemd::UnitSnapshot;
 
-/// What the host adds to systemd's facts: a full file system the service writes to, and the
-/// kernel's account of an OOM kill where systemd saw only a SIGKILL.
-pub(super) fn host_facts(
-    service: &ServiceConfig,
-    snapshot: &UnitSnapshot,
-    diagnosis: Diagnosis,
-) -> Diagnosis {
+/// What the host adds to systemd's facts before acting: a full file system the service
+/// writes to (it decides the first action: a restart cannot free space). The kernel's account
+/// of an OOM kill decides nothing and is read after acting ([`kernel_oom`]).
+pub(super) fn host_facts(service: &ServiceConfig, diagnosis: Diagnosis) -> Diagnosis {
     let full = full_disk(service, &diagnosis);
+    diagnosis.full_disk(full)
+}
+
+/// The kernel's account of an OOM kill where systemd saw only a SIGKILL: read from the
+/// kernel's log once the run has queued its restart (or will not restart), because it never
+/// changes what runs first and reading the log costs the crash path milliseconds.
+pub(super) fn kernel_oom(snapshot: &UnitSnapshot, diagnosis: Diagnosis) -> Diagnosis {
     let sigkill = matches!(
         &diagnosis.termination,
         crate::heal::diagnose::Termination::Killed { signal } if signal == "SIGKILL"
     );
-    let oom = (sigkill && diagnosis.result != "oom-kill")
-        .then(|| {
-            crate::host::kernel_log::oom_kill_in(&snapshot.unit, snapshot.main_started_monotonic_us)
-        })
-        .flatten();
-    diagnosis.full_disk(full).killed_by_oom(snapshot, oom)
+    if !sigkill || diagnosis.result == "oom-kill" || diagnosis.oom_kill.is_some() {
+        return diagnosis;
+    }
+    let oom =
+        crate::host::kernel_log::oom_kill_in(&snapshot.unit, snapshot.main_started_monotonic_us);
+    diagnosis.killed_by_oom(snapshot, oom)
 }
 
 /// A full file system among those the service writes to: its unit's directories, the files

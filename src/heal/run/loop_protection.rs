@@ -131,7 +131,7 @@ impl Run<'_> {
         let would = self.would();
         let mut facts = self
             .facts(Outcome::Paused)
-            .diagnosis(diagnosis.clone())
+            .diagnosis(Self::told(look, diagnosis))
             .reason(format!("{would}{why}"));
         facts.post_status = Some(PostStatus::from(&look.snapshot));
         facts
@@ -170,7 +170,9 @@ impl Run<'_> {
             )
         };
         let would = self.would();
-        let mut facts = self.facts(Outcome::Suppressed).diagnosis(diagnosis.clone());
+        let mut facts = self
+            .facts(Outcome::Suppressed)
+            .diagnosis(Self::told(look, diagnosis));
         facts.post_status = Some(PostStatus::from(snapshot));
         facts.episode_reported = !hold.tell;
         facts.reason = Some(match &hold.why {

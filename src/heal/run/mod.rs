@@ -34,7 +34,7 @@ mod loop_protection;
 mod upstream;
 
 use follow::{Followed, describing, follow_systemd, still_acting, systemd_restarting};
-use host_facts::{full_disk, host_facts, memory_hogs};
+use host_facts::{full_disk, host_facts, kernel_oom, memory_hogs};
 use loop_protection::{after_retry, retry_after_failure};
 pub(crate) use loop_protection::{held_by_loop_protection, retry_came_due};
 use upstream::upstream_problems;
@@ -165,6 +165,12 @@ impl Run<'_> {
 
     fn facts(&self, outcome: Outcome) -> RunFacts {
         self.clock.facts(outcome, self.options.dry_run)
+    }
+
+    /// The diagnosis as a report that restarts nothing tells it: with the kernel's account of
+    /// an OOM kill, which a healing run reads only after acting.
+    fn told<U>(look: &Look<U>, diagnosis: &Diagnosis) -> Diagnosis {
+        kernel_oom(&look.snapshot, diagnosis.clone())
     }
 
     /// The run's report, recorded in history.
@@ -434,7 +440,7 @@ impl Run<'_> {
         tracing::debug!("ready to act after {} µs", self.clock.elapsed_us());
         let diagnosis = Diagnosis::new(&look.snapshot, look.monitor.as_ref(), journal_lines)
             .not_serving(look.unhealthy.clone());
-        let diagnosis = host_facts(self.service, &look.snapshot, diagnosis);
+        let diagnosis = host_facts(self.service, diagnosis);
         tracing::info!(selfheal_service = %self.service.name, "diagnosis: {}", diagnosis.summary);
         diagnosis
     }
@@ -553,6 +559,7 @@ impl Run<'_> {
             let full = full.or_else(|| full_disk(self.service, &diagnosis));
             diagnosis = diagnosis.full_disk(full).killed_by_oom(&look.snapshot, oom);
         }
+        diagnosis = kernel_oom(&look.snapshot, diagnosis);
         diagnosis.memory_hogs = memory_hogs(&look.snapshot, &diagnosis);
         diagnosis.core = evidence::crash_core(&diagnosis, &look.snapshot);
         if let Some(left) = evidence.as_mut().and_then(|taken| taken.left.as_mut()) {
