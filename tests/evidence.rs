@@ -126,3 +126,41 @@ fn a_signal_set_in_evidence_makes_the_hung_main_process_leave_its_stack_dump_in_
         assert_contains(&report, expected);
     }
 }
+
+#[test]
+fn a_service_that_answers_with_an_error_is_restarted_gracefully_not_killed() {
+    let env = TestEnv::new();
+    let port = free_port();
+    // It answers at once, with a 503: no hang, so its stop is asked for, not forced.
+    env.unit(
+        "web",
+        &format!(
+            "ExecStart={} serve-demo --port {port} --status 503\nExecStop=/bin/sh -c 'echo graceful stop asked'",
+            selfheal_bin().display()
+        ),
+    );
+    env.configure(
+        &Config::new()
+            .with(
+                "probe",
+                json!({"interval": "1s", "timeout": "1s", "failures": 2, "start_grace": "1s"}),
+            )
+            .service(
+                Service::new("web")
+                    .port(port)
+                    .health_url(port)
+                    .verify_timeout("1s")
+                    .stable_for("100ms"),
+            ),
+    );
+    env.start_listening("web", port).install();
+
+    let history = env.wait_for_history(1, Duration::from_secs(30));
+
+    assert_eq!(history[0].outcome, Outcome::Failed, "{history:?}");
+    let report = env.heal_report("web");
+    assert_contains(&report, "EVIDENCE (its processes before the restart");
+    assert_contains(&report, ": S (sleeping), ");
+    assert!(!report.contains("SIGKILL"), "{report}");
+    assert_contains(&env.journal(&["-u", "web.service"]), "graceful stop asked");
+}

@@ -187,5 +187,14 @@ pub(super) fn validate_service(service: &ServiceConfig) -> Result<(), (Keys, Str
             ),
         ));
     }
+    if service.evidence.wait.0 > Duration::from_secs(60) {
+        return Err((
+            ["evidence"; 2],
+            format!(
+                "evidence.wait ({}) is at most 1min: the service is down while it waits",
+                service.evidence.wait
+            ),
+        ));
+    }
     Ok(())
 }

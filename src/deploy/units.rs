@@ -39,8 +39,13 @@ pub(super) fn heal_timeout(
         .as_ref()
         .and_then(|email| email.smtp.as_ref())
         .map_or(Duration::from_secs(10), |smtp| smtp.timeout.into());
+    let evidence = service
+        .evidence
+        .signal
+        .map_or(Duration::ZERO, |_| service.evidence.wait.into());
     let total = Duration::from(service.verify_timeout) * 3
         + crate::heal::strategy::worst_case(service)
+        + evidence
         + Duration::from_secs(2)
         + mail
         + Duration::from_secs(30);

@@ -221,8 +221,11 @@ pub(crate) struct Upstream {
 /// What held the memory when a unit was killed for want of it ("what grew").
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct MemoryHogs {
-    /// The unit's largest tasks, as the kernel listed them when it chose what to kill.
+    /// The largest tasks the kernel listed when it chose what to kill.
     pub at_the_kill: Vec<Consumer>,
+    /// Where those tasks were: "in its cgroup", "in system.slice, whose limit was hit", "on the
+    /// host".
+    pub listed: String,
     /// The largest processes on the host when the report was written, with their units.
     pub on_the_host: Vec<Consumer>,
 }
@@ -462,7 +465,8 @@ impl Diagnosis {
         let (Some(evidence), Some(unhealthy)) = (evidence, &self.unhealthy) else {
             return self;
         };
-        let Some(main) = evidence.processes.first() else {
+        // A full disk is the cause whatever the process was doing.
+        let Some(main) = evidence.main_process().filter(|_| self.full_disk.is_none()) else {
             return self;
         };
         let process = format!("Its main process {} (PID {})", main.name, main.pid);
@@ -796,6 +800,7 @@ mod tests {
             task: "reportgen".into(),
             pid: 4242,
             consumers: Vec::new(),
+            listed: "on the host".into(),
         };
         let mut kinds: Vec<(&str, Diagnosis)> = vec![
             (

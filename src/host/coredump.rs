@@ -21,17 +21,26 @@ const FIELDS: [&str; 8] = [
     "Size on Disk:",
 ];
 
-/// The entry systemd-coredump made for `pid`, waiting up to `patience` for it (it writes the
-/// core and its journal entry after the process died); `None` without `coredumpctl` or when
-/// no entry came.
-pub(crate) fn entry_of(pid: u32, patience: Duration) -> Option<Vec<String>> {
+/// The entry systemd-coredump made for `pid` of `unit` since `since_s` (seconds since the
+/// epoch), the latest if several match (a PID comes back after a reboot), waiting up to
+/// `patience` for it (it writes the core and its journal entry after the process died);
+/// `None` without `coredumpctl` or when no entry came.
+pub(crate) fn entry_of(
+    unit: &str,
+    pid: u32,
+    since_s: u64,
+    patience: Duration,
+) -> Option<Vec<String>> {
     let coredumpctl = crate::host::process::find_executable("coredumpctl").ok()?;
     let argv = [
         coredumpctl.to_string_lossy().into_owned(),
         "--no-pager".to_owned(),
         "--quiet".to_owned(),
+        "-1".to_owned(),
+        format!("--since=@{since_s}"),
         "info".to_owned(),
-        pid.to_string(),
+        format!("COREDUMP_PID={pid}"),
+        format!("COREDUMP_UNIT={unit}"),
     ];
     let until = Instant::now() + patience;
     loop {

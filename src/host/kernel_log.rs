@@ -18,23 +18,32 @@ pub(crate) struct OomKill {
     /// The largest tasks of the cgroup the kernel listed before it chose (its "Tasks
     /// state" table, `vm.oom_dump_tasks=1`), largest first.
     pub consumers: Vec<Consumer>,
+    /// Where the kernel's table was of: "in its cgroup", "in system.slice, whose limit was
+    /// hit", "on the host".
+    pub listed: String,
 }
 
 /// How many of the kernel's listed tasks are kept.
 const CONSUMERS: usize = 3;
 
-/// The last OOM kill in the system unit `unit`'s cgroup (or below it) logged at or after
-/// `since_us` (µs of CLOCK_MONOTONIC, as the kernel stamps its records);
-/// `None` when there is none or the log cannot be read (which is said in the journal).
-pub(crate) fn oom_kill_in(unit: &str, since_us: u64) -> Option<OomKill> {
+/// The last OOM kill in the system unit `unit`'s cgroup (or below it) logged within
+/// `window` (µs of CLOCK_MONOTONIC: from the main process' start to its exit, or open-ended
+/// while it has none); `None` when there is none or the log cannot be read (which is said in
+/// the journal).
+pub(crate) fn oom_kill_in(unit: &str, window: (u64, Option<u64>)) -> Option<OomKill> {
     // The kernel stamps its records with its scheduler clock, which drifts from
     // CLOCK_MONOTONIC (NTP slews one and not the other; a resumed VM): 13 ms after 12 hours
-    // on one host, more on others, and an OOM kill comes a few ms after the start. The start
-    // is moved onto the kernel's clock; where that cannot be measured, a second of slack.
-    let since_us = match clock_offset_us() {
-        Some(offset) => since_us.saturating_add_signed(offset),
-        None => since_us.saturating_sub(UNMEASURED_SLACK_US),
+    // on one host, more on others, and an OOM kill comes a few ms after the start. The window
+    // is moved onto the kernel's clock, with a little slack for the drift since the start;
+    // where the drift cannot be measured, a second of slack.
+    let (offset, slack) = match clock_offset_us() {
+        Some(offset) => (offset, MEASURED_SLACK_US),
+        None => (0, UNMEASURED_SLACK_US),
     };
+    let since_us = window.0.saturating_add_signed(offset).saturating_sub(slack);
+    let until_us = window.1.map_or(u64::MAX, |until| {
+        until.saturating_add_signed(offset).saturating_add(slack)
+    });
     let mut kmsg = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK)
@@ -61,17 +70,25 @@ pub(crate) fn oom_kill_in(unit: &str, since_us: u64) -> Option<OomKill> {
         };
         let text = String::from_utf8_lossy(&record[..size]);
         tasks.read(&text);
-        if let Some(mut kill) = parse(&text, unit, since_us) {
+        if let Some(mut kill) = parse(&text, unit, (since_us, until_us)) {
             kill.consumers = tasks.largest();
             found = Some(kill);
+        }
+        // A table belongs to the one kill it precedes.
+        if text
+            .split_once(';')
+            .is_some_and(|(_, message)| message.starts_with("oom-kill:"))
+        {
+            tasks.rows.clear();
         }
     }
     found
 }
 
-/// How far back a start is moved when the kernel's clock cannot be measured against
-/// CLOCK_MONOTONIC.
+/// How far a window is widened when the kernel's clock cannot be measured against
+/// CLOCK_MONOTONIC, and when it was (the drift since the start: NTP slews ≤ 500 ppm).
 const UNMEASURED_SLACK_US: u64 = 1_000_000;
+const MEASURED_SLACK_US: u64 = 20_000;
 
 /// How far the kernel log's clock is ahead of CLOCK_MONOTONIC, in µs (negative: behind),
 /// measured by logging one line and reading its stamp back; `None` when the log cannot be
@@ -115,12 +132,12 @@ fn monotonic_us() -> Option<i64> {
 }
 
 /// One `/dev/kmsg` record (`prio,seq,µs,flags;message`), if it is an `oom-kill:` line for
-/// `unit` at or after `since_us`.
-fn parse(record: &str, unit: &str, since_us: u64) -> Option<OomKill> {
+/// `unit` stamped within `window` (on the kernel's clock).
+fn parse(record: &str, unit: &str, window: (u64, u64)) -> Option<OomKill> {
     let (header, message) = record.split_once(';')?;
     let stamp: u64 = header.split(',').nth(2)?.parse().ok()?;
     let fields = message.lines().next()?.strip_prefix("oom-kill:")?;
-    if stamp < since_us {
+    if stamp < window.0 || stamp > window.1 {
         return None;
     }
     let field = |name: &str| {
@@ -129,10 +146,23 @@ fn parse(record: &str, unit: &str, since_us: u64) -> Option<OomKill> {
             .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
     };
     let in_unit = memcg_within(field("task_memcg")?, unit);
+    // The kernel's table lists the tasks of the cgroup whose limit was hit, or of the whole
+    // host when the host ran out.
+    let listed = match (field("constraint"), field("oom_memcg")) {
+        (Some("CONSTRAINT_MEMCG"), Some(memcg)) if memcg_within(memcg, unit) => {
+            "in its cgroup".to_owned()
+        }
+        (Some("CONSTRAINT_MEMCG"), Some(memcg)) => format!(
+            "in {}, whose limit was hit",
+            crate::ui::terminal::printable(memcg.rsplit('/').next().unwrap_or(memcg))
+        ),
+        _ => "on the host".to_owned(),
+    };
     in_unit.then(|| OomKill {
         task: field("task").unwrap_or_default().to_owned(),
         pid: field("pid").and_then(|pid| pid.parse().ok()).unwrap_or(0),
         consumers: Vec::new(),
+        listed,
     })
 }
 
@@ -223,28 +253,38 @@ mod tests {
     #[test]
     fn reads_the_kernels_oom_kill_line_for_the_unit() {
         assert_eq!(
-            parse(LINE, "hog.service", 12_000_000_000),
+            parse(LINE, "hog.service", (12_000_000_000, u64::MAX)),
             Some(OomKill {
                 task: "tail".into(),
                 pid: 5375,
                 consumers: Vec::new(),
+                listed: "in its cgroup".into(),
             })
         );
     }
 
     #[test]
     fn another_unit_an_older_kill_and_other_lines_are_not_it() {
-        assert_eq!(parse(LINE, "og.service", 0), None, "whole components only");
         assert_eq!(
-            parse(LINE, "hog.service", 12_683_911_572),
+            parse(LINE, "og.service", (0, u64::MAX)),
+            None,
+            "whole components only"
+        );
+        assert_eq!(
+            parse(LINE, "hog.service", (12_683_911_572, u64::MAX)),
             None,
             "before the run"
+        );
+        assert_eq!(
+            parse(LINE, "hog.service", (0, 12_683_911_570)),
+            None,
+            "after its exit (the next instance's)"
         );
         assert_eq!(
             parse(
                 "6,1,5,-;Killed process 5 (x)\n",
                 "/system.slice/hog.service",
-                0
+                (0, u64::MAX)
             ),
             None
         );

@@ -483,6 +483,7 @@ mod tests {
         };
         report.facts.evidence = Some(Evidence {
             took_ms: 4,
+            main_pid: 812,
             processes: vec![
                 process(812, "nginx: master process <b>x</b>"),
                 process(813, "nginx: worker process"),
@@ -509,10 +510,12 @@ mod tests {
                 signal: "SIGQUIT".into(),
                 pid: 812,
                 exited_after_ms: Some(140),
+                exit: "it exited after 140 ms".into(),
                 printed: vec!["goroutine 1 [running]: <main.serve>".into()],
                 read_all: "journalctl _SYSTEMD_INVOCATION_ID=0f1e --since @1765098001".into(),
                 core: Vec::new(),
                 sent_at_us: 0,
+                invocation_id: String::new(),
             }),
             summary: String::new(),
         });
@@ -523,7 +526,7 @@ mod tests {
             "  • PID 812 nginx: T (stopped), waiting in do_signal_stop, 3 threads (2 S, 1 T), RSS 5.0 MiB, CPU 30 ms, 9 open files\n    nginx: master process <b>x</b>\n    kernel stack: do_signal_stop < get_signal\n",
             "  • 2 more process(es), not described",
             "  • Memory of its cgroup: 12.0 MiB, peak 14.0 MiB (anon 8.0 MiB, file 4.0 MiB)\n",
-            "(cgroup): cpu 1.5 %\n",
+            "spent waiting: cpu 1.5 % (its cgroup)\n",
             "  • SIGQUIT sent to its main process (PID 812) for its own evidence: it exited after 140 ms.\n    What it wrote after the signal, its last 1 line (all of it: journalctl _SYSTEMD_INVOCATION_ID=0f1e --since @1765098001):\n      goroutine 1 [running]: <main.serve>\n",
         ] {
             assert!(text.contains(expected), "{expected}\n---\n{text}");

@@ -63,7 +63,7 @@ pub(super) type ExecCommand = (String, Vec<String>, bool, u64, u64, u64, u64, u3
 
 /// The Service interface properties selfheal reads, in the order `service_properties` takes
 /// them.
-pub(super) const SERVICE_PROPERTIES: [&str; 18] = [
+pub(super) const SERVICE_PROPERTIES: [&str; 21] = [
     "Result",
     "ExecMainCode",
     "ExecMainStatus",
@@ -82,6 +82,9 @@ pub(super) const SERVICE_PROPERTIES: [&str; 18] = [
     "ReadWritePaths",
     "LogsDirectory",
     "ExecMainStartTimestampMonotonic",
+    "ExecMainPID",
+    "ExecMainStartTimestamp",
+    "ExecMainExitTimestampMonotonic",
 ];
 
 /// The Service interface properties selfheal reads.
@@ -105,6 +108,9 @@ pub(super) struct ServiceProperties {
     read_write_paths: Vec<String>,
     logs_directory: Vec<String>,
     main_started_monotonic_us: u64,
+    exec_main_pid: u32,
+    main_started_realtime_us: u64,
+    main_exited_monotonic_us: u64,
 }
 
 /// `SERVICE_PROPERTIES` from the replies, in that order.
@@ -128,6 +134,9 @@ pub(super) fn service_properties(next: &mut Next<'_>) -> zbus::Result<ServicePro
         read_write_paths: <Vec<String>>::try_from(next()?)?,
         logs_directory: <Vec<String>>::try_from(next()?)?,
         main_started_monotonic_us: u64::try_from(next()?)?,
+        exec_main_pid: u32::try_from(next()?)?,
+        main_started_realtime_us: u64::try_from(next()?)?,
+        main_exited_monotonic_us: u64::try_from(next()?)?,
     })
 }
 
@@ -214,7 +223,9 @@ pub(super) fn snapshot_of(
         exec_main_status: service.exec_main_status.unwrap_or(0),
         n_restarts: service.n_restarts.unwrap_or(0),
         main_pid: service.main_pid.unwrap_or(0),
-        exec_main_pid: exec_start.last().map_or(0, |command| command.7),
+        exec_main_pid: service.exec_main_pid,
+        main_started_realtime_us: service.main_started_realtime_us,
+        main_exited_monotonic_us: service.main_exited_monotonic_us,
         invocation_id: crate::host::hex(&props.invocation_id.unwrap_or_default()),
         // systemd reports "unknown" as u64::MAX.
         memory_current: (memory != u64::MAX).then_some(memory),

@@ -78,7 +78,7 @@ pub(crate) struct UnitSnapshot {
     pub n_restarts: u32,
     /// The main process, 0 when none.
     pub main_pid: u32,
-    /// The last process `ExecStart=` ran (the main process, also once it died), 0 when none.
+    /// `ExecMainPID`: the main process, also once it died; 0 when none.
     pub exec_main_pid: u32,
     /// The current (or, when dead, last) invocation ID, hex.
     pub invocation_id: String,
@@ -103,6 +103,10 @@ pub(crate) struct UnitSnapshot {
     pub write_paths: Vec<std::path::PathBuf>,
     /// When its last main process started, µs of CLOCK_MONOTONIC (0: never).
     pub main_started_monotonic_us: u64,
+    /// The same, µs since the epoch.
+    pub main_started_realtime_us: u64,
+    /// When its last main process exited, µs of CLOCK_MONOTONIC (0: never).
+    pub main_exited_monotonic_us: u64,
     /// `EnvironmentFile=` entries: path and whether a missing file is tolerated (`-` prefix).
     pub environment_files: Vec<(String, bool)>,
     /// Units it cannot run without: `Requires=` and `BindsTo=`.
@@ -128,6 +132,14 @@ pub(crate) struct FailedCommand {
 
 impl UnitSnapshot {
     /// Active and not in the middle of a restart.
+    /// When its last main process ran, µs of CLOCK_MONOTONIC: from its start to its exit
+    /// (open-ended while it runs).
+    pub(crate) fn main_run(&self) -> (u64, Option<u64>) {
+        let start = self.main_started_monotonic_us;
+        let exit = self.main_exited_monotonic_us;
+        (start, (exit >= start && exit > 0).then_some(exit))
+    }
+
     pub(crate) fn is_active(&self) -> bool {
         matches!(
             self.active_state,

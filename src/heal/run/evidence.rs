@@ -2,40 +2,21 @@
 //! it; what its main process leaves when the service's `evidence.signal` asks it to (a core,
 //! a runtime's stack dump); and, after acting, what systemd-coredump kept of a crash.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::ServiceConfig;
 use crate::heal::diagnose::{Diagnosis, Termination};
 use crate::heal::strategy;
 use crate::host::evidence::{self, Evidence, LeftBehind};
 use crate::host::journal::JournalSource;
-use crate::systemd::{KillWhom, UnitControl, UnitSnapshot};
+use crate::systemd::UnitSnapshot;
 
 /// How long systemd-coredump may take to record a core before the report goes without it.
 const CORE_PATIENCE: Duration = Duration::from_secs(3);
 
-/// The evidence of a unit that still runs, before anything acts on it: its processes (unless
-/// `evidence.capture` is off), then what its main process leaves when the service's
-/// `evidence.signal` asks it (not on a dry run, which changes nothing).
-pub(super) fn before_acting(
-    systemd: &dyn UnitControl,
-    service: &ServiceConfig,
-    snapshot: &UnitSnapshot,
-    dry_run: bool,
-) -> Option<Evidence> {
-    let mut evidence = capture(service, snapshot);
-    if let Some(left) = (!dry_run)
-        .then(|| ask(systemd, service, snapshot))
-        .flatten()
-    {
-        evidence.get_or_insert_with(Evidence::not_taken).left = Some(left);
-    }
-    evidence
-}
-
 /// What the processes of a unit that still runs are doing (at most `CAPTURE_TIME` of the
 /// run's time); `None` when nothing of it runs or its `evidence.capture` is off.
-fn capture(service: &ServiceConfig, snapshot: &UnitSnapshot) -> Option<Evidence> {
+pub(super) fn capture(service: &ServiceConfig, snapshot: &UnitSnapshot) -> Option<Evidence> {
     if !service.evidence.capture || (snapshot.main_pid == 0 && !snapshot.is_active()) {
         return None;
     }
@@ -54,77 +35,54 @@ fn capture(service: &ServiceConfig, snapshot: &UnitSnapshot) -> Option<Evidence>
     Some(taken)
 }
 
-/// Sends the service's `evidence.signal` to the main process of a unit that still runs (through
-/// systemd: `KillUnit` of the main process, then SIGCONT so that a stopped one acts on it), and
-/// waits up to `evidence.wait` for it to exit. `None` when no signal is set or nothing runs.
-fn ask(
-    systemd: &dyn UnitControl,
-    service: &ServiceConfig,
-    snapshot: &UnitSnapshot,
-) -> Option<LeftBehind> {
-    let signal = service.evidence.signal?;
-    let pid = snapshot.main_pid;
-    if pid <= 1 || !snapshot.is_active() {
-        return None;
-    }
-    // Opened before the signal, so its exit is awaited without polling /proc, and a PID
-    // reused by then is never mistaken for it.
-    let process = crate::host::process::Pidfd::open(pid).ok();
-    let sent_at_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
-        });
-    let started = Instant::now();
-    if let Err(err) = systemd.kill(&snapshot.unit, KillWhom::Main, signal.number()) {
-        tracing::warn!(selfheal_service = %service.name, "{} to the main process failed: {err}", signal.name());
-        return None;
-    }
-    let _ = systemd.kill(&snapshot.unit, KillWhom::Main, libc::SIGCONT);
-    let wait = std::time::Duration::from(service.evidence.wait);
-    let exited = process.is_some_and(|process| process.wait_exit(wait).unwrap_or(false));
-    let exited_after_ms =
-        exited.then(|| u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-    tracing::info!(
-        selfheal_service = %service.name,
-        "sent {} to the main process (PID {pid}) for its evidence: {}",
-        signal.name(),
-        exited_after_ms.map_or_else(
-            || format!("it had not exited after {}", service.evidence.wait),
-            |ms| format!("it exited after {ms} ms")
-        )
-    );
-    Some(LeftBehind {
-        signal: signal.name().to_owned(),
-        pid,
-        exited_after_ms,
-        printed: Vec::new(),
-        read_all: format!(
-            "journalctl _SYSTEMD_INVOCATION_ID={} --since @{}",
-            snapshot.invocation_id,
-            sent_at_us / 1_000_000
-        ),
-        core: Vec::new(),
-        sent_at_us,
-    })
+/// Whether the unit hung, so that its restart kills it first: the probes found it active but
+/// not answering in time (an error answer, a 503, is no hang), or the evidence shows its main
+/// process stopped or blocked in the kernel.
+pub(super) fn hung(
+    by_probes: bool,
+    look: &UnitSnapshot,
+    unhealthy: Option<&str>,
+    evidence: Option<&Evidence>,
+) -> bool {
+    let frozen = evidence
+        .and_then(Evidence::main_process)
+        .is_some_and(|main| matches!(main.state.chars().next(), Some('T' | 't' | 'D')));
+    let silent = unhealthy.is_some_and(|seen| seen.contains("timed out after"));
+    by_probes && look.is_active() && (frozen || silent)
 }
 
 /// After acting: what the main process wrote after the signal (the journal of its
-/// invocation, systemd's own lines left out), and the core systemd-coredump kept of it.
-pub(super) fn cite(journal: &dyn JournalSource, snapshot: &UnitSnapshot, left: &mut LeftBehind) {
+/// invocation, systemd's own lines left out, the secrets the config names replaced), and the
+/// core systemd-coredump kept of it.
+pub(super) fn cite(
+    journal: &dyn JournalSource,
+    service: &ServiceConfig,
+    snapshot: &UnitSnapshot,
+    left: &mut LeftBehind,
+) {
     let lines = journal.read_invocation(
         &snapshot.unit,
-        &snapshot.invocation_id,
+        &left.invocation_id,
         None,
         Duration::from_secs(2),
     );
+    let hidden = strategy::env_file_secrets(service, snapshot);
     left.printed = lines
         .into_iter()
         .filter(|line| line.pid != 1 && line.timestamp_us >= left.sent_at_us)
-        .map(|line| crate::ui::terminal::printable(&line.message).into_owned())
+        .map(|line| {
+            let printed = crate::ui::terminal::printable(&line.message).into_owned();
+            hidden
+                .iter()
+                .filter(|value| value.chars().count() >= 4)
+                .fold(printed, |text, value| text.replace(value.as_str(), "***"))
+        })
         .collect();
     if left.exited_after_ms.is_some() {
-        left.core = crate::host::coredump::entry_of(left.pid, CORE_PATIENCE).unwrap_or_default();
+        let since_s = left.sent_at_us / 1_000_000;
+        left.core =
+            crate::host::coredump::entry_of(&snapshot.unit, left.pid, since_s, CORE_PATIENCE)
+                .unwrap_or_default();
     }
 }
 
@@ -134,5 +92,12 @@ pub(super) fn crash_core(diagnosis: &Diagnosis, snapshot: &UnitSnapshot) -> Vec<
     if !matches!(diagnosis.termination, Termination::Dumped { .. }) || snapshot.exec_main_pid == 0 {
         return Vec::new();
     }
-    crate::host::coredump::entry_of(snapshot.exec_main_pid, CORE_PATIENCE).unwrap_or_default()
+    let since_s = snapshot.main_started_realtime_us / 1_000_000;
+    crate::host::coredump::entry_of(
+        &snapshot.unit,
+        snapshot.exec_main_pid,
+        since_s,
+        CORE_PATIENCE,
+    )
+    .unwrap_or_default()
 }

@@ -24,8 +24,7 @@ pub(super) fn kernel_oom(snapshot: &UnitSnapshot, diagnosis: Diagnosis) -> Diagn
     if !sigkill || diagnosis.result == "oom-kill" || diagnosis.oom_kill.is_some() {
         return diagnosis;
     }
-    let oom =
-        crate::host::kernel_log::oom_kill_in(&snapshot.unit, snapshot.main_started_monotonic_us);
+    let oom = crate::host::kernel_log::oom_kill_in(&snapshot.unit, snapshot.main_run());
     diagnosis.killed_by_oom(snapshot, oom)
 }
 
@@ -78,16 +77,15 @@ pub(super) fn memory_hogs(
     if diagnosis.result != "oom-kill" && diagnosis.oom_kill.is_none() {
         return None;
     }
-    let at_the_kill = match &diagnosis.oom_kill {
-        Some(kill) => kill.consumers.clone(),
-        None => {
-            crate::host::kernel_log::oom_kill_in(&snapshot.unit, snapshot.main_started_monotonic_us)
-                .map(|kill| kill.consumers)
-                .unwrap_or_default()
-        }
-    };
+    let kill = diagnosis
+        .oom_kill
+        .clone()
+        .or_else(|| crate::host::kernel_log::oom_kill_in(&snapshot.unit, snapshot.main_run()));
+    let (at_the_kill, listed) =
+        kill.map_or_else(Default::default, |kill| (kill.consumers, kill.listed));
     Some(crate::heal::diagnose::MemoryHogs {
         at_the_kill,
+        listed,
         on_the_host: crate::host::evidence::largest_on_host(3),
     })
 }

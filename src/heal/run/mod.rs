@@ -476,8 +476,15 @@ impl Run<'_> {
         let order = strategy::plan(&service.healing_strategies, &diagnosis);
         // What its processes are doing dies with them: taken before anything acts on them.
         let mut evidence = (!report_only)
-            .then(|| evidence::before_acting(systemd, service, &look.snapshot, options.dry_run))
+            .then(|| evidence::capture(service, &look.snapshot))
             .flatten();
+        let hung = evidence::hung(
+            look.by_probes,
+            &look.snapshot,
+            look.unhealthy.as_deref(),
+            evidence.as_ref(),
+        );
+        let before_restart = std::cell::RefCell::new(strategy::BeforeRestart::new(hung, service));
         let context = Context {
             service,
             diagnosis: &diagnosis,
@@ -485,7 +492,7 @@ impl Run<'_> {
             units: systemd,
             target: &look.target,
             dry_run: options.dry_run,
-            hung: look.by_probes && look.snapshot.is_active(),
+            before_restart: &before_restart,
         };
         // A full file system is not healed by restarting into it: a person frees space.
         let chain = match &diagnosis.full_disk {
@@ -496,6 +503,11 @@ impl Run<'_> {
             },
             _ => strategy::run_chain(&order, &context),
         };
+        if let Some(left) = before_restart.into_inner().left {
+            evidence
+                .get_or_insert_with(crate::host::evidence::Evidence::not_taken)
+                .left = Some(left);
+        }
         let diagnosis = self.after_acting(host, look, diagnosis, upstream, &mut evidence);
         let outcome = match (options.dry_run, chain.healed_by) {
             (true, _) => Outcome::Planned,
@@ -563,7 +575,7 @@ impl Run<'_> {
         diagnosis.memory_hogs = memory_hogs(&look.snapshot, &diagnosis);
         diagnosis.core = evidence::crash_core(&diagnosis, &look.snapshot);
         if let Some(left) = evidence.as_mut().and_then(|taken| taken.left.as_mut()) {
-            evidence::cite(host.journal, &look.snapshot, left);
+            evidence::cite(host.journal, self.service, &look.snapshot, left);
         }
         diagnosis.before_the_restart(evidence.as_ref())
     }

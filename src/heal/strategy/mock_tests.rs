@@ -51,7 +51,7 @@ fn with_context<T>(
         units: systemd,
         target: &target,
         dry_run,
-        hung: false,
+        before_restart: &std::cell::RefCell::default(),
     })
 }
 

@@ -3,6 +3,7 @@
 //! settings (with their load-time checks) in `config/strategies.rs`, and its line in
 //! `registry` below, which the compiler asks for once the name exists.
 
+mod before_restart;
 mod config_validation;
 mod database_check;
 mod environment_check;
@@ -12,6 +13,7 @@ mod port_conflict;
 mod service_restart;
 
 pub(crate) use crate::config::strategies::StrategyName;
+pub(crate) use before_restart::BeforeRestart;
 /// The env-file parser, for the fuzz target.
 pub(crate) use environment_check::keys_with_values as env_file_keys;
 pub(crate) use environment_check::required_values as env_file_secrets;
@@ -117,9 +119,9 @@ pub(crate) struct Context<'a> {
     pub target: &'a HealthTarget,
     /// Decide and describe, change nothing.
     pub dry_run: bool,
-    /// The probes found it hung, round after round: a restart kills its processes first
-    /// instead of waiting out a graceful stop that they cannot answer.
-    pub hung: bool,
+    /// What the first restart does before it (the service's evidence signal, the end of a
+    /// hang), and what came of it.
+    pub before_restart: &'a std::cell::RefCell<BeforeRestart>,
 }
 
 /// A healing strategy.
@@ -271,50 +273,22 @@ pub(crate) fn then_restart(
 
 /// The common end of every fix: reset a failed / start-limit-hit unit, restart it, await the
 /// job, verify. Strategies call this after their own repair.
-/// How long a killed unit's processes may take to be seen gone before the restart goes ahead.
-const KILL_PATIENCE: Duration = Duration::from_secs(2);
-
-/// Ends a hung unit at once: SIGKILL to every process of its cgroup, then waits (at most
-/// `KILL_PATIENCE`) until systemd has seen its main process die. A hung process cannot answer
-/// its `ExecStop=` or SIGTERM, so a restart job would first wait out the unit's graceful stop
-/// (nginx's `--retry QUIT/5`, `TimeoutStopSec=`); once systemd has seen the main process
-/// killed, it skips `ExecStop=` and goes straight to `ExecStopPost=`. Says what it did.
-fn end_hang(units: &dyn UnitControl, unit: &str) -> String {
-    if let Err(err) = units.kill(unit, crate::systemd::KillWhom::All, libc::SIGKILL) {
-        return format!("SIGKILL to its cgroup failed ({err}); restarting gracefully");
-    }
-    let until = Instant::now() + KILL_PATIENCE;
-    let running = |snapshot: &UnitSnapshot| snapshot.is_active() && snapshot.sub_state == "running";
-    while units.snapshot(unit).is_ok_and(|now| running(&now)) && Instant::now() < until {
-        // systemd's state changes with no job to await: a look every 5 ms, ~0.3 ms each.
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    "killed every process of its cgroup (SIGKILL): it hung, and a graceful stop would wait on processes that cannot answer".to_owned()
-}
-
 pub(crate) fn restart_and_verify(context: &Context<'_>) -> Attempt {
     let unit = &context.target.unit;
     let action = format!("restart {unit} and verify");
     if context.dry_run {
-        let kill = if context.hung {
-            format!("kill every process of {unit} (SIGKILL) and ")
-        } else {
-            String::new()
-        };
         return Attempt::new(
             StepResult::Planned,
             format!("would {action}"),
             format!(
-                "would {kill}reset-failed and restart {unit}, then verify within {:?}",
+                "would {}reset-failed and restart {unit}, then verify within {:?}",
+                context.before_restart.borrow().plan(unit),
                 context.target.timeout
             ),
         );
     }
     let started = Instant::now();
-    let mut detail = Vec::new();
-    if context.hung {
-        detail.push(end_hang(context.units, unit));
-    }
+    let mut detail = context.before_restart.borrow_mut().act(context.units, unit);
     if context.diagnosis.active_state == ActiveState::Failed
         || context.diagnosis.result == "start-limit-hit"
     {

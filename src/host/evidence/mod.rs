@@ -35,6 +35,8 @@ const MAX_TEXT: usize = 256;
 pub(crate) struct Evidence {
     /// How long the capture took, in ms.
     pub took_ms: u64,
+    /// The unit's main process as systemd named it (0: none).
+    pub main_pid: u32,
     /// The processes of the unit's cgroup (and the cgroups below it), main process first.
     pub processes: Vec<ProcessEvidence>,
     /// Processes of the cgroup beyond the [`MAX_PROCESSES`] described.
@@ -61,9 +63,11 @@ pub(crate) struct LeftBehind {
     /// `SIGQUIT`, `SIGABRT`, …
     pub signal: String,
     pub pid: u32,
-    /// How long it took to exit after the signal, in ms; `None`: it had not exited within the
-    /// service's `evidence.wait` and was killed.
+    /// How long it took to exit after the signal, in ms; `None`: its exit was not seen.
     pub exited_after_ms: Option<u64>,
+    /// What came of it, in words: "it exited after 140 ms", "it had not exited after 5s; the
+    /// restart ended it".
+    pub exit: String,
     /// What it wrote to the journal after the signal (a runtime's stack dump): its last lines,
     /// printable.
     pub printed: Vec<String>,
@@ -75,6 +79,9 @@ pub(crate) struct LeftBehind {
     /// When the signal was sent, µs since the epoch.
     #[serde(skip)]
     pub sent_at_us: u64,
+    /// The invocation it was of.
+    #[serde(skip)]
+    pub invocation_id: String,
 }
 
 /// What to capture: the unit's cgroup and main process, and the strings no report may show.
@@ -87,12 +94,15 @@ pub(crate) struct Subject {
     pub hidden: Vec<String>,
 }
 
-/// What the capture thread sends as it goes, so that a read that blocks loses only itself.
+/// What the capture thread sends as it goes, so that a read that blocks loses only itself
+/// and what comes after it.
 enum Piece {
-    Process(ProcessEvidence),
     More(usize),
     Memory(CgroupMemory),
     Pressure(Vec<Pressure>),
+    Process(ProcessEvidence),
+    /// A process' command line, read last: it waits on the process' memory lock.
+    Command(u32, String),
     Gap(String),
 }
 
@@ -101,14 +111,45 @@ impl Evidence {
     /// left is added to it.
     pub(crate) fn not_taken() -> Evidence {
         Evidence {
+            gaps: vec!["its processes were not described (evidence.capture: false)".to_owned()],
+            summary: "not described (evidence.capture: false)".to_owned(),
+            ..Evidence::empty(0)
+        }
+    }
+
+    fn empty(main_pid: u32) -> Evidence {
+        Evidence {
             took_ms: 0,
+            main_pid,
             processes: Vec::new(),
             more_processes: 0,
             memory: None,
             pressure: Vec::new(),
-            gaps: vec!["its processes were not described (evidence.capture: false)".to_owned()],
+            gaps: Vec::new(),
             left: None,
-            summary: "not described (evidence.capture: false)".to_owned(),
+            summary: String::new(),
+        }
+    }
+
+    /// The main process, when it was described.
+    pub(crate) fn main_process(&self) -> Option<&ProcessEvidence> {
+        self.processes
+            .iter()
+            .find(|process| process.pid == self.main_pid && process.pid != 0)
+    }
+
+    fn take(&mut self, piece: Piece) {
+        match piece {
+            Piece::More(more) => self.more_processes = more,
+            Piece::Memory(memory) => self.memory = Some(memory),
+            Piece::Pressure(pressure) => self.pressure = pressure,
+            Piece::Process(process) => self.processes.push(process),
+            Piece::Command(pid, command) => {
+                if let Some(process) = self.processes.iter_mut().find(|p| p.pid == pid) {
+                    process.command = command;
+                }
+            }
+            Piece::Gap(gap) => self.gaps.push(gap),
         }
     }
 }
@@ -116,36 +157,24 @@ impl Evidence {
 /// Takes the evidence of `subject`, waiting at most `budget` for it.
 pub(crate) fn capture(subject: Subject, budget: Duration) -> Evidence {
     let started = Instant::now();
+    let mut evidence = Evidence::empty(subject.main_pid);
     let (send, receive) = mpsc::channel();
     let reading = std::thread::Builder::new()
         .name("evidence".into())
         .spawn(move || read_all(&subject, &send));
-    let mut evidence = Evidence {
-        took_ms: 0,
-        processes: Vec::new(),
-        more_processes: 0,
-        memory: None,
-        pressure: Vec::new(),
-        gaps: Vec::new(),
-        left: None,
-        summary: String::new(),
-    };
     if let Err(err) = reading {
         evidence.gaps.push(format!("no thread to read with: {err}"));
     }
     loop {
         let left = budget.saturating_sub(started.elapsed());
         match receive.recv_timeout(left) {
-            Ok(Piece::Process(process)) => evidence.processes.push(process),
-            Ok(Piece::More(more)) => evidence.more_processes = more,
-            Ok(Piece::Memory(memory)) => evidence.memory = Some(memory),
-            Ok(Piece::Pressure(pressure)) => evidence.pressure = pressure,
-            Ok(Piece::Gap(gap)) => evidence.gaps.push(gap),
+            Ok(piece) => evidence.take(piece),
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                // The thread stays blocked in the kernel; the run goes on without it.
+                // The thread stays blocked (a read of a command line waits on the memory lock
+                // a process stuck in the kernel may hold); the run goes on without it.
                 evidence.gaps.push(format!(
-                    "stopped after {} ms: a read of /proc did not return (a process stuck in the kernel holds its memory lock)",
+                    "the capture stopped after {} ms, before every read of /proc had returned",
                     budget.as_millis()
                 ));
                 break;
@@ -157,28 +186,46 @@ pub(crate) fn capture(subject: Subject, budget: Duration) -> Evidence {
     evidence
 }
 
-/// The capture thread: the processes one by one, then the cgroup's figures.
+/// The capture thread, the reads that cannot block first: the cgroup's figures, each
+/// process' state, threads, files and stack, and last the command lines (which wait on each
+/// process' memory lock).
 fn read_all(subject: &Subject, send: &mpsc::Sender<Piece>) {
     let (pids, found) = cgroup::processes(&subject.control_group, subject.main_pid);
-    if let Some(gap) = found {
-        let _ = send.send(Piece::Gap(gap));
-    }
     let more = pids.len().saturating_sub(MAX_PROCESSES);
-    for pid in pids.iter().take(MAX_PROCESSES) {
-        if let Some(process) = process::read(*pid, &subject.hidden)
-            && send.send(Piece::Process(process)).is_err()
+    let described = &pids[..pids.len().min(MAX_PROCESSES)];
+    let memory_of = pids.first().copied().unwrap_or(subject.main_pid);
+    let mut pieces: Vec<Piece> = found.map(Piece::Gap).into_iter().collect();
+    pieces.extend(cgroup::memory(&subject.control_group, memory_of).map(Piece::Memory));
+    pieces.push(Piece::Pressure(cgroup::pressure(&subject.control_group)));
+    if more > 0 {
+        pieces.push(Piece::More(more));
+    }
+    for piece in pieces {
+        if send.send(piece).is_err() {
+            return;
+        }
+    }
+    let mut stacks_hidden = false;
+    for pid in described {
+        if let Some(process) = process::read(*pid) {
+            stacks_hidden |= process.kernel_stack.is_empty() && !process::stack_readable(*pid);
+            if send.send(Piece::Process(process)).is_err() {
+                return;
+            }
+        }
+    }
+    if stacks_hidden {
+        let _ = send.send(Piece::Gap(
+            "kernel stacks were not read: /proc/PID/stack needs CAP_SYS_ADMIN, which the installed heal unit does not have".to_owned(),
+        ));
+    }
+    for pid in described {
+        if let Some(command) = process::command(*pid, &subject.hidden)
+            && send.send(Piece::Command(*pid, command)).is_err()
         {
             return;
         }
     }
-    if more > 0 {
-        let _ = send.send(Piece::More(more));
-    }
-    let memory_of = pids.first().copied().unwrap_or(subject.main_pid);
-    if let Some(memory) = cgroup::memory(&subject.control_group, memory_of) {
-        let _ = send.send(Piece::Memory(memory));
-    }
-    let _ = send.send(Piece::Pressure(cgroup::pressure(&subject.control_group)));
 }
 
 /// The evidence in one line: each process' state and threads, then the memory.
@@ -194,7 +241,11 @@ fn summary(evidence: &Evidence) -> String {
         parts.push(format!("{} more", described - parts.len()));
     }
     if parts.is_empty() {
-        parts.push("no process left in its cgroup".to_owned());
+        parts.push(if evidence.gaps.is_empty() {
+            "no process left in its cgroup".to_owned()
+        } else {
+            "its processes could not be read in time".to_owned()
+        });
     }
     if let Some(memory) = &evidence.memory {
         parts.push(format!(

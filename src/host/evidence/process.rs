@@ -50,32 +50,22 @@ impl ProcessEvidence {
     }
 }
 
-/// Reads `pid` (`None` when it is gone); `hidden` are values no command line may show.
-pub(super) fn read(pid: u32, hidden: &[String]) -> Option<ProcessEvidence> {
+/// Reads `pid` (`None` when it is gone), all but its command line: nothing here waits on the
+/// process' memory lock.
+pub(super) fn read(pid: u32) -> Option<ProcessEvidence> {
     let dir = format!("/proc/{pid}");
     let stat = Stat::parse(&std::fs::read_to_string(format!("{dir}/stat")).ok()?)?;
     let wchan = std::fs::read_to_string(format!("{dir}/wchan"))
         .ok()
         .map(|wchan| wchan.trim().to_owned())
         .filter(|wchan| !wchan.is_empty() && wchan != "0");
-    let command = std::fs::read(format!("{dir}/cmdline"))
-        .ok()
-        .map(|raw| {
-            let args: Vec<String> = raw
-                .split(|byte| *byte == 0)
-                .filter(|arg| !arg.is_empty())
-                .map(|arg| String::from_utf8_lossy(arg).into_owned())
-                .collect();
-            bounded(&redact::command_line(&args, hidden), MAX_TEXT)
-        })
-        .unwrap_or_default();
     let open_files = std::fs::read_dir(format!("{dir}/fd"))
         .ok()
         .map(|entries| u32::try_from(entries.count()).unwrap_or(u32::MAX));
     Some(ProcessEvidence {
         pid,
         name: bounded(&stat.name, 64),
-        command,
+        command: String::new(),
         state: state_word(stat.state),
         wchan: wchan.map(|wchan| bounded(&wchan, 64)),
         threads: stat.threads,
@@ -85,6 +75,33 @@ pub(super) fn read(pid: u32, hidden: &[String]) -> Option<ProcessEvidence> {
         open_files,
         kernel_stack: kernel_stack(&dir),
     })
+}
+
+/// The most bytes of a command line read.
+const MAX_COMMAND_BYTES: u64 = 64 * 1024;
+
+/// `pid`'s command line, printable, secrets replaced, bounded (`None` when it is gone). The
+/// read waits on the process' memory lock, which a process stuck in the kernel may hold: it
+/// comes last.
+pub(super) fn command(pid: u32, hidden: &[String]) -> Option<String> {
+    use std::io::Read as _;
+    let mut raw = Vec::new();
+    std::fs::File::open(format!("/proc/{pid}/cmdline"))
+        .ok()?
+        .take(MAX_COMMAND_BYTES)
+        .read_to_end(&mut raw)
+        .ok()?;
+    let args: Vec<String> = raw
+        .split(|byte| *byte == 0)
+        .filter(|arg| !arg.is_empty())
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect();
+    Some(bounded(&redact::command_line(&args, hidden), MAX_TEXT))
+}
+
+/// Whether `/proc/PID/stack` can be read here (it needs CAP_SYS_ADMIN).
+pub(super) fn stack_readable(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/stack")).is_ok()
 }
 
 /// The fields of `/proc/PID/stat` evidence needs.

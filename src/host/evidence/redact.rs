@@ -18,27 +18,28 @@ const SECRET_WORDS: [&str; 9] = [
 /// What a hidden value is shown as.
 const HIDDEN: &str = "***";
 
-/// `args` joined by spaces, with the value of every secret-looking option or key replaced
-/// (`--password=***`, `--requirepass ***`, `token=***`), a URL's password replaced
-/// (`postgres://app:***@db`), and every one of `hidden` (at least 4 characters) replaced.
+/// Options whose next word is a password or a credential in common tools (`mysql -p`,
+/// `redis-cli -a`, `curl -u user:pw`, `curl -H "Authorization: …"`), beside the options that
+/// name a secret.
+const CREDENTIAL_OPTIONS: [&str; 6] = ["-p", "-a", "-u", "-H", "--header", "--user"];
+
+/// `args` joined by spaces, each argument taken word by word (a process may have set its
+/// title as one argument), with every secret replaced by `***`: the value of an option or a
+/// `key=value` pair (also inside a value or a query string: `--url=https://h/?token=***`)
+/// whose name says secret, the word after such an option or after a credential option
+/// ([`CREDENTIAL_OPTIONS`]), an attached `-p<password>`, the word after `Bearer`/`Basic`, a
+/// URL's password (`postgres://app:***@db`), and every one of `hidden` (at least 4
+/// characters).
 pub(super) fn command_line(args: &[String], hidden: &[String]) -> String {
     let mut shown = Vec::with_capacity(args.len());
     let mut next_is_secret = false;
-    for arg in args {
-        if std::mem::take(&mut next_is_secret) && !arg.starts_with('-') {
+    for word in args.iter().flat_map(|arg| arg.split_whitespace()) {
+        if std::mem::take(&mut next_is_secret) {
             shown.push(HIDDEN.to_owned());
             continue;
         }
-        let arg = match arg.split_once('=') {
-            Some((key, _)) if secret_word(key) => format!("{key}={HIDDEN}"),
-            // An option that names a secret takes it as the next argument.
-            None if arg.starts_with('-') && secret_word(arg) => {
-                next_is_secret = true;
-                arg.clone()
-            }
-            Some(_) | None => arg.clone(),
-        };
-        shown.push(url_password(&arg));
+        next_is_secret = takes_a_secret(word);
+        shown.push(url_passwords(&pairs(&attached_password(word))));
     }
     let mut line = shown.join(" ");
     for value in hidden.iter().filter(|value| value.chars().count() >= 4) {
@@ -47,32 +48,79 @@ pub(super) fn command_line(args: &[String], hidden: &[String]) -> String {
     line
 }
 
+/// Whether the word after `word` is a secret: an option naming one (`--requirepass`), a
+/// credential option, or an authorization scheme.
+fn takes_a_secret(word: &str) -> bool {
+    (word.starts_with('-') && !word.contains('=') && secret_word(word))
+        || CREDENTIAL_OPTIONS.contains(&word)
+        || matches!(word.to_ascii_lowercase().as_str(), "bearer" | "basic")
+}
+
+/// `-phunter2` (mysql's attached password) as `-p***`; `-p8080` stays.
+fn attached_password(word: &str) -> String {
+    match word.strip_prefix("-p") {
+        Some(rest)
+            if !rest.is_empty() && !rest.starts_with('-') && rest.parse::<u32>().is_err() =>
+        {
+            format!("-p{HIDDEN}")
+        }
+        _ => word.to_owned(),
+    }
+}
+
+/// `word` with the value of every `key=value` pair whose key names a secret replaced; pairs
+/// are separated by `&`, `,`, `;` or `?`, so those inside a value count too
+/// (`--url=https://h/?access_token=***`, `--opts=user=a,password=***`).
+fn pairs(word: &str) -> String {
+    const SEPARATORS: [char; 4] = ['&', ',', ';', '?'];
+    word.split_inclusive(SEPARATORS)
+        .map(|segment| match segment.strip_suffix(SEPARATORS) {
+            Some(pair) => format!("{}{}", redact_pair(pair), &segment[pair.len()..]),
+            None => redact_pair(segment),
+        })
+        .collect()
+}
+
+/// `key=value` (the key may follow other `=`: `--opts=password=x`): the value of the last key
+/// that names a secret replaced.
+fn redact_pair(segment: &str) -> String {
+    let mut parts = segment.split('=').collect::<Vec<_>>();
+    if parts.len() < 2 {
+        return segment.to_owned();
+    }
+    if let Some(at) = (0..parts.len() - 1).find(|&at| secret_word(parts[at])) {
+        parts.truncate(at + 1);
+        return format!("{}={HIDDEN}", parts.join("="));
+    }
+    segment.to_owned()
+}
+
 /// Whether an option or key names a secret: `--password`, `-requirepass`, `API_TOKEN`.
 fn secret_word(key: &str) -> bool {
     let key = key.trim_start_matches('-').to_ascii_lowercase();
     SECRET_WORDS.iter().any(|word| key.contains(word))
 }
 
-/// `text` with the password of a URL in it (`scheme://user:password@host`) replaced.
-fn url_password(text: &str) -> String {
-    let Some(scheme_end) = text.find("://") else {
-        return text.to_owned();
-    };
-    let authority_start = scheme_end + 3;
-    let rest = &text[authority_start..];
-    let authority_end = rest.find(['/', '?', '#', ' ']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return text.to_owned();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!(
-            "{}{}:{HIDDEN}{}",
-            &text[..authority_start],
-            &rest[..colon],
-            &rest[at..]
-        ),
-        None => text.to_owned(),
+/// `text` with the password of every URL in it (`scheme://user:password@host`) replaced.
+fn url_passwords(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(scheme_end) = rest.find("://") {
+        let authority_start = scheme_end + 3;
+        out.push_str(&rest[..authority_start]);
+        rest = &rest[authority_start..];
+        let authority_end = rest.find(['/', '?', '#', ' ', ',']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            out.push_str(&rest[..colon]);
+            out.push(':');
+            out.push_str(HIDDEN);
+            rest = &rest[at..];
+        }
     }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -110,6 +158,50 @@ mod tests {
             line(&["app", "--verbose", "serve"], &[]),
             "app --verbose serve"
         );
+    }
+
+    /// What an adversarial reading found: credentials of common tools, secrets inside values,
+    /// several URLs in one argument, a process title set as one argument.
+    #[test]
+    fn credentials_of_common_tools_and_nested_secrets_are_not_shown() {
+        for (args, shown) in [
+            (&["mysql", "-phunter2", "-P3306"][..], "mysql -p*** -P3306"),
+            (&["memcached", "-p", "11211"][..], "memcached -p ***"),
+            (&["redis-cli", "-a", "hunter2"][..], "redis-cli -a ***"),
+            (
+                &[
+                    "curl",
+                    "-u",
+                    "me:hunter2",
+                    "-H",
+                    "Authorization: Bearer hunter2",
+                ][..],
+                "curl -u *** -H *** Bearer ***",
+            ),
+            (
+                &["w", "--url=https://h/x?access_token=hunter2&page=2"][..],
+                "w --url=https://h/x?access_token=***&page=2",
+            ),
+            (
+                &["w", "--opts=user=a,password=hunter2,x=1"][..],
+                "w --opts=user=a,password=***,x=1",
+            ),
+            (
+                &["w", "--dbs=redis://a:hunter2@h,pg://c:hunter3@h"][..],
+                "w --dbs=redis://a:***@h,pg://c:***@h",
+            ),
+            (
+                &["worker --token hunter2 --queue q"][..],
+                "worker --token *** --queue q",
+            ),
+            (&["w", "--password", "-hunter2"][..], "w --password ***"),
+            (&["nginx: worker process"][..], "nginx: worker process"),
+        ] {
+            let args: Vec<String> = args.iter().map(|&arg| arg.to_owned()).collect();
+            let line = command_line(&args, &[]);
+            assert_eq!(line, shown);
+            assert!(!line.contains("hunter"), "{line}");
+        }
     }
 
     #[test]
