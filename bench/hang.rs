@@ -97,8 +97,8 @@ fn main() {
         .lines()
         .filter_map(|line| {
             let rest = line.strip_prefix("evidence before the restart (")?;
-            let ms: u64 = rest.split(' ').next()?.parse().ok()?;
-            Some(Duration::from_millis(ms))
+            let micros: u64 = rest.split(' ').next()?.parse().ok()?;
+            Some(Duration::from_micros(micros))
         })
         .collect();
 
@@ -126,6 +126,61 @@ fn main() {
             "{}",
             bench::Spread::of(&captures).row("the capture itself (the run's log)", &[])
         );
+    }
+    evidence_sizes(&env);
+}
+
+/// How much evidence adds to a report, for three hung units: nginx (3 processes), a demo
+/// server (1), and a shell with 24 children (16 described, the rest counted).
+fn evidence_sizes(env: &TestEnv) {
+    env.unit(
+        "crowd",
+        "ExecStart=/bin/sh -c 'for i in $$(seq 24); do sleep infinity & done; wait'",
+    );
+    let demo_port = common::free_port();
+    env.unit(
+        "demo",
+        &format!(
+            "ExecStart={} serve-demo --port {demo_port}",
+            common::selfheal_bin().display(),
+        ),
+    );
+    // Each is found not serving: a health URL that times out, or a port nobody listens on.
+    env.configure(
+        &Config::new()
+            .service(
+                Service::named("nginx")
+                    .port(80)
+                    .with("health_url", "http://127.0.0.1/"),
+            )
+            .service(Service::named("crowd").port(common::free_port()))
+            .service(Service::named("demo").port(demo_port).health_url(demo_port)),
+    );
+    println!(
+        "\n| a SIGSTOPped unit's report | processes | `evidence` in JSON | EVIDENCE in the text report |"
+    );
+    println!("|---|---|---|---|");
+    for unit in ["nginx", "demo", "crowd"] {
+        let service = format!("{unit}.service");
+        env.systemctl(&["start", &service]);
+        env.systemctl(&["kill", "--signal=SIGSTOP", &service]);
+        let json = env.selfheal(["run", unit, "--dry-run", "--json"]).stdout;
+        let report: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let evidence = &report["evidence"];
+        let text = env.selfheal(["run", unit, "--dry-run"]).stdout;
+        let text = String::from_utf8_lossy(&text);
+        let section = text
+            .split("\nEVIDENCE")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .map_or(0, str::len);
+        println!(
+            "| {unit} | {} (+{} more) | {} bytes | {section} bytes |",
+            evidence["processes"].as_array().map_or(0, Vec::len),
+            evidence["more_processes"],
+            evidence.to_string().len(),
+        );
+        env.systemctl(&["kill", "--signal=SIGKILL", &service]);
     }
 }
 

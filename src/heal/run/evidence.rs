@@ -11,6 +11,9 @@ use crate::host::evidence::{self, Evidence, LeftBehind};
 use crate::host::journal::JournalSource;
 use crate::systemd::UnitSnapshot;
 
+/// The most characters kept of one line a process wrote after the evidence signal.
+const PRINTED_CHARS: usize = 300;
+
 /// How long systemd-coredump may take to record a core before the report goes without it.
 const CORE_PATIENCE: Duration = Duration::from_secs(3);
 
@@ -25,11 +28,12 @@ pub(super) fn capture(service: &ServiceConfig, snapshot: &UnitSnapshot) -> Optio
         main_pid: snapshot.main_pid,
         hidden: strategy::env_file_secrets(service, snapshot),
     };
+    let started = std::time::Instant::now();
     let taken = evidence::capture(subject, evidence::CAPTURE_TIME);
     tracing::info!(
         selfheal_service = %service.name,
-        "evidence before the restart ({} ms): {}",
-        taken.took_ms,
+        "evidence before the restart ({} µs): {}",
+        started.elapsed().as_micros(),
         taken.summary
     );
     Some(taken)
@@ -72,10 +76,15 @@ pub(super) fn cite(
         .filter(|line| line.pid != 1 && line.timestamp_us >= left.sent_at_us)
         .map(|line| {
             let printed = crate::ui::terminal::printable(&line.message).into_owned();
-            hidden
+            let printed = hidden
                 .iter()
                 .filter(|value| value.chars().count() >= 4)
-                .fold(printed, |text, value| text.replace(value.as_str(), "***"))
+                .fold(printed, |text, value| text.replace(value.as_str(), "***"));
+            // At most 20 lines (the journal read's), each cut: the report stays bounded.
+            match printed.char_indices().nth(PRINTED_CHARS) {
+                Some((at, _)) => format!("{}…", &printed[..at]),
+                None => printed,
+            }
         })
         .collect();
     if left.exited_after_ms.is_some() {
