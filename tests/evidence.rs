@@ -11,6 +11,14 @@ use common::*;
 use selfheal::outcome::Outcome;
 use serde_json::{Value, json};
 
+/// A config whose probes judge every second and start healing after 2 failed rounds.
+fn probed() -> Config {
+    Config::new().with(
+        "probe",
+        json!({"interval": "1s", "timeout": "1s", "failures": 2, "start_grace": "1s"}),
+    )
+}
+
 #[test]
 fn a_hung_service_found_by_the_probes_is_killed_at_once_with_its_evidence_and_no_secret() {
     let env = TestEnv::new();
@@ -27,11 +35,7 @@ fn a_hung_service_found_by_the_probes_is_killed_at_once_with_its_evidence_and_no
         ),
     );
     env.configure(
-        &Config::new()
-            .with(
-                "probe",
-                json!({"interval": "1s", "timeout": "1s", "failures": 2, "start_grace": "1s"}),
-            )
+        &probed()
             .with(
                 "notify",
                 [json!({"webhook": {"url_file": hook, "format": "json"}})],
@@ -97,17 +101,12 @@ fn a_signal_set_in_evidence_makes_the_hung_main_process_leave_its_stack_dump_in_
         ),
     );
     env.configure(
-        &Config::new()
-            .with(
-                "probe",
-                json!({"interval": "1s", "timeout": "1s", "failures": 2, "start_grace": "1s"}),
-            )
-            .service(
-                Service::new("web")
-                    .port(port)
-                    .health_url(port)
-                    .with("evidence", json!({"signal": "SIGQUIT", "wait": "3s"})),
-            ),
+        &probed().service(
+            Service::new("web")
+                .port(port)
+                .health_url(port)
+                .with("evidence", json!({"signal": "SIGQUIT", "wait": "3s"})),
+        ),
     );
     env.start_listening("web", port).install();
 
@@ -116,7 +115,6 @@ fn a_signal_set_in_evidence_makes_the_hung_main_process_leave_its_stack_dump_in_
 
     assert_eq!(history[0].outcome, Outcome::Resolved, "{history:?}");
     let report = env.heal_report("web");
-    eprintln!("REPORT-START{report}REPORT-END");
     for expected in [
         "SIGQUIT sent to its main process (PID ",
         "for its own evidence: it exited after ",
@@ -140,18 +138,13 @@ fn a_service_that_answers_with_an_error_is_restarted_gracefully_not_killed() {
         ),
     );
     env.configure(
-        &Config::new()
-            .with(
-                "probe",
-                json!({"interval": "1s", "timeout": "1s", "failures": 2, "start_grace": "1s"}),
-            )
-            .service(
-                Service::new("web")
-                    .port(port)
-                    .health_url(port)
-                    .verify_timeout("1s")
-                    .stable_for("100ms"),
-            ),
+        &probed().service(
+            Service::new("web")
+                .port(port)
+                .health_url(port)
+                .verify_timeout("1s")
+                .stable_for("100ms"),
+        ),
     );
     env.start_listening("web", port).install();
 

@@ -87,13 +87,7 @@ fn cite(info: &str) -> Vec<String> {
     }
     cited
         .into_iter()
-        .map(|line| {
-            let line = crate::ui::terminal::printable(&line).into_owned();
-            match line.char_indices().nth(LINE_CHARS) {
-                Some((at, _)) => format!("{}…", &line[..at]),
-                None => line,
-            }
-        })
+        .map(|line| crate::ui::terminal::cut(&crate::ui::terminal::printable(&line), LINE_CHARS))
         .collect()
 }
 

@@ -62,7 +62,7 @@ pub(crate) fn unit_owns(cgroup: &str, unit: &str) -> bool {
 
 /// The system unit whose cgroup `cgroup` is or is below: the first part after the root and
 /// the slices (`web.service` of `/system.slice/web.service/worker`).
-pub(super) fn unit_of(cgroup: &str) -> Option<&str> {
+pub(crate) fn unit_of(cgroup: &str) -> Option<&str> {
     cgroup
         .split('/')
         .filter(|part| !part.is_empty())

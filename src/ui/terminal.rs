@@ -166,6 +166,14 @@ pub(crate) fn printable(text: &str) -> Cow<'_, str> {
     )
 }
 
+/// `text`, cut to `chars` characters (with `…` when cut): a quote that keeps a report bounded.
+pub(crate) fn cut(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
 /// `text` with every control character escaped except line breaks and tabs: for whole
 /// texts (a report, a journal excerpt) whose lines are meant to stay lines.
 pub(crate) fn printable_text(text: &str) -> Cow<'_, str> {

@@ -81,10 +81,7 @@ pub(super) fn cite(
                 .filter(|value| value.chars().count() >= 4)
                 .fold(printed, |text, value| text.replace(value.as_str(), "***"));
             // At most 20 lines (the journal read's), each cut: the report stays bounded.
-            match printed.char_indices().nth(PRINTED_CHARS) {
-                Some((at, _)) => format!("{}…", &printed[..at]),
-                None => printed,
-            }
+            crate::ui::terminal::cut(&printed, PRINTED_CHARS)
         })
         .collect();
     if left.exited_after_ms.is_some() {

@@ -45,8 +45,9 @@ pub(crate) fn largest_on_host(count: usize) -> Vec<Consumer> {
         .collect()
 }
 
-/// The unit whose cgroup `pid` is in: the last component of its cgroup path that names a
-/// unit (`…/mysql.service`, `…/session-3.scope`).
+/// The system unit whose cgroup `pid` is in (`mysql.service`, `session-3.scope`): the first
+/// part after the root and the slices, as a port's holder is attributed, so that a delegated
+/// subtree naming itself `sshd.service` is not sshd's.
 fn unit_of(pid: u32) -> Option<String> {
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let path = cgroups
@@ -57,9 +58,7 @@ fn unit_of(pid: u32) -> Option<String> {
                 .lines()
                 .find_map(|line| line.split_once(":name=systemd:").map(|(_, path)| path))
         })?;
-    path.rsplit('/')
-        .find(|part| matches!(part.rsplit_once('.'), Some((_, "service" | "scope"))))
-        .map(|unit| super::bounded(unit, 128))
+    crate::host::ports::unit_of(path).map(|unit| super::bounded(unit, 128))
 }
 
 #[cfg(test)]

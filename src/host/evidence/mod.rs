@@ -263,11 +263,7 @@ pub(crate) fn page_size() -> u64 {
 
 /// `text` made printable and cut to `chars` characters (`…` when cut).
 fn bounded(text: &str, chars: usize) -> String {
-    let text = crate::ui::terminal::printable(text);
-    match text.char_indices().nth(chars) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.into_owned(),
-    }
+    crate::ui::terminal::cut(&crate::ui::terminal::printable(text), chars)
 }
 
 #[cfg(test)]

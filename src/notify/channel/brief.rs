@@ -4,6 +4,7 @@
 
 use crate::outcome::Outcome;
 use crate::report::Report;
+use crate::ui::terminal::cut as bounded;
 
 /// A report in a few lines, for formats that show text: the subject, what failed, the root
 /// cause, the result, the runbook.
@@ -58,14 +59,6 @@ impl Brief {
 
 /// How much of a journal line a chat message or an alert quotes.
 const LINE_CHARS: usize = 300;
-
-/// `text`, cut to `chars` characters (with `…` when cut).
-fn bounded(text: &str, chars: usize) -> String {
-    match text.char_indices().nth(chars) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_owned(),
-    }
-}
 
 #[cfg(test)]
 mod tests {
