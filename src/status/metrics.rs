@@ -103,6 +103,15 @@ impl<'a> Tally<'a> {
     }
 }
 
+/// The outcomes whose counters start at 0 for every monitored service (`prometheus/`'s rules
+/// count them with `increase()`).
+const COUNTED_FROM_ZERO: [Outcome; 4] = [
+    Outcome::Resolved,
+    Outcome::Failed,
+    Outcome::Suppressed,
+    Outcome::CrashLoop,
+];
+
 /// The heal duration histogram's buckets, sum and count.
 fn write_durations(out: &mut String, durations: &[f64]) {
     for bound in DURATION_BUCKETS {
@@ -130,11 +139,19 @@ pub(crate) fn render(
     queued: usize,
 ) -> String {
     let Tally {
-        runs,
+        mut runs,
         last_run,
         last_outcome,
         durations,
     } = Tally::of(history);
+    // The outcomes alert rules count start at 0 for every monitored service: a counter that
+    // first appears at 1 has no increase to Prometheus, and its first failure would page no one.
+    for service in &config.monitored_services {
+        for outcome in COUNTED_FROM_ZERO {
+            runs.entry((service.name.as_str(), outcome.as_str()))
+                .or_insert(0);
+        }
+    }
     let mut out = String::new();
     family(
         &mut out,

@@ -458,6 +458,7 @@ impl TestEnv {
 }
 
 pub(crate) mod config;
+pub(crate) mod prometheus;
 pub(crate) mod receivers;
 #[allow(unused_imports)] // each test binary uses part of the harness
 pub(crate) use receivers::{Mail, SmtpServer};
