@@ -44,7 +44,7 @@ pub(super) fn capture(service: &ServiceConfig, snapshot: &UnitSnapshot) -> Optio
 /// process stopped or blocked in the kernel.
 pub(super) fn hung(
     by_probes: bool,
-    look: &UnitSnapshot,
+    snapshot: &UnitSnapshot,
     unhealthy: Option<&str>,
     evidence: Option<&Evidence>,
 ) -> bool {
@@ -52,7 +52,7 @@ pub(super) fn hung(
         .and_then(Evidence::main_process)
         .is_some_and(|main| matches!(main.state.chars().next(), Some('T' | 't' | 'D')));
     let silent = unhealthy.is_some_and(|seen| seen.contains("timed out after"));
-    by_probes && look.is_active() && (frozen || silent)
+    by_probes && snapshot.is_active() && (frozen || silent)
 }
 
 /// After acting: what the main process wrote after the signal (the journal of its
