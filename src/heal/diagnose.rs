@@ -475,7 +475,7 @@ impl Diagnosis {
                 "{process} was stopped (state T: a SIGSTOP, a debugger or a terminal's job control), so it could not answer"
             ),
             Some('D') => format!(
-                "{process} was blocked in the kernel (state D{}: waiting on a disk, a mount or a lock), so it could not answer",
+                "{process} was blocked in the kernel when its evidence was taken (state D{}: waiting on a disk, a mount or a lock)",
                 main.wchan
                     .as_deref()
                     .map(|wchan| format!(", in {wchan}"))

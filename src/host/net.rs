@@ -317,6 +317,10 @@ fn socket_error(socket: &std::os::fd::OwnedFd) -> std::io::Result<()> {
     }
 }
 
+/// How a connection that took the request but never answered is said: the words a hang's
+/// decision looks for (a resolver or a connect that timed out is no hang of the service).
+pub(crate) const NO_ANSWER: &str = "no answer: timed out after";
+
 /// Sends `request` on `stream` and reads its answer until `enough` says it has what it needs,
 /// the peer closes, or `deadline` passes (then an error saying how long it waited).
 fn converse(
@@ -326,7 +330,7 @@ fn converse(
     timeout: Duration,
     enough: impl Fn(&[u8]) -> bool,
 ) -> Result<Vec<u8>, NetFailure> {
-    let timed_out = || NetFailure(format!("no answer: timed out after {}", seconds(timeout)));
+    let timed_out = || NetFailure(format!("{NO_ANSWER} {}", seconds(timeout)));
     if !request.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         stream

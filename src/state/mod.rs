@@ -11,6 +11,7 @@
 //! next writer ends with a newline before appending. Reading keeps going past a torn or
 //! non-UTF-8 line; the file is compacted when it grows past `HISTORY_MAX_BYTES`.
 
+mod compacted;
 pub(crate) mod pauses;
 mod rounds;
 pub(crate) mod stats;
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::outcome::Outcome;
 pub use crate::ui::when::Timestamp;
+pub use compacted::{Compacted, HEAL_DURATION_BUCKETS};
 
 /// Where state lives when neither `--state-dir` nor `$SELFHEAL_STATE_DIR` is given.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/selfheal";
@@ -231,22 +233,38 @@ impl StateDir {
             }
         }
         let mut lines = Vec::new();
-        for (record, _) in records.iter().zip(&keep).filter(|(_, keep)| **keep) {
+        let mut dropped = Vec::new();
+        for (record, keep) in records.iter().zip(&keep) {
+            if !keep {
+                dropped.push(record);
+                continue;
+            }
             let mut line = serde_json::to_vec(record).map_err(|e| self.error(e.into()))?;
             line.push(b'\n');
-            lines.push(line);
+            lines.push((line, record));
         }
         // Newest last: drop the oldest until it fits in half the limit.
-        let mut total: usize = lines.iter().map(Vec::len).sum();
+        let mut total: usize = lines.iter().map(|(line, _)| line.len()).sum();
         let budget = usize::try_from(HISTORY_MAX_BYTES / 2).unwrap_or(usize::MAX);
         let mut first = 0;
         while total > budget && first < lines.len() {
-            total -= lines[first].len();
+            total -= lines[first].0.len();
+            dropped.push(lines[first].1);
             first += 1;
         }
-        let bytes = lines[first..].concat();
+        let bytes: Vec<u8> = lines[first..]
+            .iter()
+            .flat_map(|(line, _)| line.iter().copied())
+            .collect();
         crate::host::atomic_file::write(&self.history_path(), &bytes, 0o640)
             .map_err(|e| self.error(e))?;
+        // The metrics' counters go on from what was dropped (a failure here lowers them once,
+        // which Prometheus reads as a reset; history is kept either way).
+        let mut compacted = self.compacted();
+        compacted.add(&dropped);
+        if let Err(err) = self.save_compacted(&compacted) {
+            tracing::error!("cannot keep the counts of the compacted runs: {err}");
+        }
         tracing::info!(
             "compacted {} to {} records",
             self.history_path().display(),
@@ -637,6 +655,33 @@ mod tests {
             .unwrap()
             .len();
         assert!(size < HISTORY_MAX_BYTES / 4, "{size}");
+        // What was dropped is kept as counts: the metrics' counters never go down.
+        let compacted = state.compacted();
+        let total = |service: &str, outcome: Outcome| {
+            history
+                .iter()
+                .filter(|r| r.service == service && r.outcome == outcome)
+                .count() as u64
+                + compacted
+                    .runs
+                    .get(service)
+                    .and_then(|outcomes| outcomes.get(outcome.as_str()))
+                    .copied()
+                    .unwrap_or(0)
+        };
+        let dbs = (0..count).filter(|n| n % 10 == 0).count() as u64;
+        assert_eq!(total("db", Outcome::Resolved), dbs);
+        assert_eq!(total("web", Outcome::Resolved), count as u64 - dbs);
+        assert_eq!(total("web", Outcome::Failed), 1);
+        let dropped: u64 = compacted
+            .runs
+            .values()
+            .flat_map(|outcomes| outcomes.values())
+            .sum();
+        assert_eq!(
+            compacted.durations_count, dropped,
+            "every dropped run was a heal"
+        );
     }
 
     #[test]

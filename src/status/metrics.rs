@@ -11,11 +11,10 @@ use std::fmt::Write as _;
 
 use crate::config::Config;
 use crate::outcome::Outcome;
-use crate::state::{HistoryRecord, StateDir};
+use crate::state::{Compacted, HistoryRecord, StateDir};
 
-/// Upper bounds (seconds) of the heal-duration histogram: a restart verified with the
-/// default `stable_for` takes a few seconds; a chain that ends in an escalation, minutes.
-const DURATION_BUCKETS: [f64; 9] = [0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+// Upper bounds (seconds) of the heal-duration histogram, kept with the counts of compacted runs.
+use crate::state::HEAL_DURATION_BUCKETS as DURATION_BUCKETS;
 
 /// Rewrites the metrics file when the config asks for one. A failure is logged, never fatal:
 /// metrics must not cost a heal or a report.
@@ -37,7 +36,8 @@ pub(crate) fn update(config: &Config, state: &StateDir) {
                 .filter(|(_, episode)| episode.is_watching())
                 .map(|(service, _)| service)
                 .collect();
-            let mut text = render(config, &history, &watched, queued);
+            let compacted = state.compacted();
+            let mut text = render(config, &history, &compacted, &watched, queued);
             channel_backlog(&mut text, config, state);
             last_rounds(&mut text, config, state);
             held_back(&mut text, state);
@@ -112,29 +112,31 @@ const COUNTED_FROM_ZERO: [Outcome; 4] = [
     Outcome::CrashLoop,
 ];
 
-/// The heal duration histogram's buckets, sum and count.
-fn write_durations(out: &mut String, durations: &[f64]) {
-    for bound in DURATION_BUCKETS {
-        let below = durations.iter().filter(|d| **d <= bound).count();
+/// The heal duration histogram's buckets, sum and count: of `durations` in history and of the
+/// runs compaction dropped.
+fn write_durations(out: &mut String, durations: &[f64], compacted: &Compacted) {
+    for (index, bound) in DURATION_BUCKETS.into_iter().enumerate() {
+        let below = durations.iter().filter(|d| **d <= bound).count() as u64
+            + compacted.durations_below.get(index).copied().unwrap_or(0);
         let _ = writeln!(
             out,
             "selfheal_heal_duration_seconds_bucket{{le=\"{bound}\"}} {below}"
         );
     }
+    let count = durations.len() as u64 + compacted.durations_count;
     let _ = writeln!(
         out,
-        "selfheal_heal_duration_seconds_bucket{{le=\"+Inf\"}} {}\nselfheal_heal_duration_seconds_sum {:.3}\nselfheal_heal_duration_seconds_count {}",
-        durations.len(),
-        durations.iter().sum::<f64>(),
-        durations.len()
+        "selfheal_heal_duration_seconds_bucket{{le=\"+Inf\"}} {count}\nselfheal_heal_duration_seconds_sum {:.3}\nselfheal_heal_duration_seconds_count {count}",
+        durations.iter().sum::<f64>() + compacted.durations_sum,
     );
 }
 
 /// The textfile for `history`, the services whose episode is only `watched` (healthy again)
 /// and `queued` reports in the outbox.
-pub(crate) fn render(
-    config: &Config,
-    history: &[HistoryRecord],
+pub(crate) fn render<'a>(
+    config: &'a Config,
+    history: &'a [HistoryRecord],
+    compacted: &'a Compacted,
     watched: &[String],
     queued: usize,
 ) -> String {
@@ -144,12 +146,26 @@ pub(crate) fn render(
         last_outcome,
         durations,
     } = Tally::of(history);
-    // The outcomes alert rules count start at 0 for every monitored service: a counter that
-    // first appears at 1 has no increase to Prometheus, and its first failure would page no one.
-    for service in &config.monitored_services {
+    // The outcomes alert rules count start at 0 for every monitored service (and every unit
+    // `all_services:` covered that has a run): a counter that first appears at 1 has no
+    // increase to Prometheus, and its first failure would page no one.
+    let services: std::collections::BTreeSet<&str> = config
+        .monitored_services
+        .iter()
+        .map(|service| service.name.as_str())
+        .chain(history.iter().map(|record| record.service.as_str()))
+        .collect();
+    for service in services {
         for outcome in COUNTED_FROM_ZERO {
-            runs.entry((service.name.as_str(), outcome.as_str()))
-                .or_insert(0);
+            runs.entry((service, outcome.as_str())).or_insert(0);
+        }
+    }
+    // What compaction dropped counts on: a counter never goes down.
+    for (service, outcomes) in &compacted.runs {
+        for (outcome, count) in outcomes {
+            *runs
+                .entry((service.as_str(), outcome.as_str()))
+                .or_insert(0) += count;
         }
     }
     let mut out = String::new();
@@ -183,7 +199,7 @@ pub(crate) fn render(
         "histogram",
         "How long healing runs (resolved or failed) took.",
     );
-    write_durations(&mut out, &durations);
+    write_durations(&mut out, &durations, compacted);
     family(
         &mut out,
         "selfheal_episode_open",
@@ -318,6 +334,40 @@ mod tests {
         }
     }
 
+    /// History's compaction dropped 40 resolved runs of web: its counter and the histogram
+    /// count on from them, never down.
+    #[test]
+    fn the_runs_compaction_dropped_count_on() {
+        let config = Config::parse(
+            "monitored_services:\n  - name: web\n",
+            std::path::Path::new("x.yml"),
+        )
+        .unwrap();
+        let history = [
+            record("web", Outcome::Resolved, 400),
+            record("web", Outcome::Resolved, 1_500),
+        ];
+        let mut compacted = Compacted::default();
+        compacted
+            .runs
+            .entry("web".into())
+            .or_default()
+            .insert("resolved".into(), 40);
+        compacted.durations_below = vec![0, 10, 40, 40, 40, 40, 40, 40, 40];
+        compacted.durations_count = 40;
+        compacted.durations_sum = 60.0;
+        let carried = render(&config, &history, &compacted, &[], 0);
+        for line in [
+            "selfheal_runs_total{service=\"web\",outcome=\"resolved\"} 42\n",
+            "selfheal_heal_duration_seconds_bucket{le=\"0.5\"} 1\n",
+            "selfheal_heal_duration_seconds_bucket{le=\"1\"} 11\n",
+            "selfheal_heal_duration_seconds_bucket{le=\"+Inf\"} 42\n",
+            "selfheal_heal_duration_seconds_count 42\n",
+        ] {
+            assert!(carried.contains(line), "{line}{carried}");
+        }
+    }
+
     #[test]
     fn counts_runs_and_durations_in_prometheus_text_format() {
         let config = Config::parse(
@@ -334,7 +384,7 @@ mod tests {
             // web yielded to a concurrent run: no summary, and its episode stays closed.
             record("web", Outcome::Suppressed, 1),
         ];
-        let text = render(&config, &history, &[], 2);
+        let text = render(&config, &history, &Compacted::default(), &[], 2);
         let scrape =
             prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
         let value = |metric: &str, labels: &[(&str, &str)]| {
@@ -371,8 +421,22 @@ mod tests {
             value("selfheal_episode_open", &[("service", "web")]),
             Value::Gauge(0.0)
         );
+        // The outcomes the shipped rules count start at 0.
+        assert_eq!(
+            value(
+                "selfheal_runs_total",
+                &[("service", "web"), ("outcome", "failed")]
+            ),
+            Value::Counter(0.0)
+        );
         // A person fixed db since: its episode is watched, nobody is needed.
-        let fixed = render(&config, &history, &["db".to_owned()], 2);
+        let fixed = render(
+            &config,
+            &history,
+            &Compacted::default(),
+            &["db".to_owned()],
+            2,
+        );
         assert!(
             fixed.contains("selfheal_episode_open{service=\"db\"} 0\n"),
             "{fixed}"

@@ -39,25 +39,18 @@ pub(super) fn capture(service: &ServiceConfig, snapshot: &UnitSnapshot) -> Optio
     Some(taken)
 }
 
-/// Whether the unit hung, so that its restart kills it first: the probes found it active but
-/// not answering in time (an error answer, a 503, is no hang), or the evidence shows its main
-/// process stopped or blocked in the kernel.
-pub(super) fn hung(
-    by_probes: bool,
-    snapshot: &UnitSnapshot,
-    unhealthy: Option<&str>,
-    evidence: Option<&Evidence>,
-) -> bool {
-    let frozen = evidence
-        .and_then(Evidence::main_process)
-        .is_some_and(|main| matches!(main.state.chars().next(), Some('T' | 't' | 'D')));
-    let silent = unhealthy.is_some_and(|seen| seen.contains("timed out after"));
-    by_probes && snapshot.is_active() && (frozen || silent)
+/// Whether the unit hung, so that its restart kills it first: the probes found it active, and
+/// connected but never answered in time. An error answer (a 503), a resolver or a connect that
+/// timed out, or a process caught once in the kernel (`D` during an fsync) is no hang: its
+/// restart stops it gracefully.
+pub(super) fn hung(by_probes: bool, snapshot: &UnitSnapshot, unhealthy: Option<&str>) -> bool {
+    let silent = unhealthy.is_some_and(|seen| seen.contains(crate::host::net::NO_ANSWER));
+    by_probes && snapshot.is_active() && silent
 }
 
-/// After acting: what the main process wrote after the signal (the journal of its
-/// invocation, systemd's own lines left out, the secrets the config names replaced), and the
-/// core systemd-coredump kept of it.
+/// After acting: what the main process wrote after the signal (its lines of the journal of
+/// its invocation; the secrets the config names replaced), and, after a SIGABRT, the core
+/// systemd-coredump kept of it.
 pub(super) fn cite(
     journal: &dyn JournalSource,
     service: &ServiceConfig,
@@ -73,7 +66,7 @@ pub(super) fn cite(
     let hidden = strategy::env_file_secrets(service, snapshot);
     left.printed = lines
         .into_iter()
-        .filter(|line| line.pid != 1 && line.timestamp_us >= left.sent_at_us)
+        .filter(|line| line.pid == left.pid && line.timestamp_us >= left.sent_at_us)
         .map(|line| {
             let printed = crate::ui::terminal::printable(&line.message).into_owned();
             let printed = hidden
@@ -84,7 +77,8 @@ pub(super) fn cite(
             crate::ui::terminal::cut(&printed, PRINTED_CHARS)
         })
         .collect();
-    if left.exited_after_ms.is_some() {
+    // A core comes of SIGABRT; a handled SIGQUIT or SIGUSR leaves none to wait for.
+    if left.exited_after_ms.is_some() && left.signal == "SIGABRT" {
         let since_s = left.sent_at_us / 1_000_000;
         left.core =
             crate::host::coredump::entry_of(&snapshot.unit, left.pid, since_s, CORE_PATIENCE)

@@ -478,12 +478,7 @@ impl Run<'_> {
         let mut evidence = (!report_only)
             .then(|| evidence::capture(service, &look.snapshot))
             .flatten();
-        let hung = evidence::hung(
-            look.by_probes,
-            &look.snapshot,
-            look.unhealthy.as_deref(),
-            evidence.as_ref(),
-        );
+        let hung = evidence::hung(look.by_probes, &look.snapshot, look.unhealthy.as_deref());
         let before_restart = std::cell::RefCell::new(strategy::BeforeRestart::new(hung, service));
         let context = Context {
             service,

@@ -41,9 +41,10 @@ impl BeforeRestart {
         }
     }
 
-    /// What a dry run would do first, in words (empty: nothing).
-    pub(super) fn plan(&self, unit: &str) -> String {
-        let signal = self.signal.map(|(signal, wait)| {
+    /// What a dry run would do first, in words (empty: nothing); `running`: the unit has a
+    /// main process to signal.
+    pub(super) fn plan(&self, unit: &str, running: bool) -> String {
+        let signal = self.signal.filter(|_| running).map(|(signal, wait)| {
             format!(
                 "send {} to the main process of {unit} and wait up to {wait} for its evidence, ",
                 signal.name()
@@ -119,7 +120,7 @@ fn ask(
         .map(|_| u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
     let exit = match (exited, exited_after_ms) {
         (_, Some(ms)) => format!("it exited after {ms} ms"),
-        (Some(_), None) => format!("it had not exited after {wait}; the restart ended it"),
+        (Some(_), None) => format!("it had not exited after {wait}"),
         (None, _) => "its exit could not be watched (it changed before the signal)".to_owned(),
     };
     Some(LeftBehind {

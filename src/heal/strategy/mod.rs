@@ -282,7 +282,10 @@ pub(crate) fn restart_and_verify(context: &Context<'_>) -> Attempt {
             format!("would {action}"),
             format!(
                 "would {}reset-failed and restart {unit}, then verify within {:?}",
-                context.before_restart.borrow().plan(unit),
+                context.before_restart.borrow().plan(
+                    unit,
+                    context.snapshot.is_active() && context.snapshot.main_pid > 1
+                ),
                 context.target.timeout
             ),
         );

@@ -216,7 +216,7 @@ fn read_all(subject: &Subject, send: &mpsc::Sender<Piece>) {
     }
     if stacks_hidden {
         let _ = send.send(Piece::Gap(
-            "kernel stacks were not read: /proc/PID/stack needs CAP_SYS_ADMIN, which the installed heal unit does not have".to_owned(),
+            "kernel stacks were not readable here: /proc/PID/stack needs CAP_SYS_ADMIN, which the installed heal units do not have".to_owned(),
         ));
     }
     for pid in described {

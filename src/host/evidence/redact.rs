@@ -32,14 +32,27 @@ const CREDENTIAL_OPTIONS: [&str; 6] = ["-p", "-a", "-u", "-H", "--header", "--us
 /// characters).
 pub(super) fn command_line(args: &[String], hidden: &[String]) -> String {
     let mut shown = Vec::with_capacity(args.len());
-    let mut next_is_secret = false;
-    for word in args.iter().flat_map(|arg| arg.split_whitespace()) {
-        if std::mem::take(&mut next_is_secret) {
+    // A credential option's value is its whole next argument (`-H "X-Api-Key: k"`).
+    let mut next_arg_is_secret = false;
+    for arg in args {
+        if std::mem::take(&mut next_arg_is_secret) {
             shown.push(HIDDEN.to_owned());
             continue;
         }
-        next_is_secret = takes_a_secret(word);
-        shown.push(url_passwords(&pairs(&attached_password(word))));
+        let mut next_is_secret = false;
+        let mut rest_is_secret = false;
+        for word in arg.split_whitespace() {
+            let hide = rest_is_secret || std::mem::take(&mut next_is_secret);
+            // A header-like `X-Api-Key: …` or `Authorization: token …`: all that follows.
+            rest_is_secret |= word.ends_with(':') && secret_word(word);
+            if hide {
+                shown.push(HIDDEN.to_owned());
+                continue;
+            }
+            next_is_secret = takes_a_secret(word);
+            shown.push(url_passwords(&pairs(&attached_password(word))));
+        }
+        next_arg_is_secret = next_is_secret;
     }
     let mut line = shown.join(" ");
     for value in hidden.iter().filter(|value| value.chars().count() >= 4) {
@@ -101,26 +114,44 @@ fn secret_word(key: &str) -> bool {
     SECRET_WORDS.iter().any(|word| key.contains(word))
 }
 
-/// `text` with the password of every URL in it (`scheme://user:password@host`) replaced.
+/// `text` with the credentials of every URL in it replaced: the password of
+/// `scheme://user:password@host`, a token alone as user (`https://TOKEN@github.com`), and the
+/// password of a DSN without a scheme (`app:password@tcp(db)/app`).
 fn url_passwords(text: &str) -> String {
+    if !text.contains("://") {
+        return dsn_password(text);
+    }
     let mut out = String::new();
     let mut rest = text;
     while let Some(scheme_end) = rest.find("://") {
         let authority_start = scheme_end + 3;
         out.push_str(&rest[..authority_start]);
         rest = &rest[authority_start..];
-        let authority_end = rest.find(['/', '?', '#', ' ', ',']).unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@')
-            && let Some(colon) = rest[..at].find(':')
-        {
-            out.push_str(&rest[..colon]);
-            out.push(':');
+        let authority_end = rest.find(['/', '?', '#', ' ']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                out.push_str(&rest[..colon]);
+                out.push(':');
+            }
             out.push_str(HIDDEN);
             rest = &rest[at..];
         }
     }
     out.push_str(rest);
     out
+}
+
+/// `user:password@host…` with no scheme (Go's MySQL DSN, a `--dsn=` value): the password
+/// replaced.
+fn dsn_password(word: &str) -> String {
+    let Some(at) = word.find('@') else {
+        return word.to_owned();
+    };
+    let start = word[..at].rfind(['=', ' ']).map_or(0, |at| at + 1);
+    match word[start..at].find(':') {
+        Some(colon) => format!("{}:{HIDDEN}{}", &word[..start + colon], &word[at..]),
+        None => word.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -176,7 +207,7 @@ mod tests {
                     "-H",
                     "Authorization: Bearer hunter2",
                 ][..],
-                "curl -u *** -H *** Bearer ***",
+                "curl -u *** -H ***",
             ),
             (
                 &["w", "--url=https://h/x?access_token=hunter2&page=2"][..],
@@ -196,6 +227,26 @@ mod tests {
             ),
             (&["w", "--password", "-hunter2"][..], "w --password ***"),
             (&["nginx: worker process"][..], "nginx: worker process"),
+            (
+                &["curl", "-H", "X-Api-Key: hunter2", "https://h"][..],
+                "curl -H *** https://h",
+            ),
+            (
+                &["agent --header Authorization: token hunter2"][..],
+                "agent --header *** *** ***",
+            ),
+            (
+                &["git", "clone", "https://hunter2@github.com/o/r"][..],
+                "git clone https://***@github.com/o/r",
+            ),
+            (
+                &["app", "-dsn", "app:hunter2@tcp(db:3306)/app"][..],
+                "app -dsn app:***@tcp(db:3306)/app",
+            ),
+            (
+                &["w", "--db=pg://u:hun,ter2@h/db"][..],
+                "w --db=pg://u:***@h/db",
+            ),
         ] {
             let args: Vec<String> = args.iter().map(|&arg| arg.to_owned()).collect();
             let line = command_line(&args, &[]);
