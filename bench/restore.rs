@@ -35,6 +35,8 @@ fn main() -> anyhow::Result<()> {
     let exe = Path::new(SELFHEAL);
     let sandbox = Sandbox::boot_with(exe, &bench::sandbox_systemd(&[exe]))?;
     let [healed_port, systemd_port, victim_port] = [free_port()?, free_port()?, free_port()?];
+    let [py_port, py_systemd_port] = [free_port()?, free_port()?];
+    let python = python_in_sandbox();
     let state_dir = sandbox.scratch_dir().join("state");
     let service = |name: &str, port: u16| {
         Service::new(name)
@@ -44,9 +46,17 @@ fn main() -> anyhow::Result<()> {
             .stable_for("200ms")
     };
     // `installed` gets the OnFailure= hook; `manual` adds a service healed by hand (for RSS).
-    let web = Config::new()
+    let mut web = Config::new()
         .with("failure_threshold", 100_000)
         .service(service("web", healed_port));
+    if python {
+        web = web.service(
+            Service::new("py")
+                .port(py_port)
+                .verify_timeout("10s")
+                .stable_for("200ms"),
+        );
+    }
     let installed = sandbox.scratch_dir().join("installed.yml");
     std::fs::write(&installed, web.yaml())?;
     let manual = sandbox.scratch_dir().join("manual.yml");
@@ -64,6 +74,21 @@ fn main() -> anyhow::Result<()> {
         ),
     )?;
     sandbox.add_unit("victim.service", &serve(victim_port, ""))?;
+    if python {
+        let py = |port: u16, extra: &str| {
+            format!(
+                "[Service]\nExecStart=/usr/bin/python3 -m http.server --bind 127.0.0.1 {port}\n{extra}"
+            )
+        };
+        sandbox.add_unit("py.service", &py(py_port, ""))?;
+        sandbox.add_unit(
+            "pysd.service",
+            &py(
+                py_systemd_port,
+                "Restart=on-failure\nRestartSec=0\nStartLimitBurst=0",
+            ),
+        )?;
+    }
     let install = sandbox
         .command(exe)
         .arg("--config")
@@ -79,7 +104,12 @@ fn main() -> anyhow::Result<()> {
         String::from_utf8_lossy(&install.stderr)
     );
     sandbox.systemctl(["start", "web.service", "websd.service", "victim.service"])?;
-    for port in [healed_port, systemd_port, victim_port] {
+    let mut ports_up = vec![healed_port, systemd_port, victim_port];
+    if python {
+        sandbox.systemctl(["start", "py.service", "pysd.service"])?;
+        ports_up.extend([py_port, py_systemd_port]);
+    }
+    for port in ports_up {
         wait_for(Duration::from_secs(10), || ports::is_listening(port))?;
     }
 
@@ -133,7 +163,24 @@ fn main() -> anyhow::Result<()> {
         by_systemd.push(kill_and_time_restore(systemd_port, Method::Holders)?);
         by_systemd_connect.push(kill_and_time_restore(systemd_port, Method::Connect)?);
     }
-    let timeline = restore_timeline(&sandbox, healed_port, &state, 2 * runs)?;
+    // A python service (an interpreter that takes tens of ms to serve): the same two ways.
+    let (mut py_by_selfheal, mut py_by_systemd) = (Vec::new(), Vec::new());
+    if python {
+        for run in 0..runs {
+            py_by_selfheal.push(kill_and_time_restore(py_port, Method::Connect)?);
+            wait_for(Duration::from_secs(30), || {
+                state.history().is_ok_and(|h| h.len() > 2 * runs + run)
+            })?;
+            wait_for(Duration::from_secs(10), || {
+                sandbox
+                    .property("selfheal@py.service", "ActiveState")
+                    .is_ok_and(|s| s == "inactive")
+            })?;
+            py_by_systemd.push(kill_and_time_restore(py_systemd_port, Method::Connect)?);
+        }
+    }
+    let runs_before = if python { 3 * runs } else { 2 * runs };
+    let timeline = restore_timeline(&sandbox, healed_port, &state, runs_before)?;
     // What one poll of each method costs: the poller shares the 2 cores with systemd and the
     // heal run it times.
     let poll_cost = |poll: &dyn Fn() -> bool| {
@@ -248,6 +295,22 @@ fn main() -> anyhow::Result<()> {
         added(&by_selfheal_connect, &by_systemd_connect)
     );
     println!("| ratio selfheal / systemd (a) | {ratio:.2}× | | | |");
+    if python {
+        row(
+            "python http.server: kill → connect + new PID, selfheal",
+            &py_by_selfheal,
+            "",
+        );
+        row(
+            "python http.server: the same, systemd Restart=",
+            &py_by_systemd,
+            "baseline",
+        );
+        println!(
+            "| python: ratio selfheal / systemd | {:.2}× | | | ≤ 1.05× |",
+            median(&py_by_selfheal).as_secs_f64() / median(&py_by_systemd).as_secs_f64()
+        );
+    }
     println!(
         "| one poll: (a) holders (sock_diag + /proc walk) / (b) connect | {} / {} | | | |",
         ms(holders_poll),
@@ -462,6 +525,12 @@ fn systemd_version() -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_default()
+}
+
+/// Whether the sandbox's root has python3 (Debian's; the 257 tree has none).
+fn python_in_sandbox() -> bool {
+    let root = std::env::var("SELFHEAL_TEST_ROOT").unwrap_or_default();
+    Path::new(&format!("{root}/usr/bin/python3")).exists()
 }
 
 fn median(samples: &[Duration]) -> Duration {
