@@ -2,7 +2,6 @@
 //! sandbox: node_exporter's textfile collector reads selfheal's metrics file, Prometheus
 //! scrapes it every second and answers PromQL over its HTTP API.
 
-use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -86,17 +85,7 @@ impl Prometheus {
 
     /// The body of `GET path`, `None` when nothing answers.
     pub(crate) fn get(&self, path: &str) -> Option<String> {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
-        answer
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
+        super::receivers::http_get(self.port, path)
     }
 }
 

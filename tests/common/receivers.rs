@@ -385,18 +385,7 @@ impl Alertmanager {
     }
 
     pub(crate) fn get(&self, path: &str) -> Option<String> {
-        use std::io::{Read as _, Write as _};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
-        answer
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
+        http_get(self.port, path)
     }
 
     /// The alerts it holds active (resolved ones are not listed).
@@ -419,6 +408,22 @@ impl Drop for Alertmanager {
             let _ = child.wait();
         }
     }
+}
+
+/// The body of `GET path` from 127.0.0.1:`port` (HTTP/1.0), `None` when nothing answers.
+pub(crate) fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
 }
 
 /// Writes a webhook URL file as selfheal requires it: root's, mode 0600.
