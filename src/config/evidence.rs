@@ -16,7 +16,7 @@ pub(crate) struct EvidenceConfig {
     /// systemd-coredump or the runtime keeps what it keeps (none by default).
     pub signal: Option<EvidenceSignal>,
     /// How long the main process may take to leave its evidence and exit after `signal`
-    /// (default 5s); then it is killed.
+    /// (default 5s, at most 1min); then the restart goes ahead.
     #[serde(default = "default_wait")]
     pub wait: HumanDuration,
 }
