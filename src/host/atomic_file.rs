@@ -55,10 +55,7 @@ impl Pending {
     /// Renames the temporary file over the target and syncs the directory; returns the open
     /// file (still holding any lock the caller took).
     pub(crate) fn commit(self) -> io::Result<File> {
-        if let Err(err) = std::fs::rename(&self.temporary, &self.target) {
-            let _ = std::fs::remove_file(&self.temporary);
-            return Err(err);
-        }
+        self.put_in_place()?;
         // The file is in place now, whatever happens next: a directory that cannot be synced
         // costs durability across a power cut, not the write, so it is logged, not an error.
         let dir = self.target.parent().unwrap_or(Path::new("/"));
@@ -69,6 +66,14 @@ impl Pending {
             );
         }
         Ok(self.file)
+    }
+
+    /// Renames the temporary file over the target; a temporary file left behind by a failed
+    /// rename is removed.
+    fn put_in_place(&self) -> io::Result<()> {
+        std::fs::rename(&self.temporary, &self.target).inspect_err(|_| {
+            let _ = std::fs::remove_file(&self.temporary);
+        })
     }
 }
 
@@ -81,12 +86,7 @@ pub(crate) fn write(target: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 /// fsync): for advisory state on the path to a restart, where two fsyncs cost milliseconds
 /// and losing the file costs nothing.
 pub(crate) fn write_volatile(target: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let pending = prepare_synced(target, bytes, mode, false)?;
-    if let Err(err) = std::fs::rename(&pending.temporary, &pending.target) {
-        let _ = std::fs::remove_file(&pending.temporary);
-        return Err(err);
-    }
-    Ok(())
+    prepare_synced(target, bytes, mode, false)?.put_in_place()
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use crate::config::ServiceConfig;
 use crate::heal::diagnose::{Diagnosis, Termination};
-use crate::heal::strategy;
 use crate::host::evidence::{self, Evidence, LeftBehind};
 use crate::host::journal::JournalSource;
 use crate::systemd::UnitSnapshot;
@@ -19,14 +18,18 @@ const CORE_PATIENCE: Duration = Duration::from_secs(3);
 
 /// What the processes of a unit that still runs are doing (at most `CAPTURE_TIME` of the
 /// run's time); `None` when nothing of it runs or its `evidence.capture` is off.
-pub(super) fn capture(service: &ServiceConfig, snapshot: &UnitSnapshot) -> Option<Evidence> {
+pub(super) fn capture(
+    service: &ServiceConfig,
+    snapshot: &UnitSnapshot,
+    hidden: &[String],
+) -> Option<Evidence> {
     if !service.evidence.capture || (snapshot.main_pid == 0 && !snapshot.is_active()) {
         return None;
     }
     let subject = evidence::Subject {
         control_group: snapshot.control_group.clone(),
         main_pid: snapshot.main_pid,
-        hidden: strategy::env_file_secrets(service, snapshot),
+        hidden: hidden.to_vec(),
     };
     let started = std::time::Instant::now();
     let taken = evidence::capture(subject, evidence::CAPTURE_TIME);
@@ -53,7 +56,7 @@ pub(super) fn hung(by_probes: bool, snapshot: &UnitSnapshot, unhealthy: Option<&
 /// systemd-coredump kept of it.
 pub(super) fn cite(
     journal: &dyn JournalSource,
-    service: &ServiceConfig,
+    hidden: &[String],
     snapshot: &UnitSnapshot,
     left: &mut LeftBehind,
 ) {
@@ -63,16 +66,12 @@ pub(super) fn cite(
         None,
         Duration::from_secs(2),
     );
-    let hidden = strategy::env_file_secrets(service, snapshot);
     left.printed = lines
         .into_iter()
         .filter(|line| line.pid == left.pid && line.timestamp_us >= left.sent_at_us)
         .map(|line| {
-            let printed = crate::ui::terminal::printable(&line.message).into_owned();
-            let printed = hidden
-                .iter()
-                .filter(|value| value.chars().count() >= 4)
-                .fold(printed, |text, value| text.replace(value.as_str(), "***"));
+            let printed = crate::ui::terminal::printable(&line.message);
+            let printed = evidence::redact::hide_values(&printed, hidden);
             // At most 20 lines (the journal read's), each cut: the report stays bounded.
             crate::ui::terminal::cut(&printed, PRINTED_CHARS)
         })

@@ -475,8 +475,10 @@ impl Run<'_> {
 
         let order = strategy::plan(&service.healing_strategies, &diagnosis);
         // What its processes are doing dies with them: taken before anything acts on them.
+        // The values the config names as secrets: no command line or quote shows them.
+        let hidden = strategy::env_file_secrets(service, &look.snapshot);
         let mut evidence = (!report_only)
-            .then(|| evidence::capture(service, &look.snapshot))
+            .then(|| evidence::capture(service, &look.snapshot, &hidden))
             .flatten();
         let hung = evidence::hung(look.by_probes, &look.snapshot, look.unhealthy.as_deref());
         let before_restart = std::cell::RefCell::new(strategy::BeforeRestart::new(hung, service));
@@ -503,7 +505,7 @@ impl Run<'_> {
                 .get_or_insert_with(crate::host::evidence::Evidence::not_taken)
                 .left = Some(left);
         }
-        let diagnosis = self.after_acting(host, look, diagnosis, upstream, &mut evidence);
+        let diagnosis = self.after_acting(host, look, diagnosis, upstream, &mut evidence, &hidden);
         let outcome = match (options.dry_run, chain.healed_by) {
             (true, _) => Outcome::Planned,
             (false, Some(_)) => Outcome::Resolved,
@@ -553,6 +555,7 @@ impl Run<'_> {
         mut diagnosis: Diagnosis,
         upstream: Vec<crate::heal::diagnose::Upstream>,
         evidence: &mut Option<crate::host::evidence::Evidence>,
+        hidden: &[String],
     ) -> Diagnosis {
         if !look.evidence_matters {
             let lines =
@@ -570,7 +573,7 @@ impl Run<'_> {
         diagnosis.memory_hogs = memory_hogs(&look.snapshot, &diagnosis);
         diagnosis.core = evidence::crash_core(&diagnosis, &look.snapshot);
         if let Some(left) = evidence.as_mut().and_then(|taken| taken.left.as_mut()) {
-            evidence::cite(host.journal, self.service, &look.snapshot, left);
+            evidence::cite(host.journal, hidden, &look.snapshot, left);
         }
         diagnosis.before_the_restart(evidence.as_ref())
     }

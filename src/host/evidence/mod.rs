@@ -12,7 +12,7 @@
 mod cgroup;
 mod consumers;
 mod process;
-mod redact;
+pub(crate) mod redact;
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};

@@ -54,11 +54,18 @@ pub(super) fn command_line(args: &[String], hidden: &[String]) -> String {
         }
         next_arg_is_secret = next_is_secret;
     }
-    let mut line = shown.join(" ");
-    for value in hidden.iter().filter(|value| value.chars().count() >= 4) {
-        line = line.replace(value.as_str(), HIDDEN);
-    }
-    line
+    hide_values(&shown.join(" "), hidden)
+}
+
+/// `text` with every one of `hidden` (at least 4 characters: a shorter one would hide every
+/// "a" of the text) replaced by `***`.
+pub(crate) fn hide_values(text: &str, hidden: &[String]) -> String {
+    hidden
+        .iter()
+        .filter(|value| value.chars().count() >= 4)
+        .fold(text.to_owned(), |text, value| {
+            text.replace(value.as_str(), HIDDEN)
+        })
 }
 
 /// Whether the word after `word` is a secret: an option naming one (`--requirepass`), a
