@@ -109,6 +109,10 @@ pub enum Command {
     /// and start the heal unit of one that failed `probe.failures` rounds in a row
     /// (selfheal-probe.timer); exit 1 when a probed service failed
     Probe(ProbeArgs),
+    /// Answer Alertmanager's webhooks: each firing alert whose `service` label names a service
+    /// selfheal heals on this host starts its heal (what selfheal-receiver.service runs, on the
+    /// socket of selfheal-receiver.socket; by hand it listens on receiver.listen itself)
+    Receive(ReceiveArgs),
     /// Print and mail the summary of the last 24 h: per service runs, success rate, mean time
     /// to heal; loop protection's episodes; the outbox
     Digest(DigestArgs),
@@ -183,6 +187,14 @@ pub struct PauseArgs {
     /// Why, shown by status and recorded with every run it holds
     #[arg(long)]
     pub reason: Option<String>,
+}
+
+/// Arguments of `receive`.
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// Exit after this long without a request (systemd starts it again at the next); 0: never
+    #[arg(long, default_value = "5min", value_name = "DURATION")]
+    pub idle: crate::ui::duration::HumanDuration,
 }
 
 /// Arguments of `resume`.

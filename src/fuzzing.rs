@@ -148,6 +148,7 @@ pub fn report(data: &[u8]) {
         guard: None,
         guard_over: None,
         evidence: None,
+        alert: None,
         dry_run: false,
     };
     let service = &config.monitored_services[0];

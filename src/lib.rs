@@ -20,6 +20,7 @@ mod host;
 pub mod logging;
 mod notify;
 pub mod outcome;
+mod receiver;
 mod report;
 #[doc(hidden)]
 pub mod sandbox;

@@ -7,7 +7,7 @@
 mod common;
 
 use common::config::{Config, Service};
-use common::{TestEnv, assert_contains, exit_code, wait_until};
+use common::{TestEnv, assert_contains, exit_code, exposure, wait_until};
 use selfheal::exit_code::ExitCode;
 use serde_json::json;
 
@@ -83,22 +83,6 @@ fn install_arms_the_hook_once_and_owns_exactly_its_files() {
         !units.join("api.service.d").exists(),
         "nothing written when one file is refused"
     );
-}
-
-/// The exposure `systemd-analyze security` gives a unit file (0.0 safest, 10.0 worst).
-fn exposure(unit_file: &std::path::Path) -> f64 {
-    let output = std::process::Command::new("systemd-analyze")
-        .args(["security", "--offline=yes", "--no-pager"])
-        .arg(unit_file)
-        .output()
-        .expect("systemd-analyze runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .find_map(|line| line.split("Overall exposure level for ").nth(1))
-        .and_then(|rest| rest.split(": ").nth(1))
-        .and_then(|level| level.split_whitespace().next())
-        .and_then(|level| level.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure level in: {text}"))
 }
 
 #[test]

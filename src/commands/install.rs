@@ -49,6 +49,7 @@ pub(super) fn install(paths: &Paths, args: &InstallArgs) -> Result<ExitCode, Err
     reload_unless(args.no_reload)?;
     if !args.no_reload {
         start_and_stop_timers(&changes)?;
+        start_and_stop_receiver(&changes)?;
     }
     Ok(ExitCode::Success)
 }
@@ -90,6 +91,45 @@ fn start_and_stop_timers(changes: &[Change]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Starts the receiver's socket once install wrote it (a running receiver is stopped first:
+/// the next connection starts it as written now, and a socket whose address changed must be
+/// bound anew), and stops both when install removed them.
+fn start_and_stop_receiver(changes: &[Change]) -> Result<(), Error> {
+    let named = |path: &Path| {
+        path.file_name()
+            .is_some_and(|n| n == deploy::RECEIVER_SOCKET || n == deploy::RECEIVER_SERVICE)
+    };
+    let written = changes.iter().any(|change| {
+        matches!(change, Change::Create(file) | Change::Update { file, .. } if named(&file.path))
+    });
+    let removed = changes
+        .iter()
+        .any(|change| matches!(change, Change::Remove(path) if named(path)));
+    if !written && !removed {
+        return Ok(());
+    }
+    let systemd = Systemd::connect()?;
+    systemd.stop(deploy::RECEIVER_SERVICE)?;
+    systemd.stop(deploy::RECEIVER_SOCKET)?;
+    if written {
+        let job = systemd.start(deploy::RECEIVER_SOCKET, std::time::Duration::from_secs(10))?;
+        if job.is_done() {
+            println!("started {}", deploy::RECEIVER_SOCKET);
+        } else {
+            // Installed all the same: a listen address in use is the person's to free.
+            eprintln!(
+                "selfheal: warning: {} did not start ({}): is receiver.listen in use? journalctl -u {}",
+                deploy::RECEIVER_SOCKET,
+                job.0,
+                deploy::RECEIVER_SOCKET
+            );
+        }
+    } else {
+        println!("stopped {}", deploy::RECEIVER_SOCKET);
+    }
+    Ok(())
+}
+
 pub(super) fn uninstall(paths: &Paths, args: &UninstallArgs) -> Result<ExitCode, Error> {
     // What this config plans, what any install left in this unit directory, and what the
     // manifest says installs wrote anywhere.
@@ -116,6 +156,7 @@ pub(super) fn uninstall(paths: &Paths, args: &UninstallArgs) -> Result<ExitCode,
         // A removed timer that is still running would go on firing a unit that is gone.
         let removed: Vec<Change> = removed.into_iter().map(Change::Remove).collect();
         start_and_stop_timers(&removed)?;
+        start_and_stop_receiver(&removed)?;
         stop_transient_timers(paths)?;
     }
     if let Err(err) = manifest.remove() {
@@ -157,6 +198,7 @@ fn planned(paths: &Paths, unit_dir: &Path) -> Result<Vec<UnitFile>, Error> {
     let config = paths.load_config()?;
     let invocation = invocation(paths)?;
     let mut files = deploy::planned_files(&config, &invocation, unit_dir);
+    files.extend(deploy::receiver_files(&config, &invocation, unit_dir));
     if config.all_services.is_some() {
         // The excluded units that exist now get a file that keeps the hook off; without
         // systemd's list (a build host) the excluded ones are left to their runs, which end

@@ -14,6 +14,7 @@ mod man;
 mod manual;
 mod pause;
 mod probe;
+mod receive;
 mod run;
 mod status;
 mod test_email;
@@ -62,6 +63,7 @@ pub(crate) fn execute(cli: Cli) -> Result<ExitCode, Error> {
         Command::Resume(args) => pause::resume(&paths, &args),
         Command::Watch => watch::execute(&paths),
         Command::Probe(args) => probe::execute(&paths, &args),
+        Command::Receive(args) => receive::execute(&paths, &args),
         Command::Discover => discover::execute(&paths),
         Command::Digest(args) => digest::execute(&paths, &args),
         Command::TestEmail => test_email::execute(&paths),

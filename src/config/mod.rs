@@ -16,6 +16,7 @@ pub(crate) mod maintenance;
 pub(crate) mod notify;
 pub(crate) mod notify_policy;
 pub(crate) mod probe;
+pub(crate) mod receiver;
 mod service;
 pub(crate) mod strategies;
 pub(crate) mod units;
@@ -98,6 +99,9 @@ pub(crate) struct Config {
     /// Health probes of the services that stay `active` while they hang (`selfheal probe`
     /// by timer); absent means none.
     pub probe: Option<ProbeConfig>,
+    /// Alertmanager's webhooks start heals (`selfheal receive`, socket-activated); absent
+    /// means no receiver.
+    pub receiver: Option<receiver::ReceiverConfig>,
     /// Optional Prometheus textfile for node_exporter.
     pub metrics_file: Option<PathBuf>,
     /// Optional directory whose templates override the built-in ones.

@@ -20,6 +20,11 @@ pub(crate) const WATCH_TIMER: &str = "selfheal-watch.timer";
 pub(crate) const PROBE_SERVICE: &str = "selfheal-probe.service";
 pub(crate) const PROBE_TIMER: &str = "selfheal-probe.timer";
 
+/// Alertmanager's webhook receiver, written only with `receiver:`: the socket systemd listens
+/// on, and the service it starts at the first connection.
+pub(crate) const RECEIVER_SOCKET: &str = "selfheal-receiver.socket";
+pub(crate) const RECEIVER_SERVICE: &str = "selfheal-receiver.service";
+
 /// The daily digest's units, written only with `digest: daily`.
 pub(crate) const DIGEST_SERVICE: &str = "selfheal-digest.service";
 pub(crate) const DIGEST_TIMER: &str = "selfheal-digest.timer";

@@ -75,6 +75,15 @@ impl Config {
                 message,
             })?;
         }
+        if let Some(receiver) = &self.receiver {
+            super::receiver::validate(receiver).map_err(|(name, message)| Problem {
+                keys: vec![
+                    vec![Seg::from("receiver"), name.into()],
+                    vec![Seg::from("receiver")],
+                ],
+                message: format!("receiver: {message}"),
+            })?;
+        }
         if let Some(path) = &self.metrics_file {
             require_absolute(path)
                 .and_then(|()| writable_place(path))

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::receiver::{RECEIVER_SERVICE, RECEIVER_SOCKET, RECEIVER_WANTED_BY};
 use super::units::{
     DIGEST_SERVICE, DIGEST_TIMER, DIGEST_WANTED_BY, FLUSH_WANTED_BY, PROBE_SERVICE, PROBE_TIMER,
     PROBE_WANTED_BY, UnitFile, WATCH_SERVICE, WATCH_TIMER, WATCH_WANTED_BY,
@@ -134,6 +135,8 @@ pub(crate) fn our_files(unit_dir: &Path) -> Vec<PathBuf> {
             WATCH_TIMER,
             PROBE_SERVICE,
             PROBE_TIMER,
+            RECEIVER_SOCKET,
+            RECEIVER_SERVICE,
         ]
         .contains(&name.as_str());
         if (heal_unit || timer_unit) && ours(&path) || is_carried_mask(&path) {
@@ -150,6 +153,8 @@ pub(crate) fn our_files(unit_dir: &Path) -> Vec<PathBuf> {
                     found.push(drop_in);
                 }
             }
+        } else if name == "sockets.target.d" && ours(&unit_dir.join(RECEIVER_WANTED_BY)) {
+            found.push(unit_dir.join(RECEIVER_WANTED_BY));
         } else if name.ends_with(".service.d") || name == "service.d" {
             for drop_in in [
                 "50-selfheal.conf",

@@ -19,6 +19,7 @@ mod apply;
 mod changes;
 mod coverage;
 mod manifest;
+mod receiver;
 mod units;
 mod vouching;
 
@@ -26,6 +27,7 @@ pub(crate) use apply::*;
 pub(crate) use changes::*;
 pub(crate) use coverage::*;
 pub(crate) use manifest::*;
+pub(crate) use receiver::{RECEIVER_SERVICE, RECEIVER_SOCKET, receiver_files};
 pub(crate) use units::*;
 pub(crate) use vouching::Vouching;
 

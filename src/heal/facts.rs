@@ -86,6 +86,9 @@ pub(crate) struct RunFacts {
     /// that did not answer).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence: Option<crate::host::evidence::Evidence>,
+    /// The Alertmanager alert that started this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<crate::state::alerts::FiringAlert>,
 }
 
 /// A storm the host guard found, as its report tells it.
@@ -127,6 +130,7 @@ impl RunFacts {
             guard: None,
             guard_over: None,
             evidence: None,
+            alert: None,
         }
     }
 }
@@ -218,6 +222,7 @@ impl RunClock {
             guard: None,
             guard_over: None,
             evidence: None,
+            alert: None,
         }
     }
 }

@@ -34,6 +34,9 @@ pub(crate) enum Starter {
     Hook,
     /// The probe round: the service is active but failed its probes.
     Probe,
+    /// An Alertmanager alert naming the service (`selfheal receive`): Prometheus sees it
+    /// fail.
+    Alert,
     /// A person who overrides loop protection (`run --force`, or a `y` at the prompt).
     Person,
     /// Anything else: the retry's timer, `systemctl start selfheal@…`, an upstream heal, a
@@ -185,7 +188,7 @@ impl HoldReason {
                 format!("loop protection holds {service}; no retry is scheduled")
             }
             HoldReason::StoppedByPerson => format!(
-                "{service} was stopped on purpose (systemctl stop) since it failed: selfheal leaves it stopped"
+                "{service} was stopped on purpose (systemctl stop): selfheal leaves it stopped"
             ),
             HoldReason::DisabledByPerson => {
                 format!("{service}'s unit is disabled (systemctl disable): selfheal leaves it down")
@@ -279,6 +282,11 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
             false,
         );
     }
+    // An alert ("down", "not serving") never starts what a person stopped: a unit stopped
+    // cleanly is a decision, not a failure.
+    if starter == Starter::Alert && unit.is_some_and(|unit| unit.condition == Condition::Stopped) {
+        return hold(HoldReason::StoppedByPerson, false);
+    }
     // A service waiting for its retry that a person stopped or disabled meanwhile is theirs:
     // whatever else is true of the episode, nothing starts it.
     if episode.is_some_and(|episode| episode.recovered_at.is_none())
@@ -309,7 +317,7 @@ pub(crate) fn decide(inputs: &Inputs<'_>) -> Decision {
         if waiting && retry_is_due(episode, now, rules.longest_wait) {
             return act(ActReason::Retry, None, failures);
         }
-        let from_service = matches!(starter, Starter::Hook | Starter::Probe);
+        let from_service = matches!(starter, Starter::Hook | Starter::Probe | Starter::Alert);
         match episode.recovered_at {
             Some(recovered_at) if from_service => {
                 return hold(HoldReason::Relapse { recovered_at }, true);

@@ -156,6 +156,7 @@ impl Report {
                 guard: None,
                 guard_over: None,
                 evidence: None,
+                alert: None,
             },
             recommendations: Vec::new(),
             manual_steps: Vec::new(),
@@ -359,6 +360,7 @@ pub(crate) mod fixture {
             guard: None,
             guard_over: None,
             evidence: None,
+            alert: None,
         };
         Report::new(header, facts)
     }

@@ -544,6 +544,35 @@ mod tests {
         );
     }
 
+    /// A run an alert started names it: its words escaped in HTML, its link only when it is
+    /// one to a web page.
+    #[test]
+    fn the_alert_that_started_a_run_is_named() {
+        let mut report = sample();
+        report.facts.alert = Some(crate::state::alerts::FiringAlert {
+            alertname: "HighErrorRate".into(),
+            summary: Some("5xx <above> 5%".into()),
+            generator_url: Some("javascript:alert(1)".into()),
+            starts_at: "2026-12-07T10:00:00Z".into(),
+            fingerprint: "a1".into(),
+            received_at: Timestamp::seconds(std::time::UNIX_EPOCH),
+            taken: false,
+        });
+        let renderer = Renderer::new(Some(Path::new("/nonexistent")));
+        let text = renderer.text(&report).unwrap();
+        let line = "Alert:     HighErrorRate (Alertmanager), firing since 2026-12-07T10:00:00Z: 5xx <above> 5%\n           javascript:alert(1)\n";
+        assert!(text.contains(line), "{text}");
+        let html = renderer.html(&report).unwrap();
+        assert!(html.contains("5xx &lt;above&gt; 5%"), "{html}");
+        assert!(!html.contains("href=\"javascript"), "{html}");
+        report.facts.alert.as_mut().unwrap().generator_url = Some("http://prom:9090/graph".into());
+        let html = renderer.html(&report).unwrap();
+        assert!(
+            html.contains("<a href=\"http:&#x2f;&#x2f;prom:9090&#x2f;graph\">"),
+            "{html}"
+        );
+    }
+
     #[test]
     fn formats_sizes_times_and_durations() {
         assert_eq!(clock_time(1_700_000_000_123_000), "22:13:20.123");

@@ -11,6 +11,7 @@
 //! next writer ends with a newline before appending. Reading keeps going past a torn or
 //! non-UTF-8 line; the file is compacted when it grows past `HISTORY_MAX_BYTES`.
 
+pub(crate) mod alerts;
 mod compacted;
 pub(crate) mod pauses;
 mod rounds;

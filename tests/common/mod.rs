@@ -457,7 +457,24 @@ impl TestEnv {
     }
 }
 
+/// The exposure `systemd-analyze security` gives a unit file (0.0 safest, 10.0 worst).
+pub(crate) fn exposure(unit_file: &std::path::Path) -> f64 {
+    let output = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(unit_file)
+        .output()
+        .expect("systemd-analyze runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|line| line.split("Overall exposure level for ").nth(1))
+        .and_then(|rest| rest.split(": ").nth(1))
+        .and_then(|level| level.split_whitespace().next())
+        .and_then(|level| level.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {text}"))
+}
+
 pub(crate) mod config;
+pub(crate) mod fleet;
 pub(crate) mod prometheus;
 pub(crate) mod receivers;
 #[allow(unused_imports)] // each test binary uses part of the harness

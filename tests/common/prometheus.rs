@@ -19,6 +19,25 @@ impl Prometheus {
     /// Starts node_exporter on `textfile_dir` and Prometheus scraping it (every 1 s), with
     /// `rule_files` loaded; returns once Prometheus has scraped it.
     pub(crate) fn start(dir: &Path, textfile_dir: &Path, rule_files: &[&Path]) -> Prometheus {
+        Prometheus::launch(dir, textfile_dir, rule_files, None)
+    }
+
+    /// As `start`, sending its alerts to the Alertmanager at `alertmanager` (`host:port`).
+    pub(crate) fn start_alerting(
+        dir: &Path,
+        textfile_dir: &Path,
+        rule_files: &[&Path],
+        alertmanager: &str,
+    ) -> Prometheus {
+        Prometheus::launch(dir, textfile_dir, rule_files, Some(alertmanager))
+    }
+
+    fn launch(
+        dir: &Path,
+        textfile_dir: &Path,
+        rule_files: &[&Path],
+        alertmanager: Option<&str>,
+    ) -> Prometheus {
         std::fs::create_dir_all(dir).unwrap();
         let (exporter_port, port) = (free_port(), free_port());
         let target = format!("127.0.0.1:{exporter_port}");
@@ -36,10 +55,13 @@ impl Prometheus {
             .iter()
             .map(|file| format!("  - {}\n", file.display()))
             .collect();
+        let alerting = alertmanager.map_or(String::new(), |target| {
+            format!("alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{target}']\n")
+        });
         std::fs::write(
             dir.join("prometheus.yml"),
             format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{}scrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['{target}']\n",
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{alerting}rule_files:\n{}scrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['{target}']\n",
                 if rules.is_empty() { "  []\n".to_owned() } else { rules.concat() }
             ),
         )

@@ -42,6 +42,8 @@ impl Run<'_> {
     pub(super) fn starter<U>(&self, look: &Look<U>) -> Starter {
         if self.options.manual {
             Starter::Person
+        } else if self.alert.is_some() {
+            Starter::Alert
         } else if self.options.from_hook {
             Starter::Hook
         } else if look.by_probes {
@@ -65,7 +67,8 @@ impl Run<'_> {
         let recorded = self.recorded()?;
         let starter = self.starter(look);
         let unit_now = unit_now(&look.systemd, &look.snapshot, || {
-            matches!(starter, Starter::Hook | Starter::Other) && recorded.episode.is_some()
+            starter == Starter::Alert
+                || matches!(starter, Starter::Hook | Starter::Other) && recorded.episode.is_some()
         });
         let now = SystemTime::now();
         let planned = crate::heal::planned::planned(config, state, service, now, !options.dry_run);
@@ -224,27 +227,46 @@ impl Run<'_> {
                 let next = schedule(episode);
                 format!("part of the episode since {since}, already reported: {next}")
             }
-            // A stopped or disabled service is left down: a person's decision since it
-            // failed, which the timed retry does not overrule.
-            HoldReason::StoppedByPerson => {
-                if !options.dry_run {
-                    episode::end(state, &look.systemd, service, "a person stopped it");
-                }
-                format!(
-                    "{unit} was stopped on purpose (systemctl stop) since it failed: selfheal leaves it stopped and its episode is over"
-                )
-            }
             HoldReason::Planned { why } => why.clone(),
-            HoldReason::DisabledByPerson => {
-                if !options.dry_run {
-                    episode::end(state, &look.systemd, service, "its unit is disabled");
-                }
+            HoldReason::StoppedByPerson | HoldReason::DisabledByPerson => {
+                self.left_down(look, &hold.why, episode.is_some())
+            }
+        });
+        facts
+    }
+
+    /// Why a service a person stopped or disabled is left down: their decision since it
+    /// failed, which the timed retry does not overrule (its episode ends), or, outside any
+    /// episode, which an alert does not overrule.
+    fn left_down<U: UnitControl>(
+        &self,
+        look: &Look<U>,
+        why: &HoldReason,
+        in_episode: bool,
+    ) -> String {
+        let unit = &self.unit;
+        let ended = |because| {
+            if !self.options.dry_run {
+                episode::end(self.state, &look.systemd, self.service, because);
+            }
+        };
+        match (why, in_episode) {
+            (HoldReason::DisabledByPerson, _) => {
+                ended("its unit is disabled");
                 format!(
                     "{unit} is disabled (UnitFileState=disabled): selfheal's timed retry leaves it down and its episode is over"
                 )
             }
-        });
-        facts
+            (_, true) => {
+                ended("a person stopped it");
+                format!(
+                    "{unit} was stopped on purpose (systemctl stop) since it failed: selfheal leaves it stopped and its episode is over"
+                )
+            }
+            (_, false) => format!(
+                "{unit} was stopped on purpose (systemctl stop): an alert does not start it, selfheal leaves it stopped"
+            ),
+        }
     }
 }
 

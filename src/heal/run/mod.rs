@@ -22,10 +22,12 @@ use crate::heal::strategy::{self, Context};
 use crate::heal::verify::{self, HealthTarget};
 use crate::host::journal::JournalSource;
 use crate::outcome::Outcome;
+use crate::state::alerts::FiringAlert;
 use crate::state::{ServiceLock, StateDir, StateError};
 use crate::systemd::{ActiveState, SystemdError, UnitControl, UnitSnapshot};
 use crate::ui::terminal::SlowNotice;
 
+mod alert;
 mod evidence;
 mod follow;
 mod guard_turn;
@@ -88,10 +90,15 @@ pub(crate) fn run<U: UnitControl>(
         options,
         clock: RunClock::start(),
         unit: service.unit_name(),
+        alert: None,
     };
     let _lock = match run.lock()? {
         ControlFlow::Continue(lock) => lock,
         ControlFlow::Break(report) => return Ok(report),
+    };
+    let run = Run {
+        alert: alert::started_by(state, service, options),
+        ..run
     };
     tracing::debug!("service lock taken");
     let mut asked_the_guard = false;
@@ -113,6 +120,8 @@ struct Run<'a> {
     clock: RunClock,
     /// The service's unit.
     unit: String,
+    /// The Alertmanager alert that started this run (`selfheal receive`), when one did.
+    alert: Option<FiringAlert>,
 }
 
 /// What the first look found: the unit as it is now (after systemd's own restart, when it was
@@ -174,7 +183,8 @@ impl Run<'_> {
     }
 
     /// The run's report, recorded in history.
-    fn end(&self, facts: RunFacts) -> RunFacts {
+    fn end(&self, mut facts: RunFacts) -> RunFacts {
+        facts.alert.clone_from(&self.alert);
         finish(self.state, &self.service.name, facts, self.options.manual)
     }
 
@@ -260,7 +270,10 @@ impl Run<'_> {
         // port 5002 is not listening".
         let waited = followed.is_some();
         let probes_saw = (!waited && snapshot.is_active())
-            .then(|| self.probes_saw(&snapshot))
+            .then(|| {
+                self.probes_saw(&snapshot)
+                    .or_else(|| alert::seen(self.alert.as_ref(), &snapshot))
+            })
             .flatten();
         let not_serving = not_serving(followed, probes_saw.is_some(), &mut snapshot, &target);
         let Some(not_serving) = not_serving else {
@@ -287,6 +300,7 @@ impl Run<'_> {
         let unhealthy = Some(not_serving)
             .filter(|_| snapshot.is_active())
             .map(|missing| match &probes_saw {
+                Some(seen) if self.alert.is_some() => format!("active, but {seen}"),
                 Some(seen) => format!("active, but the probes saw it fail: {seen}"),
                 None => format!("active, but {missing}"),
             });
@@ -298,7 +312,7 @@ impl Run<'_> {
             unhealthy,
             pending_journal,
             evidence_matters,
-            by_probes: probes_saw.is_some(),
+            by_probes: probes_saw.is_some() && self.alert.is_none(),
         }))
     }
 

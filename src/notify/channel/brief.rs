@@ -16,6 +16,14 @@ pub(crate) struct Brief {
 impl Brief {
     pub(crate) fn of(report: &Report, subject: &str) -> Brief {
         let mut lines = Vec::new();
+        if let Some(alert) = &report.facts.alert {
+            let summary = alert.summary.as_deref().map(|s| format!(": {s}"));
+            lines.push(format!(
+                "Started by Alertmanager's alert {}{}",
+                alert.alertname,
+                summary.unwrap_or_default()
+            ));
+        }
         if let Some(diagnosis) = &report.facts.diagnosis {
             lines.push(diagnosis.summary.clone());
             lines.push(format!("Root cause: {}", diagnosis.root_cause));

@@ -1,0 +1,121 @@
+//! The bearer token Alertmanager must send: read once from a file only root can read or
+//! change, compared in constant time, never printed.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// The longest token file read (a token is a few dozen bytes).
+const MAX_TOKEN_BYTES: u64 = 4096;
+
+/// The token. Its `Debug` hides it: it never reaches a log line.
+pub(crate) struct Token(Vec<u8>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(hidden)")
+    }
+}
+
+impl Token {
+    /// Reads `path`: a regular file (not a link) owned by root that no one else can read or
+    /// write, holding one token (surrounding whitespace and the final newline are not part of
+    /// it).
+    pub(crate) fn read(path: &Path) -> Result<Token, String> {
+        let shown = path.display();
+        let meta = std::fs::symlink_metadata(path)
+            .map_err(|err| format!("cannot read the token file {shown}: {err}"))?;
+        if !meta.file_type().is_file() {
+            return Err(format!("the token file {shown} is not a regular file"));
+        }
+        if meta.uid() != 0 || meta.mode() & 0o077 != 0 {
+            return Err(format!(
+                "refusing the token file {shown}: only root may read it (chown root:root {shown} && chmod 600 {shown})"
+            ));
+        }
+        if meta.len() > MAX_TOKEN_BYTES {
+            return Err(format!(
+                "the token file {shown} is larger than {MAX_TOKEN_BYTES} bytes"
+            ));
+        }
+        let bytes = std::fs::read(path)
+            .map_err(|err| format!("cannot read the token file {shown}: {err}"))?;
+        let token = bytes.trim_ascii();
+        if token.is_empty() {
+            return Err(format!("the token file {shown} is empty"));
+        }
+        if token.iter().any(|byte| !byte.is_ascii_graphic()) {
+            return Err(format!(
+                "the token in {shown} has spaces or control characters (an HTTP header cannot carry them)"
+            ));
+        }
+        Ok(Token(token.to_vec()))
+    }
+
+    /// True when `authorization` (the header's value) is `Bearer <this token>`. The time taken
+    /// does not depend on how much of the token matches.
+    pub(crate) fn admits(&self, authorization: Option<&str>) -> bool {
+        let Some(offered) = authorization.and_then(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        }) else {
+            return false;
+        };
+        constant_time_eq(offered.as_bytes(), &self.0)
+    }
+}
+
+/// Equal bytes, compared without an early exit (only the lengths are compared at once: the
+/// length of a token is no secret worth a timing defence).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(difference) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn token_file(contents: &str, mode: u32) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, contents).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn only_bearer_with_the_exact_token_is_admitted() {
+        let (_dir, path) = token_file("s3cret-token\n", 0o600);
+        let token = Token::read(&path).unwrap();
+        assert!(token.admits(Some("Bearer s3cret-token")));
+        assert!(token.admits(Some("bearer s3cret-token")));
+        for refused in [
+            None,
+            Some(""),
+            Some("Bearer"),
+            Some("Bearer s3cret-toke"),
+            Some("Bearer s3cret-tokenX"),
+            Some("Basic s3cret-token"),
+            Some("s3cret-token"),
+        ] {
+            assert!(!token.admits(refused), "{refused:?}");
+        }
+        assert_eq!(format!("{token:?}"), "Token(hidden)");
+    }
+
+    #[test]
+    fn a_token_file_others_can_read_or_an_empty_one_is_refused() {
+        let (_dir, path) = token_file("s3cret", 0o644);
+        let err = Token::read(&path).unwrap_err();
+        assert!(err.contains("only root may read it"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        let (_dir, path) = token_file(" \n", 0o600);
+        assert!(Token::read(&path).unwrap_err().contains("is empty"));
+        let (_dir, path) = token_file("two words", 0o600);
+        assert!(Token::read(&path).unwrap_err().contains("spaces"));
+    }
+}
