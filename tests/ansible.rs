@@ -89,6 +89,8 @@ fn the_playbook_deploys_what_install_writes_changes_nothing_twice_and_heals() {
     let vars = scratch.join("vars.json");
     let password = scratch.join("etc/smtp-password");
     let webhook_url = scratch.join("etc/slack-url");
+    let receiver_token = scratch.join("etc/receiver-token");
+    let receiver_port = free_port();
     let json = serde_json::json!({
         "selfheal_hosts": "all",
         "selfheal_binary_src": selfheal_bin(),
@@ -109,6 +111,9 @@ fn the_playbook_deploys_what_install_writes_changes_nothing_twice_and_heals() {
             { "webhook": { "url": "https://hooks.example.org/T0/vaulted-token", "url_file": webhook_url, "format": "slack" } },
             { "alertmanager": { "url": "http://127.0.0.1:9093", "labels": { "team": "ops" } } }
         ],
+        "selfheal_receiver": { "listen": format!("127.0.0.1:{receiver_port}") },
+        "selfheal_receiver_token": "receiver-token-from-the-vault",
+        "selfheal_receiver_token_file": receiver_token,
         "selfheal_monitored_services": [
             { "name": "web", "port": port, "critical": true, "verify_timeout": "5s", "stable_for": "300ms" }
         ],
@@ -128,6 +133,11 @@ fn the_playbook_deploys_what_install_writes_changes_nothing_twice_and_heals() {
     let mode = std::fs::metadata(&password).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     assert_webhook_url_kept_secret(&webhook_url, &written, &first);
+    assert_receiver_token_kept_secret(&receiver_token, &written, &first);
+    assert_eq!(
+        env.property("selfheal-receiver.socket", "ActiveState"),
+        "active"
+    );
     assert_eq!(
         env.property("selfheal-digest.timer", "ActiveState"),
         "active"
@@ -165,6 +175,7 @@ fn the_playbook_deploys_what_install_writes_changes_nothing_twice_and_heals() {
     assert_eq!(changed(&second), 0, "{second}");
     let check = play(&env, &vars, &["--check", "--diff"]);
     assert_eq!(changed(&check), 0, "{check}");
+    assert!(!check.contains("receiver-token-from-the-vault"), "{check}");
 
     // A killed service is healed through what the role deployed.
     env.systemctl(&["kill", "--signal=SIGKILL", "web.service"]);
@@ -207,6 +218,25 @@ fn deploy_under_a_pause(env: &TestEnv, binary: &Path, config: &Path) {
     assert_contains(&history[1].summary, "ansible deploy");
     assert_eq!(history[2].outcome, Outcome::Resolved, "{history:?}");
     assert_eq!(env.property("web.service", "ActiveState"), "active");
+}
+
+/// The receiver's token: in its root-only file, named by the config, shown nowhere.
+fn assert_receiver_token_kept_secret(file: &Path, config: &str, play_output: &str) {
+    assert_contains(config, &format!("token_file: {}", file.display()));
+    assert_eq!(
+        std::fs::read_to_string(file).unwrap(),
+        "receiver-token-from-the-vault"
+    );
+    let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        !config.contains("receiver-token-from-the-vault"),
+        "{config}"
+    );
+    assert!(
+        !play_output.contains("receiver-token-from-the-vault"),
+        "{play_output}"
+    );
 }
 
 /// The webhook URL (a secret) is in its root-only file, the config names the file, and neither

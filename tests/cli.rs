@@ -267,6 +267,7 @@ fn check_catches_what_would_fail_at_run_time() {
     let not_executable = file("validate", "#!/bin/sh\n", 0o644);
     let readable_password = file("password", "hunter2\n", 0o644);
     let not_a_certificate = file("ca.pem", "hello\n", 0o644);
+    let readable_token = file("receiver-token", "s3cret-token\n", 0o644);
     let service = |extra: &str| format!("monitored_services:\n  - name: web\n{extra}");
     let email = |smtp: &str| {
         format!("email:\n  to: [ops@example.org]\n  smtp:\n    host: 127.0.0.1\n{smtp}")
@@ -317,6 +318,18 @@ fn check_catches_what_would_fail_at_run_time() {
         (
             format!("metrics_file: /proc/selfheal.prom\n{}", service("")),
             "metrics_file: /proc/selfheal.prom is under /proc".to_owned(),
+        ),
+        (
+            format!("receiver: {{listen: 127.0.0.1:9095, token_file: {readable_token}}}\n{}", service("")),
+            "receiver: refusing the token file".to_owned(),
+        ),
+        (
+            format!("receiver: {{listen: 127.0.0.1:0, token_file: {readable_token}}}\n{}", service("")),
+            "receiver: listen needs a port other than 0".to_owned(),
+        ),
+        (
+            format!("receiver: {{listen: localhost:9095, token_file: /t}}\n{}", service("")),
+            "receiver.listen".to_owned(),
         ),
         (
             format!("metrics_file: /nonexistent/node-exporter/selfheal.prom\n{}", service("")),

@@ -2,7 +2,8 @@
 //! the config, renders every template (built-in and overrides) against a sample report, and
 //! checks on this host what the config only names: the SMTP password file and each webhook's
 //! URL file (owner, mode), the
-//! CA file (PEM), each validator command (exists, executable), the owners and groups of
+//! CA file (PEM), the receiver's token file (root's, 0600, one token), each validator command
+//! (exists, executable), the owners and groups of
 //! `database_check`; and, when systemd answers, that each service's unit exists, each heal
 //! unit loads and each hook starts it. Exit 0 when all is well (warnings on stderr), 2 when not.
 
@@ -44,6 +45,13 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
                 dir.display()
             ));
         }
+    }
+    // The receiver would refuse to start at Alertmanager's first post, and every alert
+    // would go unheard.
+    if let Some(receiver) = &config.receiver
+        && let Err(problem) = crate::receiver::Token::read(&receiver.token_file)
+    {
+        problems.push(format!("{file}: receiver: {problem}"));
     }
     let mut warnings = Vec::new();
     warnings.extend(names_a_resolver_must_answer(&config));

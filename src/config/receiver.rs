@@ -11,9 +11,23 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReceiverConfig {
     /// `address:port` the socket listens on (`127.0.0.1:9095`).
+    #[serde(deserialize_with = "socket_address")]
     pub listen: SocketAddr,
     /// The bearer token, in a file only root can read or change.
     pub token_file: PathBuf,
+}
+
+/// An IP address and a port, said plainly when it is not one (a host name is not resolved:
+/// the socket must not move with DNS).
+fn socket_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "listen {text:?} is not an IP address and port (127.0.0.1:9095, [::1]:9095, 0.0.0.0:9095); a host name is not resolved"
+        ))
+    })
 }
 
 /// A problem with `receiver:`: (key, message).
