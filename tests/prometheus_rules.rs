@@ -1,6 +1,7 @@
 //! The Prometheus rules selfheal ships (`prometheus/selfheal.rules.yml`): Debian's `promtool`
 //! checks them and runs their unit tests, and every metric they read is one a real metrics file
 //! written by `selfheal watch` in the sandbox has (with `promtool check metrics` content with it).
+//! And the Alertmanager route the README shows, read by Debian's `amtool`.
 mod common;
 
 use std::path::Path;
@@ -82,4 +83,43 @@ fn every_metric_the_rules_read_is_in_the_metrics_file_selfheal_writes() {
             "the rules read {name}, which selfheal does not write:\n{written}"
         );
     }
+}
+
+/// The Alertmanager route the README shows: valid for Debian's Alertmanager, and it sends
+/// selfheal only the alerts labelled to be healed, while people still get each of them.
+#[test]
+fn the_readmes_alertmanager_route_heals_only_what_is_labelled_and_still_pages() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let route = readme
+        .split("In Alertmanager, a route")
+        .nth(1)
+        .and_then(|rest| rest.split("```yaml\n").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("the README's Alertmanager route");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("alertmanager.yml");
+    std::fs::write(&config, route).unwrap();
+    let amtool = |args: &[&str]| {
+        let output = Command::new("amtool")
+            .args(args)
+            .output()
+            .expect("amtool (apt install prometheus-alertmanager)");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "amtool {args:?}: {text}");
+        text
+    };
+    let file = format!("--config.file={}", config.display());
+    assert_contains(
+        &amtool(&["check-config", &config.to_string_lossy()]),
+        "SUCCESS",
+    );
+    assert_eq!(
+        amtool(&["config", "routes", "test", &file, "heal=yes", "service=web"]).trim(),
+        "selfheal,oncall"
+    );
+    assert_eq!(
+        amtool(&["config", "routes", "test", &file, "service=web"]).trim(),
+        "oncall"
+    );
 }
