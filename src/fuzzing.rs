@@ -162,6 +162,68 @@ pub fn report(data: &[u8]) {
     );
 }
 
+/// The receiver's reading of a connection that has not shown the token yet (anyone's bytes),
+/// then of a post's body: never a panic or a hang; a refusal's answer quotes nothing sent;
+/// what an alert brings into a report has no control character left.
+pub fn receiver_post(data: &[u8]) {
+    /// The client's bytes; what the receiver writes back is dropped.
+    struct Client<'a>(&'a [u8]);
+    impl std::io::Read for Client<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            std::io::Read::read(&mut self.0, buf)
+        }
+    }
+    impl std::io::Write for Client<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut client = Client(data);
+    match crate::receiver::http::read_request(
+        &mut client,
+        |_, _| Ok(()),
+        |head| head.header("authorization").is_some(),
+    ) {
+        Err(unread) => {
+            let (status, body) = unread.status();
+            assert!((400..500).contains(&status), "{status}");
+            assert!(body.is_ascii() && body.len() < 64, "{body:?}");
+        }
+        Ok(request) => {
+            let config = Config::parse(
+                "monitored_services:\n  - name: web\n  - name: db\n",
+                Path::new("fuzz.yml"),
+            )
+            .expect("the fuzz config loads");
+            let this_host = crate::receiver::alertmanager::ThisHost::named("web1.example.org");
+            let now = std::time::SystemTime::now();
+            if let Ok(verdicts) =
+                crate::receiver::alertmanager::judge(&request.body, &config, &this_host, now)
+            {
+                for verdict in verdicts {
+                    let text = format!("{verdict:?}");
+                    let raw_control = |text: &str| text.chars().any(char::is_control);
+                    if let crate::receiver::alertmanager::Verdict::Heal { alert, .. } = verdict {
+                        for field in [
+                            Some(&alert.alertname),
+                            alert.summary.as_ref(),
+                            alert.generator_url.as_ref(),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        {
+                            assert!(!raw_control(field), "{text}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,7 +240,16 @@ mod tests {
             env_file(data);
             diagnosis(data);
             report(data);
+            receiver_post(data);
         }
+        let body = r#"{"version":"4","alerts":[{"status":"firing","labels":{"alertname":"A\u001b[2J","service":"web"},"annotations":{"summary":"x\u0007"}}]}"#;
+        receiver_post(
+            format!(
+                "POST /alertmanager HTTP/1.1\r\nAuthorization: Bearer t\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
         env_file(b"KEY=value\nexport X=1\n");
     }
 }

@@ -14,7 +14,7 @@ pub(crate) const REQUEST_TIME: Duration = Duration::from_secs(10);
 
 /// A request as read.
 #[derive(Debug)]
-pub(super) struct Request {
+pub(crate) struct Request {
     pub method: String,
     pub path: String,
     headers: Vec<(String, String)>,
@@ -23,7 +23,7 @@ pub(super) struct Request {
 
 impl Request {
     /// A header's value (names are case-insensitive).
-    pub(super) fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
@@ -34,7 +34,7 @@ impl Request {
 /// Why a request was not read: each is answered with its status, and a fixed body that
 /// quotes nothing of the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Unread {
+pub(crate) enum Unread {
     Malformed,
     TooLarge,
     LengthRequired,
@@ -46,7 +46,7 @@ pub(super) enum Unread {
 }
 
 impl Unread {
-    pub(super) fn status(self) -> (u16, &'static str) {
+    pub(crate) fn status(self) -> (u16, &'static str) {
         match self {
             Unread::Malformed | Unread::Gone => (400, "malformed request\n"),
             Unread::TooLarge => (413, "request too large\n"),
@@ -61,7 +61,7 @@ impl Unread {
 /// `Expect: 100-continue` (curl does, for a body over 1 KiB) is told to go on once the head is
 /// read. `admitted` looks at the head before the body is read: a client without the token
 /// gets its answer without sending a megabyte first.
-pub(super) fn read_request<S: Read + Write>(
+pub(crate) fn read_request<S: Read + Write>(
     stream: &mut S,
     set_timeout: impl Fn(&S, Duration) -> std::io::Result<()>,
     admitted: impl FnOnce(&Request) -> bool,

@@ -7,7 +7,7 @@
 //! systemd starts it again at the next.
 
 pub(crate) mod alertmanager;
-mod http;
+pub(crate) mod http;
 pub(crate) mod token;
 
 use std::net::{TcpListener, TcpStream};
