@@ -274,3 +274,26 @@ fn an_alert_never_starts_a_service_a_person_stopped() {
     assert_contains(&env.heal_report("web"), "an alert does not start it");
     assert_eq!(env.property("web.service", "ActiveState"), "inactive");
 }
+
+#[test]
+fn a_paused_service_is_held_when_an_alert_names_it() {
+    let (env, port) = receiving(&["web"]);
+    let paused = env.selfheal(["pause", "web", "--for", "1h", "--reason", "deploy 4.2"]);
+    assert!(paused.status.success(), "{paused:?}");
+    let first = env.property("web.service", "InvocationID");
+    let errors = payload(&[alert(
+        "firing",
+        "p1",
+        &json!({"alertname": "WebErrors", "service": "web"}),
+    )]);
+    let (status, body) = post(port, Some(TOKEN), &errors);
+    assert_eq!(status, 200, "{body}");
+    let history = env.wait_for_history(1, Duration::from_secs(30));
+    heal_unit_done(&env, "web");
+    assert_eq!(history[0].outcome, Outcome::Paused, "{history:?}");
+    assert_eq!(
+        env.property("web.service", "InvocationID"),
+        first,
+        "web was left alone"
+    );
+}

@@ -309,6 +309,33 @@ mod tests {
     }
 
     #[test]
+    fn a_unit_all_services_covers_is_healed_by_its_template_instance() {
+        let yaml = "all_services: {exclude: [ssh.service]}\nmonitored_services:\n  - name: web\n";
+        let config = Config::parse(yaml, std::path::Path::new("selfheal.yml")).unwrap();
+        let post = post(&json!([
+            alert(
+                "firing",
+                &json!({"alertname": "QueueGrows", "service": "postfix"})
+            ),
+            alert("firing", &json!({"alertname": "SshDown", "service": "ssh"})),
+        ]));
+        let verdicts = judge(&post, &config, &ThisHost::named("h"), SystemTime::now()).unwrap();
+        let [
+            Verdict::Heal {
+                service, heal_unit, ..
+            },
+            Verdict::Ignored { .. },
+        ] = verdicts.as_slice()
+        else {
+            panic!("{verdicts:?}");
+        };
+        assert_eq!(
+            (service.as_str(), heal_unit.as_str()),
+            ("postfix", "selfheal@postfix.service")
+        );
+    }
+
+    #[test]
     fn two_alerts_for_one_service_start_one_heal() {
         let verdicts = verdicts(&json!([
             alert("firing", &json!({"alertname": "A", "service": "web"})),
