@@ -32,27 +32,7 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
                 }),
         );
     }
-    // The metrics file is written through its directory, which selfheal does not create (it
-    // is node_exporter's): a missing one would lose every update silently.
-    if let Some(metrics) = &config.metrics_file {
-        let dir = metrics
-            .parent()
-            .filter(|dir| !dir.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        if !dir.is_dir() {
-            problems.push(format!(
-                "{file}: metrics_file: its directory {} does not exist (install prometheus-node-exporter, or create it for the textfile collector)",
-                dir.display()
-            ));
-        }
-    }
-    // The receiver would refuse to start at Alertmanager's first post, and every alert
-    // would go unheard.
-    if let Some(receiver) = &config.receiver
-        && let Err(problem) = crate::receiver::Token::read(&receiver.token_file)
-    {
-        problems.push(format!("{file}: receiver: {problem}"));
-    }
+    problems.extend(files_it_names(&config, &file.to_string()));
     let mut warnings = Vec::new();
     warnings.extend(names_a_resolver_must_answer(&config));
     match &config.email {
@@ -119,6 +99,34 @@ pub(super) fn execute(paths: &Paths) -> Result<ExitCode, Error> {
         println!("{line}");
     }
     Ok(ExitCode::Success)
+}
+
+/// What the config names on this host that would fail later: the metrics file's directory,
+/// the receiver's token file.
+fn files_it_names(config: &crate::config::Config, file: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    // The metrics file is written through its directory, which selfheal does not create (it
+    // is node_exporter's): a missing one would lose every update silently.
+    if let Some(metrics) = &config.metrics_file {
+        let dir = metrics
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            problems.push(format!(
+                "{file}: metrics_file: its directory {} does not exist (install prometheus-node-exporter, or create it for the textfile collector)",
+                dir.display()
+            ));
+        }
+    }
+    // The receiver would refuse to start at Alertmanager's first post, and every alert
+    // would go unheard.
+    if let Some(receiver) = &config.receiver
+        && let Err(problem) = crate::receiver::Token::read(&receiver.token_file)
+    {
+        problems.push(format!("{file}: receiver: {problem}"));
+    }
+    problems
 }
 
 /// Each maintenance window read by systemd's own calendar parser: one it cannot read, or
