@@ -198,7 +198,7 @@ pub fn receiver_post(data: &[u8]) {
                 Path::new("fuzz.yml"),
             )
             .expect("the fuzz config loads");
-            let this_host = crate::receiver::alertmanager::ThisHost::named("web1.example.org");
+            let this_host = crate::receiver::alertmanager::ThisHost::named("web1.example.org", &[]);
             let now = std::time::SystemTime::now();
             if let Ok(verdicts) =
                 crate::receiver::alertmanager::judge(&request.body, &config, &this_host, now)

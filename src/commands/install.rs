@@ -44,6 +44,9 @@ pub(super) fn install(paths: &Paths, args: &InstallArgs) -> Result<ExitCode, Err
     }
     if !changed {
         println!("unchanged: every unit file is already as install writes it");
+        if !args.no_reload {
+            restart_running_receiver(&files)?;
+        }
         return Ok(ExitCode::Success);
     }
     reload_unless(args.no_reload)?;
@@ -87,6 +90,20 @@ fn start_and_stop_timers(changes: &[Change]) -> Result<(), Error> {
             }
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// A receiver that runs now read the config when it started: it is stopped, and the next post
+/// starts it with the config as it is now (the unit files did not change).
+fn restart_running_receiver(files: &[UnitFile]) -> Result<(), Error> {
+    let receives = files.iter().any(|file| {
+        file.path
+            .file_name()
+            .is_some_and(|n| n == deploy::RECEIVER_SERVICE)
+    });
+    if receives {
+        Systemd::connect()?.stop(deploy::RECEIVER_SERVICE)?;
     }
     Ok(())
 }

@@ -26,7 +26,8 @@ pub(super) fn execute(paths: &Paths, args: &ReceiveArgs) -> Result<ExitCode, Err
         ))
         .into());
     };
-    let token = Token::read(&settings.token_file).map_err(UsageError)?;
+    // Refused now, with the reason, rather than at every post.
+    Token::read(&settings.token_file).map_err(UsageError)?;
     let listener = match passed_socket() {
         Some(listener) => listener,
         None => TcpListener::bind(settings.listen).map_err(|err| {
@@ -37,13 +38,13 @@ pub(super) fn execute(paths: &Paths, args: &ReceiveArgs) -> Result<ExitCode, Err
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
     let state = paths.state();
-    let receiver = Receiver {
-        config: &config,
-        state: &state,
-        token: &token,
-        this_host: ThisHost::named(&hostname),
-        connect: &Systemd::connect,
-    };
+    let receiver = Receiver::new(
+        &config,
+        &state,
+        &settings.token_file,
+        ThisHost::named(&hostname, &settings.names),
+        &Systemd::connect,
+    );
     let idle = Duration::from(args.idle);
     tracing::info!(
         "receiving Alertmanager's webhooks on {}",

@@ -15,6 +15,10 @@ pub(crate) struct ReceiverConfig {
     pub listen: SocketAddr,
     /// The bearer token, in a file only root can read or change.
     pub token_file: PathBuf,
+    /// Other names an alert's `host` or `instance` label may give this host (its addresses,
+    /// aliases), besides its host name.
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 /// An IP address and a port, said plainly when it is not one (a host name is not resolved:
@@ -39,6 +43,16 @@ pub(super) fn validate(receiver: &ReceiverConfig) -> Result<(), (&'static str, S
                 "token_file {} must be an absolute path",
                 receiver.token_file.display()
             ),
+        ));
+    }
+    if let Some(name) = receiver
+        .names
+        .iter()
+        .find(|name| name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err((
+            "names",
+            format!("names: {name:?} is not a host name or address"),
         ));
     }
     if receiver.listen.port() == 0 {

@@ -702,6 +702,7 @@ mod tests {
             active_state: ActiveState::Active,
             sub_state: "running".into(),
             on_failure: Vec::new(),
+            job_queued: false,
         };
         let now_us = 1_000_000_000;
         let look_at = |since_us: u64| {

@@ -54,31 +54,42 @@ pub(crate) enum Verdict {
 }
 
 /// The names by which an alert's `host` or `instance` label means this host: its host name,
-/// that name's first label, `localhost` and the loopback addresses.
+/// `localhost`, the loopback addresses and the config's `receiver.names` (its addresses,
+/// aliases). A short name and a qualified one meet when their first labels agree (`web1` and
+/// `web1.example.org`); two qualified names must be equal (`web1.dc1` is not `web1.dc2`).
 #[derive(Debug, Clone)]
 pub(crate) struct ThisHost {
+    hostname: String,
     names: Vec<String>,
 }
 
 impl ThisHost {
-    pub(crate) fn named(hostname: &str) -> ThisHost {
-        let mut names = vec![hostname.to_ascii_lowercase()];
-        if let Some((short, _)) = hostname.split_once('.') {
-            names.push(short.to_ascii_lowercase());
-        }
+    pub(crate) fn named(hostname: &str, also: &[String]) -> ThisHost {
+        let hostname = hostname.to_ascii_lowercase();
+        let mut names = vec![hostname.clone()];
         names.extend(["localhost", "127.0.0.1", "::1"].map(str::to_owned));
-        ThisHost { names }
+        names.extend(also.iter().map(|name| host_part(name).to_ascii_lowercase()));
+        ThisHost { hostname, names }
     }
 
     /// True when `label` (`web1`, `web1.example.org:9100`, `[::1]:9100`) names this host.
     fn is(&self, label: &str) -> bool {
         let host = host_part(label).to_ascii_lowercase();
-        self.names.contains(&host)
-            || self
-                .names
-                .first()
-                .and_then(|full| full.strip_prefix(&host))
-                .is_some_and(|rest| rest.starts_with('.'))
+        if self.names.contains(&host) {
+            return true;
+        }
+        if host.parse::<std::net::IpAddr>().is_ok() {
+            return false;
+        }
+        let first_label = |name: &str| {
+            name.split_once('.')
+                .map_or((name.to_owned(), false), |(short, _)| {
+                    (short.to_owned(), true)
+                })
+        };
+        let (short, qualified) = first_label(&host);
+        let (own_short, own_qualified) = first_label(&self.hostname);
+        !short.is_empty() && short == own_short && !(qualified && own_qualified)
     }
 }
 
@@ -116,8 +127,8 @@ impl Unreadable {
     }
 }
 
-/// Each alert of `body`, judged. Of several alerts naming one service, the first firing one
-/// starts its heal; the others are duplicates.
+/// Each alert of `body`, judged on its own (which of several alerts naming one service starts
+/// its heal is the receiver's to say: a repeat must not hide a new one).
 pub(crate) fn judge(
     body: &[u8],
     config: &Config,
@@ -128,25 +139,11 @@ pub(crate) fn judge(
     if payload.version != "4" {
         return Err(Unreadable::NotVersion4);
     }
-    let mut verdicts: Vec<Verdict> = Vec::with_capacity(payload.alerts.len());
-    for alert in payload.alerts {
-        let verdict = judge_one(alert, config, this_host, now);
-        let duplicate = match &verdict {
-            Verdict::Heal { service, .. } => verdicts
-                .iter()
-                .any(|earlier| matches!(earlier, Verdict::Heal { service: s, .. } if s == service)),
-            Verdict::Ignored { .. } => false,
-        };
-        verdicts.push(match verdict {
-            Verdict::Heal { service, alert, .. } if duplicate => Verdict::Ignored {
-                alertname: alert.alertname,
-                service: Some(service),
-                why: "another alert of this post already starts its heal".to_owned(),
-            },
-            verdict => verdict,
-        });
-    }
-    Ok(verdicts)
+    Ok(payload
+        .alerts
+        .into_iter()
+        .map(|alert| judge_one(alert, config, this_host, now))
+        .collect())
 }
 
 fn judge_one(alert: Alert, config: &Config, this_host: &ThisHost, now: SystemTime) -> Verdict {
@@ -244,7 +241,7 @@ mod tests {
         judge(
             &post(alerts),
             &config(),
-            &ThisHost::named("web1.example.org"),
+            &ThisHost::named("web1.example.org", &["10.0.0.11".to_owned()]),
             SystemTime::now(),
         )
         .unwrap()
@@ -319,7 +316,13 @@ mod tests {
             ),
             alert("firing", &json!({"alertname": "SshDown", "service": "ssh"})),
         ]));
-        let verdicts = judge(&post, &config, &ThisHost::named("h"), SystemTime::now()).unwrap();
+        let verdicts = judge(
+            &post,
+            &config,
+            &ThisHost::named("h", &[]),
+            SystemTime::now(),
+        )
+        .unwrap();
         let [
             Verdict::Heal {
                 service, heal_unit, ..
@@ -336,7 +339,7 @@ mod tests {
     }
 
     #[test]
-    fn two_alerts_for_one_service_start_one_heal() {
+    fn each_alert_is_judged_on_its_own() {
         let verdicts = verdicts(&json!([
             alert("firing", &json!({"alertname": "A", "service": "web"})),
             alert("firing", &json!({"alertname": "B", "service": "web"})),
@@ -349,12 +352,33 @@ mod tests {
                 Verdict::Ignored { .. } => None,
             })
             .collect();
-        assert_eq!(heals, ["A", "C"]);
+        assert_eq!(heals, ["A", "B", "C"]);
+    }
+
+    #[test]
+    fn a_host_label_names_this_host_by_its_name_its_short_name_or_a_configured_one() {
+        let qualified = ThisHost::named("web1.example.org", &["10.0.0.11".to_owned()]);
+        let short = ThisHost::named("web1", &[]);
+        for (host, label, is) in [
+            (&qualified, "web1.example.org:9100", true),
+            (&qualified, "WEB1", true),
+            (&qualified, "10.0.0.11:9100", true),
+            (&qualified, "localhost:9100", true),
+            (&qualified, "web1.example.com", false),
+            (&qualified, "web10", false),
+            (&qualified, "10.0.0.12:9100", false),
+            (&short, "web1.example.org:9100", true),
+            (&short, "web1", true),
+            (&short, "web2.example.org", false),
+            (&short, "10.0.0.11", false),
+        ] {
+            assert_eq!(host.is(label), is, "{label} on {host:?}");
+        }
     }
 
     #[test]
     fn other_payloads_are_refused_without_quoting_them() {
-        let host = ThisHost::named("h");
+        let host = ThisHost::named("h", &[]);
         let config = config();
         let now = SystemTime::now();
         assert_eq!(
@@ -370,13 +394,25 @@ mod tests {
 
     #[test]
     fn control_characters_from_an_alert_never_reach_a_report_raw() {
-        let verdicts = verdicts(&json!([alert(
-            "firing",
-            &json!({"alertname": "A\u{1b}[2J", "service": "web"})
-        )]));
+        let raw = json!([{"status": "firing",
+            "labels": {"alertname": "A\u{1b}[2J", "service": "web"},
+            "annotations": {"summary": "sum\u{7}mary\u{202e}"},
+            "generatorURL": "http://p/\u{1b}]8;;x", "startsAt": "2026\u{0}", "fingerprint": "f"}]);
+        let verdicts = verdicts(&raw);
         let [Verdict::Heal { alert, .. }] = verdicts.as_slice() else {
             panic!("{verdicts:?}");
         };
-        assert!(!alert.alertname.contains('\u{1b}'), "{}", alert.alertname);
+        for field in [
+            Some(&alert.alertname),
+            alert.summary.as_ref(),
+            alert.generator_url.as_ref(),
+            Some(&alert.starts_at),
+        ] {
+            let field = field.unwrap();
+            assert!(
+                !field.chars().any(|c| c.is_control() || c == '\u{202e}'),
+                "{field:?}"
+            );
+        }
     }
 }

@@ -8,17 +8,27 @@ use std::time::{Duration, Instant};
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Alertmanager sends every alert of a group in one post; a thousand alerts fit.
 pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// The whole request must arrive within this (a client that trickles bytes holds the one
-/// receiver no longer).
+/// The request line and headers must arrive within this, the whole request within
+/// `REQUEST_TIME` (a client that trickles bytes holds a connection no longer).
+const HEAD_TIME: Duration = Duration::from_secs(5);
 pub(crate) const REQUEST_TIME: Duration = Duration::from_secs(10);
 
-/// A request as read.
-#[derive(Debug)]
+/// A request as read. (Its `Debug` leaves the headers out: one of them is the token.)
 pub(crate) struct Request {
     pub method: String,
     pub path: String,
     headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("body_bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Request {
@@ -66,16 +76,17 @@ pub(crate) fn read_request<S: Read + Write>(
     set_timeout: impl Fn(&S, Duration) -> std::io::Result<()>,
     admitted: impl FnOnce(&Request) -> bool,
 ) -> Result<Request, Unread> {
-    let deadline = Instant::now() + REQUEST_TIME;
+    let started = Instant::now();
     let mut buffer = Vec::with_capacity(4096);
     let head_end = loop {
-        if let Some(at) = find(&buffer, b"\r\n\r\n") {
+        let head = &buffer[..buffer.len().min(MAX_HEAD_BYTES + 4)];
+        if let Some(at) = find(head, b"\r\n\r\n") {
             break at;
         }
-        if buffer.len() > MAX_HEAD_BYTES {
+        if buffer.len() >= MAX_HEAD_BYTES + 4 {
             return Err(Unread::TooLarge);
         }
-        read_some(stream, &mut buffer, deadline, &set_timeout)?;
+        read_some(stream, &mut buffer, started + HEAD_TIME, &set_timeout)?;
     };
     let head = std::str::from_utf8(&buffer[..head_end]).map_err(|_| Unread::Malformed)?;
     let mut lines = head.split("\r\n");
@@ -112,11 +123,21 @@ pub(crate) fn read_request<S: Read + Write>(
     if request.header("transfer-encoding").is_some() {
         return Err(Unread::LengthRequired);
     }
-    let length: usize = request
-        .header("content-length")
-        .ok_or(Unread::LengthRequired)?
-        .parse()
-        .map_err(|_| Unread::Malformed)?;
+    // One Content-Length, of digits only: two that disagree (or a `+5`) are how requests
+    // are smuggled past a proxy.
+    let lengths: Vec<&str> = request
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .map(|(_, value)| value.as_str())
+        .collect();
+    let length: usize = match lengths.as_slice() {
+        [] => return Err(Unread::LengthRequired),
+        [one] if !one.is_empty() && one.bytes().all(|b| b.is_ascii_digit()) => {
+            one.parse().map_err(|_| Unread::TooLarge)?
+        }
+        _ => return Err(Unread::Malformed),
+    };
     if length > MAX_BODY_BYTES {
         return Err(Unread::TooLarge);
     }
@@ -128,7 +149,7 @@ pub(crate) fn read_request<S: Read + Write>(
     }
     let mut body = buffer.split_off(head_end + 4);
     while body.len() < length {
-        read_some(stream, &mut body, deadline, &set_timeout)?;
+        read_some(stream, &mut body, started + REQUEST_TIME, &set_timeout)?;
     }
     body.truncate(length);
     request.body = body;
@@ -282,6 +303,23 @@ mod tests {
             Unread::Unauthorized
         );
         assert_eq!(read(b"GARBAGE\r\n\r\n").0.unwrap_err(), Unread::Malformed);
+        for lengths in [
+            "Content-Length: 2\r\nContent-Length: 2",
+            "Content-Length: +2",
+            "Content-Length: ",
+        ] {
+            let request = format!("POST / HTTP/1.1\r\nAuthorization: x\r\n{lengths}\r\n\r\n{{}}");
+            assert_eq!(
+                read(request.as_bytes()).0.unwrap_err(),
+                Unread::Malformed,
+                "{lengths}"
+            );
+        }
+        // A head is refused at its limit, not at whatever the last read brought in.
+        let mut long_head = b"POST / HTTP/1.1\r\nX: ".to_vec();
+        long_head.extend(vec![b'a'; MAX_HEAD_BYTES]);
+        long_head.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(read(&long_head).0.unwrap_err(), Unread::TooLarge);
         assert_eq!(
             read(b"POST / HTTP/1.1\r\nAuthorization: x\r\nContent-Length: 10\r\n\r\nshort")
                 .0

@@ -2,17 +2,18 @@
 //! socket-activated by `selfheal-receiver.socket`). A `POST /alertmanager` with the bearer
 //! token starts `selfheal@<service>.service` for each firing alert that names a service
 //! selfheal heals on this host; the run does the rest as for any other start (loop
-//! protection, pauses, the guard), and its report names the alert. One connection at a time,
-//! each bounded in size and time; the process exits when no request came for a while, and
-//! systemd starts it again at the next.
+//! protection, pauses, the guard), and its report names the alert. How connections are taken
+//! and bounded: [`connections`].
 
 pub(crate) mod alertmanager;
+mod connections;
 pub(crate) mod http;
 pub(crate) mod token;
 
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::time::{Duration, SystemTime};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -28,11 +29,15 @@ pub(crate) const PATH: &str = "/alertmanager";
 
 /// What the receiver keeps for its whole life.
 pub(crate) struct Receiver<'a, U> {
-    pub config: &'a Config,
-    pub state: &'a StateDir,
-    pub token: &'a Token,
-    pub this_host: ThisHost,
-    pub connect: &'a dyn Fn() -> Result<U, SystemdError>,
+    config: &'a Config,
+    state: &'a StateDir,
+    /// Read at every post: a rotated token counts at once.
+    token_file: &'a Path,
+    this_host: ThisHost,
+    connect: &'a (dyn Fn() -> Result<U, SystemdError> + Sync),
+    /// One post's heals at a time: the checks for a repeat and for a heal under way, and the
+    /// start, are one step.
+    starting: Mutex<()>,
 }
 
 /// The answer to a post that was read: what started, what did not and why.
@@ -40,6 +45,9 @@ pub(crate) struct Receiver<'a, U> {
 pub(crate) struct Answer {
     pub started: Vec<Started>,
     pub ignored: Vec<Ignored>,
+    /// A start failed: Alertmanager is asked to post again (503).
+    #[serde(skip)]
+    pub post_again: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -56,52 +64,32 @@ pub(crate) struct Ignored {
     pub why: String,
 }
 
-impl<U: UnitControl> Receiver<'_, U> {
-    /// Answers the connections on `listener`, one at a time, until none came for `idle`
-    /// (`None`: forever).
-    pub(crate) fn serve(
-        &self,
-        listener: &TcpListener,
-        idle: Option<Duration>,
-    ) -> std::io::Result<()> {
-        loop {
-            if !readable(listener.as_fd(), idle)? {
-                tracing::debug!("no request for {idle:?}: exiting until the next one");
-                return Ok(());
-            }
-            match listener.accept() {
-                Ok((stream, _)) => self.answer(stream),
-                Err(err) => tracing::warn!("accepting a connection failed: {err}"),
-            }
+/// A heal a post asks for.
+struct Asked {
+    service: String,
+    heal_unit: String,
+    alert: FiringAlert,
+}
+
+impl<'a, U: UnitControl> Receiver<'a, U> {
+    pub(crate) fn new(
+        config: &'a Config,
+        state: &'a StateDir,
+        token_file: &'a Path,
+        this_host: ThisHost,
+        connect: &'a (dyn Fn() -> Result<U, SystemdError> + Sync),
+    ) -> Receiver<'a, U> {
+        Receiver {
+            config,
+            state,
+            token_file,
+            this_host,
+            connect,
+            starting: Mutex::new(()),
         }
     }
 
-    /// Reads one request from `stream` and answers it.
-    fn answer(&self, mut stream: TcpStream) {
-        let request = http::read_request(&mut stream, TcpStream::set_read_timeout_some, |head| {
-            head.path != PATH || self.token.admits(head.header("authorization"))
-        });
-        let (status, content_type, body) = match request {
-            Err(http::Unread::Gone) => return,
-            Err(unread) => {
-                let (status, text) = unread.status();
-                if unread == http::Unread::Unauthorized {
-                    tracing::warn!("refused a post without the receiver's token (401)");
-                }
-                (status, "text/plain", text.to_owned())
-            }
-            Ok(request) if request.path != PATH => (404, "text/plain", "not found\n".to_owned()),
-            Ok(request) if request.method != "POST" => {
-                (405, "text/plain", "POST only\n".to_owned())
-            }
-            Ok(request) => self.post(&request.body),
-        };
-        let _ = stream.set_write_timeout(Some(http::REQUEST_TIME));
-        http::respond(&mut stream, status, content_type, &body);
-        linger(&mut stream);
-    }
-
-    /// A post with the token: each alert judged, the heals started.
+    /// A post with the token: each alert judged, the heals started. (status, type, body)
     fn post(&self, body: &[u8]) -> (u16, &'static str, String) {
         let now = SystemTime::now();
         let verdicts = match alertmanager::judge(body, self.config, &self.this_host, now) {
@@ -110,7 +98,7 @@ impl<U: UnitControl> Receiver<'_, U> {
         };
         match self.start_heals(verdicts, now) {
             Ok(answer) => (
-                200,
+                if answer.post_again { 503 } else { 200 },
                 "application/json",
                 serde_json::to_string(&answer).unwrap_or_default() + "\n",
             ),
@@ -126,22 +114,23 @@ impl<U: UnitControl> Receiver<'_, U> {
         }
     }
 
-    /// Starts the heal unit of each `Heal` verdict, unless a run heals the service now or
-    /// the alert is a repeat of the one that started the last heal.
+    /// Starts the heal unit of each service the alerts ask for, once: not for a repeat of an
+    /// alert that started a heal within the hour, nor while a heal of the service is queued or
+    /// running (the alert joins it: recorded, so its repeats start nothing either).
     fn start_heals(&self, verdicts: Vec<Verdict>, now: SystemTime) -> Result<Answer, SystemdError> {
         let mut answer = Answer::default();
-        let mut heals: Vec<(String, FiringAlert)> = Vec::new();
-        let mut heal_units: Vec<String> = Vec::new();
+        let mut asked = Vec::new();
         for verdict in verdicts {
             match verdict {
                 Verdict::Heal {
                     service,
                     heal_unit,
                     alert,
-                } => {
-                    heals.push((service, alert));
-                    heal_units.push(heal_unit);
-                }
+                } => asked.push(Asked {
+                    service,
+                    heal_unit,
+                    alert,
+                }),
                 Verdict::Ignored {
                     alertname,
                     service,
@@ -156,122 +145,120 @@ impl<U: UnitControl> Receiver<'_, U> {
                 }
             }
         }
-        if heals.is_empty() {
+        if asked.is_empty() {
             return Ok(answer);
         }
+        let _one_at_a_time = self
+            .starting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let systemd = (self.connect)()?;
-        let names: Vec<&str> = heal_units.iter().map(String::as_str).collect();
-        let states = systemd.loaded_states(&names)?;
-        for (((service, alert), heal_unit), heal) in heals.into_iter().zip(&heal_units).zip(states)
-        {
-            let why_not = if let Some(last) = self.state.last_alert(&service).ok().flatten()
-                && alert.repeats(&last, now)
-            {
-                Some(format!(
-                    "a repeat of the alert that started its heal at {}",
-                    last.received_at.readable()
-                ))
-            } else if heal.load_state != "loaded" {
-                Some(format!(
-                    "{heal_unit} is {} (selfheal install writes it)",
-                    heal.load_state
-                ))
-            } else if matches!(
-                heal.active_state,
-                ActiveState::Active | ActiveState::Activating
-            ) {
-                Some(format!("{heal_unit} is healing it now"))
-            } else {
-                None
-            };
-            if let Some(why) = why_not {
-                tracing::info!(selfheal_service = %service, "alert {} starts nothing: {why}", alert.alertname);
+        let mut units: Vec<&str> = asked.iter().map(|a| a.heal_unit.as_str()).collect();
+        units.sort_unstable();
+        units.dedup();
+        let states = systemd.loaded_states(&units)?;
+        let mut going: BTreeSet<String> = states
+            .iter()
+            .filter(|heal| {
+                heal.job_queued
+                    || matches!(
+                        heal.active_state,
+                        ActiveState::Active | ActiveState::Activating
+                    )
+            })
+            .map(|heal| heal.id.clone())
+            .collect();
+        for mut one in asked {
+            let loaded = states
+                .iter()
+                .find(|heal| heal.id == one.heal_unit)
+                .map_or("not-found", |heal| heal.load_state.as_str());
+            if let Some(why) = self.why_not(&mut one, loaded, &going, now) {
+                tracing::info!(selfheal_service = %one.service, "alert {} starts nothing: {why}", one.alert.alertname);
                 answer.ignored.push(Ignored {
-                    alertname: alert.alertname,
-                    service: Some(service),
+                    alertname: one.alert.alertname,
+                    service: Some(one.service),
                     why,
                 });
                 continue;
             }
-            // Recorded before the start: the run reads which alert started it.
-            if let Err(err) = self.state.record_alert(&service, &alert) {
-                tracing::error!(selfheal_service = %service, "the alert cannot be recorded, the report will not name it: {err}");
-            }
-            match systemd.start_no_wait(heal_unit) {
-                Ok(()) => {
-                    tracing::warn!(selfheal_service = %service, "alert {} is firing: {heal_unit} started", alert.alertname);
-                    answer.started.push(Started {
-                        service,
-                        alertname: alert.alertname,
-                    });
-                }
-                Err(err) => {
-                    tracing::error!(selfheal_service = %service, "starting {heal_unit} failed: {err}");
-                    answer.ignored.push(Ignored {
-                        alertname: alert.alertname,
-                        service: Some(service),
-                        why: format!("starting {heal_unit} failed: {err}"),
-                    });
-                }
-            }
+            self.start(&systemd, one, &mut going, &mut answer);
         }
         Ok(answer)
     }
-}
 
-/// Closes after the answer without losing it: a client still sending a body that was not read
-/// (a refused post) would otherwise get a reset instead of the answer. What it still sends is
-/// read and dropped, for a second at most.
-fn linger(stream: &mut TcpStream) {
-    use std::io::Read as _;
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let until = std::time::Instant::now() + LINGER;
-    let mut sink = [0u8; 8192];
-    let mut drained = 0;
-    while drained < http::MAX_BODY_BYTES {
-        let left = until.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() || stream.set_read_timeout_some(left).is_err() {
-            return;
+    /// Why `one` starts nothing, if it does not: a repeat of an alert that started a heal within
+    /// the hour, a heal unit that is not loaded, a heal under way (`going`; the alert joins it,
+    /// recorded as taken, so that its repeats start nothing either).
+    fn why_not(
+        &self,
+        one: &mut Asked,
+        loaded: &str,
+        going: &BTreeSet<String>,
+        now: SystemTime,
+    ) -> Option<String> {
+        let Asked {
+            service,
+            heal_unit,
+            alert,
+        } = one;
+        if let Some(earlier) = self.state.repeated_alert(service, alert, now) {
+            return Some(format!(
+                "a repeat of the alert that started its heal at {}",
+                earlier.received_at.readable()
+            ));
         }
-        match stream.read(&mut sink) {
-            Ok(0) | Err(_) => return,
-            Ok(read) => drained += read,
+        if loaded != "loaded" {
+            return Some(format!(
+                "{heal_unit} is {loaded} (selfheal install writes it)"
+            ));
+        }
+        if going.contains(heal_unit.as_str()) {
+            alert.taken = true;
+            self.record(service, alert);
+            return Some(format!("{heal_unit} is healing it now"));
+        }
+        None
+    }
+
+    /// Records `one`'s alert (the run reads which alert started it), then starts its heal
+    /// unit; a start that fails forgets the alert and asks Alertmanager to post again.
+    fn start(&self, systemd: &U, one: Asked, going: &mut BTreeSet<String>, answer: &mut Answer) {
+        let Asked {
+            service,
+            heal_unit,
+            alert,
+        } = one;
+        self.record(&service, &alert);
+        match systemd.start_no_wait(&heal_unit) {
+            Ok(()) => {
+                tracing::warn!(selfheal_service = %service, "alert {} is firing: {heal_unit} started", alert.alertname);
+                going.insert(heal_unit);
+                answer.started.push(Started {
+                    service,
+                    alertname: alert.alertname,
+                });
+            }
+            Err(err) => {
+                tracing::error!(selfheal_service = %service, "starting {heal_unit} failed: {err}");
+                if let Err(err) = self.state.forget_alert(&service, &alert) {
+                    tracing::error!(selfheal_service = %service, "{err}");
+                }
+                answer.post_again = true;
+                answer.ignored.push(Ignored {
+                    alertname: alert.alertname,
+                    service: Some(service),
+                    why: format!("starting {heal_unit} failed: {err}"),
+                });
+            }
         }
     }
-}
 
-/// How long a closing connection is drained (see `linger`).
-const LINGER: Duration = Duration::from_secs(1);
-
-/// Waits until a connection can be accepted on `fd`: false when `timeout` passed first.
-fn readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> std::io::Result<bool> {
-    let millis = timeout.map_or(-1, |timeout| {
-        i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX)
-    });
-    let mut poll = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    loop {
-        // SAFETY: one pollfd that lives across the call, and the count says one.
-        let ready = unsafe { libc::poll(&raw mut poll, 1, millis) };
-        match ready {
-            -1 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
-            -1 => return Err(std::io::Error::last_os_error()),
-            0 => return Ok(false),
-            _ => return Ok(true),
+    /// Records `alert` for `service`; one that cannot be recorded is logged (the heal starts
+    /// all the same; its report will not name the alert).
+    fn record(&self, service: &str, alert: &FiringAlert) {
+        if let Err(err) = self.state.record_alert(service, alert) {
+            tracing::error!(selfheal_service = %service, "the alert cannot be recorded: {err}");
         }
-    }
-}
-
-/// `set_read_timeout` with a duration that is never zero (zero means "no timeout").
-trait ReadTimeout {
-    fn set_read_timeout_some(&self, timeout: Duration) -> std::io::Result<()>;
-}
-
-impl ReadTimeout for TcpStream {
-    fn set_read_timeout_some(&self, timeout: Duration) -> std::io::Result<()> {
-        self.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
     }
 }

@@ -17,28 +17,62 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
-    /// Reads `path`: a regular file (not a link) owned by root that no one else can read or
-    /// write, holding one token (surrounding whitespace and the final newline are not part of
-    /// it).
+    /// Reads `path`: a regular file, not reached through a link, owned by the user selfheal
+    /// runs as (root) that no one else can read or write, in a directory only that user can
+    /// change; it holds one token (surrounding whitespace and the final newline are not part
+    /// of it). The checks are made on the file that is read.
     pub(crate) fn read(path: &Path) -> Result<Token, String> {
+        use std::io::Read as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
         let shown = path.display();
-        let meta = std::fs::symlink_metadata(path)
+        let me = nix::unistd::geteuid().as_raw();
+        let fix = format!("chown root:root {shown} && chmod 600 {shown}");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|err| match err.raw_os_error() {
+                Some(libc::ELOOP) => {
+                    format!("refusing the token file {shown}: it is a symbolic link")
+                }
+                _ => format!("cannot read the token file {shown}: {err}"),
+            })?;
+        let meta = file
+            .metadata()
             .map_err(|err| format!("cannot read the token file {shown}: {err}"))?;
         if !meta.file_type().is_file() {
             return Err(format!("the token file {shown} is not a regular file"));
         }
-        if meta.uid() != 0 || meta.mode() & 0o077 != 0 {
+        if meta.uid() != me || meta.mode() & 0o077 != 0 {
             return Err(format!(
-                "refusing the token file {shown}: only root may read it (chown root:root {shown} && chmod 600 {shown})"
+                "refusing the token file {shown}: only root may read it ({fix})"
             ));
         }
-        if meta.len() > MAX_TOKEN_BYTES {
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir = std::fs::metadata(parent).map_err(|err| {
+            format!(
+                "cannot read the token file's directory {}: {err}",
+                parent.display()
+            )
+        })?;
+        if dir.uid() != me || dir.mode() & 0o022 != 0 {
+            return Err(format!(
+                "refusing the token file {shown}: others can change its directory {} (chown root {0} && chmod go-w {0})",
+                parent.display()
+            ));
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_TOKEN_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|err| format!("cannot read the token file {shown}: {err}"))?;
+        if bytes.len() as u64 > MAX_TOKEN_BYTES {
             return Err(format!(
                 "the token file {shown} is larger than {MAX_TOKEN_BYTES} bytes"
             ));
         }
-        let bytes = std::fs::read(path)
-            .map_err(|err| format!("cannot read the token file {shown}: {err}"))?;
         let token = bytes.trim_ascii();
         if token.is_empty() {
             return Err(format!("the token file {shown} is empty"));
@@ -117,5 +151,15 @@ mod tests {
         assert!(Token::read(&path).unwrap_err().contains("is empty"));
         let (_dir, path) = token_file("two words", 0o600);
         assert!(Token::read(&path).unwrap_err().contains("spaces"));
+        let (dir, path) = token_file("s3cret", 0o600);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(Token::read(&link).unwrap_err().contains("symbolic link"));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(
+            Token::read(&path)
+                .unwrap_err()
+                .contains("others can change its directory")
+        );
     }
 }

@@ -1,6 +1,6 @@
-//! The Alertmanager alert that started a service's heal (`<state>/alerts/<service>.json`):
-//! written by the receiver before it starts the heal unit, read by that run, whose report
-//! names the alert.
+//! The Alertmanager alerts that started (or joined) a heal of a service within the hour
+//! (`<state>/alerts/<service>.json`, newest last): written by the receiver before it starts the
+//! heal unit, read by that run, whose report names the alert; a repeat of one starts nothing.
 
 use std::time::{Duration, SystemTime};
 
@@ -11,6 +11,9 @@ use crate::ui::when::Timestamp;
 
 const ALERTS: &str = "alerts";
 
+/// The lock of every change to the files (the receiver records while a run takes).
+const ALERTS_LOCK: &str = ".alerts-received.lock";
+
 /// How long after it arrived an alert still explains a run that starts (the heal unit starts
 /// within milliseconds; a run much later was started by something else).
 const EXPLAINS_A_RUN_FOR: Duration = Duration::from_secs(120);
@@ -19,6 +22,9 @@ const EXPLAINS_A_RUN_FOR: Duration = Duration::from_secs(120);
 /// changes, each `repeat_interval`): the same alert starts no second run within this time.
 /// A heal that did not help is loop protection's to retry, not the repeats'.
 pub(crate) const SAME_ALERT_STARTS_ONCE_IN: Duration = Duration::from_secs(3600);
+
+/// At most this many alerts are kept per service (the newest).
+const KEPT: usize = 64;
 
 /// One firing alert as the receiver took it in: what the report names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,67 +41,120 @@ pub(crate) struct FiringAlert {
     /// Alertmanager's fingerprint of its labels: with `starts_at`, what makes it this alert.
     pub fingerprint: String,
     pub received_at: Timestamp,
-    /// A run has taken it (its report names it): it explains no other run.
+    /// A run has taken it (its report names it), or it joined a heal already going: it
+    /// explains no other run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub taken: bool,
 }
 
 impl FiringAlert {
-    /// The same alert (a repeat of the one recorded), within the time it starts one run.
-    pub(crate) fn repeats(&self, recorded: &FiringAlert, now: SystemTime) -> bool {
-        self.fingerprint == recorded.fingerprint
-            && self.starts_at == recorded.starts_at
-            && recorded.received_at.time() + SAME_ALERT_STARTS_ONCE_IN > now
+    /// The same alert: Alertmanager's fingerprint of its labels, and the same start.
+    fn same(&self, other: &FiringAlert) -> bool {
+        self.fingerprint == other.fingerprint && self.starts_at == other.starts_at
+    }
+
+    /// When it began firing (`startsAt`), if Alertmanager's timestamp reads.
+    pub(crate) fn started_firing(&self) -> Option<SystemTime> {
+        let at: jiff::Timestamp = self.starts_at.parse().ok()?;
+        Some(SystemTime::from(at))
     }
 }
 
+/// What a file holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Recent {
+    alerts: Vec<FiringAlert>,
+}
+
 impl StateDir {
-    /// The alert that last started a heal of `service`. Reading creates nothing (a dry run
-    /// changes nothing, not even the state directory).
-    pub(crate) fn last_alert(&self, service: &str) -> Result<Option<FiringAlert>, StateError> {
+    /// The alerts recorded for `service` within the hour. Reading creates nothing (a dry run
+    /// changes nothing, not even the state directory); one that cannot be read is none.
+    fn recent_alerts(&self, service: &str, now: SystemTime) -> Vec<FiringAlert> {
         if !self
             .root()
             .join(ALERTS)
             .join(format!("{service}.json"))
             .is_file()
         {
-            return Ok(None);
+            return Vec::new();
         }
-        self.service_file(ALERTS, service)
+        let recent: Recent = self
+            .service_file(ALERTS, service)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        recent
+            .alerts
+            .into_iter()
+            .filter(|alert| alert.received_at.time() + SAME_ALERT_STARTS_ONCE_IN > now)
+            .collect()
     }
 
-    /// Records that `alert` starts a heal of `service` now.
+    /// The recorded alert `alert` repeats (the same one, within the hour), if any.
+    pub(crate) fn repeated_alert(
+        &self,
+        service: &str,
+        alert: &FiringAlert,
+        now: SystemTime,
+    ) -> Option<FiringAlert> {
+        self.recent_alerts(service, now)
+            .into_iter()
+            .rev()
+            .find(|recorded| recorded.same(alert))
+    }
+
+    /// Changes the alerts of `service` under the lock.
+    fn change_alerts(
+        &self,
+        service: &str,
+        change: impl FnOnce(&mut Vec<FiringAlert>),
+    ) -> Result<(), StateError> {
+        let _lock = self.lock_exclusive(ALERTS_LOCK)?;
+        let mut alerts = self.recent_alerts(service, SystemTime::now());
+        change(&mut alerts);
+        let keep_from = alerts.len().saturating_sub(KEPT);
+        self.save_service_file(
+            ALERTS,
+            service,
+            &Recent {
+                alerts: alerts.split_off(keep_from),
+            },
+        )
+    }
+
+    /// Records that `alert` starts (or, `taken`, joins) a heal of `service` now.
     pub(crate) fn record_alert(
         &self,
         service: &str,
         alert: &FiringAlert,
     ) -> Result<(), StateError> {
-        self.save_service_file(ALERTS, service, alert)
+        self.change_alerts(service, |alerts| alerts.push(alert.clone()))
     }
 
-    /// The alert that started the run of `service` beginning now: one that arrived moments
-    /// ago (none when it cannot be read: the run heals anyway).
+    /// Forgets `alert`: the heal it was to start did not start.
+    pub(crate) fn forget_alert(
+        &self,
+        service: &str,
+        alert: &FiringAlert,
+    ) -> Result<(), StateError> {
+        self.change_alerts(service, |alerts| alerts.retain(|kept| kept != alert))
+    }
+
+    /// The alert that started the run of `service` beginning now: the newest one no run has
+    /// taken, that arrived moments ago.
     pub(crate) fn alert_for_run(&self, service: &str, now: SystemTime) -> Option<FiringAlert> {
-        let alert = self
-            .last_alert(service)
-            .ok()?
-            .filter(|alert| !alert.taken)?;
+        let alert = self.recent_alerts(service, now).pop()?;
         let age = now.duration_since(alert.received_at.time()).ok()?;
-        (age <= EXPLAINS_A_RUN_FOR).then_some(alert)
+        (!alert.taken && age <= EXPLAINS_A_RUN_FOR).then_some(alert)
     }
 
-    /// Marks the alert of `service` as taken by the run that read it.
-    pub(crate) fn take_alert(&self, service: &str) -> Result<(), StateError> {
-        match self.last_alert(service)? {
-            Some(alert) => self.record_alert(
-                service,
-                &FiringAlert {
-                    taken: true,
-                    ..alert
-                },
-            ),
-            None => Ok(()),
-        }
+    /// Marks `alert` (that one only) as taken by the run that read it.
+    pub(crate) fn take_alert(&self, service: &str, alert: &FiringAlert) -> Result<(), StateError> {
+        self.change_alerts(service, |alerts| {
+            for kept in alerts.iter_mut().filter(|kept| *kept == alert) {
+                kept.taken = true;
+            }
+        })
     }
 }
 
@@ -103,13 +162,13 @@ impl StateDir {
 mod tests {
     use super::*;
 
-    fn alert(received_at: SystemTime) -> FiringAlert {
+    fn alert(fingerprint: &str, received_at: SystemTime) -> FiringAlert {
         FiringAlert {
             alertname: "HighErrorRate".into(),
             summary: Some("5xx above 5%".into()),
             generator_url: None,
             starts_at: "2026-12-07T10:00:00Z".into(),
-            fingerprint: "a1b2".into(),
+            fingerprint: fingerprint.into(),
             received_at: Timestamp::seconds(received_at),
             taken: false,
         }
@@ -120,12 +179,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path());
         let now = SystemTime::now();
-        state.record_alert("web", &alert(now)).unwrap();
-        assert_eq!(state.alert_for_run("web", now), Some(alert(now)));
+        assert_eq!(state.alert_for_run("web", now), None);
+        assert!(!dir.path().join(ALERTS).exists(), "reading created nothing");
+        state.record_alert("web", &alert("a1", now)).unwrap();
+        assert_eq!(state.alert_for_run("web", now), Some(alert("a1", now)));
         assert_eq!(state.alert_for_run("db", now), None);
         let later = now + EXPLAINS_A_RUN_FOR + Duration::from_secs(1);
         assert_eq!(state.alert_for_run("web", later), None);
-        state.take_alert("web").unwrap();
+        // Another alert arrives before the run takes the first: only the first is taken.
+        state.record_alert("web", &alert("b2", now)).unwrap();
+        state.take_alert("web", &alert("a1", now)).unwrap();
+        assert_eq!(state.alert_for_run("web", now), Some(alert("b2", now)));
+        state.take_alert("web", &alert("b2", now)).unwrap();
         assert_eq!(
             state.alert_for_run("web", now),
             None,
@@ -135,19 +200,58 @@ mod tests {
 
     #[test]
     fn a_repeat_is_the_same_fingerprint_and_start_within_the_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
         let now = SystemTime::now();
-        let recorded = alert(now);
-        assert!(alert(now).repeats(&recorded, now + Duration::from_secs(60)));
-        assert!(!alert(now).repeats(&recorded, now + SAME_ALERT_STARTS_ONCE_IN));
+        state.record_alert("web", &alert("a1", now)).unwrap();
+        state.record_alert("web", &alert("b2", now)).unwrap();
+        assert!(
+            state
+                .repeated_alert("web", &alert("a1", now), now)
+                .is_some(),
+            "not only the last one"
+        );
+        let in_an_hour = now + SAME_ALERT_STARTS_ONCE_IN;
+        assert!(
+            state
+                .repeated_alert("web", &alert("a1", now), in_an_hour)
+                .is_none()
+        );
         let fired_again = FiringAlert {
             starts_at: "2026-12-07T11:00:00Z".into(),
-            ..alert(now)
+            ..alert("a1", now)
         };
-        assert!(!fired_again.repeats(&recorded, now));
-        let other_labels = FiringAlert {
-            fingerprint: "c3d4".into(),
-            ..alert(now)
+        assert!(state.repeated_alert("web", &fired_again, now).is_none());
+        assert!(
+            state
+                .repeated_alert("web", &alert("c3", now), now)
+                .is_none()
+        );
+        // A heal that did not start is forgotten: its repeat may start it.
+        state.forget_alert("web", &alert("a1", now)).unwrap();
+        assert!(
+            state
+                .repeated_alert("web", &alert("a1", now), now)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn alertmanagers_start_reads_as_a_time() {
+        let at = FiringAlert {
+            starts_at: "2026-12-07T10:00:00.123456789Z".into(),
+            ..alert("a1", SystemTime::now())
         };
-        assert!(!other_labels.repeats(&recorded, now));
+        let since_epoch = at
+            .started_firing()
+            .unwrap()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap();
+        assert_eq!(since_epoch.as_millis(), 1_796_637_600_123);
+        let unreadable = FiringAlert {
+            starts_at: "soon".into(),
+            ..at
+        };
+        assert_eq!(unreadable.started_firing(), None);
     }
 }

@@ -49,6 +49,8 @@ pub(crate) struct UnitOverview {
     pub sub_state: String,
     /// The units its `OnFailure=` starts.
     pub on_failure: Vec<String>,
+    /// A job of systemd's is queued or running for it (a start not begun yet included).
+    pub job_queued: bool,
 }
 
 impl UnitOverview {
@@ -60,6 +62,7 @@ impl UnitOverview {
             active_state: ActiveState::parse(&row.3),
             sub_state: row.4.clone(),
             on_failure: Vec::new(),
+            job_queued: row.7 != 0,
         }
     }
 }
@@ -115,6 +118,7 @@ impl Systemd {
                 on_failure: on_failure
                     .and_then(|value| <Vec<String>>::try_from(value).ok())
                     .unwrap_or_default(),
+                job_queued: row.is_some_and(|row| row.7 != 0),
             });
         }
         Ok(overviews)
@@ -157,6 +161,7 @@ impl Systemd {
                     active_state: ActiveState::Inactive,
                     sub_state: "dead".to_owned(),
                     on_failure: Vec::new(),
+                    job_queued: false,
                 }),
             })
             .collect();

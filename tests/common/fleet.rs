@@ -136,30 +136,41 @@ receivers:
         let history = env.wait_for_history(heals_before + 1, Duration::from_secs(60));
         let run = history.last().unwrap();
         let healed = run.started() + Duration::from_millis(run.duration_ms);
-        let alert: serde_json::Value =
+        let alerts: serde_json::Value =
             serde_json::from_slice(&std::fs::read(env.state_dir.join("alerts/web.json")).unwrap())
                 .unwrap();
-        let received = humantime::parse_rfc3339(alert["received_at"].as_str().unwrap()).unwrap();
+        let newest = &alerts["alerts"][alerts["alerts"].as_array().unwrap().len() - 1];
+        let received = humantime::parse_rfc3339(newest["received_at"].as_str().unwrap()).unwrap();
         assert_ne!(
             env.property("web.service", "InvocationID"),
             first,
             "web was restarted"
         );
 
-        let resolutions_before = self.resolutions_received();
+        wait_until(Duration::from_secs(30), "the heal unit to end", || {
+            env.property("selfheal@web.service", "ActiveState") == "inactive"
+        });
+        let heal_run = env.property("selfheal@web.service", "InvocationID");
+        let resolutions_before =
+            self.receiver_said("resolved alert: only firing alerts start a heal");
         self.set_errors(0.0);
         wait_until(
             Duration::from_secs(60),
             "the alert's resolution to reach selfheal",
-            || self.resolutions_received() > resolutions_before,
+            || {
+                self.receiver_said("resolved alert: only firing alerts start a heal")
+                    > resolutions_before
+            },
         );
-        wait_until(Duration::from_secs(30), "the heal unit to end", || {
-            env.property("selfheal@web.service", "ActiveState") == "inactive"
-        });
+        // The receiver logs each start before it answers: none but this turn's.
         assert_eq!(
-            env.history().len(),
+            self.receiver_said("selfheal@web.service started"),
             heals_before + 1,
             "the resolution started nothing"
+        );
+        assert_eq!(
+            env.property("selfheal@web.service", "InvocationID"),
+            heal_run
         );
         LoopHeal {
             post_to_healed: healed.duration_since(received).unwrap_or_default(),
@@ -167,11 +178,11 @@ receivers:
         }
     }
 
-    /// How many resolved alerts the receiver has turned away so far (its journal's word).
-    fn resolutions_received(&self) -> usize {
+    /// How many times the receiver's journal says `what` so far.
+    fn receiver_said(&self, what: &str) -> usize {
         self.env
             .journal(&["-u", "selfheal-receiver.service"])
-            .matches("resolved alert: only firing alerts start a heal")
+            .matches(what)
             .count()
     }
 }
