@@ -34,7 +34,7 @@ pub(crate) fn receiver_files(
                 "{MARKER}\n[Unit]\nDescription=selfheal: Alertmanager's webhooks on {listen}\n\
                  Documentation=man:selfheal(1)\n\n\
                  [Socket]\nListenStream={listen}\n\
-                 # One receiver answers every connection, and exits when none came for a while.\n\
+                 # One receiver process answers every connection, and exits when no post came for a while.\n\
                  Accept=no\n\
                  # An address that is not up yet at boot is bound all the same.\n\
                  FreeBind=yes\n"

@@ -269,12 +269,11 @@ impl Run<'_> {
         // Otherwise one look decides. What is wrong with a unit that is active: "active, but
         // port 5002 is not listening".
         let waited = followed.is_some();
-        let probes_saw = (!waited && snapshot.is_active())
-            .then(|| {
-                self.probes_saw(&snapshot)
-                    .or_else(|| alert::seen(self.alert.as_ref(), &snapshot))
-            })
-            .flatten();
+        let (probes_saw, probed) = if !waited && snapshot.is_active() {
+            self.seen_by_others(&snapshot)
+        } else {
+            (None, false)
+        };
         let not_serving = not_serving(followed, probes_saw.is_some(), &mut snapshot, &target);
         let Some(not_serving) = not_serving else {
             let by_systemd = restarting || snapshot.n_restarts > restarts_before;
@@ -300,8 +299,7 @@ impl Run<'_> {
         let unhealthy = Some(not_serving)
             .filter(|_| snapshot.is_active())
             .map(|missing| match &probes_saw {
-                Some(seen) if self.alert.is_some() => format!("active, but {seen}"),
-                Some(seen) => format!("active, but the probes saw it fail: {seen}"),
+                Some(seen) => format!("active, but {seen}"),
                 None => format!("active, but {missing}"),
             });
         Ok(ControlFlow::Continue(Look {
@@ -312,7 +310,7 @@ impl Run<'_> {
             unhealthy,
             pending_journal,
             evidence_matters,
-            by_probes: probes_saw.is_some() && self.alert.is_none(),
+            by_probes: probed,
         }))
     }
 
@@ -333,6 +331,15 @@ impl Run<'_> {
         drop(asking);
         tracing::debug!("unit snapshot after {} µs", self.clock.elapsed_us());
         Ok((systemd, target, snapshot))
+    }
+
+    /// What the probes saw, else what an alert says, of a unit that is active: the evidence
+    /// that it does not serve; and whether it was the probes'.
+    fn seen_by_others(&self, snapshot: &UnitSnapshot) -> (Option<String>, bool) {
+        if let Some(seen) = self.probes_saw(snapshot) {
+            return (Some(format!("the probes saw it fail: {seen}")), true);
+        }
+        (alert::seen(self.alert.as_ref(), snapshot), false)
     }
 
     /// What the probes saw, when they started this run a moment ago on the instance still
