@@ -341,3 +341,35 @@ fn a_paused_service_is_held_when_an_alert_names_it() {
         "web was left alone"
     );
 }
+
+/// A receiver whose socket does not listen loses every alert: the dashboard and `check` say
+/// so, as of a stopped timer.
+#[test]
+fn a_receiver_socket_that_does_not_listen_is_shown_by_status() {
+    let (env, _port) = receiving(&["web"]);
+    let receiver = |env: &TestEnv| {
+        let output = env.selfheal(["status", "--json"]);
+        let status: Value = serde_json::from_slice(&output.stdout).unwrap();
+        status["config"]["timers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|timer| timer["round"] == "receiver")
+            .cloned()
+            .unwrap_or_else(|| panic!("no receiver in {status}"))
+    };
+    let listening = receiver(&env);
+    assert_eq!(listening["active_state"], "active", "{listening}");
+    assert!(listening["problem"].is_null(), "{listening}");
+    env.systemctl(&["stop", "selfheal-receiver.socket"]);
+    let stopped = receiver(&env);
+    assert_contains(
+        stopped["problem"].as_str().unwrap(),
+        "selfheal-receiver.socket is inactive: Alertmanager's posts go unheard",
+    );
+    let check = env.selfheal(["check"]);
+    assert_contains(
+        &String::from_utf8_lossy(&check.stderr),
+        "warning: selfheal-receiver.socket is inactive",
+    );
+}

@@ -1,14 +1,14 @@
 //! Whether selfheal itself is alive: each timer the config needs (the watch and the flush
 //! always, the probe with `probe:`, the digest with `digest: daily`) is active, and its round
-//! ran within two of its intervals. `status` and `check` say when not; the metrics carry the
-//! last round of each.
+//! ran within two of its intervals; with `receiver:`, the receiver's socket listens.
+//! `status` and `check` say when not; the metrics carry the last round of each timer.
 
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::config::units::{DIGEST_TIMER, FLUSH_TIMER, PROBE_TIMER, WATCH_TIMER};
+use crate::config::units::{DIGEST_TIMER, FLUSH_TIMER, PROBE_TIMER, RECEIVER_SOCKET, WATCH_TIMER};
 use crate::state::{StateDir, Timestamp};
 use crate::systemd::{ActiveState, Systemd, UnitControl, UnitOverview};
 
@@ -45,7 +45,10 @@ pub(crate) fn needed(config: &Config) -> Vec<(&'static str, &'static str, Durati
 /// the dashboard's timeout (a frozen systemd must not hold `status` or `check`); `None` when
 /// systemd did not answer in time.
 pub(crate) fn ask(config: &Config) -> Option<Vec<UnitOverview>> {
-    let timers: Vec<&'static str> = needed(config).iter().map(|(_, timer, _)| *timer).collect();
+    let mut timers: Vec<&'static str> = needed(config).iter().map(|(_, timer, _)| *timer).collect();
+    if config.receiver.is_some() {
+        timers.push(RECEIVER_SOCKET);
+    }
     let (answer_to, answer) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let states = Systemd::connect().and_then(|systemd| systemd.unit_states(&timers));
@@ -66,13 +69,16 @@ pub(crate) fn look(
     now: SystemTime,
 ) -> Vec<TimerStatus> {
     let rounds = needed(config);
-    rounds
+    let state_of = |index: usize| {
+        states
+            .and_then(|states| states.get(index))
+            .map(|unit| (unit.load_state.clone(), unit.active_state.clone()))
+    };
+    let mut looks: Vec<TimerStatus> = rounds
         .iter()
         .enumerate()
         .map(|(index, (round, timer, every))| {
-            let active_state = states
-                .and_then(|states| states.get(index))
-                .map(|unit| (unit.load_state.clone(), unit.active_state.clone()));
+            let active_state = state_of(index);
             let last_round = state.last_round(round);
             let problem = match &active_state {
                 Some((load, _)) if load == "not-found" => Some(format!(
@@ -99,5 +105,32 @@ pub(crate) fn look(
                 problem,
             }
         })
-        .collect()
+        .collect();
+    if config.receiver.is_some() {
+        looks.push(receiver_socket(state_of(rounds.len())));
+    }
+    looks
+}
+
+/// The receiver's socket (asked after the timers): while it does not listen, Alertmanager's
+/// posts go unheard.
+fn receiver_socket(active_state: Option<(String, ActiveState)>) -> TimerStatus {
+    let socket = RECEIVER_SOCKET;
+    let problem = match &active_state {
+        Some((load, _)) if load == "not-found" => Some(format!(
+            "{socket} is not installed: Alertmanager's posts go unheard (selfheal install)"
+        )),
+        Some((_, active)) if *active != ActiveState::Active => Some(format!(
+            "{socket} is {active}: Alertmanager's posts go unheard (systemctl start {socket}, or selfheal install)"
+        )),
+        _ => None,
+    };
+    TimerStatus {
+        round: "receiver",
+        timer: socket,
+        active_state: active_state
+            .map_or_else(|| "unknown".to_owned(), |(_, active)| active.to_string()),
+        last_round: None,
+        problem,
+    }
 }
