@@ -115,8 +115,17 @@ fn the_readmes_alertmanager_route_heals_only_what_is_labelled_and_still_pages() 
         "SUCCESS",
     );
     assert_eq!(
-        amtool(&["config", "routes", "test", &file, "heal=yes", "service=web"]).trim(),
-        "selfheal,oncall"
+        amtool(&[
+            "config",
+            "routes",
+            "test",
+            &file,
+            "heal=yes",
+            "service=web",
+            "host=web2"
+        ])
+        .trim(),
+        "selfheal-web2,oncall"
     );
     assert_eq!(
         amtool(&["config", "routes", "test", &file, "service=web"]).trim(),

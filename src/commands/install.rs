@@ -53,6 +53,7 @@ pub(super) fn install(paths: &Paths, args: &InstallArgs) -> Result<ExitCode, Err
     if !args.no_reload {
         start_and_stop_timers(&changes)?;
         start_and_stop_receiver(&changes)?;
+        restart_running_receiver(&files)?;
     }
     Ok(ExitCode::Success)
 }

@@ -141,11 +141,17 @@ impl StateDir {
     }
 
     /// The alert that started the run of `service` beginning now: the newest one no run has
-    /// taken, that arrived moments ago.
+    /// taken (an alert that joined the heal since is recorded as taken, after it), that
+    /// arrived moments ago.
     pub(crate) fn alert_for_run(&self, service: &str, now: SystemTime) -> Option<FiringAlert> {
-        let alert = self.recent_alerts(service, now).pop()?;
-        let age = now.duration_since(alert.received_at.time()).ok()?;
-        (!alert.taken && age <= EXPLAINS_A_RUN_FOR).then_some(alert)
+        self.recent_alerts(service, now)
+            .into_iter()
+            .rev()
+            .find(|alert| !alert.taken)
+            .filter(|alert| {
+                now.duration_since(alert.received_at.time())
+                    .is_ok_and(|age| age <= EXPLAINS_A_RUN_FOR)
+            })
     }
 
     /// Marks `alert` (that one only) as taken by the run that read it.
@@ -196,6 +202,15 @@ mod tests {
             None,
             "taken by the run that read it"
         );
+        // An alert that joins a heal whose run has not read its alert yet is recorded as taken,
+        // after it: the run still finds the one that started it.
+        state.record_alert("web", &alert("c3", now)).unwrap();
+        let joined = FiringAlert {
+            taken: true,
+            ..alert("d4", now)
+        };
+        state.record_alert("web", &joined).unwrap();
+        assert_eq!(state.alert_for_run("web", now), Some(alert("c3", now)));
     }
 
     #[test]
